@@ -1,0 +1,21 @@
+"""Agent settings, read once from the command line and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    server: str
+    data_dir: Path
+    name: str
+    address: str
+    cpu_units: int
+    memory_mib: int
+    docker_url: str
+    attributes: dict[str, str] = field(default_factory=dict)
+    # A safety net under Docker's event stream, not the way exits are found.
+    resync_interval: float = 30.0
+    docker_concurrency: int = 8

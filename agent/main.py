@@ -1,0 +1,143 @@
+"""`berth-agent`: run this host's tasks for a control plane until SIGTERM.
+
+Stopping the agent leaves its containers running: a restarted agent adopts
+them by their labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from prometheus_client import start_http_server
+
+from agent import host
+from agent.config import AgentSettings
+from agent.runtime.docker_driver import DockerDriver
+from agent.session import AGENT_VERSION, ControlPlaneSession
+from agent.supervisor import TaskSupervisor
+from berth import logs
+from berth.errors import BerthError, InvalidArgument
+from berth.names import check_dns_label
+from berth.v1 import agent_pb2 as agent_pb
+from berth.v1 import resources_pb2 as pb
+
+log = logging.getLogger("agent")
+
+
+def _attribute(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"attribute {text!r} must look like KEY=VALUE")
+    return key, value
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None]:
+    parser = argparse.ArgumentParser(prog="berth-agent", description=__doc__)
+    parser.add_argument("--server", required=True, help="control plane gRPC address, HOST:PORT")
+    parser.add_argument("--data-dir", required=True, type=Path, help="where the agent keeps its node id")
+    parser.add_argument("--name", default=None, help="node name (a DNS label); default: hostname")
+    parser.add_argument("--address", default=None, help="address other hosts reach this one at")
+    parser.add_argument(
+        "--attribute", action="append", type=_attribute, default=[], help="KEY=VALUE, repeatable"
+    )
+    parser.add_argument("--cpu-units", type=int, default=None, help="override: default 1024 per core")
+    parser.add_argument("--memory-mib", type=int, default=None, help="override: default total memory")
+    parser.add_argument(
+        "--docker-url", default=None, help="Docker engine socket; default: DOCKER_HOST or local"
+    )
+    parser.add_argument("--resync-interval", type=float, default=30.0, help="seconds")
+    parser.add_argument("--metrics-listen", default=None, help="Prometheus metrics address, HOST:PORT")
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    logs.configure(args.log_level)
+    name = args.name or host.default_name()
+    try:
+        check_dns_label("node", name)
+    except InvalidArgument as error:
+        parser.error(str(error))
+    settings = AgentSettings(
+        server=args.server,
+        data_dir=args.data_dir,
+        name=name,
+        address=args.address or host.default_address(),
+        cpu_units=args.cpu_units or host.cpu_units(),
+        memory_mib=args.memory_mib or host.memory_mib(),
+        attributes=dict(args.attribute),
+        docker_url=args.docker_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
+        resync_interval=args.resync_interval,
+    )
+    return settings, args.metrics_listen
+
+
+async def _metrics() -> pb.NodeMetrics | None:
+    return await asyncio.to_thread(host.sample_metrics)
+
+
+async def run(settings: AgentSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    driver = DockerDriver(settings.docker_url, settings.docker_concurrency)
+    node_id = host.load_node_id(settings.data_dir)
+    supervisor = TaskSupervisor(driver, node_id, settings.resync_interval)
+    registration = agent_pb.RegisterRequest(
+        node_id=node_id,
+        name=settings.name,
+        address=settings.address,
+        cpu_units=settings.cpu_units,
+        memory_mib=settings.memory_mib,
+        attributes=settings.attributes,
+        agent_version=AGENT_VERSION,
+    )
+    session = ControlPlaneSession(
+        settings.server,
+        registration,
+        supervisor,
+        on_registered=lambda new_id: host.save_node_id(settings.data_dir, new_id),
+        sample_metrics=_metrics,
+    )
+    log.info(
+        "event=agent_started server=%s name=%s address=%s cpu_units=%d memory_mib=%d",
+        settings.server,
+        settings.name,
+        settings.address,
+        settings.cpu_units,
+        settings.memory_mib,
+    )
+    workers = [
+        asyncio.create_task(supervisor.run(), name="supervisor"),
+        asyncio.create_task(session.run(), name="session"),
+    ]
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait([*workers, stopper], return_when=asyncio.FIRST_COMPLETED)
+    for task in [*workers, stopper]:
+        task.cancel()
+    for task in workers:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await driver.close()
+    log.info("event=agent_stopped containers=left_running")
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings, metrics_listen = parse_args(argv)
+    if metrics_listen:
+        address, _, port = metrics_listen.rpartition(":")
+        start_http_server(int(port), addr=address or "0.0.0.0")
+    try:
+        asyncio.run(run(settings))
+    except BerthError as error:
+        log.error("event=fatal error=%r", str(error))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

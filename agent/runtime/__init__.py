@@ -1,0 +1,1 @@
+"""Container runtimes behind one narrow driver interface (Docker, and a fake)."""

@@ -1,0 +1,66 @@
+"""A blocking reader of Docker's /events stream, one JSON event per line.
+
+The docker SDK's own events() generator reads the chunked stream in a way
+that can hold an event back until the next one arrives (seen here with
+urllib3 2.x: a `docker kill` surfaced only at the following event). Exits
+must be seen at once, so this reads the stream with http.client, whose
+readline() returns as soon as a line is complete.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost")
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+def connect(base_url: str) -> http.client.HTTPConnection:
+    """A connection to the engine at `unix:///path` or `tcp://host:port`."""
+    if base_url.startswith("unix://"):
+        return _UnixConnection(base_url[len("unix://") :])
+    parsed = urllib.parse.urlparse(base_url.replace("tcp://", "http://", 1))
+    return http.client.HTTPConnection(parsed.hostname or "localhost", parsed.port or 2375)
+
+
+class EventStream:
+    """Iterates container events matching `filters` until closed."""
+
+    def __init__(self, base_url: str, filters: dict[str, list[str]]) -> None:
+        self._connection = connect(base_url)
+        query = urllib.parse.quote(json.dumps(filters))
+        self._connection.request("GET", f"/events?filters={query}")
+        self._response = self._connection.getresponse()
+        if self._response.status != 200:
+            raise OSError(f"docker events: HTTP {self._response.status}")
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while True:
+            line = self._response.readline()
+            if not line:
+                return
+            if line.strip():
+                yield json.loads(line)
+
+    def close(self) -> None:
+        # Shutting the socket down wakes a reader blocked in readline().
+        sock = self._connection.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._connection.close()

@@ -1,0 +1,86 @@
+"""The task driver interface: what the agent needs from a container runtime.
+
+A driver starts, stops, removes and lists the containers of tasks, and says
+when any of them changed. Everything it reports is rebuilt from the runtime
+itself (labels on the containers), so an agent restarted with no memory
+adopts exactly what is running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+from berth.v1 import agent_pb2 as agent_pb
+from berth.v1 import resources_pb2 as pb
+
+# Labels on every container Berth starts.
+LABEL_MANAGED = "berth.managed"
+LABEL_TASK_ID = "berth.task-id"
+LABEL_CONTAINER = "berth.container-name"
+LABEL_ESSENTIAL = "berth.essential"
+LABEL_STOP_TIMEOUT = "berth.stop-timeout"
+LABEL_CLUSTER = "berth.cluster"
+LABEL_SERVICE = "berth.service"
+LABEL_TASK_DEFINITION = "berth.task-definition"
+LABEL_NODE = "berth.node-id"
+
+DEFAULT_STOP_TIMEOUT = 30
+
+
+class ContainerPhase(Enum):
+    CREATED = "created"  # exists, never started (a start was interrupted)
+    RUNNING = "running"
+    EXITED = "exited"
+
+
+@dataclass(frozen=True)
+class ObservedContainer:
+    name: str
+    runtime_id: str
+    phase: ContainerPhase
+    essential: bool
+    stop_timeout: int = DEFAULT_STOP_TIMEOUT
+    exit_code: int | None = None
+    # Why it ended, when the runtime knows ("OOMKilled", an error message).
+    reason: str = ""
+    bindings: tuple[pb.NetworkBinding, ...] = ()
+
+
+@dataclass(frozen=True)
+class ObservedTask:
+    task_id: str
+    containers: tuple[ObservedContainer, ...] = field(default_factory=tuple)
+
+    @property
+    def any_running(self) -> bool:
+        return any(c.phase is ContainerPhase.RUNNING for c in self.containers)
+
+    @property
+    def stop_timeout(self) -> int:
+        return max((c.stop_timeout for c in self.containers), default=DEFAULT_STOP_TIMEOUT)
+
+
+class StartFailed(Exception):
+    """The task could not be started; the message is the ECS-style stopped reason."""
+
+
+class TaskDriver(Protocol):
+    async def list_tasks(self) -> dict[str, ObservedTask]:
+        """Every task with a container in the runtime, running or not."""
+
+    async def start_task(self, assignment: agent_pb.TaskAssignment, node_id: str) -> None:
+        """Create and start all containers of the task, or raise StartFailed."""
+
+    async def stop_task(self, task_id: str, timeout: int) -> None:
+        """SIGTERM every running container, SIGKILL after `timeout` seconds."""
+
+    async def remove_task(self, task_id: str, timeout: int) -> None:
+        """Remove the task's containers (stopping them first if needed)."""
+
+    def changes(self) -> AsyncIterator[str]:
+        """Yields a task id each time one of its containers starts, dies or goes away."""
+
+    async def close(self) -> None: ...

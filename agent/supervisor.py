@@ -1,0 +1,152 @@
+"""Carries out the reconciler's plans against a task driver.
+
+One loop: wake on a new desired state, a runtime change or a periodic
+resync; observe; plan; launch each action as its own asyncio task (a task
+id is busy until its action ends, so no two actions on one task overlap).
+Status reports go to whatever sink the current control-plane session set;
+with no session they are dropped, and re-sent once a fresh snapshot shows
+the control plane still lacks them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from agent import reconciler
+from agent.reconciler import Remove, Report, Start, Stop
+from agent.runtime.driver import ObservedTask, StartFailed, TaskDriver
+from berth.errors import Unavailable
+from berth.v1 import agent_pb2 as agent_pb
+from berth.v1 import resources_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+ReportSink = Callable[[agent_pb.TaskStatusReport], None]
+
+
+class TaskSupervisor:
+    def __init__(self, driver: TaskDriver, node_id: str = "", resync_interval: float = 30.0) -> None:
+        self.driver = driver
+        self.node_id = node_id
+        self._resync_interval = resync_interval
+        self._desired: dict[str, agent_pb.TaskAssignment] | None = None
+        self._revision = 0
+        self._busy: set[str] = set()
+        self._failed_starts: dict[str, agent_pb.TaskStatusReport] = {}
+        # (status, snapshot revision) last reported per task: one report per
+        # snapshot, not one per wake-up.
+        self._reported: dict[str, tuple[int, int]] = {}
+        self._sink: ReportSink | None = None
+        self._wake = asyncio.Event()
+        self._actions: set[asyncio.Task[None]] = set()
+        self.observed: dict[str, ObservedTask] = {}
+
+    # -- inputs --------------------------------------------------------------
+
+    def set_desired(self, state: agent_pb.DesiredState) -> None:
+        self._desired = {a.task_id: a for a in state.tasks}
+        self._revision = state.revision
+        for task_id in list(self._failed_starts):
+            if task_id not in self._desired:
+                del self._failed_starts[task_id]
+        self._wake.set()
+
+    def attach(self, sink: ReportSink) -> None:
+        self._sink = sink
+        self._reported.clear()
+        self._wake.set()
+
+    def detach(self) -> None:
+        self._sink = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def task_ids(self) -> list[str]:
+        return sorted(self.observed)
+
+    # -- loops ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        watcher = asyncio.create_task(self._watch_runtime(), name="runtime-changes")
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._resync_interval)
+                self._wake.clear()
+                try:
+                    await self.reconcile_once()
+                except Unavailable as error:
+                    log.warning("event=reconcile_failed error=%r", str(error))
+                    await asyncio.sleep(1.0)
+                    self._wake.set()
+        finally:
+            watcher.cancel()
+            for action in list(self._actions):
+                action.cancel()
+            await asyncio.gather(watcher, *self._actions, return_exceptions=True)
+
+    async def _watch_runtime(self) -> None:
+        async for _task_id in self.driver.changes():
+            self._wake.set()
+
+    async def reconcile_once(self) -> None:
+        self.observed = await self.driver.list_tasks()
+        actions = reconciler.plan(self._desired, self.observed, self._busy, self._failed_starts)
+        for action in actions:
+            if isinstance(action, Report):
+                self._send(action.report)
+            else:
+                self._launch(action)
+
+    # -- actions -------------------------------------------------------------
+
+    def _send(self, report: agent_pb.TaskStatusReport) -> None:
+        key = (report.last_status, self._revision)
+        if self._sink is None or self._reported.get(report.task_id) == key:
+            return
+        self._reported[report.task_id] = key
+        self._sink(report)
+
+    def _launch(self, action: Start | Stop | Remove) -> None:
+        self._busy.add(action.task_id)
+        running = asyncio.create_task(self._perform(action), name=f"{type(action).__name__}-{action.task_id}")
+        self._actions.add(running)
+        running.add_done_callback(self._actions.discard)
+
+    async def _perform(self, action: Start | Stop | Remove) -> None:
+        task_id = action.task_id
+        try:
+            if isinstance(action, Start):
+                assert self._desired is not None
+                assignment = self._desired.get(task_id)
+                if assignment is None:
+                    return
+                log.info("event=task_starting task=%s service=%s", task_id, assignment.service or "-")
+                try:
+                    await self.driver.start_task(assignment, self.node_id)
+                except StartFailed as error:
+                    log.warning("event=task_start_failed task=%s reason=%r", task_id, str(error))
+                    failure = reconciler.report(
+                        task_id, pb.STOPPED, None, pb.TASK_FAILED_TO_START, str(error)
+                    )
+                    self._failed_starts[task_id] = failure
+            elif isinstance(action, Stop):
+                log.info("event=task_stopping task=%s timeout=%ds", task_id, action.timeout)
+                await self.driver.stop_task(task_id, action.timeout)
+            else:
+                log.info("event=task_removing task=%s", task_id)
+                await self.driver.remove_task(task_id, action.timeout)
+        except Unavailable as error:
+            log.warning(
+                "event=action_failed action=%s task=%s error=%r", type(action).__name__, task_id, str(error)
+            )
+        except Exception:
+            log.exception("event=action_crashed action=%s task=%s", type(action).__name__, task_id)
+        finally:
+            self._busy.discard(task_id)
+            self._wake.set()

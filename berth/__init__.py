@@ -1,0 +1,1 @@
+"""Berth: shared code of the operator CLI, control plane and agent."""

@@ -1,0 +1,1 @@
+"""The `berth` operator CLI: a thin gRPC client of the control plane."""

@@ -1,0 +1,67 @@
+"""The CLI's connection to the control plane, and its error handling."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import typer
+
+from berth.errors import BerthError
+from berth.v1 import operator_pb2_grpc
+
+DEFAULT_SERVER = "127.0.0.1:7400"
+
+
+@dataclass
+class CliContext:
+    server: str
+    output: str = "table"
+    _stub: operator_pb2_grpc.OperatorStub | None = None
+
+    @property
+    def stub(self) -> operator_pb2_grpc.OperatorStub:
+        if self._stub is None:
+            self._stub = operator_pb2_grpc.OperatorStub(grpc.insecure_channel(self.server))
+        return self._stub
+
+
+def fail(message: str) -> typer.Exit:
+    """Print one line on stderr; the caller raises the returned Exit."""
+    print(f"error: {message}", file=sys.stderr)
+    return typer.Exit(code=1)
+
+
+@contextlib.contextmanager
+def api_errors(ctx: CliContext) -> Iterator[None]:
+    """Turn gRPC and Berth errors into one line and exit code 1."""
+    try:
+        yield
+    except BerthError as error:
+        raise fail(str(error)) from None
+    except grpc.RpcError as error:
+        code = error.code()  # type: ignore[attr-defined]
+        details = error.details()  # type: ignore[attr-defined]
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and "berth" not in (
+            details or ""
+        ):
+            raise fail(
+                f"cannot reach the control plane at {ctx.server} ({code.name.lower()}); "
+                "start berth-controlplane or set --server / BERTH_SERVER"
+            ) from None
+        raise fail(details or code.name) from None
+
+
+def read_argument_file(value: str, option: str) -> str:
+    """AWS CLI convention: `file://PATH` reads a file; anything else is the text itself."""
+    if not value.startswith("file://"):
+        return value
+    path = Path(value[len("file://") :])
+    try:
+        return path.read_text()
+    except OSError as error:
+        raise fail(f"{option}: cannot read {path}: {error.strerror}") from None

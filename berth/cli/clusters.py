@@ -1,0 +1,40 @@
+"""`berth cluster ...`"""
+
+from __future__ import annotations
+
+import typer
+
+from berth.cli.client import CliContext, api_errors
+from berth.cli.output import age, check_format, emit
+from berth.v1 import operator_pb2 as api
+
+app = typer.Typer(help="Clusters: named groups of services and tasks.", no_args_is_help=True)
+
+
+@app.command("create")
+def create(ctx: typer.Context, name: str) -> None:
+    """Create a cluster."""
+    cli: CliContext = ctx.obj
+    with api_errors(cli):
+        cluster = cli.stub.CreateCluster(api.CreateClusterRequest(name=name))
+    print(f"cluster {cluster.name} created")
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context, output: str = typer.Option("table", "-o", "--output", callback=check_format)
+) -> None:
+    """List clusters."""
+    cli: CliContext = ctx.obj
+    with api_errors(cli):
+        clusters = cli.stub.ListClusters(api.ListClustersRequest()).clusters
+    emit(output, clusters, [("NAME", lambda c: c.name), ("AGE", lambda c: age(c.created_at))], "clusters")
+
+
+@app.command("delete")
+def delete(ctx: typer.Context, name: str) -> None:
+    """Delete a cluster that has no services."""
+    cli: CliContext = ctx.obj
+    with api_errors(cli):
+        cli.stub.DeleteCluster(api.DeleteClusterRequest(name=name))
+    print(f"cluster {name} deleted")

@@ -1,0 +1,46 @@
+"""`berth node ...`"""
+
+from __future__ import annotations
+
+import typer
+
+from berth.cli.client import CliContext, api_errors
+from berth.cli.output import check_format, emit
+from berth.v1 import operator_pb2 as api
+from berth.v1 import resources_pb2 as pb
+
+app = typer.Typer(help="Nodes: the hosts agents run on.", no_args_is_help=True)
+
+
+def _status(summary: api.NodeSummary) -> str:
+    status = pb.NodeStatus.Name(summary.node.status)
+    return status if summary.connected or summary.node.status == pb.DOWN else f"{status} (disconnected)"
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context, output: str = typer.Option("table", "-o", "--output", callback=check_format)
+) -> None:
+    """List nodes with their status and resources used and free."""
+    cli: CliContext = ctx.obj
+    with api_errors(cli):
+        nodes = cli.stub.ListNodes(api.ListNodesRequest()).nodes
+    emit(
+        output,
+        nodes,
+        [
+            ("ID", lambda s: s.node.id),
+            ("NAME", lambda s: s.node.name),
+            ("ADDRESS", lambda s: s.node.address),
+            ("STATUS", _status),
+            ("TASKS", lambda s: str(s.running_tasks)),
+            ("CPU USED/FREE", lambda s: f"{s.cpu_reserved}/{s.node.cpu_units - s.cpu_reserved}"),
+            ("MEM MiB USED/FREE", lambda s: f"{s.memory_reserved}/{s.node.memory_mib - s.memory_reserved}"),
+            ("CPU%", lambda s: f"{s.metrics.cpu_percent:.0f}" if s.HasField("metrics") else "-"),
+            (
+                "ATTRIBUTES",
+                lambda s: ",".join(f"{k}={v}" for k, v in sorted(s.node.attributes.items())) or "-",
+            ),
+        ],
+        "nodes",
+    )

@@ -1,0 +1,84 @@
+"""Renders API objects as a table, JSON or YAML (`-o table|json|yaml`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import typer
+import yaml
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from rich.console import Console
+from rich.table import Table
+
+from berth.v1 import resources_pb2 as pb
+
+FORMATS = ("table", "json", "yaml")
+
+Column = tuple[str, Callable[[Any], str]]
+
+
+def check_format(value: str) -> str:
+    if value not in FORMATS:
+        raise typer.BadParameter(f"use one of {', '.join(FORMATS)}")
+    return value
+
+
+def to_data(message: Message) -> dict[str, Any]:
+    return MessageToDict(message, always_print_fields_with_no_presence=True)
+
+
+def emit(output: str, items: Sequence[Message], columns: Sequence[Column], key: str) -> None:
+    if output == "json":
+        print(json.dumps({key: [to_data(m) for m in items]}, indent=2))
+    elif output == "yaml":
+        print(yaml.safe_dump({key: [to_data(m) for m in items]}, sort_keys=False), end="")
+    else:
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for title, _ in columns:
+            table.add_column(title, overflow="fold")
+        for item in items:
+            table.add_row(*(render(item) for _, render in columns))
+        Console(width=200).print(table)
+
+
+def emit_one(output: str, message: Message, describe: Callable[[], None]) -> None:
+    if output == "json":
+        print(json.dumps(to_data(message), indent=2))
+    elif output == "yaml":
+        print(yaml.safe_dump(to_data(message), sort_keys=False), end="")
+    else:
+        describe()
+
+
+def age(stamp: Timestamp) -> str:
+    if not stamp.seconds:
+        return "-"
+    seconds = max(0, int(time.time() - stamp.seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def status_name(value: pb.TaskStatus.ValueType) -> str:
+    return pb.TaskStatus.Name(value) if value else "-"
+
+
+def protocol(value: int) -> str:
+    return "udp" if value == pb.UDP else "tcp"
+
+
+def ports(task: pb.Task) -> str:
+    return (
+        ",".join(f"{b.host_port}->{b.container_port}/{protocol(b.protocol)}" for b in task.network_bindings)
+        or "-"
+    )
+
+
+def exit_code(task: pb.Task) -> str:
+    return str(task.exit_code) if task.has_exit_code else "-"

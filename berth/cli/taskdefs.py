@@ -1,0 +1,134 @@
+"""`berth taskdef ...`: ECS task definitions, registered from ECS JSON."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from berth.cli.client import CliContext, api_errors, fail, read_argument_file
+from berth.cli.output import age, check_format, emit, emit_one, protocol
+from berth.errors import InvalidArgument
+from berth.taskdef import load_json, parse_container_definitions, parse_register_document
+from berth.v1 import operator_pb2 as api
+from berth.v1 import resources_pb2 as pb
+
+app = typer.Typer(help="Task definitions: families of numbered revisions.", no_args_is_help=True)
+
+
+def _request(
+    family: str | None, container_definitions: str | None, cli_input_json: str | None
+) -> api.RegisterTaskDefinitionRequest:
+    if bool(container_definitions) == bool(cli_input_json):
+        raise fail("give either --container-definitions or --cli-input-json")
+    try:
+        if cli_input_json:
+            text = read_argument_file(cli_input_json, "--cli-input-json")
+            td, ignored = parse_register_document(load_json(text, "--cli-input-json"))
+            for field in ignored:
+                print(f"note: {field} is an AWS-only field; Berth ignores it", file=sys.stderr)
+            if family:
+                td.family = family
+        else:
+            if not family:
+                raise fail("--family is required with --container-definitions")
+            text = read_argument_file(container_definitions or "", "--container-definitions")
+            td = pb.TaskDefinition(
+                family=family,
+                container_definitions=parse_container_definitions(load_json(text, "--container-definitions")),
+            )
+    except InvalidArgument as error:
+        raise fail(str(error)) from None
+    return api.RegisterTaskDefinitionRequest(
+        family=td.family, container_definitions=td.container_definitions, cpu=td.cpu, memory=td.memory
+    )
+
+
+@app.command("register")
+def register(
+    ctx: typer.Context,
+    family: str = typer.Option(None, "--family", help="task definition family"),
+    container_definitions: str = typer.Option(
+        None, "--container-definitions", help="ECS containerDefinitions JSON, or file://PATH"
+    ),
+    cli_input_json: str = typer.Option(
+        None, "--cli-input-json", help="a whole ECS register-task-definition document, or file://PATH"
+    ),
+) -> None:
+    """Register a new revision of a task definition family."""
+    cli: CliContext = ctx.obj
+    request = _request(family, container_definitions, cli_input_json)
+    with api_errors(cli):
+        td = cli.stub.RegisterTaskDefinition(request)
+    print(f"registered {td.family}:{td.revision}")
+
+
+def _containers(td: pb.TaskDefinition) -> str:
+    return ",".join(c.name for c in td.container_definitions)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    family: str = typer.Option("", "--family"),
+    output: str = typer.Option("table", "-o", "--output", callback=check_format),
+) -> None:
+    """List task definitions."""
+    cli: CliContext = ctx.obj
+    with api_errors(cli):
+        items = cli.stub.ListTaskDefinitions(api.ListTaskDefinitionsRequest(family=family)).task_definitions
+    emit(
+        output,
+        items,
+        [
+            ("TASK DEFINITION", lambda t: f"{t.family}:{t.revision}"),
+            ("STATUS", lambda t: pb.TaskDefinitionStatus.Name(t.status)),
+            ("CONTAINERS", _containers),
+            ("AGE", lambda t: age(t.registered_at)),
+        ],
+        "taskDefinitions",
+    )
+
+
+@app.command("describe")
+def describe(
+    ctx: typer.Context,
+    task_definition: str = typer.Argument(..., help="FAMILY or FAMILY:REVISION"),
+    output: str = typer.Option("table", "-o", "--output", callback=check_format),
+) -> None:
+    """Show one task definition (the newest active revision if none is given)."""
+    cli: CliContext = ctx.obj
+    with api_errors(cli):
+        td = cli.stub.DescribeTaskDefinition(
+            api.DescribeTaskDefinitionRequest(task_definition=task_definition)
+        )
+
+    def show() -> None:
+        console = Console(width=200)
+        console.print(f"[bold]{td.family}:{td.revision}[/bold]  {pb.TaskDefinitionStatus.Name(td.status)}")
+        for c in td.container_definitions:
+            mappings = ", ".join(
+                f"{p.host_port or 'any'}->{p.container_port}/{protocol(p.protocol)}" for p in c.port_mappings
+            )
+            console.print(
+                f"  container {c.name}: image={c.image} cpu={c.cpu} memory={c.memory or '-'} "
+                f"memoryReservation={c.memory_reservation or '-'} essential={str(c.essential).lower()} "
+                f"ports=[{mappings}]",
+                markup=False,
+            )
+
+    emit_one(output, td, show)
+
+
+@app.command("deregister")
+def deregister(
+    ctx: typer.Context, task_definition: str = typer.Argument(..., help="FAMILY:REVISION")
+) -> None:
+    """Mark a revision INACTIVE: running services keep it, new uses are refused."""
+    cli: CliContext = ctx.obj
+    with api_errors(cli):
+        td = cli.stub.DeregisterTaskDefinition(
+            api.DescribeTaskDefinitionRequest(task_definition=task_definition)
+        )
+    print(f"deregistered {td.family}:{td.revision}")

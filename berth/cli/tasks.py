@@ -1,0 +1,138 @@
+"""`berth task ...`: list, inspect, run and stop tasks."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from berth.cli.client import CliContext, api_errors
+from berth.cli.output import age, check_format, emit, emit_one, exit_code, ports, protocol, status_name
+from berth.v1 import operator_pb2 as api
+from berth.v1 import resources_pb2 as pb
+
+app = typer.Typer(help="Tasks: running (or stopped) copies of a task definition.", no_args_is_help=True)
+
+ClusterOption = typer.Option("default", "--cluster", "-c", help="cluster name")
+STOP_CODES = {
+    pb.TASK_FAILED_TO_START: "TaskFailedToStart",
+    pb.ESSENTIAL_CONTAINER_EXITED: "EssentialContainerExited",
+    pb.USER_INITIATED: "UserInitiated",
+    pb.SERVICE_SCHEDULER_INITIATED: "ServiceSchedulerInitiated",
+    pb.NODE_LOST: "NodeLost",
+}
+
+
+def _desired(task: pb.Task) -> str:
+    return pb.DesiredStatus.Name(task.desired_status).removeprefix("DESIRED_")
+
+
+def _reason(task: pb.Task) -> str:
+    if task.last_status == pb.PENDING and task.pending_reason:
+        return task.pending_reason
+    return task.stopped_reason or "-"
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    service: str = typer.Option("", "--service", help="only this service's tasks"),
+    cluster: str = ClusterOption,
+    output: str = typer.Option("table", "-o", "--output", callback=check_format),
+) -> None:
+    """List tasks, stopped ones included (with exit code and stop reason)."""
+    cli: CliContext = ctx.obj
+    with api_errors(cli):
+        tasks = cli.stub.ListTasks(
+            api.ListTasksRequest(cluster=cluster, service=service, include_stopped=True)
+        ).tasks
+    emit(
+        output,
+        tasks,
+        [
+            ("ID", lambda t: t.id[:12]),
+            ("SERVICE", lambda t: t.service or "-"),
+            ("TASK DEFINITION", lambda t: t.task_definition),
+            ("DESIRED", _desired),
+            ("LAST", lambda t: status_name(t.last_status)),
+            ("NODE", lambda t: t.node_id or "-"),
+            ("PORTS", ports),
+            ("EXIT", exit_code),
+            ("REASON", _reason),
+            ("AGE", lambda t: age(t.created_at)),
+        ],
+        "tasks",
+    )
+
+
+@app.command("describe")
+def describe(
+    ctx: typer.Context,
+    task_id: str = typer.Argument(..., help="task id or a unique prefix"),
+    cluster: str = ClusterOption,
+    output: str = typer.Option("table", "-o", "--output", callback=check_format),
+) -> None:
+    """Show one task in detail."""
+    cli: CliContext = ctx.obj
+    with api_errors(cli):
+        task = cli.stub.DescribeTask(api.TaskRef(cluster=cluster, id=task_id))
+
+    def show() -> None:
+        console = Console(width=200, highlight=False)
+        lines = [
+            f"task:             {task.id}",
+            f"cluster:          {task.cluster}",
+            f"service:          {task.service or '-'}",
+            f"task definition:  {task.task_definition}",
+            f"desired status:   {_desired(task)}",
+            f"last status:      {status_name(task.last_status)}",
+            f"node:             {task.node_id or '-'}",
+            f"ports:            {ports(task)}",
+            f"exit code:        {exit_code(task)}",
+            f"stop code:        {STOP_CODES.get(task.stop_code, '-')}",
+            f"reason:           {_reason(task)}",
+            f"created:          {age(task.created_at)} ago",
+        ]
+        for line in lines:
+            console.print(line, markup=False)
+        for c in task.containers:
+            code = str(c.exit_code) if c.has_exit_code else "-"
+            console.print(
+                f"  container {c.name}: {status_name(c.last_status)} exit={code} "
+                f"id={c.docker_id[:12]} {c.reason}",
+                markup=False,
+            )
+        for b in task.network_bindings:
+            console.print(
+                f"  binding {b.container_name}: {b.bind_ip or '0.0.0.0'}:{b.host_port} -> "
+                f"{b.container_port}/{protocol(b.protocol)}",
+                markup=False,
+            )
+
+    emit_one(output, task, show)
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    task_definition: str = typer.Option(..., "--task-definition", help="FAMILY or FAMILY:REVISION"),
+    cluster: str = ClusterOption,
+) -> None:
+    """Run a one-off task (not restarted when it exits)."""
+    cli: CliContext = ctx.obj
+    with api_errors(cli):
+        task = cli.stub.RunTask(api.RunTaskRequest(cluster=cluster, task_definition=task_definition))
+    print(task.id)
+
+
+@app.command("stop")
+def stop(
+    ctx: typer.Context,
+    task_id: str = typer.Argument(..., help="task id or a unique prefix"),
+    reason: str = typer.Option("", "--reason"),
+    cluster: str = ClusterOption,
+) -> None:
+    """Stop a task (SIGTERM, then SIGKILL after its stop timeout)."""
+    cli: CliContext = ctx.obj
+    with api_errors(cli):
+        task = cli.stub.StopTask(api.StopTaskRequest(cluster=cluster, id=task_id, reason=reason))
+    print(f"task {task.id} is stopping")

@@ -1,0 +1,42 @@
+"""Validation of the names operators give things, and task-definition references."""
+
+from __future__ import annotations
+
+import re
+
+from berth.errors import InvalidArgument
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# ECS families allow letters, digits, hyphens and underscores, up to 255.
+_FAMILY = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+
+
+def check_dns_label(kind: str, name: str) -> str:
+    """Return name if it is a DNS label (RFC 1123), else raise a one-line error."""
+    if not _DNS_LABEL.match(name):
+        raise InvalidArgument(
+            f"{kind} name {name!r} is not a DNS label: use 1-63 lowercase letters, digits "
+            "or '-', starting and ending with a letter or digit"
+        )
+    return name
+
+
+def check_family(family: str) -> str:
+    if not _FAMILY.match(family):
+        raise InvalidArgument(
+            f"task definition family {family!r} is invalid: use 1-255 letters, digits, '-' or '_'"
+        )
+    return family
+
+
+def parse_task_definition_ref(ref: str) -> tuple[str, int | None]:
+    """Split "family" or "family:revision"; revision None means the newest active one."""
+    family, sep, revision = ref.partition(":")
+    check_family(family)
+    if not sep:
+        return family, None
+    if not revision.isdigit() or int(revision) < 1:
+        raise InvalidArgument(
+            f"task definition {ref!r} is invalid: write FAMILY or FAMILY:REVISION with REVISION >= 1"
+        )
+    return family, int(revision)

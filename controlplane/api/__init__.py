@@ -1,0 +1,1 @@
+"""gRPC servicers: the operator API and the agent stream."""

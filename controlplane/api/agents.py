@@ -1,0 +1,221 @@
+"""The agent API (`berth.v1.AgentService`): registration and the per-host stream.
+
+Down the stream goes the full desired state of the host whenever it changes
+(every message is a complete snapshot, so a reconnect needs no replay); up
+come status reports and heartbeats. Reports are folded into etcd in batches
+by `StatusWriter`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+
+from berth.clock import now
+from berth.errors import InvalidArgument, NotFound
+from berth.names import check_dns_label, parse_task_definition_ref
+from berth.v1 import agent_pb2 as agent_pb
+from berth.v1 import agent_pb2_grpc
+from berth.v1 import resources_pb2 as pb
+from controlplane import lifecycle
+from controlplane.api.errors import Context, grpc_errors
+from controlplane.cache import ClusterCache
+from controlplane.registry import AgentRegistry, AgentSession
+from controlplane.store import Condition, Put, Store, keys
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = 2.0
+STATUS_BATCH = 100
+
+
+def desired_state(cache: ClusterCache, node_id: str) -> agent_pb.DesiredState:
+    """Everything the node should run or stop, built from the cache."""
+    assignments = []
+    for versioned in cache.tasks_on_node(node_id):
+        task = versioned.value
+        if task.last_status == pb.STOPPED:
+            continue  # absent from the snapshot: the agent removes its containers
+        family, revision = parse_task_definition_ref(task.task_definition)
+        td = cache.taskdef(family, revision or 0)
+        if td is None:
+            continue
+        assignments.append(
+            agent_pb.TaskAssignment(
+                task_id=task.id,
+                desired_status=task.desired_status,
+                last_status=task.last_status,
+                task_definition=td.value,
+                cluster=task.cluster,
+                service=task.service,
+                stop_code=task.stop_code,
+                stopped_reason=task.stopped_reason,
+            )
+        )
+    assignments.sort(key=lambda a: a.task_id)
+    return agent_pb.DesiredState(revision=cache.revision, tasks=assignments)
+
+
+class StatusWriter:
+    """Folds agents' status reports into etcd, many per transaction."""
+
+    def __init__(self, store: Store, cache: ClusterCache) -> None:
+        self._store = store
+        self._cache = cache
+        self._queue: asyncio.Queue[tuple[str, agent_pb.TaskStatusReport]] = asyncio.Queue()
+        self._runner: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._runner = asyncio.create_task(self._run(), name="status-writer")
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+
+    def submit(self, node_id: str, report: agent_pb.TaskStatusReport) -> None:
+        self._queue.put_nowait((node_id, report))
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty() and len(batch) < STATUS_BATCH:
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._write(batch)
+            except Exception as error:  # the agent re-reports what etcd lacks
+                log.warning("event=status_write_failed count=%d error=%r", len(batch), str(error))
+
+    async def _write(self, batch: list[tuple[str, agent_pb.TaskStatusReport]]) -> None:
+        writes, conditions, pending = [], [], []
+        seen: set[str] = set()
+        for node_id, report in batch:
+            if report.task_id in seen:
+                pending.append((node_id, report))  # two reports for one task: apply in order
+                continue
+            current = self._cache.task(report.task_id)
+            if current is None:
+                continue
+            updated = lifecycle.apply_report(current.value, node_id, report)
+            if updated is None:
+                continue
+            seen.add(report.task_id)
+            writes.append(Put(current.key, updated))
+            conditions.append(Condition(current.key, current.mod_revision))
+        if writes and await self._store.commit(writes, conditions) is None:
+            # The cache trailed etcd for some task: apply one by one on fresh reads.
+            pending = batch
+        for node_id, report in pending:
+            await self._store.update(
+                keys.task(report.task_id),
+                pb.Task,
+                lambda task, n=node_id, r=report: lifecycle.apply_report(task, n, r),  # type: ignore[misc]
+            )
+        for node_id, report in batch:
+            log.info(
+                "event=task_status task=%s node=%s status=%s",
+                report.task_id,
+                node_id,
+                pb.TaskStatus.Name(report.last_status),
+            )
+
+
+class AgentService(agent_pb2_grpc.AgentServiceServicer):
+    def __init__(
+        self, store: Store, cache: ClusterCache, agents: AgentRegistry, writer: StatusWriter
+    ) -> None:
+        self._store = store
+        self._cache = cache
+        self._agents = agents
+        self._writer = writer
+
+    @grpc_errors
+    async def Register(
+        self, request: agent_pb.RegisterRequest, context: Context
+    ) -> agent_pb.RegisterResponse:
+        name = check_dns_label("node", request.name)
+        if not request.address:
+            raise InvalidArgument("the agent must report an address (--address)")
+        node_id = request.node_id or f"node-{uuid.uuid4().hex[:12]}"
+        key = keys.node(node_id)
+        for _ in range(10):
+            current = await self._store.get(key, pb.Node)
+            node = pb.Node()
+            if current is not None:
+                node.CopyFrom(current.value)
+            else:
+                node.id = node_id
+                node.registered_at.CopyFrom(now())
+                node.status = pb.READY
+            node.name = name
+            node.address = request.address
+            node.cpu_units = request.cpu_units
+            node.memory_mib = request.memory_mib
+            node.agent_version = request.agent_version
+            node.attributes.clear()
+            node.attributes.update(request.attributes)
+            if node.status == pb.DOWN:
+                node.status = pb.READY
+            condition = Condition(key, current.mod_revision if current else 0)
+            if await self._store.commit([Put(key, node)], [condition]) is not None:
+                log.info(
+                    "event=node_registered node=%s name=%s address=%s cpu=%d memory_mib=%d",
+                    node_id,
+                    name,
+                    node.address,
+                    node.cpu_units,
+                    node.memory_mib,
+                )
+                return agent_pb.RegisterResponse(node_id=node_id, heartbeat_interval=HEARTBEAT_INTERVAL)
+        raise InvalidArgument(f"node {node_id} is changing too fast to register; try again")
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[agent_pb.AgentMessage], context: Context
+    ) -> AsyncIterator[agent_pb.ControlMessage]:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.HasField("hello"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be hello")
+            return
+        node_id = first.hello.node_id
+        if self._cache.node(node_id) is None and await self._store.get(keys.node(node_id), pb.Node) is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(NotFound(f"node {node_id} is not registered")))
+            return
+        session = self._agents.connected(node_id)
+        log.info("event=agent_connected node=%s peer=%s", node_id, context.peer())
+        receiver = asyncio.create_task(self._receive(session, request_iterator), name=f"agent-recv-{node_id}")
+        try:
+            last_sent = b""
+            while not receiver.done():
+                changed = self._cache.node_changed(node_id)
+                state = desired_state(self._cache, node_id)
+                fingerprint = agent_pb.DesiredState(tasks=state.tasks).SerializeToString(deterministic=True)
+                if fingerprint != last_sent:
+                    yield agent_pb.ControlMessage(desired_state=state)
+                    last_sent = fingerprint
+                waiter = asyncio.create_task(changed.wait())
+                await asyncio.wait({waiter, receiver}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                # Coalesce a burst of changes into one snapshot.
+                await asyncio.sleep(0.01)
+        finally:
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await receiver
+            self._agents.disconnected(session)
+            log.info("event=agent_disconnected node=%s", node_id)
+
+    async def _receive(self, session: AgentSession, messages: AsyncIterator[agent_pb.AgentMessage]) -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
+            async for message in messages:
+                body = message.WhichOneof("body")
+                if body == "status":
+                    self._writer.submit(session.node_id, message.status)
+                elif body == "heartbeat":
+                    metrics = message.heartbeat.metrics if message.heartbeat.HasField("metrics") else None
+                    self._agents.record_heartbeat(session, metrics)

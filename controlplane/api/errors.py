@@ -1,0 +1,37 @@
+"""Turns Berth's exceptions into deliberate gRPC statuses at the API boundary."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from berth.errors import BerthError
+
+log = logging.getLogger(__name__)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+
+
+def grpc_errors(method: Handler) -> Handler:
+    """Abort with the error's status code and one-line message; never leak a traceback."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: Context) -> Any:
+        try:
+            return await method(self, request, context)
+        except BerthError as error:
+            await context.abort(error.grpc_code, str(error))
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("event=rpc_failed method=%s", method.__name__)
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}; see the control plane log"
+            )
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,219 @@
+"""An in-memory mirror of the store, fed by list + watch (an informer).
+
+Every replica keeps one. Controllers and agent streams read from it and
+wait on `changed()`; they are level-triggered, so if the watch breaks the
+cache relists and anyone waiting simply recomputes from the fresh state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from google.protobuf.message import Message
+
+from berth.errors import Unavailable
+from berth.v1 import resources_pb2 as pb
+from controlplane.store import Store, Versioned, keys
+from controlplane.store.etcd import WatchEvent
+
+log = logging.getLogger(__name__)
+
+_TYPES: dict[str, type[Message]] = {
+    keys.CLUSTERS: pb.Cluster,
+    keys.TASKDEFS: pb.TaskDefinition,
+    keys.SERVICES: pb.Service,
+    keys.EVENTS: pb.ServiceEvents,
+    keys.TASKS: pb.Task,
+    keys.NODES: pb.Node,
+}
+
+
+def _kind(key: str) -> str:
+    head, sep, _ = key.partition("/")
+    return head + sep
+
+
+class ClusterCache:
+    """Decoded objects by kind and key, plus indexes of tasks by node and service."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.revision = 0
+        self._objects: dict[str, dict[str, Versioned[Any]]] = defaultdict(dict)
+        self._raw: dict[str, WatchEvent] = {}
+        self._tasks_by_node: dict[str, set[str]] = defaultdict(set)
+        self._tasks_by_service: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self._changed = asyncio.Event()
+        self._node_changed: dict[str, asyncio.Event] = {}
+        self._synced = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._relist()
+        self._runner = asyncio.create_task(self._run(), name="cache-watch")
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+
+    async def _relist(self) -> None:
+        items, revision = await self._store.list_raw("")
+        self._objects.clear()
+        self._raw.clear()
+        self._tasks_by_node.clear()
+        self._tasks_by_service.clear()
+        for item in items:
+            self._apply(item)
+        self.revision = revision
+        self._synced.set()
+        self._notify()
+        self._notify_all_nodes()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async for event in self._store.watch("", self.revision + 1):
+                    self._apply(event)
+                    self.revision = max(self.revision, event.mod_revision)
+                    self._notify()
+                raise Unavailable("watch ended")
+            except Unavailable as error:
+                log.warning("event=cache_watch_broken error=%r action=relist", str(error))
+            while True:
+                await asyncio.sleep(1.0)
+                try:
+                    await self._relist()
+                    break
+                except Unavailable as error:
+                    log.warning("event=cache_relist_failed error=%r", str(error))
+
+    # -- change notification --------------------------------------------
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _notify_node(self, node_id: str) -> None:
+        event = self._node_changed.pop(node_id, None) if node_id else None
+        if event is not None:
+            event.set()
+
+    def _notify_all_nodes(self) -> None:
+        for event in self._node_changed.values():
+            event.set()
+        self._node_changed.clear()
+
+    def node_changed(self, node_id: str) -> asyncio.Event:
+        """An event set at the next change to the tasks on one node (or a relist)."""
+        event = self._node_changed.get(node_id)
+        if event is None:
+            event = self._node_changed[node_id] = asyncio.Event()
+        return event
+
+    def changed(self) -> asyncio.Event:
+        """An event that is set at the next change after this call."""
+        return self._changed
+
+    async def wait_for_revision(self, revision: int, timeout: float = 5.0) -> None:
+        """Wait until the cache has seen the store at `revision` (read your own writes)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.revision < revision:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    # -- applying events -------------------------------------------------
+
+    def _apply(self, event: WatchEvent) -> None:
+        kind = _kind(event.key)
+        message_type = _TYPES.get(kind)
+        if message_type is None:
+            if event.value is None:
+                self._raw.pop(event.key, None)
+            else:
+                self._raw[event.key] = event
+            return
+        if kind == keys.TASKS:
+            self._unindex_task(event.key)
+        elif kind == keys.TASKDEFS:
+            self._notify_all_nodes()
+        if event.value is None:
+            self._objects[kind].pop(event.key, None)
+            return
+        value = message_type.FromString(event.value)
+        self._objects[kind][event.key] = Versioned(event.key, value, event.mod_revision)
+        if isinstance(value, pb.Task):
+            self._index_task(value)
+
+    def _index_task(self, task: pb.Task) -> None:
+        self._notify_node(task.node_id)
+        if task.node_id:
+            self._tasks_by_node[task.node_id].add(task.id)
+        if task.service:
+            self._tasks_by_service[(task.cluster, task.service)].add(task.id)
+
+    def _unindex_task(self, key: str) -> None:
+        old = self._objects[keys.TASKS].get(key)
+        if old is None:
+            return
+        task: pb.Task = old.value
+        self._notify_node(task.node_id)
+        self._tasks_by_node[task.node_id].discard(task.id)
+        self._tasks_by_service[(task.cluster, task.service)].discard(task.id)
+
+    # -- typed reads -----------------------------------------------------
+
+    def raw(self, key: str) -> WatchEvent | None:
+        return self._raw.get(key)
+
+    def raw_under(self, prefix: str) -> list[WatchEvent]:
+        return [event for key, event in self._raw.items() if key.startswith(prefix)]
+
+    def clusters(self) -> list[Versioned[pb.Cluster]]:
+        return list(self._objects[keys.CLUSTERS].values())
+
+    def cluster(self, name: str) -> Versioned[pb.Cluster] | None:
+        return self._objects[keys.CLUSTERS].get(keys.cluster(name))
+
+    def taskdef(self, family: str, revision: int) -> Versioned[pb.TaskDefinition] | None:
+        return self._objects[keys.TASKDEFS].get(keys.taskdef(family, revision))
+
+    def services(self) -> list[Versioned[pb.Service]]:
+        return list(self._objects[keys.SERVICES].values())
+
+    def service(self, cluster: str, name: str) -> Versioned[pb.Service] | None:
+        return self._objects[keys.SERVICES].get(keys.service(cluster, name))
+
+    def service_events(self, cluster: str, name: str) -> Versioned[pb.ServiceEvents] | None:
+        return self._objects[keys.EVENTS].get(keys.events(cluster, name))
+
+    def tasks(self) -> Iterable[Versioned[pb.Task]]:
+        return self._objects[keys.TASKS].values()
+
+    def task(self, task_id: str) -> Versioned[pb.Task] | None:
+        return self._objects[keys.TASKS].get(keys.task(task_id))
+
+    def tasks_on_node(self, node_id: str) -> list[Versioned[pb.Task]]:
+        found = (self.task(task_id) for task_id in self._tasks_by_node.get(node_id, ()))
+        return [t for t in found if t is not None]
+
+    def tasks_of_service(self, cluster: str, service: str) -> list[Versioned[pb.Task]]:
+        found = (self.task(task_id) for task_id in self._tasks_by_service.get((cluster, service), ()))
+        return [t for t in found if t is not None]
+
+    def nodes(self) -> list[Versioned[pb.Node]]:
+        return list(self._objects[keys.NODES].values())
+
+    def node(self, node_id: str) -> Versioned[pb.Node] | None:
+        return self._objects[keys.NODES].get(keys.node(node_id))

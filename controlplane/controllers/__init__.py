@@ -1,0 +1,1 @@
+"""Leader-only, level-triggered control loops: services, scheduling, clean-up."""

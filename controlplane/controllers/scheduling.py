@@ -1,0 +1,183 @@
+"""Applies the scheduler to unplaced tasks and commits the plan to etcd.
+
+Plans are computed on the cache's snapshot and committed in batches; each
+batch compares every task's mod_revision and bumps a per-node placement
+counter compared by revision too, so a plan built on stale state (or by a
+second scheduler) fails as a whole instead of overcommitting a node.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+
+from berth.names import parse_task_definition_ref
+from berth.taskdef import static_host_ports
+from berth.v1 import resources_pb2 as pb
+from controlplane import lifecycle
+from controlplane.cache import ClusterCache
+from controlplane.events import EventLog
+from controlplane.scheduler.model import NodeState, Placement, PlacementFailure, PlacementRequest
+from controlplane.scheduler.planner import place
+from controlplane.store import Condition, Put, Store, Versioned, keys
+
+log = logging.getLogger(__name__)
+
+# etcd refuses transactions of more than --max-txn-ops (128 by default).
+MAX_TXN_OPS = 120
+
+
+class SchedulingController:
+    def __init__(self, store: Store, cache: ClusterCache, events: EventLog, sample_size: int = 0) -> None:
+        self._store = store
+        self._cache = cache
+        self._events = events
+        self._sample_size = sample_size
+        self._rng = random.Random()
+        self._ports_by_taskdef: dict[str, tuple[tuple[int, int], ...]] = {}
+
+    def _ports(self, task_definition: str) -> tuple[tuple[int, int], ...]:
+        ports = self._ports_by_taskdef.get(task_definition)
+        if ports is None:
+            family, revision = parse_task_definition_ref(task_definition)
+            td = self._cache.taskdef(family, revision or 0)
+            ports = tuple(static_host_ports(td.value)) if td else ()
+            self._ports_by_taskdef[task_definition] = ports
+        return ports
+
+    def _request(self, task: pb.Task) -> PlacementRequest:
+        group = f"{task.cluster}/{task.service}" if task.service else f"{task.cluster}/task:{task.id}"
+        return PlacementRequest(task.id, group, task.cpu, task.memory, self._ports(task.task_definition))
+
+    def snapshot(self) -> list[NodeState]:
+        states = []
+        for versioned in self._cache.nodes():
+            node = versioned.value
+            state = NodeState(node, cpu_free=node.cpu_units, memory_free=node.memory_mib)
+            for task in self._cache.tasks_on_node(node.id):
+                if lifecycle.holds_resources(task.value):
+                    state.reserve(self._request(task.value))
+            states.append(state)
+        return states
+
+    async def reconcile(self) -> int:
+        pending = [
+            t for t in self._cache.tasks() if not t.value.node_id and t.value.last_status != pb.STOPPED
+        ]
+        if not pending:
+            return 0
+        written = await self._stop_unplaced([t for t in pending if not lifecycle.is_active(t.value)])
+        wanted = sorted(
+            (t for t in pending if lifecycle.is_active(t.value)),
+            key=lambda t: (t.value.created_at.seconds, t.value.created_at.nanos),
+        )
+        if not wanted:
+            return written
+        plan = place(
+            self.snapshot(),
+            [self._request(t.value) for t in wanted],
+            sample_size=self._sample_size,
+            rng=self._rng,
+        )
+        by_id = {t.value.id: t for t in wanted}
+        written = max(written, await self._commit_placements(plan.placements, by_id))
+        written = max(written, await self._record_failures(plan.failures, by_id))
+        return written
+
+    async def _stop_unplaced(self, tasks: list[Versioned[pb.Task]]) -> int:
+        written = 0
+        for task in tasks:
+            updated = lifecycle.mark_stopped(
+                task.value, pb.USER_INITIATED, "Task stopped before it was placed"
+            )
+            if updated is not None:
+                result = await self._store.commit(
+                    [Put(task.key, updated)], [Condition(task.key, task.mod_revision)]
+                )
+                written = max(written, result or 0)
+        return written
+
+    async def _commit_placements(
+        self, placements: list[Placement], by_id: dict[str, Versioned[pb.Task]]
+    ) -> int:
+        written = 0
+        started: dict[tuple[str, str], list[str]] = defaultdict(list)
+        batch: list[Placement] = []
+        nodes_in_batch: set[str] = set()
+
+        async def flush() -> None:
+            nonlocal written, batch, nodes_in_batch
+            if not batch:
+                return
+            writes: list[Put] = []
+            conditions: list[Condition] = []
+            for placement in batch:
+                task = by_id[placement.task_id]
+                updated = pb.Task()
+                updated.CopyFrom(task.value)
+                updated.node_id = placement.node_id
+                updated.pending_reason = ""
+                writes.append(Put(task.key, updated))
+                conditions.append(Condition(task.key, task.mod_revision))
+            for node_id in nodes_in_batch:
+                counter_key = keys.placements(node_id)
+                current = self._cache.raw(counter_key)
+                writes.append(Put(counter_key, str(self._cache.revision).encode()))
+                conditions.append(Condition(counter_key, current.mod_revision if current else 0))
+            result = await self._store.commit(writes, conditions)
+            if result is None:
+                log.info("event=placement_conflict tasks=%d action=retry_on_fresh_state", len(batch))
+            else:
+                written = result
+                for placement in batch:
+                    placed = by_id[placement.task_id].value
+                    if placed.service:
+                        started[(placed.cluster, placed.service)].append(placed.id)
+                    log.info(
+                        "event=task_placed task=%s node=%s service=%s",
+                        placed.id,
+                        placement.node_id,
+                        placed.service or "-",
+                    )
+            batch, nodes_in_batch = [], set()
+
+        for placement in placements:
+            extra = 1 + (placement.node_id not in nodes_in_batch)
+            if len(batch) + len(nodes_in_batch) + extra > MAX_TXN_OPS:
+                await flush()
+            batch.append(placement)
+            nodes_in_batch.add(placement.node_id)
+        await flush()
+        for (cluster, service), task_ids in started.items():
+            shown = " ".join(f"task {t[:8]}" for t in task_ids[:10])
+            more = f" and {len(task_ids) - 10} more" if len(task_ids) > 10 else ""
+            await self._events.record(
+                cluster, service, f"service {service} has started {len(task_ids)} tasks: {shown}{more}."
+            )
+        return written
+
+    async def _record_failures(
+        self, failures: list[PlacementFailure], by_id: dict[str, Versioned[pb.Task]]
+    ) -> int:
+        written = 0
+        reported: set[tuple[str, str]] = set()
+        for failure in failures:
+            task = by_id[failure.task_id]
+            if task.value.pending_reason != failure.reason:
+                updated = pb.Task()
+                updated.CopyFrom(task.value)
+                updated.pending_reason = failure.reason
+                result = await self._store.commit(
+                    [Put(task.key, updated)], [Condition(task.key, task.mod_revision)]
+                )
+                written = max(written, result or 0)
+            service_key = (task.value.cluster, task.value.service)
+            if task.value.service and service_key not in reported:
+                reported.add(service_key)
+                await self._events.record(
+                    task.value.cluster,
+                    task.value.service,
+                    f"service {task.value.service} was unable to place a task because {failure.reason}.",
+                )
+        return written

@@ -1,0 +1,157 @@
+"""The service controller: keeps each service at its desired count of tasks.
+
+`decide` is pure (service + its tasks in, decision out); `ServiceController`
+applies decisions to etcd. It is level-triggered: each pass compares desired
+with actual, so a missed event or a leader change heals on the next pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from berth.names import parse_task_definition_ref
+from berth.v1 import resources_pb2 as pb
+from controlplane import lifecycle
+from controlplane.cache import ClusterCache
+from controlplane.events import EventLog
+from controlplane.store import Condition, Delete, Put, Store, keys
+
+log = logging.getLogger(__name__)
+
+BATCH = 100
+
+
+@dataclass
+class ServiceDecision:
+    start: int = 0
+    stop: list[str] = field(default_factory=list)
+    delete_service: bool = False
+    steady: bool = False
+
+
+def _stop_preference(task: pb.Task) -> tuple[int, int, int]:
+    # Scale in from the tasks that cost least to lose: unplaced, then not yet
+    # running, then the newest running ones.
+    if not task.node_id:
+        rank = 0
+    elif task.last_status == pb.PENDING:
+        rank = 1
+    else:
+        rank = 2
+    return (rank, -task.created_at.seconds, -task.created_at.nanos)
+
+
+def decide(service: pb.Service, tasks: list[pb.Task]) -> ServiceDecision:
+    active = [t for t in tasks if lifecycle.is_active(t)]
+    if service.status == pb.SERVICE_DRAINING:
+        remaining = [t for t in tasks if t.last_status != pb.STOPPED]
+        return ServiceDecision(stop=[t.id for t in active], delete_service=not remaining)
+    missing = service.desired_count - len(active)
+    if missing > 0:
+        return ServiceDecision(start=missing)
+    if missing < 0:
+        surplus = sorted(active, key=_stop_preference)[:-missing]
+        return ServiceDecision(stop=[t.id for t in surplus])
+    running = sum(1 for t in active if t.last_status == pb.RUNNING)
+    settled = all(t.last_status == pb.STOPPED for t in tasks if not lifecycle.is_active(t))
+    return ServiceDecision(steady=running == service.desired_count and settled)
+
+
+class ServiceController:
+    def __init__(self, store: Store, cache: ClusterCache, events: EventLog) -> None:
+        self._store = store
+        self._cache = cache
+        self._events = events
+
+    async def reconcile(self) -> int:
+        """One pass over every service; returns the highest revision written (0: none)."""
+        written = 0
+        for versioned in self._cache.services():
+            service = versioned.value
+            tasks = [t.value for t in self._cache.tasks_of_service(service.cluster, service.name)]
+            decision = decide(service, tasks)
+            written = max(written, await self._apply(versioned.mod_revision, service, decision))
+        return written
+
+    async def _apply(self, revision: int, service: pb.Service, decision: ServiceDecision) -> int:
+        written = 0
+        if decision.start:
+            written = max(written, await self._start(service, decision.start))
+        if decision.stop:
+            reason = (
+                f"Service {service.name} is being deleted"
+                if service.status == pb.SERVICE_DRAINING
+                else f"Scaling activity initiated by service {service.name} "
+                f"(desired count {service.desired_count})"
+            )
+            written = max(written, await self._stop(decision.stop, reason))
+        if decision.delete_service:
+            key = keys.service(service.cluster, service.name)
+            result = await self._store.commit(
+                [Delete(key), Delete(keys.events(service.cluster, service.name))], [Condition(key, revision)]
+            )
+            if result:
+                log.info("event=service_deleted cluster=%s service=%s", service.cluster, service.name)
+                written = max(written, result)
+        if decision.steady:
+            events = self._cache.service_events(service.cluster, service.name)
+            if self._events.last_message(events.value if events else None) != (
+                steady := f"service {service.name} has reached a steady state."
+            ):
+                await self._events.record(service.cluster, service.name, steady)
+        return written
+
+    async def _start(self, service: pb.Service, count: int) -> int:
+        family, revision = parse_task_definition_ref(service.task_definition)
+        td = self._cache.taskdef(family, revision or 0)
+        if td is None:
+            await self._events.record(
+                service.cluster,
+                service.name,
+                f"service {service.name} cannot start tasks: "
+                f"task definition {service.task_definition} is gone",
+            )
+            return 0
+        written = 0
+        for offset in range(0, count, BATCH):
+            tasks = [
+                lifecycle.new_task(service.cluster, td.value, service.name)
+                for _ in range(min(BATCH, count - offset))
+            ]
+            result = await self._store.commit(
+                [Put(keys.task(t.id), t) for t in tasks], [Condition(keys.task(t.id), 0) for t in tasks]
+            )
+            if result:
+                written = result
+                log.info(
+                    "event=tasks_created cluster=%s service=%s count=%d",
+                    service.cluster,
+                    service.name,
+                    len(tasks),
+                )
+        return written
+
+    async def _stop(self, task_ids: list[str], reason: str) -> int:
+        written = 0
+        for offset in range(0, len(task_ids), BATCH):
+            writes, conditions = [], []
+            for task_id in task_ids[offset : offset + BATCH]:
+                current = self._cache.task(task_id)
+                if current is None:
+                    continue
+                task = current.value
+                # A task that never reached a node has nothing to stop: it is
+                # STOPPED right away instead of waiting on an agent.
+                updated = (
+                    lifecycle.mark_stopped(task, pb.SERVICE_SCHEDULER_INITIATED, reason)
+                    if not task.node_id
+                    else lifecycle.request_stop(task, pb.SERVICE_SCHEDULER_INITIATED, reason)
+                )
+                if updated is not None:
+                    writes.append(Put(current.key, updated))
+                    conditions.append(Condition(current.key, current.mod_revision))
+            if writes and (result := await self._store.commit(writes, conditions)):
+                written = result
+                log.info("event=tasks_stop_requested count=%d reason=%r", len(writes), reason)
+        return written

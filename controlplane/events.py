@@ -1,0 +1,39 @@
+"""Service events: the operator-facing history `berth service describe` shows."""
+
+from __future__ import annotations
+
+import logging
+
+from berth.clock import now
+from berth.v1 import resources_pb2 as pb
+from controlplane.store import Condition, Put, Store, keys
+
+log = logging.getLogger(__name__)
+
+MAX_EVENTS = 100
+
+
+class EventLog:
+    """Appends bounded, de-duplicated events to a service's event list."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def record(self, cluster: str, service: str, message: str) -> None:
+        key = keys.events(cluster, service)
+        for _ in range(5):
+            current = await self._store.get(key, pb.ServiceEvents)
+            events = current.value if current else pb.ServiceEvents()
+            # A condition that persists (a task that cannot be placed) is
+            # reported once, not on every reconcile pass.
+            if events.events and events.events[-1].message == message:
+                return
+            events.events.append(pb.ServiceEvent(created_at=now(), message=message))
+            del events.events[:-MAX_EVENTS]
+            condition = Condition(key, current.mod_revision if current else 0)
+            if await self._store.commit([Put(key, events)], [condition]) is not None:
+                log.info("event=service_event cluster=%s service=%s message=%r", cluster, service, message)
+                return
+
+    def last_message(self, events: pb.ServiceEvents | None) -> str:
+        return events.events[-1].message if events and events.events else ""

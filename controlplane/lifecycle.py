@@ -1,0 +1,124 @@
+"""The task lifecycle, as pure functions over `Task` messages.
+
+    desiredStatus RUNNING                         desiredStatus STOPPED
+    ─────────────────────                         ─────────────────────
+    PENDING (unplaced) ──scheduler──▶ PENDING (on a node)
+        │                                 │ agent started every container
+        │ stop requested                  ▼
+        │                              RUNNING ──essential container exits──▶ STOPPED
+        ▼                                 │ stop requested (user, scaling)       ▲
+     STOPPED                              └───────────▶ agent stops it ──────────┘
+
+STOPPED is terminal: nothing moves a task out of it, so a late or repeated
+report from an agent can never resurrect one. Every function here returns a
+new message (or None for "no change") and never does I/O.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from berth.clock import now
+from berth.taskdef import task_reservation
+from berth.v1 import agent_pb2 as agent_pb
+from berth.v1 import resources_pb2 as pb
+
+STOP_CODE_NAMES = {
+    pb.TASK_FAILED_TO_START: "TaskFailedToStart",
+    pb.ESSENTIAL_CONTAINER_EXITED: "EssentialContainerExited",
+    pb.USER_INITIATED: "UserInitiated",
+    pb.SERVICE_SCHEDULER_INITIATED: "ServiceSchedulerInitiated",
+    pb.NODE_LOST: "NodeLost",
+}
+
+
+def task_definition_ref(td: pb.TaskDefinition) -> str:
+    return f"{td.family}:{td.revision}"
+
+
+def new_task(cluster: str, td: pb.TaskDefinition, service: str = "") -> pb.Task:
+    cpu, memory = task_reservation(td)
+    return pb.Task(
+        id=uuid.uuid4().hex,
+        cluster=cluster,
+        group=f"service:{service}" if service else "",
+        service=service,
+        task_definition=task_definition_ref(td),
+        desired_status=pb.DESIRED_RUNNING,
+        last_status=pb.PENDING,
+        created_at=now(),
+        cpu=cpu,
+        memory=memory,
+    )
+
+
+def request_stop(task: pb.Task, code: pb.StopCode.ValueType, reason: str) -> pb.Task | None:
+    """Ask for a task to stop; the first reason given is the one that is kept."""
+    if task.desired_status == pb.DESIRED_STOPPED or task.last_status == pb.STOPPED:
+        return None
+    updated = pb.Task()
+    updated.CopyFrom(task)
+    updated.desired_status = pb.DESIRED_STOPPED
+    updated.stop_code = code
+    updated.stopped_reason = reason
+    return updated
+
+
+def mark_stopped(task: pb.Task, code: pb.StopCode.ValueType, reason: str) -> pb.Task | None:
+    """Record a stop decided by the control plane (never started, node lost)."""
+    if task.last_status == pb.STOPPED:
+        return None
+    updated = pb.Task()
+    updated.CopyFrom(task)
+    updated.desired_status = pb.DESIRED_STOPPED
+    updated.last_status = pb.STOPPED
+    if not updated.stop_code:
+        updated.stop_code = code
+        updated.stopped_reason = reason
+    updated.stopped_at.CopyFrom(now())
+    updated.pending_reason = ""
+    return updated
+
+
+def apply_report(task: pb.Task, node_id: str, report: agent_pb.TaskStatusReport) -> pb.Task | None:
+    """Fold an agent's status report into the task; None when nothing changes.
+
+    Reports from a node the task is not assigned to are ignored: that agent
+    is stale (the task was replaced while it was away) and will be told to
+    remove its copy.
+    """
+    if task.node_id != node_id or task.last_status == pb.STOPPED:
+        return None
+    if report.last_status == pb.RUNNING and task.last_status == pb.RUNNING:
+        return None
+    updated = pb.Task()
+    updated.CopyFrom(task)
+    del updated.containers[:]
+    updated.containers.extend(report.containers)
+    del updated.network_bindings[:]
+    updated.network_bindings.extend(report.network_bindings)
+    if report.last_status == pb.RUNNING:
+        updated.last_status = pb.RUNNING
+        updated.started_at.CopyFrom(now())
+        return updated
+    if report.last_status != pb.STOPPED:
+        return None
+    updated.last_status = pb.STOPPED
+    updated.desired_status = pb.DESIRED_STOPPED
+    updated.stopped_at.CopyFrom(now())
+    updated.has_exit_code = report.has_exit_code
+    updated.exit_code = report.exit_code
+    if not updated.stop_code:
+        updated.stop_code = report.stop_code or pb.ESSENTIAL_CONTAINER_EXITED
+        updated.stopped_reason = report.stopped_reason
+    return updated
+
+
+def is_active(task: pb.Task) -> bool:
+    """Counts toward a service's desired count: wanted and not yet stopped."""
+    return task.desired_status == pb.DESIRED_RUNNING and task.last_status != pb.STOPPED
+
+
+def holds_resources(task: pb.Task) -> bool:
+    """Occupies its node's CPU, memory and ports until its containers are gone."""
+    return bool(task.node_id) and task.last_status != pb.STOPPED

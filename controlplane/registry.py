@@ -1,0 +1,55 @@
+"""Which agents hold a stream to this replica, and their latest metrics.
+
+Kept in memory only (DESIGN: metrics never go to etcd); a short window per
+node is enough for `berth node list` and, later, autoscaling.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from berth.v1 import resources_pb2 as pb
+
+METRICS_WINDOW = 60
+
+
+@dataclass
+class AgentSession:
+    node_id: str
+    connected_at: float
+    last_heartbeat: float
+    metrics: deque[pb.NodeMetrics] = field(default_factory=lambda: deque(maxlen=METRICS_WINDOW))
+
+
+class AgentRegistry:
+    def __init__(self) -> None:
+        self._sessions: dict[str, AgentSession] = {}
+
+    def connected(self, node_id: str) -> AgentSession:
+        session = AgentSession(node_id, time.monotonic(), time.monotonic())
+        self._sessions[node_id] = session
+        return session
+
+    def disconnected(self, session: AgentSession) -> None:
+        # A newer stream from the same node may already have replaced this one.
+        if self._sessions.get(session.node_id) is session:
+            del self._sessions[session.node_id]
+
+    def is_connected(self, node_id: str) -> bool:
+        return node_id in self._sessions
+
+    def record_heartbeat(self, session: AgentSession, metrics: pb.NodeMetrics | None) -> None:
+        session.last_heartbeat = time.monotonic()
+        if metrics is not None:
+            session.metrics.append(metrics)
+
+    def metrics(self, node_id: str) -> pb.NodeMetrics | None:
+        session = self._sessions.get(node_id)
+        if session is None or not session.metrics:
+            return None
+        return session.metrics[-1]
+
+    def connected_ids(self) -> list[str]:
+        return list(self._sessions)

@@ -1,0 +1,71 @@
+"""Feasibility filters: each one rejects a node for a task with a named reason."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from berth.v1 import resources_pb2 as pb
+from controlplane.scheduler.model import NodeState, PlacementRequest
+
+
+def _port_text(port: tuple[int, int]) -> str:
+    number, protocol = port
+    return f"{number}/{'udp' if protocol == pb.UDP else 'tcp'}"
+
+
+class Filter(Protocol):
+    name: str
+
+    def reject(self, node: NodeState, request: PlacementRequest) -> str | None:
+        """The reason this node cannot take the task ("insufficient memory"), or None."""
+
+    def shortfall(self, request: PlacementRequest) -> str:
+        """What no node had, completing "no node has ..."."""
+
+
+class NodeReady:
+    name = "node-ready"
+
+    def reject(self, node: NodeState, request: PlacementRequest) -> str | None:
+        if node.node.status == pb.READY:
+            return None
+        return f"node {pb.NodeStatus.Name(node.node.status)}"
+
+    def shortfall(self, request: PlacementRequest) -> str:
+        return "the READY status"
+
+
+class CpuFits:
+    name = "cpu"
+
+    def reject(self, node: NodeState, request: PlacementRequest) -> str | None:
+        return None if request.cpu <= node.cpu_free else "insufficient CPU"
+
+    def shortfall(self, request: PlacementRequest) -> str:
+        return f"{request.cpu} CPU units free"
+
+
+class MemoryFits:
+    name = "memory"
+
+    def reject(self, node: NodeState, request: PlacementRequest) -> str | None:
+        return None if request.memory <= node.memory_free else "insufficient memory"
+
+    def shortfall(self, request: PlacementRequest) -> str:
+        return f"{request.memory} MiB of free memory"
+
+
+class HostPortsFree:
+    name = "host-ports"
+
+    def reject(self, node: NodeState, request: PlacementRequest) -> str | None:
+        for port in request.ports:
+            if port in node.ports_used:
+                return f"port {_port_text(port)} in use"
+        return None
+
+    def shortfall(self, request: PlacementRequest) -> str:
+        return "host port " + ", ".join(_port_text(p) for p in request.ports) + " free"
+
+
+DEFAULT_FILTERS: tuple[Filter, ...] = (NodeReady(), CpuFits(), MemoryFits(), HostPortsFree())

@@ -1,0 +1,62 @@
+"""What the scheduler reasons about: node states, requests, plans."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from berth.v1 import resources_pb2 as pb
+
+Port = tuple[int, int]  # (host port, TransportProtocol)
+
+
+@dataclass
+class NodeState:
+    """One node's capacity minus what placed tasks reserve, updated as we plan."""
+
+    node: pb.Node
+    cpu_free: int
+    memory_free: int
+    ports_used: set[Port] = field(default_factory=set)
+    tasks_by_group: Counter[str] = field(default_factory=Counter)
+    task_count: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.node.id
+
+    def reserve(self, request: PlacementRequest) -> None:
+        self.cpu_free -= request.cpu
+        self.memory_free -= request.memory
+        self.ports_used.update(request.ports)
+        self.tasks_by_group[request.group] += 1
+        self.task_count += 1
+
+
+@dataclass(frozen=True)
+class PlacementRequest:
+    task_id: str
+    # Tasks of one service share a group; spread and distinctness are per group.
+    group: str
+    cpu: int
+    memory: int
+    ports: tuple[Port, ...] = ()
+
+
+@dataclass(frozen=True)
+class Placement:
+    task_id: str
+    node_id: str
+
+
+@dataclass(frozen=True)
+class PlacementFailure:
+    task_id: str
+    # One line for humans, e.g. "no node has 8192 MiB of free memory (3 nodes: insufficient memory)".
+    reason: str
+
+
+@dataclass
+class Plan:
+    placements: list[Placement] = field(default_factory=list)
+    failures: list[PlacementFailure] = field(default_factory=list)

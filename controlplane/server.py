@@ -1,0 +1,106 @@
+"""Assembles one control-plane replica: store, cache, API servers, election."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+
+from berth.v1 import agent_pb2_grpc, operator_pb2_grpc
+from controlplane.api.agents import AgentService, StatusWriter
+from controlplane.api.operator import OperatorService, ensure_default_cluster
+from controlplane.cache import ClusterCache
+from controlplane.config import ControlPlaneSettings
+from controlplane.controllers.housekeeping import Housekeeper
+from controlplane.controllers.loop import ControllerLoop
+from controlplane.controllers.scheduling import SchedulingController
+from controlplane.controllers.services import ServiceController
+from controlplane.events import EventLog
+from controlplane.leader import LeaderElection
+from controlplane.registry import AgentRegistry
+from controlplane.store import Store
+from controlplane.store.embedded import EmbeddedEtcd
+
+log = logging.getLogger(__name__)
+
+
+class ControlPlane:
+    def __init__(self, settings: ControlPlaneSettings) -> None:
+        self.settings = settings
+        self._etcd: EmbeddedEtcd | None = None
+        self._store: Store | None = None
+        self._cache: ClusterCache | None = None
+        self._writer: StatusWriter | None = None
+        self._server: grpc.aio.Server | None = None
+        self._election: LeaderElection | None = None
+        self._election_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        endpoints = settings.etcd_endpoints
+        if not endpoints:
+            self._etcd = EmbeddedEtcd(settings.data_dir)
+            await self._etcd.start()
+            endpoints = [self._etcd.endpoint]
+        store = self._store = Store(endpoints, prefix=settings.key_prefix)
+        await store.connect()
+        await ensure_default_cluster(store)
+        cache = self._cache = ClusterCache(store)
+        await cache.start()
+        agents = AgentRegistry()
+        events = EventLog(store)
+        writer = self._writer = StatusWriter(store, cache)
+        writer.start()
+
+        server = self._server = grpc.aio.server(
+            options=[
+                ("grpc.keepalive_time_ms", 10_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ]
+        )
+        operator_pb2_grpc.add_OperatorServicer_to_server(OperatorService(store, cache, agents), server)
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentService(store, cache, agents, writer), server)
+        if server.add_insecure_port(settings.listen) == 0:
+            raise OSError(f"cannot listen on {settings.listen}")
+        await server.start()
+
+        controllers = ControllerLoop(
+            cache,
+            [
+                ServiceController(store, cache, events),
+                SchedulingController(store, cache, events, settings.scheduler_sample_size),
+                Housekeeper(store, cache, settings.stopped_task_retention),
+            ],
+        )
+        self._election = LeaderElection(store, settings.identity, settings.leader_ttl)
+        self._election_task = asyncio.create_task(self._election.run(controllers.run), name="election")
+        log.info(
+            "event=controlplane_started listen=%s etcd=%s embedded=%s",
+            settings.listen,
+            ",".join(endpoints),
+            self._etcd is not None,
+        )
+
+    async def stop(self) -> None:
+        log.info("event=controlplane_stopping")
+        if self._server is not None:
+            await self._server.stop(grace=2)
+        if self._election_task is not None:
+            self._election_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._election_task
+        if self._election is not None:
+            await self._election.resign()
+        if self._writer is not None:
+            await self._writer.stop()
+        if self._cache is not None:
+            await self._cache.stop()
+        if self._store is not None:
+            await self._store.close()
+        if self._etcd is not None:
+            await self._etcd.stop()
+        log.info("event=controlplane_stopped")

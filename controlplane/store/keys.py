@@ -1,0 +1,64 @@
+"""The key layout under the store's prefix; the only module that spells keys.
+
+clusters/NAME                   Cluster
+taskdefs/FAMILY/REVISION        TaskDefinition (revision zero-padded so keys sort)
+services/CLUSTER/NAME           Service
+events/CLUSTER/SERVICE          ServiceEvents
+tasks/TASK_ID                   Task
+nodes/NODE_ID                   Node
+alive/NODE_ID                   empty value, attached to the node's lease
+placements/NODE_ID              counter bumped by every placement batch on the node
+leader                          id of the replica running the controllers (leased)
+"""
+
+from __future__ import annotations
+
+CLUSTERS = "clusters/"
+TASKDEFS = "taskdefs/"
+SERVICES = "services/"
+EVENTS = "events/"
+TASKS = "tasks/"
+NODES = "nodes/"
+ALIVE = "alive/"
+PLACEMENTS = "placements/"
+LEADER = "leader"
+
+
+def cluster(name: str) -> str:
+    return f"{CLUSTERS}{name}"
+
+
+def taskdef_family(family: str) -> str:
+    return f"{TASKDEFS}{family}/"
+
+
+def taskdef(family: str, revision: int) -> str:
+    return f"{TASKDEFS}{family}/{revision:08d}"
+
+
+def services_of(cluster_name: str) -> str:
+    return f"{SERVICES}{cluster_name}/"
+
+
+def service(cluster_name: str, name: str) -> str:
+    return f"{SERVICES}{cluster_name}/{name}"
+
+
+def events(cluster_name: str, service_name: str) -> str:
+    return f"{EVENTS}{cluster_name}/{service_name}"
+
+
+def task(task_id: str) -> str:
+    return f"{TASKS}{task_id}"
+
+
+def node(node_id: str) -> str:
+    return f"{NODES}{node_id}"
+
+
+def alive(node_id: str) -> str:
+    return f"{ALIVE}{node_id}"
+
+
+def placements(node_id: str) -> str:
+    return f"{PLACEMENTS}{node_id}"
