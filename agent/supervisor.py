@@ -95,7 +95,9 @@ class TaskSupervisor:
             self._wake.set()
 
     async def reconcile_once(self) -> None:
-        self.observed = await self.driver.list_tasks()
+        if not self.node_id:
+            return  # not registered yet: we cannot tell our containers from others'
+        self.observed = await self.driver.list_tasks(self.node_id)
         actions = reconciler.plan(self._desired, self.observed, self._busy, self._failed_starts)
         for action in actions:
             if isinstance(action, Report):

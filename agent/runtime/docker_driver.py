@@ -92,8 +92,10 @@ class DockerDriver:
 
     # -- observing -------------------------------------------------------
 
-    def _list_blocking(self) -> dict[str, ObservedTask]:
-        summaries = self._client.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=true"})
+    def _list_blocking(self, node_id: str) -> dict[str, ObservedTask]:
+        summaries = self._client.api.containers(
+            all=True, filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_NODE}={node_id}"]}
+        )
         by_task: dict[str, list[ObservedContainer]] = {}
         live_ids = set()
         for summary in summaries:
@@ -157,8 +159,8 @@ class DockerDriver:
         self._finished[summary["Id"]] = observed
         return observed
 
-    async def list_tasks(self) -> dict[str, ObservedTask]:
-        return await self._call(self._list_blocking)
+    async def list_tasks(self, node_id: str) -> dict[str, ObservedTask]:
+        return await self._call(self._list_blocking, node_id)
 
     # -- starting --------------------------------------------------------
 
@@ -240,6 +242,7 @@ class DockerDriver:
     # -- stopping --------------------------------------------------------
 
     def _containers_of(self, task_id: str) -> list[Any]:
+        # Task ids are unique, so this never reaches another agent's containers.
         return list(self._client.containers.list(all=True, filters={"label": f"{LABEL_TASK_ID}={task_id}"}))
 
     def _stop_blocking(self, task_id: str, timeout: int) -> None:

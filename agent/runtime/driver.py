@@ -68,8 +68,12 @@ class StartFailed(Exception):
 
 
 class TaskDriver(Protocol):
-    async def list_tasks(self) -> dict[str, ObservedTask]:
-        """Every task with a container in the runtime, running or not."""
+    async def list_tasks(self, node_id: str) -> dict[str, ObservedTask]:
+        """Every task of this node with a container in the runtime, running or not.
+
+        Filtering by node matters: several agents may share one engine (test
+        labs, hollow agents), and each must only ever touch its own.
+        """
 
     async def start_task(self, assignment: agent_pb.TaskAssignment, node_id: str) -> None:
         """Create and start all containers of the task, or raise StartFailed."""

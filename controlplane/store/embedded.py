@@ -106,7 +106,25 @@ class EmbeddedEtcd:
             str(4 * 1024**3),
         ]
 
+    async def _wait_port_free(self, timeout: float = 15.0) -> None:
+        # A previous etcd (from a control plane killed with -9) gets SIGTERM
+        # from PR_SET_PDEATHSIG but may need a moment to let go of its port.
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind(("127.0.0.1", self.client_port))
+                    return
+                except OSError:
+                    pass
+            await asyncio.sleep(0.2)
+        raise Unavailable(
+            f"port {self.client_port} of the embedded etcd stays in use; is another etcd running?"
+        )
+
     async def _spawn(self) -> None:
+        await self._wait_port_free()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log_file = self._log_path.open("ab")
         self._process = await asyncio.create_subprocess_exec(
@@ -133,9 +151,19 @@ class EmbeddedEtcd:
             await asyncio.sleep(0.1)
         raise Unavailable(f"embedded etcd did not start within {timeout:.0f}s; see {self._log_path}")
 
-    async def start(self) -> None:
-        await self._spawn()
-        await self._wait_ready()
+    async def start(self, attempts: int = 20) -> None:
+        # After a kill -9 of the previous control plane its etcd may still be
+        # shutting down and holding the port or the data-dir lock: retry.
+        for attempt in range(attempts):
+            await self._spawn()
+            try:
+                await self._wait_ready()
+                break
+            except Unavailable:
+                if attempt == attempts - 1:
+                    raise
+                log.warning("event=etcd_start_retry attempt=%d log=%s", attempt + 1, self._log_path)
+                await asyncio.sleep(0.5)
         self._supervisor = asyncio.create_task(self._supervise(), name="etcd-supervisor")
 
     async def _supervise(self) -> None:

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs what Berth and its tests need on a Debian or Ubuntu machine, as
+# root, and starts the Docker engine if it is not running. Idempotent.
+#   - Debian packages: docker.io, etcd-server, etcd-client, iptables,
+#     busybox-static, conntrack, iproute2, python3-venv
+#   - the Python package with its test extras, in .venv/ of this checkout
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+if [ "$(id -u)" != 0 ]; then
+  echo "error: run as root (it installs packages and starts dockerd)" >&2
+  exit 1
+fi
+
+PACKAGES=(docker.io etcd-server etcd-client iptables busybox-static conntrack iproute2 python3-venv)
+missing=()
+for package in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  log "starting the Docker engine"
+  if [ -d /run/systemd/system ]; then
+    systemctl start docker
+  else
+    nohup dockerd >/var/log/berth-dockerd.log 2>&1 &
+  fi
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || { echo "error: dockerd did not start; see /var/log/berth-dockerd.log" >&2; exit 1; }
+fi
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "error: Berth needs Python 3.11 or newer; $PYTHON is $("$PYTHON" --version 2>&1)" >&2
+  exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+log "installing the berth package (with test extras) into .venv"
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]'
+
+bash deploy/build-image.sh

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Berth's main job on the embedded default, on one machine:
+# installs what is missing, starts a control plane (with its own etcd) and
+# an agent, registers examples/web.json, runs a service of 2 tasks, kills
+# one container with `docker kill` and shows Berth replacing it.
+#
+#   bash deploy/quickstart.sh        # run the demo; daemons keep running
+#   bash deploy/quickstart.sh down   # stop the daemons, remove the demo service
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BERTH_HOME=${BERTH_HOME:-/var/lib/berth}
+export BERTH_SERVER=${BERTH_SERVER:-127.0.0.1:7400}
+BERTH=.venv/bin/berth
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+stop_daemon() {
+  local pidfile="$BERTH_HOME/$1.pid"
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    kill "$(cat "$pidfile")"
+    for _ in $(seq 1 100); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$pidfile"
+}
+
+if [ "${1:-}" = "down" ]; then
+  if [ -x "$BERTH" ] && "$BERTH" service describe web >/dev/null 2>&1; then
+    "$BERTH" service delete web
+    for _ in $(seq 1 100); do "$BERTH" service describe web >/dev/null 2>&1 || break; sleep 0.2; done
+  fi
+  stop_daemon agent
+  stop_daemon controlplane
+  echo "stopped; state is kept in $BERTH_HOME"
+  exit 0
+fi
+
+bash deploy/install.sh
+mkdir -p "$BERTH_HOME"
+
+start_daemon() {
+  local name=$1; shift
+  local pidfile="$BERTH_HOME/$name.pid"
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    echo "$name already running (pid $(cat "$pidfile"))"
+    return
+  fi
+  nohup "$@" >>"$BERTH_HOME/$name.log" 2>&1 &
+  echo $! >"$pidfile"
+  echo "$name started (pid $!, log $BERTH_HOME/$name.log)"
+}
+
+step "starting the control plane (embedded etcd in $BERTH_HOME/controlplane) and an agent"
+start_daemon controlplane .venv/bin/berth-controlplane --listen "$BERTH_SERVER" --data-dir "$BERTH_HOME/controlplane"
+for _ in $(seq 1 100); do "$BERTH" cluster list >/dev/null 2>&1 && break; sleep 0.2; done
+start_daemon agent .venv/bin/berth-agent --server "$BERTH_SERVER" --data-dir "$BERTH_HOME/agent" --address 127.0.0.1
+for _ in $(seq 1 100); do "$BERTH" node list | grep -q READY && break; sleep 0.2; done
+"$BERTH" node list
+
+step "registering the ECS task definition in examples/web.json"
+"$BERTH" taskdef register --family web --container-definitions file://examples/web.json
+
+step "creating service web with 2 tasks"
+if ! "$BERTH" service describe web >/dev/null 2>&1; then
+  "$BERTH" service create --name web --task-definition web --desired-count 2
+fi
+running() { "$BERTH" task list --service web -o json | .venv/bin/python -c \
+  'import json,sys; print(" ".join(t["id"] for t in json.load(sys.stdin)["tasks"] if t["lastStatus"]=="RUNNING"))'; }
+for _ in $(seq 1 100); do [ "$(running | wc -w)" -ge 2 ] && break; sleep 0.2; done
+"$BERTH" task list --service web
+port=$("$BERTH" task list --service web -o json | .venv/bin/python -c \
+  'import json,sys; print([t for t in json.load(sys.stdin)["tasks"] if t["lastStatus"]=="RUNNING"][0]["networkBindings"][0]["hostPort"])')
+echo "GET http://127.0.0.1:$port/ -> $(wget -qO- "http://127.0.0.1:$port/" 2>/dev/null || curl -s "http://127.0.0.1:$port/")"
+
+step "killing one container with docker kill"
+victim=$(running | cut -d' ' -f1)
+container=$(docker ps -q --filter "label=berth.task-id=$victim")
+docker kill "$container" >/dev/null
+echo "killed container $container of task ${victim:0:12}"
+for _ in $(seq 1 100); do
+  now=$(running)
+  if [ "$(echo "$now" | wc -w)" -ge 2 ] && ! echo "$now" | grep -q "$victim"; then break; fi
+  sleep 0.1
+done
+
+step "Berth replaced it: the killed task is STOPPED with its exit code, a new one RUNNING"
+"$BERTH" task list --service web
+"$BERTH" service describe web
+
+cat <<DONE
+
+The cluster keeps running. Try:
+  export BERTH_SERVER=$BERTH_SERVER PATH=$PWD/.venv/bin:\$PATH
+  berth service update web --desired-count 5
+  berth node list
+Stop everything with: bash deploy/quickstart.sh down
+DONE

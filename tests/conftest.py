@@ -1,0 +1,59 @@
+"""Fixtures for tests against real daemons: a Docker engine, the test image,
+a control plane with its embedded etcd, an agent, and the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+
+import docker
+import pytest
+
+from tests.support.cli import Berth
+from tests.support.daemons import REPO, AgentProcess, ControlPlaneProcess
+
+IMAGE = "berth-busybox:1"
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> str:
+    """The local Docker engine; the test run fails loudly if there is none."""
+    url = "unix:///var/run/docker.sock"
+    try:
+        client = docker.DockerClient(base_url=url)
+        client.ping()
+        client.close()
+    except docker.errors.DockerException as error:
+        pytest.fail(f"no Docker engine at {url} ({error}); .ci/run starts one")
+    return url
+
+
+@pytest.fixture(scope="session")
+def test_image(docker_engine: str) -> str:
+    subprocess.run(["bash", str(REPO / "deploy" / "build-image.sh")], check=True)
+    return IMAGE
+
+
+@pytest.fixture(scope="module")
+def controlplane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlaneProcess]:
+    plane = ControlPlaneProcess(tmp_path_factory.mktemp("cp") / "data")
+    plane.start()
+    yield plane
+    plane.stop()
+
+
+@pytest.fixture(scope="module")
+def agent(
+    tmp_path_factory: pytest.TempPathFactory, controlplane: ControlPlaneProcess, test_image: str
+) -> Iterator[AgentProcess]:
+    process = AgentProcess(tmp_path_factory.mktemp("agent") / "data", controlplane.address)
+    process.start()
+    process.wait_registered()
+    yield process
+    process.stop()
+    process.remove_containers()
+
+
+@pytest.fixture(scope="module")
+def berth(controlplane: ControlPlaneProcess) -> Berth:
+    return Berth(controlplane.address)

@@ -1,0 +1,269 @@
+"""One host, end to end: the operator's flow from the CLI on real etcd and Docker."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.support.cli import Berth
+from tests.support.daemons import REPO, AgentProcess
+from tests.support.waiting import wait_until
+
+EXAMPLE = REPO / "examples" / "web.json"
+
+
+def _setup_cluster(berth: Berth, cluster: str, family: str) -> None:
+    berth.ok("cluster", "create", cluster)
+    berth.ok("taskdef", "register", "--family", family, "--container-definitions", f"file://{EXAMPLE}")
+
+
+def test_service_of_two_runs_and_serves(berth: Berth, agent: AgentProcess) -> None:
+    _setup_cluster(berth, "flow", "web-flow")
+    created = berth.ok(
+        "service",
+        "create",
+        "--cluster",
+        "flow",
+        "--name",
+        "web",
+        "--task-definition",
+        "web-flow",
+        "--desired-count",
+        "2",
+    )
+    assert "desired count 2" in created.stdout
+
+    running, seconds = wait_until(lambda: berth.running_exactly("flow", 2, "web"), 10, "2 RUNNING tasks")
+    print(f"service of 2 RUNNING after {seconds:.2f}s")
+    ports = [t["networkBindings"][0]["hostPort"] for t in running]
+    assert all(port > 0 for port in ports) and len(set(ports)) == 2
+    # The table shows each task's host port too.
+    table = berth.ok("task", "list", "--cluster", "flow").stdout
+    for port in ports:
+        assert f"{port}->8080/tcp" in table
+    assert table.count("RUNNING") >= 2
+    # The containers really serve on those ports (loopback only).
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+            assert b"hello from berth" in response.read()
+    assert len(agent.containers()) >= 2
+
+    again = berth.ok(
+        "taskdef", "register", "--family", "web-flow", "--container-definitions", f"file://{EXAMPLE}"
+    )
+    assert "web-flow:2" in again.stdout
+    revisions = berth.ok("taskdef", "list", "--family", "web-flow", "-o", "json").json()["taskDefinitions"]
+    assert [r["revision"] for r in revisions] == [1, 2]
+
+
+def test_cli_input_json_registers_a_whole_ecs_document(berth: Berth, tmp_path: Path) -> None:
+    document = {
+        "family": "doc",
+        "networkMode": "bridge",
+        "requiresCompatibilities": ["EC2"],
+        "cpu": "256",
+        "memory": "128",
+        "containerDefinitions": json.loads(EXAMPLE.read_text()),
+    }
+    path = tmp_path / "register.json"
+    path.write_text(json.dumps(document))
+    result = berth.ok("taskdef", "register", "--cli-input-json", f"file://{path}")
+    assert "registered doc:1" in result.stdout
+    described = berth.ok("taskdef", "describe", "doc", "-o", "json").json()
+    assert described["memory"] == 128
+    assert described["containerDefinitions"][0]["portMappings"][0]["containerPort"] == 8080
+    yaml_out = berth.ok("taskdef", "describe", "doc:1", "-o", "yaml").stdout
+    assert "family: doc" in yaml_out
+
+
+def test_killed_container_is_replaced_and_recorded(berth: Berth, agent: AgentProcess) -> None:
+    _setup_cluster(berth, "heal", "web-heal")
+    berth.ok(
+        "service",
+        "create",
+        "--cluster",
+        "heal",
+        "--name",
+        "web",
+        "--task-definition",
+        "web-heal",
+        "--desired-count",
+        "2",
+    )
+    before, _ = wait_until(lambda: berth.running_exactly("heal", 2), 10, "2 RUNNING")
+    victim = before[0]
+    container_id = victim["containers"][0]["dockerId"]
+    import docker
+
+    client = docker.from_env()
+    client.containers.get(container_id).kill()
+
+    def replaced() -> list[dict[str, Any]] | None:
+        running = berth.running("heal")
+        ids = {t["id"] for t in running}
+        return running if len(running) == 2 and victim["id"] not in ids else None
+
+    _, seconds = wait_until(replaced, 3, "a replacement RUNNING within 3 s of docker kill", interval=0.05)
+    print(f"replacement RUNNING {seconds:.2f}s after docker kill")
+    stopped = next(t for t in berth.tasks("heal") if t["id"] == victim["id"])
+    assert stopped["lastStatus"] == "STOPPED"
+    assert stopped["exitCode"] == 137
+    assert stopped["stoppedReason"] == "Essential container in task exited"
+    assert stopped["stopCode"] == "ESSENTIAL_CONTAINER_EXITED"
+    # Still listed in the table, with its exit code.
+    table = berth.ok("task", "list", "--cluster", "heal").stdout
+    assert victim["id"][:12] in table and "137" in table
+    client.close()
+
+
+def test_scale_up_down_and_delete(berth: Berth, agent: AgentProcess) -> None:
+    _setup_cluster(berth, "scale", "web-scale")
+    berth.ok(
+        "service",
+        "create",
+        "--cluster",
+        "scale",
+        "--name",
+        "web",
+        "--task-definition",
+        "web-scale",
+        "--desired-count",
+        "2",
+    )
+    wait_until(lambda: len(berth.running("scale")) == 2, 10, "2 RUNNING")
+    berth.ok("service", "update", "web", "--cluster", "scale", "--desired-count", "5")
+    wait_until(lambda: len(berth.running("scale")) == 5, 15, "5 RUNNING")
+    berth.ok("service", "update", "web", "--cluster", "scale", "--desired-count", "1")
+
+    def scaled_in() -> bool:
+        tasks = berth.tasks("scale")
+        live = [t for t in tasks if t["lastStatus"] != "STOPPED"]
+        return len(live) == 1 and live[0]["lastStatus"] == "RUNNING"
+
+    wait_until(scaled_in, 30, "1 task left")
+    stopped = [t for t in berth.tasks("scale") if t["lastStatus"] == "STOPPED"]
+    assert len(stopped) == 4
+    assert all(t["stopCode"] == "SERVICE_SCHEDULER_INITIATED" for t in stopped)
+
+    def containers_of_cluster() -> list[object]:
+        return [c for c in agent.containers(all=True) if c.labels.get("berth.cluster") == "scale"]
+
+    wait_until(lambda: len(containers_of_cluster()) == 1, 15, "stopped containers removed")
+    berth.ok("service", "delete", "web", "--cluster", "scale")
+    wait_until(lambda: not containers_of_cluster(), 30, "no container of the deleted service")
+    wait_until(
+        lambda: berth("service", "describe", "web", "--cluster", "scale").exit_code == 1,
+        15,
+        "service record gone",
+    )
+    assert berth.ok("service", "list", "--cluster", "scale", "-o", "json").json()["services"] == []
+
+
+def test_one_off_task_runs_to_completion_and_stop_stops(
+    berth: Berth, agent: AgentProcess, tmp_path: Path
+) -> None:
+    berth.ok("cluster", "create", "oneoff")
+    job = tmp_path / "job.json"
+    job.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "job",
+                    "image": "berth-busybox:1",
+                    "memory": 16,
+                    "command": ["sh", "-c", "echo working; exit 3"],
+                }
+            ]
+        )
+    )
+    berth.ok("taskdef", "register", "--family", "job", "--container-definitions", f"file://{job}")
+    task_id = berth.ok("task", "run", "--cluster", "oneoff", "--task-definition", "job").stdout.strip()
+
+    def finished() -> dict[str, Any] | None:
+        task = berth.ok("task", "describe", task_id, "--cluster", "oneoff", "-o", "json").json()
+        return task if task["lastStatus"] == "STOPPED" else None
+
+    done, _ = wait_until(finished, 20, "the one-off task to finish")
+    assert done["exitCode"] == 3
+    assert "exit code:        3" in berth.ok("task", "describe", task_id[:8], "--cluster", "oneoff").stdout
+
+    sleeper = tmp_path / "sleeper.json"
+    sleeper.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "sleep",
+                    "image": "berth-busybox:1",
+                    "memory": 16,
+                    "stopTimeout": 2,
+                    "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"],
+                }
+            ]
+        )
+    )
+    berth.ok("taskdef", "register", "--family", "sleeper", "--container-definitions", f"file://{sleeper}")
+    long_id = berth.ok("task", "run", "--cluster", "oneoff", "--task-definition", "sleeper").stdout.strip()
+    wait_until(
+        lambda: (
+            berth.ok("task", "describe", long_id, "--cluster", "oneoff", "-o", "json").json()["lastStatus"]
+            == "RUNNING"
+        ),
+        20,
+        "the long task RUNNING",
+    )
+    berth.ok("task", "stop", long_id, "--cluster", "oneoff")
+    stopped, _ = wait_until(
+        lambda: (
+            t
+            if (t := berth.ok("task", "describe", long_id, "--cluster", "oneoff", "-o", "json").json())[
+                "lastStatus"
+            ]
+            == "STOPPED"
+            else None
+        ),
+        20,
+        "the stopped task",
+    )
+    assert stopped["stopCode"] == "USER_INITIATED"
+    assert stopped["stoppedReason"] == "Task stopped by user"
+    assert stopped["exitCode"] == 0  # it handled SIGTERM itself
+    wait_until(
+        lambda: not [c for c in agent.containers(all=True) if c.labels.get("berth.cluster") == "oneoff"],
+        15,
+        "one-off containers removed",
+    )
+
+
+def test_unplaceable_task_stays_pending_and_says_why(
+    berth: Berth, agent: AgentProcess, tmp_path: Path
+) -> None:
+    berth.ok("cluster", "create", "huge")
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps([{"name": "big", "image": "berth-busybox:1", "memory": 4_000_000}]))
+    berth.ok("taskdef", "register", "--family", "big", "--container-definitions", f"file://{big}")
+    berth.ok(
+        "service",
+        "create",
+        "--cluster",
+        "huge",
+        "--name",
+        "big",
+        "--task-definition",
+        "big",
+        "--desired-count",
+        "1",
+    )
+    expected = "no node has 4000000 MiB of free memory"
+
+    def explained() -> str | None:
+        text = berth.ok("service", "describe", "big", "--cluster", "huge").stdout
+        return text if expected in text else None
+
+    text, _ = wait_until(explained, 10, "the placement failure in the service's events")
+    assert "service big was unable to place a task because no node has 4000000 MiB of free memory" in text
+    (task,) = berth.tasks("huge")
+    assert task["lastStatus"] == "PENDING"
+    assert expected in task["pendingReason"]
+    berth.ok("service", "delete", "big", "--cluster", "huge")

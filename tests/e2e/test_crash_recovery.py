@@ -1,0 +1,99 @@
+"""kill -9 of the control plane or the agent loses nothing and duplicates nothing."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tests.support.cli import Berth
+from tests.support.daemons import REPO, AgentProcess, ControlPlaneProcess
+from tests.support.waiting import wait_until
+
+EXAMPLE = REPO / "examples" / "web.json"
+
+
+def _containers(agent: AgentProcess) -> dict[str, tuple[str, str]]:
+    """task id -> (container id, started at), for running containers of this agent."""
+    found = {}
+    for container in agent.containers():
+        found[container.labels["berth.task-id"]] = (container.id, container.attrs["State"]["StartedAt"])
+    return found
+
+
+def _start_service(berth: Berth, cluster: str) -> list[dict[str, Any]]:
+    berth.ok("cluster", "create", cluster)
+    berth.ok(
+        "taskdef", "register", "--family", f"web-{cluster}", "--container-definitions", f"file://{EXAMPLE}"
+    )
+    berth.ok(
+        "service",
+        "create",
+        "--cluster",
+        cluster,
+        "--name",
+        "web",
+        "--task-definition",
+        f"web-{cluster}",
+        "--desired-count",
+        "3",
+    )
+    running, _ = wait_until(lambda: berth.running_exactly(cluster, 3), 15, "3 RUNNING")
+    return running
+
+
+def test_controlplane_kill9_and_restart_changes_nothing(
+    berth: Berth, agent: AgentProcess, controlplane: ControlPlaneProcess
+) -> None:
+    running = _start_service(berth, "cpcrash")
+    before = _containers(agent)
+    assert len(before) == 3
+
+    controlplane.kill9()
+    # Static stability: with the control plane gone, containers keep running.
+    time.sleep(2)
+    assert _containers(agent) == before
+    controlplane.restart()
+
+    wait_until(lambda: len(berth.running("cpcrash")) == 3, 15, "3 RUNNING after the restart")
+    # Give the controllers and the reconnected agent time to do anything wrong.
+    time.sleep(3)
+    tasks = berth.tasks("cpcrash")
+    assert sorted(t["id"] for t in tasks) == sorted(t["id"] for t in running), "tasks were added or replaced"
+    assert all(t["lastStatus"] == "RUNNING" for t in tasks)
+    assert _containers(agent) == before, "containers were restarted or duplicated"
+
+
+def test_agent_kill9_and_restart_adopts_its_containers(berth: Berth, agent: AgentProcess) -> None:
+    running = _start_service(berth, "agentcrash")
+    before = _containers(agent)
+
+    agent.kill9()
+    time.sleep(1)
+    assert _containers(agent) == before, "containers must outlive their agent"
+    agent.start()
+    wait_until(
+        lambda: "event=connected" in agent.log_path.read_text().split("agent_started")[-1],
+        15,
+        "the restarted agent to connect",
+    )
+    time.sleep(3)
+    assert _containers(agent) == before, "the restarted agent must adopt, not restart or duplicate"
+    tasks = berth.tasks("agentcrash")
+    assert sorted(t["id"] for t in tasks) == sorted(t["id"] for t in running)
+    assert all(t["lastStatus"] == "RUNNING" for t in tasks)
+
+    # The adopted containers are really managed: a kill is still healed.
+    victim_task = next(iter(before))
+    import docker
+
+    client = docker.from_env()
+    client.containers.get(before[victim_task][0]).kill()
+    client.close()
+    wait_until(
+        lambda: (
+            len(berth.running("agentcrash")) == 3
+            and victim_task not in {t["id"] for t in berth.running("agentcrash")}
+        ),
+        5,
+        "a replacement",
+    )

@@ -1,0 +1,51 @@
+"""Runs the real `berth` CLI in-process, the way an operator would type it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from typer.testing import CliRunner
+
+from berth.cli.main import app
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+class Berth:
+    def __init__(self, server: str) -> None:
+        self.server = server
+        self._runner = CliRunner()
+
+    def __call__(self, *args: str) -> CliResult:
+        result = self._runner.invoke(app, ["--server", self.server, *args], catch_exceptions=False)
+        return CliResult(result.exit_code, result.stdout, result.stderr)
+
+    def ok(self, *args: str) -> CliResult:
+        result = self(*args)
+        assert result.exit_code == 0, f"berth {' '.join(args)} failed: {result.stderr or result.stdout}"
+        return result
+
+    def tasks(self, cluster: str, service: str = "") -> list[dict[str, Any]]:
+        args = ["task", "list", "--cluster", cluster, "-o", "json"]
+        if service:
+            args += ["--service", service]
+        tasks: list[dict[str, Any]] = self.ok(*args).json()["tasks"]
+        return tasks
+
+    def running(self, cluster: str, service: str = "") -> list[dict[str, Any]]:
+        return [t for t in self.tasks(cluster, service) if t["lastStatus"] == "RUNNING"]
+
+    def running_exactly(self, cluster: str, count: int, service: str = "") -> list[dict[str, Any]] | None:
+        """The RUNNING tasks when there are exactly `count` of them, else None (for wait_until)."""
+        running = self.running(cluster, service)
+        return running if len(running) == count else None

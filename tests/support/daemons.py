@@ -1,0 +1,193 @@
+"""Real control-plane and agent processes for tests, started as an operator would.
+
+Each runs the installed console script in its own process group with its
+own data directory; `kill9` and `restart` let tests crash and revive them.
+Containers an agent started are removed when its fixture ends, even after
+a failed test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import docker
+import grpc
+
+from berth.v1 import operator_pb2 as api
+from berth.v1 import operator_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Daemon:
+    def __init__(
+        self, name: str, command: list[str], log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
+        self.name = name
+        self.command = command
+        self.log_path = log_path
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.command,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(self.env or {})},
+            start_new_session=True,
+        )
+        log.close()
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self, timeout: float = 20) -> int | None:
+        """SIGTERM, and SIGKILL the whole group if it does not stop in time."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.terminate()
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait(10)
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class ControlPlaneProcess(Daemon):
+    def __init__(self, data_dir: Path, extra_args: list[str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.address = f"127.0.0.1:{free_port()}"
+        command = [
+            sys.executable,
+            "-m",
+            "controlplane.main",
+            "--listen",
+            self.address,
+            "--data-dir",
+            str(data_dir),
+            "--log-level",
+            "info",
+            *(extra_args or []),
+        ]
+        super().__init__("controlplane", command, data_dir.parent / f"{data_dir.name}.log")
+
+    def start(self) -> None:
+        super().start()
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        stub = operator_pb2_grpc.OperatorStub(grpc.insecure_channel(self.address))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"control plane exited early:\n{self.log_tail()}")
+            try:
+                stub.ListClusters(api.ListClustersRequest(), timeout=1)
+                return
+            except grpc.RpcError:
+                time.sleep(0.1)
+        raise RuntimeError(f"control plane not ready in {timeout}s:\n{self.log_tail()}")
+
+    def restart(self) -> None:
+        self.start()
+
+    @property
+    def etcd_endpoint(self) -> str:
+        ports = json.loads((self.data_dir / "etcd-ports.json").read_text())
+        return f"127.0.0.1:{ports['client']}"
+
+    def etcd_snapshot(self) -> tuple[int, dict[bytes, bytes]]:
+        """The etcd revision and every key/value under /berth/ (to prove nothing was written)."""
+        import aetcd
+
+        async def read() -> tuple[int, dict[bytes, bytes]]:
+            host, port = self.etcd_endpoint.split(":")
+            async with aetcd.Client(host=host, port=int(port)) as client:
+                result = await client.get_prefix(b"/berth/")
+                return result.header.revision, {kv.key: kv.value for kv in result.kvs}
+
+        return asyncio.run(read())
+
+
+class AgentProcess(Daemon):
+    def __init__(
+        self,
+        data_dir: Path,
+        server: str,
+        extra_args: list[str] | None = None,
+        docker_url: str = "unix:///var/run/docker.sock",
+    ) -> None:
+        self.data_dir = data_dir
+        self.docker_url = docker_url
+        command = [
+            sys.executable,
+            "-m",
+            "agent.main",
+            "--server",
+            server,
+            "--data-dir",
+            str(data_dir),
+            "--address",
+            "127.0.0.1",
+            "--docker-url",
+            docker_url,
+            *(extra_args or []),
+        ]
+        super().__init__("agent", command, data_dir.parent / f"{data_dir.name}.log")
+
+    @property
+    def node_id(self) -> str:
+        path = self.data_dir / "node-id"
+        return path.read_text().strip() if path.exists() else ""
+
+    def wait_registered(self, timeout: float = 20) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.node_id:
+                return self.node_id
+            time.sleep(0.1)
+        raise RuntimeError(f"agent did not register in {timeout}s:\n{self.log_tail()}")
+
+    def containers(self, all: bool = False) -> list[docker.models.containers.Container]:
+        client = docker.DockerClient(base_url=self.docker_url)
+        try:
+            return list(client.containers.list(all=all, filters={"label": f"berth.node-id={self.node_id}"}))
+        finally:
+            client.close()
+
+    def remove_containers(self) -> None:
+        if not self.node_id:
+            return
+        client = docker.DockerClient(base_url=self.docker_url)
+        try:
+            for container in client.containers.list(
+                all=True, filters={"label": f"berth.node-id={self.node_id}"}
+            ):
+                container.remove(force=True)
+        finally:
+            client.close()

@@ -1,0 +1,75 @@
+"""Task lifecycle transitions: status reports and stop requests."""
+
+from __future__ import annotations
+
+from berth.v1 import agent_pb2 as agent_pb
+from berth.v1 import resources_pb2 as pb
+from controlplane import lifecycle
+
+
+def placed_task(status: int = pb.PENDING) -> pb.Task:
+    td = pb.TaskDefinition(
+        family="web", revision=1, container_definitions=[pb.ContainerDefinition(name="w", memory=64)]
+    )
+    task = lifecycle.new_task("default", td, "web")
+    task.node_id = "n1"
+    task.last_status = status  # type: ignore[assignment]
+    return task
+
+
+def test_running_report_marks_running_with_bindings() -> None:
+    report = agent_pb.TaskStatusReport(
+        task_id="x",
+        last_status=pb.RUNNING,
+        network_bindings=[pb.NetworkBinding(container_port=80, host_port=32768)],
+    )
+    updated = lifecycle.apply_report(placed_task(), "n1", report)
+    assert updated is not None
+    assert updated.last_status == pb.RUNNING
+    assert updated.network_bindings[0].host_port == 32768
+    assert updated.started_at.seconds > 0
+
+
+def test_stopped_report_records_exit_code_and_reason() -> None:
+    report = agent_pb.TaskStatusReport(
+        last_status=pb.STOPPED,
+        has_exit_code=True,
+        exit_code=137,
+        stop_code=pb.ESSENTIAL_CONTAINER_EXITED,
+        stopped_reason="Essential container in task exited",
+    )
+    updated = lifecycle.apply_report(placed_task(pb.RUNNING), "n1", report)
+    assert updated is not None
+    assert (updated.last_status, updated.desired_status) == (pb.STOPPED, pb.DESIRED_STOPPED)
+    assert (updated.has_exit_code, updated.exit_code) == (True, 137)
+    assert updated.stopped_reason == "Essential container in task exited"
+
+
+def test_stopped_is_terminal() -> None:
+    stopped = lifecycle.apply_report(
+        placed_task(pb.RUNNING), "n1", agent_pb.TaskStatusReport(last_status=pb.STOPPED)
+    )
+    assert stopped is not None
+    assert lifecycle.apply_report(stopped, "n1", agent_pb.TaskStatusReport(last_status=pb.RUNNING)) is None
+
+
+def test_reports_from_another_node_are_ignored() -> None:
+    assert (
+        lifecycle.apply_report(placed_task(), "n2", agent_pb.TaskStatusReport(last_status=pb.RUNNING)) is None
+    )
+
+
+def test_first_stop_reason_wins() -> None:
+    task = placed_task(pb.RUNNING)
+    stopping = lifecycle.request_stop(task, pb.USER_INITIATED, "by user")
+    assert stopping is not None
+    assert lifecycle.request_stop(stopping, pb.SERVICE_SCHEDULER_INITIATED, "scaling") is None
+    reported = lifecycle.apply_report(
+        stopping,
+        "n1",
+        agent_pb.TaskStatusReport(
+            last_status=pb.STOPPED, stop_code=pb.ESSENTIAL_CONTAINER_EXITED, stopped_reason="x"
+        ),
+    )
+    assert reported is not None
+    assert (reported.stop_code, reported.stopped_reason) == (pb.USER_INITIATED, "by user")
