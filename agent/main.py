@@ -52,6 +52,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
     parser.add_argument(
         "--docker-url", default=None, help="Docker engine socket; default: DOCKER_HOST or local"
     )
+    parser.add_argument(
+        "--docker-concurrency", type=int, default=8, help="Docker calls in flight at once (worker threads)"
+    )
     parser.add_argument("--resync-interval", type=float, default=30.0, help="seconds")
     parser.add_argument("--metrics-listen", default=None, help="Prometheus metrics address, HOST:PORT")
     parser.add_argument("--log-level", default="info")
@@ -72,6 +75,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
         attributes=dict(args.attribute),
         docker_url=args.docker_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
         resync_interval=args.resync_interval,
+        docker_concurrency=args.docker_concurrency,
     )
     return settings, args.metrics_listen
 

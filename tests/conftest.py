@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from tests.support.cli import Berth
-from tests.support.daemons import REPO, AgentProcess, ControlPlaneProcess
+from berth.testing.cli import Berth
+from berth.testing.daemons import REPO, AgentProcess, ControlPlaneProcess
 
 IMAGE = "berth-busybox:1"
 

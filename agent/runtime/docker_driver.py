@@ -80,7 +80,12 @@ class DockerDriver:
         # the event's exit code lets us act at once instead of at the next event.
         self._died: dict[str, tuple[int, str]] = {}
         self._oom_killed: set[str] = set()
+        # The container list also trails a start: until it says "running",
+        # what inspect showed right after our own start is the truth.
+        self._just_started: dict[str, ObservedContainer] = {}
         self._events_stream: EventStream | None = None
+        # Images seen present; forgotten when a create fails (it may have been removed).
+        self._present_images: set[str] = set()
         self._closed = threading.Event()
 
     async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -89,6 +94,8 @@ class DockerDriver:
                 return await asyncio.to_thread(function, *args, **kwargs)
             except docker.errors.DockerException as error:
                 raise Unavailable(f"docker: {error}") from error
+            except StartFailed:
+                raise
 
     # -- observing -------------------------------------------------------
 
@@ -107,6 +114,8 @@ class DockerDriver:
             by_task.setdefault(task_id, []).append(self._observe(summary, labels))
         for gone in set(self._finished) - live_ids:
             del self._finished[gone]
+        for gone in set(self._just_started) - live_ids:
+            del self._just_started[gone]
         for gone in set(self._died) - live_ids:
             self._died.pop(gone, None)
             self._oom_killed.discard(gone)
@@ -129,6 +138,7 @@ class DockerDriver:
                 reason=died[1],
             )
         if state == "running":
+            self._just_started.pop(summary["Id"], None)
             return ObservedContainer(
                 name,
                 summary["Id"],
@@ -137,6 +147,8 @@ class DockerDriver:
                 timeout,
                 bindings=_bindings(name, summary.get("Ports", [])),
             )
+        if summary["Id"] in self._just_started and died is None:
+            return self._just_started[summary["Id"]]
         if state == "created":
             return ObservedContainer(name, summary["Id"], ContainerPhase.CREATED, essential, timeout)
         cached = self._finished.get(summary["Id"])
@@ -165,8 +177,11 @@ class DockerDriver:
     # -- starting --------------------------------------------------------
 
     def _ensure_image(self, image: str) -> None:
+        if image in self._present_images:
+            return
         try:
             self._client.images.get(image)
+            self._present_images.add(image)
             return
         except docker.errors.ImageNotFound:
             pass
@@ -184,16 +199,40 @@ class DockerDriver:
                 self._ensure_image(definition.image)
             for definition in td.container_definitions:
                 created.append(self._create(assignment, definition, node_id))
-            for container in created:
+            for container, definition in zip(created, td.container_definitions, strict=True):
                 try:
                     container.start()
                 except docker.errors.APIError as error:
                     raise StartFailed(f"CannotStartContainerError: {error.explanation or error}") from error
+                self._remember_started(container, definition)
         except StartFailed:
             for container in created:
                 with contextlib.suppress(docker.errors.DockerException):
                     container.remove(force=True)
             raise
+
+    def _remember_started(self, container: Any, definition: pb.ContainerDefinition) -> None:
+        container.reload()  # inspect: authoritative, unlike the list
+        ports = []
+        for spec, bindings in (container.attrs["NetworkSettings"].get("Ports") or {}).items():
+            number, _, protocol = spec.partition("/")
+            for binding in bindings or []:
+                ports.append(
+                    {
+                        "PrivatePort": int(number),
+                        "PublicPort": int(binding["HostPort"]),
+                        "Type": protocol,
+                        "IP": binding.get("HostIp", ""),
+                    }
+                )
+        self._just_started[container.id] = ObservedContainer(
+            definition.name,
+            container.id,
+            ContainerPhase.RUNNING,
+            definition.essential,
+            definition.stop_timeout or DEFAULT_STOP_TIMEOUT,
+            bindings=_bindings(definition.name, ports),
+        )
 
     def _create(
         self, assignment: agent_pb.TaskAssignment, definition: pb.ContainerDefinition, node_id: str
@@ -234,6 +273,7 @@ class DockerDriver:
         try:
             return self._client.containers.create(definition.image, **options)
         except docker.errors.APIError as error:
+            self._present_images.discard(definition.image)
             raise StartFailed(f"CannotCreateContainerError: {error.explanation or error}") from error
 
     async def start_task(self, assignment: agent_pb.TaskAssignment, node_id: str) -> None:

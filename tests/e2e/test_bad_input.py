@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import Berth
-from tests.support.daemons import REPO, ControlPlaneProcess
-from tests.support.waiting import wait_until
+from berth.testing.cli import Berth
+from berth.testing.daemons import REPO, ControlPlaneProcess
+from berth.testing.waiting import wait_until
 
 EXAMPLE = REPO / "examples" / "web.json"
 

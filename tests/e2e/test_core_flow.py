@@ -7,9 +7,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.support.cli import Berth
-from tests.support.daemons import REPO, AgentProcess
-from tests.support.waiting import wait_until
+from berth.testing.cli import Berth
+from berth.testing.daemons import REPO, AgentProcess
+from berth.testing.waiting import wait_until
 
 EXAMPLE = REPO / "examples" / "web.json"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.support.cli import Berth
-from tests.support.daemons import REPO, AgentProcess, ControlPlaneProcess
-from tests.support.waiting import wait_until
+from berth.testing.cli import Berth
+from berth.testing.daemons import REPO, AgentProcess, ControlPlaneProcess
+from berth.testing.waiting import wait_until
 
 EXAMPLE = REPO / "examples" / "web.json"
 

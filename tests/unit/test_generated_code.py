@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.support.daemons import REPO
+from berth.testing.daemons import REPO
 
 
 def test_generated_code_is_up_to_date() -> None:

@@ -1,1 +1,0 @@
-"""Helpers shared by the integration and end-to-end tests: real daemons, the CLI."""
