@@ -97,3 +97,22 @@ def test_agent_kill9_and_restart_adopts_its_containers(berth: Berth, agent: Agen
         5,
         "a replacement",
     )
+
+
+def test_sigterm_stops_both_daemons_cleanly_and_leaves_containers(
+    berth: Berth, agent: AgentProcess, controlplane: ControlPlaneProcess
+) -> None:
+    _start_service(berth, "sigterm")
+    before = _containers(agent)
+    assert agent.stop(timeout=15) == 0
+    assert "event=agent_stopped" in agent.log_path.read_text()
+    assert controlplane.stop(timeout=15) == 0
+    log = controlplane.log_path.read_text()
+    assert "event=controlplane_stopped" in log and "event=etcd_stopped" in log
+    # Stopping Berth is not stopping the workload.
+    assert _containers(agent) == before
+    controlplane.restart()
+    agent.start()
+    wait_until(lambda: berth.running_exactly("sigterm", 3), 15, "3 RUNNING after both restarted")
+    time.sleep(2)
+    assert _containers(agent) == before
