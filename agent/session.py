@@ -75,7 +75,9 @@ class ControlPlaneSession:
                 self.connected.clear()
                 self._supervisor.detach()
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            # Capped well under the control plane's node grace period, so a
+            # restarted control plane sees its agents back before judging them.
+            backoff = min(backoff * 2, 1.0)
 
     async def _session(self, channel: grpc.aio.Channel) -> None:
         stub = agent_pb2_grpc.AgentServiceStub(channel)

@@ -18,6 +18,8 @@ class ControlPlaneSettings:
     stopped_task_retention: float = 3600.0
     # Nodes each task samples before a full scan; 0 = always scan all.
     scheduler_sample_size: int = 0
+    # Seconds without heartbeats before a node is DOWN and its tasks replaced.
+    node_grace: float = 3.0
     metrics_listen: str | None = None
 
     @property

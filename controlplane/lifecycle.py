@@ -17,6 +17,7 @@ new message (or None for "no change") and never does I/O.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from berth.clock import now
 from berth.taskdef import task_reservation
@@ -36,7 +37,13 @@ def task_definition_ref(td: pb.TaskDefinition) -> str:
     return f"{td.family}:{td.revision}"
 
 
-def new_task(cluster: str, td: pb.TaskDefinition, service: str = "") -> pb.Task:
+def new_task(
+    cluster: str,
+    td: pb.TaskDefinition,
+    service: str = "",
+    strategy: Sequence[pb.PlacementStrategy] = (),
+    constraints: Sequence[pb.PlacementConstraint] = (),
+) -> pb.Task:
     cpu, memory = task_reservation(td)
     return pb.Task(
         id=uuid.uuid4().hex,
@@ -49,6 +56,8 @@ def new_task(cluster: str, td: pb.TaskDefinition, service: str = "") -> pb.Task:
         created_at=now(),
         cpu=cpu,
         memory=memory,
+        placement_strategy=strategy,
+        placement_constraints=constraints,
     )
 
 

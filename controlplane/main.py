@@ -27,7 +27,12 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
     parser.add_argument("--key-prefix", default="/berth/")
     parser.add_argument("--leader-ttl", type=int, default=5, help="seconds")
     parser.add_argument("--stopped-task-retention", type=float, default=3600.0, help="seconds")
-    parser.add_argument("--scheduler-sample-size", type=int, default=0)
+    parser.add_argument(
+        "--scheduler-sample-size", type=int, default=0, help="nodes each task samples first; 0: all"
+    )
+    parser.add_argument(
+        "--node-grace", type=float, default=3.0, help="seconds without heartbeats before a node is DOWN"
+    )
     parser.add_argument("--metrics-listen", default=None, help="Prometheus metrics address, HOST:PORT")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
@@ -40,6 +45,7 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         leader_ttl=args.leader_ttl,
         stopped_task_retention=args.stopped_task_retention,
         scheduler_sample_size=args.scheduler_sample_size,
+        node_grace=args.node_grace,
         metrics_listen=args.metrics_listen,
     )
 

@@ -15,10 +15,12 @@ from controlplane.cache import ClusterCache
 from controlplane.config import ControlPlaneSettings
 from controlplane.controllers.housekeeping import Housekeeper
 from controlplane.controllers.loop import ControllerLoop
+from controlplane.controllers.nodes import NodeMonitor
 from controlplane.controllers.scheduling import SchedulingController
 from controlplane.controllers.services import ServiceController
 from controlplane.events import EventLog
 from controlplane.leader import LeaderElection
+from controlplane.liveness import NodeLeases
 from controlplane.registry import AgentRegistry
 from controlplane.store import Store
 from controlplane.store.embedded import EmbeddedEtcd
@@ -33,6 +35,7 @@ class ControlPlane:
         self._store: Store | None = None
         self._cache: ClusterCache | None = None
         self._writer: StatusWriter | None = None
+        self._leases: NodeLeases | None = None
         self._server: grpc.aio.Server | None = None
         self._election: LeaderElection | None = None
         self._election_task: asyncio.Task[None] | None = None
@@ -54,6 +57,7 @@ class ControlPlane:
         events = EventLog(store)
         writer = self._writer = StatusWriter(store, cache)
         writer.start()
+        leases = self._leases = NodeLeases(store, cache, settings.node_grace)
 
         server = self._server = grpc.aio.server(
             options=[
@@ -63,21 +67,30 @@ class ControlPlane:
             ]
         )
         operator_pb2_grpc.add_OperatorServicer_to_server(OperatorService(store, cache, agents), server)
-        agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentService(store, cache, agents, writer), server)
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(
+            AgentService(store, cache, agents, writer, leases, heartbeat_interval=settings.node_grace / 3),
+            server,
+        )
         if server.add_insecure_port(settings.listen) == 0:
             raise OSError(f"cannot listen on {settings.listen}")
         await server.start()
 
-        controllers = ControllerLoop(
-            cache,
-            [
-                ServiceController(store, cache, events),
-                SchedulingController(store, cache, events, settings.scheduler_sample_size),
-                Housekeeper(store, cache, settings.stopped_task_retention),
-            ],
-        )
+        async def lead() -> None:
+            # Built afresh on every election, so the node monitor's start-up
+            # hold counts from the moment this replica became leader.
+            controllers = ControllerLoop(
+                cache,
+                [
+                    NodeMonitor(store, cache, settings.node_grace, startup_hold=settings.node_grace + 2),
+                    ServiceController(store, cache, events),
+                    SchedulingController(store, cache, events, settings.scheduler_sample_size),
+                    Housekeeper(store, cache, settings.stopped_task_retention),
+                ],
+            )
+            await controllers.run()
+
         self._election = LeaderElection(store, settings.identity, settings.leader_ttl)
-        self._election_task = asyncio.create_task(self._election.run(controllers.run), name="election")
+        self._election_task = asyncio.create_task(self._election.run(lead), name="election")
         log.info(
             "event=controlplane_started listen=%s etcd=%s embedded=%s",
             settings.listen,
@@ -97,6 +110,8 @@ class ControlPlane:
             await self._election.resign()
         if self._writer is not None:
             await self._writer.stop()
+        if self._leases is not None:
+            await self._leases.close()
         if self._cache is not None:
             await self._cache.stop()
         if self._store is not None:

@@ -44,3 +44,24 @@ def list_(
         ],
         "nodes",
     )
+
+
+def _set_status(ctx: typer.Context, node: str, status: pb.NodeStatus.ValueType) -> pb.Node:
+    cli: CliContext = ctx.obj
+    with api_errors(cli):
+        updated: pb.Node = cli.stub.UpdateNodeStatus(api.UpdateNodeStatusRequest(node=node, status=status))
+    return updated
+
+
+@app.command("drain")
+def drain(ctx: typer.Context, node: str = typer.Argument(..., help="node id or name")) -> None:
+    """Move service tasks off a node: replacements start elsewhere first, then its copies stop."""
+    updated = _set_status(ctx, node, pb.DRAINING)
+    print(f"node {updated.name} ({updated.id}) is DRAINING")
+
+
+@app.command("activate")
+def activate(ctx: typer.Context, node: str = typer.Argument(..., help="node id or name")) -> None:
+    """Let a drained node take tasks again."""
+    updated = _set_status(ctx, node, pb.READY)
+    print(f"node {updated.name} ({updated.id}) is READY")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
+from berth.cli import placement
 from berth.cli.client import CliContext, api_errors
 from berth.cli.output import age, check_format, emit, emit_one
 from berth.v1 import operator_pb2 as api
@@ -22,15 +23,25 @@ def create(
     task_definition: str = typer.Option(..., "--task-definition", help="FAMILY or FAMILY:REVISION"),
     desired_count: int = typer.Option(1, "--desired-count", help="how many tasks to keep running"),
     cluster: str = ClusterOption,
+    placement_strategy: list[str] = typer.Option(
+        None, "--placement-strategy", help="type=binpack|spread|random[,field=...], repeatable"
+    ),
+    placement_constraints: list[str] = typer.Option(
+        None, "--placement-constraints", help="type=distinctInstance | type=memberOf,expression=..."
+    ),
 ) -> None:
     """Create a service."""
     cli: CliContext = ctx.obj
+    request = api.CreateServiceRequest(
+        cluster=cluster,
+        name=name,
+        task_definition=task_definition,
+        desired_count=desired_count,
+        placement_strategy=placement.strategies(placement_strategy),
+        placement_constraints=placement.constraints(placement_constraints),
+    )
     with api_errors(cli):
-        service = cli.stub.CreateService(
-            api.CreateServiceRequest(
-                cluster=cluster, name=name, task_definition=task_definition, desired_count=desired_count
-            )
-        )
+        service = cli.stub.CreateService(request)
     print(
         f"service {service.name} created in cluster {service.cluster} "
         f"({service.task_definition}, desired count {service.desired_count})"
@@ -83,6 +94,14 @@ def describe(
         console.print(
             f"desired/running/pending: {s.desired_count}/{description.running_count}"
             f"/{description.pending_count}"
+        )
+        strategy = ", ".join(f"{p.type}:{p.field}" if p.field else p.type for p in s.placement_strategy)
+        constraints = ", ".join(
+            f"{c.type}({c.expression})" if c.expression else c.type for c in s.placement_constraints
+        )
+        console.print(
+            f"placement:        {strategy or 'spread:instanceId'}; {constraints or 'no constraints'}",
+            markup=False,
         )
         console.print("events (newest first):")
         for event in description.events[:20]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
+from berth.cli import placement
 from berth.cli.client import CliContext, api_errors
 from berth.cli.output import age, check_format, emit, emit_one, exit_code, ports, protocol, status_name
 from berth.v1 import operator_pb2 as api
@@ -116,11 +117,19 @@ def run(
     ctx: typer.Context,
     task_definition: str = typer.Option(..., "--task-definition", help="FAMILY or FAMILY:REVISION"),
     cluster: str = ClusterOption,
+    placement_strategy: list[str] = typer.Option(None, "--placement-strategy"),
+    placement_constraints: list[str] = typer.Option(None, "--placement-constraints"),
 ) -> None:
     """Run a one-off task (not restarted when it exits)."""
     cli: CliContext = ctx.obj
+    request = api.RunTaskRequest(
+        cluster=cluster,
+        task_definition=task_definition,
+        placement_strategy=placement.strategies(placement_strategy),
+        placement_constraints=placement.constraints(placement_constraints),
+    )
     with api_errors(cli):
-        task = cli.stub.RunTask(api.RunTaskRequest(cluster=cluster, task_definition=task_definition))
+        task = cli.stub.RunTask(request)
     print(task.id)
 
 

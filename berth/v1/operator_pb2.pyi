@@ -190,10 +190,16 @@ class CreateServiceRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     TASK_DEFINITION_FIELD_NUMBER: _builtins.int
     DESIRED_COUNT_FIELD_NUMBER: _builtins.int
+    PLACEMENT_STRATEGY_FIELD_NUMBER: _builtins.int
+    PLACEMENT_CONSTRAINTS_FIELD_NUMBER: _builtins.int
     cluster: _builtins.str
     name: _builtins.str
     task_definition: _builtins.str
     desired_count: _builtins.int
+    @_builtins.property
+    def placement_strategy(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.PlacementStrategy]: ...
+    @_builtins.property
+    def placement_constraints(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.PlacementConstraint]: ...
     def __init__(
         self,
         *,
@@ -201,10 +207,12 @@ class CreateServiceRequest(_message.Message):
         name: _builtins.str = ...,
         task_definition: _builtins.str = ...,
         desired_count: _builtins.int = ...,
+        placement_strategy: _abc.Iterable[_resources_pb2.PlacementStrategy] | None = ...,
+        placement_constraints: _abc.Iterable[_resources_pb2.PlacementConstraint] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "desired_count", b"desired_count", "name", b"name", "task_definition", b"task_definition"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "desired_count", b"desired_count", "name", b"name", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "task_definition", b"task_definition"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -404,17 +412,25 @@ class RunTaskRequest(_message.Message):
 
     CLUSTER_FIELD_NUMBER: _builtins.int
     TASK_DEFINITION_FIELD_NUMBER: _builtins.int
+    PLACEMENT_STRATEGY_FIELD_NUMBER: _builtins.int
+    PLACEMENT_CONSTRAINTS_FIELD_NUMBER: _builtins.int
     cluster: _builtins.str
     task_definition: _builtins.str
+    @_builtins.property
+    def placement_strategy(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.PlacementStrategy]: ...
+    @_builtins.property
+    def placement_constraints(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.PlacementConstraint]: ...
     def __init__(
         self,
         *,
         cluster: _builtins.str = ...,
         task_definition: _builtins.str = ...,
+        placement_strategy: _abc.Iterable[_resources_pb2.PlacementStrategy] | None = ...,
+        placement_constraints: _abc.Iterable[_resources_pb2.PlacementConstraint] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "task_definition", b"task_definition"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "task_definition", b"task_definition"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -515,3 +531,27 @@ class ListNodesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListNodesResponse: _TypeAlias = ListNodesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateNodeStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    node: _builtins.str
+    """Node id or name."""
+    status: _resources_pb2.NodeStatus.ValueType
+    """READY or DRAINING."""
+    def __init__(
+        self,
+        *,
+        node: _builtins.str = ...,
+        status: _resources_pb2.NodeStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node", b"node", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateNodeStatusRequest: _TypeAlias = UpdateNodeStatusRequest  # noqa: Y015

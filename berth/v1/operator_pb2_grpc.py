@@ -121,6 +121,11 @@ class OperatorStub:
                 request_serializer=berth_dot_v1_dot_operator__pb2.ListNodesRequest.SerializeToString,
                 response_deserializer=berth_dot_v1_dot_operator__pb2.ListNodesResponse.FromString,
                 _registered_method=True)
+        self.UpdateNodeStatus = channel.unary_unary(
+                '/berth.v1.Operator/UpdateNodeStatus',
+                request_serializer=berth_dot_v1_dot_operator__pb2.UpdateNodeStatusRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_resources__pb2.Node.FromString,
+                _registered_method=True)
 
 
 class OperatorServicer:
@@ -228,6 +233,13 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateNodeStatus(self, request, context):
+        """DRAINING moves service tasks away first; READY takes tasks again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -315,6 +327,11 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.ListNodes,
                     request_deserializer=berth_dot_v1_dot_operator__pb2.ListNodesRequest.FromString,
                     response_serializer=berth_dot_v1_dot_operator__pb2.ListNodesResponse.SerializeToString,
+            ),
+            'UpdateNodeStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateNodeStatus,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.UpdateNodeStatusRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_resources__pb2.Node.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -776,6 +793,33 @@ class Operator:
             '/berth.v1.Operator/ListNodes',
             berth_dot_v1_dot_operator__pb2.ListNodesRequest.SerializeToString,
             berth_dot_v1_dot_operator__pb2.ListNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateNodeStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/UpdateNodeStatus',
+            berth_dot_v1_dot_operator__pb2.UpdateNodeStatusRequest.SerializeToString,
+            berth_dot_v1_dot_resources__pb2.Node.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,8 @@ class OperatorStub:
     RunTask: _grpc.UnaryUnaryMultiCallable[_operator_pb2.RunTaskRequest, _resources_pb2.Task]
     StopTask: _grpc.UnaryUnaryMultiCallable[_operator_pb2.StopTaskRequest, _resources_pb2.Task]
     ListNodes: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListNodesRequest, _operator_pb2.ListNodesResponse]
+    UpdateNodeStatus: _grpc.UnaryUnaryMultiCallable[_operator_pb2.UpdateNodeStatusRequest, _resources_pb2.Node]
+    """DRAINING moves service tasks away first; READY takes tasks again."""
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -71,6 +73,8 @@ class OperatorAsyncStub(OperatorStub):
     RunTask: _aio.UnaryUnaryMultiCallable[_operator_pb2.RunTaskRequest, _resources_pb2.Task]  # type: ignore[assignment]
     StopTask: _aio.UnaryUnaryMultiCallable[_operator_pb2.StopTaskRequest, _resources_pb2.Task]  # type: ignore[assignment]
     ListNodes: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListNodesRequest, _operator_pb2.ListNodesResponse]  # type: ignore[assignment]
+    UpdateNodeStatus: _aio.UnaryUnaryMultiCallable[_operator_pb2.UpdateNodeStatusRequest, _resources_pb2.Node]  # type: ignore[assignment]
+    """DRAINING moves service tasks away first; READY takes tasks again."""
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -191,5 +195,13 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         request: _operator_pb2.ListNodesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_operator_pb2.ListNodesResponse, _abc.Awaitable[_operator_pb2.ListNodesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateNodeStatus(
+        self,
+        request: _operator_pb2.UpdateNodeStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.Node, _abc.Awaitable[_resources_pb2.Node]]:
+        """DRAINING moves service tasks away first; READY takes tasks again."""
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

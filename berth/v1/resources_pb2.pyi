@@ -126,7 +126,9 @@ class _StopCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StopCode.Val
     USER_INITIATED: _StopCode.ValueType  # 3
     SERVICE_SCHEDULER_INITIATED: _StopCode.ValueType  # 4
     NODE_LOST: _StopCode.ValueType  # 5
-    """Berth's own: the node running the task stopped answering."""
+    """Berth's own: the node running the task stopped answering (the task is
+    LOST); the service controller replaces it elsewhere.
+    """
 
 class StopCode(_StopCode, metaclass=_StopCodeEnumTypeWrapper): ...
 
@@ -136,7 +138,9 @@ ESSENTIAL_CONTAINER_EXITED: StopCode.ValueType  # 2
 USER_INITIATED: StopCode.ValueType  # 3
 SERVICE_SCHEDULER_INITIATED: StopCode.ValueType  # 4
 NODE_LOST: StopCode.ValueType  # 5
-"""Berth's own: the node running the task stopped answering."""
+"""Berth's own: the node running the task stopped answering (the task is
+LOST); the service controller replaces it elsewhere.
+"""
 Global___StopCode: _TypeAlias = StopCode  # noqa: Y015
 
 class _NodeStatus:
@@ -147,15 +151,21 @@ class _NodeStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NodeStatus
     DESCRIPTOR: _descriptor.EnumDescriptor
     NODE_STATUS_UNSPECIFIED: _NodeStatus.ValueType  # 0
     READY: _NodeStatus.ValueType  # 1
+    """Takes new tasks."""
     DRAINING: _NodeStatus.ValueType  # 2
+    """Set by the operator: its service tasks move elsewhere, it takes no new ones."""
     DOWN: _NodeStatus.ValueType  # 3
+    """Missed heartbeats past the grace period: its tasks were replaced."""
 
 class NodeStatus(_NodeStatus, metaclass=_NodeStatusEnumTypeWrapper): ...
 
 NODE_STATUS_UNSPECIFIED: NodeStatus.ValueType  # 0
 READY: NodeStatus.ValueType  # 1
+"""Takes new tasks."""
 DRAINING: NodeStatus.ValueType  # 2
+"""Set by the operator: its service tasks move elsewhere, it takes no new ones."""
 DOWN: NodeStatus.ValueType  # 3
+"""Missed heartbeats past the grace period: its tasks were replaced."""
 Global___NodeStatus: _TypeAlias = NodeStatus  # noqa: Y015
 
 @_typing.final
@@ -332,6 +342,63 @@ class TaskDefinition(_message.Message):
 Global___TaskDefinition: _TypeAlias = TaskDefinition  # noqa: Y015
 
 @_typing.final
+class PlacementStrategy(_message.Message):
+    """How to choose among the nodes that can take a task, as in ECS:
+      binpack  field "cpu" or "memory": fill the fullest node that fits first
+      spread   field "instanceId" (nodes) or "attribute:NAME" (e.g. attribute:zone)
+      random
+    Several strategies are applied in order, the first deciding most.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    field: _builtins.str
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        field: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlacementStrategy: _TypeAlias = PlacementStrategy  # noqa: Y015
+
+@_typing.final
+class PlacementConstraint(_message.Message):
+    """Which nodes may take a task, as in ECS:
+      distinctInstance   at most one task of the service per node
+      memberOf           expression "attribute:NAME == V", "!= V" or "in [V1, V2]",
+                         clauses joined with " and "
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    EXPRESSION_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    expression: _builtins.str
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        expression: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expression", b"expression", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlacementConstraint: _TypeAlias = PlacementConstraint  # noqa: Y015
+
+@_typing.final
 class Service(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -342,6 +409,8 @@ class Service(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    PLACEMENT_STRATEGY_FIELD_NUMBER: _builtins.int
+    PLACEMENT_CONSTRAINTS_FIELD_NUMBER: _builtins.int
     cluster: _builtins.str
     name: _builtins.str
     task_definition: _builtins.str
@@ -352,6 +421,10 @@ class Service(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def placement_strategy(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlacementStrategy]: ...
+    @_builtins.property
+    def placement_constraints(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlacementConstraint]: ...
     def __init__(
         self,
         *,
@@ -362,10 +435,12 @@ class Service(_message.Message):
         status: Global___ServiceStatus.ValueType = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        placement_strategy: _abc.Iterable[Global___PlacementStrategy] | None = ...,
+        placement_constraints: _abc.Iterable[Global___PlacementConstraint] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "created_at", b"created_at", "desired_count", b"desired_count", "name", b"name", "status", b"status", "task_definition", b"task_definition", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "created_at", b"created_at", "desired_count", b"desired_count", "name", b"name", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "status", b"status", "task_definition", b"task_definition", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -505,6 +580,8 @@ class Task(_message.Message):
     PENDING_REASON_FIELD_NUMBER: _builtins.int
     CPU_FIELD_NUMBER: _builtins.int
     MEMORY_FIELD_NUMBER: _builtins.int
+    PLACEMENT_STRATEGY_FIELD_NUMBER: _builtins.int
+    PLACEMENT_CONSTRAINTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     cluster: _builtins.str
     group: _builtins.str
@@ -533,6 +610,12 @@ class Task(_message.Message):
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def stopped_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def placement_strategy(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlacementStrategy]:
+        """Copied from the service (or the run request) at creation."""
+
+    @_builtins.property
+    def placement_constraints(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlacementConstraint]: ...
     def __init__(
         self,
         *,
@@ -556,10 +639,12 @@ class Task(_message.Message):
         pending_reason: _builtins.str = ...,
         cpu: _builtins.int = ...,
         memory: _builtins.int = ...,
+        placement_strategy: _abc.Iterable[Global___PlacementStrategy] | None = ...,
+        placement_constraints: _abc.Iterable[Global___PlacementConstraint] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "started_at", b"started_at", "stopped_at", b"stopped_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "containers", b"containers", "cpu", b"cpu", "created_at", b"created_at", "desired_status", b"desired_status", "exit_code", b"exit_code", "group", b"group", "has_exit_code", b"has_exit_code", "id", b"id", "last_status", b"last_status", "memory", b"memory", "network_bindings", b"network_bindings", "node_id", b"node_id", "pending_reason", b"pending_reason", "service", b"service", "started_at", b"started_at", "stop_code", b"stop_code", "stopped_at", b"stopped_at", "stopped_reason", b"stopped_reason", "task_definition", b"task_definition"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "containers", b"containers", "cpu", b"cpu", "created_at", b"created_at", "desired_status", b"desired_status", "exit_code", b"exit_code", "group", b"group", "has_exit_code", b"has_exit_code", "id", b"id", "last_status", b"last_status", "memory", b"memory", "network_bindings", b"network_bindings", "node_id", b"node_id", "pending_reason", b"pending_reason", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "service", b"service", "started_at", b"started_at", "stop_code", b"stop_code", "stopped_at", b"stopped_at", "stopped_reason", b"stopped_reason", "task_definition", b"task_definition"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

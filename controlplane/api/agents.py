@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from berth.clock import now
-from berth.errors import InvalidArgument, NotFound
+from berth.errors import InvalidArgument, NotFound, Unavailable
 from berth.names import check_dns_label, parse_task_definition_ref
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import agent_pb2_grpc
@@ -25,12 +25,12 @@ from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.api.errors import Context, grpc_errors
 from controlplane.cache import ClusterCache
+from controlplane.liveness import NodeLeases
 from controlplane.registry import AgentRegistry, AgentSession
 from controlplane.store import Condition, Put, Store, keys
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_INTERVAL = 2.0
 STATUS_BATCH = 100
 
 
@@ -128,12 +128,20 @@ class StatusWriter:
 
 class AgentService(agent_pb2_grpc.AgentServiceServicer):
     def __init__(
-        self, store: Store, cache: ClusterCache, agents: AgentRegistry, writer: StatusWriter
+        self,
+        store: Store,
+        cache: ClusterCache,
+        agents: AgentRegistry,
+        writer: StatusWriter,
+        leases: NodeLeases,
+        heartbeat_interval: float,
     ) -> None:
         self._store = store
         self._cache = cache
         self._agents = agents
         self._writer = writer
+        self._leases = leases
+        self._heartbeat_interval = heartbeat_interval
 
     @grpc_errors
     async def Register(
@@ -160,8 +168,8 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             node.agent_version = request.agent_version
             node.attributes.clear()
             node.attributes.update(request.attributes)
-            if node.status == pb.DOWN:
-                node.status = pb.READY
+            # A DOWN node turns READY with its first heartbeat (NodeLeases),
+            # atomically with its liveness key.
             condition = Condition(key, current.mod_revision if current else 0)
             if await self._store.commit([Put(key, node)], [condition]) is not None:
                 log.info(
@@ -172,7 +180,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                     node.cpu_units,
                     node.memory_mib,
                 )
-                return agent_pb.RegisterResponse(node_id=node_id, heartbeat_interval=HEARTBEAT_INTERVAL)
+                return agent_pb.RegisterResponse(node_id=node_id, heartbeat_interval=self._heartbeat_interval)
         raise InvalidArgument(f"node {node_id} is changing too fast to register; try again")
 
     async def Connect(
@@ -186,6 +194,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         if self._cache.node(node_id) is None and await self._store.get(keys.node(node_id), pb.Node) is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(NotFound(f"node {node_id} is not registered")))
             return
+        await self._leases.beat(node_id)
         session = self._agents.connected(node_id)
         log.info("event=agent_connected node=%s peer=%s", node_id, context.peer())
         receiver = asyncio.create_task(self._receive(session, request_iterator), name=f"agent-recv-{node_id}")
@@ -208,6 +217,8 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await receiver
             self._agents.disconnected(session)
+            if not self._agents.is_connected(node_id):
+                self._leases.forget(node_id)
             log.info("event=agent_disconnected node=%s", node_id)
 
     async def _receive(self, session: AgentSession, messages: AsyncIterator[agent_pb.AgentMessage]) -> None:
@@ -219,3 +230,9 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 elif body == "heartbeat":
                     metrics = message.heartbeat.metrics if message.heartbeat.HasField("metrics") else None
                     self._agents.record_heartbeat(session, metrics)
+                    try:
+                        await self._leases.beat(session.node_id)
+                    except Unavailable as error:
+                        log.warning(
+                            "event=heartbeat_not_recorded node=%s error=%r", session.node_id, str(error)
+                        )

@@ -21,6 +21,7 @@ from controlplane import lifecycle
 from controlplane.api.errors import Context, grpc_errors
 from controlplane.cache import ClusterCache
 from controlplane.registry import AgentRegistry
+from controlplane.scheduler.constraints import compile_constraints, compile_strategy
 from controlplane.store import Condition, Delete, Put, Store, keys
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,8 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         desired = _desired_count(request.desired_count)
         cluster, cluster_revision = await self._existing_cluster(request.cluster)
         td = await self._resolve_taskdef(request.task_definition)
+        compile_strategy(request.placement_strategy)
+        compile_constraints(request.placement_constraints)
         service = pb.Service(
             cluster=cluster,
             name=name,
@@ -199,6 +202,8 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
             status=pb.SERVICE_ACTIVE,
             created_at=now(),
             updated_at=now(),
+            placement_strategy=request.placement_strategy,
+            placement_constraints=request.placement_constraints,
         )
         key = keys.service(cluster, name)
         existing = await self._store.get(key, pb.Service)
@@ -323,7 +328,9 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
     async def RunTask(self, request: api.RunTaskRequest, context: Context) -> pb.Task:
         cluster, cluster_revision = await self._existing_cluster(request.cluster)
         td = await self._resolve_taskdef(request.task_definition)
-        task = lifecycle.new_task(cluster, td)
+        compile_strategy(request.placement_strategy)
+        compile_constraints(request.placement_constraints)
+        task = lifecycle.new_task(cluster, td, "", request.placement_strategy, request.placement_constraints)
         key = keys.task(task.id)
         if (
             await self._store.commit(
@@ -375,3 +382,31 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
                 summary.metrics.CopyFrom(metrics)
             summaries.append(summary)
         return api.ListNodesResponse(nodes=summaries)
+
+    @grpc_errors
+    async def UpdateNodeStatus(self, request: api.UpdateNodeStatusRequest, context: Context) -> pb.Node:
+        if request.status not in (pb.READY, pb.DRAINING):
+            raise InvalidArgument(
+                "a node's status can be set to READY or DRAINING (DOWN is decided by heartbeats)"
+            )
+        nodes, _ = await self._store.scan(keys.NODES, pb.Node)
+        matches = [n for n in nodes if request.node in (n.value.id, n.value.name)]
+        if not matches:
+            raise NotFound(f"node {request.node!r} does not exist; see `berth node list`")
+        if len(matches) > 1:
+            raise InvalidArgument(f"node name {request.node!r} is ambiguous: give the node id")
+        (found,) = matches
+
+        def change(node: pb.Node) -> pb.Node | None:
+            if node.status == pb.DOWN:
+                raise FailedPrecondition(f"node {node.name} is DOWN; it becomes READY when its agent is back")
+            if node.status == request.status:
+                return None
+            node.status = request.status
+            return node
+
+        updated = await self._store.update(found.key, pb.Node, change)
+        if updated is None:
+            raise NotFound(f"node {request.node!r} does not exist")
+        log.info("event=node_status_set node=%s status=%s", updated.id, pb.NodeStatus.Name(updated.status))
+        return updated

@@ -12,14 +12,18 @@ import logging
 import random
 from collections import defaultdict
 
+from berth.errors import InvalidArgument
 from berth.names import parse_task_definition_ref
 from berth.taskdef import static_host_ports
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
 from controlplane.events import EventLog
+from controlplane.scheduler.constraints import compile_constraints, compile_strategy
+from controlplane.scheduler.filters import Filter
 from controlplane.scheduler.model import NodeState, Placement, PlacementFailure, PlacementRequest
 from controlplane.scheduler.planner import place
+from controlplane.scheduler.scorers import Scorer
 from controlplane.store import Condition, Put, Store, Versioned, keys
 
 log = logging.getLogger(__name__)
@@ -36,6 +40,7 @@ class SchedulingController:
         self._sample_size = sample_size
         self._rng = random.Random()
         self._ports_by_taskdef: dict[str, tuple[tuple[int, int], ...]] = {}
+        self._rules: dict[object, tuple[tuple[Filter, ...], tuple[Scorer, ...]]] = {}
 
     def _ports(self, task_definition: str) -> tuple[tuple[int, int], ...]:
         ports = self._ports_by_taskdef.get(task_definition)
@@ -46,9 +51,34 @@ class SchedulingController:
             self._ports_by_taskdef[task_definition] = ports
         return ports
 
+    def _placement_rules(self, task: pb.Task) -> tuple[tuple[Filter, ...], tuple[Scorer, ...]]:
+        if not task.placement_strategy and not task.placement_constraints:
+            return (), ()
+        key = (
+            tuple((s.type, s.field) for s in task.placement_strategy),
+            tuple((c.type, c.expression) for c in task.placement_constraints),
+        )
+        rules = self._rules.get(key)
+        if rules is None:
+            try:
+                rules = (
+                    compile_constraints(task.placement_constraints),
+                    compile_strategy(task.placement_strategy),
+                )
+            except InvalidArgument as error:
+                # Validated at creation; a stored rule that no longer parses
+                # (after an upgrade) falls back to the defaults, loudly.
+                log.error("event=bad_placement_rules task=%s error=%r", task.id, str(error))
+                rules = ((), ())
+            self._rules[key] = rules
+        return rules
+
     def _request(self, task: pb.Task) -> PlacementRequest:
         group = f"{task.cluster}/{task.service}" if task.service else f"{task.cluster}/task:{task.id}"
-        return PlacementRequest(task.id, group, task.cpu, task.memory, self._ports(task.task_definition))
+        filters, scorers = self._placement_rules(task)
+        return PlacementRequest(
+            task.id, group, task.cpu, task.memory, self._ports(task.task_definition), filters, scorers
+        )
 
     def snapshot(self) -> list[NodeState]:
         states = []

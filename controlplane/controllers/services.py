@@ -42,20 +42,42 @@ def _stop_preference(task: pb.Task) -> tuple[int, int, int]:
     return (rank, -task.created_at.seconds, -task.created_at.nanos)
 
 
-def decide(service: pb.Service, tasks: list[pb.Task]) -> ServiceDecision:
+def decide(
+    service: pb.Service, tasks: list[pb.Task], draining: frozenset[str] = frozenset()
+) -> ServiceDecision:
+    """What to start and stop so the service runs `desired_count` tasks.
+
+    Tasks on DRAINING nodes do not count toward the desired count, so their
+    replacements start elsewhere first; a draining task that is RUNNING is
+    stopped only while the service has more RUNNING tasks than desired, so a
+    drain never takes the service below its desired count.
+    """
     active = [t for t in tasks if lifecycle.is_active(t)]
     if service.status == pb.SERVICE_DRAINING:
         remaining = [t for t in tasks if t.last_status != pb.STOPPED]
         return ServiceDecision(stop=[t.id for t in active], delete_service=not remaining)
-    missing = service.desired_count - len(active)
+    settled = [t for t in active if t.node_id not in draining]
+    moving = [t for t in active if t.node_id in draining]
+    decision = ServiceDecision()
+    missing = service.desired_count - len(settled)
     if missing > 0:
-        return ServiceDecision(start=missing)
-    if missing < 0:
-        surplus = sorted(active, key=_stop_preference)[:-missing]
-        return ServiceDecision(stop=[t.id for t in surplus])
-    running = sum(1 for t in active if t.last_status == pb.RUNNING)
-    settled = all(t.last_status == pb.STOPPED for t in tasks if not lifecycle.is_active(t))
-    return ServiceDecision(steady=running == service.desired_count and settled)
+        decision.start = missing
+    elif missing < 0:
+        decision.stop = [t.id for t in sorted(settled, key=_stop_preference)[:-missing]]
+    stopping = set(decision.stop)
+    running = sum(1 for t in active if t.last_status == pb.RUNNING and t.id not in stopping)
+    spare = running - service.desired_count
+    for task in sorted(moving, key=_stop_preference):
+        if task.last_status != pb.RUNNING:
+            decision.stop.append(task.id)
+        elif spare > 0:
+            decision.stop.append(task.id)
+            spare -= 1
+    if missing == 0 and not moving:
+        running_settled = sum(1 for t in settled if t.last_status == pb.RUNNING)
+        settled_history = all(t.last_status == pb.STOPPED for t in tasks if not lifecycle.is_active(t))
+        decision.steady = running_settled == service.desired_count and settled_history
+    return decision
 
 
 class ServiceController:
@@ -67,10 +89,11 @@ class ServiceController:
     async def reconcile(self) -> int:
         """One pass over every service; returns the highest revision written (0: none)."""
         written = 0
+        draining = frozenset(n.value.id for n in self._cache.nodes() if n.value.status == pb.DRAINING)
         for versioned in self._cache.services():
             service = versioned.value
             tasks = [t.value for t in self._cache.tasks_of_service(service.cluster, service.name)]
-            decision = decide(service, tasks)
+            decision = decide(service, tasks, draining)
             written = max(written, await self._apply(versioned.mod_revision, service, decision))
         return written
 
@@ -83,7 +106,7 @@ class ServiceController:
                 f"Service {service.name} is being deleted"
                 if service.status == pb.SERVICE_DRAINING
                 else f"Scaling activity initiated by service {service.name} "
-                f"(desired count {service.desired_count})"
+                f"(desired count {service.desired_count}, or its node is draining)"
             )
             written = max(written, await self._stop(decision.stop, reason))
         if decision.delete_service:
@@ -116,7 +139,13 @@ class ServiceController:
         written = 0
         for offset in range(0, count, BATCH):
             tasks = [
-                lifecycle.new_task(service.cluster, td.value, service.name)
+                lifecycle.new_task(
+                    service.cluster,
+                    td.value,
+                    service.name,
+                    service.placement_strategy,
+                    service.placement_constraints,
+                )
                 for _ in range(min(BATCH, count - offset))
             ]
             result = await self._store.commit(

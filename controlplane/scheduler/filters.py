@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from berth.v1 import resources_pb2 as pb
+from controlplane.scheduler.constraints import AttributeClause
 from controlplane.scheduler.model import NodeState, PlacementRequest
 
 
@@ -66,6 +67,36 @@ class HostPortsFree:
 
     def shortfall(self, request: PlacementRequest) -> str:
         return "host port " + ", ".join(_port_text(p) for p in request.ports) + " free"
+
+
+class DistinctInstance:
+    """At most one task of the group (service) per node."""
+
+    name = "distinct-instance"
+
+    def reject(self, node: NodeState, request: PlacementRequest) -> str | None:
+        return "already runs a task of this service" if node.tasks_by_group[request.group] else None
+
+    def shortfall(self, request: PlacementRequest) -> str:
+        return "room under distinctInstance"
+
+
+class AttributeMatch:
+    """memberOf: the node's attributes must satisfy every clause."""
+
+    def __init__(self, clauses: tuple[AttributeClause, ...], expression: str) -> None:
+        self.clauses = clauses
+        self.expression = expression
+        self.name = f"member-of({expression})"
+
+    def reject(self, node: NodeState, request: PlacementRequest) -> str | None:
+        for clause in self.clauses:
+            if not clause.matches(node.node.attributes.get(clause.attribute)):
+                return f"does not match {clause}"
+        return None
+
+    def shortfall(self, request: PlacementRequest) -> str:
+        return f"attributes matching {self.expression!r}"
 
 
 DEFAULT_FILTERS: tuple[Filter, ...] = (NodeReady(), CpuFits(), MemoryFits(), HostPortsFree())

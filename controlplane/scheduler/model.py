@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from berth.v1 import resources_pb2 as pb
+
+if TYPE_CHECKING:
+    from controlplane.scheduler.filters import Filter
+    from controlplane.scheduler.scorers import Scorer
 
 Port = tuple[int, int]  # (host port, TransportProtocol)
 
@@ -33,6 +38,27 @@ class NodeState:
         self.task_count += 1
 
 
+@dataclass
+class PlanContext:
+    """Cluster-wide tallies some scorers need, kept current as tasks are placed."""
+
+    # (group, attribute name, attribute value) -> tasks of the group on such nodes
+    attribute_counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+
+    @classmethod
+    def of(cls, nodes: list[NodeState]) -> PlanContext:
+        context = cls()
+        for node in nodes:
+            for group, count in node.tasks_by_group.items():
+                for name, value in node.node.attributes.items():
+                    context.attribute_counts[(group, name, value)] += count
+        return context
+
+    def placed(self, node: NodeState, request: PlacementRequest) -> None:
+        for name, value in node.node.attributes.items():
+            self.attribute_counts[(request.group, name, value)] += 1
+
+
 @dataclass(frozen=True)
 class PlacementRequest:
     task_id: str
@@ -41,6 +67,9 @@ class PlacementRequest:
     cpu: int
     memory: int
     ports: tuple[Port, ...] = ()
+    # Constraint filters beyond the defaults, and the strategy (None: spread).
+    filters: tuple[Filter, ...] = ()
+    scorers: tuple[Scorer, ...] = ()
 
 
 @dataclass(frozen=True)

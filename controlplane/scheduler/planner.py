@@ -13,8 +13,9 @@ from controlplane.scheduler.model import (
     PlacementFailure,
     PlacementRequest,
     Plan,
+    PlanContext,
 )
-from controlplane.scheduler.scorers import Scorer, Spread
+from controlplane.scheduler.scorers import DEFAULT_SCORERS
 
 
 def _plural(count: int) -> str:
@@ -57,8 +58,6 @@ def _feasible(
 def place(
     nodes: Sequence[NodeState],
     requests: Sequence[PlacementRequest],
-    scorer: Scorer | None = None,
-    filters: Sequence[Filter] = DEFAULT_FILTERS,
     sample_size: int = 0,
     rng: random.Random | None = None,
 ) -> Plan:
@@ -68,20 +67,30 @@ def place(
     sample first (the "power of k choices") and scans every node only when no
     sampled node fits, so a big cluster costs O(k) per task, not O(nodes).
     """
-    scorer = scorer or Spread()
     rng = rng or random.Random()
+    node_list = list(nodes)
+    context = PlanContext.of(node_list)
     plan = Plan()
     for request in requests:
+        filters = DEFAULT_FILTERS + request.filters
+        scorers = request.scorers or DEFAULT_SCORERS
         rejections: Counter[tuple[str, str]] = Counter()
         feasible: list[NodeState] = []
-        if 0 < sample_size < len(nodes):
-            feasible = _feasible(rng.sample(list(nodes), sample_size), request, filters, Counter())
+        if 0 < sample_size < len(node_list):
+            feasible = _feasible(rng.sample(node_list, sample_size), request, filters, Counter())
         if not feasible:
-            feasible = _feasible(nodes, request, filters, rejections)
+            feasible = _feasible(node_list, request, filters, rejections)
         if not feasible:
             plan.failures.append(PlacementFailure(request.task_id, explain(request, rejections, filters)))
             continue
-        best = max(feasible, key=lambda node: (scorer.score(node, request), node.id))
+        best = max(
+            feasible,
+            key=lambda node: (
+                tuple(part for scorer in scorers for part in scorer.score(node, request, context)),
+                node.id,
+            ),
+        )
         best.reserve(request)
+        context.placed(best, request)
         plan.placements.append(Placement(request.task_id, best.id))
     return plan

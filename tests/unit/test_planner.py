@@ -1,38 +1,133 @@
-"""The scheduler's pure planner: filters, scorers and the reasons it gives."""
+"""The scheduler's pure planner: filters, strategies, constraints, and its reasons."""
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 
+import pytest
+
+from berth.errors import InvalidArgument
 from berth.v1 import resources_pb2 as pb
+from controlplane.scheduler.constraints import compile_constraints, compile_strategy, parse_expression
 from controlplane.scheduler.model import NodeState, PlacementRequest
 from controlplane.scheduler.planner import place
-from controlplane.scheduler.scorers import BinpackMemory, Spread
 
 
-def node(node_id: str, cpu: int = 2048, memory: int = 4096, status: int = pb.READY) -> NodeState:
-    return NodeState(pb.Node(id=node_id, status=status, cpu_units=cpu, memory_mib=memory), cpu, memory)  # type: ignore[arg-type]
+def node(
+    node_id: str,
+    cpu: int = 2048,
+    memory: int = 4096,
+    status: pb.NodeStatus.ValueType = pb.READY,
+    **attributes: str,
+) -> NodeState:
+    return NodeState(
+        pb.Node(id=node_id, status=status, cpu_units=cpu, memory_mib=memory, attributes=attributes),
+        cpu,
+        memory,
+    )
 
 
 def requests(
-    count: int, memory: int = 256, group: str = "web", ports: tuple[tuple[int, int], ...] = ()
+    count: int,
+    memory: int = 256,
+    group: str = "web",
+    ports: tuple[tuple[int, int], ...] = (),
+    strategy: list[tuple[str, str]] | None = None,
+    constraints: list[tuple[str, str]] | None = None,
 ) -> list[PlacementRequest]:
-    return [PlacementRequest(f"t{i}", group, 128, memory, ports) for i in range(count)]
+    scorers = compile_strategy([pb.PlacementStrategy(type=t, field=f) for t, f in strategy or []])
+    filters = compile_constraints(
+        [pb.PlacementConstraint(type=t, expression=e) for t, e in constraints or []]
+    )
+    return [PlacementRequest(f"t{i}", group, 128, memory, ports, filters, scorers) for i in range(count)]
+
+
+def counts(plan_nodes: list[str]) -> dict[str, int]:
+    return dict(Counter(plan_nodes))
 
 
 def test_spread_balances_a_service_across_nodes() -> None:
-    nodes = [node("a"), node("b"), node("c")]
-    plan = place(nodes, requests(6), Spread())
-    counts = {n.id: sum(1 for p in plan.placements if p.node_id == n.id) for n in nodes}
-    assert counts == {"a": 2, "b": 2, "c": 2}
+    plan = place([node("a"), node("b"), node("c")], requests(6))
+    assert counts([p.node_id for p in plan.placements]) == {"a": 2, "b": 2, "c": 2}
 
 
-def test_binpack_fills_one_node_before_the_next() -> None:
-    nodes = [node("a", memory=1024), node("b", memory=1024)]
-    plan = place(nodes, requests(5, memory=256), BinpackMemory())
+def test_spread_by_attribute_balances_zones_not_nodes() -> None:
+    nodes = [node("a1", zone="a"), node("a2", zone="a"), node("b1", zone="b")]
+    plan = place(nodes, requests(4, strategy=[("spread", "attribute:zone")]))
+    by_zone = Counter("a" if p.node_id.startswith("a") else "b" for p in plan.placements)
+    assert by_zone == {"a": 2, "b": 2}
+
+
+@pytest.mark.parametrize("field", ["memory", "cpu"])
+def test_binpack_fills_one_node_before_the_next(field: str) -> None:
+    nodes = [node("a", cpu=512, memory=1024), node("b", cpu=512, memory=1024)]
+    plan = place(nodes, requests(5, memory=256, strategy=[("binpack", field)]))
     placed_on = [p.node_id for p in plan.placements]
     assert placed_on[:4] == [placed_on[0]] * 4
     assert placed_on[4] != placed_on[0]
+
+
+def test_distinct_instance_places_one_per_node_and_says_why_not_more() -> None:
+    plan = place([node("a"), node("b"), node("c")], requests(4, constraints=[("distinctInstance", "")]))
+    assert sorted(p.node_id for p in plan.placements) == ["a", "b", "c"]
+    (failure,) = plan.failures
+    assert failure.reason == (
+        "no node has room under distinctInstance (3 nodes: already runs a task of this service)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("expression", "allowed"),
+    [
+        ("attribute:zone == a", {"a1"}),
+        ("attribute:zone != a", {"b1", "none"}),
+        ("attribute:zone in [a, b]", {"a1", "b1"}),
+        ("attribute:zone in [a, b] and attribute:disk == ssd", {"b1"}),
+    ],
+)
+def test_member_of_expressions(expression: str, allowed: set[str]) -> None:
+    nodes = [node("a1", zone="a"), node("b1", zone="b", disk="ssd"), node("none")]
+    plan = place(nodes, requests(6, memory=1, constraints=[("memberOf", expression)]))
+    assert {p.node_id for p in plan.placements} == allowed
+
+
+def test_member_of_failure_names_the_expression() -> None:
+    plan = place([node("a1", zone="a")], requests(1, constraints=[("memberOf", "attribute:zone == c")]))
+    assert plan.failures[0].reason == (
+        "no node has attributes matching 'attribute:zone == c' (1 node: does not match attribute:zone == c)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("strategy", "constraint"),
+    [
+        (("binpack", "disk"), None),
+        (("spread", "attribute:"), None),
+        (("pack", ""), None),
+        (None, ("memberOf", "zone = a")),
+        (None, ("memberOf", "attribute:zone in a, b")),
+        (None, ("sameHost", "")),
+    ],
+)
+def test_bad_rules_are_refused_in_one_line(
+    strategy: tuple[str, str] | None, constraint: tuple[str, str] | None
+) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        if strategy:
+            compile_strategy([pb.PlacementStrategy(type=strategy[0], field=strategy[1])])
+        if constraint:
+            compile_constraints([pb.PlacementConstraint(type=constraint[0], expression=constraint[1])])
+    assert "\n" not in str(raised.value)
+
+
+def test_expression_parsing() -> None:
+    (clause,) = parse_expression("attribute:ecs.availability-zone in [us-east-1a, us-east-1b]")
+    assert (clause.attribute, clause.operator, clause.values) == (
+        "ecs.availability-zone",
+        "in",
+        ("us-east-1a", "us-east-1b"),
+    )
 
 
 def test_reserving_as_it_goes_never_overcommits() -> None:
@@ -53,13 +148,15 @@ def test_mixed_rejections_are_counted_by_reason() -> None:
     busy = node("b")
     busy.ports_used.add((8080, pb.TCP))
     plan = place(
-        [node("a", memory=100), busy, node("c", status=pb.DOWN)], requests(1, ports=((8080, pb.TCP),))
+        [node("a", memory=100), busy, node("c", status=pb.DOWN), node("d", status=pb.DRAINING)],
+        requests(1, ports=((8080, pb.TCP),)),
     )
     (failure,) = plan.failures
     assert failure.reason.startswith("no node fits the task (")
     assert "1 node: insufficient memory" in failure.reason
     assert "1 node: port 8080/tcp in use" in failure.reason
     assert "1 node: node DOWN" in failure.reason
+    assert "1 node: node DRAINING" in failure.reason
 
 
 def test_static_host_ports_are_not_placed_twice_on_a_node() -> None:

@@ -62,3 +62,22 @@ def test_draining_service_stops_everything_then_is_deleted() -> None:
 def test_steady_only_when_all_desired_run() -> None:
     assert decide(service(1), [task("a", pb.RUNNING)]).steady
     assert not decide(service(1), [task("a", pb.PENDING)]).steady
+
+
+def test_drain_starts_replacements_first_and_never_dips_below_desired() -> None:
+    draining = frozenset({"old"})
+    tasks = [task("a", pb.RUNNING, node="old"), task("b", pb.RUNNING, node="old"), task("c", pb.RUNNING)]
+    first = decide(service(3), tasks, draining)
+    assert first.start == 2 and first.stop == []  # nothing stops before replacements run
+    tasks += [task("d", pb.RUNNING, node="n2"), task("e", pb.PENDING, node="n2")]
+    second = decide(service(3), tasks, draining)
+    # 4 RUNNING against 3 desired: exactly one draining task may go.
+    assert second.start == 0 and len(second.stop) == 1 and second.stop[0] in {"a", "b"}
+    tasks[-1] = task("e", pb.RUNNING, node="n2")
+    third = decide(service(3), tasks, draining)
+    assert sorted(third.stop) == ["a", "b"]
+
+
+def test_pending_tasks_on_a_draining_node_stop_at_once() -> None:
+    decision = decide(service(1), [task("a", pb.PENDING, node="old")], frozenset({"old"}))
+    assert decision.start == 1 and decision.stop == ["a"]

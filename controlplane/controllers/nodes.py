@@ -1,0 +1,69 @@
+"""The node monitor: a READY or DRAINING node whose liveness key expired is DOWN.
+
+Its tasks are recorded as lost (STOPPED, stop code NODE_LOST) so the service
+controller replaces them elsewhere at once. When the node's agent comes
+back it gets a snapshot without those tasks and stops its old copies, so
+exactly one copy of each survives.
+
+A newly elected leader waits `startup_hold` seconds before judging: agents
+streaming to a restarted control plane need a moment to reconnect.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from berth.v1 import resources_pb2 as pb
+from controlplane import lifecycle
+from controlplane.cache import ClusterCache
+from controlplane.store import Condition, Put, Store, keys
+
+log = logging.getLogger(__name__)
+
+BATCH = 100
+
+
+class NodeMonitor:
+    def __init__(self, store: Store, cache: ClusterCache, grace: float, startup_hold: float) -> None:
+        self._store = store
+        self._cache = cache
+        self._grace = grace
+        self._judging_from = time.monotonic() + startup_hold
+
+    async def reconcile(self) -> int:
+        if time.monotonic() < self._judging_from:
+            return 0
+        written = 0
+        for versioned in self._cache.nodes():
+            node = versioned.value
+            if node.status == pb.DOWN or self._cache.raw(keys.alive(node.id)) is not None:
+                continue
+            down = pb.Node()
+            down.CopyFrom(node)
+            down.status = pb.DOWN
+            result = await self._store.commit(
+                [Put(versioned.key, down)], [Condition(versioned.key, versioned.mod_revision)]
+            )
+            if result is None:
+                continue
+            written = result
+            log.warning("event=node_down node=%s name=%s grace=%.0fs", node.id, node.name, self._grace)
+            written = max(written, await self._lose_tasks(node))
+        return written
+
+    async def _lose_tasks(self, node: pb.Node) -> int:
+        reason = f"Node {node.name} ({node.id}) stopped sending heartbeats for {self._grace:.0f}s"
+        lost = [t for t in self._cache.tasks_on_node(node.id) if t.value.last_status != pb.STOPPED]
+        written = 0
+        for offset in range(0, len(lost), BATCH):
+            writes, conditions = [], []
+            for task in lost[offset : offset + BATCH]:
+                updated = lifecycle.mark_stopped(task.value, pb.NODE_LOST, reason)
+                if updated is not None:
+                    writes.append(Put(task.key, updated))
+                    conditions.append(Condition(task.key, task.mod_revision))
+            if writes and (result := await self._store.commit(writes, conditions)):
+                written = result
+                log.warning("event=tasks_lost node=%s count=%d", node.id, len(writes))
+        return written
