@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
-from collections.abc import Iterable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from google.protobuf.message import Message
@@ -48,10 +48,16 @@ class ClusterCache:
         self._raw: dict[str, WatchEvent] = {}
         self._tasks_by_node: dict[str, set[str]] = defaultdict(set)
         self._tasks_by_service: dict[tuple[str, str], set[str]] = defaultdict(set)
+        # Unplaced, not stopped: what the scheduler has to look at.
+        self._unplaced: set[str] = set()
+        # Bumped whenever a task of a node (key: node id) or of a service (key:
+        # "cluster/service") changes, so controllers can skip what did not.
+        self._task_versions: Counter[str] = Counter()
         self._changed = asyncio.Event()
-        self._node_changed: dict[str, asyncio.Event] = {}
+        self._node_subscribers: dict[str, list[Callable[[], None]]] = defaultdict(list)
         self._synced = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
+        self._relists = 0
 
     # -- lifecycle -------------------------------------------------------
 
@@ -71,6 +77,9 @@ class ClusterCache:
         self._raw.clear()
         self._tasks_by_node.clear()
         self._tasks_by_service.clear()
+        self._unplaced.clear()
+        self._task_versions.clear()
+        self._relists += 1
         for item in items:
             self._apply(item)
         self.revision = revision
@@ -81,9 +90,10 @@ class ClusterCache:
     async def _run(self) -> None:
         while True:
             try:
-                async for event in self._store.watch("", self.revision + 1):
-                    self._apply(event)
-                    self.revision = max(self.revision, event.mod_revision)
+                async for events in self._store.watch("", self.revision + 1):
+                    for event in events:
+                        self._apply(event)
+                        self.revision = max(self.revision, event.mod_revision)
                     self._notify()
                 raise Unavailable("watch ended")
             except Unavailable as error:
@@ -103,21 +113,26 @@ class ClusterCache:
         self._changed = asyncio.Event()
 
     def _notify_node(self, node_id: str) -> None:
-        event = self._node_changed.pop(node_id, None) if node_id else None
-        if event is not None:
-            event.set()
+        for callback in self._node_subscribers.get(node_id, ()):
+            callback()
 
     def _notify_all_nodes(self) -> None:
-        for event in self._node_changed.values():
-            event.set()
-        self._node_changed.clear()
+        for callbacks in self._node_subscribers.values():
+            for callback in callbacks:
+                callback()
 
-    def node_changed(self, node_id: str) -> asyncio.Event:
-        """An event set at the next change to the tasks on one node (or a relist)."""
-        event = self._node_changed.get(node_id)
-        if event is None:
-            event = self._node_changed[node_id] = asyncio.Event()
-        return event
+    def subscribe_node(self, node_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` whenever a task on the node changes (or on a relist); returns unsubscribe."""
+        self._node_subscribers[node_id].append(callback)
+
+        def unsubscribe() -> None:
+            subscribers = self._node_subscribers.get(node_id, [])
+            if callback in subscribers:
+                subscribers.remove(callback)
+            if not subscribers:
+                self._node_subscribers.pop(node_id, None)
+
+        return unsubscribe
 
     def changed(self) -> asyncio.Event:
         """An event that is set at the next change after this call."""
@@ -158,8 +173,12 @@ class ClusterCache:
 
     def _index_task(self, task: pb.Task) -> None:
         self._notify_node(task.node_id)
+        self._task_versions[task.node_id] += 1
+        self._task_versions[f"{task.cluster}/{task.service}"] += 1
         if task.node_id:
             self._tasks_by_node[task.node_id].add(task.id)
+        elif task.last_status != pb.STOPPED:
+            self._unplaced.add(task.id)
         if task.service:
             self._tasks_by_service[(task.cluster, task.service)].add(task.id)
 
@@ -169,6 +188,9 @@ class ClusterCache:
             return
         task: pb.Task = old.value
         self._notify_node(task.node_id)
+        self._task_versions[task.node_id] += 1
+        self._task_versions[f"{task.cluster}/{task.service}"] += 1
+        self._unplaced.discard(task.id)
         self._tasks_by_node[task.node_id].discard(task.id)
         self._tasks_by_service[(task.cluster, task.service)].discard(task.id)
 
@@ -203,6 +225,17 @@ class ClusterCache:
 
     def task(self, task_id: str) -> Versioned[pb.Task] | None:
         return self._objects[keys.TASKS].get(keys.task(task_id))
+
+    def unplaced_tasks(self) -> list[Versioned[pb.Task]]:
+        found = (self.task(task_id) for task_id in self._unplaced)
+        return [t for t in found if t is not None]
+
+    def node_tasks_version(self, node_id: str) -> tuple[int, int]:
+        """Changes whenever any task on the node changes (or the cache relists)."""
+        return (self._relists, self._task_versions[node_id])
+
+    def service_tasks_version(self, cluster: str, service: str) -> tuple[int, int]:
+        return (self._relists, self._task_versions[f"{cluster}/{service}"])
 
     def tasks_on_node(self, node_id: str) -> list[Versioned[pb.Task]]:
         found = (self.task(task_id) for task_id in self._tasks_by_node.get(node_id, ()))

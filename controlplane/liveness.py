@@ -50,7 +50,17 @@ class NodeLeases:
         lock = self._locks.setdefault(node_id, asyncio.Lock())
         async with lock:
             lease = self._leases.get(node_id)
-            if lease is not None and lease not in self._expired and self._cache.raw(keys.alive(node_id)):
+            node = self._cache.node(node_id)
+            # etcd answers a keep-alive for an expired lease with TTL 0 (see
+            # _stream), which sends us to _renew. A node DOWN while beating was
+            # judged on older state: _renew sets it right.
+            healthy = (
+                lease is not None
+                and lease not in self._expired
+                and not (node is not None and node.value.status == pb.DOWN)
+            )
+            if healthy:
+                assert lease is not None
                 self._keep_alive(lease)
                 return
             await self._renew(node_id)

@@ -78,12 +78,13 @@ class ControlPlane:
         async def lead() -> None:
             # Built afresh on every election, so the node monitor's start-up
             # hold counts from the moment this replica became leader.
+            scheduler = SchedulingController(store, cache, events, settings.scheduler_sample_size)
             controllers = ControllerLoop(
                 cache,
                 [
                     NodeMonitor(store, cache, settings.node_grace, startup_hold=settings.node_grace + 2),
-                    ServiceController(store, cache, events),
-                    SchedulingController(store, cache, events, settings.scheduler_sample_size),
+                    ServiceController(store, cache, events, scheduler),
+                    scheduler,
                     Housekeeper(store, cache, settings.stopped_task_retention),
                 ],
             )

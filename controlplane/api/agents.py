@@ -32,33 +32,54 @@ from controlplane.store import Condition, Put, Store, keys
 log = logging.getLogger(__name__)
 
 STATUS_BATCH = 100
+# Seconds to let changes to one node accumulate before sending its snapshot.
+COALESCE = 0.03
 
 
-def desired_state(cache: ClusterCache, node_id: str) -> agent_pb.DesiredState:
-    """Everything the node should run or stop, built from the cache."""
-    assignments = []
-    for versioned in cache.tasks_on_node(node_id):
-        task = versioned.value
-        if task.last_status == pb.STOPPED:
-            continue  # absent from the snapshot: the agent removes its containers
-        family, revision = parse_task_definition_ref(task.task_definition)
-        td = cache.taskdef(family, revision or 0)
-        if td is None:
-            continue
-        assignments.append(
-            agent_pb.TaskAssignment(
-                task_id=task.id,
-                desired_status=task.desired_status,
-                last_status=task.last_status,
-                task_definition=td.value,
-                cluster=task.cluster,
-                service=task.service,
-                stop_code=task.stop_code,
-                stopped_reason=task.stopped_reason,
-            )
-        )
-    assignments.sort(key=lambda a: a.task_id)
-    return agent_pb.DesiredState(revision=cache.revision, tasks=assignments)
+class DesiredStates:
+    """Builds each node's desired state from the cache, reusing unchanged assignments.
+
+    Every change on a node sends the node a complete snapshot again; in a
+    big cluster that is many snapshots a second, so each task's assignment
+    is built once per version of the task (and of its task definition).
+    """
+
+    def __init__(self, cache: ClusterCache) -> None:
+        self._cache = cache
+        self._assignments: dict[str, tuple[tuple[int, int], agent_pb.TaskAssignment]] = {}
+
+    def build(self, node_id: str) -> tuple[tuple[tuple[str, int, int], ...], agent_pb.DesiredState]:
+        """The node's snapshot, and a fingerprint that changes whenever its content does."""
+        entries = []
+        for versioned in self._cache.tasks_on_node(node_id):
+            task = versioned.value
+            if task.last_status == pb.STOPPED:
+                # Absent from the snapshot: the agent removes its containers.
+                self._assignments.pop(task.id, None)
+                continue
+            family, revision = parse_task_definition_ref(task.task_definition)
+            td = self._cache.taskdef(family, revision or 0)
+            if td is None:
+                continue
+            version = (versioned.mod_revision, td.mod_revision)
+            cached = self._assignments.get(task.id)
+            if cached is None or cached[0] != version:
+                assignment = agent_pb.TaskAssignment(
+                    task_id=task.id,
+                    desired_status=task.desired_status,
+                    last_status=task.last_status,
+                    task_definition=td.value,
+                    cluster=task.cluster,
+                    service=task.service,
+                    stop_code=task.stop_code,
+                    stopped_reason=task.stopped_reason,
+                )
+                cached = self._assignments[task.id] = (version, assignment)
+            entries.append((task.id, *version, cached[1]))
+        entries.sort(key=lambda entry: entry[0])
+        fingerprint = tuple(entry[:3] for entry in entries)
+        state = agent_pb.DesiredState(revision=self._cache.revision, tasks=[entry[3] for entry in entries])
+        return fingerprint, state
 
 
 class StatusWriter:
@@ -68,16 +89,17 @@ class StatusWriter:
         self._store = store
         self._cache = cache
         self._queue: asyncio.Queue[tuple[str, agent_pb.TaskStatusReport]] = asyncio.Queue()
-        self._runner: asyncio.Task[None] | None = None
+        self._runners: list[asyncio.Task[None]] = []
 
-    def start(self) -> None:
-        self._runner = asyncio.create_task(self._run(), name="status-writer")
+    def start(self, workers: int = 4) -> None:
+        # Several writers, so one transaction's round trip does not hold up
+        # the reports queued behind it.
+        self._runners = [asyncio.create_task(self._run(), name=f"status-writer-{i}") for i in range(workers)]
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
+        for runner in self._runners:
+            runner.cancel()
+        await asyncio.gather(*self._runners, return_exceptions=True)
 
     def submit(self, node_id: str, report: agent_pb.TaskStatusReport) -> None:
         self._queue.put_nowait((node_id, report))
@@ -142,6 +164,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         self._writer = writer
         self._leases = leases
         self._heartbeat_interval = heartbeat_interval
+        self._desired = DesiredStates(cache)
 
     @grpc_errors
     async def Register(
@@ -172,6 +195,8 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             # atomically with its liveness key.
             condition = Condition(key, current.mod_revision if current else 0)
             if await self._store.commit([Put(key, node)], [condition]) is not None:
+                # Registering counts as a heartbeat: the node is alive from now on.
+                await self._leases.beat(node_id)
                 log.info(
                     "event=node_registered node=%s name=%s address=%s cpu=%d memory_mib=%d",
                     node_id,
@@ -198,21 +223,25 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         session = self._agents.connected(node_id)
         log.info("event=agent_connected node=%s peer=%s", node_id, context.peer())
         receiver = asyncio.create_task(self._receive(session, request_iterator), name=f"agent-recv-{node_id}")
+        # One event per stream, set by the cache when the node's tasks change
+        # and when the agent goes away: no task per wake-up (a thousand
+        # streams wake often).
+        wake = asyncio.Event()
+        unsubscribe = self._cache.subscribe_node(node_id, wake.set)
+        receiver.add_done_callback(lambda _: wake.set())
         try:
-            last_sent = b""
+            last_sent: tuple[tuple[str, int, int], ...] | None = None
             while not receiver.done():
-                changed = self._cache.node_changed(node_id)
-                state = desired_state(self._cache, node_id)
-                fingerprint = agent_pb.DesiredState(tasks=state.tasks).SerializeToString(deterministic=True)
+                wake.clear()
+                fingerprint, state = self._desired.build(node_id)
                 if fingerprint != last_sent:
                     yield agent_pb.ControlMessage(desired_state=state)
                     last_sent = fingerprint
-                waiter = asyncio.create_task(changed.wait())
-                await asyncio.wait({waiter, receiver}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
+                await wake.wait()
                 # Coalesce a burst of changes into one snapshot.
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(COALESCE)
         finally:
+            unsubscribe()
             receiver.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await receiver

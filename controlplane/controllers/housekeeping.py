@@ -14,12 +14,21 @@ log = logging.getLogger(__name__)
 
 
 class Housekeeper:
-    def __init__(self, store: Store, cache: ClusterCache, stopped_task_retention: float) -> None:
+    def __init__(
+        self, store: Store, cache: ClusterCache, stopped_task_retention: float, interval: float = 5.0
+    ) -> None:
         self._store = store
         self._cache = cache
         self._retention = stopped_task_retention
+        # Clean-up is never urgent; a full scan on every pass would dominate
+        # the loop in a big cluster.
+        self._interval = interval
+        self._next_run = 0.0
 
     async def reconcile(self) -> int:
+        if time.monotonic() < self._next_run:
+            return 0
+        self._next_run = time.monotonic() + self._interval
         written = 0
         cutoff = time.time() - self._retention
         node_ids = {n.value.id for n in self._cache.nodes()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Protocol
 
 from berth.errors import Unavailable
@@ -44,9 +45,17 @@ class ControllerLoop:
             written = 0
             try:
                 for controller in self._controllers:
-                    written = max(written, await controller.reconcile())
-                    if written:
-                        await self._cache.wait_for_revision(written)
+                    started = time.monotonic()
+                    result = await controller.reconcile()
+                    written = max(written, result)
+                    if result:
+                        await self._cache.wait_for_revision(result)
+                    log.debug(
+                        "event=reconciled controller=%s seconds=%.3f wrote=%s",
+                        type(controller).__name__,
+                        time.monotonic() - started,
+                        bool(result),
+                    )
             except Unavailable as error:
                 log.warning("event=reconcile_failed error=%r", str(error))
                 await asyncio.sleep(1.0)

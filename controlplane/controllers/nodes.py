@@ -22,6 +22,8 @@ from controlplane.store import Condition, Put, Store, keys
 log = logging.getLogger(__name__)
 
 BATCH = 100
+# Seconds a liveness key must be seen missing before the node is judged.
+CONFIRM = 0.5
 
 
 class NodeMonitor:
@@ -30,15 +32,27 @@ class NodeMonitor:
         self._cache = cache
         self._grace = grace
         self._judging_from = time.monotonic() + startup_hold
+        self._missing_since: dict[str, float] = {}
+        self._next_run = 0.0
 
     async def reconcile(self) -> int:
-        if time.monotonic() < self._judging_from:
+        if time.monotonic() < max(self._judging_from, self._next_run):
             return 0
+        # A few looks a second are plenty against a grace of seconds, and
+        # cheap next to a full pass over a thousand nodes on every change.
+        self._next_run = time.monotonic() + CONFIRM / 2
         written = 0
+        now = time.monotonic()
         for versioned in self._cache.nodes():
             node = versioned.value
             if node.status == pb.DOWN or self._cache.raw(keys.alive(node.id)) is not None:
+                self._missing_since.pop(node.id, None)
                 continue
+            # The key must stay missing for a moment: the cache may show a
+            # node's record an instant before the liveness key written after it.
+            if now - self._missing_since.setdefault(node.id, now) < CONFIRM:
+                continue
+            self._missing_since.pop(node.id, None)
             down = pb.Node()
             down.CopyFrom(node)
             down.status = pb.DOWN

@@ -8,9 +8,10 @@ second scheduler) fails as a whole instead of overcommitting a node.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from berth.errors import InvalidArgument
 from berth.names import parse_task_definition_ref
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 
 # etcd refuses transactions of more than --max-txn-ops (128 by default).
 MAX_TXN_OPS = 120
+MAX_PLACEMENTS_PER_PASS = 1000
+# Placement transactions in flight at once (they never touch the same node).
+CONCURRENT_TXNS = 8
 
 
 class SchedulingController:
@@ -40,6 +44,7 @@ class SchedulingController:
         self._sample_size = sample_size
         self._rng = random.Random()
         self._ports_by_taskdef: dict[str, tuple[tuple[int, int], ...]] = {}
+        self._node_states: dict[str, tuple[tuple[int, int, int], NodeState]] = {}
         self._rules: dict[object, tuple[tuple[Filter, ...], tuple[Scorer, ...]]] = {}
 
     def _ports(self, task_definition: str) -> tuple[tuple[int, int], ...]:
@@ -81,39 +86,63 @@ class SchedulingController:
         )
 
     def snapshot(self) -> list[NodeState]:
+        """Every node's free resources; rebuilt only for nodes whose tasks changed."""
         states = []
         for versioned in self._cache.nodes():
             node = versioned.value
-            state = NodeState(node, cpu_free=node.cpu_units, memory_free=node.memory_mib)
-            for task in self._cache.tasks_on_node(node.id):
-                if lifecycle.holds_resources(task.value):
-                    state.reserve(self._request(task.value))
-            states.append(state)
+            version = (versioned.mod_revision, *self._cache.node_tasks_version(node.id))
+            cached = self._node_states.get(node.id)
+            if cached is None or cached[0] != version:
+                state = NodeState(node, cpu_free=node.cpu_units, memory_free=node.memory_mib)
+                for task in self._cache.tasks_on_node(node.id):
+                    if lifecycle.holds_resources(task.value):
+                        state.reserve(self._request(task.value))
+                cached = self._node_states[node.id] = (version, state)
+            pristine = cached[1]
+            # The planner reserves on its copy; the cached state stays as etcd has it.
+            states.append(
+                NodeState(
+                    pristine.node,
+                    pristine.cpu_free,
+                    pristine.memory_free,
+                    set(pristine.ports_used),
+                    Counter(pristine.tasks_by_group),
+                    pristine.task_count,
+                )
+            )
         return states
 
     async def reconcile(self) -> int:
-        pending = [
-            t for t in self._cache.tasks() if not t.value.node_id and t.value.last_status != pb.STOPPED
-        ]
+        pending = self._cache.unplaced_tasks()
         if not pending:
             return 0
         written = await self._stop_unplaced([t for t in pending if not lifecycle.is_active(t.value)])
+        # Oldest first, and a bounded number per pass: planning is CPU-bound,
+        # and between passes the event loop serves heartbeats and the API.
         wanted = sorted(
             (t for t in pending if lifecycle.is_active(t.value)),
             key=lambda t: (t.value.created_at.seconds, t.value.created_at.nanos),
-        )
-        if not wanted:
-            return written
+        )[:MAX_PLACEMENTS_PER_PASS]
+        return max(written, await self.place_and_commit(wanted))
+
+    async def place_and_commit(self, tasks: list[Versioned[pb.Task]]) -> int:
+        """Plan the tasks and write them placed, or with the reason they are not.
+
+        Tasks not yet in etcd come with mod_revision 0: the service controller
+        creates tasks through here, so a new task is written once, already
+        placed, instead of being written PENDING and then again placed.
+        """
+        if not tasks:
+            return 0
         plan = place(
             self.snapshot(),
-            [self._request(t.value) for t in wanted],
+            [self._request(t.value) for t in tasks],
             sample_size=self._sample_size,
             rng=self._rng,
         )
-        by_id = {t.value.id: t for t in wanted}
-        written = max(written, await self._commit_placements(plan.placements, by_id))
-        written = max(written, await self._record_failures(plan.failures, by_id))
-        return written
+        by_id = {t.value.id: t for t in tasks}
+        written = await self._commit_placements(plan.placements, by_id)
+        return max(written, await self._record_failures(plan.failures, by_id))
 
     async def _stop_unplaced(self, tasks: list[Versioned[pb.Task]]) -> int:
         written = 0
@@ -131,15 +160,29 @@ class SchedulingController:
     async def _commit_placements(
         self, placements: list[Placement], by_id: dict[str, Versioned[pb.Task]]
     ) -> int:
-        written = 0
-        started: dict[tuple[str, str], list[str]] = defaultdict(list)
-        batch: list[Placement] = []
-        nodes_in_batch: set[str] = set()
+        """Write placements in transactions that each own whole nodes.
 
-        async def flush() -> None:
-            nonlocal written, batch, nodes_in_batch
-            if not batch:
-                return
+        Each transaction bumps the placement counter of every node it places
+        on, comparing its revision, so a plan built on stale state fails
+        instead of overcommitting. Grouping by node means no two of our own
+        transactions compare the same counter, so they run concurrently.
+        """
+        by_node: dict[str, list[Placement]] = defaultdict(list)
+        for placement in placements:
+            by_node[placement.node_id].append(placement)
+        batches: list[list[Placement]] = [[]]
+        ops = 0
+        for node_placements in by_node.values():
+            size = len(node_placements) + 1
+            if ops + size > MAX_TXN_OPS and batches[-1]:
+                batches.append([])
+                ops = 0
+            batches[-1].extend(node_placements)
+            ops += size
+        in_flight = asyncio.Semaphore(CONCURRENT_TXNS)
+        started: dict[tuple[str, str], list[str]] = defaultdict(list)
+
+        async def commit(batch: list[Placement]) -> int:
             writes: list[Put] = []
             conditions: list[Condition] = []
             for placement in batch:
@@ -150,42 +193,36 @@ class SchedulingController:
                 updated.pending_reason = ""
                 writes.append(Put(task.key, updated))
                 conditions.append(Condition(task.key, task.mod_revision))
-            for node_id in nodes_in_batch:
+            for node_id in {p.node_id for p in batch}:
                 counter_key = keys.placements(node_id)
                 current = self._cache.raw(counter_key)
                 writes.append(Put(counter_key, str(self._cache.revision).encode()))
                 conditions.append(Condition(counter_key, current.mod_revision if current else 0))
-            result = await self._store.commit(writes, conditions)
+            async with in_flight:
+                result = await self._store.commit(writes, conditions)
             if result is None:
                 log.info("event=placement_conflict tasks=%d action=retry_on_fresh_state", len(batch))
-            else:
-                written = result
-                for placement in batch:
-                    placed = by_id[placement.task_id].value
-                    if placed.service:
-                        started[(placed.cluster, placed.service)].append(placed.id)
-                    log.info(
-                        "event=task_placed task=%s node=%s service=%s",
-                        placed.id,
-                        placement.node_id,
-                        placed.service or "-",
-                    )
-            batch, nodes_in_batch = [], set()
+                return 0
+            for placement in batch:
+                placed = by_id[placement.task_id].value
+                if placed.service:
+                    started[(placed.cluster, placed.service)].append(placed.id)
+                log.info(
+                    "event=task_placed task=%s node=%s service=%s",
+                    placed.id,
+                    placement.node_id,
+                    placed.service or "-",
+                )
+            return result
 
-        for placement in placements:
-            extra = 1 + (placement.node_id not in nodes_in_batch)
-            if len(batch) + len(nodes_in_batch) + extra > MAX_TXN_OPS:
-                await flush()
-            batch.append(placement)
-            nodes_in_batch.add(placement.node_id)
-        await flush()
+        results = await asyncio.gather(*(commit(batch) for batch in batches if batch))
         for (cluster, service), task_ids in started.items():
             shown = " ".join(f"task {t[:8]}" for t in task_ids[:10])
             more = f" and {len(task_ids) - 10} more" if len(task_ids) > 10 else ""
             await self._events.record(
                 cluster, service, f"service {service} has started {len(task_ids)} tasks: {shown}{more}."
             )
-        return written
+        return max(results, default=0)
 
     async def _record_failures(
         self, failures: list[PlacementFailure], by_id: dict[str, Versioned[pb.Task]]

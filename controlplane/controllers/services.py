@@ -14,12 +14,14 @@ from berth.names import parse_task_definition_ref
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
+from controlplane.controllers.scheduling import SchedulingController
 from controlplane.events import EventLog
-from controlplane.store import Condition, Delete, Put, Store, keys
+from controlplane.store import Condition, Delete, Put, Store, Versioned, keys
 
 log = logging.getLogger(__name__)
 
 BATCH = 100
+MAX_NEW_TASKS_PER_PASS = 2000
 
 
 @dataclass
@@ -81,20 +83,43 @@ def decide(
 
 
 class ServiceController:
-    def __init__(self, store: Store, cache: ClusterCache, events: EventLog) -> None:
+    def __init__(
+        self, store: Store, cache: ClusterCache, events: EventLog, scheduler: SchedulingController
+    ) -> None:
         self._store = store
         self._cache = cache
         self._events = events
+        self._scheduler = scheduler
+        self._quiet: dict[tuple[str, str], object] = {}
 
     async def reconcile(self) -> int:
         """One pass over every service; returns the highest revision written (0: none)."""
         written = 0
+        self._new_tasks: list[Versioned[pb.Task]] = []
         draining = frozenset(n.value.id for n in self._cache.nodes() if n.value.status == pb.DRAINING)
+        seen = set()
         for versioned in self._cache.services():
             service = versioned.value
-            tasks = [t.value for t in self._cache.tasks_of_service(service.cluster, service.name)]
+            key = (service.cluster, service.name)
+            seen.add(key)
+            # Level-triggered, but a service whose record, tasks and the set
+            # of draining nodes are as they were at its last quiet pass needs
+            # no new look.
+            version = (versioned.mod_revision, self._cache.service_tasks_version(*key), draining)
+            if self._quiet.get(key) == version:
+                continue
+            tasks = [t.value for t in self._cache.tasks_of_service(*key)]
             decision = decide(service, tasks, draining)
-            written = max(written, await self._apply(versioned.mod_revision, service, decision))
+            result = await self._apply(versioned.mod_revision, service, decision)
+            written = max(written, result)
+            if not result and not decision.start and not decision.stop:
+                self._quiet[key] = version
+            else:
+                self._quiet.pop(key, None)
+        for gone in set(self._quiet) - seen:
+            del self._quiet[gone]
+        # All services' new tasks are placed as one plan, written once each.
+        written = max(written, await self._scheduler.place_and_commit(self._new_tasks))
         return written
 
     async def _apply(self, revision: int, service: pb.Service, decision: ServiceDecision) -> int:
@@ -136,30 +161,20 @@ class ServiceController:
                 f"task definition {service.task_definition} is gone",
             )
             return 0
-        written = 0
-        for offset in range(0, count, BATCH):
-            tasks = [
-                lifecycle.new_task(
-                    service.cluster,
-                    td.value,
-                    service.name,
-                    service.placement_strategy,
-                    service.placement_constraints,
-                )
-                for _ in range(min(BATCH, count - offset))
-            ]
-            result = await self._store.commit(
-                [Put(keys.task(t.id), t) for t in tasks], [Condition(keys.task(t.id), 0) for t in tasks]
+        room = MAX_NEW_TASKS_PER_PASS - len(self._new_tasks)
+        for _ in range(min(count, room)):
+            task = lifecycle.new_task(
+                service.cluster,
+                td.value,
+                service.name,
+                service.placement_strategy,
+                service.placement_constraints,
             )
-            if result:
-                written = result
-                log.info(
-                    "event=tasks_created cluster=%s service=%s count=%d",
-                    service.cluster,
-                    service.name,
-                    len(tasks),
-                )
-        return written
+            self._new_tasks.append(Versioned(keys.task(task.id), task, 0))
+        if count > room:
+            # The rest come in the next pass; the loop yields to heartbeats between.
+            return 1
+        return 0
 
     async def _stop(self, task_ids: list[str], reason: str) -> int:
         written = 0

@@ -8,6 +8,7 @@ aetcd's errors are translated into `berth.errors.Unavailable` here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -18,6 +19,7 @@ import aetcd
 import aetcd.exceptions
 import grpc
 from aetcd import rpc as etcd_rpc
+from aetcd.utils import prefix_range_end
 from google.protobuf.message import Message
 
 from berth.errors import Unavailable
@@ -203,19 +205,45 @@ class Store:
     async def revoke_lease(self, lease_id: int) -> None:
         await _translated(self.client.revoke_lease(lease_id))
 
-    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
-        """Events under prefix from start_revision on; raises Unavailable when the watch breaks."""
-        watch = await _translated(self.client.watch_prefix(self._full(prefix), start_revision=start_revision))
+    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[list[WatchEvent]]:
+        """Batches of events under prefix from start_revision on, one per etcd response.
+
+        Raises Unavailable when the watch breaks or its revision was compacted
+        away; the caller relists. This speaks etcd's Watch stream directly:
+        taking a whole response at a time costs far less than one callback
+        and queue hop per event, which matters at tens of thousands of events.
+        """
+        client = self.client
+        full = self._full(prefix)
+        create = etcd_rpc.WatchRequest(
+            create_request=etcd_rpc.WatchCreateRequest(
+                key=full, range_end=prefix_range_end(full), start_revision=start_revision
+            )
+        )
+        hold_open: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def requests() -> AsyncIterator[etcd_rpc.WatchRequest]:
+            yield create
+            await hold_open  # etcd ends the watch when the request stream closes
+
+        call = etcd_rpc.WatchStub(client.channel).Watch(requests(), metadata=client.metadata)
         try:
-            async for event in watch:
-                deleted = event.kind == "DELETE"
-                yield WatchEvent(
-                    self.relative(event.kv.key),
-                    None if deleted else event.kv.value,
-                    event.kv.mod_revision,
-                )
-        except aetcd.exceptions.ClientError as error:
-            raise Unavailable(f"etcd watch broke: {error}") from error
+            async for response in call:
+                if response.compact_revision:
+                    raise Unavailable(f"etcd watch: revision {start_revision} was compacted")
+                if response.canceled:
+                    raise Unavailable(f"etcd watch canceled: {response.cancel_reason}")
+                if response.events:
+                    yield [
+                        WatchEvent(
+                            self.relative(event.kv.key),
+                            None if event.type == etcd_rpc.Event.DELETE else event.kv.value,
+                            event.kv.mod_revision,
+                        )
+                        for event in response.events
+                    ]
+        except grpc.aio.AioRpcError as error:
+            raise Unavailable(f"etcd watch broke: {error.details()}") from error
         finally:
-            with contextlib.suppress(Exception):
-                await watch.cancel()
+            hold_open.cancel()
+            call.cancel()

@@ -1,0 +1,113 @@
+"""An in-memory task driver: containers that start instantly and exit on script.
+
+Used by unit tests of the supervisor and by hollow agents (`berth-hollow-agents`),
+which run hundreds of simulated hosts in one process to load the control
+plane the way a big cluster would, with no container engine at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+from agent.runtime.driver import ContainerPhase, ObservedContainer, ObservedTask, StartFailed
+from berth.v1 import agent_pb2 as agent_pb
+from berth.v1 import resources_pb2 as pb
+
+_container_ids = itertools.count(1)
+
+
+class FakeDriver:
+    def __init__(
+        self,
+        exit_after: float | None = None,
+        exit_code: int = 0,
+        fail_images: frozenset[str] = frozenset(),
+        first_host_port: int = 40000,
+    ) -> None:
+        """exit_after: seconds after which every started task exits with exit_code."""
+        self._exit_after = exit_after
+        self._exit_code = exit_code
+        self._fail_images = fail_images
+        self._ports = itertools.count(first_host_port)
+        self._tasks: dict[str, dict[str, ObservedTask]] = {}  # node -> task id -> task
+        self._changes: asyncio.Queue[str] = asyncio.Queue()
+        self.started: list[str] = []
+
+    async def list_tasks(self, node_id: str) -> dict[str, ObservedTask]:
+        return dict(self._tasks.get(node_id, {}))
+
+    def _owner(self, task_id: str) -> dict[str, ObservedTask] | None:
+        for tasks in self._tasks.values():
+            if task_id in tasks:
+                return tasks
+        return None
+
+    async def start_task(self, assignment: agent_pb.TaskAssignment, node_id: str) -> None:
+        containers = []
+        for definition in assignment.task_definition.container_definitions:
+            if definition.image in self._fail_images:
+                raise StartFailed(f"CannotPullContainerError: {definition.image}: not found")
+            bindings = tuple(
+                pb.NetworkBinding(
+                    container_name=definition.name,
+                    container_port=p.container_port,
+                    host_port=p.host_port or next(self._ports),
+                    protocol=p.protocol,
+                    bind_ip="0.0.0.0",
+                )
+                for p in definition.port_mappings
+            )
+            containers.append(
+                ObservedContainer(
+                    definition.name,
+                    f"fake-{next(_container_ids)}",
+                    ContainerPhase.RUNNING,
+                    definition.essential,
+                    definition.stop_timeout or 30,
+                    bindings=bindings,
+                )
+            )
+        self._tasks.setdefault(node_id, {})[assignment.task_id] = ObservedTask(
+            assignment.task_id, tuple(containers)
+        )
+        self.started.append(assignment.task_id)
+        if self._exit_after is not None:
+            asyncio.get_running_loop().call_later(
+                self._exit_after, self.exit_task, assignment.task_id, self._exit_code
+            )
+
+    def exit_task(self, task_id: str, exit_code: int) -> None:
+        """Script an exit, as if the task's processes ended by themselves."""
+        tasks = self._owner(task_id)
+        if tasks is None:
+            return
+        task = tasks[task_id]
+        tasks[task_id] = ObservedTask(
+            task_id,
+            tuple(
+                replace(c, phase=ContainerPhase.EXITED, exit_code=exit_code, bindings=())
+                if c.phase is ContainerPhase.RUNNING
+                else c
+                for c in task.containers
+            ),
+        )
+        self._changes.put_nowait(task_id)
+
+    async def stop_task(self, task_id: str, timeout: int) -> None:
+        self.exit_task(task_id, 143)
+
+    async def remove_task(self, task_id: str, timeout: int = 30) -> None:
+        tasks = self._owner(task_id)
+        if tasks is not None:
+            del tasks[task_id]
+            self._changes.put_nowait(task_id)
+
+    async def changes(self) -> AsyncIterator[str]:
+        while True:
+            yield await self._changes.get()
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,229 @@
+"""Scheduler at scale: many tasks across many services onto hollow agents.
+
+Starts a control plane (embedded etcd) and one `berth-hollow-agents` process,
+waits for every hollow node, creates the services at desired count 0, then
+scales them all up at once (16 concurrent UpdateService calls), and watches
+etcd itself to time placements as they are committed:
+
+  placements/s     tasks placed / seconds from the first scale-up call to the last placement commit
+  all RUNNING      seconds from the first scale-up call until every task is RUNNING
+  peak RSS         VmHWM of the control-plane process (and of its etcd, separately)
+
+Run: python bench/scheduler.py --agents 1000 --services 100 --tasks-per-service 100
+Small (CI) size: --agents 50 --services 10 --tasks-per-service 100
+Loopback only; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import aetcd
+import grpc
+import psutil
+
+from berth.testing.daemons import ControlPlaneProcess, Daemon
+from berth.v1 import operator_pb2 as api
+from berth.v1 import operator_pb2_grpc
+from berth.v1 import resources_pb2 as pb
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wait_nodes(stub: operator_pb2_grpc.OperatorStub, count: int, timeout: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        nodes = stub.ListNodes(api.ListNodesRequest(), timeout=30).nodes
+        if sum(1 for n in nodes if n.connected and n.node.status == pb.READY) >= count:
+            return time.monotonic() - start
+        time.sleep(0.5)
+    raise TimeoutError(f"{count} hollow nodes did not connect within {timeout}s")
+
+
+async def watch_tasks(endpoint: str, total: int, timeout: float, started: asyncio.Event) -> dict[str, float]:
+    """Follow /berth/tasks/ in etcd; return when every task is RUNNING (monotonic timestamps)."""
+    host, port = endpoint.split(":")
+    placed: set[str] = set()
+    running: set[str] = set()
+    marks: dict[str, float] = {}
+    async with aetcd.Client(host=host, port=int(port), timeout=60) as client:
+        watch = await client.watch_prefix(b"/berth/tasks/")
+        started.set()
+        deadline = time.monotonic() + timeout
+        async for event in watch:
+            if event.kind != "PUT":
+                continue
+            task = pb.Task.FromString(event.kv.value)
+            now = time.monotonic()
+            if task.node_id and task.id not in placed:
+                placed.add(task.id)
+                marks.setdefault("first_placed", now)
+                if len(placed) == total:
+                    marks["last_placed"] = now
+            if task.last_status == pb.RUNNING and task.id not in running:
+                running.add(task.id)
+                if len(running) == total:
+                    marks["all_running"] = now
+                    await watch.cancel()
+                    break
+            if now > deadline:
+                await watch.cancel()
+                raise TimeoutError(
+                    f"after {timeout}s: {len(placed)} placed, {len(running)} RUNNING of {total}"
+                )
+    return marks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--agents", type=int, default=1000)
+    parser.add_argument("--services", type=int, default=100)
+    parser.add_argument("--tasks-per-service", type=int, default=100)
+    parser.add_argument("--sample-size", type=int, default=16, help="scheduler's --scheduler-sample-size")
+    parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--cp-log-level", default="warning")
+    parser.add_argument("--log-dir", type=Path, default=None, help="keep the daemons' logs here")
+    parser.add_argument(
+        "--node-grace",
+        type=float,
+        default=10,
+        help="control plane's --node-grace: this measures placement, not failure detection",
+    )
+    options = parser.parse_args()
+    total = options.services * options.tasks_per_service
+
+    with tempfile.TemporaryDirectory(prefix="berth-bench-") as scratch:
+        plane = ControlPlaneProcess(
+            Path(scratch) / "cp",
+            [
+                "--scheduler-sample-size",
+                str(options.sample_size),
+                "--node-grace",
+                str(options.node_grace),
+                "--log-level",
+                options.cp_log_level,
+            ],
+        )
+        hollow = Daemon(
+            "hollow",
+            [
+                sys.executable,
+                "-m",
+                "agent.hollow",
+                "--server",
+                plane.address,
+                "--count",
+                str(options.agents),
+                "--cpu-units",
+                "4096",
+                "--memory-mib",
+                "16384",
+                "--attribute",
+                "zone=bench",
+            ],
+            Path(scratch) / "hollow.log",
+        )
+        try:
+            plane.start()
+            hollow.start()
+            stub = operator_pb2_grpc.OperatorStub(
+                grpc.insecure_channel(plane.address, options=[("grpc.max_receive_message_length", 64 << 20)])
+            )
+            connect_seconds = wait_nodes(stub, options.agents, 300)
+            stub.RegisterTaskDefinition(
+                api.RegisterTaskDefinitionRequest(
+                    family="bench",
+                    container_definitions=[
+                        pb.ContainerDefinition(
+                            name="app",
+                            image="hollow",
+                            cpu=64,
+                            memory=128,
+                            essential=True,
+                            port_mappings=[pb.PortMapping(container_port=8080)],
+                        )
+                    ],
+                )
+            )
+
+            for index in range(options.services):
+                stub.CreateService(
+                    api.CreateServiceRequest(
+                        cluster="default", name=f"svc-{index}", task_definition="bench", desired_count=0
+                    )
+                )
+
+            def scale_up(index: int) -> None:
+                stub.UpdateService(
+                    api.UpdateServiceRequest(
+                        cluster="default", name=f"svc-{index}", desired_count=options.tasks_per_service
+                    ),
+                    timeout=120,
+                )
+
+            async def run() -> dict[str, float]:
+                started = asyncio.Event()
+                watcher = asyncio.create_task(
+                    watch_tasks(plane.etcd_endpoint, total, options.timeout, started)
+                )
+                await started.wait()
+                marks = {"create": time.monotonic()}
+                with ThreadPoolExecutor(16) as pool:
+                    await asyncio.get_running_loop().run_in_executor(
+                        None, lambda: list(pool.map(scale_up, range(options.services)))
+                    )
+                marks["created"] = time.monotonic()
+                marks.update(await watcher)
+                return marks
+
+            marks = asyncio.run(run())
+            assert plane.process is not None
+            process = psutil.Process(plane.process.pid)
+            cp_rss = peak_rss_mib(process.pid)
+            etcd_rss = max((peak_rss_mib(c.pid) for c in process.children()), default=0.0)
+        finally:
+            hollow.stop()
+            plane.stop()
+            if options.log_dir:
+                options.log_dir.mkdir(parents=True, exist_ok=True)
+                for daemon in (plane, hollow):
+                    shutil.copy(daemon.log_path, options.log_dir / f"{daemon.name}.log")
+
+    placing = marks["last_placed"] - marks["create"]
+    print(
+        f"machine: {platform.machine()}, {psutil.cpu_count()} cores, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}"
+    )
+    print(
+        f"size: {total} tasks in {options.services} services onto {options.agents} hollow agents "
+        f"(sample size {options.sample_size})"
+    )
+    print(f"hollow agents connected in {connect_seconds:.1f} s")
+    print(
+        f"placements committed: {total / placing:.0f} per second ({total} in {placing:.2f} s; "
+        f"first {marks['first_placed'] - marks['create']:.2f} s after the first scale-up call)"
+    )
+    print(
+        f"all {total} RUNNING: {marks['all_running'] - marks['create']:.2f} s after the first scale-up call "
+        f"(the scale-up calls took {marks['created'] - marks['create']:.2f} s)"
+    )
+    print(f"peak RSS: control plane {cp_rss:.0f} MiB, its etcd {etcd_rss:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
