@@ -102,7 +102,7 @@ class ControlPlane:
     async def stop(self) -> None:
         log.info("event=controlplane_stopping")
         if self._server is not None:
-            await self._server.stop(grace=2)
+            await self._server.stop(grace=1)
         if self._election_task is not None:
             self._election_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

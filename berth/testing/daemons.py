@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import docker
@@ -78,9 +79,12 @@ class Daemon:
 
 
 class ControlPlaneProcess(Daemon):
-    def __init__(self, data_dir: Path, extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, extra_args: list[str] | None = None, listen: str = "127.0.0.1:0"
+    ) -> None:
         self.data_dir = data_dir
-        self.address = f"127.0.0.1:{free_port()}"
+        host, _, port = listen.rpartition(":")
+        self.address = f"{host}:{port if port != '0' else free_port()}"
         command = [
             sys.executable,
             "-m",
@@ -134,6 +138,13 @@ class ControlPlaneProcess(Daemon):
         return asyncio.run(read())
 
 
+@dataclass(frozen=True)
+class ContainerInfo:
+    id: str
+    labels: dict[str, str]
+    started_at: str
+
+
 class AgentProcess(Daemon):
     def __init__(
         self,
@@ -141,6 +152,7 @@ class AgentProcess(Daemon):
         server: str,
         extra_args: list[str] | None = None,
         docker_url: str = "unix:///var/run/docker.sock",
+        address: str = "127.0.0.1",
     ) -> None:
         self.data_dir = data_dir
         self.docker_url = docker_url
@@ -153,7 +165,7 @@ class AgentProcess(Daemon):
             "--data-dir",
             str(data_dir),
             "--address",
-            "127.0.0.1",
+            address,
             "--docker-url",
             docker_url,
             *(extra_args or []),
@@ -173,10 +185,20 @@ class AgentProcess(Daemon):
             time.sleep(0.1)
         raise RuntimeError(f"agent did not register in {timeout}s:\n{self.log_tail()}")
 
-    def containers(self, all: bool = False) -> list[docker.models.containers.Container]:
+    def containers(self, all: bool = False) -> list[ContainerInfo]:
+        """This agent's containers (by its node label), skipping any removed while we look."""
         client = docker.DockerClient(base_url=self.docker_url)
         try:
-            return list(client.containers.list(all=all, filters={"label": f"berth.node-id={self.node_id}"}))
+            found = []
+            for summary in client.api.containers(all=all, filters={"label": f"berth.node-id={self.node_id}"}):
+                try:
+                    details = client.api.inspect_container(summary["Id"])
+                except docker.errors.NotFound:
+                    continue
+                found.append(
+                    ContainerInfo(summary["Id"], summary["Labels"] or {}, details["State"]["StartedAt"])
+                )
+            return found
         finally:
             client.close()
 

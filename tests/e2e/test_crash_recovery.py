@@ -16,7 +16,7 @@ def _containers(agent: AgentProcess) -> dict[str, tuple[str, str]]:
     """task id -> (container id, started at), for running containers of this agent."""
     found = {}
     for container in agent.containers():
-        found[container.labels["berth.task-id"]] = (container.id, container.attrs["State"]["StartedAt"])
+        found[container.labels["berth.task-id"]] = (container.id, container.started_at)
     return found
 
 

@@ -1,0 +1,28 @@
+"""The benchmarks run in CI at a small size so they cannot rot (figures are not asserted)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from berth.testing.daemons import REPO
+
+
+def _run(*args: str) -> str:
+    result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_core_benchmark_small(test_image: str) -> None:
+    output = _run("bench/core.py", "--count", "3", "--kills", "2")
+    assert re.search(r"service create -> 3 RUNNING: [\d.]+ s", output)
+    assert re.search(r"docker kill -> replacement RUNNING over 2 kills: median [\d.]+ s", output)
+
+
+def test_scheduler_benchmark_small() -> None:
+    output = _run("bench/scheduler.py", "--agents", "50", "--services", "10", "--tasks-per-service", "100")
+    assert re.search(r"placements committed: \d+ per second \(1000 in", output)
+    assert re.search(r"all 1000 RUNNING: [\d.]+ s", output)
+    assert re.search(r"peak RSS: control plane \d+ MiB", output)

@@ -1,0 +1,284 @@
+"""Many hosts: placement strategies, host failure, drain, control-plane restarts.
+
+Runs on the lab: three network namespaces, each with its own dockerd and
+berth-agent (zones a, b, c), and a control plane with its embedded etcd.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from berth.testing.cli import Berth
+from berth.testing.lab import Lab
+from berth.testing.waiting import wait_until
+from tests.lab.conftest import GRACE
+
+
+def _taskdef(berth: Berth, tmp_path: Path, family: str, cpu: int = 64) -> None:
+    definitions = [
+        {
+            "name": "app",
+            "image": "berth-busybox:1",
+            "cpu": cpu,
+            "memory": 32,
+            "stopTimeout": 2,
+            "portMappings": [{"containerPort": 8080}],
+            "entryPoint": ["sh", "-c"],
+            "command": ["trap 'exit 0' TERM; httpd -f -p 8080 -h / & wait"],
+        }
+    ]
+    path = tmp_path / f"{family}.json"
+    path.write_text(json.dumps(definitions))
+    berth.ok("taskdef", "register", "--family", family, "--container-definitions", f"file://{path}")
+
+
+def _node_names(berth: Berth) -> dict[str, str]:
+    return {
+        n["node"]["id"]: n["node"]["name"] for n in berth.ok("node", "list", "-o", "json").json()["nodes"]
+    }
+
+
+def _running_by_host(berth: Berth, service: str) -> Counter[str]:
+    names = _node_names(berth)
+    return Counter(names[t["nodeId"]] for t in berth.running("default", service))
+
+
+@pytest.fixture()
+def service(berth: Berth, lab: Lab) -> Iterator[list[str]]:
+    """Names of services the test creates; deleted (and their containers gone) afterwards."""
+    created: list[str] = []
+    yield created
+    for name in created:
+        berth("service", "delete", name)
+    for name in created:
+
+        def deleted(name: str = name) -> bool:
+            return berth("service", "describe", name).exit_code != 0
+
+        wait_until(deleted, 30, f"service {name} deleted")
+    for host in lab.hosts:
+        lab.host(host.name).reconnect()
+    wait_until(
+        lambda: all(not lab.agents[h.name].containers(all=True) for h in lab.hosts), 30, "containers removed"
+    )
+
+
+def test_spread_puts_two_on_each_host(berth: Berth, service: list[str], tmp_path: Path) -> None:
+    _taskdef(berth, tmp_path, "spread")
+    service.append("spread")
+    berth.ok(
+        "service",
+        "create",
+        "--name",
+        "spread",
+        "--task-definition",
+        "spread",
+        "--desired-count",
+        "6",
+        "--placement-strategy",
+        "type=spread,field=attribute:zone",
+    )
+    wait_until(lambda: len(berth.running("default", "spread")) == 6, 20, "6 RUNNING")
+    assert _running_by_host(berth, "spread") == {"h1": 2, "h2": 2, "h3": 2}
+
+
+def test_binpack_fills_one_host_before_the_next(berth: Berth, service: list[str], tmp_path: Path) -> None:
+    # Each lab host reports 2048 CPU units (2 cores): four 512-unit tasks fill one.
+    _taskdef(berth, tmp_path, "packed", cpu=512)
+    service.append("packed")
+    berth.ok(
+        "service",
+        "create",
+        "--name",
+        "packed",
+        "--task-definition",
+        "packed",
+        "--desired-count",
+        "5",
+        "--placement-strategy",
+        "type=binpack,field=cpu",
+    )
+    wait_until(lambda: len(berth.running("default", "packed")) == 5, 20, "5 RUNNING")
+    assert sorted(_running_by_host(berth, "packed").values()) == [1, 4]
+
+
+def test_distinct_instance_places_three_and_says_why_not_four(
+    berth: Berth, service: list[str], tmp_path: Path
+) -> None:
+    _taskdef(berth, tmp_path, "distinct")
+    service.append("distinct")
+    berth.ok(
+        "service",
+        "create",
+        "--name",
+        "distinct",
+        "--task-definition",
+        "distinct",
+        "--desired-count",
+        "4",
+        "--placement-constraints",
+        "type=distinctInstance",
+    )
+    wait_until(lambda: len(berth.running("default", "distinct")) == 3, 20, "3 RUNNING")
+    assert _running_by_host(berth, "distinct") == {"h1": 1, "h2": 1, "h3": 1}
+    expected = "no node has room under distinctInstance (3 nodes: already runs a task of this service)"
+
+    def explained() -> str | None:
+        out = berth.ok("service", "describe", "distinct").stdout
+        return out if expected in out else None
+
+    wait_until(explained, 10, "the reason in the service's events")
+    pending = [t for t in berth.tasks("default", "distinct") if t["lastStatus"] == "PENDING"]
+    assert len(pending) == 1 and pending[0]["pendingReason"] == expected
+
+
+def test_member_of_keeps_tasks_in_one_zone(berth: Berth, service: list[str], tmp_path: Path) -> None:
+    _taskdef(berth, tmp_path, "zoned")
+    service.append("zoned")
+    berth.ok(
+        "service",
+        "create",
+        "--name",
+        "zoned",
+        "--task-definition",
+        "zoned",
+        "--desired-count",
+        "3",
+        "--placement-constraints",
+        "type=memberOf,expression=attribute:zone in [b, c]",
+    )
+    wait_until(lambda: len(berth.running("default", "zoned")) == 3, 20, "3 RUNNING")
+    assert set(_running_by_host(berth, "zoned")) <= {"h2", "h3"}
+
+
+def _cut_and_heal(
+    berth: Berth, lab: Lab, service: list[str], tmp_path: Path, restart_controlplane: bool
+) -> None:
+    _taskdef(berth, tmp_path, "healing")
+    service.append("healing")
+    berth.ok("service", "create", "--name", "healing", "--task-definition", "healing", "--desired-count", "6")
+    wait_until(lambda: len(berth.running("default", "healing")) == 6, 20, "6 RUNNING")
+    victim = lab.host("h1")
+    old_on_victim = {c.labels["berth.task-id"] for c in lab.agents["h1"].containers()}
+    assert len(old_on_victim) == 2
+
+    cut_at = time.monotonic()
+    victim.cut()
+    if restart_controlplane:
+        lab.controlplane.kill9()
+        lab.controlplane.restart()
+
+    def replaced() -> bool:
+        by_host = _running_by_host(berth, "healing")
+        return by_host.get("h1", 0) == 0 and sum(by_host.values()) == 6
+
+    wait_until(
+        replaced,
+        5 + GRACE + (5 + GRACE if restart_controlplane else 0),
+        "the cut host's tasks RUNNING elsewhere",
+        interval=0.2,
+    )
+    print(f"host cut -> its tasks RUNNING elsewhere after {time.monotonic() - cut_at:.2f}s (grace {GRACE}s)")
+    lost = [t for t in berth.tasks("default", "healing") if t["id"] in old_on_victim]
+    assert all(t["lastStatus"] == "STOPPED" and t["stopCode"] == "NODE_LOST" for t in lost)
+    assert {
+        n["node"]["name"]: n["node"]["status"] for n in berth.ok("node", "list", "-o", "json").json()["nodes"]
+    }["h1"] == "DOWN"
+
+    # The host comes back: its agent stops the copies that were replaced.
+    victim.reconnect()
+    wait_until(lambda: not lab.agents["h1"].containers(), 30, "the superseded containers stopped on h1")
+    wait_until(
+        lambda: all(
+            n["node"]["status"] == "READY" for n in berth.ok("node", "list", "-o", "json").json()["nodes"]
+        ),
+        30,
+        "h1 READY again",
+    )
+    time.sleep(2)
+    running = berth.running("default", "healing")
+    assert len(running) == 6
+    live_containers = sum(len(lab.agents[h.name].containers()) for h in lab.hosts)
+    assert live_containers == 6, "exactly the desired count of containers runs"
+
+
+def test_a_cut_host_is_replaced_and_cleaned_up_when_back(
+    berth: Berth, lab: Lab, service: list[str], tmp_path: Path
+) -> None:
+    _cut_and_heal(berth, lab, service, tmp_path, restart_controlplane=False)
+
+
+def test_control_plane_restart_during_host_failure_changes_nothing(
+    berth: Berth, lab: Lab, service: list[str], tmp_path: Path
+) -> None:
+    _cut_and_heal(berth, lab, service, tmp_path, restart_controlplane=True)
+
+
+def test_drain_moves_tasks_without_dipping_below_desired(
+    berth: Berth, lab: Lab, service: list[str], tmp_path: Path
+) -> None:
+    _taskdef(berth, tmp_path, "drained")
+    service.append("drained")
+    berth.ok("service", "create", "--name", "drained", "--task-definition", "drained", "--desired-count", "6")
+    wait_until(lambda: len(berth.running("default", "drained")) == 6, 20, "6 RUNNING")
+
+    lowest = [6]
+    stop = threading.Event()
+    engines = [docker.DockerClient(base_url=h.docker_url) for h in lab.hosts]
+
+    def watch() -> None:
+        # Ground truth from the engines themselves, so the control plane's
+        # restart in the middle does not blind the check.
+        deadline = time.monotonic() + 120
+        while not stop.is_set() and time.monotonic() < deadline:
+            running = sum(
+                len(engine.api.containers(filters={"label": "berth.service=drained", "status": "running"}))
+                for engine in engines
+            )
+            lowest[0] = min(lowest[0], running)
+            time.sleep(0.05)
+
+    observer = threading.Thread(target=watch, daemon=True)
+    observer.start()
+    try:
+        berth.ok("node", "drain", "h2")
+        # Restarting the control plane in the middle of the drain changes nothing.
+        time.sleep(0.5)
+        lab.controlplane.kill9()
+        lab.controlplane.restart()
+        wait_until(
+            lambda: (
+                _running_by_host(berth, "drained").get("h2", 0) == 0
+                and len(berth.running("default", "drained")) == 6
+            ),
+            60,
+            "tasks moved off h2",
+        )
+    finally:
+        stop.set()
+        observer.join(10)
+        for engine in engines:
+            engine.close()
+    assert lowest[0] >= 6, f"running count fell to {lowest[0]} during the drain"
+    wait_until(lambda: not lab.agents["h2"].containers(), 20, "h2 empty")
+    nodes = {
+        n["node"]["name"]: n["node"]["status"] for n in berth.ok("node", "list", "-o", "json").json()["nodes"]
+    }
+    assert nodes["h2"] == "DRAINING"
+    berth.ok("node", "activate", "h2")
+
+
+def test_node_list_shows_resources(berth: Berth) -> None:
+    nodes = berth.ok("node", "list", "-o", "json").json()["nodes"]
+    assert {n["node"]["name"] for n in nodes} == {"h1", "h2", "h3"}
+    assert {n["node"]["attributes"]["zone"] for n in nodes} == {"a", "b", "c"}
+    table = berth.ok("node", "list").stdout
+    assert "MEM MiB USED/FREE" in table and "READY" in table
