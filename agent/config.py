@@ -19,3 +19,6 @@ class AgentSettings:
     # A safety net under Docker's event stream, not the way exits are found.
     resync_interval: float = 30.0
     docker_concurrency: int = 8
+    # Program service VIPs (iptables) and serve DNS on this host.
+    service_network: bool = True
+    dns_port: int = 53

@@ -61,7 +61,7 @@ async def run_hollow(
             server,
             registration,
             supervisor,
-            on_registered=lambda _node_id: None,
+            on_registered=lambda _response: None,
             sample_metrics=_no_metrics,
             channel=channels[index // AGENTS_PER_CHANNEL],
         )

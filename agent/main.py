@@ -19,6 +19,8 @@ from prometheus_client import start_http_server
 
 from agent import host
 from agent.config import AgentSettings
+from agent.dns import ServiceDNS
+from agent.netfilter.iptables import ServiceNetwork, owned_rules
 from agent.runtime.docker_driver import DockerDriver
 from agent.session import AGENT_VERSION, ControlPlaneSession
 from agent.supervisor import TaskSupervisor
@@ -55,6 +57,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
     parser.add_argument(
         "--docker-concurrency", type=int, default=8, help="Docker calls in flight at once (worker threads)"
     )
+    parser.add_argument(
+        "--no-service-network",
+        action="store_true",
+        help="do not program service VIPs (iptables) or serve DNS on this host",
+    )
+    parser.add_argument("--dns-port", type=int, default=53, help="DNS for service names, on --address")
     parser.add_argument("--resync-interval", type=float, default=30.0, help="seconds")
     parser.add_argument("--metrics-listen", default=None, help="Prometheus metrics address, HOST:PORT")
     parser.add_argument("--log-level", default="info")
@@ -76,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
         docker_url=args.docker_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
         resync_interval=args.resync_interval,
         docker_concurrency=args.docker_concurrency,
+        service_network=not args.no_service_network,
+        dns_port=args.dns_port,
     )
     return settings, args.metrics_listen
 
@@ -89,7 +99,17 @@ async def run(settings: AgentSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    driver = DockerDriver(settings.docker_url, settings.docker_concurrency)
+    network: ServiceNetwork | None = None
+    dns: ServiceDNS | None = None
+    container_dns: list[str] = []
+    if settings.service_network:
+        network = ServiceNetwork(settings.address)
+        dns = ServiceDNS(settings.address, settings.dns_port)
+        dns.start()
+        # Containers reach the host's address, not its loopback.
+        if not settings.address.startswith("127."):
+            container_dns = [settings.address]
+    driver = DockerDriver(settings.docker_url, settings.docker_concurrency, dns_servers=container_dns)
     node_id = host.load_node_id(settings.data_dir)
     supervisor = TaskSupervisor(driver, node_id, settings.resync_interval)
     registration = agent_pb.RegisterRequest(
@@ -101,12 +121,25 @@ async def run(settings: AgentSettings) -> None:
         attributes=settings.attributes,
         agent_version=AGENT_VERSION,
     )
+
+    def registered(response: agent_pb.RegisterResponse) -> None:
+        host.save_node_id(settings.data_dir, response.node_id)
+        if network is not None:
+            network.service_cidr = response.service_cidr
+
+    def desired(state: agent_pb.DesiredState) -> None:
+        if network is not None:
+            network.update(list(state.routes), state.revision)
+        if dns is not None:
+            dns.resolver.update(list(state.routes))
+
     session = ControlPlaneSession(
         settings.server,
         registration,
         supervisor,
-        on_registered=lambda new_id: host.save_node_id(settings.data_dir, new_id),
+        on_registered=registered,
         sample_metrics=_metrics,
+        on_desired=desired,
     )
     log.info(
         "event=agent_started server=%s name=%s address=%s cpu_units=%d memory_mib=%d",
@@ -120,6 +153,8 @@ async def run(settings: AgentSettings) -> None:
         asyncio.create_task(supervisor.run(), name="supervisor"),
         asyncio.create_task(session.run(), name="session"),
     ]
+    if network is not None:
+        workers.append(asyncio.create_task(network.run(), name="service-network"))
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait([*workers, stopper], return_when=asyncio.FIRST_COMPLETED)
     for task in [*workers, stopper]:
@@ -128,10 +163,17 @@ async def run(settings: AgentSettings) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await driver.close()
+    if dns is not None:
+        dns.stop()
     log.info("event=agent_stopped containers=left_running")
 
 
 def main(argv: list[str] | None = None) -> None:
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["rules"]:
+        # `berth-agent rules`: print the iptables rules this host's agent owns.
+        print(owned_rules())
+        return
     settings, metrics_listen = parse_args(argv)
     if metrics_listen:
         address, _, port = metrics_listen.rpartition(":")

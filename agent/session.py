@@ -32,9 +32,10 @@ class ControlPlaneSession:
         server: str,
         registration: agent_pb.RegisterRequest,
         supervisor: TaskSupervisor,
-        on_registered: Callable[[str], None],
+        on_registered: Callable[[agent_pb.RegisterResponse], None],
         sample_metrics: Callable[[], Awaitable[pb.NodeMetrics | None]],
         channel: grpc.aio.Channel | None = None,
+        on_desired: Callable[[agent_pb.DesiredState], None] | None = None,
     ) -> None:
         self._server = server
         self._registration = registration
@@ -42,6 +43,7 @@ class ControlPlaneSession:
         self._on_registered = on_registered
         self._sample_metrics = sample_metrics
         self._shared_channel = channel
+        self._on_desired = on_desired
         self.connected = asyncio.Event()
 
     async def run(self) -> None:
@@ -82,9 +84,8 @@ class ControlPlaneSession:
     async def _session(self, channel: grpc.aio.Channel) -> None:
         stub = agent_pb2_grpc.AgentServiceStub(channel)
         response = await stub.Register(self._registration, timeout=10)
-        if response.node_id != self._registration.node_id:
-            self._registration.node_id = response.node_id
-            self._on_registered(response.node_id)
+        self._registration.node_id = response.node_id
+        self._on_registered(response)
         self._supervisor.node_id = response.node_id
         outbox: asyncio.Queue[agent_pb.AgentMessage] = asyncio.Queue()
         self._supervisor.attach(lambda report: outbox.put_nowait(agent_pb.AgentMessage(status=report)))
@@ -94,6 +95,8 @@ class ControlPlaneSession:
             if message.HasField("desired_state"):
                 self.connected.set()
                 self._supervisor.set_desired(message.desired_state)
+                if self._on_desired is not None:
+                    self._on_desired(message.desired_state)
         raise StreamClosed("the control plane closed the stream")
 
     async def _outgoing(

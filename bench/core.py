@@ -91,7 +91,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="berth-bench-") as scratch:
         plane = ControlPlaneProcess(Path(scratch) / "cp")
         agent = AgentProcess(
-            Path(scratch) / "agent", plane.address, ["--docker-concurrency", str(options.docker_concurrency)]
+            Path(scratch) / "agent",
+            plane.address,
+            ["--docker-concurrency", str(options.docker_concurrency), "--no-service-network"],
         )
         try:
             plane.start()

@@ -58,6 +58,7 @@ class ClusterCache:
         self._synced = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._relists = 0
+        self._nodes_version = 0
 
     # -- lifecycle -------------------------------------------------------
 
@@ -161,7 +162,11 @@ class ClusterCache:
             return
         if kind == keys.TASKS:
             self._unindex_task(event.key)
-        elif kind == keys.TASKDEFS:
+        elif kind in (keys.TASKDEFS, keys.SERVICES, keys.NODES):
+            # Task definitions are in every assignment; services and nodes
+            # shape the route table every agent gets.
+            if kind == keys.NODES:
+                self._nodes_version += 1
             self._notify_all_nodes()
         if event.value is None:
             self._objects[kind].pop(event.key, None)
@@ -171,7 +176,14 @@ class ClusterCache:
         if isinstance(value, pb.Task):
             self._index_task(value)
 
+    def _routes_touched(self, task: pb.Task) -> None:
+        if task.service:
+            service = self._objects[keys.SERVICES].get(keys.service(task.cluster, task.service))
+            if service is not None and service.value.ports:
+                self._notify_all_nodes()  # an endpoint may have come or gone
+
     def _index_task(self, task: pb.Task) -> None:
+        self._routes_touched(task)
         self._notify_node(task.node_id)
         self._task_versions[task.node_id] += 1
         self._task_versions[f"{task.cluster}/{task.service}"] += 1
@@ -187,6 +199,7 @@ class ClusterCache:
         if old is None:
             return
         task: pb.Task = old.value
+        self._routes_touched(task)
         self._notify_node(task.node_id)
         self._task_versions[task.node_id] += 1
         self._task_versions[f"{task.cluster}/{task.service}"] += 1
@@ -233,6 +246,10 @@ class ClusterCache:
     def node_tasks_version(self, node_id: str) -> tuple[int, int]:
         """Changes whenever any task on the node changes (or the cache relists)."""
         return (self._relists, self._task_versions[node_id])
+
+    def nodes_version(self) -> tuple[int, int]:
+        """Changes whenever any node record changes (or the cache relists)."""
+        return (self._relists, self._nodes_version)
 
     def service_tasks_version(self, cluster: str, service: str) -> tuple[int, int]:
         return (self._relists, self._task_versions[f"{cluster}/{service}"])

@@ -20,6 +20,8 @@ class ControlPlaneSettings:
     scheduler_sample_size: int = 0
     # Seconds without heartbeats before a node is DOWN and its tasks replaced.
     node_grace: float = 3.0
+    # Virtual IPs of services come from here; every agent routes it locally.
+    service_cidr: str = "10.96.0.0/16"
     metrics_listen: str | None = None
 
     @property

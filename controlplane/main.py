@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         "--scheduler-sample-size", type=int, default=0, help="nodes each task samples first; 0: all"
     )
     parser.add_argument(
+        "--service-cidr", default="10.96.0.0/16", help="virtual IPs of services come from here"
+    )
+    parser.add_argument(
         "--node-grace", type=float, default=3.0, help="seconds without heartbeats before a node is DOWN"
     )
     parser.add_argument("--metrics-listen", default=None, help="Prometheus metrics address, HOST:PORT")
@@ -46,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         stopped_task_retention=args.stopped_task_retention,
         scheduler_sample_size=args.scheduler_sample_size,
         node_grace=args.node_grace,
+        service_cidr=args.service_cidr,
         metrics_listen=args.metrics_listen,
     )
 

@@ -66,9 +66,13 @@ class ControlPlane:
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ]
         )
-        operator_pb2_grpc.add_OperatorServicer_to_server(OperatorService(store, cache, agents), server)
+        operator_pb2_grpc.add_OperatorServicer_to_server(
+            OperatorService(store, cache, agents, settings.service_cidr), server
+        )
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
-            AgentService(store, cache, agents, writer, leases, heartbeat_interval=settings.node_grace / 3),
+            AgentService(
+                store, cache, agents, writer, leases, settings.node_grace / 3, settings.service_cidr
+            ),
             server,
         )
         if server.add_insecure_port(settings.listen) == 0:

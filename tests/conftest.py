@@ -46,7 +46,11 @@ def controlplane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPl
 def agent(
     tmp_path_factory: pytest.TempPathFactory, controlplane: ControlPlaneProcess, test_image: str
 ) -> Iterator[AgentProcess]:
-    process = AgentProcess(tmp_path_factory.mktemp("agent") / "data", controlplane.address)
+    # Service networking (iptables, DNS) is tested on the lab's own hosts, not
+    # on this machine's root namespace.
+    process = AgentProcess(
+        tmp_path_factory.mktemp("agent") / "data", controlplane.address, ["--no-service-network"]
+    )
     process.start()
     process.wait_registered()
     yield process

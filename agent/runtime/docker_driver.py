@@ -70,8 +70,10 @@ def _bindings(name: str, ports: list[dict[str, Any]]) -> tuple[pb.NetworkBinding
 
 
 class DockerDriver:
-    def __init__(self, base_url: str, concurrency: int = 8) -> None:
+    def __init__(self, base_url: str, concurrency: int = 8, dns_servers: list[str] | None = None) -> None:
         self._base_url = base_url
+        # The host's Berth DNS, so containers resolve SERVICE.CLUSTER.berth.
+        self._dns_servers = dns_servers or []
         self._client = docker.DockerClient(base_url=base_url)
         self._semaphore = asyncio.Semaphore(concurrency)
         # Exit details of finished containers never change: inspect them once.
@@ -262,6 +264,8 @@ class DockerDriver:
             "cpu_shares": max(definition.cpu, 2),
             "detach": True,
         }
+        if self._dns_servers:
+            options["dns"] = self._dns_servers
         if definition.command:
             options["command"] = list(definition.command)
         if definition.entry_point:

@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 
 from berth.cli import placement
-from berth.cli.client import CliContext, api_errors
+from berth.cli.client import CliContext, api_errors, fail
 from berth.cli.output import age, check_format, emit, emit_one
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
@@ -14,6 +14,24 @@ from berth.v1 import resources_pb2 as pb
 app = typer.Typer(help="Services: a desired count of tasks, kept running.", no_args_is_help=True)
 
 ClusterOption = typer.Option("default", "--cluster", "-c", help="cluster name")
+
+
+def _split_protocol(text: str) -> tuple[str, pb.TransportProtocol.ValueType]:
+    if text.endswith("/udp"):
+        return text[: -len("/udp")], pb.UDP
+    return text.removesuffix("/tcp"), pb.TCP
+
+
+def _service_port(text: str) -> pb.ServicePort:
+    """80:8080, 80:http or 53:53/udp (a bare 80 means 80:80)."""
+    body, protocol = _split_protocol(text)
+    service_port, _, target = body.partition(":")
+    target = target or service_port
+    if not service_port.isdigit():
+        raise fail(f"--port {text!r} is invalid: write SERVICE_PORT:CONTAINER_PORT_OR_NAME, e.g. 80:http")
+    if target.isdigit():
+        return pb.ServicePort(port=int(service_port), container_port=int(target), protocol=protocol)
+    return pb.ServicePort(port=int(service_port), name=target, protocol=protocol)
 
 
 @app.command("create")
@@ -29,8 +47,11 @@ def create(
     placement_constraints: list[str] = typer.Option(
         None, "--placement-constraints", help="type=distinctInstance | type=memberOf,expression=..."
     ),
+    port: list[str] = typer.Option(
+        None, "--port", help="SERVICE_PORT:CONTAINER_PORT_OR_NAME[/udp], repeatable; e.g. 80:http"
+    ),
 ) -> None:
-    """Create a service."""
+    """Create a service; with --port it gets a virtual IP and a DNS name."""
     cli: CliContext = ctx.obj
     request = api.CreateServiceRequest(
         cluster=cluster,
@@ -39,6 +60,7 @@ def create(
         desired_count=desired_count,
         placement_strategy=placement.strategies(placement_strategy),
         placement_constraints=placement.constraints(placement_constraints),
+        ports=[_service_port(p) for p in port or []],
     )
     with api_errors(cli):
         service = cli.stub.CreateService(request)
@@ -91,6 +113,17 @@ def describe(
         console.print(f"cluster:          {s.cluster}", markup=False)
         console.print(f"status:           {pb.ServiceStatus.Name(s.status).removeprefix('SERVICE_')}")
         console.print(f"task definition:  {s.task_definition}", markup=False)
+        if s.vip:
+            console.print(f"virtual IP:       {s.vip}   DNS name: {description.dns_name}", markup=False)
+        for p in s.ports:
+            proto = "udp" if p.protocol == pb.UDP else "tcp"
+            console.print(
+                f"port:             {s.vip}:{p.port}/{proto} -> container port {p.container_port}"
+                + (f" ({p.name})" if p.name else ""),
+                markup=False,
+            )
+        if description.exposed_addresses:
+            console.print(f"load balancer:    {', '.join(description.exposed_addresses)}", markup=False)
         console.print(
             f"desired/running/pending: {s.desired_count}/{description.running_count}"
             f"/{description.pending_count}"
@@ -133,3 +166,62 @@ def delete(ctx: typer.Context, name: str, cluster: str = ClusterOption) -> None:
     with api_errors(cli):
         cli.stub.DeleteService(api.ServiceRef(cluster=cluster, name=name))
     print(f"service {name} is being deleted; its tasks are stopping")
+
+
+@app.command("expose")
+def expose(
+    ctx: typer.Context,
+    name: str,
+    type_: str = typer.Option("LoadBalancer", "--type", help="LoadBalancer: open the port on every host"),
+    port: str = typer.Option(..., "--port", help="HOST_PORT[:SERVICE_PORT][/udp], e.g. 8080:80"),
+    cluster: str = ClusterOption,
+) -> None:
+    """Open a port on every host's own address, forwarded to the service."""
+    cli: CliContext = ctx.obj
+    body, protocol = _split_protocol(port)
+    host_port, _, service_port = body.partition(":")
+    if not host_port.isdigit() or (service_port and not service_port.isdigit()):
+        raise fail(f"--port {port!r} is invalid: write HOST_PORT[:SERVICE_PORT], e.g. 8080:80")
+    request = api.ExposeServiceRequest(
+        cluster=cluster,
+        name=name,
+        type=type_,
+        port=int(host_port),
+        service_port=int(service_port or host_port),
+        protocol=protocol,
+    )
+    with api_errors(cli):
+        cli.stub.ExposeService(request)
+        description = cli.stub.DescribeService(api.ServiceRef(cluster=cluster, name=name))
+    print(f"service {name} is exposed at {', '.join(description.exposed_addresses) or '(no nodes yet)'}")
+
+
+@app.command("endpoints")
+def endpoints(
+    ctx: typer.Context,
+    name: str,
+    cluster: str = ClusterOption,
+    output: str = typer.Option("table", "-o", "--output", callback=check_format),
+) -> None:
+    """The service's endpoints (RUNNING tasks' host address and port), and tasks not serving."""
+    cli: CliContext = ctx.obj
+    with api_errors(cli):
+        response = cli.stub.ListEndpoints(api.ServiceRef(cluster=cluster, name=name))
+    rows = list(response.endpoints)
+    if output != "table":
+        emit(output, rows, [], "endpoints")
+        return
+    emit(
+        output,
+        rows,
+        [
+            ("SERVICE PORT", lambda e: f"{e.service_port}/{'udp' if e.protocol == pb.UDP else 'tcp'}"),
+            ("ENDPOINT", lambda e: f"{e.address}:{e.port}"),
+            ("TASK", lambda e: e.task_id[:12]),
+            ("NODE", lambda e: e.node_id),
+            ("STATE", lambda e: "ready"),
+        ],
+        "endpoints",
+    )
+    for task_id, why in sorted(response.not_ready.items()):
+        print(f"not serving: task {task_id[:12]} ({why})")

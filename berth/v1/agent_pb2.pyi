@@ -89,18 +89,22 @@ class RegisterResponse(_message.Message):
 
     NODE_ID_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _builtins.int
+    SERVICE_CIDR_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     heartbeat_interval: _builtins.float
     """Seconds between heartbeats the control plane expects."""
+    service_cidr: _builtins.str
+    """Virtual IPs come from here; the agent routes it locally."""
     def __init__(
         self,
         *,
         node_id: _builtins.str = ...,
         heartbeat_interval: _builtins.float = ...,
+        service_cidr: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval", b"heartbeat_interval", "node_id", b"node_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval", b"heartbeat_interval", "node_id", b"node_id", "service_cidr", b"service_cidr"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -268,24 +272,69 @@ class TaskAssignment(_message.Message):
 Global___TaskAssignment: _TypeAlias = TaskAssignment  # noqa: Y015
 
 @_typing.final
+class ServiceRoute(_message.Message):
+    """Everything every host needs to program one service's virtual IP."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUSTER_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    VIP_FIELD_NUMBER: _builtins.int
+    PORTS_FIELD_NUMBER: _builtins.int
+    ENDPOINTS_FIELD_NUMBER: _builtins.int
+    LOAD_BALANCERS_FIELD_NUMBER: _builtins.int
+    cluster: _builtins.str
+    name: _builtins.str
+    vip: _builtins.str
+    @_builtins.property
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ServicePort]: ...
+    @_builtins.property
+    def endpoints(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Endpoint]: ...
+    @_builtins.property
+    def load_balancers(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.LoadBalancerPort]: ...
+    def __init__(
+        self,
+        *,
+        cluster: _builtins.str = ...,
+        name: _builtins.str = ...,
+        vip: _builtins.str = ...,
+        ports: _abc.Iterable[_resources_pb2.ServicePort] | None = ...,
+        endpoints: _abc.Iterable[_resources_pb2.Endpoint] | None = ...,
+        load_balancers: _abc.Iterable[_resources_pb2.LoadBalancerPort] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "endpoints", b"endpoints", "load_balancers", b"load_balancers", "name", b"name", "ports", b"ports", "vip", b"vip"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServiceRoute: _TypeAlias = ServiceRoute  # noqa: Y015
+
+@_typing.final
 class DesiredState(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REVISION_FIELD_NUMBER: _builtins.int
     TASKS_FIELD_NUMBER: _builtins.int
+    ROUTES_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
     """etcd revision the snapshot was built from; increases monotonically."""
     @_builtins.property
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskAssignment]: ...
+    @_builtins.property
+    def routes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServiceRoute]:
+        """The same on every host: all services with ports, and their endpoints."""
+
     def __init__(
         self,
         *,
         revision: _builtins.int = ...,
         tasks: _abc.Iterable[Global___TaskAssignment] | None = ...,
+        routes: _abc.Iterable[Global___ServiceRoute] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision", "tasks", b"tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision", "routes", b"routes", "tasks", b"tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,13 +26,15 @@ _sym_db = _symbol_database.Default()
 from berth.v1 import resources_pb2 as berth_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x62\x65rth/v1/operator.proto\x12\x08\x62\x65rth.v1\x1a\x18\x62\x65rth/v1/resources.proto\"$\n\x14\x43reateClusterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13ListClustersRequest\";\n\x14ListClustersResponse\x12#\n\x08\x63lusters\x18\x01 \x03(\x0b\x32\x11.berth.v1.Cluster\"$\n\x14\x44\x65leteClusterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x8a\x01\n\x1dRegisterTaskDefinitionRequest\x12\x0e\n\x06\x66\x61mily\x18\x01 \x01(\t\x12<\n\x15\x63ontainer_definitions\x18\x02 \x03(\x0b\x32\x1d.berth.v1.ContainerDefinition\x12\x0b\n\x03\x63pu\x18\x03 \x01(\r\x12\x0e\n\x06memory\x18\x04 \x01(\r\",\n\x1aListTaskDefinitionsRequest\x12\x0e\n\x06\x66\x61mily\x18\x01 \x01(\t\"Q\n\x1bListTaskDefinitionsResponse\x12\x32\n\x10task_definitions\x18\x01 \x03(\x0b\x32\x18.berth.v1.TaskDefinition\"8\n\x1d\x44\x65scribeTaskDefinitionRequest\x12\x17\n\x0ftask_definition\x18\x01 \x01(\t\"\xdc\x01\n\x14\x43reateServiceRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x17\n\x0ftask_definition\x18\x03 \x01(\t\x12\x15\n\rdesired_count\x18\x04 \x01(\x03\x12\x37\n\x12placement_strategy\x18\x05 \x03(\x0b\x32\x1b.berth.v1.PlacementStrategy\x12<\n\x15placement_constraints\x18\x06 \x03(\x0b\x32\x1d.berth.v1.PlacementConstraint\"&\n\x13ListServicesRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\";\n\x14ListServicesResponse\x12#\n\x08services\x18\x01 \x03(\x0b\x32\x11.berth.v1.Service\"+\n\nServiceRef\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x8e\x01\n\x12ServiceDescription\x12\"\n\x07service\x18\x01 \x01(\x0b\x32\x11.berth.v1.Service\x12\x15\n\rrunning_count\x18\x02 \x01(\r\x12\x15\n\rpending_count\x18\x03 \x01(\r\x12&\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x16.berth.v1.ServiceEvent\"c\n\x14UpdateServiceRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1a\n\rdesired_count\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x10\n\x0e_desired_count\"M\n\x10ListTasksRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x17\n\x0finclude_stopped\x18\x03 \x01(\x08\"2\n\x11ListTasksResponse\x12\x1d\n\x05tasks\x18\x01 \x03(\x0b\x32\x0e.berth.v1.Task\"&\n\x07TaskRef\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"\xb1\x01\n\x0eRunTaskRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x17\n\x0ftask_definition\x18\x02 \x01(\t\x12\x37\n\x12placement_strategy\x18\x03 \x03(\x0b\x32\x1b.berth.v1.PlacementStrategy\x12<\n\x15placement_constraints\x18\x04 \x03(\x0b\x32\x1d.berth.v1.PlacementConstraint\">\n\x0fStopTaskRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x12\n\x10ListNodesRequest\"\xac\x01\n\x0bNodeSummary\x12\x1c\n\x04node\x18\x01 \x01(\x0b\x32\x0e.berth.v1.Node\x12\x14\n\x0c\x63pu_reserved\x18\x02 \x01(\r\x12\x17\n\x0fmemory_reserved\x18\x03 \x01(\r\x12\x15\n\rrunning_tasks\x18\x04 \x01(\r\x12&\n\x07metrics\x18\x05 \x01(\x0b\x32\x15.berth.v1.NodeMetrics\x12\x11\n\tconnected\x18\x06 \x01(\x08\"9\n\x11ListNodesResponse\x12$\n\x05nodes\x18\x01 \x03(\x0b\x32\x15.berth.v1.NodeSummary\"M\n\x17UpdateNodeStatusRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12$\n\x06status\x18\x02 \x01(\x0e\x32\x14.berth.v1.NodeStatus2\xa8\n\n\x08Operator\x12\x42\n\rCreateCluster\x12\x1e.berth.v1.CreateClusterRequest\x1a\x11.berth.v1.Cluster\x12M\n\x0cListClusters\x12\x1d.berth.v1.ListClustersRequest\x1a\x1e.berth.v1.ListClustersResponse\x12\x42\n\rDeleteCluster\x12\x1e.berth.v1.DeleteClusterRequest\x1a\x11.berth.v1.Cluster\x12[\n\x16RegisterTaskDefinition\x12\'.berth.v1.RegisterTaskDefinitionRequest\x1a\x18.berth.v1.TaskDefinition\x12\x62\n\x13ListTaskDefinitions\x12$.berth.v1.ListTaskDefinitionsRequest\x1a%.berth.v1.ListTaskDefinitionsResponse\x12[\n\x16\x44\x65scribeTaskDefinition\x12\'.berth.v1.DescribeTaskDefinitionRequest\x1a\x18.berth.v1.TaskDefinition\x12]\n\x18\x44\x65registerTaskDefinition\x12\'.berth.v1.DescribeTaskDefinitionRequest\x1a\x18.berth.v1.TaskDefinition\x12\x42\n\rCreateService\x12\x1e.berth.v1.CreateServiceRequest\x1a\x11.berth.v1.Service\x12M\n\x0cListServices\x12\x1d.berth.v1.ListServicesRequest\x1a\x1e.berth.v1.ListServicesResponse\x12\x45\n\x0f\x44\x65scribeService\x12\x14.berth.v1.ServiceRef\x1a\x1c.berth.v1.ServiceDescription\x12\x42\n\rUpdateService\x12\x1e.berth.v1.UpdateServiceRequest\x1a\x11.berth.v1.Service\x12\x38\n\rDeleteService\x12\x14.berth.v1.ServiceRef\x1a\x11.berth.v1.Service\x12\x44\n\tListTasks\x12\x1a.berth.v1.ListTasksRequest\x1a\x1b.berth.v1.ListTasksResponse\x12\x31\n\x0c\x44\x65scribeTask\x12\x11.berth.v1.TaskRef\x1a\x0e.berth.v1.Task\x12\x33\n\x07RunTask\x12\x18.berth.v1.RunTaskRequest\x1a\x0e.berth.v1.Task\x12\x35\n\x08StopTask\x12\x19.berth.v1.StopTaskRequest\x1a\x0e.berth.v1.Task\x12\x44\n\tListNodes\x12\x1a.berth.v1.ListNodesRequest\x1a\x1b.berth.v1.ListNodesResponse\x12\x45\n\x10UpdateNodeStatus\x12!.berth.v1.UpdateNodeStatusRequest\x1a\x0e.berth.v1.Nodeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x62\x65rth/v1/operator.proto\x12\x08\x62\x65rth.v1\x1a\x18\x62\x65rth/v1/resources.proto\"$\n\x14\x43reateClusterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13ListClustersRequest\";\n\x14ListClustersResponse\x12#\n\x08\x63lusters\x18\x01 \x03(\x0b\x32\x11.berth.v1.Cluster\"$\n\x14\x44\x65leteClusterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x8a\x01\n\x1dRegisterTaskDefinitionRequest\x12\x0e\n\x06\x66\x61mily\x18\x01 \x01(\t\x12<\n\x15\x63ontainer_definitions\x18\x02 \x03(\x0b\x32\x1d.berth.v1.ContainerDefinition\x12\x0b\n\x03\x63pu\x18\x03 \x01(\r\x12\x0e\n\x06memory\x18\x04 \x01(\r\",\n\x1aListTaskDefinitionsRequest\x12\x0e\n\x06\x66\x61mily\x18\x01 \x01(\t\"Q\n\x1bListTaskDefinitionsResponse\x12\x32\n\x10task_definitions\x18\x01 \x03(\x0b\x32\x18.berth.v1.TaskDefinition\"8\n\x1d\x44\x65scribeTaskDefinitionRequest\x12\x17\n\x0ftask_definition\x18\x01 \x01(\t\"\x82\x02\n\x14\x43reateServiceRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x17\n\x0ftask_definition\x18\x03 \x01(\t\x12\x15\n\rdesired_count\x18\x04 \x01(\x03\x12\x37\n\x12placement_strategy\x18\x05 \x03(\x0b\x32\x1b.berth.v1.PlacementStrategy\x12<\n\x15placement_constraints\x18\x06 \x03(\x0b\x32\x1d.berth.v1.PlacementConstraint\x12$\n\x05ports\x18\x07 \x03(\x0b\x32\x15.berth.v1.ServicePort\"&\n\x13ListServicesRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\";\n\x14ListServicesResponse\x12#\n\x08services\x18\x01 \x03(\x0b\x32\x11.berth.v1.Service\"+\n\nServiceRef\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xbb\x01\n\x12ServiceDescription\x12\"\n\x07service\x18\x01 \x01(\x0b\x32\x11.berth.v1.Service\x12\x15\n\rrunning_count\x18\x02 \x01(\r\x12\x15\n\rpending_count\x18\x03 \x01(\r\x12&\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x16.berth.v1.ServiceEvent\x12\x10\n\x08\x64ns_name\x18\x05 \x01(\t\x12\x19\n\x11\x65xposed_addresses\x18\x06 \x03(\t\"\x96\x01\n\x14\x45xposeServiceRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\r\x12\x14\n\x0cservice_port\x18\x05 \x01(\r\x12-\n\x08protocol\x18\x06 \x01(\x0e\x32\x1b.berth.v1.TransportProtocol\"\xb1\x01\n\x15ListEndpointsResponse\x12%\n\tendpoints\x18\x01 \x03(\x0b\x32\x12.berth.v1.Endpoint\x12@\n\tnot_ready\x18\x02 \x03(\x0b\x32-.berth.v1.ListEndpointsResponse.NotReadyEntry\x1a/\n\rNotReadyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"c\n\x14UpdateServiceRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1a\n\rdesired_count\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x10\n\x0e_desired_count\"M\n\x10ListTasksRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x17\n\x0finclude_stopped\x18\x03 \x01(\x08\"2\n\x11ListTasksResponse\x12\x1d\n\x05tasks\x18\x01 \x03(\x0b\x32\x0e.berth.v1.Task\"&\n\x07TaskRef\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"\xb1\x01\n\x0eRunTaskRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x17\n\x0ftask_definition\x18\x02 \x01(\t\x12\x37\n\x12placement_strategy\x18\x03 \x03(\x0b\x32\x1b.berth.v1.PlacementStrategy\x12<\n\x15placement_constraints\x18\x04 \x03(\x0b\x32\x1d.berth.v1.PlacementConstraint\">\n\x0fStopTaskRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x12\n\x10ListNodesRequest\"\xac\x01\n\x0bNodeSummary\x12\x1c\n\x04node\x18\x01 \x01(\x0b\x32\x0e.berth.v1.Node\x12\x14\n\x0c\x63pu_reserved\x18\x02 \x01(\r\x12\x17\n\x0fmemory_reserved\x18\x03 \x01(\r\x12\x15\n\rrunning_tasks\x18\x04 \x01(\r\x12&\n\x07metrics\x18\x05 \x01(\x0b\x32\x15.berth.v1.NodeMetrics\x12\x11\n\tconnected\x18\x06 \x01(\x08\"9\n\x11ListNodesResponse\x12$\n\x05nodes\x18\x01 \x03(\x0b\x32\x15.berth.v1.NodeSummary\"M\n\x17UpdateNodeStatusRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12$\n\x06status\x18\x02 \x01(\x0e\x32\x14.berth.v1.NodeStatus2\xb4\x0b\n\x08Operator\x12\x42\n\rCreateCluster\x12\x1e.berth.v1.CreateClusterRequest\x1a\x11.berth.v1.Cluster\x12M\n\x0cListClusters\x12\x1d.berth.v1.ListClustersRequest\x1a\x1e.berth.v1.ListClustersResponse\x12\x42\n\rDeleteCluster\x12\x1e.berth.v1.DeleteClusterRequest\x1a\x11.berth.v1.Cluster\x12[\n\x16RegisterTaskDefinition\x12\'.berth.v1.RegisterTaskDefinitionRequest\x1a\x18.berth.v1.TaskDefinition\x12\x62\n\x13ListTaskDefinitions\x12$.berth.v1.ListTaskDefinitionsRequest\x1a%.berth.v1.ListTaskDefinitionsResponse\x12[\n\x16\x44\x65scribeTaskDefinition\x12\'.berth.v1.DescribeTaskDefinitionRequest\x1a\x18.berth.v1.TaskDefinition\x12]\n\x18\x44\x65registerTaskDefinition\x12\'.berth.v1.DescribeTaskDefinitionRequest\x1a\x18.berth.v1.TaskDefinition\x12\x42\n\rCreateService\x12\x1e.berth.v1.CreateServiceRequest\x1a\x11.berth.v1.Service\x12M\n\x0cListServices\x12\x1d.berth.v1.ListServicesRequest\x1a\x1e.berth.v1.ListServicesResponse\x12\x45\n\x0f\x44\x65scribeService\x12\x14.berth.v1.ServiceRef\x1a\x1c.berth.v1.ServiceDescription\x12\x42\n\rUpdateService\x12\x1e.berth.v1.UpdateServiceRequest\x1a\x11.berth.v1.Service\x12\x38\n\rDeleteService\x12\x14.berth.v1.ServiceRef\x1a\x11.berth.v1.Service\x12\x42\n\rExposeService\x12\x1e.berth.v1.ExposeServiceRequest\x1a\x11.berth.v1.Service\x12\x46\n\rListEndpoints\x12\x14.berth.v1.ServiceRef\x1a\x1f.berth.v1.ListEndpointsResponse\x12\x44\n\tListTasks\x12\x1a.berth.v1.ListTasksRequest\x1a\x1b.berth.v1.ListTasksResponse\x12\x31\n\x0c\x44\x65scribeTask\x12\x11.berth.v1.TaskRef\x1a\x0e.berth.v1.Task\x12\x33\n\x07RunTask\x12\x18.berth.v1.RunTaskRequest\x1a\x0e.berth.v1.Task\x12\x35\n\x08StopTask\x12\x19.berth.v1.StopTaskRequest\x1a\x0e.berth.v1.Task\x12\x44\n\tListNodes\x12\x1a.berth.v1.ListNodesRequest\x1a\x1b.berth.v1.ListNodesResponse\x12\x45\n\x10UpdateNodeStatus\x12!.berth.v1.UpdateNodeStatusRequest\x1a\x0e.berth.v1.Nodeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'berth.v1.operator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_LISTENDPOINTSRESPONSE_NOTREADYENTRY']._loaded_options = None
+  _globals['_LISTENDPOINTSRESPONSE_NOTREADYENTRY']._serialized_options = b'8\001'
   _globals['_CREATECLUSTERREQUEST']._serialized_start=63
   _globals['_CREATECLUSTERREQUEST']._serialized_end=99
   _globals['_LISTCLUSTERSREQUEST']._serialized_start=101
@@ -50,35 +52,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DESCRIBETASKDEFINITIONREQUEST']._serialized_start=493
   _globals['_DESCRIBETASKDEFINITIONREQUEST']._serialized_end=549
   _globals['_CREATESERVICEREQUEST']._serialized_start=552
-  _globals['_CREATESERVICEREQUEST']._serialized_end=772
-  _globals['_LISTSERVICESREQUEST']._serialized_start=774
-  _globals['_LISTSERVICESREQUEST']._serialized_end=812
-  _globals['_LISTSERVICESRESPONSE']._serialized_start=814
-  _globals['_LISTSERVICESRESPONSE']._serialized_end=873
-  _globals['_SERVICEREF']._serialized_start=875
-  _globals['_SERVICEREF']._serialized_end=918
-  _globals['_SERVICEDESCRIPTION']._serialized_start=921
-  _globals['_SERVICEDESCRIPTION']._serialized_end=1063
-  _globals['_UPDATESERVICEREQUEST']._serialized_start=1065
-  _globals['_UPDATESERVICEREQUEST']._serialized_end=1164
-  _globals['_LISTTASKSREQUEST']._serialized_start=1166
-  _globals['_LISTTASKSREQUEST']._serialized_end=1243
-  _globals['_LISTTASKSRESPONSE']._serialized_start=1245
-  _globals['_LISTTASKSRESPONSE']._serialized_end=1295
-  _globals['_TASKREF']._serialized_start=1297
-  _globals['_TASKREF']._serialized_end=1335
-  _globals['_RUNTASKREQUEST']._serialized_start=1338
-  _globals['_RUNTASKREQUEST']._serialized_end=1515
-  _globals['_STOPTASKREQUEST']._serialized_start=1517
-  _globals['_STOPTASKREQUEST']._serialized_end=1579
-  _globals['_LISTNODESREQUEST']._serialized_start=1581
-  _globals['_LISTNODESREQUEST']._serialized_end=1599
-  _globals['_NODESUMMARY']._serialized_start=1602
-  _globals['_NODESUMMARY']._serialized_end=1774
-  _globals['_LISTNODESRESPONSE']._serialized_start=1776
-  _globals['_LISTNODESRESPONSE']._serialized_end=1833
-  _globals['_UPDATENODESTATUSREQUEST']._serialized_start=1835
-  _globals['_UPDATENODESTATUSREQUEST']._serialized_end=1912
-  _globals['_OPERATOR']._serialized_start=1915
-  _globals['_OPERATOR']._serialized_end=3235
+  _globals['_CREATESERVICEREQUEST']._serialized_end=810
+  _globals['_LISTSERVICESREQUEST']._serialized_start=812
+  _globals['_LISTSERVICESREQUEST']._serialized_end=850
+  _globals['_LISTSERVICESRESPONSE']._serialized_start=852
+  _globals['_LISTSERVICESRESPONSE']._serialized_end=911
+  _globals['_SERVICEREF']._serialized_start=913
+  _globals['_SERVICEREF']._serialized_end=956
+  _globals['_SERVICEDESCRIPTION']._serialized_start=959
+  _globals['_SERVICEDESCRIPTION']._serialized_end=1146
+  _globals['_EXPOSESERVICEREQUEST']._serialized_start=1149
+  _globals['_EXPOSESERVICEREQUEST']._serialized_end=1299
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=1302
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=1479
+  _globals['_LISTENDPOINTSRESPONSE_NOTREADYENTRY']._serialized_start=1432
+  _globals['_LISTENDPOINTSRESPONSE_NOTREADYENTRY']._serialized_end=1479
+  _globals['_UPDATESERVICEREQUEST']._serialized_start=1481
+  _globals['_UPDATESERVICEREQUEST']._serialized_end=1580
+  _globals['_LISTTASKSREQUEST']._serialized_start=1582
+  _globals['_LISTTASKSREQUEST']._serialized_end=1659
+  _globals['_LISTTASKSRESPONSE']._serialized_start=1661
+  _globals['_LISTTASKSRESPONSE']._serialized_end=1711
+  _globals['_TASKREF']._serialized_start=1713
+  _globals['_TASKREF']._serialized_end=1751
+  _globals['_RUNTASKREQUEST']._serialized_start=1754
+  _globals['_RUNTASKREQUEST']._serialized_end=1931
+  _globals['_STOPTASKREQUEST']._serialized_start=1933
+  _globals['_STOPTASKREQUEST']._serialized_end=1995
+  _globals['_LISTNODESREQUEST']._serialized_start=1997
+  _globals['_LISTNODESREQUEST']._serialized_end=2015
+  _globals['_NODESUMMARY']._serialized_start=2018
+  _globals['_NODESUMMARY']._serialized_end=2190
+  _globals['_LISTNODESRESPONSE']._serialized_start=2192
+  _globals['_LISTNODESRESPONSE']._serialized_end=2249
+  _globals['_UPDATENODESTATUSREQUEST']._serialized_start=2251
+  _globals['_UPDATENODESTATUSREQUEST']._serialized_end=2328
+  _globals['_OPERATOR']._serialized_start=2331
+  _globals['_OPERATOR']._serialized_end=3791
 # @@protoc_insertion_point(module_scope)

@@ -192,6 +192,7 @@ class CreateServiceRequest(_message.Message):
     DESIRED_COUNT_FIELD_NUMBER: _builtins.int
     PLACEMENT_STRATEGY_FIELD_NUMBER: _builtins.int
     PLACEMENT_CONSTRAINTS_FIELD_NUMBER: _builtins.int
+    PORTS_FIELD_NUMBER: _builtins.int
     cluster: _builtins.str
     name: _builtins.str
     task_definition: _builtins.str
@@ -200,6 +201,8 @@ class CreateServiceRequest(_message.Message):
     def placement_strategy(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.PlacementStrategy]: ...
     @_builtins.property
     def placement_constraints(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.PlacementConstraint]: ...
+    @_builtins.property
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ServicePort]: ...
     def __init__(
         self,
         *,
@@ -209,10 +212,11 @@ class CreateServiceRequest(_message.Message):
         desired_count: _builtins.int = ...,
         placement_strategy: _abc.Iterable[_resources_pb2.PlacementStrategy] | None = ...,
         placement_constraints: _abc.Iterable[_resources_pb2.PlacementConstraint] | None = ...,
+        ports: _abc.Iterable[_resources_pb2.ServicePort] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "desired_count", b"desired_count", "name", b"name", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "task_definition", b"task_definition"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "desired_count", b"desired_count", "name", b"name", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "ports", b"ports", "task_definition", b"task_definition"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -287,12 +291,20 @@ class ServiceDescription(_message.Message):
     RUNNING_COUNT_FIELD_NUMBER: _builtins.int
     PENDING_COUNT_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    DNS_NAME_FIELD_NUMBER: _builtins.int
+    EXPOSED_ADDRESSES_FIELD_NUMBER: _builtins.int
     running_count: _builtins.int
     pending_count: _builtins.int
+    dns_name: _builtins.str
+    """SERVICE.CLUSTER.berth"""
     @_builtins.property
     def service(self) -> _resources_pb2.Service: ...
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ServiceEvent]: ...
+    @_builtins.property
+    def exposed_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """HOST_ADDRESS:PORT for every load balancer port on every node."""
+
     def __init__(
         self,
         *,
@@ -300,14 +312,98 @@ class ServiceDescription(_message.Message):
         running_count: _builtins.int = ...,
         pending_count: _builtins.int = ...,
         events: _abc.Iterable[_resources_pb2.ServiceEvent] | None = ...,
+        dns_name: _builtins.str = ...,
+        exposed_addresses: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["service", b"service"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "pending_count", b"pending_count", "running_count", b"running_count", "service", b"service"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dns_name", b"dns_name", "events", b"events", "exposed_addresses", b"exposed_addresses", "pending_count", b"pending_count", "running_count", b"running_count", "service", b"service"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ServiceDescription: _TypeAlias = ServiceDescription  # noqa: Y015
+
+@_typing.final
+class ExposeServiceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUSTER_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    SERVICE_PORT_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    cluster: _builtins.str
+    name: _builtins.str
+    type: _builtins.str
+    """Only "LoadBalancer" for now."""
+    port: _builtins.int
+    service_port: _builtins.int
+    """The service port to forward to (0: the same as port)."""
+    protocol: _resources_pb2.TransportProtocol.ValueType
+    def __init__(
+        self,
+        *,
+        cluster: _builtins.str = ...,
+        name: _builtins.str = ...,
+        type: _builtins.str = ...,
+        port: _builtins.int = ...,
+        service_port: _builtins.int = ...,
+        protocol: _resources_pb2.TransportProtocol.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "name", b"name", "port", b"port", "protocol", b"protocol", "service_port", b"service_port", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExposeServiceRequest: _TypeAlias = ExposeServiceRequest  # noqa: Y015
+
+@_typing.final
+class ListEndpointsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class NotReadyEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ENDPOINTS_FIELD_NUMBER: _builtins.int
+    NOT_READY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def endpoints(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Endpoint]: ...
+    @_builtins.property
+    def not_ready(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Tasks of the service that are not endpoints, and why (e.g. "PENDING")."""
+
+    def __init__(
+        self,
+        *,
+        endpoints: _abc.Iterable[_resources_pb2.Endpoint] | None = ...,
+        not_ready: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoints", b"endpoints", "not_ready", b"not_ready"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEndpointsResponse: _TypeAlias = ListEndpointsResponse  # noqa: Y015
 
 @_typing.final
 class UpdateServiceRequest(_message.Message):

@@ -96,6 +96,16 @@ class OperatorStub:
                 request_serializer=berth_dot_v1_dot_operator__pb2.ServiceRef.SerializeToString,
                 response_deserializer=berth_dot_v1_dot_resources__pb2.Service.FromString,
                 _registered_method=True)
+        self.ExposeService = channel.unary_unary(
+                '/berth.v1.Operator/ExposeService',
+                request_serializer=berth_dot_v1_dot_operator__pb2.ExposeServiceRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_resources__pb2.Service.FromString,
+                _registered_method=True)
+        self.ListEndpoints = channel.unary_unary(
+                '/berth.v1.Operator/ListEndpoints',
+                request_serializer=berth_dot_v1_dot_operator__pb2.ServiceRef.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_operator__pb2.ListEndpointsResponse.FromString,
+                _registered_method=True)
         self.ListTasks = channel.unary_unary(
                 '/berth.v1.Operator/ListTasks',
                 request_serializer=berth_dot_v1_dot_operator__pb2.ListTasksRequest.SerializeToString,
@@ -203,6 +213,18 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExposeService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEndpoints(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListTasks(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -302,6 +324,16 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.DeleteService,
                     request_deserializer=berth_dot_v1_dot_operator__pb2.ServiceRef.FromString,
                     response_serializer=berth_dot_v1_dot_resources__pb2.Service.SerializeToString,
+            ),
+            'ExposeService': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExposeService,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.ExposeServiceRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_resources__pb2.Service.SerializeToString,
+            ),
+            'ListEndpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEndpoints,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.ServiceRef.FromString,
+                    response_serializer=berth_dot_v1_dot_operator__pb2.ListEndpointsResponse.SerializeToString,
             ),
             'ListTasks': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTasks,
@@ -658,6 +690,60 @@ class Operator:
             '/berth.v1.Operator/DeleteService',
             berth_dot_v1_dot_operator__pb2.ServiceRef.SerializeToString,
             berth_dot_v1_dot_resources__pb2.Service.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExposeService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/ExposeService',
+            berth_dot_v1_dot_operator__pb2.ExposeServiceRequest.SerializeToString,
+            berth_dot_v1_dot_resources__pb2.Service.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEndpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/ListEndpoints',
+            berth_dot_v1_dot_operator__pb2.ServiceRef.SerializeToString,
+            berth_dot_v1_dot_operator__pb2.ListEndpointsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,8 @@ class OperatorStub:
     DescribeService: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ServiceRef, _operator_pb2.ServiceDescription]
     UpdateService: _grpc.UnaryUnaryMultiCallable[_operator_pb2.UpdateServiceRequest, _resources_pb2.Service]
     DeleteService: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ServiceRef, _resources_pb2.Service]
+    ExposeService: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ExposeServiceRequest, _resources_pb2.Service]
+    ListEndpoints: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ServiceRef, _operator_pb2.ListEndpointsResponse]
     ListTasks: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListTasksRequest, _operator_pb2.ListTasksResponse]
     DescribeTask: _grpc.UnaryUnaryMultiCallable[_operator_pb2.TaskRef, _resources_pb2.Task]
     RunTask: _grpc.UnaryUnaryMultiCallable[_operator_pb2.RunTaskRequest, _resources_pb2.Task]
@@ -68,6 +70,8 @@ class OperatorAsyncStub(OperatorStub):
     DescribeService: _aio.UnaryUnaryMultiCallable[_operator_pb2.ServiceRef, _operator_pb2.ServiceDescription]  # type: ignore[assignment]
     UpdateService: _aio.UnaryUnaryMultiCallable[_operator_pb2.UpdateServiceRequest, _resources_pb2.Service]  # type: ignore[assignment]
     DeleteService: _aio.UnaryUnaryMultiCallable[_operator_pb2.ServiceRef, _resources_pb2.Service]  # type: ignore[assignment]
+    ExposeService: _aio.UnaryUnaryMultiCallable[_operator_pb2.ExposeServiceRequest, _resources_pb2.Service]  # type: ignore[assignment]
+    ListEndpoints: _aio.UnaryUnaryMultiCallable[_operator_pb2.ServiceRef, _operator_pb2.ListEndpointsResponse]  # type: ignore[assignment]
     ListTasks: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListTasksRequest, _operator_pb2.ListTasksResponse]  # type: ignore[assignment]
     DescribeTask: _aio.UnaryUnaryMultiCallable[_operator_pb2.TaskRef, _resources_pb2.Task]  # type: ignore[assignment]
     RunTask: _aio.UnaryUnaryMultiCallable[_operator_pb2.RunTaskRequest, _resources_pb2.Task]  # type: ignore[assignment]
@@ -160,6 +164,20 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         request: _operator_pb2.ServiceRef,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.Service, _abc.Awaitable[_resources_pb2.Service]]: ...
+
+    @_abc_1.abstractmethod
+    def ExposeService(
+        self,
+        request: _operator_pb2.ExposeServiceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.Service, _abc.Awaitable[_resources_pb2.Service]]: ...
+
+    @_abc_1.abstractmethod
+    def ListEndpoints(
+        self,
+        request: _operator_pb2.ServiceRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ListEndpointsResponse, _abc.Awaitable[_operator_pb2.ListEndpointsResponse]]: ...
 
     @_abc_1.abstractmethod
     def ListTasks(

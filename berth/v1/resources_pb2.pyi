@@ -399,6 +399,67 @@ class PlacementConstraint(_message.Message):
 Global___PlacementConstraint: _TypeAlias = PlacementConstraint  # noqa: Y015
 
 @_typing.final
+class ServicePort(_message.Message):
+    """A port the service answers on at its virtual IP, and the container port
+    of its task definition that serves it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    CONTAINER_PORT_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Optional; names the SRV record _NAME._PROTO.SERVICE.CLUSTER.berth."""
+    port: _builtins.int
+    container_port: _builtins.int
+    protocol: Global___TransportProtocol.ValueType
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        port: _builtins.int = ...,
+        container_port: _builtins.int = ...,
+        protocol: Global___TransportProtocol.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_port", b"container_port", "name", b"name", "port", b"port", "protocol", b"protocol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServicePort: _TypeAlias = ServicePort  # noqa: Y015
+
+@_typing.final
+class LoadBalancerPort(_message.Message):
+    """A port opened on every host's own address, forwarded to the service."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PORT_FIELD_NUMBER: _builtins.int
+    SERVICE_PORT_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    port: _builtins.int
+    service_port: _builtins.int
+    """The service port it forwards to."""
+    protocol: Global___TransportProtocol.ValueType
+    def __init__(
+        self,
+        *,
+        port: _builtins.int = ...,
+        service_port: _builtins.int = ...,
+        protocol: Global___TransportProtocol.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["port", b"port", "protocol", b"protocol", "service_port", b"service_port"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoadBalancerPort: _TypeAlias = LoadBalancerPort  # noqa: Y015
+
+@_typing.final
 class Service(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -411,12 +472,17 @@ class Service(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     PLACEMENT_STRATEGY_FIELD_NUMBER: _builtins.int
     PLACEMENT_CONSTRAINTS_FIELD_NUMBER: _builtins.int
+    VIP_FIELD_NUMBER: _builtins.int
+    PORTS_FIELD_NUMBER: _builtins.int
+    LOAD_BALANCERS_FIELD_NUMBER: _builtins.int
     cluster: _builtins.str
     name: _builtins.str
     task_definition: _builtins.str
     """"family:revision" """
     desired_count: _builtins.int
     status: Global___ServiceStatus.ValueType
+    vip: _builtins.str
+    """Allocated from the service CIDR at creation, kept for the service's life."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -425,6 +491,10 @@ class Service(_message.Message):
     def placement_strategy(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlacementStrategy]: ...
     @_builtins.property
     def placement_constraints(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlacementConstraint]: ...
+    @_builtins.property
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServicePort]: ...
+    @_builtins.property
+    def load_balancers(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoadBalancerPort]: ...
     def __init__(
         self,
         *,
@@ -437,14 +507,53 @@ class Service(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         placement_strategy: _abc.Iterable[Global___PlacementStrategy] | None = ...,
         placement_constraints: _abc.Iterable[Global___PlacementConstraint] | None = ...,
+        vip: _builtins.str = ...,
+        ports: _abc.Iterable[Global___ServicePort] | None = ...,
+        load_balancers: _abc.Iterable[Global___LoadBalancerPort] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "created_at", b"created_at", "desired_count", b"desired_count", "name", b"name", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "status", b"status", "task_definition", b"task_definition", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "created_at", b"created_at", "desired_count", b"desired_count", "load_balancers", b"load_balancers", "name", b"name", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "ports", b"ports", "status", b"status", "task_definition", b"task_definition", "updated_at", b"updated_at", "vip", b"vip"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Service: _TypeAlias = Service  # noqa: Y015
+
+@_typing.final
+class Endpoint(_message.Message):
+    """Where a service port is served: a RUNNING task's node address and host port."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    SERVICE_PORT_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    node_id: _builtins.str
+    address: _builtins.str
+    port: _builtins.int
+    service_port: _builtins.int
+    protocol: Global___TransportProtocol.ValueType
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        address: _builtins.str = ...,
+        port: _builtins.int = ...,
+        service_port: _builtins.int = ...,
+        protocol: Global___TransportProtocol.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "node_id", b"node_id", "port", b"port", "protocol", b"protocol", "service_port", b"service_port", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Endpoint: _TypeAlias = Endpoint  # noqa: Y015
 
 @_typing.final
 class ServiceEvent(_message.Message):

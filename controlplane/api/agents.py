@@ -25,6 +25,7 @@ from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.api.errors import Context, grpc_errors
 from controlplane.cache import ClusterCache
+from controlplane.endpoints import route
 from controlplane.liveness import NodeLeases
 from controlplane.registry import AgentRegistry, AgentSession
 from controlplane.store import Condition, Put, Store, keys
@@ -47,8 +48,35 @@ class DesiredStates:
     def __init__(self, cache: ClusterCache) -> None:
         self._cache = cache
         self._assignments: dict[str, tuple[tuple[int, int], agent_pb.TaskAssignment]] = {}
+        self._routes: dict[tuple[str, str], tuple[object, agent_pb.ServiceRoute]] = {}
 
-    def build(self, node_id: str) -> tuple[tuple[tuple[str, int, int], ...], agent_pb.DesiredState]:
+    def routes(self) -> tuple[tuple[object, ...], list[agent_pb.ServiceRoute]]:
+        """The route table (services with ports), rebuilt per service only when it changed."""
+        nodes_version = self._cache.nodes_version()
+        nodes: dict[str, pb.Node] | None = None
+        versions: list[object] = []
+        table: list[agent_pb.ServiceRoute] = []
+        live = set()
+        for versioned in sorted(self._cache.services(), key=lambda v: v.key):
+            service = versioned.value
+            if not service.ports or not service.vip:
+                continue
+            key = (service.cluster, service.name)
+            live.add(key)
+            version = (versioned.mod_revision, self._cache.service_tasks_version(*key), nodes_version)
+            cached = self._routes.get(key)
+            if cached is None or cached[0] != version:
+                if nodes is None:
+                    nodes = {n.value.id: n.value for n in self._cache.nodes()}
+                tasks = [t.value for t in self._cache.tasks_of_service(*key)]
+                cached = self._routes[key] = (version, route(service, tasks, nodes))
+            versions.append((key, version))
+            table.append(cached[1])
+        for gone in set(self._routes) - live:
+            del self._routes[gone]
+        return tuple(versions), table
+
+    def build(self, node_id: str) -> tuple[object, agent_pb.DesiredState]:
         """The node's snapshot, and a fingerprint that changes whenever its content does."""
         entries = []
         for versioned in self._cache.tasks_on_node(node_id):
@@ -77,8 +105,11 @@ class DesiredStates:
                 cached = self._assignments[task.id] = (version, assignment)
             entries.append((task.id, *version, cached[1]))
         entries.sort(key=lambda entry: entry[0])
-        fingerprint = tuple(entry[:3] for entry in entries)
-        state = agent_pb.DesiredState(revision=self._cache.revision, tasks=[entry[3] for entry in entries])
+        route_versions, table = self.routes()
+        fingerprint = (tuple(entry[:3] for entry in entries), route_versions)
+        state = agent_pb.DesiredState(
+            revision=self._cache.revision, tasks=[entry[3] for entry in entries], routes=table
+        )
         return fingerprint, state
 
 
@@ -157,6 +188,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         writer: StatusWriter,
         leases: NodeLeases,
         heartbeat_interval: float,
+        service_cidr: str,
     ) -> None:
         self._store = store
         self._cache = cache
@@ -164,6 +196,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         self._writer = writer
         self._leases = leases
         self._heartbeat_interval = heartbeat_interval
+        self._service_cidr = service_cidr
         self._desired = DesiredStates(cache)
 
     @grpc_errors
@@ -205,7 +238,11 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                     node.cpu_units,
                     node.memory_mib,
                 )
-                return agent_pb.RegisterResponse(node_id=node_id, heartbeat_interval=self._heartbeat_interval)
+                return agent_pb.RegisterResponse(
+                    node_id=node_id,
+                    heartbeat_interval=self._heartbeat_interval,
+                    service_cidr=self._service_cidr,
+                )
         raise InvalidArgument(f"node {node_id} is changing too fast to register; try again")
 
     async def Connect(
@@ -230,7 +267,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         unsubscribe = self._cache.subscribe_node(node_id, wake.set)
         receiver.add_done_callback(lambda _: wake.set())
         try:
-            last_sent: tuple[tuple[str, int, int], ...] | None = None
+            last_sent: object = None
             while not receiver.done():
                 wake.clear()
                 fingerprint, state = self._desired.build(node_id)

@@ -20,6 +20,7 @@ from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.api.errors import Context, grpc_errors
 from controlplane.cache import ClusterCache
+from controlplane.endpoints import allocate_vip, dns_name, endpoints, resolve_ports
 from controlplane.registry import AgentRegistry
 from controlplane.scheduler.constraints import compile_constraints, compile_strategy
 from controlplane.store import Condition, Delete, Put, Store, keys
@@ -53,10 +54,11 @@ def _desired_count(value: int) -> int:
 
 
 class OperatorService(operator_pb2_grpc.OperatorServicer):
-    def __init__(self, store: Store, cache: ClusterCache, agents: AgentRegistry) -> None:
+    def __init__(self, store: Store, cache: ClusterCache, agents: AgentRegistry, service_cidr: str) -> None:
         self._store = store
         self._cache = cache
         self._agents = agents
+        self._service_cidr = service_cidr
 
     # -- shared lookups ---------------------------------------------------
 
@@ -194,6 +196,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         td = await self._resolve_taskdef(request.task_definition)
         compile_strategy(request.placement_strategy)
         compile_constraints(request.placement_constraints)
+        ports = resolve_ports(request.ports, td)
         service = pb.Service(
             cluster=cluster,
             name=name,
@@ -204,6 +207,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
             updated_at=now(),
             placement_strategy=request.placement_strategy,
             placement_constraints=request.placement_constraints,
+            ports=ports,
         )
         key = keys.service(cluster, name)
         existing = await self._store.get(key, pb.Service)
@@ -212,12 +216,31 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         events = pb.ServiceEvents(
             events=[pb.ServiceEvent(created_at=now(), message=f"service {name} was created")]
         )
-        revision = await self._store.commit(
-            [Put(key, service), Put(keys.events(cluster, name), events)],
-            [Condition(key, 0), Condition(keys.cluster(cluster), cluster_revision)],
-        )
-        if revision is None:
-            raise Conflict(f"service {name!r} or cluster {cluster!r} changed while creating it; try again")
+        for _ in range(20):
+            taken, _ = await self._store.list_raw(keys.VIPS)
+            service.vip = allocate_vip(self._service_cidr, (t.key.removeprefix(keys.VIPS) for t in taken))
+            vip_key = keys.vip(service.vip)
+            revision = await self._store.commit(
+                [
+                    Put(key, service),
+                    Put(keys.events(cluster, name), events),
+                    Put(vip_key, f"{cluster}/{name}".encode()),
+                ],
+                [
+                    Condition(key, 0),
+                    Condition(keys.cluster(cluster), cluster_revision),
+                    Condition(vip_key, 0),
+                ],
+            )
+            if revision is not None:
+                break
+            if await self._store.get(key, pb.Service) is not None:
+                raise AlreadyExists(f"service {name!r} already exists in cluster {cluster!r}")
+            if await self._store.get(keys.cluster(cluster), pb.Cluster) is None:
+                raise NotFound(f"cluster {cluster!r} was deleted while creating the service")
+            # Another service took this virtual IP first: pick again.
+        else:
+            raise Conflict(f"could not allocate a virtual IP for service {name!r}; try again")
         log.info(
             "event=service_created cluster=%s service=%s taskdef=%s desired=%d",
             cluster,
@@ -248,7 +271,14 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         cluster, service, _ = await self._existing_service(request.cluster, request.name)
         tasks = [t.value for t in self._cache.tasks_of_service(cluster, service.name)]
         events = await self._store.get(keys.events(cluster, service.name), pb.ServiceEvents)
+        nodes = [n.value for n in self._cache.nodes() if n.value.status != pb.DOWN]
         return api.ServiceDescription(
+            dns_name=dns_name(service),
+            exposed_addresses=[
+                f"{n.address}:{lb.port}{'/udp' if lb.protocol == pb.UDP else ''}"
+                for lb in service.load_balancers
+                for n in sorted(nodes, key=lambda n: n.name)
+            ],
             service=service,
             running_count=sum(1 for t in tasks if t.last_status == pb.RUNNING),
             pending_count=sum(1 for t in tasks if t.last_status == pb.PENDING),
@@ -410,3 +440,59 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
             raise NotFound(f"node {request.node!r} does not exist")
         log.info("event=node_status_set node=%s status=%s", updated.id, pb.NodeStatus.Name(updated.status))
         return updated
+
+    @grpc_errors
+    async def ExposeService(self, request: api.ExposeServiceRequest, context: Context) -> pb.Service:
+        if request.type != "LoadBalancer":
+            raise InvalidArgument(f"expose type {request.type!r} is not supported: use LoadBalancer")
+        if not 1 <= request.port <= 65535:
+            raise InvalidArgument(f"port {request.port} is out of range: use 1-65535")
+        cluster, service, revision = await self._existing_service(request.cluster, request.name)
+        target = request.service_port or request.port
+        if not any(p.port == target and p.protocol == request.protocol for p in service.ports):
+            known = ", ".join(str(p.port) for p in service.ports) or "none; create it with --port"
+            raise InvalidArgument(f"service {service.name} has no port {target} (its ports: {known})")
+        # The port opens on every host, so it must be free across all services.
+        for other in self._cache.services():
+            for lb in other.value.load_balancers:
+                same = other.value.name == service.name and other.value.cluster == cluster
+                if lb.port == request.port and lb.protocol == request.protocol and not same:
+                    raise AlreadyExists(
+                        f"port {request.port} is already exposed by service {other.value.name} "
+                        f"in cluster {other.value.cluster}"
+                    )
+        kept = [
+            lb
+            for lb in service.load_balancers
+            if not (lb.port == request.port and lb.protocol == request.protocol)
+        ]
+        del service.load_balancers[:]
+        service.load_balancers.extend(kept)
+        service.load_balancers.append(
+            pb.LoadBalancerPort(port=request.port, service_port=target, protocol=request.protocol)
+        )
+        key = keys.service(cluster, service.name)
+        if await self._store.commit([Put(key, service)], [Condition(key, revision)]) is None:
+            raise Conflict(f"service {service.name!r} changed while exposing it; try again")
+        log.info("event=service_exposed cluster=%s service=%s port=%d", cluster, service.name, request.port)
+        return service
+
+    @grpc_errors
+    async def ListEndpoints(self, request: api.ServiceRef, context: Context) -> api.ListEndpointsResponse:
+        cluster, service, _ = await self._existing_service(request.cluster, request.name)
+        tasks = [t.value for t in self._cache.tasks_of_service(cluster, service.name)]
+        nodes = {n.value.id: n.value for n in self._cache.nodes()}
+        found = endpoints(service, tasks, nodes)
+        serving = {e.task_id for e in found}
+        not_ready = {}
+        for task in tasks:
+            if task.id in serving or task.last_status == pb.STOPPED:
+                continue
+            node = nodes.get(task.node_id)
+            if task.desired_status == pb.DESIRED_STOPPED:
+                not_ready[task.id] = "stopping"
+            elif node is not None and node.status == pb.DOWN:
+                not_ready[task.id] = "node DOWN"
+            else:
+                not_ready[task.id] = pb.TaskStatus.Name(task.last_status)
+        return api.ListEndpointsResponse(endpoints=found, not_ready=not_ready)

@@ -136,9 +136,10 @@ class ServiceController:
             written = max(written, await self._stop(decision.stop, reason))
         if decision.delete_service:
             key = keys.service(service.cluster, service.name)
-            result = await self._store.commit(
-                [Delete(key), Delete(keys.events(service.cluster, service.name))], [Condition(key, revision)]
-            )
+            deletes = [Delete(key), Delete(keys.events(service.cluster, service.name))]
+            if service.vip:
+                deletes.append(Delete(keys.vip(service.vip)))  # the virtual IP is free again
+            result = await self._store.commit(deletes, [Condition(key, revision)])
             if result:
                 log.info("event=service_deleted cluster=%s service=%s", service.cluster, service.name)
                 written = max(written, result)

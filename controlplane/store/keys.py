@@ -21,6 +21,7 @@ TASKS = "tasks/"
 NODES = "nodes/"
 ALIVE = "alive/"
 PLACEMENTS = "placements/"
+VIPS = "vips/"
 LEADER = "leader"
 
 
@@ -62,3 +63,7 @@ def alive(node_id: str) -> str:
 
 def placements(node_id: str) -> str:
     return f"{PLACEMENTS}{node_id}"
+
+
+def vip(address: str) -> str:
+    return f"{VIPS}{address}"

@@ -1,0 +1,114 @@
+"""A small DNS server on each host: service names answer with their virtual IP.
+
+    SERVICE.CLUSTER.berth                 A    the service's VIP
+    _PORTNAME._tcp.SERVICE.CLUSTER.berth  SRV  the service port, target SERVICE.CLUSTER.berth
+
+Other names are forwarded to the host's own resolver. Containers Berth
+starts use this server. Packets are parsed and built by dnslib.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from dnslib import QTYPE, RCODE, RR, SRV, A, DNSRecord
+from dnslib.server import BaseResolver, DNSLogger, DNSServer
+
+from berth.v1 import agent_pb2 as agent_pb
+from berth.v1 import resources_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+DOMAIN = "berth"
+TTL = 5
+
+
+def upstream_resolver(resolv_conf: Path = Path("/etc/resolv.conf"), exclude: str = "") -> str | None:
+    for line in resolv_conf.read_text().splitlines() if resolv_conf.exists() else []:
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "nameserver" and parts[1] != exclude:
+            return parts[1]
+    return None
+
+
+class ServiceResolver(BaseResolver):  # type: ignore[misc]
+    def __init__(self, upstream: str | None) -> None:
+        self._upstream = upstream
+        self._lock = threading.Lock()
+        self._records: dict[str, agent_pb.ServiceRoute] = {}
+
+    def update(self, routes: list[agent_pb.ServiceRoute]) -> None:
+        records = {f"{r.name}.{r.cluster}.{DOMAIN}.": r for r in routes if r.vip}
+        with self._lock:
+            self._records = records
+
+    def resolve(self, request: DNSRecord, handler: Any) -> DNSRecord:
+        reply = request.reply()
+        qname = str(request.q.qname).lower()
+        if not qname.endswith(f".{DOMAIN}."):
+            return self._forward(request, reply)
+        labels = qname.split(".")
+        with self._lock:
+            records = self._records
+        if labels[0].startswith("_") and len(labels) >= 6:
+            port_name, protocol, host = labels[0][1:], labels[1][1:], ".".join(labels[2:])
+            route = records.get(host)
+            if route is None:
+                reply.header.rcode = RCODE.NXDOMAIN
+                return reply
+            for port in route.ports:
+                proto = "udp" if port.protocol == pb.UDP else "tcp"
+                if (
+                    proto == protocol
+                    and port_name in (port.name, str(port.port))
+                    and request.q.qtype
+                    in (
+                        QTYPE.SRV,
+                        QTYPE.ANY,
+                    )
+                ):
+                    reply.add_answer(RR(qname, QTYPE.SRV, ttl=TTL, rdata=SRV(0, 100, port.port, host)))
+                    reply.add_ar(RR(host, QTYPE.A, ttl=TTL, rdata=A(route.vip)))
+            return reply
+        route = records.get(qname)
+        if route is None:
+            reply.header.rcode = RCODE.NXDOMAIN
+        elif request.q.qtype in (QTYPE.A, QTYPE.ANY):
+            reply.add_answer(RR(qname, QTYPE.A, ttl=TTL, rdata=A(route.vip)))
+        return reply
+
+    def _forward(self, request: DNSRecord, reply: DNSRecord) -> DNSRecord:
+        if self._upstream is None:
+            reply.header.rcode = RCODE.SERVFAIL
+            return reply
+        try:
+            return DNSRecord.parse(request.send(self._upstream, 53, timeout=3))
+        except Exception:
+            reply.header.rcode = RCODE.SERVFAIL
+            return reply
+
+
+class ServiceDNS:
+    """Runs the resolver on ADDRESS:PORT over UDP and TCP, in dnslib's threads."""
+
+    def __init__(self, address: str, port: int) -> None:
+        self.address = address
+        self.port = port
+        self.resolver = ServiceResolver(upstream_resolver(exclude=address))
+        quiet = DNSLogger(log="-request,-reply,-truncated,-error", prefix=False)
+        self._servers = [
+            DNSServer(self.resolver, port=port, address=address, logger=quiet),
+            DNSServer(self.resolver, port=port, address=address, tcp=True, logger=quiet),
+        ]
+
+    def start(self) -> None:
+        for server in self._servers:
+            server.start_thread()
+        log.info("event=dns_started address=%s port=%d", self.address, self.port)
+
+    def stop(self) -> None:
+        for server in self._servers:
+            server.stop()

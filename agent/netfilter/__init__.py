@@ -1,0 +1,5 @@
+"""Service networking on a host: virtual IPs and load-balancer ports in iptables.
+
+`rules` builds the whole rule set in memory (pure, pinned by golden tests);
+`iptables` applies it atomically and owns only Berth's chains.
+"""

@@ -1,0 +1,131 @@
+"""Applies Berth's rules with iptables-restore, atomically, touching only Berth's chains.
+
+Order of work on every change: route the service CIDR locally (so a packet
+for a VIP never leaves the host, even before rules exist), apply the whole
+batch in one `iptables-restore --noflush`, make sure the jumps from the
+built-in chains are in place, then delete conntrack entries of endpoints
+that went away (UDP flows would otherwise stick to a dead endpoint). Any
+failure, or a canary rule gone missing (someone flushed the table), makes
+the next round a full resync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import subprocess
+
+from agent.netfilter import rules
+from berth.v1 import agent_pb2 as agent_pb
+from berth.v1 import resources_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+CHECK_INTERVAL = 5.0
+
+
+def _run(
+    *command: str, input_text: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, input=input_text, capture_output=True, text=True, check=check, timeout=30)
+
+
+class ServiceNetwork:
+    """Keeps this host's iptables in step with the latest route table."""
+
+    def __init__(self, node_address: str) -> None:
+        self._node_address = node_address
+        self.service_cidr = ""
+        self._routes: list[agent_pb.ServiceRoute] | None = None
+        self._applied_batch = ""
+        self._applied_endpoints: set[tuple[str, str, int, int]] = set()
+        self._wake = asyncio.Event()
+        self.applied_at_revision = 0
+        self._revision = 0
+
+    def update(self, routes: list[agent_pb.ServiceRoute], revision: int) -> None:
+        self._routes = list(routes)
+        self._revision = revision
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), CHECK_INTERVAL)
+            self._wake.clear()
+            if self._routes is None or not self.service_cidr:
+                continue  # nothing heard from the control plane yet: touch nothing
+            try:
+                await asyncio.to_thread(self._sync, self._routes, self._revision)
+            except (subprocess.SubprocessError, OSError) as error:
+                detail = getattr(error, "stderr", "") or str(error)
+                log.error("event=rules_apply_failed error=%r action=full_resync", detail.strip())
+                self._applied_batch = ""  # full resync next round
+                await asyncio.sleep(1.0)
+                self._wake.set()
+
+    # -- blocking work, in a worker thread -------------------------------------
+
+    def _healthy(self) -> bool:
+        table, chain, args = rules.CANARY_RULE
+        if _run("iptables", "-t", table, "-C", chain, *args, check=False).returncode != 0:
+            return False
+        return all(
+            _run("iptables", "-t", t, "-C", builtin, "-j", ours, check=False).returncode == 0
+            for t, builtin, ours in rules.JUMPS
+        )
+
+    def _sync(self, routes: list[agent_pb.ServiceRoute], revision: int) -> None:
+        rule_set = rules.build(routes, self._node_address)
+        existing = [
+            line[1:].split()[0]
+            for line in _run("iptables-save", "-t", "nat").stdout.splitlines()
+            if line.startswith(":" + rules.PREFIX)
+        ]
+        text = rules.batch(rule_set, existing)
+        if text == self._applied_batch and self._healthy():
+            self.applied_at_revision = revision
+            return
+        if self._applied_batch and text == self._applied_batch:
+            log.warning("event=rules_missing action=full_resync")
+        _run("ip", "route", "replace", "local", self.service_cidr, "dev", "lo", "table", "local")
+        _run("iptables-restore", "--noflush", input_text=text)
+        for table, builtin, ours in rules.JUMPS:
+            if _run("iptables", "-t", table, "-C", builtin, "-j", ours, check=False).returncode != 0:
+                _run("iptables", "-t", table, "-I", builtin, "1", "-j", ours)
+        current = rules.endpoint_keys(routes)
+        for vip, address, port, protocol in sorted(self._applied_endpoints - current):
+            self._forget_flows(vip, address, port, protocol)
+        self._applied_endpoints = current
+        self._applied_batch = text
+        self.applied_at_revision = revision
+        log.info(
+            "event=rules_applied services=%d endpoints=%d revision=%d", len(routes), len(current), revision
+        )
+
+    def _forget_flows(self, vip: str, address: str, port: int, protocol: int) -> None:
+        name = "udp" if protocol == pb.UDP else "tcp"
+        # Flows whose replies come from the gone endpoint (DNATed to it).
+        result = _run(
+            "conntrack", "-D", "-p", name, "--reply-src", address, "--reply-port-src", str(port), check=False
+        )
+        log.info(
+            "event=conntrack_flushed vip=%s endpoint=%s:%d protocol=%s result=%r",
+            vip,
+            address,
+            port,
+            name,
+            result.stderr.strip().splitlines()[-1:],
+        )
+
+
+def owned_rules() -> str:
+    """Berth's own chains and jumps, as iptables-save prints them (for `berth-agent rules`)."""
+    lines = []
+    for table in ("nat", "filter"):
+        lines.append(f"*{table}")
+        lines += [
+            line for line in _run("iptables-save", "-t", table).stdout.splitlines() if rules.PREFIX in line
+        ]
+    return "\n".join(lines)
