@@ -2,7 +2,8 @@
 # Installs what Berth and its tests need on a Debian or Ubuntu machine, as
 # root, and starts the Docker engine if it is not running. Idempotent.
 #   - Debian packages: docker.io, etcd-server, etcd-client, iptables,
-#     busybox-static, conntrack, iproute2, python3-venv
+#     busybox-static, conntrack, iproute2, python3-venv, gcc and libc6-dev
+#     (to build the test image's static UDP echo server)
 #   - the Python package with its test extras, in .venv/ of this checkout
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-PACKAGES=(docker.io etcd-server etcd-client iptables busybox-static conntrack iproute2 python3-venv)
+PACKAGES=(docker.io etcd-server etcd-client iptables busybox-static conntrack iproute2 python3-venv gcc libc6-dev)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -12,7 +12,7 @@ import pytest
 from berth.testing.cli import Berth
 from berth.testing.daemons import REPO, AgentProcess, ControlPlaneProcess
 
-IMAGE = "berth-busybox:1"
+IMAGE = "berth-busybox:2"
 
 
 @pytest.fixture(scope="session")

@@ -38,7 +38,7 @@ SUBNET = "10.213.0"  # the lab's own network: only its namespaces live here
 BRIDGE_ADDRESS = f"{SUBNET}.1"
 STATE_ROOT = Path("/var/lib/berthlab")
 RUN_ROOT = Path("/run/berthlab")
-IMAGES = ("berth-busybox:1",)
+IMAGES = ("berth-busybox:2",)
 ZONES = ("a", "b", "c")
 FORWARD_RULE = ["FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"]
 

@@ -171,7 +171,7 @@ def test_one_off_task_runs_to_completion_and_stop_stops(
             [
                 {
                     "name": "job",
-                    "image": "berth-busybox:1",
+                    "image": "berth-busybox:2",
                     "memory": 16,
                     "command": ["sh", "-c", "echo working; exit 3"],
                 }
@@ -195,7 +195,7 @@ def test_one_off_task_runs_to_completion_and_stop_stops(
             [
                 {
                     "name": "sleep",
-                    "image": "berth-busybox:1",
+                    "image": "berth-busybox:2",
                     "memory": 16,
                     "stopTimeout": 2,
                     "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"],
@@ -241,7 +241,7 @@ def test_unplaceable_task_stays_pending_and_says_why(
 ) -> None:
     berth.ok("cluster", "create", "huge")
     big = tmp_path / "big.json"
-    big.write_text(json.dumps([{"name": "big", "image": "berth-busybox:1", "memory": 4_000_000}]))
+    big.write_text(json.dumps([{"name": "big", "image": "berth-busybox:2", "memory": 4_000_000}]))
     berth.ok("taskdef", "register", "--family", "big", "--container-definitions", f"file://{big}")
     berth.ok(
         "service",

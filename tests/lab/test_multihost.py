@@ -26,7 +26,7 @@ def _taskdef(berth: Berth, tmp_path: Path, family: str, cpu: int = 64) -> None:
     definitions = [
         {
             "name": "app",
-            "image": "berth-busybox:1",
+            "image": "berth-busybox:2",
             "cpu": cpu,
             "memory": 32,
             "stopTimeout": 2,

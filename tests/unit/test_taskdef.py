@@ -24,7 +24,7 @@ def test_example_parses_as_written_for_aws() -> None:
     containers = parse_container_definitions(json.loads((REPO / "examples" / "web.json").read_text()))
     (web,) = containers
     assert web.name == "web"
-    assert web.image == "berth-busybox:1"
+    assert web.image == "berth-busybox:2"
     assert (web.cpu, web.memory, web.memory_reservation) == (128, 64, 32)
     assert web.port_mappings[0].container_port == 8080
     assert web.port_mappings[0].host_port == 0
