@@ -34,11 +34,14 @@ def _run(
 class ServiceNetwork:
     """Keeps this host's iptables in step with the latest route table."""
 
-    def __init__(self, node_address: str) -> None:
+    def __init__(self, node_address: str, command_prefix: tuple[str, ...] = ()) -> None:
         self._node_address = node_address
+        # e.g. ("nsenter", "--net=/run/netns/X"): run every command in another namespace.
+        self._prefix = command_prefix
         self.service_cidr = ""
         self._routes: list[agent_pb.ServiceRoute] | None = None
-        self._applied_batch = ""
+        self._applied: rules.RuleSet | None = None
+        self._pending = False
         self._applied_endpoints: set[tuple[str, str, int, int]] = set()
         self._wake = asyncio.Event()
         self.applied_at_revision = 0
@@ -47,6 +50,7 @@ class ServiceNetwork:
     def update(self, routes: list[agent_pb.ServiceRoute], revision: int) -> None:
         self._routes = list(routes)
         self._revision = revision
+        self._pending = True
         self._wake.set()
 
     async def run(self) -> None:
@@ -56,58 +60,76 @@ class ServiceNetwork:
             self._wake.clear()
             if self._routes is None or not self.service_cidr:
                 continue  # nothing heard from the control plane yet: touch nothing
+            changed, self._pending = self._pending, False
             try:
-                await asyncio.to_thread(self._sync, self._routes, self._revision)
+                if not changed and not await asyncio.to_thread(self._healthy):
+                    log.warning("event=rules_missing action=full_resync")
+                    self._applied = None
+                if changed or self._applied is None:
+                    await asyncio.to_thread(self.sync, self._routes, self._revision)
             except (subprocess.SubprocessError, OSError) as error:
                 detail = getattr(error, "stderr", "") or str(error)
-                log.error("event=rules_apply_failed error=%r action=full_resync", detail.strip())
-                self._applied_batch = ""  # full resync next round
+                log.error("event=rules_apply_failed error=%r action=full_resync", str(detail).strip())
+                self._applied = None
+                self._pending = True
                 await asyncio.sleep(1.0)
                 self._wake.set()
 
     # -- blocking work, in a worker thread -------------------------------------
 
+    def _run(
+        self, *command: str, input_text: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return _run(*self._prefix, *command, input_text=input_text, check=check)
+
     def _healthy(self) -> bool:
+        """Our canary rule and jumps are where we put them (nobody flushed the tables)."""
         table, chain, args = rules.CANARY_RULE
-        if _run("iptables", "-t", table, "-C", chain, *args, check=False).returncode != 0:
+        if self._run("iptables", "-t", table, "-C", chain, *args, check=False).returncode != 0:
             return False
         return all(
-            _run("iptables", "-t", t, "-C", builtin, "-j", ours, check=False).returncode == 0
+            self._run("iptables", "-t", t, "-C", builtin, "-j", ours, check=False).returncode == 0
             for t, builtin, ours in rules.JUMPS
         )
 
-    def _sync(self, routes: list[agent_pb.ServiceRoute], revision: int) -> None:
+    def sync(self, routes: list[agent_pb.ServiceRoute], revision: int) -> None:
+        """Apply the rules for these routes: a delta if we know what is there, else everything."""
         rule_set = rules.build(routes, self._node_address)
-        existing = [
-            line[1:].split()[0]
-            for line in _run("iptables-save", "-t", "nat").stdout.splitlines()
-            if line.startswith(":" + rules.PREFIX)
-        ]
-        text = rules.batch(rule_set, existing)
-        if text == self._applied_batch and self._healthy():
-            self.applied_at_revision = revision
-            return
-        if self._applied_batch and text == self._applied_batch:
-            log.warning("event=rules_missing action=full_resync")
-        _run("ip", "route", "replace", "local", self.service_cidr, "dev", "lo", "table", "local")
-        _run("iptables-restore", "--noflush", input_text=text)
-        for table, builtin, ours in rules.JUMPS:
-            if _run("iptables", "-t", table, "-C", builtin, "-j", ours, check=False).returncode != 0:
-                _run("iptables", "-t", table, "-I", builtin, "1", "-j", ours)
+        if self._applied is None:
+            existing = [
+                line[1:].split()[0]
+                for line in self._run("iptables-save", "-t", "nat").stdout.splitlines()
+                if line.startswith(":" + rules.PREFIX)
+            ]
+            self._run("ip", "route", "replace", "local", self.service_cidr, "dev", "lo", "table", "local")
+            self._run("iptables-restore", "--noflush", input_text=rules.batch(rule_set, existing))
+            for table, builtin, ours in rules.JUMPS:
+                if self._run("iptables", "-t", table, "-C", builtin, "-j", ours, check=False).returncode != 0:
+                    self._run("iptables", "-t", table, "-I", builtin, "1", "-j", ours)
+            kind = "full"
+        else:
+            change = rules.delta(self._applied, rule_set)
+            if change is not None:
+                self._run("iptables-restore", "--noflush", input_text=change)
+            kind = "delta"
+        self._applied = rule_set
         current = rules.endpoint_keys(routes)
         for vip, address, port, protocol in sorted(self._applied_endpoints - current):
             self._forget_flows(vip, address, port, protocol)
         self._applied_endpoints = current
-        self._applied_batch = text
         self.applied_at_revision = revision
         log.info(
-            "event=rules_applied services=%d endpoints=%d revision=%d", len(routes), len(current), revision
+            "event=rules_applied kind=%s services=%d endpoints=%d revision=%d",
+            kind,
+            len(routes),
+            len(current),
+            revision,
         )
 
     def _forget_flows(self, vip: str, address: str, port: int, protocol: int) -> None:
         name = "udp" if protocol == pb.UDP else "tcp"
         # Flows whose replies come from the gone endpoint (DNATed to it).
-        result = _run(
+        result = self._run(
             "conntrack", "-D", "-p", name, "--reply-src", address, "--reply-port-src", str(port), check=False
         )
         log.info(

@@ -54,6 +54,12 @@ class RuleSet:
     filter: str
     chains: frozenset[str]  # every nat chain of ours it declares
 
+    def by_chain(self) -> dict[str, list[str]]:
+        grouped: dict[str, list[str]] = {chain: [] for chain in self.chains}
+        for rule in self.nat_rules:
+            grouped[rule.split(" ", 2)[1]].append(rule)
+        return grouped
+
 
 def service_chain(route: agent_pb.ServiceRoute, port: pb.ServicePort) -> str:
     return PREFIX + "SVC-" + _hash(route.cluster, route.name, str(port.port), _proto(port.protocol))
@@ -138,6 +144,26 @@ def batch(rule_set: RuleSet, existing_nat_chains: Iterable[str]) -> str:
     nat += [f"-X {chain}" for chain in stale]
     nat.append("COMMIT")
     return "\n".join([*nat, "*filter", rule_set.filter, "COMMIT", ""])
+
+
+def delta(old: RuleSet, new: RuleSet) -> str | None:
+    """A batch rewriting only the chains that changed (None: nothing to do).
+
+    kube-proxy's lesson: at ten thousand services a full rewrite costs
+    seconds, while one endpoint change touches one service chain and one
+    or two endpoint chains.
+    """
+    before, after = old.by_chain(), new.by_chain()
+    changed = [chain for chain, rules in after.items() if before.get(chain) != rules]
+    removed = sorted(set(before) - set(after))
+    if not changed and not removed:
+        return None
+    changed.sort()
+    lines = ["*nat", *(f":{chain} - [0:0]" for chain in changed + removed)]
+    for chain in changed:
+        lines += after[chain]
+    lines += [f"-X {chain}" for chain in removed]
+    return "\n".join([*lines, "COMMIT", ""])
 
 
 def endpoint_keys(routes: Iterable[agent_pb.ServiceRoute]) -> set[tuple[str, str, int, int]]:

@@ -134,3 +134,19 @@ def test_dns_answers_a_and_srv_and_refuses_unknown_names() -> None:
     assert srv.rr[0].rtype == QTYPE.SRV and srv.rr[0].rdata.port == 80
     missing = resolver.resolve(DNSRecord.question("nope.default.berth", "A"), None)
     assert missing.header.rcode == 3  # NXDOMAIN
+
+
+def test_delta_rewrites_only_the_chains_that_changed() -> None:
+    old = rules.build([web_route(), dns_route()], "10.213.0.11")
+    moved = web_route()
+    moved.endpoints[2].port = 32999  # one endpoint replaced
+    new = rules.build([moved, dns_route()], "10.213.0.11")
+    change = rules.delta(old, new)
+    assert change is not None
+    declared = [line for line in change.splitlines() if line.startswith(":")]
+    # The service chain, the new endpoint chain and the removed one: nothing else.
+    assert len(declared) == 3
+    assert "BERTH-SERVICES" not in change and "10.96.0.3" not in change
+    assert "--to-destination 10.213.0.13:32999" in change
+    assert sum(line.startswith("-X ") for line in change.splitlines()) == 1
+    assert rules.delta(new, new) is None
