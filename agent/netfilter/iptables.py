@@ -28,7 +28,7 @@ CHECK_INTERVAL = 5.0
 def _run(
     *command: str, input_text: str | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, input=input_text, capture_output=True, text=True, check=check, timeout=30)
+    return subprocess.run(command, input=input_text, capture_output=True, text=True, check=check, timeout=300)
 
 
 class ServiceNetwork:
