@@ -104,8 +104,18 @@ async def run(settings: AgentSettings) -> None:
     container_dns: list[str] = []
     if settings.service_network:
         network = ServiceNetwork(settings.address)
-        dns = ServiceDNS(settings.address, settings.dns_port)
-        dns.start()
+        try:
+            dns = ServiceDNS(settings.address, settings.dns_port)
+            dns.start()
+        except OSError as error:
+            # Rules still work without names; say so and carry on.
+            log.error(
+                "event=dns_unavailable address=%s port=%d error=%r",
+                settings.address,
+                settings.dns_port,
+                str(error),
+            )
+            dns = None
         # Containers reach the host's address, not its loopback.
         if not settings.address.startswith("127."):
             container_dns = [settings.address]

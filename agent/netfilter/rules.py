@@ -3,9 +3,9 @@
     PREROUTING, OUTPUT ──▶ BERTH-SERVICES
         -d VIP --dport P            ──▶ BERTH-SVC-<hash>   one chain per service port
         -d NODE --dport LB (local)  ──▶ BERTH-SVC-<hash>   load-balancer ports
-    BERTH-SVC-<hash>: mark for masquerade, then pick an endpoint at random
-        (-m statistic, probability 1/n, 1/(n-1), ... 1) ──▶ BERTH-SEP-<hash>
-    BERTH-SEP-<hash>: DNAT to the endpoint's node address and host port
+    BERTH-SVC-<hash>: mark for masquerade, then DNAT to an endpoint (node
+        address and host port) picked at random: -m statistic with
+        probability 1/n, 1/(n-1), ... 1
     POSTROUTING ──▶ BERTH-POSTROUTING: MASQUERADE marked packets, so replies
         from another host come back through this one
     BERTH-CANARY: holds one rule; if it is gone, someone flushed the table
@@ -65,21 +65,6 @@ def service_chain(route: agent_pb.ServiceRoute, port: pb.ServicePort) -> str:
     return PREFIX + "SVC-" + _hash(route.cluster, route.name, str(port.port), _proto(port.protocol))
 
 
-def endpoint_chain(route: agent_pb.ServiceRoute, endpoint: pb.Endpoint) -> str:
-    return (
-        PREFIX
-        + "SEP-"
-        + _hash(
-            route.cluster,
-            route.name,
-            str(endpoint.service_port),
-            _proto(endpoint.protocol),
-            endpoint.address,
-            str(endpoint.port),
-        )
-    )
-
-
 def build(routes: Iterable[agent_pb.ServiceRoute], node_address: str) -> RuleSet:
     """The complete rule set for these routes on the node with this address."""
     chains = [SERVICES, POSTROUTING, MARK, CANARY]
@@ -113,17 +98,17 @@ def build(routes: Iterable[agent_pb.ServiceRoute], node_address: str) -> RuleSet
                     )
             rules.append(f"-A {svc} -j {MARK}")
             for index, endpoint in enumerate(endpoints):
-                sep = endpoint_chain(route, endpoint)
-                chains.append(sep)
                 remaining = len(endpoints) - index
                 pick = (
                     ""
                     if remaining == 1
                     else f"-m statistic --mode random --probability {1 / remaining:.11f} "
                 )
-                rules.append(f"-A {svc} {pick}-j {sep}")
+                # DNAT straight from the service chain: no chain per endpoint.
+                # At 10,000 services iptables' cost grows with the number of
+                # chains far more than with the number of rules.
                 target = f"{endpoint.address}:{endpoint.port}"
-                rules.append(f"-A {sep} -p {protocol} -m {protocol} -j DNAT --to-destination {target}")
+                rules.append(f"-A {svc} -p {protocol} -m {protocol} {pick}-j DNAT --to-destination {target}")
     filter_rules = "\n".join(
         [
             f":{FORWARD} - [0:0]",

@@ -71,13 +71,10 @@ def dnat_targets(host: LabHost, vip: str) -> set[str]:
     service_chains = set(
         re.findall(rf"-A BERTH-SERVICES -d {re.escape(vip)}/32 .* -j (BERTH-SVC-\w+)", saved)
     )
-    endpoint_chains = {
-        sep for svc in service_chains for sep in re.findall(rf"-A {svc} .*-j (BERTH-SEP-\w+)", saved)
-    }
     return {
         target
-        for sep in endpoint_chains
-        for target in re.findall(rf"-A {sep} .*--to-destination (\S+)", saved)
+        for svc in service_chains
+        for target in re.findall(rf"-A {svc} .*--to-destination (\S+)", saved)
     }
 
 
