@@ -268,6 +268,17 @@ def test_load_balancer_port_answers_on_every_host(
     for host in lab.hosts:
         answer = client(lab, http_get(host.address, 8081)).strip()
         assert re.fullmatch(r"[0-9a-f]{12}", answer), f"{host.name}: {answer!r}"
+    # The agent prints the rules it owns, and only those.
+    owned = subprocess.run(
+        [*lab.host("h2").nsenter(), sys.executable, "-m", "agent.main", "rules"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "--dport 8081" in owned and '"default/front:80/tcp load balancer"' in owned
+    assert all("BERTH-" in line for line in owned.splitlines() if line.startswith("-A"))
+    table = berth.ok("service", "endpoints", "front").stdout
+    assert table.count(":") >= 2 and "ready" in table
 
 
 def test_deleting_services_removes_their_rules_and_leaves_others_alone(
