@@ -46,6 +46,11 @@ def list_(
         tasks = cli.stub.ListTasks(
             api.ListTasksRequest(cluster=cluster, service=service, include_stopped=True)
         ).tasks
+        names = (
+            {}
+            if output != "table"
+            else {n.node.id: n.node.name for n in cli.stub.ListNodes(api.ListNodesRequest()).nodes}
+        )
     emit(
         output,
         tasks,
@@ -55,7 +60,7 @@ def list_(
             ("TASK DEFINITION", lambda t: t.task_definition),
             ("DESIRED", _desired),
             ("LAST", lambda t: status_name(t.last_status)),
-            ("NODE", lambda t: t.node_id or "-"),
+            ("NODE", lambda t: names.get(t.node_id, t.node_id) or "-"),
             ("PORTS", ports),
             ("EXIT", exit_code),
             ("REASON", _reason),
