@@ -42,7 +42,7 @@ class ServiceNetwork:
         self._routes: list[agent_pb.ServiceRoute] | None = None
         self._applied: rules.RuleSet | None = None
         self._pending = False
-        self._applied_endpoints: set[tuple[str, str, int, int]] = set()
+        self._applied_routes: dict[tuple[str, str], bytes] = {}
         self._wake = asyncio.Event()
         self.applied_at_revision = 0
         self._revision = 0
@@ -94,7 +94,9 @@ class ServiceNetwork:
 
     def sync(self, routes: list[agent_pb.ServiceRoute], revision: int) -> None:
         """Apply the rules for these routes: a delta if we know what is there, else everything."""
-        rule_set = rules.build(routes, self._node_address)
+        ordered = sorted(routes, key=lambda r: (r.cluster, r.name))
+        current = {(r.cluster, r.name): r.SerializeToString(deterministic=True) for r in ordered}
+        rule_set = rules.build_serialized(current.values(), self._node_address)
         if self._applied is None:
             existing = [
                 line[1:].split()[0]
@@ -113,16 +115,24 @@ class ServiceNetwork:
                 self._run("iptables-restore", "--noflush", input_text=change)
             kind = "delta"
         self._applied = rule_set
-        current = rules.endpoint_keys(routes)
-        for vip, address, port, protocol in sorted(self._applied_endpoints - current):
+        # Endpoints that went away, found by comparing only the routes that changed.
+        gone: set[tuple[str, str, int, int]] = set()
+        for key, raw in self._applied_routes.items():
+            if current.get(key) != raw:
+                before = rules.endpoint_keys([agent_pb.ServiceRoute.FromString(raw)])
+                after = rules.endpoint_keys(
+                    [agent_pb.ServiceRoute.FromString(current[key])] if key in current else []
+                )
+                gone |= before - after
+        for vip, address, port, protocol in sorted(gone):
             self._forget_flows(vip, address, port, protocol)
-        self._applied_endpoints = current
+        self._applied_routes = current
         self.applied_at_revision = revision
         log.info(
-            "event=rules_applied kind=%s services=%d endpoints=%d revision=%d",
+            "event=rules_applied kind=%s services=%d endpoints_gone=%d revision=%d",
             kind,
             len(routes),
-            len(current),
+            len(gone),
             revision,
         )
 

@@ -15,6 +15,7 @@ Chain names are prefixed and hashed, so Berth only ever touches its own.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -50,65 +51,89 @@ def _proto(protocol: int) -> str:
 
 @dataclass(frozen=True)
 class RuleSet:
-    nat_rules: list[str]  # -A lines of the nat table; chains are declared by batch()
+    # Our nat chains and their -A lines, in order; batch() declares them.
+    nat: dict[str, tuple[str, ...]]
     filter: str
-    chains: frozenset[str]  # every nat chain of ours it declares
 
-    def by_chain(self) -> dict[str, list[str]]:
-        grouped: dict[str, list[str]] = {chain: [] for chain in self.chains}
-        for rule in self.nat_rules:
-            grouped[rule.split(" ", 2)[1]].append(rule)
-        return grouped
+    @property
+    def chains(self) -> frozenset[str]:
+        return frozenset(self.nat)
+
+    @property
+    def nat_rules(self) -> list[str]:
+        return [rule for rules in self.nat.values() for rule in rules]
 
 
 def service_chain(route: agent_pb.ServiceRoute, port: pb.ServicePort) -> str:
     return PREFIX + "SVC-" + _hash(route.cluster, route.name, str(port.port), _proto(port.protocol))
 
 
+@functools.lru_cache(maxsize=100_000)
+def _route_rules(
+    route_bytes: bytes, node_address: str
+) -> tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]:
+    """Per service port of one route: (its chain, its BERTH-SERVICES lines, its chain's rules).
+
+    Memoized on the route's bytes: at ten thousand services, formatting every
+    rule again on each change costs more than applying the change.
+    """
+    route = agent_pb.ServiceRoute.FromString(route_bytes)
+    result = []
+    for port in route.ports:
+        protocol = _proto(port.protocol)
+        name = f"{route.cluster}/{route.name}:{port.port}/{protocol}"
+        endpoints = [
+            e for e in route.endpoints if e.service_port == port.port and e.protocol == port.protocol
+        ]
+        if not endpoints:
+            # No rule: the VIP is routed locally, so the client gets a
+            # refusal at once instead of a packet leaving the host.
+            continue
+        svc = service_chain(route, port)
+        entry = [
+            f"-A {SERVICES} -d {route.vip}/32 -p {protocol} -m {protocol} --dport {port.port} "
+            f'-m comment --comment "{name}" -j {svc}'
+        ]
+        for lb in route.load_balancers:
+            if lb.service_port == port.port and lb.protocol == port.protocol:
+                entry.append(
+                    f"-A {SERVICES} -d {node_address}/32 -p {protocol} -m {protocol} --dport {lb.port} "
+                    f'-m comment --comment "{name} load balancer" -j {svc}'
+                )
+        chain = [f"-A {svc} -j {MARK}"]
+        for index, endpoint in enumerate(endpoints):
+            remaining = len(endpoints) - index
+            pick = "" if remaining == 1 else f"-m statistic --mode random --probability {1 / remaining:.11f} "
+            # DNAT straight from the service chain: no chain per endpoint.
+            # At 10,000 services iptables' cost grows with the number of
+            # chains far more than with the number of rules.
+            target = f"{endpoint.address}:{endpoint.port}"
+            chain.append(f"-A {svc} -p {protocol} -m {protocol} {pick}-j DNAT --to-destination {target}")
+        result.append((svc, tuple(entry), tuple(chain)))
+    return tuple(result)
+
+
 def build(routes: Iterable[agent_pb.ServiceRoute], node_address: str) -> RuleSet:
     """The complete rule set for these routes on the node with this address."""
-    chains = [SERVICES, POSTROUTING, MARK, CANARY]
-    rules = [
-        f"-A {POSTROUTING} -m mark --mark {MASQUERADE_MARK} -j MASQUERADE",
-        f"-A {MARK} -j MARK --or-mark 0x4000",
-        f"-A {CANARY} -j RETURN",
-    ]
-    for route in sorted(routes, key=lambda r: (r.cluster, r.name)):
-        for port in route.ports:
-            protocol = _proto(port.protocol)
-            name = f"{route.cluster}/{route.name}:{port.port}/{protocol}"
-            endpoints = [
-                e for e in route.endpoints if e.service_port == port.port and e.protocol == port.protocol
-            ]
-            if not endpoints:
-                # No rule: the VIP is routed locally, so the client gets a
-                # refusal at once instead of a packet leaving the host.
-                continue
-            svc = service_chain(route, port)
-            chains.append(svc)
-            rules.append(
-                f"-A {SERVICES} -d {route.vip}/32 -p {protocol} -m {protocol} --dport {port.port} "
-                f'-m comment --comment "{name}" -j {svc}'
-            )
-            for lb in route.load_balancers:
-                if lb.service_port == port.port and lb.protocol == port.protocol:
-                    rules.append(
-                        f"-A {SERVICES} -d {node_address}/32 -p {protocol} -m {protocol} --dport {lb.port} "
-                        f'-m comment --comment "{name} load balancer" -j {svc}'
-                    )
-            rules.append(f"-A {svc} -j {MARK}")
-            for index, endpoint in enumerate(endpoints):
-                remaining = len(endpoints) - index
-                pick = (
-                    ""
-                    if remaining == 1
-                    else f"-m statistic --mode random --probability {1 / remaining:.11f} "
-                )
-                # DNAT straight from the service chain: no chain per endpoint.
-                # At 10,000 services iptables' cost grows with the number of
-                # chains far more than with the number of rules.
-                target = f"{endpoint.address}:{endpoint.port}"
-                rules.append(f"-A {svc} -p {protocol} -m {protocol} {pick}-j DNAT --to-destination {target}")
+    ordered = sorted(routes, key=lambda r: (r.cluster, r.name))
+    return build_serialized([r.SerializeToString(deterministic=True) for r in ordered], node_address)
+
+
+def build_serialized(routes: Iterable[bytes], node_address: str) -> RuleSet:
+    """build(), from routes already serialized and in (cluster, name) order."""
+    services: list[str] = []
+    service_chains: dict[str, tuple[str, ...]] = {}
+    for raw in routes:
+        for svc, entry, chain in _route_rules(raw, node_address):
+            services.extend(entry)
+            service_chains[svc] = chain
+    nat: dict[str, tuple[str, ...]] = {
+        SERVICES: tuple(services),
+        POSTROUTING: (f"-A {POSTROUTING} -m mark --mark {MASQUERADE_MARK} -j MASQUERADE",),
+        MARK: (f"-A {MARK} -j MARK --or-mark 0x4000",),
+        CANARY: (f"-A {CANARY} -j RETURN",),
+        **service_chains,
+    }
     filter_rules = "\n".join(
         [
             f":{FORWARD} - [0:0]",
@@ -116,7 +141,7 @@ def build(routes: Iterable[agent_pb.ServiceRoute], node_address: str) -> RuleSet
             f"-A {FORWARD} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
         ]
     )
-    return RuleSet(nat_rules=rules, filter=filter_rules, chains=frozenset(chains))
+    return RuleSet(nat=nat, filter=filter_rules)
 
 
 def batch(rule_set: RuleSet, existing_nat_chains: Iterable[str]) -> str:
@@ -124,7 +149,7 @@ def batch(rule_set: RuleSet, existing_nat_chains: Iterable[str]) -> str:
     stale = sorted(c for c in existing_nat_chains if c.startswith(PREFIX) and c not in rule_set.chains)
     # Declaring a chain flushes it: ours are rebuilt whole, stale ones emptied
     # so that -X can delete them once nothing jumps to them any more.
-    declared = sorted(rule_set.chains) + stale
+    declared = sorted(rule_set.nat) + stale
     nat = ["*nat", *(f":{chain} - [0:0]" for chain in declared), *rule_set.nat_rules]
     nat += [f"-X {chain}" for chain in stale]
     nat.append("COMMIT")
@@ -138,7 +163,7 @@ def delta(old: RuleSet, new: RuleSet) -> str | None:
     seconds, while one endpoint change touches one service chain and one
     or two endpoint chains.
     """
-    before, after = old.by_chain(), new.by_chain()
+    before, after = old.nat, new.nat
     changed = [chain for chain, rules in after.items() if before.get(chain) != rules]
     removed = sorted(set(before) - set(after))
     if not changed and not removed:
