@@ -55,7 +55,6 @@ class ClusterCache:
         self._task_versions: Counter[str] = Counter()
         self._changed = asyncio.Event()
         self._node_subscribers: dict[str, list[Callable[[], None]]] = defaultdict(list)
-        self._synced = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._relists = 0
         self._nodes_version = 0
@@ -84,7 +83,6 @@ class ClusterCache:
         for item in items:
             self._apply(item)
         self.revision = revision
-        self._synced.set()
         self._notify()
         self._notify_all_nodes()
 
@@ -211,9 +209,6 @@ class ClusterCache:
 
     def raw(self, key: str) -> WatchEvent | None:
         return self._raw.get(key)
-
-    def raw_under(self, prefix: str) -> list[WatchEvent]:
-        return [event for key, event in self._raw.items() if key.startswith(prefix)]
 
     def clusters(self) -> list[Versioned[pb.Cluster]]:
         return list(self._objects[keys.CLUSTERS].values())

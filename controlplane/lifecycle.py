@@ -24,14 +24,6 @@ from berth.taskdef import task_reservation
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
-STOP_CODE_NAMES = {
-    pb.TASK_FAILED_TO_START: "TaskFailedToStart",
-    pb.ESSENTIAL_CONTAINER_EXITED: "EssentialContainerExited",
-    pb.USER_INITIATED: "UserInitiated",
-    pb.SERVICE_SCHEDULER_INITIATED: "ServiceSchedulerInitiated",
-    pb.NODE_LOST: "NodeLost",
-}
-
 
 def task_definition_ref(td: pb.TaskDefinition) -> str:
     return f"{td.family}:{td.revision}"

@@ -44,7 +44,6 @@ class ServiceNetwork:
         self._pending = False
         self._applied_routes: dict[tuple[str, str], bytes] = {}
         self._wake = asyncio.Event()
-        self.applied_at_revision = 0
         self._revision = 0
 
     def update(self, routes: list[agent_pb.ServiceRoute], revision: int) -> None:
@@ -127,7 +126,6 @@ class ServiceNetwork:
         for vip, address, port, protocol in sorted(gone):
             self._forget_flows(vip, address, port, protocol)
         self._applied_routes = current
-        self.applied_at_revision = revision
         log.info(
             "event=rules_applied kind=%s services=%d endpoints_gone=%d revision=%d",
             kind,
