@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 
 from agent import reconciler
+from agent.metrics import TASK_START_FAILURES, TASKS_OBSERVED, TASKS_STARTED
 from agent.reconciler import Remove, Report, Start, Stop
 from agent.runtime.driver import ObservedTask, StartFailed, TaskDriver
 from berth.errors import Unavailable
@@ -98,6 +99,7 @@ class TaskSupervisor:
         if not self.node_id:
             return  # not registered yet: we cannot tell our containers from others'
         self.observed = await self.driver.list_tasks(self.node_id)
+        TASKS_OBSERVED.set(len(self.observed))
         actions = reconciler.plan(self._desired, self.observed, self._busy, self._failed_starts)
         for action in actions:
             if isinstance(action, Report):
@@ -131,7 +133,9 @@ class TaskSupervisor:
                 log.info("event=task_starting task=%s service=%s", task_id, assignment.service or "-")
                 try:
                     await self.driver.start_task(assignment, self.node_id)
+                    TASKS_STARTED.inc()
                 except StartFailed as error:
+                    TASK_START_FAILURES.inc()
                     log.warning("event=task_start_failed task=%s reason=%r", task_id, str(error))
                     failure = reconciler.report(
                         task_id, pb.STOPPED, None, pb.TASK_FAILED_TO_START, str(error)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from berth.errors import Unavailable
+from controlplane.metrics import IS_LEADER
 from controlplane.store import Condition, Put, Store, keys
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,14 @@ class LeaderElection:
                 await asyncio.sleep(1.0)
                 continue
             self.is_leader = True
+            IS_LEADER.set(1)
             log.info("event=became_leader identity=%s", self._identity.decode())
             work = asyncio.create_task(lead(), name="leader-work")
             try:
                 await self._keep_alive(lease, work)
             finally:
                 self.is_leader = False
+                IS_LEADER.set(0)
                 work.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await work

@@ -15,7 +15,9 @@ import asyncio
 import contextlib
 import logging
 import subprocess
+import time
 
+from agent.metrics import RULES_APPLY_SECONDS
 from agent.netfilter import rules
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
@@ -95,6 +97,7 @@ class ServiceNetwork:
         """Apply the rules for these routes: a delta if we know what is there, else everything."""
         ordered = sorted(routes, key=lambda r: (r.cluster, r.name))
         current = {(r.cluster, r.name): r.SerializeToString(deterministic=True) for r in ordered}
+        started = time.perf_counter()
         rule_set = rules.build_serialized(current.values(), self._node_address)
         if self._applied is None:
             existing = [
@@ -126,6 +129,7 @@ class ServiceNetwork:
         for vip, address, port, protocol in sorted(gone):
             self._forget_flows(vip, address, port, protocol)
         self._applied_routes = current
+        RULES_APPLY_SECONDS.labels(kind).observe(time.perf_counter() - started)
         log.info(
             "event=rules_applied kind=%s services=%d endpoints_gone=%d revision=%d",
             kind,

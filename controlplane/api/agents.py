@@ -27,6 +27,7 @@ from controlplane.api.errors import Context, grpc_errors
 from controlplane.cache import ClusterCache
 from controlplane.endpoints import route
 from controlplane.liveness import NodeLeases
+from controlplane.metrics import AGENTS_CONNECTED, STATUS_REPORTS
 from controlplane.registry import AgentRegistry, AgentSession
 from controlplane.store import Condition, Put, Store, keys
 
@@ -133,6 +134,7 @@ class StatusWriter:
         await asyncio.gather(*self._runners, return_exceptions=True)
 
     def submit(self, node_id: str, report: agent_pb.TaskStatusReport) -> None:
+        STATUS_REPORTS.inc()
         self._queue.put_nowait((node_id, report))
 
     async def _run(self) -> None:
@@ -258,6 +260,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             return
         await self._leases.beat(node_id)
         session = self._agents.connected(node_id)
+        AGENTS_CONNECTED.set(len(self._agents.connected_ids()))
         log.info("event=agent_connected node=%s peer=%s", node_id, context.peer())
         receiver = asyncio.create_task(self._receive(session, request_iterator), name=f"agent-recv-{node_id}")
         # One event per stream, set by the cache when the node's tasks change
@@ -283,6 +286,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await receiver
             self._agents.disconnected(session)
+            AGENTS_CONNECTED.set(len(self._agents.connected_ids()))
             if not self._agents.is_connected(node_id):
                 self._leases.forget(node_id)
             log.info("event=agent_disconnected node=%s", node_id)

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from berth.errors import Unavailable
 from controlplane.cache import ClusterCache
+from controlplane.metrics import RECONCILE_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class ControllerLoop:
                     written = max(written, result)
                     if result:
                         await self._cache.wait_for_revision(result)
+                    RECONCILE_SECONDS.labels(type(controller).__name__).observe(time.monotonic() - started)
                     log.debug(
                         "event=reconciled controller=%s seconds=%.3f wrote=%s",
                         type(controller).__name__,

@@ -17,6 +17,7 @@ import time
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
+from controlplane.metrics import NODES_DOWN
 from controlplane.store import Condition, Put, Store, keys
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class NodeMonitor:
             if result is None:
                 continue
             written = result
+            NODES_DOWN.inc()
             log.warning("event=node_down node=%s name=%s grace=%.0fs", node.id, node.name, self._grace)
             written = max(written, await self._lose_tasks(node))
         return written

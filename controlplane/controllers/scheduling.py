@@ -20,6 +20,7 @@ from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
 from controlplane.events import EventLog
+from controlplane.metrics import PLACEMENT_CONFLICTS, PLACEMENT_FAILURES, PLACEMENTS
 from controlplane.scheduler.constraints import compile_constraints, compile_strategy
 from controlplane.scheduler.filters import Filter
 from controlplane.scheduler.model import NodeState, Placement, PlacementFailure, PlacementRequest
@@ -201,8 +202,10 @@ class SchedulingController:
             async with in_flight:
                 result = await self._store.commit(writes, conditions)
             if result is None:
+                PLACEMENT_CONFLICTS.inc()
                 log.info("event=placement_conflict tasks=%d action=retry_on_fresh_state", len(batch))
                 return 0
+            PLACEMENTS.inc(len(batch))
             for placement in batch:
                 placed = by_id[placement.task_id].value
                 if placed.service:
@@ -228,6 +231,7 @@ class SchedulingController:
         self, failures: list[PlacementFailure], by_id: dict[str, Versioned[pb.Task]]
     ) -> int:
         written = 0
+        PLACEMENT_FAILURES.inc(len(failures))
         reported: set[tuple[str, str]] = set()
         for failure in failures:
             task = by_id[failure.task_id]

@@ -1,0 +1,23 @@
+"""Prometheus metrics of the control plane (served with --metrics-listen)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+PLACEMENTS = Counter("berth_placements_total", "Tasks placed on a node and committed to etcd")
+PLACEMENT_FAILURES = Counter(
+    "berth_placement_failures_total", "Tasks the scheduler could not place in a pass"
+)
+PLACEMENT_CONFLICTS = Counter(
+    "berth_placement_conflicts_total", "Placement transactions that lost an optimistic-concurrency check"
+)
+RECONCILE_SECONDS = Histogram(
+    "berth_reconcile_seconds",
+    "Duration of one controller pass",
+    ["controller"],
+    buckets=(0.001, 0.01, 0.1, 1, 10),
+)
+STATUS_REPORTS = Counter("berth_task_status_reports_total", "Task status reports received from agents")
+AGENTS_CONNECTED = Gauge("berth_agents_connected", "Agents holding a stream to this replica")
+IS_LEADER = Gauge("berth_leader", "1 while this replica runs the controllers")
+NODES_DOWN = Counter("berth_nodes_down_total", "Nodes marked DOWN after missing heartbeats")
