@@ -20,7 +20,7 @@ from prometheus_client import start_http_server
 from agent import host
 from agent.config import AgentSettings
 from agent.dns import ServiceDNS
-from agent.netfilter.iptables import ServiceNetwork, owned_rules
+from agent.netfilter.iptables import ServiceNetwork, owned_rules, remove_owned_rules
 from agent.runtime.docker_driver import DockerDriver
 from agent.session import AGENT_VERSION, ControlPlaneSession
 from agent.supervisor import TaskSupervisor
@@ -183,6 +183,12 @@ def main(argv: list[str] | None = None) -> None:
     if arguments[:1] == ["rules"]:
         # `berth-agent rules`: print the iptables rules this host's agent owns.
         print(owned_rules())
+        return
+    if arguments[:1] == ["remove-rules"]:
+        # `berth-agent remove-rules [SERVICE_CIDR]`: take them off the host (a
+        # stopped agent leaves them in place on purpose: static stability).
+        remove_owned_rules(arguments[1] if len(arguments) > 1 else None)
+        print("removed Berth's rules from this host")
         return
     settings, metrics_listen = parse_args(argv)
     if metrics_listen:

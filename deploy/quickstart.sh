@@ -30,6 +30,9 @@ if [ "${1:-}" = "down" ]; then
   fi
   stop_daemon agent
   stop_daemon controlplane
+  # A stopped agent leaves its service rules in place (static stability);
+  # the demo is over, so take them off this host.
+  .venv/bin/berth-agent remove-rules 10.96.0.0/16
   echo "stopped; state is kept in $BERTH_HOME"
   exit 0
 fi

@@ -163,3 +163,22 @@ def owned_rules() -> str:
             line for line in _run("iptables-save", "-t", table).stdout.splitlines() if rules.PREFIX in line
         ]
     return "\n".join(lines)
+
+
+def remove_owned_rules(service_cidr: str | None) -> None:
+    """Take Berth's jumps, chains and local service route off this host (for teardown)."""
+    for table, builtin, ours in rules.JUMPS:
+        while _run("iptables", "-t", table, "-D", builtin, "-j", ours, check=False).returncode == 0:
+            pass
+    for table in ("nat", "filter"):
+        chains = [
+            line[1:].split()[0]
+            for line in _run("iptables-save", "-t", table).stdout.splitlines()
+            if line.startswith(":" + rules.PREFIX)
+        ]
+        for chain in chains:
+            _run("iptables", "-t", table, "-F", chain, check=False)
+        for chain in chains:
+            _run("iptables", "-t", table, "-X", chain, check=False)
+    if service_cidr:
+        _run("ip", "route", "del", "local", service_cidr, "dev", "lo", "table", "local", check=False)
