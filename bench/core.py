@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import statistics
 import tempfile
 import time
@@ -141,9 +140,8 @@ def main() -> None:
             plane.stop()
             client.close()
             if options.log_dir:
-                options.log_dir.mkdir(parents=True, exist_ok=True)
                 for daemon in (plane, agent):
-                    shutil.copy(daemon.log_path, options.log_dir / f"{daemon.name}.log")
+                    daemon.keep_log(options.log_dir)
 
     cpus = psutil.cpu_count()
     print(

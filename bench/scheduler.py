@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -200,9 +199,8 @@ def main() -> None:
             hollow.stop()
             plane.stop()
             if options.log_dir:
-                options.log_dir.mkdir(parents=True, exist_ok=True)
                 for daemon in (plane, hollow):
-                    shutil.copy(daemon.log_path, options.log_dir / f"{daemon.name}.log")
+                    daemon.keep_log(options.log_dir)
 
     placing = marks["last_placed"] - marks["create"]
     print(

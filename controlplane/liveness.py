@@ -67,7 +67,8 @@ class NodeLeases:
 
     def forget(self, node_id: str) -> None:
         """The stream ended: stop refreshing and let the lease run out on its own."""
-        self._leases.pop(node_id, None)
+        lease = self._leases.pop(node_id, None)
+        self._expired.discard(lease or 0)
         self._locks.pop(node_id, None)
 
     async def _renew(self, node_id: str) -> None:
@@ -87,6 +88,9 @@ class NodeLeases:
             return
         if len(writes) > 1:
             log.info("event=node_back node=%s", node_id)
+        previous = self._leases.get(node_id)
+        if previous is not None:
+            self._expired.discard(previous)  # keep the set bounded by live nodes
         self._leases[node_id] = lease
 
     def _keep_alive(self, lease: int) -> None:

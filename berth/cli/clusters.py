@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from berth.cli.client import CliContext, api_errors
-from berth.cli.output import age, check_format, emit
+from berth.cli.output import OutputOption, age, emit
 from berth.v1 import operator_pb2 as api
 
 app = typer.Typer(help="Clusters: named groups of services and tasks.", no_args_is_help=True)
@@ -21,9 +21,7 @@ def create(ctx: typer.Context, name: str) -> None:
 
 
 @app.command("list")
-def list_(
-    ctx: typer.Context, output: str = typer.Option("table", "-o", "--output", callback=check_format)
-) -> None:
+def list_(ctx: typer.Context, output: str = OutputOption) -> None:
     """List clusters."""
     cli: CliContext = ctx.obj
     with api_errors(cli):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from berth.cli.client import CliContext, api_errors
-from berth.cli.output import check_format, emit
+from berth.cli.output import OutputOption, emit
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 
@@ -18,9 +18,7 @@ def _status(summary: api.NodeSummary) -> str:
 
 
 @app.command("list")
-def list_(
-    ctx: typer.Context, output: str = typer.Option("table", "-o", "--output", callback=check_format)
-) -> None:
+def list_(ctx: typer.Context, output: str = OutputOption) -> None:
     """List nodes with their status and resources used and free."""
     cli: CliContext = ctx.obj
     with api_errors(cli):

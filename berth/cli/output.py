@@ -28,6 +28,10 @@ def check_format(value: str) -> str:
     return value
 
 
+# Every read command takes the same -o option.
+OutputOption = typer.Option("table", "-o", "--output", callback=check_format, help="table, json or yaml")
+
+
 def to_data(message: Message) -> dict[str, Any]:
     return MessageToDict(message, always_print_fields_with_no_presence=True)
 

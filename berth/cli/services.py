@@ -7,7 +7,7 @@ from rich.console import Console
 
 from berth.cli import placement
 from berth.cli.client import CliContext, api_errors, fail
-from berth.cli.output import age, check_format, emit, emit_one
+from berth.cli.output import OutputOption, age, emit, emit_one
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 
@@ -74,7 +74,7 @@ def create(
 def list_(
     ctx: typer.Context,
     cluster: str = ClusterOption,
-    output: str = typer.Option("table", "-o", "--output", callback=check_format),
+    output: str = OutputOption,
 ) -> None:
     """List the services of a cluster."""
     cli: CliContext = ctx.obj
@@ -99,7 +99,7 @@ def describe(
     ctx: typer.Context,
     name: str,
     cluster: str = ClusterOption,
-    output: str = typer.Option("table", "-o", "--output", callback=check_format),
+    output: str = OutputOption,
 ) -> None:
     """Show a service, its counts and its newest events."""
     cli: CliContext = ctx.obj
@@ -201,7 +201,7 @@ def endpoints(
     ctx: typer.Context,
     name: str,
     cluster: str = ClusterOption,
-    output: str = typer.Option("table", "-o", "--output", callback=check_format),
+    output: str = OutputOption,
 ) -> None:
     """The service's endpoints (RUNNING tasks' host address and port), and tasks not serving."""
     cli: CliContext = ctx.obj

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from berth.cli.client import CliContext, api_errors, fail, read_argument_file
-from berth.cli.output import age, check_format, emit, emit_one, protocol
+from berth.cli.output import OutputOption, age, emit, emit_one, protocol
 from berth.errors import InvalidArgument
 from berth.taskdef import load_json, parse_container_definitions, parse_register_document
 from berth.v1 import operator_pb2 as api
@@ -72,7 +72,7 @@ def _containers(td: pb.TaskDefinition) -> str:
 def list_(
     ctx: typer.Context,
     family: str = typer.Option("", "--family"),
-    output: str = typer.Option("table", "-o", "--output", callback=check_format),
+    output: str = OutputOption,
 ) -> None:
     """List task definitions."""
     cli: CliContext = ctx.obj
@@ -95,7 +95,7 @@ def list_(
 def describe(
     ctx: typer.Context,
     task_definition: str = typer.Argument(..., help="FAMILY or FAMILY:REVISION"),
-    output: str = typer.Option("table", "-o", "--output", callback=check_format),
+    output: str = OutputOption,
 ) -> None:
     """Show one task definition (the newest active revision if none is given)."""
     cli: CliContext = ctx.obj

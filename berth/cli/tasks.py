@@ -7,7 +7,7 @@ from rich.console import Console
 
 from berth.cli import placement
 from berth.cli.client import CliContext, api_errors
-from berth.cli.output import age, check_format, emit, emit_one, exit_code, ports, protocol, status_name
+from berth.cli.output import OutputOption, age, emit, emit_one, exit_code, ports, protocol, status_name
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 
@@ -38,7 +38,7 @@ def list_(
     ctx: typer.Context,
     service: str = typer.Option("", "--service", help="only this service's tasks"),
     cluster: str = ClusterOption,
-    output: str = typer.Option("table", "-o", "--output", callback=check_format),
+    output: str = OutputOption,
 ) -> None:
     """List tasks, stopped ones included (with exit code and stop reason)."""
     cli: CliContext = ctx.obj
@@ -75,7 +75,7 @@ def describe(
     ctx: typer.Context,
     task_id: str = typer.Argument(..., help="task id or a unique prefix"),
     cluster: str = ClusterOption,
-    output: str = typer.Option("table", "-o", "--output", callback=check_format),
+    output: str = OutputOption,
 ) -> None:
     """Show one task in detail."""
     cli: CliContext = ctx.obj

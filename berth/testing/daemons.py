@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -71,6 +72,12 @@ class Daemon:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             return self.process.wait(10)
+
+    def keep_log(self, directory: Path) -> None:
+        """Copy this daemon's log into directory (benchmarks' --log-dir)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        if self.log_path.exists():
+            shutil.copy(self.log_path, directory / f"{self.name}.log")
 
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():

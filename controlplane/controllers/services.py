@@ -172,9 +172,8 @@ class ServiceController:
                 service.placement_constraints,
             )
             self._new_tasks.append(Versioned(keys.task(task.id), task, 0))
-        if count > room:
-            # The rest come in the next pass; the loop yields to heartbeats between.
-            return 1
+        # Past the cap, the rest come in the next pass: this pass's writes
+        # start it at once, and the loop serves heartbeats in between.
         return 0
 
     async def _stop(self, task_ids: list[str], reason: str) -> int:
