@@ -112,10 +112,27 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         name, revision = await self._existing_cluster(request.name)
         if name == DEFAULT_CLUSTER:
             raise FailedPrecondition("the default cluster cannot be deleted")
-        services, _ = await self._store.scan(keys.services_of(name), pb.Service)
-        if services:
+        services, read_at = await self._store.scan(keys.services_of(name), pb.Service)
+        # Tasks are keyed by id, not by cluster: read them from the cache once
+        # it has caught up with the scan above, so a task created before this
+        # call is seen. One created after it compares the cluster's revision,
+        # which the delete below changes, so it fails instead of being orphaned.
+        await self._cache.wait_for_revision(read_at)
+        live = sorted(
+            t.value.id[:12]
+            for t in self._cache.tasks()
+            if t.value.cluster == name and t.value.last_status != pb.STOPPED
+        )
+        if services or live:
+            left = []
+            if services:
+                left.append(f"{len(services)} service(s) ({', '.join(s.value.name for s in services)})")
+            if live:
+                shown = ", ".join(live[:5]) + (", ..." if len(live) > 5 else "")
+                left.append(f"{len(live)} task(s) not STOPPED ({shown})")
             raise FailedPrecondition(
-                f"cluster {name!r} still has {len(services)} service(s); delete them first"
+                f"cluster {name!r} still has {' and '.join(left)}; "
+                "delete its services and stop its tasks first"
             )
         # Comparing the (absent) first service key would not stop a racing
         # create; creates compare the cluster's revision instead, so deleting
@@ -324,7 +341,11 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
     async def ListTasks(self, request: api.ListTasksRequest, context: Context) -> api.ListTasksResponse:
         cluster, _ = await self._existing_cluster(request.cluster)
         if request.service:
+            check_dns_label("service", request.service)
             candidates = [t.value for t in self._cache.tasks_of_service(cluster, request.service)]
+            # A deleted service's stopped tasks are still listed until purged.
+            if not candidates and self._cache.service(cluster, request.service) is None:
+                raise NotFound(f"service {request.service!r} does not exist in cluster {cluster!r}")
         else:
             candidates = [t.value for t in self._cache.tasks() if t.value.cluster == cluster]
         tasks = [t for t in candidates if request.include_stopped or t.last_status != pb.STOPPED]
