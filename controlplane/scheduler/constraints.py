@@ -15,14 +15,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from berth.errors import InvalidArgument
 from berth.v1 import resources_pb2 as pb
-
-if TYPE_CHECKING:
-    from controlplane.scheduler.filters import Filter
-    from controlplane.scheduler.scorers import Scorer
+from controlplane.scheduler.model import Filter, Scorer
 
 _CLAUSE = re.compile(
     r"^attribute:(?P<name>[A-Za-z0-9_.\-/]+)\s*(?P<op>==|!=|\s+in\s+|\s+not_in\s+)\s*(?P<value>.+)$"
