@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from berth.v1 import resources_pb2 as pb
-from controlplane.scheduler.constraints import AttributeClause
+from controlplane.scheduler.expressions import AttributeClause
 from controlplane.scheduler.model import Filter, NodeState, PlacementRequest
 
 
