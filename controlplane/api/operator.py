@@ -22,7 +22,7 @@ from controlplane.api.errors import Context, grpc_errors
 from controlplane.cache import ClusterCache
 from controlplane.endpoints import allocate_vip, dns_name, endpoints, resolve_ports
 from controlplane.registry import AgentRegistry
-from controlplane.scheduler.constraints import compile_constraints, compile_strategy
+from controlplane.scheduler.policies import compile_constraints, compile_strategy
 from controlplane.store import Condition, Delete, Put, Store, keys
 
 log = logging.getLogger(__name__)

@@ -21,11 +21,16 @@ from controlplane import lifecycle
 from controlplane.cache import ClusterCache
 from controlplane.events import EventLog
 from controlplane.metrics import PLACEMENT_CONFLICTS, PLACEMENT_FAILURES, PLACEMENTS
-from controlplane.scheduler.constraints import compile_constraints, compile_strategy
-from controlplane.scheduler.filters import Filter
-from controlplane.scheduler.model import NodeState, Placement, PlacementFailure, PlacementRequest
+from controlplane.scheduler.model import (
+    Filter,
+    NodeState,
+    Placement,
+    PlacementFailure,
+    PlacementRequest,
+    Scorer,
+)
 from controlplane.scheduler.planner import place
-from controlplane.scheduler.scorers import Scorer
+from controlplane.scheduler.policies import compile_constraints, compile_strategy
 from controlplane.store import Condition, Put, Store, Versioned, keys
 
 log = logging.getLogger(__name__)

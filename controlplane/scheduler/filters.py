@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from berth.v1 import resources_pb2 as pb
-from controlplane.scheduler.constraints import AttributeClause
-from controlplane.scheduler.model import NodeState, PlacementRequest
+from controlplane.scheduler.expressions import AttributeClause
+from controlplane.scheduler.model import Filter, NodeState, PlacementRequest
 
 
 def _port_text(port: tuple[int, int]) -> str:
     number, protocol = port
     return f"{number}/{'udp' if protocol == pb.UDP else 'tcp'}"
-
-
-class Filter(Protocol):
-    name: str
-
-    def reject(self, node: NodeState, request: PlacementRequest) -> str | None:
-        """The reason this node cannot take the task ("insufficient memory"), or None."""
-
-    def shortfall(self, request: PlacementRequest) -> str:
-        """What no node had, completing "no node has ..."."""
 
 
 class NodeReady:

@@ -1,16 +1,17 @@
-"""What the scheduler reasons about: node states, requests, plans."""
+"""What the scheduler reasons about: node states, requests, plans, and the two
+extension points a request carries (`Filter`, `Scorer`).
+
+Plain data and interfaces only: this module imports nothing else of the
+scheduler, so every other module can import it.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from berth.v1 import resources_pb2 as pb
-
-if TYPE_CHECKING:
-    from controlplane.scheduler.filters import Filter
-    from controlplane.scheduler.scorers import Scorer
 
 Port = tuple[int, int]  # (host port, TransportProtocol)
 
@@ -70,6 +71,27 @@ class PlacementRequest:
     # Constraint filters beyond the defaults, and the strategy (None: spread).
     filters: tuple[Filter, ...] = ()
     scorers: tuple[Scorer, ...] = ()
+
+
+class Filter(Protocol):
+    """A feasibility check; implementations live in `filters`."""
+
+    name: str
+
+    def reject(self, node: NodeState, request: PlacementRequest) -> str | None:
+        """The reason this node cannot take the task ("insufficient memory"), or None."""
+
+    def shortfall(self, request: PlacementRequest) -> str:
+        """What no node had, completing "no node has ..."."""
+
+
+class Scorer(Protocol):
+    """A ranking of feasible nodes; implementations live in `scorers`."""
+
+    name: str
+
+    def score(self, node: NodeState, request: PlacementRequest, context: PlanContext) -> tuple[float, ...]:
+        """A sort key; the node with the largest key is chosen."""
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 
-from controlplane.scheduler.filters import DEFAULT_FILTERS, Filter
+from controlplane.scheduler.filters import DEFAULT_FILTERS
 from controlplane.scheduler.model import (
+    Filter,
     NodeState,
     Placement,
     PlacementFailure,

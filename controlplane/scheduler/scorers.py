@@ -3,16 +3,8 @@
 from __future__ import annotations
 
 import random
-from typing import Protocol
 
-from controlplane.scheduler.model import NodeState, PlacementRequest, PlanContext
-
-
-class Scorer(Protocol):
-    name: str
-
-    def score(self, node: NodeState, request: PlacementRequest, context: PlanContext) -> tuple[float, ...]:
-        """A sort key; the node with the largest key is chosen."""
+from controlplane.scheduler.model import NodeState, PlacementRequest, PlanContext, Scorer
 
 
 class Spread:

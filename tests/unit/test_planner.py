@@ -9,9 +9,10 @@ import pytest
 
 from berth.errors import InvalidArgument
 from berth.v1 import resources_pb2 as pb
-from controlplane.scheduler.constraints import compile_constraints, compile_strategy, parse_expression
+from controlplane.scheduler.expressions import parse_expression
 from controlplane.scheduler.model import NodeState, PlacementRequest
 from controlplane.scheduler.planner import place
+from controlplane.scheduler.policies import compile_constraints, compile_strategy
 
 
 def node(
