@@ -25,5 +25,3 @@ def configure(level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # gRPC and aetcd are chatty at info level about things we log ourselves.
-    logging.getLogger("aetcd").setLevel(logging.WARNING)

@@ -1,19 +1,21 @@
-"""Validation of the names operators give things, and task-definition references."""
+"""Names: validation of the names operators give things, task-definition
+references, and the names Berth itself gives (service DNS names, protocols)."""
 
 from __future__ import annotations
 
 import re
 
 from berth.errors import InvalidArgument
+from berth.v1 import resources_pb2 as pb
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 # ECS families allow letters, digits, hyphens and underscores, up to 255.
-_FAMILY = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+_FAMILY = re.compile(r"[A-Za-z0-9_-]{1,255}")
 
 
 def check_dns_label(kind: str, name: str) -> str:
     """Return name if it is a DNS label (RFC 1123), else raise a one-line error."""
-    if not _DNS_LABEL.match(name):
+    if not _DNS_LABEL.fullmatch(name):
         raise InvalidArgument(
             f"{kind} name {name!r} is not a DNS label: use 1-63 lowercase letters, digits "
             "or '-', starting and ending with a letter or digit"
@@ -22,7 +24,7 @@ def check_dns_label(kind: str, name: str) -> str:
 
 
 def check_family(family: str) -> str:
-    if not _FAMILY.match(family):
+    if not _FAMILY.fullmatch(family):
         raise InvalidArgument(
             f"task definition family {family!r} is invalid: use 1-255 letters, digits, '-' or '_'"
         )
@@ -35,8 +37,21 @@ def parse_task_definition_ref(ref: str) -> tuple[str, int | None]:
     check_family(family)
     if not sep:
         return family, None
-    if not revision.isdigit() or int(revision) < 1:
+    if not (revision.isascii() and revision.isdigit()) or not 1 <= int(revision) <= 99_999_999:
         raise InvalidArgument(
             f"task definition {ref!r} is invalid: write FAMILY or FAMILY:REVISION with REVISION >= 1"
         )
     return family, int(revision)
+
+
+# Services are named SERVICE.CLUSTER.berth in every host's DNS.
+SERVICE_DOMAIN = "berth"
+
+
+def service_dns_name(service: str, cluster: str) -> str:
+    return f"{service}.{cluster}.{SERVICE_DOMAIN}"
+
+
+def protocol_name(protocol: int) -> str:
+    """ "tcp" or "udp", as iptables, conntrack and port specs (80/udp) spell it."""
+    return "udp" if protocol == pb.UDP else "tcp"

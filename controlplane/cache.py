@@ -18,8 +18,7 @@ from google.protobuf.message import Message
 
 from berth.errors import Unavailable
 from berth.v1 import resources_pb2 as pb
-from controlplane.store import Store, Versioned, keys
-from controlplane.store.etcd import WatchEvent
+from controlplane.store import Entry, Store, Versioned, keys
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ class ClusterCache:
         self._store = store
         self.revision = 0
         self._objects: dict[str, dict[str, Versioned[Any]]] = defaultdict(dict)
-        self._raw: dict[str, WatchEvent] = {}
+        self._raw: dict[str, Entry] = {}
         self._tasks_by_node: dict[str, set[str]] = defaultdict(set)
         self._tasks_by_service: dict[tuple[str, str], set[str]] = defaultdict(set)
         # Unplaced, not stopped: what the scheduler has to look at.
@@ -72,7 +71,7 @@ class ClusterCache:
                 await self._runner
 
     async def _relist(self) -> None:
-        items, revision = await self._store.list_raw("")
+        items, revision = await self._store.scan_raw("")
         self._objects.clear()
         self._raw.clear()
         self._tasks_by_node.clear()
@@ -149,7 +148,7 @@ class ClusterCache:
 
     # -- applying events -------------------------------------------------
 
-    def _apply(self, event: WatchEvent) -> None:
+    def _apply(self, event: Entry) -> None:
         kind = _kind(event.key)
         message_type = _TYPES.get(kind)
         if message_type is None:
@@ -207,7 +206,7 @@ class ClusterCache:
 
     # -- typed reads -----------------------------------------------------
 
-    def raw(self, key: str) -> WatchEvent | None:
+    def raw(self, key: str) -> Entry | None:
         return self._raw.get(key)
 
     def clusters(self) -> list[Versioned[pb.Cluster]]:

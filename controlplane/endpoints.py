@@ -7,10 +7,9 @@ the service port's container port. Every agent gets the same table.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping
 
-from berth.errors import FailedPrecondition, InvalidArgument
+from berth.errors import InvalidArgument
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
@@ -49,6 +48,25 @@ def endpoints(
     return found
 
 
+def not_ready(
+    tasks: Iterable[pb.Task], nodes: Mapping[str, pb.Node], serving: Iterable[pb.Endpoint]
+) -> dict[str, str]:
+    """Why each live task that is not an endpoint is not serving (task id -> reason)."""
+    serving_ids = {e.task_id for e in serving}
+    reasons = {}
+    for task in tasks:
+        if task.id in serving_ids or task.last_status == pb.STOPPED:
+            continue
+        node = nodes.get(task.node_id)
+        if task.desired_status == pb.DESIRED_STOPPED:
+            reasons[task.id] = "stopping"
+        elif node is not None and node.status == pb.DOWN:
+            reasons[task.id] = "node DOWN"
+        else:
+            reasons[task.id] = pb.TaskStatus.Name(task.last_status)
+    return reasons
+
+
 def route(
     service: pb.Service, tasks: Iterable[pb.Task], nodes: Mapping[str, pb.Node]
 ) -> agent_pb.ServiceRoute:
@@ -60,18 +78,6 @@ def route(
         endpoints=endpoints(service, tasks, nodes),
         load_balancers=service.load_balancers,
     )
-
-
-def allocate_vip(cidr: str, taken: Iterable[str]) -> str:
-    """The lowest free address of the service CIDR (the first one is left out, as a gateway would be)."""
-    network = ipaddress.ip_network(cidr)
-    used = set(taken)
-    for index, address in enumerate(network.hosts()):
-        if index == 0:
-            continue
-        if str(address) not in used:
-            return str(address)
-    raise FailedPrecondition(f"the service CIDR {cidr} has no free virtual IP left")
 
 
 def resolve_ports(ports: Iterable[pb.ServicePort], td: pb.TaskDefinition) -> list[pb.ServicePort]:

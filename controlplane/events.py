@@ -6,7 +6,7 @@ import logging
 
 from berth.clock import now
 from berth.v1 import resources_pb2 as pb
-from controlplane.store import Condition, Put, Store, keys
+from controlplane.store import RETRY, Retry, Store, keys, optimistic
 
 log = logging.getLogger(__name__)
 
@@ -21,19 +21,22 @@ class EventLog:
 
     async def record(self, cluster: str, service: str, message: str) -> None:
         key = keys.events(cluster, service)
-        for _ in range(5):
+
+        async def attempt() -> Retry | None:
             current = await self._store.get(key, pb.ServiceEvents)
             events = current.value if current else pb.ServiceEvents()
             # A condition that persists (a task that cannot be placed) is
             # reported once, not on every reconcile pass.
             if events.events and events.events[-1].message == message:
-                return
+                return None
             events.events.append(pb.ServiceEvent(created_at=now(), message=message))
             del events.events[:-MAX_EVENTS]
-            condition = Condition(key, current.mod_revision if current else 0)
-            if await self._store.commit([Put(key, events)], [condition]) is not None:
-                log.info("event=service_event cluster=%s service=%s message=%r", cluster, service, message)
-                return
+            if not await self._store.put_if_unchanged(key, events, current.mod_revision if current else 0):
+                return RETRY
+            log.info("event=service_event cluster=%s service=%s message=%r", cluster, service, message)
+            return None
+
+        await optimistic(attempt, what=f"the events of service {service}")
 
     def last_message(self, events: pb.ServiceEvents | None) -> str:
         return events.events[-1].message if events and events.events else ""

@@ -32,7 +32,7 @@ class LeaderElection:
     async def _try_acquire(self) -> int | None:
         """Return our lease id if we became leader."""
         lease = await self._store.grant_lease(self._ttl)
-        current = await self._store.client.get((self._store.prefix + keys.LEADER).encode())
+        current = await self._store.get_raw(keys.LEADER)
         if current is None:
             condition = Condition(keys.LEADER, 0)
         elif current.value == self._identity:
@@ -93,6 +93,6 @@ class LeaderElection:
         if not self.is_leader:
             return
         with contextlib.suppress(Exception):
-            current = await self._store.client.get((self._store.prefix + keys.LEADER).encode())
+            current = await self._store.get_raw(keys.LEADER)
             if current is not None and current.value == self._identity:
                 await self._store.revoke_lease(current.lease)

@@ -14,15 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-
-import grpc
-from aetcd import rpc as etcd_rpc
 
 from berth.errors import Unavailable
 from berth.v1 import resources_pb2 as pb
 from controlplane.cache import ClusterCache
-from controlplane.store import Condition, Put, Store, keys
+from controlplane.store import Condition, KeepAliveStream, Put, Store, keys
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +31,7 @@ class NodeLeases:
         self._ttl = max(2, round(grace))
         self._leases: dict[str, int] = {}
         self._expired: set[int] = set()
-        self._requests: asyncio.Queue[etcd_rpc.LeaseKeepAliveRequest] | None = None
+        self._keep_alive_stream: KeepAliveStream | None = None
         self._stream_task: asyncio.Task[None] | None = None
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -95,23 +91,23 @@ class NodeLeases:
 
     def _keep_alive(self, lease: int) -> None:
         if self._stream_task is None or self._stream_task.done():
-            self._requests = asyncio.Queue()
-            self._stream_task = asyncio.create_task(self._stream(self._requests), name="lease-keepalive")
-        assert self._requests is not None
-        self._requests.put_nowait(etcd_rpc.LeaseKeepAliveRequest(ID=lease))
+            self._keep_alive_stream = self._store.keep_alive_stream()
+            self._stream_task = asyncio.create_task(
+                self._stream(self._keep_alive_stream), name="lease-keepalive"
+            )
+        assert self._keep_alive_stream is not None
+        self._keep_alive_stream.refresh(lease)
 
-    async def _stream(self, requests: asyncio.Queue[etcd_rpc.LeaseKeepAliveRequest]) -> None:
+    async def _stream(self, stream: KeepAliveStream) -> None:
         """One LeaseKeepAlive stream for all of this replica's node leases."""
 
-        async def outgoing() -> AsyncIterator[etcd_rpc.LeaseKeepAliveRequest]:
-            while True:
-                yield await requests.get()
+        def on_reply(lease: int, ttl: int) -> None:
+            # etcd answers a keep-alive for an expired lease with TTL 0; the
+            # node's next heartbeat then takes a new lease (beat -> _renew).
+            if ttl <= 0:
+                self._expired.add(lease)
 
-        client = self._store.client
         try:
-            call = client.leasestub.LeaseKeepAlive(outgoing(), metadata=client.metadata)
-            async for response in call:
-                if response.TTL <= 0:
-                    self._expired.add(response.ID)
-        except (grpc.aio.AioRpcError, Unavailable) as error:
+            await stream.run(on_reply)
+        except Unavailable as error:
             log.warning("event=lease_keepalive_stream_broken error=%r", str(error))

@@ -9,8 +9,8 @@ import logging
 import grpc
 
 from berth.v1 import agent_pb2_grpc, operator_pb2_grpc
-from controlplane.api.agents import AgentService, StatusWriter
-from controlplane.api.operator import OperatorService, ensure_default_cluster
+from controlplane.api.agents import AgentService
+from controlplane.api.operator import OperatorService
 from controlplane.cache import ClusterCache
 from controlplane.config import ControlPlaneSettings
 from controlplane.controllers.housekeeping import Housekeeper
@@ -21,7 +21,10 @@ from controlplane.controllers.services import ServiceController
 from controlplane.events import EventLog
 from controlplane.leader import LeaderElection
 from controlplane.liveness import NodeLeases
+from controlplane.operations import Operations
+from controlplane.operations.clusters import ensure_default_cluster
 from controlplane.registry import AgentRegistry
+from controlplane.status import StatusWriter
 from controlplane.store import Store
 from controlplane.store.embedded import EmbeddedEtcd
 
@@ -58,6 +61,7 @@ class ControlPlane:
         writer = self._writer = StatusWriter(store, cache)
         writer.start()
         leases = self._leases = NodeLeases(store, cache, settings.node_grace)
+        operations = Operations.build(store, cache, agents, settings.service_cidr)
 
         server = self._server = grpc.aio.server(
             options=[
@@ -67,11 +71,18 @@ class ControlPlane:
             ]
         )
         operator_pb2_grpc.add_OperatorServicer_to_server(
-            OperatorService(store, cache, agents, settings.service_cidr), server
+            OperatorService(operations), server
         )
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
             AgentService(
-                store, cache, agents, writer, leases, settings.node_grace / 3, settings.service_cidr
+                store,
+                cache,
+                operations.nodes,
+                agents,
+                writer,
+                leases,
+                settings.node_grace / 3,
+                settings.service_cidr,
             ),
             server,
         )

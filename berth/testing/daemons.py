@@ -25,6 +25,7 @@ import grpc
 
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
+from controlplane.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -134,13 +135,14 @@ class ControlPlaneProcess(Daemon):
 
     def etcd_snapshot(self) -> tuple[int, dict[bytes, bytes]]:
         """The etcd revision and every key/value under /berth/ (to prove nothing was written)."""
-        import aetcd
-
         async def read() -> tuple[int, dict[bytes, bytes]]:
-            host, port = self.etcd_endpoint.split(":")
-            async with aetcd.Client(host=host, port=int(port)) as client:
-                result = await client.get_prefix(b"/berth/")
-                return result.header.revision, {kv.key: kv.value for kv in result.kvs}
+            store = Store([self.etcd_endpoint], prefix="/berth/")
+            await store.connect()
+            try:
+                entries, revision = await store.scan_raw("")
+            finally:
+                await store.close()
+            return revision, {f"/berth/{e.key}".encode(): e.value or b"" for e in entries}
 
         return asyncio.run(read())
 

@@ -1,9 +1,17 @@
-"""Typed, transactional access to etcd (through aetcd) under one key prefix.
+"""Typed, transactional access to etcd under one key prefix: the only door to etcd.
 
 Every read-modify-write goes through `Store.commit`: one etcd transaction
 whose conditions compare each key's `mod_revision`, so a writer that raced
-another simply loses and retries on fresh state (optimistic concurrency).
-aetcd's errors are translated into `berth.errors.Unavailable` here.
+another simply loses and retries on fresh state (optimistic concurrency;
+`controlplane.store.retry` is the one retry policy for that). Values are
+protobuf messages, except a few keys that hold raw bytes (`alive/`,
+`placements/`, `vips/`, `leader`: see `keys`).
+
+The seam to the etcd client library is `_Connection`: aetcd opens the gRPC
+channel (and authenticates, where etcd asks for it); every request is then
+built from etcd's own generated messages (`aetcd.rpc`, etcd's public API)
+and sent on that channel. No other module imports aetcd, and nothing here
+uses aetcd's private helpers. gRPC errors become `berth.errors.Unavailable`.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -19,15 +27,14 @@ import aetcd
 import aetcd.exceptions
 import grpc
 from aetcd import rpc as etcd_rpc
-from aetcd.utils import prefix_range_end
 from google.protobuf.message import Message
 
 from berth.errors import Unavailable
+from controlplane.store.retry import ATTEMPTS, RETRY, Retry, optimistic
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,16 @@ class Versioned(Generic[M]):
     key: str
     value: M
     mod_revision: int
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One key as etcd holds it: raw bytes (None: deleted), revision and lease."""
+
+    key: str
+    value: bytes | None
+    mod_revision: int
+    lease: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,13 +79,6 @@ class Condition:
     mod_revision: int
 
 
-@dataclass(frozen=True)
-class WatchEvent:
-    key: str
-    value: bytes | None  # None: deleted
-    mod_revision: int
-
-
 def parse_endpoint(url: str) -> tuple[str, int]:
     """Accept "http://host:port", "host:port" or "host" (port 2379)."""
     rest = url.split("://", 1)[-1].rstrip("/")
@@ -80,11 +90,44 @@ def parse_endpoint(url: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def _translated(call: Awaitable[T]) -> T:
-    try:
-        return await call
-    except aetcd.exceptions.ClientError as error:
-        raise Unavailable(f"etcd: {error}") from error
+def _range_end(prefix: bytes) -> bytes:
+    """etcd's range end for "every key starting with prefix": the prefix plus one."""
+    end = bytearray(prefix)
+    while end:
+        if end[-1] < 0xFF:
+            end[-1] += 1
+            return bytes(end)
+        end.pop()
+    return b"\0"  # every key
+
+
+class _Connection:
+    """The channel aetcd opened, and etcd's generated stubs on it."""
+
+    def __init__(self, client: aetcd.Client, timeout: float) -> None:
+        self.client = client
+        # Public attributes of a connected aetcd.Client: the channel and the
+        # auth metadata (None without authentication).
+        self.metadata: Any = client.metadata
+        self.kv = etcd_rpc.KVStub(client.channel)
+        self.lease = etcd_rpc.LeaseStub(client.channel)
+        self.watch = etcd_rpc.WatchStub(client.channel)
+        self.timeout = timeout
+
+    @classmethod
+    async def open(cls, host: str, port: int, timeout: float) -> _Connection:
+        client = aetcd.Client(host=host, port=port, timeout=timeout)
+        try:
+            await client.connect()
+            await client.status()
+        except aetcd.exceptions.ClientError:
+            await client.close()
+            raise
+        return cls(client, timeout)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.client.close()
 
 
 class Store:
@@ -94,36 +137,32 @@ class Store:
         self.prefix = prefix
         self._endpoints = [parse_endpoint(url) for url in endpoints]
         self._timeout = timeout
-        self._client: aetcd.Client | None = None
+        self._connection: _Connection | None = None
 
     @property
-    def client(self) -> aetcd.Client:
-        if self._client is None:
+    def _etcd(self) -> _Connection:
+        if self._connection is None:
             raise RuntimeError("Store.connect() was not called")
-        return self._client
+        return self._connection
 
     async def connect(self) -> None:
-        # aetcd talks to one endpoint; with several we take the first that
-        # answers. (A gRPC load-balancing target would be the next step.)
+        # The client library logs at info level about what we log ourselves.
+        logging.getLogger("aetcd").setLevel(logging.WARNING)
+        # One endpoint at a time: with several we take the first that answers.
+        # (A gRPC load-balancing target would be the next step.)
         last_error: Exception | None = None
         for host, port in self._endpoints:
-            client = aetcd.Client(host=host, port=port, timeout=self._timeout)
             try:
-                await client.connect()
-                await client.status()
+                self._connection = await _Connection.open(host, port, self._timeout)
+                return
             except aetcd.exceptions.ClientError as error:
                 last_error = error
-                await client.close()
-                continue
-            self._client = client
-            return
         raise Unavailable(f"no etcd endpoint answered: {last_error}")
 
     async def close(self) -> None:
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                await self._client.close()
-            self._client = None
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
 
     def _full(self, key: str) -> bytes:
         return (self.prefix + key).encode()
@@ -131,93 +170,171 @@ class Store:
     def relative(self, full_key: bytes) -> str:
         return full_key.decode()[len(self.prefix) :]
 
-    async def get(self, key: str, message_type: type[M]) -> Versioned[M] | None:
-        result = await _translated(self.client.get(self._full(key)))
-        if result is None:
+    # -- reads -------------------------------------------------------------
+
+    async def _range(self, key: str, prefix: bool) -> etcd_rpc.RangeResponse:
+        etcd = self._etcd
+        full = self._full(key)
+        request = etcd_rpc.RangeRequest(key=full, range_end=_range_end(full) if prefix else b"")
+        if prefix:
+            request.sort_order = etcd_rpc.RangeRequest.ASCEND
+            request.sort_target = etcd_rpc.RangeRequest.KEY
+        try:
+            return await etcd.kv.Range(request, timeout=etcd.timeout, metadata=etcd.metadata)
+        except grpc.aio.AioRpcError as error:
+            raise Unavailable(f"etcd: {error.details()}") from error
+
+    async def get_raw(self, key: str) -> Entry | None:
+        """One key's bytes, revision and lease (for keys that hold no message)."""
+        response = await self._range(key, prefix=False)
+        if not response.kvs:
             return None
-        return Versioned(key, message_type.FromString(result.value), result.mod_revision)
+        kv = response.kvs[0]
+        return Entry(key, kv.value, kv.mod_revision, kv.lease)
+
+    async def get(self, key: str, message_type: type[M]) -> Versioned[M] | None:
+        entry = await self.get_raw(key)
+        if entry is None or entry.value is None:
+            return None
+        return Versioned(key, message_type.FromString(entry.value), entry.mod_revision)
 
     async def scan(self, prefix: str, message_type: type[M]) -> tuple[list[Versioned[M]], int]:
         """All values under prefix, sorted by key, and the store revision they were read at."""
-        result = await _translated(self.client.get_prefix(self._full(prefix), sort_order="ascend"))
+        response = await self._range(prefix, prefix=True)
         items = [
             Versioned(self.relative(kv.key), message_type.FromString(kv.value), kv.mod_revision)
-            for kv in result.kvs
+            for kv in response.kvs
         ]
-        return items, result.header.revision
+        return items, response.header.revision
 
-    async def list_raw(self, prefix: str = "") -> tuple[list[WatchEvent], int]:
-        result = await _translated(self.client.get_prefix(self._full(prefix)))
-        items = [WatchEvent(self.relative(kv.key), kv.value, kv.mod_revision) for kv in result.kvs]
-        return items, result.header.revision
+    async def scan_raw(self, prefix: str = "") -> tuple[list[Entry], int]:
+        """Every key under prefix as raw entries, and the store revision they were read at."""
+        response = await self._range(prefix, prefix=True)
+        items = [Entry(self.relative(kv.key), kv.value, kv.mod_revision, kv.lease) for kv in response.kvs]
+        return items, response.header.revision
+
+    # -- writes ------------------------------------------------------------
+
+    def _operation(self, write: Write) -> etcd_rpc.RequestOp:
+        if isinstance(write, Put):
+            raw = write.value if isinstance(write.value, bytes) else write.value.SerializeToString()
+            return etcd_rpc.RequestOp(
+                request_put=etcd_rpc.PutRequest(key=self._full(write.key), value=raw, lease=write.lease)
+            )
+        return etcd_rpc.RequestOp(request_delete_range=etcd_rpc.DeleteRangeRequest(key=self._full(write.key)))
+
+    def _compare(self, condition: Condition) -> etcd_rpc.Compare:
+        return etcd_rpc.Compare(
+            key=self._full(condition.key),
+            result=etcd_rpc.Compare.EQUAL,
+            target=etcd_rpc.Compare.MOD,
+            mod_revision=condition.mod_revision,
+        )
 
     async def commit(self, writes: Sequence[Write], conditions: Sequence[Condition] = ()) -> int | None:
         """Apply all writes atomically if every condition holds.
 
         Returns the new store revision, or None when a condition failed.
         """
-        client = self.client
-        txns = client.transactions
-        compare = [(txns.mod(self._full(c.key)) == c.mod_revision).build_message() for c in conditions]
-        success: list[Any] = []
-        for write in writes:
-            if isinstance(write, Put):
-                raw = write.value if isinstance(write.value, bytes) else write.value.SerializeToString()
-                success.append(txns.put(self._full(write.key), raw, lease=write.lease or None))
-            else:
-                success.append(txns.delete(self._full(write.key)))
-        # The raw Txn call, unlike aetcd's wrapper, gives us the header's revision.
-        request = etcd_rpc.TxnRequest(compare=compare, success=client._ops_to_requests(success))
+        etcd = self._etcd
+        request = etcd_rpc.TxnRequest(
+            compare=[self._compare(c) for c in conditions],
+            success=[self._operation(w) for w in writes],
+        )
         try:
-            response = await client.kvstub.Txn(request, timeout=self._timeout, metadata=client.metadata)
+            response = await etcd.kv.Txn(request, timeout=etcd.timeout, metadata=etcd.metadata)
         except grpc.aio.AioRpcError as error:
             raise Unavailable(f"etcd: {error.details()}") from error
         return int(response.header.revision) if response.succeeded else None
+
+    async def put_if_unchanged(self, key: str, value: Message | bytes, mod_revision: int) -> bool:
+        """Write one key if it still has `mod_revision` (0: if it is absent)."""
+        return await self.commit([Put(key, value)], [Condition(key, mod_revision)]) is not None
 
     async def update(
         self,
         key: str,
         message_type: type[M],
         mutate: Callable[[M], M | None],
-        attempts: int = 20,
+        attempts: int = ATTEMPTS,
     ) -> M | None:
-        """Read-modify-write one key with retries; mutate returns None to write nothing."""
-        for _ in range(attempts):
+        """Read-modify-write one key under the retry policy; mutate returns None to write nothing.
+
+        Returns the value now stored, or None when the key does not exist.
+        """
+
+        async def attempt() -> M | Retry | None:
             current = await self.get(key, message_type)
             if current is None:
                 return None
             updated = mutate(current.value)
             if updated is None:
                 return current.value
-            if await self.commit([Put(key, updated)], [Condition(key, current.mod_revision)]) is not None:
+            if await self.put_if_unchanged(key, updated, current.mod_revision):
                 return updated
-        raise Unavailable(f"gave up updating {key} after {attempts} conflicting writes")
+            return RETRY
+
+        return await optimistic(attempt, what=key, attempts=attempts)
+
+    # -- leases ------------------------------------------------------------
 
     async def grant_lease(self, ttl: int) -> int:
-        lease = await _translated(self.client.lease(ttl))
-        return int(lease.id)
+        etcd = self._etcd
+        try:
+            reply = await etcd.lease.LeaseGrant(
+                etcd_rpc.LeaseGrantRequest(TTL=ttl), timeout=etcd.timeout, metadata=etcd.metadata
+            )
+        except grpc.aio.AioRpcError as error:
+            raise Unavailable(f"etcd: {error.details()}") from error
+        return int(reply.ID)
 
     async def refresh_lease(self, lease_id: int) -> int:
-        """Keep a lease alive; returns its remaining TTL (0 or less: it expired)."""
-        reply = await _translated(self.client.refresh_lease(lease_id))
-        return int(reply.TTL) if reply is not None else 0
+        """Keep one lease alive; returns its remaining TTL (0 or less: it expired)."""
+        stream = self.keep_alive_stream()
+        stream.refresh(lease_id)
+        replies: list[int] = []
+
+        def first(_: int, ttl: int) -> None:
+            replies.append(ttl)
+            raise _Done
+
+        try:
+            await asyncio.wait_for(stream.run(first), self._timeout)
+        except _Done:
+            pass
+        except TimeoutError as error:
+            raise Unavailable(f"etcd did not answer a keep-alive within {self._timeout:.0f}s") from error
+        return replies[0] if replies else 0
 
     async def revoke_lease(self, lease_id: int) -> None:
-        await _translated(self.client.revoke_lease(lease_id))
+        etcd = self._etcd
+        try:
+            await etcd.lease.LeaseRevoke(
+                etcd_rpc.LeaseRevokeRequest(ID=lease_id), timeout=etcd.timeout, metadata=etcd.metadata
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:  # already expired: nothing to revoke
+                raise Unavailable(f"etcd: {error.details()}") from error
 
-    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[list[WatchEvent]]:
-        """Batches of events under prefix from start_revision on, one per etcd response.
+    def keep_alive_stream(self) -> KeepAliveStream:
+        """One LeaseKeepAlive stream on which many leases can be refreshed."""
+        return KeepAliveStream(self._etcd)
+
+    # -- watch -------------------------------------------------------------
+
+    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[list[Entry]]:
+        """Batches of changes under prefix from start_revision on, one per etcd response.
 
         Raises Unavailable when the watch breaks or its revision was compacted
         away; the caller relists. This speaks etcd's Watch stream directly:
         taking a whole response at a time costs far less than one callback
         and queue hop per event, which matters at tens of thousands of events.
         """
-        client = self.client
+        etcd = self._etcd
         full = self._full(prefix)
         create = etcd_rpc.WatchRequest(
             create_request=etcd_rpc.WatchCreateRequest(
-                key=full, range_end=prefix_range_end(full), start_revision=start_revision
+                key=full, range_end=_range_end(full), start_revision=start_revision
             )
         )
         hold_open: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -226,7 +343,7 @@ class Store:
             yield create
             await hold_open  # etcd ends the watch when the request stream closes
 
-        call = etcd_rpc.WatchStub(client.channel).Watch(requests(), metadata=client.metadata)
+        call = etcd.watch.Watch(requests(), metadata=etcd.metadata)
         try:
             async for response in call:
                 if response.compact_revision:
@@ -235,10 +352,11 @@ class Store:
                     raise Unavailable(f"etcd watch canceled: {response.cancel_reason}")
                 if response.events:
                     yield [
-                        WatchEvent(
+                        Entry(
                             self.relative(event.kv.key),
                             None if event.type == etcd_rpc.Event.DELETE else event.kv.value,
                             event.kv.mod_revision,
+                            event.kv.lease,
                         )
                         for event in response.events
                     ]
@@ -246,4 +364,38 @@ class Store:
             raise Unavailable(f"etcd watch broke: {error.details()}") from error
         finally:
             hold_open.cancel()
+            call.cancel()
+
+
+class _Done(Exception):
+    """Ends a keep-alive stream from its reply callback."""
+
+
+class KeepAliveStream:
+    """Refreshes for many leases over one etcd LeaseKeepAlive stream.
+
+    `refresh` queues a keep-alive for a lease; `run` carries the queue to
+    etcd and hands each reply (lease id, remaining TTL; 0 or less: expired)
+    to a callback until the stream breaks (Unavailable) or is cancelled.
+    """
+
+    def __init__(self, etcd: _Connection) -> None:
+        self._etcd = etcd
+        self._requests: asyncio.Queue[int] = asyncio.Queue()
+
+    def refresh(self, lease_id: int) -> None:
+        self._requests.put_nowait(lease_id)
+
+    async def run(self, on_reply: Callable[[int, int], None]) -> None:
+        async def outgoing() -> AsyncIterator[etcd_rpc.LeaseKeepAliveRequest]:
+            while True:
+                yield etcd_rpc.LeaseKeepAliveRequest(ID=await self._requests.get())
+
+        call = self._etcd.lease.LeaseKeepAlive(outgoing(), metadata=self._etcd.metadata)
+        try:
+            async for response in call:
+                on_reply(int(response.ID), int(response.TTL))
+        except grpc.aio.AioRpcError as error:
+            raise Unavailable(f"etcd lease keep-alive broke: {error.details()}") from error
+        finally:
             call.cancel()

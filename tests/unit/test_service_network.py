@@ -13,7 +13,8 @@ from agent.netfilter import rules
 from berth.errors import FailedPrecondition, InvalidArgument
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
-from controlplane.endpoints import allocate_vip, endpoints, resolve_ports
+from controlplane.endpoints import endpoints, resolve_ports
+from controlplane.vips import lowest_free
 
 GOLDEN = Path(__file__).parent / "golden" / "rules_web_and_dns.txt"
 
@@ -103,10 +104,10 @@ def test_endpoints_are_running_wanted_tasks_on_live_nodes() -> None:
 
 
 def test_vip_allocation_skips_taken_addresses_and_fails_when_full() -> None:
-    assert allocate_vip("10.96.0.0/16", []) == "10.96.0.2"
-    assert allocate_vip("10.96.0.0/16", ["10.96.0.2", "10.96.0.3"]) == "10.96.0.4"
+    assert lowest_free("10.96.0.0/16", []) == "10.96.0.2"
+    assert lowest_free("10.96.0.0/16", ["10.96.0.2", "10.96.0.3"]) == "10.96.0.4"
     with pytest.raises(FailedPrecondition, match="no free virtual IP"):
-        allocate_vip("10.96.0.0/30", ["10.96.0.2"])
+        lowest_free("10.96.0.0/30", ["10.96.0.2"])
 
 
 def test_ports_resolve_by_name_and_refuse_unknown_ones() -> None:

@@ -1,0 +1,45 @@
+"""The cluster's operations, one implementation each, behind every front door.
+
+The gRPC servicers in `controlplane/api/` translate requests into calls on
+these and results back into responses; they hold no domain logic. Each
+operation validates what it is given before it writes anything, and writes
+in one transaction that compares revisions, so a bad or racing request
+leaves the store as it was. Reads of single objects go to etcd; listings of
+tasks and nodes come from the replica's cache, which trails etcd by
+milliseconds; listings of clusters, services and task definitions scan etcd.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controlplane.cache import ClusterCache
+from controlplane.operations.clusters import Clusters
+from controlplane.operations.nodes import Nodes
+from controlplane.operations.services import Services
+from controlplane.operations.taskdefs import TaskDefinitions
+from controlplane.operations.tasks import Tasks
+from controlplane.registry import AgentRegistry
+from controlplane.store import Store
+from controlplane.vips import VipAllocator
+
+
+@dataclass(frozen=True)
+class Operations:
+    clusters: Clusters
+    taskdefs: TaskDefinitions
+    services: Services
+    tasks: Tasks
+    nodes: Nodes
+
+    @classmethod
+    def build(cls, store: Store, cache: ClusterCache, agents: AgentRegistry, service_cidr: str) -> Operations:
+        clusters = Clusters(store, cache)
+        taskdefs = TaskDefinitions(store)
+        return cls(
+            clusters=clusters,
+            taskdefs=taskdefs,
+            services=Services(store, cache, clusters, taskdefs, VipAllocator(store, service_cidr)),
+            tasks=Tasks(store, cache, clusters, taskdefs),
+            nodes=Nodes(store, cache, agents),
+        )

@@ -1,0 +1,92 @@
+"""Clusters: create, list, delete; the `default` cluster always exists."""
+
+from __future__ import annotations
+
+import logging
+
+from berth.clock import now
+from berth.errors import AlreadyExists, Conflict, FailedPrecondition, NotFound
+from berth.names import check_dns_label
+from berth.v1 import resources_pb2 as pb
+from controlplane.cache import ClusterCache
+from controlplane.store import Condition, Delete, Put, Store, keys
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CLUSTER = "default"
+
+
+async def ensure_default_cluster(store: Store) -> None:
+    """The `default` cluster always exists (created once, never deletable)."""
+    cluster = pb.Cluster(name=DEFAULT_CLUSTER, created_at=now())
+    await store.commit(
+        [Put(keys.cluster(DEFAULT_CLUSTER), cluster)], [Condition(keys.cluster(DEFAULT_CLUSTER), 0)]
+    )
+
+
+def cluster_name(name: str) -> str:
+    """A cluster name as given, or the default cluster when none is."""
+    return check_dns_label("cluster", name or DEFAULT_CLUSTER)
+
+
+class Clusters:
+    def __init__(self, store: Store, cache: ClusterCache) -> None:
+        self._store = store
+        self._cache = cache
+
+    async def existing(self, name: str) -> tuple[str, int]:
+        """The cluster's checked name and its record's revision; NotFound if it does not exist."""
+        name = cluster_name(name)
+        found = await self._store.get(keys.cluster(name), pb.Cluster)
+        if found is None:
+            raise NotFound(f"cluster {name!r} does not exist; create it with `berth cluster create {name}`")
+        return name, found.mod_revision
+
+    async def create(self, name: str) -> pb.Cluster:
+        name = check_dns_label("cluster", name)
+        cluster = pb.Cluster(name=name, created_at=now())
+        if not await self._store.put_if_unchanged(keys.cluster(name), cluster, 0):
+            raise AlreadyExists(f"cluster {name!r} already exists")
+        log.info("event=cluster_created cluster=%s", name)
+        return cluster
+
+    async def all(self) -> list[pb.Cluster]:
+        clusters, _ = await self._store.scan(keys.CLUSTERS, pb.Cluster)
+        return [c.value for c in clusters]
+
+    async def delete(self, name: str) -> pb.Cluster:
+        """Delete an empty cluster; like ECS, one with services or live tasks is refused."""
+        name, revision = await self.existing(name)
+        if name == DEFAULT_CLUSTER:
+            raise FailedPrecondition("the default cluster cannot be deleted")
+        services, read_at = await self._store.scan(keys.services_of(name), pb.Service)
+        # Tasks are keyed by id, not by cluster: read them from the cache once
+        # it has caught up with the scan above, so a task created before this
+        # call is seen. One created after it compares the cluster's revision,
+        # which the delete below changes, so it fails instead of being orphaned.
+        await self._cache.wait_for_revision(read_at)
+        live = sorted(
+            t.value.id[:12]
+            for t in self._cache.tasks()
+            if t.value.cluster == name and t.value.last_status != pb.STOPPED
+        )
+        if services or live:
+            left = []
+            if services:
+                left.append(f"{len(services)} service(s) ({', '.join(s.value.name for s in services)})")
+            if live:
+                shown = ", ".join(live[:5]) + (", ..." if len(live) > 5 else "")
+                left.append(f"{len(live)} task(s) not STOPPED ({shown})")
+            raise FailedPrecondition(
+                f"cluster {name!r} still has {' and '.join(left)}; "
+                "delete its services and stop its tasks first"
+            )
+        # Creates of services and tasks compare the cluster's revision, so
+        # deleting it here makes any racing create fail.
+        if (
+            await self._store.commit([Delete(keys.cluster(name))], [Condition(keys.cluster(name), revision)])
+            is None
+        ):
+            raise Conflict(f"cluster {name!r} changed while deleting it; try again")
+        log.info("event=cluster_deleted cluster=%s", name)
+        return pb.Cluster(name=name)

@@ -1,0 +1,240 @@
+"""Services: a desired count of one task definition, with a virtual IP and DNS name.
+
+Creating, updating and deleting a service only writes its record; the
+service controller (`controllers/services.py`) starts and stops tasks to
+match it, and removes the record and its VIP once a deleted service's tasks
+have all stopped, so no container is left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from berth.clock import now
+from berth.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound
+from berth.names import check_dns_label, service_dns_name
+from berth.v1 import resources_pb2 as pb
+from controlplane import lifecycle
+from controlplane.cache import ClusterCache
+from controlplane.endpoints import endpoints, not_ready, resolve_ports
+from controlplane.operations.clusters import Clusters
+from controlplane.operations.taskdefs import TaskDefinitions
+from controlplane.scheduler.policies import compile_constraints, compile_strategy
+from controlplane.store import RETRY, Condition, Put, Retry, Store, keys, optimistic
+from controlplane.vips import VipAllocator
+
+log = logging.getLogger(__name__)
+
+MAX_DESIRED_COUNT = 10_000
+
+
+def desired_count(value: int) -> int:
+    if value < 0:
+        raise InvalidArgument(
+            f"desired count {value} is negative: give a number from 0 to {MAX_DESIRED_COUNT}"
+        )
+    if value > MAX_DESIRED_COUNT:
+        raise InvalidArgument(f"desired count {value} is too large: the limit is {MAX_DESIRED_COUNT}")
+    return value
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What an operator asks for when creating a service."""
+
+    cluster: str
+    name: str
+    task_definition: str
+    desired_count: int
+    placement_strategy: list[pb.PlacementStrategy] = field(default_factory=list)
+    placement_constraints: list[pb.PlacementConstraint] = field(default_factory=list)
+    ports: list[pb.ServicePort] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """A service as `describe` shows it: the record, its tasks' counts, events, addresses."""
+
+    service: pb.Service
+    dns_name: str
+    exposed_addresses: list[str]
+    running_count: int
+    pending_count: int
+    events: list[pb.ServiceEvent]
+
+
+class Services:
+    def __init__(
+        self,
+        store: Store,
+        cache: ClusterCache,
+        clusters: Clusters,
+        taskdefs: TaskDefinitions,
+        vips: VipAllocator,
+    ) -> None:
+        self._store = store
+        self._cache = cache
+        self._clusters = clusters
+        self._taskdefs = taskdefs
+        self._vips = vips
+
+    async def existing(self, cluster_name: str, name: str) -> tuple[str, pb.Service, int]:
+        """The cluster's name, the service and its record's revision; NotFound if absent."""
+        cluster, _ = await self._clusters.existing(cluster_name)
+        check_dns_label("service", name)
+        found = await self._store.get(keys.service(cluster, name), pb.Service)
+        if found is None:
+            raise NotFound(f"service {name!r} does not exist in cluster {cluster!r}")
+        return cluster, found.value, found.mod_revision
+
+    async def _write(self, cluster: str, service: pb.Service, revision: int, doing: str) -> None:
+        if not await self._store.put_if_unchanged(keys.service(cluster, service.name), service, revision):
+            raise Conflict(f"service {service.name!r} changed while {doing} it; try again")
+
+    async def create(self, spec: ServiceSpec) -> pb.Service:
+        name = check_dns_label("service", spec.name)
+        count = desired_count(spec.desired_count)
+        cluster, cluster_revision = await self._clusters.existing(spec.cluster)
+        td = await self._taskdefs.resolve(spec.task_definition)
+        compile_strategy(spec.placement_strategy)
+        compile_constraints(spec.placement_constraints)
+        ports = resolve_ports(spec.ports, td)
+        service = pb.Service(
+            cluster=cluster,
+            name=name,
+            task_definition=lifecycle.task_definition_ref(td),
+            desired_count=count,
+            status=pb.SERVICE_ACTIVE,
+            created_at=now(),
+            updated_at=now(),
+            placement_strategy=spec.placement_strategy,
+            placement_constraints=spec.placement_constraints,
+            ports=ports,
+        )
+        key = keys.service(cluster, name)
+        if await self._store.get(key, pb.Service) is not None:
+            raise AlreadyExists(f"service {name!r} already exists in cluster {cluster!r}")
+        events = pb.ServiceEvents(
+            events=[pb.ServiceEvent(created_at=now(), message=f"service {name} was created")]
+        )
+
+        async def attempt() -> Retry | None:
+            service.vip = await self._vips.candidate()
+            claim, vip_free = self._vips.claim(service.vip, cluster, name)
+            written = await self._store.commit(
+                [Put(key, service), Put(keys.events(cluster, name), events), claim],
+                [Condition(key, 0), Condition(keys.cluster(cluster), cluster_revision), vip_free],
+            )
+            if written is not None:
+                return None
+            if await self._store.get(key, pb.Service) is not None:
+                raise AlreadyExists(f"service {name!r} already exists in cluster {cluster!r}")
+            if await self._store.get(keys.cluster(cluster), pb.Cluster) is None:
+                raise NotFound(f"cluster {cluster!r} was deleted while creating the service")
+            return RETRY  # another service took this virtual IP first: pick again
+
+        await optimistic(attempt, what=f"the virtual IPs of {self._vips.cidr}")
+        log.info(
+            "event=service_created cluster=%s service=%s taskdef=%s desired=%d vip=%s",
+            cluster,
+            name,
+            service.task_definition,
+            count,
+            service.vip,
+        )
+        return service
+
+    async def all(self, cluster_name: str) -> list[pb.Service]:
+        cluster, _ = await self._clusters.existing(cluster_name)
+        found, _ = await self._store.scan(keys.services_of(cluster), pb.Service)
+        return [f.value for f in found]
+
+    async def describe(self, cluster_name: str, name: str) -> ServiceState:
+        cluster, service, _ = await self.existing(cluster_name, name)
+        tasks = [t.value for t in self._cache.tasks_of_service(cluster, service.name)]
+        events = await self._store.get(keys.events(cluster, service.name), pb.ServiceEvents)
+        nodes = sorted(
+            (n.value for n in self._cache.nodes() if n.value.status != pb.DOWN), key=lambda n: n.name
+        )
+        return ServiceState(
+            service=service,
+            dns_name=service_dns_name(service.name, service.cluster),
+            exposed_addresses=[
+                f"{n.address}:{lb.port}{'/udp' if lb.protocol == pb.UDP else ''}"
+                for lb in service.load_balancers
+                for n in nodes
+            ],
+            running_count=sum(1 for t in tasks if t.last_status == pb.RUNNING),
+            pending_count=sum(1 for t in tasks if t.last_status == pb.PENDING),
+            events=list(reversed(events.value.events)) if events else [],
+        )
+
+    async def update(self, cluster_name: str, name: str, count: int | None) -> pb.Service:
+        cluster, service, revision = await self.existing(cluster_name, name)
+        if service.status != pb.SERVICE_ACTIVE:
+            raise FailedPrecondition(f"service {service.name!r} is being deleted")
+        if count is not None:
+            service.desired_count = desired_count(count)
+        service.updated_at.CopyFrom(now())
+        await self._write(cluster, service, revision, "updating")
+        log.info(
+            "event=service_updated cluster=%s service=%s desired=%d",
+            cluster,
+            service.name,
+            service.desired_count,
+        )
+        return service
+
+    async def delete(self, cluster_name: str, name: str) -> pb.Service:
+        cluster, service, revision = await self.existing(cluster_name, name)
+        service.status = pb.SERVICE_DRAINING
+        service.desired_count = 0
+        service.updated_at.CopyFrom(now())
+        await self._write(cluster, service, revision, "deleting")
+        log.info("event=service_deleting cluster=%s service=%s", cluster, service.name)
+        return service
+
+    async def expose(
+        self,
+        cluster_name: str,
+        name: str,
+        kind: str,
+        port: int,
+        service_port: int,
+        protocol: pb.TransportProtocol.ValueType,
+    ) -> pb.Service:
+        """Open `port` on every host's own address for one of the service's ports."""
+        if kind != "LoadBalancer":
+            raise InvalidArgument(f"expose type {kind!r} is not supported: use LoadBalancer")
+        if not 1 <= port <= 65535:
+            raise InvalidArgument(f"port {port} is out of range: use 1-65535")
+        cluster, service, revision = await self.existing(cluster_name, name)
+        target = service_port or port
+        if not any(p.port == target and p.protocol == protocol for p in service.ports):
+            known = ", ".join(str(p.port) for p in service.ports) or "none; create it with --port"
+            raise InvalidArgument(f"service {service.name} has no port {target} (its ports: {known})")
+        # The port opens on every host, so it must be free across all services.
+        for other in self._cache.services():
+            same = other.value.name == service.name and other.value.cluster == cluster
+            for lb in other.value.load_balancers:
+                if lb.port == port and lb.protocol == protocol and not same:
+                    raise AlreadyExists(
+                        f"port {port} is already exposed by service {other.value.name} "
+                        f"in cluster {other.value.cluster}"
+                    )
+        kept = [lb for lb in service.load_balancers if not (lb.port == port and lb.protocol == protocol)]
+        del service.load_balancers[:]
+        service.load_balancers.extend(kept)
+        service.load_balancers.append(pb.LoadBalancerPort(port=port, service_port=target, protocol=protocol))
+        await self._write(cluster, service, revision, "exposing")
+        log.info("event=service_exposed cluster=%s service=%s port=%d", cluster, service.name, port)
+        return service
+
+    async def endpoints(self, cluster_name: str, name: str) -> tuple[list[pb.Endpoint], dict[str, str]]:
+        """The endpoints serving the service, and why each other live task is not one."""
+        cluster, service, _ = await self.existing(cluster_name, name)
+        tasks = [t.value for t in self._cache.tasks_of_service(cluster, service.name)]
+        nodes = {n.value.id: n.value for n in self._cache.nodes()}
+        found = endpoints(service, tasks, nodes)
+        return found, not_ready(tasks, nodes, found)

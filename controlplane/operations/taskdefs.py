@@ -1,0 +1,77 @@
+"""Task definitions: register (family + revision), look up, list, deregister."""
+
+from __future__ import annotations
+
+import logging
+
+from berth.clock import now
+from berth.errors import FailedPrecondition, InvalidArgument, NotFound
+from berth.names import parse_task_definition_ref
+from berth.taskdef import validate_task_definition
+from berth.v1 import resources_pb2 as pb
+from controlplane.store import RETRY, Retry, Store, keys, optimistic
+
+log = logging.getLogger(__name__)
+
+
+class TaskDefinitions:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def register(self, td: pb.TaskDefinition) -> pb.TaskDefinition:
+        """Validate and store as the family's next revision."""
+        td.status = pb.ACTIVE
+        validate_task_definition(td)
+
+        async def attempt() -> pb.TaskDefinition | Retry:
+            existing, _ = await self._store.scan(keys.taskdef_family(td.family), pb.TaskDefinition)
+            td.revision = max((e.value.revision for e in existing), default=0) + 1
+            td.registered_at.CopyFrom(now())
+            if not await self._store.put_if_unchanged(keys.taskdef(td.family, td.revision), td, 0):
+                return RETRY  # another registration took this revision number
+            return td
+
+        registered = await optimistic(attempt, what=f"task definition family {td.family!r}")
+        log.info("event=taskdef_registered taskdef=%s:%s", registered.family, registered.revision)
+        return registered
+
+    async def all(self, family: str = "") -> list[pb.TaskDefinition]:
+        prefix = keys.taskdef_family(family) if family else keys.TASKDEFS
+        found, _ = await self._store.scan(prefix, pb.TaskDefinition)
+        return [f.value for f in found]
+
+    async def resolve(self, ref: str, require_active: bool = True) -> pb.TaskDefinition:
+        """FAMILY:REVISION exactly, or FAMILY's newest ACTIVE revision."""
+        if not ref:
+            raise InvalidArgument("a task definition is required: give FAMILY or FAMILY:REVISION")
+        family, revision = parse_task_definition_ref(ref)
+        if revision is not None:
+            found = await self._store.get(keys.taskdef(family, revision), pb.TaskDefinition)
+            if found is None:
+                raise NotFound(f"task definition {family}:{revision} does not exist")
+            if require_active and found.value.status != pb.ACTIVE:
+                raise FailedPrecondition(f"task definition {family}:{revision} is INACTIVE (deregistered)")
+            return found.value
+        revisions = await self.all(family)
+        active = [td for td in revisions if td.status == pb.ACTIVE]
+        if not active:
+            raise NotFound(f"task definition family {family!r} has no active revision")
+        return max(active, key=lambda td: td.revision)
+
+    async def deregister(self, ref: str) -> pb.TaskDefinition:
+        family, revision = parse_task_definition_ref(ref)
+        if revision is None:
+            raise InvalidArgument("deregister needs an exact revision: FAMILY:REVISION")
+
+        def deactivate(td: pb.TaskDefinition) -> pb.TaskDefinition | None:
+            if td.status == pb.INACTIVE:
+                return None
+            td.status = pb.INACTIVE
+            return td
+
+        updated = await self._store.update(keys.taskdef(family, revision), pb.TaskDefinition, deactivate)
+        if updated is None:
+            raise NotFound(f"task definition {family}:{revision} does not exist")
+        # Like ECS: running services keep using an INACTIVE revision; only new uses are refused.
+        log.info("event=taskdef_deregistered taskdef=%s:%s", family, revision)
+        return updated

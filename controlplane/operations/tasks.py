@@ -1,0 +1,99 @@
+"""Tasks: list, find by id or prefix, run one-off, stop."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from berth.errors import Conflict, InvalidArgument, NotFound
+from berth.names import check_dns_label
+from berth.v1 import resources_pb2 as pb
+from controlplane import lifecycle
+from controlplane.cache import ClusterCache
+from controlplane.operations.clusters import Clusters
+from controlplane.operations.taskdefs import TaskDefinitions
+from controlplane.scheduler.policies import compile_constraints, compile_strategy
+from controlplane.store import Condition, Put, Store, keys
+
+log = logging.getLogger(__name__)
+
+# A task id is 32 hex digits; operators may give any unique prefix of 6 or more.
+MIN_PREFIX = 6
+ID_LENGTH = 32
+
+
+class Tasks:
+    def __init__(
+        self, store: Store, cache: ClusterCache, clusters: Clusters, taskdefs: TaskDefinitions
+    ) -> None:
+        self._store = store
+        self._cache = cache
+        self._clusters = clusters
+        self._taskdefs = taskdefs
+
+    async def all(self, cluster_name: str, service: str = "", include_stopped: bool = False) -> list[pb.Task]:
+        """The cluster's tasks (or one service's), oldest first, from this replica's cache."""
+        cluster, _ = await self._clusters.existing(cluster_name)
+        if service:
+            check_dns_label("service", service)
+            candidates = [t.value for t in self._cache.tasks_of_service(cluster, service)]
+            # A deleted service's stopped tasks are still listed until purged.
+            if not candidates and self._cache.service(cluster, service) is None:
+                raise NotFound(f"service {service!r} does not exist in cluster {cluster!r}")
+        else:
+            candidates = [t.value for t in self._cache.tasks() if t.value.cluster == cluster]
+        tasks = [t for t in candidates if include_stopped or t.last_status != pb.STOPPED]
+        tasks.sort(key=lambda t: (t.created_at.seconds, t.created_at.nanos, t.id))
+        return tasks
+
+    async def find(self, cluster_name: str, ref: str) -> tuple[pb.Task, int]:
+        """The task with id or unique id prefix `ref`, and its record's revision."""
+        cluster, _ = await self._clusters.existing(cluster_name)
+        if not MIN_PREFIX <= len(ref) <= ID_LENGTH or not all(c in "0123456789abcdef" for c in ref):
+            raise InvalidArgument(
+                f"task id {ref!r} is invalid: give the id or at least its first {MIN_PREFIX} hex digits"
+            )
+        task_id = ref
+        if len(ref) < ID_LENGTH:
+            matches = [t.value.id for t in self._cache.tasks() if t.value.id.startswith(ref)]
+            if len(matches) > 1:
+                raise InvalidArgument(f"task id prefix {ref!r} is ambiguous: give more digits")
+            if matches:
+                task_id = matches[0]
+        found = await self._store.get(keys.task(task_id), pb.Task)
+        if found is None or found.value.cluster != cluster:
+            raise NotFound(f"task {ref} does not exist in cluster {cluster!r}")
+        return found.value, found.mod_revision
+
+    async def run(
+        self,
+        cluster_name: str,
+        task_definition: str,
+        strategy: Sequence[pb.PlacementStrategy] = (),
+        constraints: Sequence[pb.PlacementConstraint] = (),
+    ) -> pb.Task:
+        """Create one task that is not part of a service; the scheduler places it."""
+        cluster, cluster_revision = await self._clusters.existing(cluster_name)
+        td = await self._taskdefs.resolve(task_definition)
+        compile_strategy(strategy)
+        compile_constraints(constraints)
+        task = lifecycle.new_task(cluster, td, "", strategy, constraints)
+        key = keys.task(task.id)
+        created = await self._store.commit(
+            [Put(key, task)], [Condition(key, 0), Condition(keys.cluster(cluster), cluster_revision)]
+        )
+        if created is None:
+            raise Conflict(f"cluster {cluster!r} changed while starting the task; try again")
+        log.info("event=task_created task=%s cluster=%s taskdef=%s", task.id, cluster, task.task_definition)
+        return task
+
+    async def stop(self, cluster_name: str, ref: str, reason: str) -> pb.Task:
+        task, revision = await self.find(cluster_name, ref)
+        reason = reason or "Task stopped by user"
+        updated = lifecycle.request_stop(task, pb.USER_INITIATED, reason)
+        if updated is None:
+            return task
+        if not await self._store.put_if_unchanged(keys.task(task.id), updated, revision):
+            raise Conflict(f"task {task.id} changed while stopping it; try again")
+        log.info("event=task_stop_requested task=%s reason=%r", task.id, reason)
+        return updated
