@@ -25,7 +25,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import aetcd
 import grpc
 import psutil
 
@@ -33,6 +32,7 @@ from berth.testing.daemons import ControlPlaneProcess, Daemon
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
 from berth.v1 import resources_pb2 as pb
+from controlplane.store import Store, keys
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -53,36 +53,41 @@ def wait_nodes(stub: operator_pb2_grpc.OperatorStub, count: int, timeout: float)
 
 
 async def watch_tasks(endpoint: str, total: int, timeout: float, started: asyncio.Event) -> dict[str, float]:
-    """Follow /berth/tasks/ in etcd; return when every task is RUNNING (monotonic timestamps)."""
-    host, port = endpoint.split(":")
+    """Follow tasks/ in etcd; return when every task is RUNNING (monotonic timestamps)."""
     placed: set[str] = set()
     running: set[str] = set()
     marks: dict[str, float] = {}
-    async with aetcd.Client(host=host, port=int(port), timeout=60) as client:
-        watch = await client.watch_prefix(b"/berth/tasks/")
+    store = Store([endpoint], prefix="/berth/", timeout=60)
+    await store.connect()
+
+    async def follow() -> None:
+        _, revision = await store.scan_raw(keys.TASKS)
         started.set()
-        deadline = time.monotonic() + timeout
-        async for event in watch:
-            if event.kind != "PUT":
-                continue
-            task = pb.Task.FromString(event.kv.value)
+        async for entries in store.watch(keys.TASKS, revision + 1):
             now = time.monotonic()
-            if task.node_id and task.id not in placed:
-                placed.add(task.id)
-                marks.setdefault("first_placed", now)
-                if len(placed) == total:
-                    marks["last_placed"] = now
-            if task.last_status == pb.RUNNING and task.id not in running:
-                running.add(task.id)
-                if len(running) == total:
-                    marks["all_running"] = now
-                    await watch.cancel()
-                    break
-            if now > deadline:
-                await watch.cancel()
-                raise TimeoutError(
-                    f"after {timeout}s: {len(placed)} placed, {len(running)} RUNNING of {total}"
-                )
+            for entry in entries:
+                if entry.value is None:
+                    continue
+                task = pb.Task.FromString(entry.value)
+                if task.node_id and task.id not in placed:
+                    placed.add(task.id)
+                    marks.setdefault("first_placed", now)
+                    if len(placed) == total:
+                        marks["last_placed"] = now
+                if task.last_status == pb.RUNNING and task.id not in running:
+                    running.add(task.id)
+                    if len(running) == total:
+                        marks["all_running"] = now
+                        return
+
+    try:
+        await asyncio.wait_for(follow(), timeout)
+    except TimeoutError:
+        raise TimeoutError(
+            f"after {timeout}s: {len(placed)} placed, {len(running)} RUNNING of {total}"
+        ) from None
+    finally:
+        await store.close()
     return marks
 
 
