@@ -53,5 +53,10 @@ def service_dns_name(service: str, cluster: str) -> str:
 
 
 def protocol_name(protocol: int) -> str:
-    """ "tcp" or "udp", as iptables, conntrack and port specs (80/udp) spell it."""
+    """The protocol as iptables, conntrack and Docker spell it: "tcp" or "udp"."""
     return "udp" if protocol == pb.UDP else "tcp"
+
+
+def port_text(port: int, protocol: int) -> str:
+    """A port as operators write it: "80" for TCP, "53/udp" for UDP."""
+    return f"{port}/udp" if protocol == pb.UDP else str(port)

@@ -10,14 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from berth.errors import InvalidArgument
+from berth.names import port_text
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
-
-DOMAIN = "berth"
-
-
-def dns_name(service: pb.Service) -> str:
-    return f"{service.name}.{service.cluster}.{DOMAIN}"
 
 
 def endpoints(
@@ -101,8 +96,7 @@ def resolve_ports(ports: Iterable[pb.ServicePort], td: pb.TaskDefinition) -> lis
             target = port.container_port or repr(port.name)
             known = (
                 ", ".join(
-                    f"{m.container_port}{'/udp' if m.protocol == pb.UDP else ''}"
-                    + (f" ({m.name})" if m.name else "")
+                    port_text(m.container_port, m.protocol) + (f" ({m.name})" if m.name else "")
                     for m in mappings
                 )
                 or "none"

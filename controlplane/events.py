@@ -31,7 +31,10 @@ class EventLog:
                 return None
             events.events.append(pb.ServiceEvent(created_at=now(), message=message))
             del events.events[:-MAX_EVENTS]
-            if not await self._store.put_if_unchanged(key, events, current.mod_revision if current else 0):
+            if (
+                await self._store.put_if_unchanged(key, events, current.mod_revision if current else 0)
+                is None
+            ):
                 return RETRY
             log.info("event=service_event cluster=%s service=%s message=%r", cluster, service, message)
             return None

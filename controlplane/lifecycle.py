@@ -40,7 +40,6 @@ def new_task(
     return pb.Task(
         id=uuid.uuid4().hex,
         cluster=cluster,
-        group=f"service:{service}" if service else "",
         service=service,
         task_definition=task_definition_ref(td),
         desired_status=pb.DESIRED_RUNNING,

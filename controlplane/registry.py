@@ -1,12 +1,11 @@
 """Which agents hold a stream to this replica, and their latest metrics.
 
-Kept in memory only (DESIGN: metrics never go to etcd); a short window per
+Kept in memory only (metrics never go to etcd); a short window per
 node is enough for `berth node list` and, later, autoscaling.
 """
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -18,8 +17,6 @@ METRICS_WINDOW = 60
 @dataclass
 class AgentSession:
     node_id: str
-    connected_at: float
-    last_heartbeat: float
     metrics: deque[pb.NodeMetrics] = field(default_factory=lambda: deque(maxlen=METRICS_WINDOW))
 
 
@@ -28,7 +25,7 @@ class AgentRegistry:
         self._sessions: dict[str, AgentSession] = {}
 
     def connected(self, node_id: str) -> AgentSession:
-        session = AgentSession(node_id, time.monotonic(), time.monotonic())
+        session = AgentSession(node_id)
         self._sessions[node_id] = session
         return session
 
@@ -41,7 +38,6 @@ class AgentRegistry:
         return node_id in self._sessions
 
     def record_heartbeat(self, session: AgentSession, metrics: pb.NodeMetrics | None) -> None:
-        session.last_heartbeat = time.monotonic()
         if metrics is not None:
             session.metrics.append(metrics)
 

@@ -8,7 +8,7 @@ import time
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
-from controlplane.store import Condition, Delete, Put, Store
+from controlplane.store import Condition, Delete, Store
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,7 @@ class Housekeeper:
                     value, pb.NODE_LOST, f"Node {value.node_id} no longer exists"
                 )
                 if updated is not None:
-                    result = await self._store.commit(
-                        [Put(task.key, updated)], [Condition(task.key, task.mod_revision)]
-                    )
+                    result = await self._store.put_if_unchanged(task.key, updated, task.mod_revision)
                     written = max(written, result or 0)
                     log.warning("event=task_orphaned task=%s node=%s", value.id, value.node_id)
         return written

@@ -57,9 +57,7 @@ class NodeMonitor:
             down = pb.Node()
             down.CopyFrom(node)
             down.status = pb.DOWN
-            result = await self._store.commit(
-                [Put(versioned.key, down)], [Condition(versioned.key, versioned.mod_revision)]
-            )
+            result = await self._store.put_if_unchanged(versioned.key, down, versioned.mod_revision)
             if result is None:
                 continue
             written = result

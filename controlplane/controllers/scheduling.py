@@ -157,9 +157,7 @@ class SchedulingController:
                 task.value, pb.USER_INITIATED, "Task stopped before it was placed"
             )
             if updated is not None:
-                result = await self._store.commit(
-                    [Put(task.key, updated)], [Condition(task.key, task.mod_revision)]
-                )
+                result = await self._store.put_if_unchanged(task.key, updated, task.mod_revision)
                 written = max(written, result or 0)
         return written
 
@@ -244,9 +242,7 @@ class SchedulingController:
                 updated = pb.Task()
                 updated.CopyFrom(task.value)
                 updated.pending_reason = failure.reason
-                result = await self._store.commit(
-                    [Put(task.key, updated)], [Condition(task.key, task.mod_revision)]
-                )
+                result = await self._store.put_if_unchanged(task.key, updated, task.mod_revision)
                 written = max(written, result or 0)
             service_key = (task.value.cluster, task.value.service)
             if task.value.service and service_key not in reported:

@@ -45,7 +45,7 @@ class Clusters:
     async def create(self, name: str) -> pb.Cluster:
         name = check_dns_label("cluster", name)
         cluster = pb.Cluster(name=name, created_at=now())
-        if not await self._store.put_if_unchanged(keys.cluster(name), cluster, 0):
+        if await self._store.put_if_unchanged(keys.cluster(name), cluster, 0) is None:
             raise AlreadyExists(f"cluster {name!r} already exists")
         log.info("event=cluster_created cluster=%s", name)
         return cluster

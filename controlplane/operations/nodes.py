@@ -73,7 +73,7 @@ class Nodes:
             node.attributes.update(facts.attributes)
             # A DOWN node turns READY with its first heartbeat (NodeLeases),
             # atomically with its liveness key.
-            if not await self._store.put_if_unchanged(key, node, current.mod_revision if current else 0):
+            if await self._store.put_if_unchanged(key, node, current.mod_revision if current else 0) is None:
                 return RETRY
             return node
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from berth.clock import now
 from berth.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound
-from berth.names import check_dns_label, service_dns_name
+from berth.names import check_dns_label, port_text, service_dns_name
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
@@ -89,7 +89,7 @@ class Services:
         return cluster, found.value, found.mod_revision
 
     async def _write(self, cluster: str, service: pb.Service, revision: int, doing: str) -> None:
-        if not await self._store.put_if_unchanged(keys.service(cluster, service.name), service, revision):
+        if await self._store.put_if_unchanged(keys.service(cluster, service.name), service, revision) is None:
             raise Conflict(f"service {service.name!r} changed while {doing} it; try again")
 
     async def create(self, spec: ServiceSpec) -> pb.Service:
@@ -161,7 +161,7 @@ class Services:
             service=service,
             dns_name=service_dns_name(service.name, service.cluster),
             exposed_addresses=[
-                f"{n.address}:{lb.port}{'/udp' if lb.protocol == pb.UDP else ''}"
+                f"{n.address}:{port_text(lb.port, lb.protocol)}"
                 for lb in service.load_balancers
                 for n in nodes
             ],

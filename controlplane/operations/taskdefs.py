@@ -27,7 +27,7 @@ class TaskDefinitions:
             existing, _ = await self._store.scan(keys.taskdef_family(td.family), pb.TaskDefinition)
             td.revision = max((e.value.revision for e in existing), default=0) + 1
             td.registered_at.CopyFrom(now())
-            if not await self._store.put_if_unchanged(keys.taskdef(td.family, td.revision), td, 0):
+            if await self._store.put_if_unchanged(keys.taskdef(td.family, td.revision), td, 0) is None:
                 return RETRY  # another registration took this revision number
             return td
 

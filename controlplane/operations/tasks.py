@@ -93,7 +93,7 @@ class Tasks:
         updated = lifecycle.request_stop(task, pb.USER_INITIATED, reason)
         if updated is None:
             return task
-        if not await self._store.put_if_unchanged(keys.task(task.id), updated, revision):
+        if await self._store.put_if_unchanged(keys.task(task.id), updated, revision) is None:
             raise Conflict(f"task {task.id} changed while stopping it; try again")
         log.info("event=task_stop_requested task=%s reason=%r", task.id, reason)
         return updated

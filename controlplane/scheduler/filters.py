@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from berth.names import protocol_name
 from berth.v1 import resources_pb2 as pb
 from controlplane.scheduler.expressions import AttributeClause
 from controlplane.scheduler.model import Filter, NodeState, PlacementRequest
@@ -9,7 +10,7 @@ from controlplane.scheduler.model import Filter, NodeState, PlacementRequest
 
 def _port_text(port: tuple[int, int]) -> str:
     number, protocol = port
-    return f"{number}/{'udp' if protocol == pb.UDP else 'tcp'}"
+    return f"{number}/{protocol_name(protocol)}"
 
 
 class NodeReady:

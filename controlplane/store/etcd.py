@@ -247,9 +247,12 @@ class Store:
             raise Unavailable(f"etcd: {error.details()}") from error
         return int(response.header.revision) if response.succeeded else None
 
-    async def put_if_unchanged(self, key: str, value: Message | bytes, mod_revision: int) -> bool:
-        """Write one key if it still has `mod_revision` (0: if it is absent)."""
-        return await self.commit([Put(key, value)], [Condition(key, mod_revision)]) is not None
+    async def put_if_unchanged(self, key: str, value: Message | bytes, mod_revision: int) -> int | None:
+        """Write one key if it still has `mod_revision` (0: if it is absent).
+
+        Returns the new store revision, or None when the key had changed.
+        """
+        return await self.commit([Put(key, value)], [Condition(key, mod_revision)])
 
     async def update(
         self,
@@ -270,9 +273,9 @@ class Store:
             updated = mutate(current.value)
             if updated is None:
                 return current.value
-            if await self.put_if_unchanged(key, updated, current.mod_revision):
-                return updated
-            return RETRY
+            if await self.put_if_unchanged(key, updated, current.mod_revision) is None:
+                return RETRY
+            return updated
 
         return await optimistic(attempt, what=key, attempts=attempts)
 

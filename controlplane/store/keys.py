@@ -6,9 +6,13 @@ services/CLUSTER/NAME           Service
 events/CLUSTER/SERVICE          ServiceEvents
 tasks/TASK_ID                   Task
 nodes/NODE_ID                   Node
-alive/NODE_ID                   empty value, attached to the node's lease
-placements/NODE_ID              counter bumped by every placement batch on the node
-leader                          id of the replica running the controllers (leased)
+alive/NODE_ID                   empty value (raw bytes), attached to the node's lease
+placements/NODE_ID              counter bumped by every placement batch on the node (raw bytes)
+vips/ADDRESS                    "CLUSTER/SERVICE" holding the virtual IP (raw bytes)
+leader                          id of the replica running the controllers (raw bytes, leased)
+
+Values are the protobuf messages named (berth/v1/resources.proto); alive/,
+placements/, vips/ and leader hold raw bytes.
 """
 
 from __future__ import annotations
