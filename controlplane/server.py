@@ -75,7 +75,6 @@ class ControlPlane:
         )
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
             AgentService(
-                store,
                 cache,
                 operations.nodes,
                 agents,

@@ -18,7 +18,6 @@ import grpc
 from berth.errors import NotFound, Unavailable
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import agent_pb2_grpc
-from berth.v1 import resources_pb2 as pb
 from controlplane.api.errors import Context, grpc_errors
 from controlplane.cache import ClusterCache
 from controlplane.desired import DesiredStates
@@ -27,7 +26,6 @@ from controlplane.metrics import AGENTS_CONNECTED
 from controlplane.operations.nodes import NodeFacts, Nodes
 from controlplane.registry import AgentRegistry, AgentSession
 from controlplane.status import StatusWriter
-from controlplane.store import Store, keys
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +36,6 @@ COALESCE = 0.03
 class AgentService(agent_pb2_grpc.AgentServiceServicer):
     def __init__(
         self,
-        store: Store,
         cache: ClusterCache,
         nodes: Nodes,
         agents: AgentRegistry,
@@ -47,7 +44,6 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         heartbeat_interval: float,
         service_cidr: str,
     ) -> None:
-        self._store = store
         self._cache = cache
         self._nodes = nodes
         self._agents = agents
@@ -88,7 +84,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be hello")
             return
         node_id = first.hello.node_id
-        if self._cache.node(node_id) is None and await self._store.get(keys.node(node_id), pb.Node) is None:
+        if not await self._nodes.is_registered(node_id):
             await context.abort(grpc.StatusCode.NOT_FOUND, str(NotFound(f"node {node_id} is not registered")))
             return
         await self._leases.beat(node_id)

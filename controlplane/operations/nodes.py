@@ -88,6 +88,13 @@ class Nodes:
         )
         return node
 
+    async def is_registered(self, node_id: str) -> bool:
+        # The cache may trail a registration that has just happened: ask etcd too.
+        return bool(node_id) and (
+            self._cache.node(node_id) is not None
+            or await self._store.get(keys.node(node_id), pb.Node) is not None
+        )
+
     def summaries(self) -> list[NodeSummary]:
         """Every node with its reservations, running tasks and latest metrics, by name."""
         summaries = []
