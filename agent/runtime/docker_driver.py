@@ -309,20 +309,22 @@ class DockerDriver:
 
     # -- change feed -----------------------------------------------------
 
-    async def changes(self) -> AsyncIterator[str]:
-        """Task ids from Docker's event stream; reconnects if the stream breaks."""
+    async def changes(self, node_id: str) -> AsyncIterator[str]:
+        """This node's task ids from Docker's event stream; reconnects if the stream breaks."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str] = asyncio.Queue()
+        done = threading.Event()
+        filters = {"type": ["container"], "label": [f"{LABEL_MANAGED}=true", f"{LABEL_NODE}={node_id}"]}
 
         def pump() -> None:
-            while not self._closed.is_set():
+            while not (self._closed.is_set() or done.is_set()):
                 try:
-                    self._events_stream = EventStream(
-                        self._base_url, {"type": ["container"], "label": [f"{LABEL_MANAGED}=true"]}
-                    )
+                    self._events_stream = EventStream(self._base_url, filters)
                     # A resync marker: events may have been missed while disconnected.
                     loop.call_soon_threadsafe(queue.put_nowait, "")
                     for event in self._events_stream:
+                        if done.is_set():
+                            return
                         action = event.get("Action", "").split(":")[0]
                         attributes = event.get("Actor", {}).get("Attributes", {})
                         if action == "oom":
@@ -334,15 +336,22 @@ class DockerDriver:
                         if action in _WATCHED_ACTIONS:
                             loop.call_soon_threadsafe(queue.put_nowait, attributes.get(LABEL_TASK_ID, ""))
                 except Exception as error:
-                    if self._closed.is_set():
+                    if self._closed.is_set() or done.is_set():
                         return
                     log.warning("event=docker_events_broken error=%r", str(error))
                 self._closed.wait(1.0)
 
-        thread = threading.Thread(target=pump, name="docker-events", daemon=True)
+        thread = threading.Thread(target=pump, name=f"docker-events-{node_id}", daemon=True)
         thread.start()
-        while True:
-            yield await queue.get()
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            done.set()
+            stream = self._events_stream
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    stream.close()
 
     async def close(self) -> None:
         self._closed.set()
