@@ -113,7 +113,7 @@ class ControlPlaneSession:
             except TimeoutError:
                 pass
             next_heartbeat = loop.time() + interval
-            heartbeat = agent_pb.Heartbeat(task_ids=self._supervisor.task_ids)
+            heartbeat = agent_pb.Heartbeat()
             metrics = await self._sample_metrics()
             if metrics is not None:
                 heartbeat.metrics.CopyFrom(metrics)

@@ -81,10 +81,6 @@ class TaskSupervisor:
             self._node_changed.set()
             self._wake.set()
 
-    @property
-    def task_ids(self) -> list[str]:
-        return sorted(self.observed)
-
     # -- loops ---------------------------------------------------------------
 
     async def run(self) -> None:
