@@ -27,7 +27,13 @@ import docker
 import docker.errors
 
 from agent.runtime import docker_state
-from agent.runtime.docker_events import WATCHED_ACTIONS, ContainerEvent, EventStream, parse_event
+from agent.runtime.docker_events import (
+    WATCHED_ACTIONS,
+    ContainerEvent,
+    EventSource,
+    EventStream,
+    parse_event,
+)
 from agent.runtime.docker_spec import ContainerSpec, container_specs
 from agent.runtime.docker_state import ContainerLedger, ListedContainer
 from agent.runtime.driver import (
@@ -47,23 +53,39 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# Opens Docker's event stream: (base URL, filters) -> a blocking source of raw events.
+OpenEvents = Callable[[str, dict[str, list[str]]], EventSource]
+
 
 class DockerDriver:
-    def __init__(self, base_url: str, concurrency: int = 8, dns_servers: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        concurrency: int = 8,
+        dns_servers: list[str] | None = None,
+        client: docker.DockerClient | None = None,
+        open_events: OpenEvents = EventStream,
+    ) -> None:
+        """client and open_events default to the real engine at base_url (tests pass fakes)."""
         self._base_url = base_url
         # The host's Berth DNS, so containers resolve SERVICE.CLUSTER.berth.
         self._dns_servers = tuple(dns_servers or ())
-        self._client = docker.DockerClient(base_url=base_url)
+        self._client = client if client is not None else docker.DockerClient(base_url=base_url)
+        self._open_events = open_events
         self._semaphore = asyncio.Semaphore(concurrency)
         # Event loop thread only (see the module docstring).
         self._ledger = ContainerLedger()
         self._feeds: dict[str, set[asyncio.Queue[str]]] = {}  # node -> open change feeds
+        # Nodes this driver lists, starts or watches for; on an engine shared
+        # with other agents, their containers' events are not ours to keep.
+        self._nodes: set[str] = set()
         self._events_thread: threading.Thread | None = None
         # Shared with the event thread: set once to stop it, and the stream to close to wake it.
         self._closed = threading.Event()
-        self._events_stream: EventStream | None = None
+        self._events_stream: EventSource | None = None
         # Images seen present; forgotten when a create fails (it may have been removed).
-        # Touched by worker threads only; a stale entry costs one failed create, then a pull.
+        # Touched by worker threads only, one set operation at a time; a stale
+        # entry costs one failed create, then a pull.
         self._present_images: set[str] = set()
 
     async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -91,6 +113,7 @@ class DockerDriver:
         return states
 
     async def list_tasks(self, node_id: str) -> dict[str, ObservedTask]:
+        self._nodes.add(node_id)
         listed_since = self._ledger.mark()
         listed = await self._call(self._list_blocking, node_id)
         observed = {c.id: self._ledger.observe(c) for c in listed}
@@ -161,6 +184,7 @@ class DockerDriver:
             raise StartFailed(f"CannotCreateContainerError: {error.explanation or error}") from error
 
     async def start_task(self, assignment: agent_pb.TaskAssignment, node_id: str) -> None:
+        self._nodes.add(node_id)
         loop = asyncio.get_running_loop()
 
         def started(container: ObservedContainer) -> None:
@@ -199,6 +223,7 @@ class DockerDriver:
     async def changes(self, node_id: str) -> AsyncIterator[str]:
         """This node's task ids from Docker's event stream (one stream shared by all feeds)."""
         feed: asyncio.Queue[str] = asyncio.Queue()
+        self._nodes.add(node_id)
         self._feeds.setdefault(node_id, set()).add(feed)
         self._start_events_thread(asyncio.get_running_loop())
         try:
@@ -212,6 +237,8 @@ class DockerDriver:
 
     def _on_event(self, event: ContainerEvent) -> None:
         """On the loop: note the event, then wake the feeds of its node."""
+        if event.node_id and event.node_id not in self._nodes:
+            return  # another agent's container on the same engine
         self._ledger.record(event)
         if event.action not in WATCHED_ACTIONS:
             return
@@ -234,7 +261,7 @@ class DockerDriver:
         def pump() -> None:
             while not self._closed.is_set():
                 try:
-                    self._events_stream = EventStream(
+                    self._events_stream = self._open_events(
                         self._base_url, {"type": ["container"], "label": [f"{LABEL_MANAGED}=true"]}
                     )
                     loop.call_soon_threadsafe(self._on_reconnected)

@@ -15,7 +15,7 @@ import socket
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from agent.runtime.driver import LABEL_NODE, LABEL_TASK_ID
 
@@ -63,8 +63,16 @@ def connect(base_url: str) -> http.client.HTTPConnection:
     return http.client.HTTPConnection(parsed.hostname or "localhost", parsed.port or 2375)
 
 
+class EventSource(Protocol):
+    """A blocking iterator of raw events; close() (from another thread) ends the iteration."""
+
+    def __iter__(self) -> Iterator[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
 class EventStream:
-    """Iterates container events matching `filters` until closed."""
+    """Iterates container events matching `filters` until closed (an EventSource)."""
 
     def __init__(self, base_url: str, filters: dict[str, list[str]]) -> None:
         self._connection = connect(base_url)
