@@ -48,6 +48,7 @@ async def run_hollow(
     ]
     workers: list[asyncio.Task[None]] = []
     for index in range(count):
+        # One shared driver, one node each: the driver keeps tasks and change feeds per node.
         supervisor = TaskSupervisor(driver, resync_interval=60.0)
         registration = agent_pb.RegisterRequest(
             name=f"{prefix}-{index}",

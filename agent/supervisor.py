@@ -1,8 +1,10 @@
 """Carries out the reconciler's plans against a task driver.
 
-One loop: wake on a new desired state, a runtime change or a periodic
-resync; observe; plan; launch each action as its own asyncio task (a task
-id is busy until its action ends, so no two actions on one task overlap).
+One loop: wake on a new desired state, a change to one of this node's tasks
+(the driver's per-node feed, followed from the moment the node id is known
+and re-opened if it changes) or a periodic resync; observe; plan; launch
+each action as its own asyncio task (a task id is busy until its action
+ends, so no two actions on one task overlap).
 Status reports go to whatever sink the current control-plane session set;
 with no session they are dropped, and re-sent once a fresh snapshot shows
 the control plane still lacks them.
@@ -31,7 +33,8 @@ ReportSink = Callable[[agent_pb.TaskStatusReport], None]
 class TaskSupervisor:
     def __init__(self, driver: TaskDriver, node_id: str = "", resync_interval: float = 30.0) -> None:
         self.driver = driver
-        self.node_id = node_id
+        self._node_id = node_id
+        self._node_changed = asyncio.Event()
         self._resync_interval = resync_interval
         self._desired: dict[str, agent_pb.TaskAssignment] | None = None
         self._revision = 0
@@ -67,8 +70,16 @@ class TaskSupervisor:
         self._wake.set()
 
     @property
-    def task_ids(self) -> list[str]:
-        return sorted(self.observed)
+    def node_id(self) -> str:
+        return self._node_id
+
+    @node_id.setter
+    def node_id(self, value: str) -> None:
+        """Set by the session once registered (again after a re-registration)."""
+        if value != self._node_id:
+            self._node_id = value
+            self._node_changed.set()
+            self._wake.set()
 
     # -- loops ---------------------------------------------------------------
 
@@ -92,7 +103,28 @@ class TaskSupervisor:
             await asyncio.gather(watcher, *self._actions, return_exceptions=True)
 
     async def _watch_runtime(self) -> None:
-        async for _task_id in self.driver.changes():
+        """Follows the change feed of the current node; re-opens it when the node id changes."""
+        while True:
+            self._node_changed.clear()
+            node_id = self._node_id
+            if not node_id:
+                await self._node_changed.wait()
+                continue
+            feed = asyncio.create_task(self._follow(node_id), name=f"runtime-changes-{node_id}")
+            renamed = asyncio.create_task(self._node_changed.wait())
+            done, _ = await asyncio.wait({feed, renamed}, return_when=asyncio.FIRST_COMPLETED)
+            # Cancelling the follower unwinds the driver's feed (closing its subscription).
+            for waiter in (feed, renamed):
+                waiter.cancel()
+            await asyncio.gather(feed, renamed, return_exceptions=True)
+            if renamed not in done:
+                error = None if feed.cancelled() else feed.exception()
+                if error is not None:
+                    log.error("event=runtime_changes_failed node=%s error=%r", node_id, str(error))
+                return  # the feed ended by itself: rely on the periodic resync from now on
+
+    async def _follow(self, node_id: str) -> None:
+        async for _task_id in self.driver.changes(node_id):
             self._wake.set()
 
     async def reconcile_once(self) -> None:

@@ -7,6 +7,9 @@ built-in chains are in place, then delete conntrack entries of endpoints
 that went away (UDP flows would otherwise stick to a dead endpoint). Any
 failure, or a canary rule gone missing (someone flushed the table), makes
 the next round a full resync.
+
+Every program runs through a `ProgramRunner` given to the constructor (the
+real one by default), so this logic is unit-tested against a fake.
 """
 
 from __future__ import annotations
@@ -19,27 +22,42 @@ import time
 
 from agent.metrics import RULES_APPLY_SECONDS
 from agent.netfilter import rules
+from agent.netfilter.runner import Completed, ProgramRunner, SubprocessRunner
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
 log = logging.getLogger(__name__)
 
 CHECK_INTERVAL = 5.0
+RETRY_DELAY = 1.0
 
 
 def _run(
-    *command: str, input_text: str | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, input=input_text, capture_output=True, text=True, check=check, timeout=300)
+    runner: ProgramRunner, *command: str, input_text: str | None = None, check: bool = True
+) -> Completed:
+    """Run through `runner`; with check, a non-zero exit raises CalledProcessError (stderr kept)."""
+    result = runner(command, input_text)
+    if check and result.returncode != 0:
+        raise subprocess.CalledProcessError(result.returncode, command, result.stdout, result.stderr)
+    return result
 
 
 class ServiceNetwork:
     """Keeps this host's iptables in step with the latest route table."""
 
-    def __init__(self, node_address: str, command_prefix: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        node_address: str,
+        command_prefix: tuple[str, ...] = (),
+        runner: ProgramRunner | None = None,
+        check_interval: float = CHECK_INTERVAL,
+        retry_delay: float = RETRY_DELAY,
+    ) -> None:
+        """command_prefix: e.g. ("nsenter", "--net=/run/netns/X") for the default runner."""
         self._node_address = node_address
-        # e.g. ("nsenter", "--net=/run/netns/X"): run every command in another namespace.
-        self._prefix = command_prefix
+        self._runner = runner or SubprocessRunner(command_prefix)
+        self._check_interval = check_interval
+        self._retry_delay = retry_delay
         self.service_cidr = ""
         self._routes: list[agent_pb.ServiceRoute] | None = None
         self._applied: rules.RuleSet | None = None
@@ -57,31 +75,38 @@ class ServiceNetwork:
     async def run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), CHECK_INTERVAL)
+                await asyncio.wait_for(self._wake.wait(), self._check_interval)
             self._wake.clear()
-            if self._routes is None or not self.service_cidr:
-                continue  # nothing heard from the control plane yet: touch nothing
-            changed, self._pending = self._pending, False
-            try:
-                if not changed and not await asyncio.to_thread(self._healthy):
-                    log.warning("event=rules_missing action=full_resync")
-                    self._applied = None
-                if changed or self._applied is None:
-                    await asyncio.to_thread(self.sync, self._routes, self._revision)
-            except (subprocess.SubprocessError, OSError) as error:
-                detail = getattr(error, "stderr", "") or str(error)
-                log.error("event=rules_apply_failed error=%r action=full_resync", str(detail).strip())
-                self._applied = None
-                self._pending = True
-                await asyncio.sleep(1.0)
+            if not await self.step():
+                await asyncio.sleep(self._retry_delay)
                 self._wake.set()
+
+    async def step(self) -> bool:
+        """One round: apply what changed, else check the canary (a full resync if it is gone).
+
+        Returns False when applying failed; the next round is then a full resync.
+        """
+        if self._routes is None or not self.service_cidr:
+            return True  # nothing heard from the control plane yet: touch nothing
+        changed, self._pending = self._pending, False
+        try:
+            if not changed and not await asyncio.to_thread(self._healthy):
+                log.warning("event=rules_missing action=full_resync")
+                self._applied = None
+            if changed or self._applied is None:
+                await asyncio.to_thread(self.sync, self._routes, self._revision)
+        except (subprocess.SubprocessError, OSError) as error:
+            detail = getattr(error, "stderr", "") or str(error)
+            log.error("event=rules_apply_failed error=%r action=full_resync", str(detail).strip())
+            self._applied = None
+            self._pending = True
+            return False
+        return True
 
     # -- blocking work, in a worker thread -------------------------------------
 
-    def _run(
-        self, *command: str, input_text: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        return _run(*self._prefix, *command, input_text=input_text, check=check)
+    def _run(self, *command: str, input_text: str | None = None, check: bool = True) -> Completed:
+        return _run(self._runner, *command, input_text=input_text, check=check)
 
     def _healthy(self) -> bool:
         """Our canary rule and jumps are where we put them (nobody flushed the tables)."""
@@ -154,31 +179,35 @@ class ServiceNetwork:
         )
 
 
-def owned_rules() -> str:
+def owned_rules(runner: ProgramRunner | None = None) -> str:
     """Berth's own chains and jumps, as iptables-save prints them (for `berth-agent rules`)."""
+    runner = runner or SubprocessRunner()
     lines = []
     for table in ("nat", "filter"):
         lines.append(f"*{table}")
         lines += [
-            line for line in _run("iptables-save", "-t", table).stdout.splitlines() if rules.PREFIX in line
+            line
+            for line in _run(runner, "iptables-save", "-t", table).stdout.splitlines()
+            if rules.PREFIX in line
         ]
     return "\n".join(lines)
 
 
-def remove_owned_rules(service_cidr: str | None) -> None:
+def remove_owned_rules(service_cidr: str | None, runner: ProgramRunner | None = None) -> None:
     """Take Berth's jumps, chains and local service route off this host (for teardown)."""
+    runner = runner or SubprocessRunner()
     for table, builtin, ours in rules.JUMPS:
-        while _run("iptables", "-t", table, "-D", builtin, "-j", ours, check=False).returncode == 0:
+        while _run(runner, "iptables", "-t", table, "-D", builtin, "-j", ours, check=False).returncode == 0:
             pass
     for table in ("nat", "filter"):
         chains = [
             line[1:].split()[0]
-            for line in _run("iptables-save", "-t", table).stdout.splitlines()
+            for line in _run(runner, "iptables-save", "-t", table).stdout.splitlines()
             if line.startswith(":" + rules.PREFIX)
         ]
         for chain in chains:
-            _run("iptables", "-t", table, "-F", chain, check=False)
+            _run(runner, "iptables", "-t", table, "-F", chain, check=False)
         for chain in chains:
-            _run("iptables", "-t", table, "-X", chain, check=False)
+            _run(runner, "iptables", "-t", table, "-X", chain, check=False)
     if service_cidr:
-        _run("ip", "route", "del", "local", service_cidr, "dev", "lo", "table", "local", check=False)
+        _run(runner, "ip", "route", "del", "local", service_cidr, "dev", "lo", "table", "local", check=False)

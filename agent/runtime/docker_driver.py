@@ -1,8 +1,17 @@
-"""The Docker engine driver, through the `docker` SDK.
+"""The Docker engine driver: the I/O around a pure container spec and a pure list/event merge.
 
-The SDK blocks, so every call runs in a worker thread, at most
-`concurrency` at a time, never on the event loop. Exits are learned from
-Docker's event stream (read in its own thread), not by polling.
+What to create comes from `docker_spec`; what to believe about a container
+comes from `docker_state` (Docker's list lags its events). This module only
+talks to the engine, through the `docker` SDK and Docker's event stream.
+
+Threads: the SDK blocks, so every engine call runs in a worker thread, at
+most `concurrency` at a time, never on the event loop; the event stream is
+read by one more thread ("docker-events"), started with the first change
+feed. Neither ever touches the driver's state: the ledger of deaths and
+starts, and the per-node feeds, are read and written only on the event loop
+thread, to which the event thread and start calls hand their facts with
+`call_soon_threadsafe` (in order, so a death is recorded before the feed
+that wakes the supervisor is fed).
 """
 
 from __future__ import annotations
@@ -17,17 +26,20 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 
-from agent.runtime.docker_events import EventStream
+from agent.runtime import docker_state
+from agent.runtime.docker_events import (
+    WATCHED_ACTIONS,
+    ContainerEvent,
+    EventSource,
+    EventStream,
+    parse_event,
+)
+from agent.runtime.docker_spec import ContainerSpec, container_specs
+from agent.runtime.docker_state import ContainerLedger, ListedContainer
 from agent.runtime.driver import (
     DEFAULT_STOP_TIMEOUT,
-    LABEL_CLUSTER,
-    LABEL_CONTAINER,
-    LABEL_ESSENTIAL,
     LABEL_MANAGED,
     LABEL_NODE,
-    LABEL_SERVICE,
-    LABEL_STOP_TIMEOUT,
-    LABEL_TASK_DEFINITION,
     LABEL_TASK_ID,
     ContainerPhase,
     ObservedContainer,
@@ -36,59 +48,45 @@ from agent.runtime.driver import (
 )
 from berth.errors import Unavailable
 from berth.v1 import agent_pb2 as agent_pb
-from berth.v1 import resources_pb2 as pb
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_WATCHED_ACTIONS = {"start", "die", "destroy", "oom", "create"}
-
-
-def container_name(task_id: str, name: str) -> str:
-    # Unique per task and container: Docker itself refuses a duplicate start.
-    return f"berth-{task_id}-{name}"
-
-
-def _bindings(name: str, ports: list[dict[str, Any]]) -> tuple[pb.NetworkBinding, ...]:
-    found: dict[tuple[int, str], pb.NetworkBinding] = {}
-    for port in ports or []:
-        if not port.get("PublicPort"):
-            continue
-        key = (int(port["PrivatePort"]), port.get("Type", "tcp"))
-        ip = port.get("IP", "")
-        if key in found and ":" in ip:
-            continue  # prefer the IPv4 binding Docker lists beside the IPv6 one
-        found[key] = pb.NetworkBinding(
-            container_name=name,
-            container_port=key[0],
-            host_port=int(port["PublicPort"]),
-            protocol=pb.UDP if key[1] == "udp" else pb.TCP,
-            bind_ip=ip,
-        )
-    return tuple(found[k] for k in sorted(found))
+# Opens Docker's event stream: (base URL, filters) -> a blocking source of raw events.
+OpenEvents = Callable[[str, dict[str, list[str]]], EventSource]
 
 
 class DockerDriver:
-    def __init__(self, base_url: str, concurrency: int = 8, dns_servers: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        concurrency: int = 8,
+        dns_servers: list[str] | None = None,
+        client: docker.DockerClient | None = None,
+        open_events: OpenEvents = EventStream,
+    ) -> None:
+        """client and open_events default to the real engine at base_url (tests pass fakes)."""
         self._base_url = base_url
         # The host's Berth DNS, so containers resolve SERVICE.CLUSTER.berth.
-        self._dns_servers = dns_servers or []
-        self._client = docker.DockerClient(base_url=base_url)
+        self._dns_servers = tuple(dns_servers or ())
+        self._client = client if client is not None else docker.DockerClient(base_url=base_url)
+        self._open_events = open_events
         self._semaphore = asyncio.Semaphore(concurrency)
-        # Exit details of finished containers never change: inspect them once.
-        self._finished: dict[str, ObservedContainer] = {}
-        # Docker emits `die` ~100 ms before its container list says "exited";
-        # the event's exit code lets us act at once instead of at the next event.
-        self._died: dict[str, tuple[int, str]] = {}
-        self._oom_killed: set[str] = set()
-        # The container list also trails a start: until it says "running",
-        # what inspect showed right after our own start is the truth.
-        self._just_started: dict[str, ObservedContainer] = {}
-        self._events_stream: EventStream | None = None
-        # Images seen present; forgotten when a create fails (it may have been removed).
-        self._present_images: set[str] = set()
+        # Event loop thread only (see the module docstring).
+        self._ledger = ContainerLedger()
+        self._feeds: dict[str, set[asyncio.Queue[str]]] = {}  # node -> open change feeds
+        # Nodes this driver lists, starts or watches for; on an engine shared
+        # with other agents, their containers' events are not ours to keep.
+        self._nodes: set[str] = set()
+        self._events_thread: threading.Thread | None = None
+        # Shared with the event thread: set once to stop it, and the stream to close to wake it.
         self._closed = threading.Event()
+        self._events_stream: EventSource | None = None
+        # Images seen present; forgotten when a create fails (it may have been removed).
+        # Touched by worker threads only, one set operation at a time; a stale
+        # entry costs one failed create, then a pull.
+        self._present_images: set[str] = set()
 
     async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         async with self._semaphore:
@@ -96,85 +94,37 @@ class DockerDriver:
                 return await asyncio.to_thread(function, *args, **kwargs)
             except docker.errors.DockerException as error:
                 raise Unavailable(f"docker: {error}") from error
-            except StartFailed:
-                raise
 
     # -- observing -------------------------------------------------------
 
-    def _list_blocking(self, node_id: str) -> dict[str, ObservedTask]:
+    def _list_blocking(self, node_id: str) -> list[ListedContainer]:
         summaries = self._client.api.containers(
             all=True, filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_NODE}={node_id}"]}
         )
-        by_task: dict[str, list[ObservedContainer]] = {}
-        live_ids = set()
-        for summary in summaries:
-            labels = summary.get("Labels") or {}
-            task_id = labels.get(LABEL_TASK_ID)
-            if not task_id:
-                continue
-            live_ids.add(summary["Id"])
-            by_task.setdefault(task_id, []).append(self._observe(summary, labels))
-        for gone in set(self._finished) - live_ids:
-            del self._finished[gone]
-        for gone in set(self._just_started) - live_ids:
-            del self._just_started[gone]
-        for gone in set(self._died) - live_ids:
-            self._died.pop(gone, None)
-            self._oom_killed.discard(gone)
-        return {task_id: ObservedTask(task_id, tuple(cs)) for task_id, cs in by_task.items()}
+        return [listed for s in summaries if (listed := docker_state.from_summary(s)) is not None]
 
-    def _observe(self, summary: dict[str, Any], labels: dict[str, str]) -> ObservedContainer:
-        name = labels.get(LABEL_CONTAINER, "")
-        essential = labels.get(LABEL_ESSENTIAL, "true") == "true"
-        timeout = int(labels.get(LABEL_STOP_TIMEOUT, DEFAULT_STOP_TIMEOUT))
-        state = summary.get("State", "")
-        died = self._died.get(summary["Id"])
-        if state == "running" and died is not None:
-            return ObservedContainer(
-                name,
-                summary["Id"],
-                ContainerPhase.EXITED,
-                essential,
-                timeout,
-                exit_code=died[0],
-                reason=died[1],
-            )
-        if state == "running":
-            self._just_started.pop(summary["Id"], None)
-            return ObservedContainer(
-                name,
-                summary["Id"],
-                ContainerPhase.RUNNING,
-                essential,
-                timeout,
-                bindings=_bindings(name, summary.get("Ports", [])),
-            )
-        if summary["Id"] in self._just_started and died is None:
-            return self._just_started[summary["Id"]]
-        if state == "created":
-            return ObservedContainer(name, summary["Id"], ContainerPhase.CREATED, essential, timeout)
-        cached = self._finished.get(summary["Id"])
-        if cached is not None:
-            return cached
-        try:
-            details = self._client.api.inspect_container(summary["Id"])["State"]
-        except docker.errors.NotFound:
-            details = {}
-        reason = "OOMKilled" if details.get("OOMKilled") else details.get("Error", "")
-        observed = ObservedContainer(
-            name,
-            summary["Id"],
-            ContainerPhase.EXITED,
-            essential,
-            timeout,
-            exit_code=int(details.get("ExitCode", -1)),
-            reason=reason,
-        )
-        self._finished[summary["Id"]] = observed
-        return observed
+    def _inspect_states_blocking(self, container_ids: list[str]) -> dict[str, dict[str, Any]]:
+        states = {}
+        for container_id in container_ids:
+            try:
+                states[container_id] = self._client.api.inspect_container(container_id)["State"]
+            except docker.errors.NotFound:
+                states[container_id] = {}  # removed meanwhile: exit unknown
+        return states
 
     async def list_tasks(self, node_id: str) -> dict[str, ObservedTask]:
-        return await self._call(self._list_blocking, node_id)
+        self._nodes.add(node_id)
+        listed_since = self._ledger.mark()
+        listed = await self._call(self._list_blocking, node_id)
+        observed = {c.id: self._ledger.observe(c) for c in listed}
+        unknown = [c.id for c in listed if observed[c.id] is None]
+        if unknown:
+            states = await self._call(self._inspect_states_blocking, unknown)
+            for c in listed:
+                if c.id in states:
+                    observed[c.id] = self._ledger.inspected(c, states[c.id])
+        self._ledger.forget_missing(node_id, {c.id for c in listed}, listed_since)
+        return docker_state.by_task((c.task_id, container) for c in listed if (container := observed[c.id]))
 
     # -- starting --------------------------------------------------------
 
@@ -193,95 +143,56 @@ class DockerDriver:
         except docker.errors.DockerException as error:
             raise StartFailed(f"CannotPullContainerError: {image}: {error}") from error
 
-    def _start_blocking(self, assignment: agent_pb.TaskAssignment, node_id: str) -> None:
-        td = assignment.task_definition
+    def _start_blocking(
+        self, specs: list[ContainerSpec], on_started: Callable[[ObservedContainer], None]
+    ) -> None:
         created: list[Any] = []
         try:
-            for definition in td.container_definitions:
-                self._ensure_image(definition.image)
-            for definition in td.container_definitions:
-                created.append(self._create(assignment, definition, node_id))
-            for container, definition in zip(created, td.container_definitions, strict=True):
+            for spec in specs:
+                self._ensure_image(spec.image)
+            for spec in specs:
+                created.append(self._create(spec))
+            for container, spec in zip(created, specs, strict=True):
                 try:
                     container.start()
                 except docker.errors.APIError as error:
                     raise StartFailed(f"CannotStartContainerError: {error.explanation or error}") from error
-                self._remember_started(container, definition)
+                container.reload()  # inspect: authoritative, unlike the list
+                on_started(
+                    ObservedContainer(
+                        spec.definition_name,
+                        container.id,
+                        ContainerPhase.RUNNING,
+                        spec.essential,
+                        spec.stop_timeout,
+                        bindings=docker_state.bindings_from_inspect(
+                            spec.definition_name, container.attrs["NetworkSettings"].get("Ports")
+                        ),
+                    )
+                )
         except StartFailed:
             for container in created:
                 with contextlib.suppress(docker.errors.DockerException):
                     container.remove(force=True)
             raise
 
-    def _remember_started(self, container: Any, definition: pb.ContainerDefinition) -> None:
-        container.reload()  # inspect: authoritative, unlike the list
-        ports = []
-        for spec, bindings in (container.attrs["NetworkSettings"].get("Ports") or {}).items():
-            number, _, protocol = spec.partition("/")
-            for binding in bindings or []:
-                ports.append(
-                    {
-                        "PrivatePort": int(number),
-                        "PublicPort": int(binding["HostPort"]),
-                        "Type": protocol,
-                        "IP": binding.get("HostIp", ""),
-                    }
-                )
-        self._just_started[container.id] = ObservedContainer(
-            definition.name,
-            container.id,
-            ContainerPhase.RUNNING,
-            definition.essential,
-            definition.stop_timeout or DEFAULT_STOP_TIMEOUT,
-            bindings=_bindings(definition.name, ports),
-        )
-
-    def _create(
-        self, assignment: agent_pb.TaskAssignment, definition: pb.ContainerDefinition, node_id: str
-    ) -> Any:
-        td = assignment.task_definition
-        labels = {
-            LABEL_MANAGED: "true",
-            LABEL_TASK_ID: assignment.task_id,
-            LABEL_CONTAINER: definition.name,
-            LABEL_ESSENTIAL: "true" if definition.essential else "false",
-            LABEL_STOP_TIMEOUT: str(definition.stop_timeout or DEFAULT_STOP_TIMEOUT),
-            LABEL_CLUSTER: assignment.cluster,
-            LABEL_SERVICE: assignment.service,
-            LABEL_TASK_DEFINITION: f"{td.family}:{td.revision}",
-            LABEL_NODE: node_id,
-        }
-        ports = {
-            f"{p.container_port}/{'udp' if p.protocol == pb.UDP else 'tcp'}": (p.host_port or None)
-            for p in definition.port_mappings
-        }
-        options: dict[str, Any] = {
-            "name": container_name(assignment.task_id, definition.name),
-            "labels": labels,
-            "environment": {e.name: e.value for e in definition.environment},
-            "ports": ports,
-            # Docker's minimum; ECS uses the same floor for cpu 0.
-            "cpu_shares": max(definition.cpu, 2),
-            "detach": True,
-        }
-        if self._dns_servers:
-            options["dns"] = self._dns_servers
-        if definition.command:
-            options["command"] = list(definition.command)
-        if definition.entry_point:
-            options["entrypoint"] = list(definition.entry_point)
-        if definition.memory:
-            options["mem_limit"] = f"{definition.memory}m"
-        if definition.memory_reservation:
-            options["mem_reservation"] = f"{definition.memory_reservation}m"
+    def _create(self, spec: ContainerSpec) -> Any:
         try:
-            return self._client.containers.create(definition.image, **options)
+            return self._client.containers.create(spec.image, **spec.create_kwargs())
         except docker.errors.APIError as error:
-            self._present_images.discard(definition.image)
+            self._present_images.discard(spec.image)
             raise StartFailed(f"CannotCreateContainerError: {error.explanation or error}") from error
 
     async def start_task(self, assignment: agent_pb.TaskAssignment, node_id: str) -> None:
-        await self._call(self._start_blocking, assignment, node_id)
+        self._nodes.add(node_id)
+        loop = asyncio.get_running_loop()
+
+        def started(container: ObservedContainer) -> None:
+            # Called in the worker thread right after each start; recorded on the loop.
+            loop.call_soon_threadsafe(self._ledger.started, node_id, container)
+
+        specs = container_specs(assignment, node_id, self._dns_servers)
+        await self._call(self._start_blocking, specs, started)
 
     # -- stopping --------------------------------------------------------
 
@@ -309,40 +220,61 @@ class DockerDriver:
 
     # -- change feed -----------------------------------------------------
 
-    async def changes(self) -> AsyncIterator[str]:
-        """Task ids from Docker's event stream; reconnects if the stream breaks."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[str] = asyncio.Queue()
+    async def changes(self, node_id: str) -> AsyncIterator[str]:
+        """This node's task ids from Docker's event stream (one stream shared by all feeds)."""
+        feed: asyncio.Queue[str] = asyncio.Queue()
+        self._nodes.add(node_id)
+        self._feeds.setdefault(node_id, set()).add(feed)
+        self._start_events_thread(asyncio.get_running_loop())
+        try:
+            yield ""  # whatever changed before the feed opened was not seen
+            while True:
+                yield await feed.get()
+        finally:
+            self._feeds[node_id].discard(feed)
+            if not self._feeds[node_id]:
+                del self._feeds[node_id]
+
+    def _on_event(self, event: ContainerEvent) -> None:
+        """On the loop: note the event, then wake the feeds of its node."""
+        if event.node_id and event.node_id not in self._nodes:
+            return  # another agent's container on the same engine
+        self._ledger.record(event)
+        if event.action not in WATCHED_ACTIONS:
+            return
+        # A container without a node label should not exist; waking every node is the safe side.
+        nodes = [event.node_id] if event.node_id else list(self._feeds)
+        for node_id in nodes:
+            for feed in self._feeds.get(node_id, ()):
+                feed.put_nowait(event.task_id)
+
+    def _on_reconnected(self) -> None:
+        """On the loop: events may have been missed while disconnected; every node resyncs."""
+        for feeds in self._feeds.values():
+            for feed in feeds:
+                feed.put_nowait("")
+
+    def _start_events_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._events_thread is not None:
+            return
 
         def pump() -> None:
             while not self._closed.is_set():
                 try:
-                    self._events_stream = EventStream(
+                    self._events_stream = self._open_events(
                         self._base_url, {"type": ["container"], "label": [f"{LABEL_MANAGED}=true"]}
                     )
-                    # A resync marker: events may have been missed while disconnected.
-                    loop.call_soon_threadsafe(queue.put_nowait, "")
-                    for event in self._events_stream:
-                        action = event.get("Action", "").split(":")[0]
-                        attributes = event.get("Actor", {}).get("Attributes", {})
-                        if action == "oom":
-                            self._oom_killed.add(event.get("id", ""))
-                        elif action == "die":
-                            container_id = event.get("id", "")
-                            reason = "OOMKilled" if container_id in self._oom_killed else ""
-                            self._died[container_id] = (int(attributes.get("exitCode", -1)), reason)
-                        if action in _WATCHED_ACTIONS:
-                            loop.call_soon_threadsafe(queue.put_nowait, attributes.get(LABEL_TASK_ID, ""))
+                    loop.call_soon_threadsafe(self._on_reconnected)
+                    for raw in self._events_stream:
+                        loop.call_soon_threadsafe(self._on_event, parse_event(raw))
                 except Exception as error:
                     if self._closed.is_set():
                         return
                     log.warning("event=docker_events_broken error=%r", str(error))
                 self._closed.wait(1.0)
 
-        thread = threading.Thread(target=pump, name="docker-events", daemon=True)
-        thread.start()
-        while True:
-            yield await queue.get()
+        self._events_thread = threading.Thread(target=pump, name="docker-events", daemon=True)
+        self._events_thread.start()
 
     async def close(self) -> None:
         self._closed.set()

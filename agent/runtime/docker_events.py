@@ -1,4 +1,4 @@
-"""A blocking reader of Docker's /events stream, one JSON event per line.
+"""Docker's /events stream: a blocking reader, and the parsing of one container event (pure).
 
 The docker SDK's own events() generator reads the chunked stream in a way
 that can hold an event back until the next one arrives (seen here with
@@ -14,7 +14,34 @@ import json
 import socket
 import urllib.parse
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from agent.runtime.driver import LABEL_NODE, LABEL_TASK_ID
+
+# The actions that change what the agent sees of a container.
+WATCHED_ACTIONS = frozenset({"start", "die", "destroy", "oom", "create"})
+
+
+@dataclass(frozen=True)
+class ContainerEvent:
+    action: str  # "die", "oom", "start"... (Docker's "exec_start: sh" reads "exec_start")
+    container_id: str
+    task_id: str = ""
+    node_id: str = ""
+    exit_code: int = -1  # only meaningful for "die"
+
+
+def parse_event(raw: dict[str, Any]) -> ContainerEvent:
+    """One decoded line of the stream, with the labels Berth put on the container."""
+    attributes = raw.get("Actor", {}).get("Attributes", {})
+    return ContainerEvent(
+        action=raw.get("Action", "").split(":")[0],
+        container_id=raw.get("id", ""),
+        task_id=attributes.get(LABEL_TASK_ID, ""),
+        node_id=attributes.get(LABEL_NODE, ""),
+        exit_code=int(attributes.get("exitCode", -1)),
+    )
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -36,8 +63,16 @@ def connect(base_url: str) -> http.client.HTTPConnection:
     return http.client.HTTPConnection(parsed.hostname or "localhost", parsed.port or 2375)
 
 
+class EventSource(Protocol):
+    """A blocking iterator of raw events; close() (from another thread) ends the iteration."""
+
+    def __iter__(self) -> Iterator[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
 class EventStream:
-    """Iterates container events matching `filters` until closed."""
+    """Iterates container events matching `filters` until closed (an EventSource)."""
 
     def __init__(self, base_url: str, filters: dict[str, list[str]]) -> None:
         self._connection = connect(base_url)

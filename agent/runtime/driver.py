@@ -4,6 +4,11 @@ A driver starts, stops, removes and lists the containers of tasks, and says
 when any of them changed. Everything it reports is rebuilt from the runtime
 itself (labels on the containers), so an agent restarted with no memory
 adopts exactly what is running.
+
+The contract is per node: one driver may serve several nodes (hollow agents
+share one FakeDriver; test labs may share one engine), so both the listing
+and the change feed take the node id, and each node only ever sees, and is
+only ever woken by, its own tasks.
 """
 
 from __future__ import annotations
@@ -84,7 +89,12 @@ class TaskDriver(Protocol):
     async def remove_task(self, task_id: str, timeout: int) -> None:
         """Remove the task's containers (stopping them first if needed)."""
 
-    def changes(self) -> AsyncIterator[str]:
-        """Yields a task id each time one of its containers starts, dies or goes away."""
+    def changes(self, node_id: str) -> AsyncIterator[str]:
+        """Yields the id of one of this node's tasks each time a container of it starts, dies or goes away.
+
+        An empty string means "events may have been missed" (the feed was just
+        opened, or reconnected): the subscriber should look at everything again.
+        Changes of other nodes' tasks are never yielded.
+        """
 
     async def close(self) -> None: ...

@@ -2,7 +2,9 @@
 
 Used by unit tests of the supervisor and by hollow agents (`berth-hollow-agents`),
 which run hundreds of simulated hosts in one process to load the control
-plane the way a big cluster would, with no container engine at all.
+plane the way a big cluster would, with no container engine at all. Those
+hosts share one FakeDriver, so tasks and change feeds are kept per node: an
+exit wakes only the supervisor of the node that ran the task.
 """
 
 from __future__ import annotations
@@ -33,17 +35,22 @@ class FakeDriver:
         self._fail_images = fail_images
         self._ports = itertools.count(first_host_port)
         self._tasks: dict[str, dict[str, ObservedTask]] = {}  # node -> task id -> task
-        self._changes: asyncio.Queue[str] = asyncio.Queue()
+        # node -> the queues of its open change feeds (a feed lives while its reader iterates).
+        self._feeds: dict[str, set[asyncio.Queue[str]]] = {}
         self.started: list[str] = []
 
     async def list_tasks(self, node_id: str) -> dict[str, ObservedTask]:
         return dict(self._tasks.get(node_id, {}))
 
-    def _owner(self, task_id: str) -> dict[str, ObservedTask] | None:
-        for tasks in self._tasks.values():
+    def _owner(self, task_id: str) -> str | None:
+        for node_id, tasks in self._tasks.items():
             if task_id in tasks:
-                return tasks
+                return node_id
         return None
+
+    def _changed(self, node_id: str, task_id: str) -> None:
+        for feed in self._feeds.get(node_id, ()):
+            feed.put_nowait(task_id)
 
     async def start_task(self, assignment: agent_pb.TaskAssignment, node_id: str) -> None:
         containers = []
@@ -81,9 +88,10 @@ class FakeDriver:
 
     def exit_task(self, task_id: str, exit_code: int) -> None:
         """Script an exit, as if the task's processes ended by themselves."""
-        tasks = self._owner(task_id)
-        if tasks is None:
+        node_id = self._owner(task_id)
+        if node_id is None:
             return
+        tasks = self._tasks[node_id]
         task = tasks[task_id]
         tasks[task_id] = ObservedTask(
             task_id,
@@ -94,20 +102,28 @@ class FakeDriver:
                 for c in task.containers
             ),
         )
-        self._changes.put_nowait(task_id)
+        self._changed(node_id, task_id)
 
     async def stop_task(self, task_id: str, timeout: int) -> None:
         self.exit_task(task_id, 143)
 
     async def remove_task(self, task_id: str, timeout: int = 30) -> None:
-        tasks = self._owner(task_id)
-        if tasks is not None:
-            del tasks[task_id]
-            self._changes.put_nowait(task_id)
+        node_id = self._owner(task_id)
+        if node_id is not None:
+            del self._tasks[node_id][task_id]
+            self._changed(node_id, task_id)
 
-    async def changes(self) -> AsyncIterator[str]:
-        while True:
-            yield await self._changes.get()
+    async def changes(self, node_id: str) -> AsyncIterator[str]:
+        feed: asyncio.Queue[str] = asyncio.Queue()
+        self._feeds.setdefault(node_id, set()).add(feed)
+        try:
+            yield ""  # whatever changed before the feed opened was not seen
+            while True:
+                yield await feed.get()
+        finally:
+            self._feeds[node_id].discard(feed)
+            if not self._feeds[node_id]:
+                del self._feeds[node_id]
 
     async def close(self) -> None:
         return None

@@ -1,7 +1,9 @@
-"""Pure parts of service networking: rule building (golden file), endpoints, VIPs, DNS answers."""
+"""Service networking: rule building (golden file), endpoints, VIPs, DNS answers, and the
+service network's sync against a fake program runner (full sync, deltas, resync, canary)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -10,6 +12,8 @@ from dnslib import QTYPE, DNSRecord
 
 from agent.dns import ServiceResolver
 from agent.netfilter import rules
+from agent.netfilter.iptables import ServiceNetwork, remove_owned_rules
+from agent.netfilter.runner import FakeRunner
 from berth.errors import FailedPrecondition, InvalidArgument
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
@@ -151,3 +155,169 @@ def test_delta_rewrites_only_the_chains_that_changed() -> None:
     assert "--to-destination 10.213.0.13:32999" in change
     assert "-X " not in change
     assert rules.delta(new, new) is None
+
+
+# -- ServiceNetwork's sync against a fake runner ---------------------------------
+
+NODE = "10.213.0.11"
+CIDR = "10.96.0.0/16"
+RESTORE = ("iptables-restore", "--noflush")
+
+
+def network(runner: FakeRunner) -> ServiceNetwork:
+    net = ServiceNetwork(NODE, runner=runner, check_interval=60.0, retry_delay=0.0)
+    net.service_cidr = CIDR
+    return net
+
+
+async def test_nothing_is_touched_before_the_control_plane_spoke() -> None:
+    runner = FakeRunner()
+    assert await network(runner).step()  # a service CIDR, but no routes yet
+    net = ServiceNetwork(NODE, runner=runner)
+    net.update([web_route()], 1)  # routes, but no service CIDR (not registered yet)
+    assert await net.step()
+    assert runner.calls == []
+
+
+async def test_the_first_sync_routes_the_cidr_locally_then_applies_everything_and_adds_missing_jumps() -> (
+    None
+):
+    runner = FakeRunner()
+    runner.answer("iptables-save", "-t", "nat", stdout=":PREROUTING ACCEPT [0:0]\n:BERTH-SVC-STALE - [0:0]\n")
+    runner.answer("iptables", "-t", "nat", "-C", "OUTPUT", returncode=1)  # one jump is missing
+    net = network(runner)
+    net.update([web_route(), dns_route()], 1)
+
+    assert await net.step()
+
+    commands = runner.commands
+    route = ("ip", "route", "replace", "local", CIDR, "dev", "lo", "table", "local")
+    assert commands.index(route) < commands.index(RESTORE), "a VIP must never leave the host"
+    expected = rules.batch(rules.build([web_route(), dns_route()], NODE), ["BERTH-SVC-STALE"])
+    assert runner.inputs(*RESTORE) == [expected]
+    assert "-X BERTH-SVC-STALE" in expected
+    inserted = [c for c in commands if c[:1] == ("iptables",) and "-I" in c]
+    assert inserted == [("iptables", "-t", "nat", "-I", "OUTPUT", "1", "-j", rules.SERVICES)]
+    assert not any(c[0] == "conntrack" for c in commands)
+
+
+async def test_after_the_first_sync_only_changed_chains_are_rewritten_and_gone_endpoints_forgotten() -> None:
+    runner = FakeRunner()
+    net = network(runner)
+    net.update([web_route(), dns_route()], 1)
+    assert await net.step()
+    old = rules.build([web_route(), dns_route()], NODE)
+    runner.clear()
+
+    moved = web_route()
+    moved.endpoints[2].port = 32999  # one endpoint replaced by another
+    net.update([moved, dns_route()], 2)
+    assert await net.step()
+
+    assert runner.inputs(*RESTORE) == [rules.delta(old, rules.build([moved, dns_route()], NODE))]
+    assert not any(c[0] in ("iptables-save", "ip") for c in runner.commands), "a delta rereads nothing"
+    conntrack = [c for c in runner.commands if c[0] == "conntrack"]
+    assert conntrack == [
+        ("conntrack", "-D", "-p", "tcp", "--reply-src", "10.213.0.13", "--reply-port-src", "32770")
+    ]
+
+    runner.clear()
+    net.update([moved, dns_route()], 3)  # a new revision, the same routes
+    assert await net.step()
+    assert runner.calls == [], "nothing changed, nothing applied"
+
+
+async def test_a_udp_endpoint_that_goes_away_loses_its_flows() -> None:
+    runner = FakeRunner()
+    net = network(runner)
+    net.update([dns_route()], 1)
+    assert await net.step()
+    runner.clear()
+    gone = dns_route()
+    del gone.endpoints[:]
+    net.update([gone], 2)
+    assert await net.step()
+    assert [c for c in runner.commands if c[0] == "conntrack"] == [
+        ("conntrack", "-D", "-p", "udp", "--reply-src", "10.213.0.12", "--reply-port-src", "31000")
+    ]
+
+
+async def test_a_failed_apply_makes_the_next_round_a_full_resync() -> None:
+    runner = FakeRunner()
+    net = network(runner)
+    net.update([web_route()], 1)
+    assert await net.step()
+    runner.clear()
+
+    moved = web_route()
+    moved.endpoints[0].port = 40000
+    runner.answer(*RESTORE, returncode=2, stderr="iptables-restore: line 3 failed", once=True)
+    net.update([moved], 2)
+    assert not await net.step()
+
+    runner.clear()
+    assert await net.step()  # the next round, with nothing new from the control plane
+    assert ("iptables-save", "-t", "nat") in runner.commands
+    assert runner.inputs(*RESTORE) == [rules.batch(rules.build([moved], NODE), [])]
+
+
+async def test_a_missing_program_is_a_failure_too_and_is_retried_in_full() -> None:
+    runner = FakeRunner()
+    runner.raise_on("ip", error=FileNotFoundError("ip"), once=True)
+    net = network(runner)
+    net.update([web_route()], 1)
+    assert not await net.step()
+    assert runner.inputs(*RESTORE) == [], "no rules before the CIDR is routed locally"
+    assert await net.step()
+    assert len(runner.inputs(*RESTORE)) == 1
+
+
+async def test_the_canary_is_checked_when_nothing_changed_and_a_flush_brings_a_full_resync() -> None:
+    runner = FakeRunner()
+    net = network(runner)
+    net.update([web_route()], 1)
+    assert await net.step()
+    runner.clear()
+
+    assert await net.step()  # a quiet round: only checks
+    canary = ("iptables", "-t", "nat", "-C", rules.CANARY, "-j", "RETURN")
+    assert runner.commands[0] == canary
+    assert all(c[:1] == ("iptables",) and "-C" in c for c in runner.commands)
+
+    runner.clear()
+    runner.answer(*canary, returncode=1, once=True)  # someone flushed the nat table
+    assert await net.step()
+    assert ("iptables-save", "-t", "nat") in runner.commands
+    assert runner.inputs(*RESTORE) == [rules.batch(rules.build([web_route()], NODE), [])]
+
+
+async def test_the_run_loop_retries_a_failure_without_waiting_for_news() -> None:
+    runner = FakeRunner()
+    runner.answer(*RESTORE, returncode=1, stderr="busy", once=True)
+    net = network(runner)
+    net.update([web_route()], 1)
+    loop = asyncio.create_task(net.run())
+    try:
+        for _ in range(200):
+            if len(runner.inputs(*RESTORE)) == 2:
+                break
+            await asyncio.sleep(0.005)
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+    full = rules.batch(rules.build([web_route()], NODE), [])
+    assert runner.inputs(*RESTORE) == [full, full]
+
+
+def test_remove_owned_rules_takes_off_only_berths_jumps_chains_and_route() -> None:
+    runner = FakeRunner()
+    runner.answer("iptables", "-t", "nat", "-D", returncode=1)
+    runner.answer("iptables", "-t", "filter", "-D", returncode=1)
+    runner.answer("iptables-save", "-t", "nat", stdout=":DOCKER - [0:0]\n:BERTH-SERVICES - [0:0]\n")
+    remove_owned_rules(CIDR, runner)
+    touched = [c for c in runner.commands if c[0] == "iptables" and c[3] in ("-F", "-X")]
+    assert touched == [
+        ("iptables", "-t", "nat", "-F", "BERTH-SERVICES"),
+        ("iptables", "-t", "nat", "-X", "BERTH-SERVICES"),
+    ]
+    assert runner.commands[-1] == ("ip", "route", "del", "local", CIDR, "dev", "lo", "table", "local")

@@ -1,0 +1,125 @@
+"""How a task assignment becomes Docker containers (pure): names, labels, limits, ports, DNS.
+
+`container_specs` turns one assignment into one `ContainerSpec` per container
+definition; `ContainerSpec.create_kwargs` is exactly what the driver hands to
+the SDK's `containers.create(image, **kwargs)`. The labels written here are
+what a restarted agent later adopts its containers by.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.runtime.driver import (
+    DEFAULT_STOP_TIMEOUT,
+    LABEL_CLUSTER,
+    LABEL_CONTAINER,
+    LABEL_ESSENTIAL,
+    LABEL_MANAGED,
+    LABEL_NODE,
+    LABEL_SERVICE,
+    LABEL_STOP_TIMEOUT,
+    LABEL_TASK_DEFINITION,
+    LABEL_TASK_ID,
+)
+from berth.v1 import agent_pb2 as agent_pb
+from berth.v1 import resources_pb2 as pb
+
+# Docker's minimum; ECS uses the same floor for cpu 0.
+MIN_CPU_SHARES = 2
+
+
+def container_name(task_id: str, name: str) -> str:
+    # Unique per task and container: Docker itself refuses a duplicate start.
+    return f"berth-{task_id}-{name}"
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """One container to create: what Docker needs, plus what the agent remembers of it."""
+
+    image: str
+    name: str  # Docker's container name
+    definition_name: str  # the container's name in its task definition
+    essential: bool
+    stop_timeout: int
+    labels: dict[str, str] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)
+    # "PORT/PROTOCOL" -> host port, None for one Docker picks.
+    ports: dict[str, int | None] = field(default_factory=dict)
+    cpu_shares: int = MIN_CPU_SHARES
+    command: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] = ()
+    memory_mib: int = 0  # hard limit, 0 = none
+    memory_reservation_mib: int = 0  # soft limit, 0 = none
+    dns: tuple[str, ...] = ()
+
+    def create_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the SDK's `containers.create(image, ...)`; unset options are left out."""
+        options: dict[str, Any] = {
+            "name": self.name,
+            "labels": dict(self.labels),
+            "environment": dict(self.environment),
+            "ports": dict(self.ports),
+            "cpu_shares": self.cpu_shares,
+            "detach": True,
+        }
+        if self.dns:
+            options["dns"] = list(self.dns)
+        if self.command:
+            options["command"] = list(self.command)
+        if self.entrypoint:
+            options["entrypoint"] = list(self.entrypoint)
+        if self.memory_mib:
+            options["mem_limit"] = f"{self.memory_mib}m"
+        if self.memory_reservation_mib:
+            options["mem_reservation"] = f"{self.memory_reservation_mib}m"
+        return options
+
+
+def container_specs(
+    assignment: agent_pb.TaskAssignment, node_id: str, dns_servers: Sequence[str] = ()
+) -> list[ContainerSpec]:
+    """The containers of one task on one node, in task-definition order.
+
+    dns_servers: the host's Berth DNS, so containers resolve SERVICE.CLUSTER.berth
+    (empty: Docker's default resolver).
+    """
+    td = assignment.task_definition
+    specs = []
+    for definition in td.container_definitions:
+        stop_timeout = definition.stop_timeout or DEFAULT_STOP_TIMEOUT
+        specs.append(
+            ContainerSpec(
+                image=definition.image,
+                name=container_name(assignment.task_id, definition.name),
+                definition_name=definition.name,
+                essential=definition.essential,
+                stop_timeout=stop_timeout,
+                labels={
+                    LABEL_MANAGED: "true",
+                    LABEL_TASK_ID: assignment.task_id,
+                    LABEL_CONTAINER: definition.name,
+                    LABEL_ESSENTIAL: "true" if definition.essential else "false",
+                    LABEL_STOP_TIMEOUT: str(stop_timeout),
+                    LABEL_CLUSTER: assignment.cluster,
+                    LABEL_SERVICE: assignment.service,
+                    LABEL_TASK_DEFINITION: f"{td.family}:{td.revision}",
+                    LABEL_NODE: node_id,
+                },
+                environment={e.name: e.value for e in definition.environment},
+                ports={
+                    f"{p.container_port}/{'udp' if p.protocol == pb.UDP else 'tcp'}": (p.host_port or None)
+                    for p in definition.port_mappings
+                },
+                cpu_shares=max(definition.cpu, MIN_CPU_SHARES),
+                command=tuple(definition.command),
+                entrypoint=tuple(definition.entry_point),
+                memory_mib=definition.memory,
+                memory_reservation_mib=definition.memory_reservation,
+                dns=tuple(dns_servers),
+            )
+        )
+    return specs

@@ -1,0 +1,242 @@
+"""What the agent believes about its Docker containers: the engine's list merged with its events (pure).
+
+Docker's container list trails its event stream by about 100 ms: right after
+a `die` event the list still says "running", and right after our own start it
+may still say "created". The list alone is therefore not the truth; for each
+container it is merged with what the agent learned meanwhile:
+
+- deaths, from `die` events (exit code; "OOMKilled" when an `oom` event came
+  first). A death wins over a list that still says running, and it is final:
+  a container seen to die stays exited even if something starts it again,
+  because Berth never restarts a container (its task is stopped and
+  replaced, as ECS does);
+- starts, what inspect showed right after the agent's own start, believed
+  until the list says "running" itself;
+- finished containers' exit details, inspected once (they never change).
+
+`merge` decides one container from those facts; `ContainerLedger` keeps them
+until the container is gone. The ledger is plain data with no lock: the
+Docker driver touches it only on the event loop's thread (events and starts
+are handed over with `call_soon_threadsafe`, lists are merged after the
+worker thread returns).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agent.runtime.docker_events import ContainerEvent
+from agent.runtime.driver import (
+    DEFAULT_STOP_TIMEOUT,
+    LABEL_CONTAINER,
+    LABEL_ESSENTIAL,
+    LABEL_NODE,
+    LABEL_STOP_TIMEOUT,
+    LABEL_TASK_ID,
+    ContainerPhase,
+    ObservedContainer,
+    ObservedTask,
+)
+from berth.v1 import resources_pb2 as pb
+
+OOM_KILLED = "OOMKilled"
+
+
+@dataclass(frozen=True)
+class ListedContainer:
+    """One row of Docker's container list (`GET /containers/json`) for a container Berth labelled."""
+
+    id: str
+    task_id: str
+    node_id: str
+    name: str  # in the task definition
+    essential: bool
+    stop_timeout: int
+    state: str  # Docker's: "created", "running", "exited", ...
+    bindings: tuple[pb.NetworkBinding, ...] = ()
+
+
+@dataclass(frozen=True)
+class Death:
+    exit_code: int
+    reason: str = ""
+
+
+def bindings_from_list(name: str, ports: Iterable[Mapping[str, Any]]) -> tuple[pb.NetworkBinding, ...]:
+    """Published ports as the container list shows them, one per (port, protocol), IPv4 preferred."""
+    found: dict[tuple[int, str], pb.NetworkBinding] = {}
+    for port in ports:
+        if not port.get("PublicPort"):
+            continue
+        key = (int(port["PrivatePort"]), port.get("Type", "tcp"))
+        ip = port.get("IP", "")
+        if key in found and ":" in ip:
+            continue  # prefer the IPv4 binding Docker lists beside the IPv6 one
+        found[key] = pb.NetworkBinding(
+            container_name=name,
+            container_port=key[0],
+            host_port=int(port["PublicPort"]),
+            protocol=pb.UDP if key[1] == "udp" else pb.TCP,
+            bind_ip=ip,
+        )
+    return tuple(found[k] for k in sorted(found))
+
+
+def bindings_from_inspect(
+    name: str, ports: Mapping[str, list[Mapping[str, str]] | None] | None
+) -> tuple[pb.NetworkBinding, ...]:
+    """Published ports as inspect shows them (`NetworkSettings.Ports`: {"80/tcp": [{HostIp, HostPort}]})."""
+    rows = []
+    for spec, bindings in (ports or {}).items():
+        number, _, protocol = spec.partition("/")
+        for binding in bindings or []:
+            rows.append(
+                {
+                    "PrivatePort": int(number),
+                    "PublicPort": int(binding["HostPort"]),
+                    "Type": protocol,
+                    "IP": binding.get("HostIp", ""),
+                }
+            )
+    return bindings_from_list(name, rows)
+
+
+def from_summary(summary: Mapping[str, Any]) -> ListedContainer | None:
+    """A list row as a ListedContainer; None for a container without a task id."""
+    labels = summary.get("Labels") or {}
+    task_id = labels.get(LABEL_TASK_ID)
+    if not task_id:
+        return None
+    name = labels.get(LABEL_CONTAINER, "")
+    return ListedContainer(
+        id=summary["Id"],
+        task_id=task_id,
+        node_id=labels.get(LABEL_NODE, ""),
+        name=name,
+        essential=labels.get(LABEL_ESSENTIAL, "true") == "true",
+        stop_timeout=int(labels.get(LABEL_STOP_TIMEOUT, DEFAULT_STOP_TIMEOUT)),
+        state=summary.get("State", ""),
+        bindings=bindings_from_list(name, summary.get("Ports") or []),
+    )
+
+
+def merge(
+    listed: ListedContainer,
+    death: Death | None,
+    just_started: ObservedContainer | None,
+    finished: ObservedContainer | None,
+) -> ObservedContainer | None:
+    """What to believe about one listed container; None when only an inspect can tell (exited, unseen)."""
+
+    def observed(phase: ContainerPhase, **details: Any) -> ObservedContainer:
+        return ObservedContainer(
+            listed.name, listed.id, phase, listed.essential, listed.stop_timeout, **details
+        )
+
+    if listed.state == "running":
+        if death is not None:  # the list lags the event: the event wins
+            return observed(ContainerPhase.EXITED, exit_code=death.exit_code, reason=death.reason)
+        return observed(ContainerPhase.RUNNING, bindings=listed.bindings)
+    if just_started is not None and death is None:
+        return just_started  # the list has not caught up with our own start yet
+    if listed.state == "created":
+        return observed(ContainerPhase.CREATED)
+    return finished
+
+
+def from_inspect(listed: ListedContainer, state: Mapping[str, Any]) -> ObservedContainer:
+    """An exited container from inspect's `State` (empty when it vanished meanwhile)."""
+    reason = OOM_KILLED if state.get("OOMKilled") else state.get("Error", "")
+    return ObservedContainer(
+        listed.name,
+        listed.id,
+        ContainerPhase.EXITED,
+        listed.essential,
+        listed.stop_timeout,
+        exit_code=int(state.get("ExitCode", -1)),
+        reason=reason,
+    )
+
+
+def by_task(observed: Iterable[tuple[str, ObservedContainer]]) -> dict[str, ObservedTask]:
+    grouped: dict[str, list[ObservedContainer]] = {}
+    for task_id, container in observed:
+        grouped.setdefault(task_id, []).append(container)
+    return {task_id: ObservedTask(task_id, tuple(cs)) for task_id, cs in grouped.items()}
+
+
+class ContainerLedger:
+    """The facts `merge` needs, per container id, kept until a list shows the container gone."""
+
+    def __init__(self) -> None:
+        self._deaths: dict[str, Death] = {}
+        self._oom_killed: set[str] = set()
+        self._just_started: dict[str, ObservedContainer] = {}
+        self._finished: dict[str, ObservedContainer] = {}
+        # Per container: its node (to forget only that node's containers) and
+        # when it was last noted (to keep what a list taken earlier could not show).
+        self._node: dict[str, str] = {}
+        self._noted_at: dict[str, int] = {}
+        self._clock = itertools.count()
+
+    def _note(self, container_id: str, node_id: str) -> None:
+        self._node[container_id] = node_id
+        self._noted_at[container_id] = next(self._clock)
+
+    def mark(self) -> int:
+        """A point in time, taken just before asking Docker for a list."""
+        return next(self._clock)
+
+    def record(self, event: ContainerEvent) -> None:
+        if event.action == "oom":
+            self._oom_killed.add(event.container_id)
+        elif event.action == "die":
+            reason = OOM_KILLED if event.container_id in self._oom_killed else ""
+            self._deaths[event.container_id] = Death(event.exit_code, reason)
+        else:
+            return
+        self._note(event.container_id, event.node_id)
+
+    def started(self, node_id: str, container: ObservedContainer) -> None:
+        self._just_started[container.runtime_id] = container
+        self._note(container.runtime_id, node_id)
+
+    def observe(self, listed: ListedContainer) -> ObservedContainer | None:
+        """`merge` with what the ledger knows; None: inspect it and pass the result to `inspected`."""
+        if listed.state == "running":
+            self._just_started.pop(listed.id, None)
+        return merge(
+            listed,
+            self._deaths.get(listed.id),
+            self._just_started.get(listed.id),
+            self._finished.get(listed.id),
+        )
+
+    def inspected(self, listed: ListedContainer, state: Mapping[str, Any]) -> ObservedContainer:
+        container = from_inspect(listed, state)
+        self._finished[listed.id] = container
+        self._note(listed.id, listed.node_id)
+        return container
+
+    def forget_missing(self, node_id: str, listed_ids: set[str], listed_since: int) -> None:
+        """Forget this node's containers that a list asked for at `listed_since` no longer shows.
+
+        Facts noted after that point are kept: the list may simply predate the container.
+        """
+        for container_id, noted_at in list(self._noted_at.items()):
+            if (
+                container_id in listed_ids
+                or noted_at > listed_since
+                or self._node[container_id] not in (node_id, "")
+            ):
+                continue
+            for facts in (self._deaths, self._just_started, self._finished):
+                facts.pop(container_id, None)
+            self._oom_killed.discard(container_id)
+            del self._node[container_id], self._noted_at[container_id]
+
+    def __len__(self) -> int:
+        return len(self._noted_at)
