@@ -17,12 +17,11 @@ from typing import Any
 from dnslib import QTYPE, RCODE, RR, SRV, A, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
+from berth.names import SERVICE_DOMAIN, protocol_name, service_dns_name
 from berth.v1 import agent_pb2 as agent_pb
-from berth.v1 import resources_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-DOMAIN = "berth"
 TTL = 5
 
 
@@ -41,14 +40,14 @@ class ServiceResolver(BaseResolver):  # type: ignore[misc]
         self._records: dict[str, agent_pb.ServiceRoute] = {}
 
     def update(self, routes: list[agent_pb.ServiceRoute]) -> None:
-        records = {f"{r.name}.{r.cluster}.{DOMAIN}.": r for r in routes if r.vip}
+        records = {f"{service_dns_name(r.name, r.cluster)}.": r for r in routes if r.vip}
         with self._lock:
             self._records = records
 
     def resolve(self, request: DNSRecord, handler: Any) -> DNSRecord:
         reply = request.reply()
         qname = str(request.q.qname).lower()
-        if not qname.endswith(f".{DOMAIN}."):
+        if not qname.endswith(f".{SERVICE_DOMAIN}."):
             return self._forward(request, reply)
         labels = qname.split(".")
         with self._lock:
@@ -60,7 +59,7 @@ class ServiceResolver(BaseResolver):  # type: ignore[misc]
                 reply.header.rcode = RCODE.NXDOMAIN
                 return reply
             for port in route.ports:
-                proto = "udp" if port.protocol == pb.UDP else "tcp"
+                proto = protocol_name(port.protocol)
                 if (
                     proto == protocol
                     and port_name in (port.name, str(port.port))

@@ -23,8 +23,8 @@ import time
 from agent.metrics import RULES_APPLY_SECONDS
 from agent.netfilter import rules
 from agent.netfilter.runner import Completed, ProgramRunner, SubprocessRunner
+from berth.names import protocol_name
 from berth.v1 import agent_pb2 as agent_pb
-from berth.v1 import resources_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class ServiceNetwork:
         )
 
     def _forget_flows(self, vip: str, address: str, port: int, protocol: int) -> None:
-        name = "udp" if protocol == pb.UDP else "tcp"
+        name = protocol_name(protocol)
         # Flows whose replies come from the gone endpoint (DNATed to it).
         result = self._run(
             "conntrack", "-D", "-p", name, "--reply-src", address, "--reply-port-src", str(port), check=False

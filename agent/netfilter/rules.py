@@ -20,6 +20,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from berth.names import protocol_name
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
@@ -45,10 +46,6 @@ def _hash(*parts: str) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:16].upper()
 
 
-def _proto(protocol: int) -> str:
-    return "udp" if protocol == pb.UDP else "tcp"
-
-
 @dataclass(frozen=True)
 class RuleSet:
     # Our nat chains and their -A lines, in order; batch() declares them.
@@ -65,7 +62,7 @@ class RuleSet:
 
 
 def service_chain(route: agent_pb.ServiceRoute, port: pb.ServicePort) -> str:
-    return PREFIX + "SVC-" + _hash(route.cluster, route.name, str(port.port), _proto(port.protocol))
+    return PREFIX + "SVC-" + _hash(route.cluster, route.name, str(port.port), protocol_name(port.protocol))
 
 
 @functools.lru_cache(maxsize=100_000)
@@ -80,7 +77,7 @@ def _route_rules(
     route = agent_pb.ServiceRoute.FromString(route_bytes)
     result = []
     for port in route.ports:
-        protocol = _proto(port.protocol)
+        protocol = protocol_name(port.protocol)
         name = f"{route.cluster}/{route.name}:{port.port}/{protocol}"
         endpoints = [
             e for e in route.endpoints if e.service_port == port.port and e.protocol == port.protocol
@@ -160,8 +157,8 @@ def delta(old: RuleSet, new: RuleSet) -> str | None:
     """A batch rewriting only the chains that changed (None: nothing to do).
 
     kube-proxy's lesson: at ten thousand services a full rewrite costs
-    seconds, while one endpoint change touches one service chain and one
-    or two endpoint chains.
+    seconds, while one endpoint change touches one service chain (Berth
+    DNATs straight from the service chain, so there are no endpoint chains).
     """
     before, after = old.nat, new.nat
     changed = [chain for chain, rules in after.items() if before.get(chain) != rules]

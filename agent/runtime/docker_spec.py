@@ -24,8 +24,8 @@ from agent.runtime.driver import (
     LABEL_TASK_DEFINITION,
     LABEL_TASK_ID,
 )
+from berth.names import protocol_name
 from berth.v1 import agent_pb2 as agent_pb
-from berth.v1 import resources_pb2 as pb
 
 # Docker's minimum; ECS uses the same floor for cpu 0.
 MIN_CPU_SHARES = 2
@@ -111,7 +111,7 @@ def container_specs(
                 },
                 environment={e.name: e.value for e in definition.environment},
                 ports={
-                    f"{p.container_port}/{'udp' if p.protocol == pb.UDP else 'tcp'}": (p.host_port or None)
+                    f"{p.container_port}/{protocol_name(p.protocol)}": (p.host_port or None)
                     for p in definition.port_mappings
                 },
                 cpu_shares=max(definition.cpu, MIN_CPU_SHARES),
