@@ -4,7 +4,9 @@
 #   - Debian packages: docker.io, etcd-server, etcd-client, iptables,
 #     busybox-static, conntrack, iproute2, python3-venv, gcc and libc6-dev
 #     (to build the test image's static UDP echo server)
-#   - the Python package with its test extras, in .venv/ of this checkout
+#   - the Python package with its test extras, in .venv/ of this checkout, at
+#     exactly the versions in requirements.lock (hash-checked), so a fresh
+#     machine runs what was tested; regenerate the lock with scripts/lock.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,8 +48,17 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   "$PYTHON" -m venv .venv
 fi
-log "installing the berth package (with test extras) into .venv"
+LOCK=requirements.lock
+pins=$(grep -E '^[A-Za-z0-9_.-]+==' "$LOCK" | grep -v "sys_platform == 'win32'" | sed -e 's/ *\\$//' -e 's/ ;.*//' | tr '\n' ' ')
+log "installing $LOCK (sha256 $(sha256sum "$LOCK" | cut -c1-16), $(wc -w <<<"$pins") pins) into .venv"
+echo "    $pins"
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test]'
+# Exactly the lock: every file hash-checked, nothing resolved beyond it
+# (--no-deps), then the package itself without its dependencies, built with the
+# locked setuptools (--no-build-isolation) instead of whatever is newest.
+.venv/bin/python -m pip install -q --require-hashes --no-deps -r "$LOCK"
+.venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+# The lock is complete and consistent: every installed package's requirements are met.
+.venv/bin/python -m pip check >/dev/null || { .venv/bin/python -m pip check; exit 1; }
 
 bash deploy/build-image.sh

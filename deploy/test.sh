@@ -9,6 +9,8 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 echo "==> generated code"
 python scripts/genproto.py --check
+echo "==> lock (requirements.lock satisfies pyproject.toml)"
+python scripts/lock.py --check
 echo "==> ruff"
 ruff check .
 echo "==> mypy"

@@ -12,6 +12,7 @@ import grpc
 import typer
 
 from berth.errors import BerthError
+from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
 
 DEFAULT_SERVER = "127.0.0.1:7400"
@@ -28,6 +29,17 @@ class CliContext:
         if self._stub is None:
             self._stub = operator_pb2_grpc.OperatorStub(grpc.insecure_channel(self.server))
         return self._stub
+
+
+def node_names(cli: CliContext) -> dict[str, str]:
+    """Node id -> node name, for the tables that say where a task runs.
+    Call it inside `api_errors`."""
+    return {n.node.id: n.node.name for n in cli.stub.ListNodes(api.ListNodesRequest()).nodes}
+
+
+def node_label(names: dict[str, str], node_id: str) -> str:
+    """A node's name when it is known, else its id (a node deleted since), else "-"."""
+    return names.get(node_id, node_id) or "-"
 
 
 def fail(message: str) -> typer.Exit:

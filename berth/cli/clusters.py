@@ -5,14 +5,15 @@ from __future__ import annotations
 import typer
 
 from berth.cli.client import CliContext, api_errors
+from berth.cli.options import command_group
 from berth.cli.output import OutputOption, age, emit
 from berth.v1 import operator_pb2 as api
 
-app = typer.Typer(help="Clusters: named groups of services and tasks.", no_args_is_help=True)
+app = command_group("Clusters: named groups of services and tasks.")
 
 
 @app.command("create")
-def create(ctx: typer.Context, name: str) -> None:
+def create(ctx: typer.Context, name: str = typer.Argument(..., metavar="NAME", help="a DNS label")) -> None:
     """Create a cluster."""
     cli: CliContext = ctx.obj
     with api_errors(cli):
@@ -30,7 +31,7 @@ def list_(ctx: typer.Context, output: str = OutputOption) -> None:
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, name: str) -> None:
+def delete(ctx: typer.Context, name: str = typer.Argument(..., metavar="NAME")) -> None:
     """Delete a cluster that has no services."""
     cli: CliContext = ctx.obj
     with api_errors(cli):

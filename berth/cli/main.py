@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+
 import typer
 
 from berth.cli import clusters, nodes, services, taskdefs, tasks
 from berth.cli.client import DEFAULT_SERVER, CliContext
+from berth.cli.options import command_group
 
-app = typer.Typer(
-    help="Berth: ECS-style container orchestration that runs anywhere.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
+app = command_group("Berth: ECS-style container orchestration that runs anywhere.", root=True)
 app.add_typer(clusters.app, name="cluster")
 app.add_typer(taskdefs.app, name="taskdef")
 app.add_typer(services.app, name="service")
@@ -20,11 +19,28 @@ app.add_typer(tasks.app, name="task")
 app.add_typer(nodes.app, name="node")
 
 
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    try:
+        print(f"berth {package_version('berth')}")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        print("berth (not installed; version unknown)")
+    raise typer.Exit()
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
     server: str = typer.Option(
-        DEFAULT_SERVER, "--server", envvar="BERTH_SERVER", help="control plane address, HOST:PORT"
+        DEFAULT_SERVER,
+        "--server",
+        envvar="BERTH_SERVER",
+        metavar="HOST:PORT",
+        help="control plane address",
+    ),
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="print the version and exit"
     ),
 ) -> None:
     ctx.obj = CliContext(server=server)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import typer
 
 from berth.cli.client import CliContext, api_errors
+from berth.cli.options import command_group
 from berth.cli.output import OutputOption, emit
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 
-app = typer.Typer(help="Nodes: the hosts agents run on.", no_args_is_help=True)
+app = command_group("Nodes: the hosts agents run on.")
 
 
 def _status(summary: api.NodeSummary) -> str:
@@ -52,14 +53,18 @@ def _set_status(ctx: typer.Context, node: str, status: pb.NodeStatus.ValueType) 
 
 
 @app.command("drain")
-def drain(ctx: typer.Context, node: str = typer.Argument(..., help="node id or name")) -> None:
+def drain(
+    ctx: typer.Context, node: str = typer.Argument(..., metavar="NODE", help="node id or name")
+) -> None:
     """Move service tasks off a node: replacements start elsewhere first, then its copies stop."""
     updated = _set_status(ctx, node, pb.DRAINING)
     print(f"node {updated.name} ({updated.id}) is DRAINING")
 
 
 @app.command("activate")
-def activate(ctx: typer.Context, node: str = typer.Argument(..., help="node id or name")) -> None:
+def activate(
+    ctx: typer.Context, node: str = typer.Argument(..., metavar="NODE", help="node id or name")
+) -> None:
     """Let a drained node take tasks again."""
     updated = _set_status(ctx, node, pb.READY)
     print(f"node {updated.name} ({updated.id}) is READY")

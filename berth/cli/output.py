@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from berth.v1 import resources_pb2 as pb
 
@@ -29,7 +30,17 @@ def check_format(value: str) -> str:
 
 
 # Every read command takes the same -o option.
-OutputOption = typer.Option("table", "-o", "--output", callback=check_format, help="table, json or yaml")
+OutputOption = typer.Option(
+    "table", "-o", "--output", metavar="FORMAT", callback=check_format, help="table, json or yaml"
+)
+
+
+def data_console() -> Console:
+    """A console for printing data (names, reasons, expressions, events) exactly as
+    it is: no markup, so `attribute:zone in [a, b]` keeps its brackets; no emoji
+    codes, so `:zone:` stays text; no highlighting. Every human-readable view
+    prints through this one."""
+    return Console(width=200, markup=False, emoji=False, highlight=False)
 
 
 def to_data(message: Message) -> dict[str, Any]:
@@ -46,8 +57,9 @@ def emit(output: str, items: Sequence[Message], columns: Sequence[Column], key: 
         for title, _ in columns:
             table.add_column(title, overflow="fold")
         for item in items:
-            table.add_row(*(render(item) for _, render in columns))
-        Console(width=200).print(table)
+            # Text, not str: rich would read a str cell as markup and drop "[a, b]".
+            table.add_row(*(Text(render(item)) for _, render in columns))
+        data_console().print(table)
 
 
 def emit_one(output: str, message: Message, describe: Callable[[], None]) -> None:

@@ -12,8 +12,24 @@ from __future__ import annotations
 
 import re
 
+import typer
+
 from berth.cli.client import fail
 from berth.v1 import resources_pb2 as pb
+
+# The options `service create` and `task run` share, in the shorthand above.
+PlacementStrategyOption = typer.Option(
+    None,
+    "--placement-strategy",
+    metavar="STRATEGY",
+    help="type=binpack|spread|random[,field=...]; repeatable, in order (default: spread by instanceId)",
+)
+PlacementConstraintsOption = typer.Option(
+    None,
+    "--placement-constraints",
+    metavar="CONSTRAINT",
+    help="type=distinctInstance or type=memberOf,expression=...; repeatable",
+)
 
 _SHORTHAND = re.compile(r"^type=(?P<type>[A-Za-z]+)(?:,(?P<key>field|expression)=(?P<value>.*))?$")
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 
 from berth.cli import placement
-from berth.cli.client import CliContext, api_errors, fail
-from berth.cli.output import OutputOption, age, emit, emit_one
+from berth.cli.client import CliContext, api_errors, fail, node_label, node_names
+from berth.cli.options import ClusterOption, command_group
+from berth.cli.output import OutputOption, age, data_console, emit, emit_one
+from berth.cli.placement import PlacementConstraintsOption, PlacementStrategyOption
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 
-app = typer.Typer(help="Services: a desired count of tasks, kept running.", no_args_is_help=True)
-
-ClusterOption = typer.Option("default", "--cluster", "-c", help="cluster name")
+app = command_group("Services: a desired count of tasks, kept running.")
 
 
 def _split_protocol(text: str) -> tuple[str, pb.TransportProtocol.ValueType]:
@@ -37,18 +36,21 @@ def _service_port(text: str) -> pb.ServicePort:
 @app.command("create")
 def create(
     ctx: typer.Context,
-    name: str = typer.Option(..., "--name", help="service name (a DNS label)"),
-    task_definition: str = typer.Option(..., "--task-definition", help="FAMILY or FAMILY:REVISION"),
-    desired_count: int = typer.Option(1, "--desired-count", help="how many tasks to keep running"),
+    name: str = typer.Option(..., "--name", metavar="NAME", help="service name (a DNS label)"),
+    task_definition: str = typer.Option(
+        ..., "--task-definition", metavar="TASK_DEFINITION", help="FAMILY or FAMILY:REVISION"
+    ),
+    desired_count: int = typer.Option(
+        1, "--desired-count", metavar="COUNT", help="how many tasks to keep running"
+    ),
     cluster: str = ClusterOption,
-    placement_strategy: list[str] = typer.Option(
-        None, "--placement-strategy", help="type=binpack|spread|random[,field=...], repeatable"
-    ),
-    placement_constraints: list[str] = typer.Option(
-        None, "--placement-constraints", help="type=distinctInstance | type=memberOf,expression=..."
-    ),
+    placement_strategy: list[str] = PlacementStrategyOption,
+    placement_constraints: list[str] = PlacementConstraintsOption,
     port: list[str] = typer.Option(
-        None, "--port", help="SERVICE_PORT:CONTAINER_PORT_OR_NAME[/udp], repeatable; e.g. 80:http"
+        None,
+        "--port",
+        metavar="PORT",
+        help="SERVICE_PORT:CONTAINER_PORT_OR_NAME[/udp], repeatable; e.g. 80:http",
     ),
 ) -> None:
     """Create a service; with --port it gets a virtual IP and a DNS name."""
@@ -97,7 +99,7 @@ def list_(
 @app.command("describe")
 def describe(
     ctx: typer.Context,
-    name: str,
+    name: str = typer.Argument(..., metavar="NAME", help="service name"),
     cluster: str = ClusterOption,
     output: str = OutputOption,
 ) -> None:
@@ -108,22 +110,21 @@ def describe(
 
     def show() -> None:
         s = description.service
-        console = Console(width=200, highlight=False)
-        console.print(f"service:          {s.name}", markup=False)
-        console.print(f"cluster:          {s.cluster}", markup=False)
+        console = data_console()
+        console.print(f"service:          {s.name}")
+        console.print(f"cluster:          {s.cluster}")
         console.print(f"status:           {pb.ServiceStatus.Name(s.status).removeprefix('SERVICE_')}")
-        console.print(f"task definition:  {s.task_definition}", markup=False)
+        console.print(f"task definition:  {s.task_definition}")
         if s.vip:
-            console.print(f"virtual IP:       {s.vip}   DNS name: {description.dns_name}", markup=False)
+            console.print(f"virtual IP:       {s.vip}   DNS name: {description.dns_name}")
         for p in s.ports:
             proto = "udp" if p.protocol == pb.UDP else "tcp"
             console.print(
                 f"port:             {s.vip}:{p.port}/{proto} -> container port {p.container_port}"
                 + (f" ({p.name})" if p.name else ""),
-                markup=False,
             )
         if description.exposed_addresses:
-            console.print(f"load balancer:    {', '.join(description.exposed_addresses)}", markup=False)
+            console.print(f"load balancer:    {', '.join(description.exposed_addresses)}")
         console.print(
             f"desired/running/pending: {s.desired_count}/{description.running_count}"
             f"/{description.pending_count}"
@@ -134,11 +135,10 @@ def describe(
         )
         console.print(
             f"placement:        {strategy or 'spread:instanceId'}; {constraints or 'no constraints'}",
-            markup=False,
         )
         console.print("events (newest first):")
         for event in description.events[:20]:
-            console.print(f"  {age(event.created_at):>4} ago  {event.message}", markup=False)
+            console.print(f"  {age(event.created_at):>4} ago  {event.message}")
 
     emit_one(output, description, show)
 
@@ -146,8 +146,10 @@ def describe(
 @app.command("update")
 def update(
     ctx: typer.Context,
-    name: str,
-    desired_count: int = typer.Option(..., "--desired-count"),
+    name: str = typer.Argument(..., metavar="NAME", help="service name"),
+    desired_count: int = typer.Option(
+        ..., "--desired-count", metavar="COUNT", help="how many tasks to keep running"
+    ),
     cluster: str = ClusterOption,
 ) -> None:
     """Change a service's desired count."""
@@ -160,7 +162,11 @@ def update(
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, name: str, cluster: str = ClusterOption) -> None:
+def delete(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., metavar="NAME", help="service name"),
+    cluster: str = ClusterOption,
+) -> None:
     """Delete a service: its tasks are stopped, then the service is removed."""
     cli: CliContext = ctx.obj
     with api_errors(cli):
@@ -171,9 +177,13 @@ def delete(ctx: typer.Context, name: str, cluster: str = ClusterOption) -> None:
 @app.command("expose")
 def expose(
     ctx: typer.Context,
-    name: str,
-    type_: str = typer.Option("LoadBalancer", "--type", help="LoadBalancer: open the port on every host"),
-    port: str = typer.Option(..., "--port", help="HOST_PORT[:SERVICE_PORT][/udp], e.g. 8080:80"),
+    name: str = typer.Argument(..., metavar="NAME", help="service name"),
+    type_: str = typer.Option(
+        "LoadBalancer", "--type", metavar="TYPE", help="LoadBalancer: open the port on every host"
+    ),
+    port: str = typer.Option(
+        ..., "--port", metavar="PORT", help="HOST_PORT[:SERVICE_PORT][/udp], e.g. 8080:80"
+    ),
     cluster: str = ClusterOption,
 ) -> None:
     """Open a port on every host's own address, forwarded to the service."""
@@ -199,7 +209,7 @@ def expose(
 @app.command("endpoints")
 def endpoints(
     ctx: typer.Context,
-    name: str,
+    name: str = typer.Argument(..., metavar="NAME", help="service name"),
     cluster: str = ClusterOption,
     output: str = OutputOption,
 ) -> None:
@@ -207,6 +217,7 @@ def endpoints(
     cli: CliContext = ctx.obj
     with api_errors(cli):
         response = cli.stub.ListEndpoints(api.ServiceRef(cluster=cluster, name=name))
+        names = node_names(cli) if output == "table" else {}
     rows = list(response.endpoints)
     if output != "table":
         emit(output, rows, [], "endpoints")
@@ -218,7 +229,7 @@ def endpoints(
             ("SERVICE PORT", lambda e: f"{e.service_port}/{'udp' if e.protocol == pb.UDP else 'tcp'}"),
             ("ENDPOINT", lambda e: f"{e.address}:{e.port}"),
             ("TASK", lambda e: e.task_id[:12]),
-            ("NODE", lambda e: e.node_id),
+            ("NODE", lambda e: node_label(names, e.node_id)),
             ("STATE", lambda e: "ready"),
         ],
         "endpoints",

@@ -5,16 +5,17 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.console import Console
+from rich.text import Text
 
 from berth.cli.client import CliContext, api_errors, fail, read_argument_file
-from berth.cli.output import OutputOption, age, emit, emit_one, protocol
+from berth.cli.options import command_group
+from berth.cli.output import OutputOption, age, data_console, emit, emit_one, protocol
 from berth.errors import InvalidArgument
 from berth.taskdef import load_json, parse_container_definitions, parse_register_document
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 
-app = typer.Typer(help="Task definitions: families of numbered revisions.", no_args_is_help=True)
+app = command_group("Task definitions: families of numbered revisions.")
 
 
 def _request(
@@ -48,12 +49,15 @@ def _request(
 @app.command("register")
 def register(
     ctx: typer.Context,
-    family: str = typer.Option(None, "--family", help="task definition family"),
+    family: str = typer.Option(None, "--family", metavar="FAMILY", help="task definition family"),
     container_definitions: str = typer.Option(
-        None, "--container-definitions", help="ECS containerDefinitions JSON, or file://PATH"
+        None, "--container-definitions", metavar="JSON", help="ECS containerDefinitions JSON, or file://PATH"
     ),
     cli_input_json: str = typer.Option(
-        None, "--cli-input-json", help="a whole ECS register-task-definition document, or file://PATH"
+        None,
+        "--cli-input-json",
+        metavar="JSON",
+        help="a whole ECS register-task-definition document, or file://PATH",
     ),
 ) -> None:
     """Register a new revision of a task definition family."""
@@ -71,7 +75,7 @@ def _containers(td: pb.TaskDefinition) -> str:
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    family: str = typer.Option("", "--family"),
+    family: str = typer.Option("", "--family", metavar="FAMILY", help="only this family (default: all)"),
     output: str = OutputOption,
 ) -> None:
     """List task definitions."""
@@ -94,7 +98,7 @@ def list_(
 @app.command("describe")
 def describe(
     ctx: typer.Context,
-    task_definition: str = typer.Argument(..., help="FAMILY or FAMILY:REVISION"),
+    task_definition: str = typer.Argument(..., metavar="TASK_DEFINITION", help="FAMILY or FAMILY:REVISION"),
     output: str = OutputOption,
 ) -> None:
     """Show one task definition (the newest active revision if none is given)."""
@@ -105,8 +109,12 @@ def describe(
         )
 
     def show() -> None:
-        console = Console(width=200)
-        console.print(f"[bold]{td.family}:{td.revision}[/bold]  {pb.TaskDefinitionStatus.Name(td.status)}")
+        console = data_console()
+        console.print(
+            Text.assemble(
+                (f"{td.family}:{td.revision}", "bold"), f"  {pb.TaskDefinitionStatus.Name(td.status)}"
+            )
+        )
         for c in td.container_definitions:
             mappings = ", ".join(
                 f"{p.host_port or 'any'}->{p.container_port}/{protocol(p.protocol)}" for p in c.port_mappings
@@ -115,7 +123,6 @@ def describe(
                 f"  container {c.name}: image={c.image} cpu={c.cpu} memory={c.memory or '-'} "
                 f"memoryReservation={c.memory_reservation or '-'} essential={str(c.essential).lower()} "
                 f"ports=[{mappings}]",
-                markup=False,
             )
 
     emit_one(output, td, show)
@@ -123,7 +130,8 @@ def describe(
 
 @app.command("deregister")
 def deregister(
-    ctx: typer.Context, task_definition: str = typer.Argument(..., help="FAMILY:REVISION")
+    ctx: typer.Context,
+    task_definition: str = typer.Argument(..., metavar="TASK_DEFINITION", help="FAMILY:REVISION"),
 ) -> None:
     """Mark a revision INACTIVE: running services keep it, new uses are refused."""
     cli: CliContext = ctx.obj

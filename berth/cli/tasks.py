@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 
 from berth.cli import placement
-from berth.cli.client import CliContext, api_errors
-from berth.cli.output import OutputOption, age, emit, emit_one, exit_code, ports, protocol, status_name
+from berth.cli.client import CliContext, api_errors, node_label, node_names
+from berth.cli.options import ClusterOption, command_group
+from berth.cli.output import (
+    OutputOption,
+    age,
+    data_console,
+    emit,
+    emit_one,
+    exit_code,
+    ports,
+    protocol,
+    status_name,
+)
+from berth.cli.placement import PlacementConstraintsOption, PlacementStrategyOption
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 
-app = typer.Typer(help="Tasks: running (or stopped) copies of a task definition.", no_args_is_help=True)
+app = command_group("Tasks: running (or stopped) copies of a task definition.")
 
-ClusterOption = typer.Option("default", "--cluster", "-c", help="cluster name")
 STOP_CODES = {
     pb.TASK_FAILED_TO_START: "TaskFailedToStart",
     pb.ESSENTIAL_CONTAINER_EXITED: "EssentialContainerExited",
@@ -27,6 +37,11 @@ def _desired(task: pb.Task) -> str:
     return pb.DesiredStatus.Name(task.desired_status).removeprefix("DESIRED_")
 
 
+def _node(names: dict[str, str], node_id: str) -> str:
+    name = node_label(names, node_id)
+    return f"{name} ({node_id})" if name != node_id else name
+
+
 def _reason(task: pb.Task) -> str:
     if task.last_status == pb.PENDING and task.pending_reason:
         return task.pending_reason
@@ -36,7 +51,7 @@ def _reason(task: pb.Task) -> str:
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    service: str = typer.Option("", "--service", help="only this service's tasks"),
+    service: str = typer.Option("", "--service", metavar="SERVICE", help="only this service's tasks"),
     cluster: str = ClusterOption,
     output: str = OutputOption,
 ) -> None:
@@ -46,11 +61,7 @@ def list_(
         tasks = cli.stub.ListTasks(
             api.ListTasksRequest(cluster=cluster, service=service, include_stopped=True)
         ).tasks
-        names = (
-            {}
-            if output != "table"
-            else {n.node.id: n.node.name for n in cli.stub.ListNodes(api.ListNodesRequest()).nodes}
-        )
+        names = node_names(cli) if output == "table" else {}
     emit(
         output,
         tasks,
@@ -60,7 +71,7 @@ def list_(
             ("TASK DEFINITION", lambda t: t.task_definition),
             ("DESIRED", _desired),
             ("LAST", lambda t: status_name(t.last_status)),
-            ("NODE", lambda t: names.get(t.node_id, t.node_id) or "-"),
+            ("NODE", lambda t: node_label(names, t.node_id)),
             ("PORTS", ports),
             ("EXIT", exit_code),
             ("REASON", _reason),
@@ -73,7 +84,7 @@ def list_(
 @app.command("describe")
 def describe(
     ctx: typer.Context,
-    task_id: str = typer.Argument(..., help="task id or a unique prefix"),
+    task_id: str = typer.Argument(..., metavar="TASK_ID", help="task id or a unique prefix"),
     cluster: str = ClusterOption,
     output: str = OutputOption,
 ) -> None:
@@ -81,9 +92,10 @@ def describe(
     cli: CliContext = ctx.obj
     with api_errors(cli):
         task = cli.stub.DescribeTask(api.TaskRef(cluster=cluster, id=task_id))
+        names = node_names(cli) if output == "table" and task.node_id else {}
 
     def show() -> None:
-        console = Console(width=200, highlight=False)
+        console = data_console()
         lines = [
             f"task:             {task.id}",
             f"cluster:          {task.cluster}",
@@ -91,7 +103,7 @@ def describe(
             f"task definition:  {task.task_definition}",
             f"desired status:   {_desired(task)}",
             f"last status:      {status_name(task.last_status)}",
-            f"node:             {task.node_id or '-'}",
+            f"node:             {_node(names, task.node_id)}",
             f"ports:            {ports(task)}",
             f"exit code:        {exit_code(task)}",
             f"stop code:        {STOP_CODES.get(task.stop_code, '-')}",
@@ -99,19 +111,17 @@ def describe(
             f"created:          {age(task.created_at)} ago",
         ]
         for line in lines:
-            console.print(line, markup=False)
+            console.print(line)
         for c in task.containers:
             code = str(c.exit_code) if c.has_exit_code else "-"
             console.print(
                 f"  container {c.name}: {status_name(c.last_status)} exit={code} "
                 f"id={c.docker_id[:12]} {c.reason}",
-                markup=False,
             )
         for b in task.network_bindings:
             console.print(
                 f"  binding {b.container_name}: {b.bind_ip or '0.0.0.0'}:{b.host_port} -> "
                 f"{b.container_port}/{protocol(b.protocol)}",
-                markup=False,
             )
 
     emit_one(output, task, show)
@@ -120,10 +130,12 @@ def describe(
 @app.command("run")
 def run(
     ctx: typer.Context,
-    task_definition: str = typer.Option(..., "--task-definition", help="FAMILY or FAMILY:REVISION"),
+    task_definition: str = typer.Option(
+        ..., "--task-definition", metavar="TASK_DEFINITION", help="FAMILY or FAMILY:REVISION"
+    ),
     cluster: str = ClusterOption,
-    placement_strategy: list[str] = typer.Option(None, "--placement-strategy"),
-    placement_constraints: list[str] = typer.Option(None, "--placement-constraints"),
+    placement_strategy: list[str] = PlacementStrategyOption,
+    placement_constraints: list[str] = PlacementConstraintsOption,
 ) -> None:
     """Run a one-off task (not restarted when it exits)."""
     cli: CliContext = ctx.obj
@@ -141,8 +153,8 @@ def run(
 @app.command("stop")
 def stop(
     ctx: typer.Context,
-    task_id: str = typer.Argument(..., help="task id or a unique prefix"),
-    reason: str = typer.Option("", "--reason"),
+    task_id: str = typer.Argument(..., metavar="TASK_ID", help="task id or a unique prefix"),
+    reason: str = typer.Option("", "--reason", metavar="TEXT", help="why, shown as the stop reason"),
     cluster: str = ClusterOption,
 ) -> None:
     """Stop a task (SIGTERM, then SIGKILL after its stop timeout)."""
