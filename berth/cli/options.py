@@ -4,7 +4,41 @@ in `output.py`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import typer
+from typer.core import TyperArgument, TyperCommand
+
+
+class _PlainArgument(TyperArgument):
+    """An argument whose help shows its name alone (NAME, not NAME <str>).
+
+    Recent typer releases append a type tag to every argument, even one with
+    a metavar, and offer no switch for it; our help text already says what
+    the argument is. Releases without this method never call it.
+    """
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+
+class _Command(TyperCommand):
+    """Every `berth` command: its arguments render as `_PlainArgument`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if type(param) is TyperArgument:
+                param.__class__ = _PlainArgument
+
+
+class _Group(typer.Typer):
+    """A Typer app whose commands are `_Command`s unless they ask otherwise."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
+        kwargs.setdefault("cls", _Command)
+        return super().command(*args, **kwargs)
 
 
 def command_group(help: str, *, root: bool = False) -> typer.Typer:
@@ -20,7 +54,7 @@ def command_group(help: str, *, root: bool = False) -> typer.Typer:
     explicitly: in plain mode every character is printed as written, whatever
     the versions of typer and rich.
     """
-    return typer.Typer(
+    return _Group(
         help=help,
         no_args_is_help=True,
         rich_markup_mode=None,

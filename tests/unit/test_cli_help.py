@@ -44,11 +44,10 @@ def test_help_renders(path: tuple[str, ...]) -> None:
 
 
 @pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "berth")
-def test_options_show_a_meaningful_metavar_not_a_type_tag(path: tuple[str, ...]) -> None:
+def test_options_and_arguments_show_a_meaningful_metavar_not_a_type_tag(path: tuple[str, ...]) -> None:
     output = CliRunner().invoke(app, [*path, "--help"], prog_name="berth").output
-    option_lines = [line for line in output.splitlines() if line.lstrip().startswith("-")]
-    tagged = [line for line in option_lines if re.search(r"<[a-z]+(\[[a-z]+\])?>", line)]
-    assert not tagged, "give these options a metavar: " + "\n".join(tagged)
+    tagged = [line for line in output.splitlines() if re.search(r"<[a-z]+(\[[a-z]+\])?>", line)]
+    assert not tagged, "give these a metavar: " + "\n".join(tagged)
 
 
 def test_defaults_are_shown() -> None:
