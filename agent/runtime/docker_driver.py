@@ -41,6 +41,7 @@ from agent.runtime.driver import (
     LABEL_MANAGED,
     LABEL_NODE,
     LABEL_TASK_ID,
+    ChangeFeeds,
     ContainerPhase,
     ObservedContainer,
     ObservedTask,
@@ -75,7 +76,7 @@ class DockerDriver:
         self._semaphore = asyncio.Semaphore(concurrency)
         # Event loop thread only (see the module docstring).
         self._ledger = ContainerLedger()
-        self._feeds: dict[str, set[asyncio.Queue[str]]] = {}  # node -> open change feeds
+        self._feeds = ChangeFeeds()
         # Nodes this driver lists, starts or watches for; on an engine shared
         # with other agents, their containers' events are not ours to keep.
         self._nodes: set[str] = set()
@@ -222,18 +223,10 @@ class DockerDriver:
 
     async def changes(self, node_id: str) -> AsyncIterator[str]:
         """This node's task ids from Docker's event stream (one stream shared by all feeds)."""
-        feed: asyncio.Queue[str] = asyncio.Queue()
         self._nodes.add(node_id)
-        self._feeds.setdefault(node_id, set()).add(feed)
         self._start_events_thread(asyncio.get_running_loop())
-        try:
-            yield ""  # whatever changed before the feed opened was not seen
-            while True:
-                yield await feed.get()
-        finally:
-            self._feeds[node_id].discard(feed)
-            if not self._feeds[node_id]:
-                del self._feeds[node_id]
+        async for task_id in self._feeds.follow(node_id):
+            yield task_id
 
     def _on_event(self, event: ContainerEvent) -> None:
         """On the loop: note the event, then wake the feeds of its node."""
@@ -243,16 +236,14 @@ class DockerDriver:
         if event.action not in WATCHED_ACTIONS:
             return
         # A container without a node label should not exist; waking every node is the safe side.
-        nodes = [event.node_id] if event.node_id else list(self._feeds)
-        for node_id in nodes:
-            for feed in self._feeds.get(node_id, ()):
-                feed.put_nowait(event.task_id)
+        if event.node_id:
+            self._feeds.publish(event.node_id, event.task_id)
+        else:
+            self._feeds.publish_all(event.task_id)
 
     def _on_reconnected(self) -> None:
         """On the loop: events may have been missed while disconnected; every node resyncs."""
-        for feeds in self._feeds.values():
-            for feed in feeds:
-                feed.put_nowait("")
+        self._feeds.publish_all()
 
     def _start_events_thread(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._events_thread is not None:

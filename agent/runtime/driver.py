@@ -13,6 +13,7 @@ only ever woken by, its own tasks.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import Enum
@@ -98,3 +99,39 @@ class TaskDriver(Protocol):
         """
 
     async def close(self) -> None: ...
+
+
+class ChangeFeeds:
+    """The open `changes(node_id)` feeds of a driver, by node.
+
+    A driver publishes a task id to its node's feeds when one of the task's
+    containers changes, or "" to every feed when it may have missed changes
+    (each reader then looks at everything again). Used on the event loop only.
+    """
+
+    def __init__(self) -> None:
+        self._feeds: dict[str, set[asyncio.Queue[str]]] = {}
+
+    def nodes(self) -> list[str]:
+        return list(self._feeds)
+
+    def publish(self, node_id: str, task_id: str) -> None:
+        for feed in self._feeds.get(node_id, ()):
+            feed.put_nowait(task_id)
+
+    def publish_all(self, task_id: str = "") -> None:
+        for node_id in self.nodes():
+            self.publish(node_id, task_id)
+
+    async def follow(self, node_id: str) -> AsyncIterator[str]:
+        """One feed of the node's changes, open until the caller stops iterating."""
+        feed: asyncio.Queue[str] = asyncio.Queue()
+        self._feeds.setdefault(node_id, set()).add(feed)
+        try:
+            yield ""  # whatever changed before the feed opened was not seen
+            while True:
+                yield await feed.get()
+        finally:
+            self._feeds[node_id].discard(feed)
+            if not self._feeds[node_id]:
+                del self._feeds[node_id]

@@ -14,7 +14,7 @@ import itertools
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
-from agent.runtime.driver import ContainerPhase, ObservedContainer, ObservedTask, StartFailed
+from agent.runtime.driver import ChangeFeeds, ContainerPhase, ObservedContainer, ObservedTask, StartFailed
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
@@ -36,7 +36,7 @@ class FakeDriver:
         self._ports = itertools.count(first_host_port)
         self._tasks: dict[str, dict[str, ObservedTask]] = {}  # node -> task id -> task
         # node -> the queues of its open change feeds (a feed lives while its reader iterates).
-        self._feeds: dict[str, set[asyncio.Queue[str]]] = {}
+        self._feeds = ChangeFeeds()
         self.started: list[str] = []
 
     async def list_tasks(self, node_id: str) -> dict[str, ObservedTask]:
@@ -49,8 +49,7 @@ class FakeDriver:
         return None
 
     def _changed(self, node_id: str, task_id: str) -> None:
-        for feed in self._feeds.get(node_id, ()):
-            feed.put_nowait(task_id)
+        self._feeds.publish(node_id, task_id)
 
     async def start_task(self, assignment: agent_pb.TaskAssignment, node_id: str) -> None:
         containers = []
@@ -114,16 +113,8 @@ class FakeDriver:
             self._changed(node_id, task_id)
 
     async def changes(self, node_id: str) -> AsyncIterator[str]:
-        feed: asyncio.Queue[str] = asyncio.Queue()
-        self._feeds.setdefault(node_id, set()).add(feed)
-        try:
-            yield ""  # whatever changed before the feed opened was not seen
-            while True:
-                yield await feed.get()
-        finally:
-            self._feeds[node_id].discard(feed)
-            if not self._feeds[node_id]:
-                del self._feeds[node_id]
+        async for task_id in self._feeds.follow(node_id):
+            yield task_id
 
     async def close(self) -> None:
         return None
