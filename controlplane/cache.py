@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 
 from berth.errors import Unavailable
 from berth.v1 import resources_pb2 as pb
-from controlplane.store import Entry, Store, Versioned, keys
+from controlplane.store import Entry, StoreAPI, Versioned, keys
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def _kind(key: str) -> str:
 class ClusterCache:
     """Decoded objects by kind and key, plus indexes of tasks by node and service."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StoreAPI) -> None:
         self._store = store
         self.revision = 0
         self._objects: dict[str, dict[str, Versioned[Any]]] = defaultdict(dict)

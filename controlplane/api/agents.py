@@ -27,7 +27,7 @@ from controlplane.metrics import AGENTS_CONNECTED
 from controlplane.operations.nodes import NodeFacts, Nodes
 from controlplane.registry import AgentRegistry, AgentSession
 from controlplane.status import StatusWriter
-from controlplane.store import Store, keys
+from controlplane.store import StoreAPI, keys
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ COALESCE = 0.03
 class AgentService(agent_pb2_grpc.AgentServiceServicer):
     def __init__(
         self,
-        store: Store,
+        store: StoreAPI,
         cache: ClusterCache,
         nodes: Nodes,
         agents: AgentRegistry,
