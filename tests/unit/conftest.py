@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from google.protobuf.message import Message
@@ -36,3 +37,12 @@ async def caught_up(cache: ClusterCache, store: MemoryStore) -> None:
     """Wait (bounded) until the cache has applied everything the store holds."""
     await cache.wait_for_revision(store.revision, timeout=2.0)
     assert cache.revision == store.revision, "the cache did not catch up with the store"
+
+
+async def until(condition: Callable[[], Awaitable[bool]], what: str, timeout: float = 2.0) -> None:
+    """Wait (bounded) for work running in other tasks to make `condition` true."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await condition():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"{what} did not happen within {timeout}s")
+        await asyncio.sleep(0.001)
