@@ -62,6 +62,8 @@ class MemoryStore:
         self._watchers: list[tuple[str, asyncio.Queue[list[Entry] | _Broken]]] = []
         self._leases: dict[int, _Lease] = {}
         self._next_lease = 0x1000
+        # Every keep-alive answered on a stream, (lease id, TTL), for tests to wait on.
+        self.keep_alive_replies: list[tuple[int, int]] = []
 
     # -- reads -------------------------------------------------------------
 
@@ -175,7 +177,17 @@ class MemoryStore:
         self.expire_lease(lease_id)
 
     def keep_alive_stream(self) -> MemoryKeepAlive:
-        return MemoryKeepAlive(self._refresh)
+        return MemoryKeepAlive(self._answer_keep_alive)
+
+    def _answer_keep_alive(self, lease_id: int) -> int:
+        ttl = self._refresh(lease_id)
+        self.keep_alive_replies.append((lease_id, ttl))
+        return ttl
+
+    def time_to_live(self, lease_id: int) -> float:
+        """Seconds the lease has left (-1: no such lease), like etcd's LeaseTimeToLive."""
+        lease = self._leases.get(lease_id)
+        return -1 if lease is None else lease.deadline - self.now
 
     def expire_lease(self, lease_id: int) -> None:
         """The lease runs out now: its keys are deleted in one transaction (unknown: no-op)."""
