@@ -8,8 +8,10 @@ no test sleeps. `break_watches()` ends every open watch with Unavailable,
 as a lost connection to etcd would, and `compact(revision)` forgets history
 so that a watch from an older revision fails, as etcd's compaction does.
 
-Everything here is synchronous under the hood: a transaction is applied
-between two awaits, so no other task ever sees half of it.
+A transaction is applied between two awaits, so no other task ever sees
+half of it. By default no call suspends; `MemoryStore(interleave=True)`
+makes each call yield to the event loop once first, as a round trip to
+etcd would, so that racing writers really interleave.
 """
 
 from __future__ import annotations
@@ -51,7 +53,10 @@ class _Broken:
 class MemoryStore:
     """An in-memory etcd keyspace: keys, revisions, history, leases and watchers."""
 
-    def __init__(self) -> None:
+    def __init__(self, interleave: bool = False) -> None:
+        # With interleave, every call yields to the event loop once before it
+        # runs, as a round trip to etcd would, so concurrent writers interleave.
+        self._interleave = interleave
         # A fresh etcd is at revision 1 before anything is written.
         self.revision = 1
         self.now = 0.0
@@ -65,12 +70,18 @@ class MemoryStore:
         # Every keep-alive answered on a stream, (lease id, TTL), for tests to wait on.
         self.keep_alive_replies: list[tuple[int, int]] = []
 
+    async def _round_trip(self) -> None:
+        if self._interleave:
+            await asyncio.sleep(0)
+
     # -- reads -------------------------------------------------------------
 
     async def get_raw(self, key: str) -> Entry | None:
+        await self._round_trip()
         return self._data.get(key)
 
     async def get(self, key: str, message_type: type[M]) -> Versioned[M] | None:
+        await self._round_trip()
         entry = self._data.get(key)
         if entry is None or entry.value is None:
             return None
@@ -86,6 +97,7 @@ class MemoryStore:
         return found
 
     async def scan(self, prefix: str, message_type: type[M]) -> tuple[list[Versioned[M]], int]:
+        await self._round_trip()
         items = [
             Versioned(entry.key, message_type.FromString(entry.value or b""), entry.mod_revision)
             for entry in self._under(prefix)
@@ -93,6 +105,7 @@ class MemoryStore:
         return items, self.revision
 
     async def scan_raw(self, prefix: str = "") -> tuple[list[Entry], int]:
+        await self._round_trip()
         return self._under(prefix), self.revision
 
     # -- writes ------------------------------------------------------------
@@ -102,6 +115,7 @@ class MemoryStore:
         return (entry.mod_revision if entry is not None else 0) == condition.mod_revision
 
     async def commit(self, writes: Sequence[Write], conditions: Sequence[Condition] = ()) -> int | None:
+        await self._round_trip()
         if len({write.key for write in writes}) != len(writes):
             raise Unavailable("etcd: duplicate key given in txn request")  # as etcd refuses it
         if not all(self._holds(condition) for condition in conditions):
@@ -159,6 +173,7 @@ class MemoryStore:
     # -- leases ------------------------------------------------------------
 
     async def grant_lease(self, ttl: int) -> int:
+        await self._round_trip()
         self._next_lease += 1
         self._leases[self._next_lease] = _Lease(ttl, self.now + ttl)
         return self._next_lease
@@ -171,9 +186,11 @@ class MemoryStore:
         return lease.ttl
 
     async def refresh_lease(self, lease_id: int) -> int:
+        await self._round_trip()
         return self._refresh(lease_id)
 
     async def revoke_lease(self, lease_id: int) -> None:
+        await self._round_trip()
         self.expire_lease(lease_id)
 
     def keep_alive_stream(self) -> MemoryKeepAlive:
