@@ -4,6 +4,7 @@ Every test here runs on both, so the fake that unit tests stand on cannot
 drift from what etcd does: conditional commits, all-or-nothing batches,
 sorted scans with their read revision, watches from a revision in whole
 transactions, and leases that take their keys with them when they expire.
+(The one integration test that runs the fake too: it is the fake's check.)
 """
 
 from __future__ import annotations
