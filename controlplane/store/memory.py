@@ -232,8 +232,10 @@ class MemoryStore:
         queue: asyncio.Queue[list[Entry] | _Broken] = asyncio.Queue()
         # History and subscription are taken together, with no await between,
         # so no transaction falls in a gap or arrives twice.
+        # As in etcd, start_revision 0 means "from now on".
+        since = start_revision or self.revision + 1
         for revision, events in self._history:
-            if revision >= start_revision:
+            if revision >= since:
                 mine = [event for event in events if event.key.startswith(prefix)]
                 if mine:
                     queue.put_nowait(mine)
