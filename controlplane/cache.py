@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 
 from berth.errors import Unavailable
 from berth.v1 import resources_pb2 as pb
-from controlplane.store import Entry, Store, Versioned, keys
+from controlplane.store import Entry, StoreAPI, Versioned, keys
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,9 @@ def _kind(key: str) -> str:
 class ClusterCache:
     """Decoded objects by kind and key, plus indexes of tasks by node and service."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StoreAPI, relist_pause: float = 1.0) -> None:
         self._store = store
+        self._relist_pause = relist_pause  # seconds between a broken watch and the relist
         self.revision = 0
         self._objects: dict[str, dict[str, Versioned[Any]]] = defaultdict(dict)
         self._raw: dict[str, Entry] = {}
@@ -97,7 +98,7 @@ class ClusterCache:
             except Unavailable as error:
                 log.warning("event=cache_watch_broken error=%r action=relist", str(error))
             while True:
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(self._relist_pause)
                 try:
                     await self._relist()
                     break

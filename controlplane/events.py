@@ -6,7 +6,7 @@ import logging
 
 from berth.clock import now
 from berth.v1 import resources_pb2 as pb
-from controlplane.store import RETRY, Retry, Store, keys, optimistic
+from controlplane.store import RETRY, Retry, StoreAPI, keys, optimistic
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +16,7 @@ MAX_EVENTS = 100
 class EventLog:
     """Appends bounded, de-duplicated events to a service's event list."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StoreAPI) -> None:
         self._store = store
 
     async def record(self, cluster: str, service: str, message: str) -> None:

@@ -17,13 +17,13 @@ from typing import Any
 
 from berth.errors import Unavailable
 from controlplane.metrics import IS_LEADER
-from controlplane.store import Condition, Put, Store, keys
+from controlplane.store import Condition, Put, StoreAPI, keys
 
 log = logging.getLogger(__name__)
 
 
 class LeaderElection:
-    def __init__(self, store: Store, identity: str, ttl: int = 5) -> None:
+    def __init__(self, store: StoreAPI, identity: str, ttl: int = 5) -> None:
         self._store = store
         self._identity = identity.encode()
         self._ttl = ttl

@@ -18,20 +18,20 @@ import logging
 from berth.errors import Unavailable
 from berth.v1 import resources_pb2 as pb
 from controlplane.cache import ClusterCache
-from controlplane.store import Condition, KeepAliveStream, Put, Store, keys
+from controlplane.store import Condition, KeepAlive, Put, StoreAPI, keys
 
 log = logging.getLogger(__name__)
 
 
 class NodeLeases:
-    def __init__(self, store: Store, cache: ClusterCache, grace: float) -> None:
+    def __init__(self, store: StoreAPI, cache: ClusterCache, grace: float) -> None:
         self._store = store
         self._cache = cache
         # etcd leases have whole-second TTLs, and etcd enforces a minimum of ~2 s.
         self._ttl = max(2, round(grace))
         self._leases: dict[str, int] = {}
         self._expired: set[int] = set()
-        self._keep_alive_stream: KeepAliveStream | None = None
+        self._keep_alive_stream: KeepAlive | None = None
         self._stream_task: asyncio.Task[None] | None = None
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -98,7 +98,7 @@ class NodeLeases:
         assert self._keep_alive_stream is not None
         self._keep_alive_stream.refresh(lease)
 
-    async def _stream(self, stream: KeepAliveStream) -> None:
+    async def _stream(self, stream: KeepAlive) -> None:
         """One LeaseKeepAlive stream for all of this replica's node leases."""
 
         def on_reply(lease: int, ttl: int) -> None:

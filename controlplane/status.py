@@ -18,7 +18,7 @@ from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
 from controlplane.metrics import STATUS_REPORTS
-from controlplane.store import Condition, Put, Store, keys
+from controlplane.store import Condition, Put, StoreAPI, keys
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ STATUS_BATCH = 100
 class StatusWriter:
     """Folds agents' status reports into etcd, many per transaction."""
 
-    def __init__(self, store: Store, cache: ClusterCache) -> None:
+    def __init__(self, store: StoreAPI, cache: ClusterCache) -> None:
         self._store = store
         self._cache = cache
         self._queue: asyncio.Queue[tuple[str, agent_pb.TaskStatusReport]] = asyncio.Queue()

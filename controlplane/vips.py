@@ -12,7 +12,7 @@ import ipaddress
 from collections.abc import Iterable
 
 from berth.errors import FailedPrecondition
-from controlplane.store import Condition, Put, Store, keys
+from controlplane.store import Condition, Put, StoreAPI, keys
 
 
 def lowest_free(cidr: str, taken: Iterable[str]) -> str:
@@ -28,7 +28,7 @@ def lowest_free(cidr: str, taken: Iterable[str]) -> str:
 
 
 class VipAllocator:
-    def __init__(self, store: Store, cidr: str) -> None:
+    def __init__(self, store: StoreAPI, cidr: str) -> None:
         self._store = store
         self.cidr = cidr
 

@@ -8,14 +8,14 @@ import time
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
-from controlplane.store import Condition, Delete, Store
+from controlplane.store import Condition, Delete, StoreAPI
 
 log = logging.getLogger(__name__)
 
 
 class Housekeeper:
     def __init__(
-        self, store: Store, cache: ClusterCache, stopped_task_retention: float, interval: float = 5.0
+        self, store: StoreAPI, cache: ClusterCache, stopped_task_retention: float, interval: float = 5.0
     ) -> None:
         self._store = store
         self._cache = cache

@@ -18,7 +18,7 @@ from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
 from controlplane.metrics import NODES_DOWN
-from controlplane.store import Condition, Put, Store, keys
+from controlplane.store import Condition, Put, StoreAPI, keys
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ CONFIRM = 0.5
 
 
 class NodeMonitor:
-    def __init__(self, store: Store, cache: ClusterCache, grace: float, startup_hold: float) -> None:
+    def __init__(self, store: StoreAPI, cache: ClusterCache, grace: float, startup_hold: float) -> None:
         self._store = store
         self._cache = cache
         self._grace = grace

@@ -31,7 +31,7 @@ from controlplane.scheduler.model import (
 )
 from controlplane.scheduler.planner import place
 from controlplane.scheduler.policies import compile_constraints, compile_strategy
-from controlplane.store import Condition, Put, Store, Versioned, keys
+from controlplane.store import Condition, Put, StoreAPI, Versioned, keys
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ CONCURRENT_TXNS = 8
 
 
 class SchedulingController:
-    def __init__(self, store: Store, cache: ClusterCache, events: EventLog, sample_size: int = 0) -> None:
+    def __init__(self, store: StoreAPI, cache: ClusterCache, events: EventLog, sample_size: int = 0) -> None:
         self._store = store
         self._cache = cache
         self._events = events

@@ -16,7 +16,7 @@ from controlplane import lifecycle
 from controlplane.cache import ClusterCache
 from controlplane.controllers.scheduling import SchedulingController
 from controlplane.events import EventLog
-from controlplane.store import Condition, Delete, Put, Store, Versioned, keys
+from controlplane.store import Condition, Delete, Put, StoreAPI, Versioned, keys
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def decide(
 
 class ServiceController:
     def __init__(
-        self, store: Store, cache: ClusterCache, events: EventLog, scheduler: SchedulingController
+        self, store: StoreAPI, cache: ClusterCache, events: EventLog, scheduler: SchedulingController
     ) -> None:
         self._store = store
         self._cache = cache

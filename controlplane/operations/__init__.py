@@ -20,7 +20,7 @@ from controlplane.operations.services import Services
 from controlplane.operations.taskdefs import TaskDefinitions
 from controlplane.operations.tasks import Tasks
 from controlplane.registry import AgentRegistry
-from controlplane.store import Store
+from controlplane.store import StoreAPI
 from controlplane.vips import VipAllocator
 
 
@@ -33,7 +33,9 @@ class Operations:
     nodes: Nodes
 
     @classmethod
-    def build(cls, store: Store, cache: ClusterCache, agents: AgentRegistry, service_cidr: str) -> Operations:
+    def build(
+        cls, store: StoreAPI, cache: ClusterCache, agents: AgentRegistry, service_cidr: str
+    ) -> Operations:
         clusters = Clusters(store, cache)
         taskdefs = TaskDefinitions(store)
         return cls(

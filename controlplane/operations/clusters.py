@@ -9,14 +9,14 @@ from berth.errors import AlreadyExists, Conflict, FailedPrecondition, NotFound
 from berth.names import check_dns_label
 from berth.v1 import resources_pb2 as pb
 from controlplane.cache import ClusterCache
-from controlplane.store import Condition, Delete, Put, Store, keys
+from controlplane.store import Condition, Delete, Put, StoreAPI, keys
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CLUSTER = "default"
 
 
-async def ensure_default_cluster(store: Store) -> None:
+async def ensure_default_cluster(store: StoreAPI) -> None:
     """The `default` cluster always exists (created once, never deletable)."""
     cluster = pb.Cluster(name=DEFAULT_CLUSTER, created_at=now())
     await store.commit(
@@ -30,7 +30,7 @@ def cluster_name(name: str) -> str:
 
 
 class Clusters:
-    def __init__(self, store: Store, cache: ClusterCache) -> None:
+    def __init__(self, store: StoreAPI, cache: ClusterCache) -> None:
         self._store = store
         self._cache = cache
 

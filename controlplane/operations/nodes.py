@@ -13,7 +13,7 @@ from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
 from controlplane.registry import AgentRegistry
-from controlplane.store import RETRY, Retry, Store, keys, optimistic
+from controlplane.store import RETRY, Retry, StoreAPI, keys, optimistic
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class NodeSummary:
 
 
 class Nodes:
-    def __init__(self, store: Store, cache: ClusterCache, agents: AgentRegistry) -> None:
+    def __init__(self, store: StoreAPI, cache: ClusterCache, agents: AgentRegistry) -> None:
         self._store = store
         self._cache = cache
         self._agents = agents

@@ -21,7 +21,7 @@ from controlplane.endpoints import endpoints, not_ready, resolve_ports
 from controlplane.operations.clusters import Clusters
 from controlplane.operations.taskdefs import TaskDefinitions
 from controlplane.scheduler.policies import compile_constraints, compile_strategy
-from controlplane.store import RETRY, Condition, Put, Retry, Store, keys, optimistic
+from controlplane.store import RETRY, Condition, Put, Retry, StoreAPI, keys, optimistic
 from controlplane.vips import VipAllocator
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class ServiceState:
 class Services:
     def __init__(
         self,
-        store: Store,
+        store: StoreAPI,
         cache: ClusterCache,
         clusters: Clusters,
         taskdefs: TaskDefinitions,

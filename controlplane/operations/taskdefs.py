@@ -9,13 +9,13 @@ from berth.errors import FailedPrecondition, InvalidArgument, NotFound
 from berth.names import parse_task_definition_ref
 from berth.taskdef import validate_task_definition
 from berth.v1 import resources_pb2 as pb
-from controlplane.store import RETRY, Retry, Store, keys, optimistic
+from controlplane.store import RETRY, Retry, StoreAPI, keys, optimistic
 
 log = logging.getLogger(__name__)
 
 
 class TaskDefinitions:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StoreAPI) -> None:
         self._store = store
 
     async def register(self, td: pb.TaskDefinition) -> pb.TaskDefinition:

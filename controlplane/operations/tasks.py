@@ -13,7 +13,7 @@ from controlplane.cache import ClusterCache
 from controlplane.operations.clusters import Clusters
 from controlplane.operations.taskdefs import TaskDefinitions
 from controlplane.scheduler.policies import compile_constraints, compile_strategy
-from controlplane.store import Condition, Put, Store, keys
+from controlplane.store import Condition, Put, StoreAPI, keys
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ ID_LENGTH = 32
 
 class Tasks:
     def __init__(
-        self, store: Store, cache: ClusterCache, clusters: Clusters, taskdefs: TaskDefinitions
+        self, store: StoreAPI, cache: ClusterCache, clusters: Clusters, taskdefs: TaskDefinitions
     ) -> None:
         self._store = store
         self._cache = cache

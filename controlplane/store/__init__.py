@@ -1,21 +1,24 @@
 """Durable cluster state in etcd: the only door to it.
 
-`Store` (typed, transactional access), `keys` (the key layout), `retry`
+`StoreAPI` (the protocol everything above the store is written against,
+with its value types, in `api`), `Store` (the real one, on etcd),
+`MemoryStore` (in `memory`: the fake for unit tests), `keys` (the key layout), `retry`
 (the one retry policy for optimistic transactions) and `embedded` (the
 private etcd child of the embedded default). Nothing outside this package
 talks to etcd or imports its client library.
 """
 
-from controlplane.store.etcd import (
+from controlplane.store.api import (
     Condition,
     Delete,
     Entry,
-    KeepAliveStream,
+    KeepAlive,
     Put,
-    Store,
+    StoreAPI,
     Versioned,
     Write,
 )
+from controlplane.store.etcd import KeepAliveStream, Store
 from controlplane.store.retry import RETRY, Retry, optimistic
 
 __all__ = [
@@ -23,10 +26,12 @@ __all__ = [
     "Condition",
     "Delete",
     "Entry",
+    "KeepAlive",
     "KeepAliveStream",
     "Put",
     "Retry",
     "Store",
+    "StoreAPI",
     "Versioned",
     "Write",
     "optimistic",

@@ -1,5 +1,7 @@
 """Typed, transactional access to etcd under one key prefix: the only door to etcd.
 
+`Store` is the real implementation of `StoreAPI` (`controlplane.store.api`,
+with the value types); `MemoryStore` is its fake for unit tests.
 Every read-modify-write goes through `Store.commit`: one etcd transaction
 whose conditions compare each key's `mod_revision`, so a writer that raced
 another simply loses and retries on fresh state (optimistic concurrency;
@@ -20,8 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import aetcd
 import aetcd.exceptions
@@ -30,53 +31,19 @@ from aetcd import rpc as etcd_rpc
 from google.protobuf.message import Message
 
 from berth.errors import Unavailable
-from controlplane.store.retry import ATTEMPTS, RETRY, Retry, optimistic
+from controlplane.store.api import (
+    Condition,
+    Entry,
+    M,
+    Put,
+    StoreAPI,
+    Versioned,
+    Write,
+    read_modify_write,
+)
+from controlplane.store.retry import ATTEMPTS
 
 log = logging.getLogger(__name__)
-
-M = TypeVar("M", bound=Message)
-
-
-@dataclass(frozen=True)
-class Versioned(Generic[M]):
-    """A decoded value and the etcd revision that last modified its key."""
-
-    key: str
-    value: M
-    mod_revision: int
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One key as etcd holds it: raw bytes (None: deleted), revision and lease."""
-
-    key: str
-    value: bytes | None
-    mod_revision: int
-    lease: int = 0
-
-
-@dataclass(frozen=True)
-class Put:
-    key: str
-    value: Message | bytes
-    lease: int = 0
-
-
-@dataclass(frozen=True)
-class Delete:
-    key: str
-
-
-Write = Put | Delete
-
-
-@dataclass(frozen=True)
-class Condition:
-    """Holds when the key's mod_revision equals `mod_revision` (0: key absent)."""
-
-    key: str
-    mod_revision: int
 
 
 def parse_endpoint(url: str) -> tuple[str, int]:
@@ -265,19 +232,7 @@ class Store:
 
         Returns the value now stored, or None when the key does not exist.
         """
-
-        async def attempt() -> M | Retry | None:
-            current = await self.get(key, message_type)
-            if current is None:
-                return None
-            updated = mutate(current.value)
-            if updated is None:
-                return current.value
-            if await self.put_if_unchanged(key, updated, current.mod_revision) is None:
-                return RETRY
-            return updated
-
-        return await optimistic(attempt, what=key, attempts=attempts)
+        return await read_modify_write(self, key, message_type, mutate, attempts)
 
     # -- leases ------------------------------------------------------------
 
@@ -402,3 +357,7 @@ class KeepAliveStream:
             raise Unavailable(f"etcd lease keep-alive broke: {error.details()}") from error
         finally:
             call.cancel()
+
+
+if TYPE_CHECKING:
+    _satisfies_the_protocol: StoreAPI = Store([])  # checked by mypy, never run
