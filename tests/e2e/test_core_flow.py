@@ -7,6 +7,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from berth.testing.cli import Berth
 from berth.testing.daemons import REPO, AgentProcess
 from berth.testing.waiting import wait_until
@@ -74,8 +76,8 @@ def test_cli_input_json_registers_a_whole_ecs_document(berth: Berth, tmp_path: P
     described = berth.ok("taskdef", "describe", "doc", "-o", "json").json()
     assert described["memory"] == 128
     assert described["containerDefinitions"][0]["portMappings"][0]["containerPort"] == 8080
-    yaml_out = berth.ok("taskdef", "describe", "doc:1", "-o", "yaml").stdout
-    assert "family: doc" in yaml_out
+    yaml_out = yaml.safe_load(berth.ok("taskdef", "describe", "doc:1", "-o", "yaml").stdout)
+    assert yaml_out == described, "-o yaml holds the same object as -o json"
 
 
 def test_killed_container_is_replaced_and_recorded(berth: Berth, agent: AgentProcess) -> None:

@@ -188,6 +188,7 @@ def _cut_and_heal(
     )
     print(f"host cut -> its tasks RUNNING elsewhere after {time.monotonic() - cut_at:.2f}s (grace {GRACE}s)")
     lost = [t for t in berth.tasks("default", "healing") if t["id"] in old_on_victim]
+    assert {t["id"] for t in lost} == old_on_victim, "every task of the cut host is recorded"
     assert all(t["lastStatus"] == "STOPPED" and t["stopCode"] == "NODE_LOST" for t in lost)
     assert {
         n["node"]["name"]: n["node"]["status"] for n in berth.ok("node", "list", "-o", "json").json()["nodes"]
@@ -231,20 +232,30 @@ def test_drain_moves_tasks_without_dipping_below_desired(
     wait_until(lambda: len(berth.running("default", "drained")) == 6, 20, "6 RUNNING")
 
     lowest = [6]
+    samples = [0]
+    failures: list[BaseException] = []
     stop = threading.Event()
     engines = [docker.DockerClient(base_url=h.docker_url) for h in lab.hosts]
 
     def watch() -> None:
         # Ground truth from the engines themselves, so the control plane's
         # restart in the middle does not blind the check.
-        deadline = time.monotonic() + 120
-        while not stop.is_set() and time.monotonic() < deadline:
-            running = sum(
-                len(engine.api.containers(filters={"label": "berth.service=drained", "status": "running"}))
-                for engine in engines
-            )
-            lowest[0] = min(lowest[0], running)
-            time.sleep(0.05)
+        try:
+            deadline = time.monotonic() + 120
+            while not stop.is_set() and time.monotonic() < deadline:
+                running = sum(
+                    len(
+                        engine.api.containers(
+                            filters={"label": "berth.service=drained", "status": "running"}
+                        )
+                    )
+                    for engine in engines
+                )
+                lowest[0] = min(lowest[0], running)
+                samples[0] += 1
+                time.sleep(0.05)
+        except BaseException as error:  # handed to the test below: a dead watcher must fail it
+            failures.append(error)
 
     observer = threading.Thread(target=watch, daemon=True)
     observer.start()
@@ -267,6 +278,10 @@ def test_drain_moves_tasks_without_dipping_below_desired(
         observer.join(10)
         for engine in engines:
             engine.close()
+    assert not observer.is_alive(), "the watcher did not stop"
+    if failures:
+        raise AssertionError("the drain watcher failed") from failures[0]
+    assert samples[0] > 10, f"the drain watcher took only {samples[0]} samples"
     assert lowest[0] >= 6, f"running count fell to {lowest[0]} during the drain"
     wait_until(lambda: not lab.agents["h2"].containers(), 20, "h2 empty")
     nodes = {
