@@ -19,7 +19,7 @@ import pytest
 from berth.testing.cli import Berth
 from berth.testing.lab import Lab
 from berth.testing.waiting import wait_until
-from tests.lab.conftest import GRACE
+from tests.lab.conftest import CPU_UNITS, GRACE, MEMORY_MIB
 
 
 def _taskdef(berth: Berth, tmp_path: Path, family: str, cpu: int = 64) -> None:
@@ -91,7 +91,7 @@ def test_spread_puts_two_on_each_host(berth: Berth, service: list[str], tmp_path
 
 
 def test_binpack_fills_one_host_before_the_next(berth: Berth, service: list[str], tmp_path: Path) -> None:
-    # Each lab host reports 2048 CPU units (2 cores): four 512-unit tasks fill one.
+    # Each lab host has 2048 CPU units (--cpu-units): four 512-unit tasks fill one.
     _taskdef(berth, tmp_path, "packed", cpu=512)
     service.append("packed")
     berth.ok(
@@ -245,9 +245,7 @@ def test_drain_moves_tasks_without_dipping_below_desired(
             while not stop.is_set() and time.monotonic() < deadline:
                 running = sum(
                     len(
-                        engine.api.containers(
-                            filters={"label": "berth.service=drained", "status": "running"}
-                        )
+                        engine.api.containers(filters={"label": "berth.service=drained", "status": "running"})
                     )
                     for engine in engines
                 )
@@ -297,3 +295,59 @@ def test_node_list_shows_resources(berth: Berth) -> None:
     assert {n["node"]["attributes"]["zone"] for n in nodes} == {"a", "b", "c"}
     table = berth.ok("node", "list").stdout
     assert "MEM MiB USED/FREE" in table and "READY" in table
+
+
+def test_random_strategy_places_every_task(berth: Berth, service: list[str], tmp_path: Path) -> None:
+    _taskdef(berth, tmp_path, "shuffled")
+    service.append("shuffled")
+    berth.ok(
+        "service",
+        "create",
+        "--name",
+        "shuffled",
+        "--task-definition",
+        "shuffled",
+        "--desired-count",
+        "9",
+        "--placement-strategy",
+        "type=random",
+    )
+    wait_until(lambda: len(berth.running("default", "shuffled")) == 9, 20, "9 RUNNING")
+    # All nine on one host would happen once in 6,561 runs of a fair random choice.
+    assert len(_running_by_host(berth, "shuffled")) >= 2
+
+
+@pytest.mark.parametrize(
+    ("strategies", "expected"),
+    [
+        # binpack decides, spread only breaks its ties: one host filled first.
+        (["type=binpack,field=cpu", "type=spread,field=attribute:zone"], [1, 4]),
+        # spread decides, binpack only breaks its ties: zones evened out.
+        (["type=spread,field=attribute:zone", "type=binpack,field=cpu"], [1, 2, 2]),
+    ],
+)
+def test_several_strategies_apply_in_order(
+    berth: Berth, service: list[str], tmp_path: Path, strategies: list[str], expected: list[int]
+) -> None:
+    _taskdef(berth, tmp_path, "ordered", cpu=512)
+    service.append("ordered")
+    options = [arg for strategy in strategies for arg in ("--placement-strategy", strategy)]
+    berth.ok(
+        "service",
+        "create",
+        "--name",
+        "ordered",
+        "--task-definition",
+        "ordered",
+        "--desired-count",
+        "5",
+        *options,
+    )
+    wait_until(lambda: len(berth.running("default", "ordered")) == 5, 20, "5 RUNNING")
+    assert sorted(_running_by_host(berth, "ordered").values()) == expected
+
+
+def test_lab_agents_report_the_capacity_they_were_given(berth: Berth) -> None:
+    nodes = berth.ok("node", "list", "-o", "json").json()["nodes"]
+    assert {n["node"]["cpuUnits"] for n in nodes} == {CPU_UNITS}
+    assert {n["node"]["memoryMib"] for n in nodes} == {MEMORY_MIB}
