@@ -22,3 +22,5 @@ class AgentSettings:
     # Program service VIPs (iptables) and serve DNS on this host.
     service_network: bool = True
     dns_port: int = 53
+    # HOST[:PORT] for names that are not Berth's; None: the host's resolver.
+    dns_upstream: str | None = None

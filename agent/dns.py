@@ -33,9 +33,17 @@ def upstream_resolver(resolv_conf: Path = Path("/etc/resolv.conf"), exclude: str
     return None
 
 
+def split_upstream(upstream: str) -> tuple[str, int]:
+    """HOST or HOST:PORT (port 53 by default)."""
+    host, sep, port = upstream.rpartition(":")
+    if sep and port.isdigit() and "." in host:
+        return host, int(port)
+    return upstream, 53
+
+
 class ServiceResolver(BaseResolver):  # type: ignore[misc]
     def __init__(self, upstream: str | None) -> None:
-        self._upstream = upstream
+        self._upstream = split_upstream(upstream) if upstream else None
         self._lock = threading.Lock()
         self._records: dict[str, agent_pb.ServiceRoute] = {}
 
@@ -84,7 +92,8 @@ class ServiceResolver(BaseResolver):  # type: ignore[misc]
             reply.header.rcode = RCODE.SERVFAIL
             return reply
         try:
-            return DNSRecord.parse(request.send(self._upstream, 53, timeout=3))
+            host, port = self._upstream
+            return DNSRecord.parse(request.send(host, port, timeout=3))
         except Exception:
             reply.header.rcode = RCODE.SERVFAIL
             return reply
@@ -93,10 +102,10 @@ class ServiceResolver(BaseResolver):  # type: ignore[misc]
 class ServiceDNS:
     """Runs the resolver on ADDRESS:PORT over UDP and TCP, in dnslib's threads."""
 
-    def __init__(self, address: str, port: int) -> None:
+    def __init__(self, address: str, port: int, upstream: str | None = None) -> None:
         self.address = address
         self.port = port
-        self.resolver = ServiceResolver(upstream_resolver(exclude=address))
+        self.resolver = ServiceResolver(upstream or upstream_resolver(exclude=address))
         quiet = DNSLogger(log="-request,-reply,-truncated,-error", prefix=False)
         self._servers = [
             DNSServer(self.resolver, port=port, address=address, logger=quiet),

@@ -29,12 +29,45 @@ def default_name() -> str:
     return label or "node"
 
 
-def default_address() -> str:
-    """The first non-loopback IPv4 address, which other hosts can reach."""
+def default_route_interface(route_table: Path = Path("/proc/net/route")) -> str | None:
+    """The interface holding the IPv4 default route (lowest metric), from /proc/net/route."""
+    best: tuple[int, str] | None = None
+    lines = route_table.read_text().splitlines()[1:] if route_table.exists() else []
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 8 or fields[1] != "00000000" or fields[7] != "00000000":
+            continue
+        flags, metric = int(fields[3], 16), int(fields[6])
+        if flags & 0x1 and (best is None or metric < best[0]):  # RTF_UP
+            best = (metric, fields[0])
+    return best[1] if best else None
+
+
+def _ipv4_of(interface: str | None) -> str | None:
+    if interface is None:
+        return None
+    for address in psutil.net_if_addrs().get(interface, []):
+        if address.family == socket.AF_INET and not address.address.startswith("127."):
+            return str(address.address)
+    return None
+
+
+def default_address(route_table: Path = Path("/proc/net/route")) -> str:
+    """The address other hosts, and this host's containers, reach this one at.
+
+    The IPv4 address of the interface holding the default route; without a
+    default route, docker0's address (containers on the default bridge reach
+    it); else any non-loopback IPv4 address; loopback only as a last resort
+    (containers cannot reach the host's loopback: VIPs and DNS then fail).
+    """
+    for interface in (default_route_interface(route_table), "docker0"):
+        address = _ipv4_of(interface)
+        if address is not None:
+            return address
     for addresses in psutil.net_if_addrs().values():
-        for address in addresses:
-            if address.family == socket.AF_INET and not address.address.startswith("127."):
-                return str(address.address)
+        for candidate in addresses:
+            if candidate.family == socket.AF_INET and not candidate.address.startswith("127."):
+                return str(candidate.address)
     return "127.0.0.1"
 
 

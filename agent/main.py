@@ -63,6 +63,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
         help="do not program service VIPs (iptables) or serve DNS on this host",
     )
     parser.add_argument("--dns-port", type=int, default=53, help="DNS for service names, on --address")
+    parser.add_argument(
+        "--dns-upstream",
+        default=None,
+        help="HOST[:PORT] other names are forwarded to; default: first nameserver of /etc/resolv.conf",
+    )
     parser.add_argument("--resync-interval", type=float, default=30.0, help="seconds")
     parser.add_argument("--metrics-listen", default=None, help="Prometheus metrics address, HOST:PORT")
     parser.add_argument("--log-level", default="info")
@@ -86,6 +91,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
         docker_concurrency=args.docker_concurrency,
         service_network=not args.no_service_network,
         dns_port=args.dns_port,
+        dns_upstream=args.dns_upstream,
     )
     return settings, args.metrics_listen
 
@@ -103,9 +109,19 @@ async def run(settings: AgentSettings) -> None:
     dns: ServiceDNS | None = None
     container_dns: list[str] = []
     if settings.service_network:
+        if settings.address.startswith("127."):
+            # Containers cannot reach the host's loopback: a VIP would be
+            # DNATed to an endpoint they cannot reach, and they would not get
+            # Berth's DNS. Say so instead of failing quietly.
+            log.warning(
+                "event=loopback_address address=%s effect=%r",
+                settings.address,
+                "containers cannot reach service VIPs or Berth's DNS; "
+                "pass --address with an address containers reach (or drop it for the default)",
+            )
         network = ServiceNetwork(settings.address)
         try:
-            dns = ServiceDNS(settings.address, settings.dns_port)
+            dns = ServiceDNS(settings.address, settings.dns_port, settings.dns_upstream)
             dns.start()
         except OSError as error:
             # Rules still work without names; say so and carry on.

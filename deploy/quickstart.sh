@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # Berth's main job on the embedded default, on one machine:
 # installs what is missing, starts a control plane (with its own etcd) and
-# an agent, registers examples/web.json, runs a service of 2 tasks, kills
-# one container with `docker kill` and shows Berth replacing it.
+# an agent, registers examples/web.json, runs a service of 2 tasks with a
+# virtual IP and DNS name, kills one container with `docker kill` and shows
+# Berth replacing it.
 #
 #   bash deploy/quickstart.sh        # run the demo; daemons keep running
-#   bash deploy/quickstart.sh down   # stop the daemons, remove the demo service
+#   bash deploy/quickstart.sh down   # remove the demo service, stop the daemons,
+#                                    # take Berth's rules off this host and list
+#                                    # what else still runs
+#
+# Environment: BERTH_HOME (state, logs and pid files; default /var/lib/berth),
+# BERTH_SERVER (the control plane's address; default 127.0.0.1:7400),
+# BERTH_SKIP_INSTALL=1 (everything is installed already: skip deploy/install.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BERTH_HOME=${BERTH_HOME:-/var/lib/berth}
 export BERTH_SERVER=${BERTH_SERVER:-127.0.0.1:7400}
+SERVICE_CIDR=10.96.0.0/16
 BERTH=.venv/bin/berth
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
@@ -23,21 +31,55 @@ stop_daemon() {
   rm -f "$pidfile"
 }
 
+# Every service and every task not yet STOPPED, in every cluster: what the
+# quick start did not make and `down` leaves running.
+leftovers() {
+  .venv/bin/python - "$BERTH" <<'PY'
+import json, subprocess, sys
+
+def read(*args):
+    command = [sys.argv[1], *args, "-o", "json"]
+    return json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+
+for cluster in read("cluster", "list")["clusters"]:
+    name = cluster["name"]
+    for service in read("service", "list", "--cluster", name)["services"]:
+        print(f"  service {service['name']} in cluster {name} (desired count {service.get('desiredCount', 0)})")
+    for task in read("task", "list", "--cluster", name)["tasks"]:
+        if task["lastStatus"] != "STOPPED":
+            what = task.get("service") or "one-off"
+            print(f"  task {task['id'][:12]} in cluster {name} ({what}, {task['lastStatus']})")
+PY
+}
+
 if [ "${1:-}" = "down" ]; then
-  if [ -x "$BERTH" ] && "$BERTH" service describe web >/dev/null 2>&1; then
-    "$BERTH" service delete web
-    for _ in $(seq 1 100); do "$BERTH" service describe web >/dev/null 2>&1 || break; sleep 0.2; done
+  if [ -x "$BERTH" ] && "$BERTH" cluster list >/dev/null 2>&1; then
+    if "$BERTH" service describe web >/dev/null 2>&1; then
+      "$BERTH" service delete web
+      for _ in $(seq 1 150); do "$BERTH" service describe web >/dev/null 2>&1 || break; sleep 0.2; done
+      # ... and until the agent has removed its containers (before it stops).
+      for _ in $(seq 1 150); do
+        [ -z "$(docker ps -aq --filter label=berth.service=web --filter label=berth.cluster=default)" ] && break
+        sleep 0.2
+      done
+    fi
+    left=$(leftovers || true)
+    if [ -n "$left" ]; then
+      echo "still running (not made by the quick start; their containers keep running after Berth stops):"
+      echo "$left"
+      echo "stop them first with berth service delete NAME --cluster CLUSTER / berth task stop ID --cluster CLUSTER"
+    fi
   fi
   stop_daemon agent
   stop_daemon controlplane
   # A stopped agent leaves its service rules in place (static stability);
-  # the demo is over, so take them off this host.
-  .venv/bin/berth-agent remove-rules 10.96.0.0/16
+  # the demo is over, so take them and the service CIDR's route off this host.
+  .venv/bin/berth-agent remove-rules "$SERVICE_CIDR"
   echo "stopped; state is kept in $BERTH_HOME"
   exit 0
 fi
 
-bash deploy/install.sh
+[ "${BERTH_SKIP_INSTALL:-}" = 1 ] || bash deploy/install.sh
 mkdir -p "$BERTH_HOME"
 
 start_daemon() {
@@ -55,7 +97,9 @@ start_daemon() {
 step "starting the control plane (embedded etcd in $BERTH_HOME/controlplane) and an agent"
 start_daemon controlplane .venv/bin/berth-controlplane --listen "$BERTH_SERVER" --data-dir "$BERTH_HOME/controlplane"
 for _ in $(seq 1 100); do "$BERTH" cluster list >/dev/null 2>&1 && break; sleep 0.2; done
-start_daemon agent .venv/bin/berth-agent --server "$BERTH_SERVER" --data-dir "$BERTH_HOME/agent" --address 127.0.0.1
+# No --address: the agent takes this host's own address (the interface of the
+# default route), which containers reach, so service VIPs and DNS work from them.
+start_daemon agent .venv/bin/berth-agent --server "$BERTH_SERVER" --data-dir "$BERTH_HOME/agent"
 for _ in $(seq 1 100); do "$BERTH" node list | grep -q READY && break; sleep 0.2; done
 "$BERTH" node list
 
@@ -64,7 +108,7 @@ step "registering the ECS task definition in examples/web.json"
 
 step "creating service web with 2 tasks"
 if ! "$BERTH" service describe web >/dev/null 2>&1; then
-  "$BERTH" service create --name web --task-definition web --desired-count 2
+  "$BERTH" service create --name web --task-definition web --desired-count 2 --port 80:http
 fi
 running() { "$BERTH" task list --service web -o json | .venv/bin/python -c \
   'import json,sys; print(" ".join(t["id"] for t in json.load(sys.stdin)["tasks"] if t["lastStatus"]=="RUNNING"))'; }

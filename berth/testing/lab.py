@@ -11,8 +11,8 @@ dockerd then cannot find its cgroups). Test images reach each engine with
 Everything the lab makes is named `berthlab*` and recorded in its state
 directory, so `down` removes it all, even from another process.
 
-    python -m berth.testing.lab up 3      # or: bash deploy/lab.sh up 3
-    python -m berth.testing.lab down
+    bash deploy/lab.sh up 3     # or: python -m berth.testing.lab up 3
+    bash deploy/lab.sh down
 """
 
 from __future__ import annotations
@@ -288,6 +288,14 @@ def _unmount_under(root: Path) -> None:
         _run("umount", "-l", mount, check=False)
 
 
+def instructions(server: str) -> list[str]:
+    """What `up` prints after the hosts: the commands README's lab section uses."""
+    return [
+        f"export BERTH_SERVER={server}",
+        "remove it with: bash deploy/lab.sh down",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="berth-lab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -309,8 +317,8 @@ def main() -> None:
     print(
         f"lab up: {args.hosts} hosts ({', '.join(f'{h.name}={h.address} zone {h.zone}' for h in lab.hosts)})"
     )
-    print(f"export BERTH_SERVER={lab.server}")
-    print("remove it with: python -m berth.testing.lab down")
+    for line in instructions(lab.server):
+        print(line)
 
 
 if __name__ == "__main__":

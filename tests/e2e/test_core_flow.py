@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psutil
+import pytest
+import yaml
+
 from berth.testing.cli import Berth
-from berth.testing.daemons import REPO, AgentProcess
+from berth.testing.daemons import REPO, AgentProcess, ControlPlaneProcess
 from berth.testing.waiting import wait_until
 
 EXAMPLE = REPO / "examples" / "web.json"
@@ -74,8 +80,8 @@ def test_cli_input_json_registers_a_whole_ecs_document(berth: Berth, tmp_path: P
     described = berth.ok("taskdef", "describe", "doc", "-o", "json").json()
     assert described["memory"] == 128
     assert described["containerDefinitions"][0]["portMappings"][0]["containerPort"] == 8080
-    yaml_out = berth.ok("taskdef", "describe", "doc:1", "-o", "yaml").stdout
-    assert "family: doc" in yaml_out
+    yaml_out = yaml.safe_load(berth.ok("taskdef", "describe", "doc:1", "-o", "yaml").stdout)
+    assert yaml_out == described, "-o yaml holds the same object as -o json"
 
 
 def test_killed_container_is_replaced_and_recorded(berth: Berth, agent: AgentProcess) -> None:
@@ -267,3 +273,170 @@ def test_unplaceable_task_stays_pending_and_says_why(
     assert task["lastStatus"] == "PENDING"
     assert expected in task["pendingReason"]
     berth.ok("service", "delete", "big", "--cluster", "huge")
+
+
+def _register(berth: Berth, tmp_path: Path, family: str, definitions: list[dict[str, Any]]) -> None:
+    path = tmp_path / f"{family}.json"
+    path.write_text(json.dumps(definitions))
+    berth.ok("taskdef", "register", "--family", family, "--container-definitions", f"file://{path}")
+
+
+def _task(berth: Berth, cluster: str, task_id: str) -> dict[str, Any]:
+    task: dict[str, Any] = berth.ok("task", "describe", task_id, "--cluster", cluster, "-o", "json").json()
+    return task
+
+
+def _wait_status(berth: Berth, cluster: str, task_id: str, status: str, timeout: float) -> dict[str, Any]:
+    task, _ = wait_until(
+        lambda: t if (t := _task(berth, cluster, task_id))["lastStatus"] == status else None,
+        timeout,
+        f"task {task_id[:12]} {status}",
+        interval=0.05,
+    )
+    return task
+
+
+SLEEPER = [
+    {
+        "name": "sleep",
+        "image": "berth-busybox:2",
+        "memory": 16,
+        "stopTimeout": 2,
+        "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
+    }
+]
+
+
+def test_a_cluster_with_a_running_task_cannot_be_deleted(
+    berth: Berth, agent: AgentProcess, tmp_path: Path
+) -> None:
+    berth.ok("cluster", "create", "keep")
+    _register(berth, tmp_path, "sleeper-keep", SLEEPER)
+    task_id = berth.ok("task", "run", "--cluster", "keep", "--task-definition", "sleeper-keep").stdout.strip()
+    task = _wait_status(berth, "keep", task_id, "RUNNING", 20)
+    refused = berth("cluster", "delete", "keep")
+    assert refused.exit_code != 0
+    message = refused.stderr + refused.stdout
+    assert "still has 1 task(s) not STOPPED" in message and task_id[:12] in message, message
+    assert "stop its tasks first" in message
+    # Refusing orphaned nothing: the cluster and its container are still there.
+    assert "keep" in {c["name"] for c in berth.ok("cluster", "list", "-o", "json").json()["clusters"]}
+    running_ids = {c.id for c in agent.containers()}
+    assert task["containers"][0]["dockerId"] in running_ids
+    berth.ok("task", "stop", task_id, "--cluster", "keep")
+    _wait_status(berth, "keep", task_id, "STOPPED", 10)
+    assert "deleted" in berth.ok("cluster", "delete", "keep").stdout
+    assert "keep" not in {c["name"] for c in berth.ok("cluster", "list", "-o", "json").json()["clusters"]}
+
+
+def test_task_list_for_a_service_that_does_not_exist_says_so(berth: Berth) -> None:
+    result = berth("task", "list", "--service", "nosuch")
+    assert result.exit_code != 0
+    assert "nosuch" in result.stderr and "not" in result.stderr.lower(), result.stderr
+    assert result.stdout == ""
+
+
+def test_the_demo_web_server_stops_promptly_on_sigterm(
+    berth: Berth, agent: AgentProcess, tmp_path: Path
+) -> None:
+    berth.ok("cluster", "create", "sigterm-web")
+    berth.ok("taskdef", "register", "--family", "web-stop", "--container-definitions", f"file://{EXAMPLE}")
+    stop_timeout = json.loads(EXAMPLE.read_text())[0]["stopTimeout"]
+    task_id = berth.ok(
+        "task", "run", "--cluster", "sigterm-web", "--task-definition", "web-stop"
+    ).stdout.strip()
+    _wait_status(berth, "sigterm-web", task_id, "RUNNING", 20)
+    started = time.monotonic()
+    berth.ok("task", "stop", task_id, "--cluster", "sigterm-web")
+    stopped = _wait_status(berth, "sigterm-web", task_id, "STOPPED", stop_timeout + 10)
+    seconds = time.monotonic() - started
+    print(f"web task STOPPED {seconds:.2f}s after task stop (stop timeout {stop_timeout}s)")
+    assert seconds < stop_timeout / 2, f"took {seconds:.2f}s: SIGTERM was ignored until the stop timeout"
+    assert stopped["exitCode"] in (0, 143), stopped["exitCode"]
+
+
+def test_deregistered_revision_is_inactive_and_refused_for_new_services(berth: Berth, tmp_path: Path) -> None:
+    berth.ok("cluster", "create", "dereg")
+    _register(berth, tmp_path, "retired", SLEEPER)
+    berth.ok("taskdef", "deregister", "retired:1")
+    described = berth.ok("taskdef", "describe", "retired:1", "-o", "json").json()
+    assert described["status"] == "INACTIVE"
+    assert "INACTIVE" in berth.ok("taskdef", "describe", "retired:1").stdout
+    refused = berth(
+        "service",
+        "create",
+        "--cluster",
+        "dereg",
+        "--name",
+        "late",
+        "--task-definition",
+        "retired:1",
+        "--desired-count",
+        "1",
+    )
+    assert refused.exit_code != 0 and "INACTIVE" in refused.stderr, refused.stderr
+    assert berth.ok("service", "list", "--cluster", "dereg", "-o", "json").json()["services"] == []
+
+
+def test_an_image_that_does_not_exist_is_task_failed_to_start(
+    berth: Berth, agent: AgentProcess, tmp_path: Path
+) -> None:
+    # A registry on the discard port of loopback: the pull fails at once and never leaves the machine.
+    _register(
+        berth,
+        tmp_path,
+        "noimage",
+        [{"name": "ghost", "image": "127.0.0.1:9/berth/no-such-image:1", "memory": 16}],
+    )
+    berth.ok("cluster", "create", "ghost")
+    task_id = berth.ok("task", "run", "--cluster", "ghost", "--task-definition", "noimage").stdout.strip()
+    task = _wait_status(berth, "ghost", task_id, "STOPPED", 30)
+    assert task["stopCode"] == "TASK_FAILED_TO_START", task
+    assert task["stoppedReason"], task
+    assert "TaskFailedToStart" in berth.ok("task", "describe", task_id, "--cluster", "ghost").stdout
+
+
+def test_no_service_network_leaves_no_rules_and_no_dns_listener(agent: AgentProcess) -> None:
+    # This module's agent runs with --no-service-network (see tests/conftest.py).
+    assert agent.process is not None and agent.process.poll() is None
+    listening = [
+        c
+        for c in psutil.Process(agent.process.pid).net_connections(kind="inet")
+        if c.laddr and c.laddr.port == 53
+    ]
+    assert listening == [], listening
+    log = agent.log_path.read_text()
+    assert "event=dns_started" not in log and "event=rules_applied" not in log
+    saved = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    assert "BERTH-" not in saved
+
+
+def test_stopped_tasks_are_purged_after_the_retention(
+    tmp_path_factory: pytest.TempPathFactory, test_image: str, tmp_path: Path
+) -> None:
+    plane = ControlPlaneProcess(
+        tmp_path_factory.mktemp("retention") / "cp", ["--stopped-task-retention", "1"]
+    )
+    plane.start()
+    agent = AgentProcess(tmp_path / "agent", plane.address, ["--no-service-network"])
+    try:
+        agent.start()
+        agent.wait_registered()
+        berth = Berth(plane.address)
+        _register(
+            berth,
+            tmp_path,
+            "brief",
+            [{"name": "brief", "image": "berth-busybox:2", "memory": 16, "command": ["true"]}],
+        )
+        task_id = berth.ok("task", "run", "--task-definition", "brief").stdout.strip()
+        _wait_status(berth, "default", task_id, "STOPPED", 20)
+        _, seconds = wait_until(
+            lambda: task_id not in {t["id"] for t in berth.tasks("default")}, 20, "the stopped task purged"
+        )
+        print(f"stopped task purged {seconds:.2f}s after it was seen STOPPED (retention 1 s)")
+        assert berth("task", "describe", task_id).exit_code != 0
+    finally:
+        agent.stop()
+        agent.remove_containers()
+        plane.stop()

@@ -12,12 +12,22 @@ from berth.testing.waiting import wait_until
 EXAMPLE = REPO / "examples" / "web.json"
 
 
-def _containers(agent: AgentProcess) -> dict[str, tuple[str, str]]:
-    """task id -> (container id, started at), for running containers of this agent."""
-    found = {}
-    for container in agent.containers():
-        found[container.labels["berth.task-id"]] = (container.id, container.started_at)
-    return found
+def _containers(agent: AgentProcess, cluster: str) -> dict[str, tuple[str, str]]:
+    """task id -> (container id, started at), for every container of cluster on this agent, in any state.
+
+    Fails when a task has more than one container (running or not): a second
+    copy must never collapse into the first and hide a duplicate.
+    """
+    per_task: dict[str, list[tuple[str, str]]] = {}
+    for container in agent.containers(all=True):
+        if container.labels.get("berth.cluster") != cluster:
+            continue
+        per_task.setdefault(container.labels["berth.task-id"], []).append(
+            (container.id, container.started_at)
+        )
+    duplicated = {task: found for task, found in per_task.items() if len(found) != 1}
+    assert not duplicated, f"tasks with more than one container: {duplicated}"
+    return {task: found[0] for task, found in per_task.items()}
 
 
 def _start_service(berth: Berth, cluster: str) -> list[dict[str, Any]]:
@@ -45,13 +55,13 @@ def test_controlplane_kill9_and_restart_changes_nothing(
     berth: Berth, agent: AgentProcess, controlplane: ControlPlaneProcess
 ) -> None:
     running = _start_service(berth, "cpcrash")
-    before = _containers(agent)
+    before = _containers(agent, "cpcrash")
     assert len(before) == 3
 
     controlplane.kill9()
     # Static stability: with the control plane gone, containers keep running.
     time.sleep(2)
-    assert _containers(agent) == before
+    assert _containers(agent, "cpcrash") == before
     controlplane.restart()
 
     wait_until(lambda: len(berth.running("cpcrash")) == 3, 15, "3 RUNNING after the restart")
@@ -60,16 +70,17 @@ def test_controlplane_kill9_and_restart_changes_nothing(
     tasks = berth.tasks("cpcrash")
     assert sorted(t["id"] for t in tasks) == sorted(t["id"] for t in running), "tasks were added or replaced"
     assert all(t["lastStatus"] == "RUNNING" for t in tasks)
-    assert _containers(agent) == before, "containers were restarted or duplicated"
+    assert _containers(agent, "cpcrash") == before, "containers were restarted or duplicated"
 
 
 def test_agent_kill9_and_restart_adopts_its_containers(berth: Berth, agent: AgentProcess) -> None:
     running = _start_service(berth, "agentcrash")
-    before = _containers(agent)
+    before = _containers(agent, "agentcrash")
+    assert len(before) == 3
 
     agent.kill9()
     time.sleep(1)
-    assert _containers(agent) == before, "containers must outlive their agent"
+    assert _containers(agent, "agentcrash") == before, "containers must outlive their agent"
     agent.start()
     wait_until(
         lambda: "event=connected" in agent.log_path.read_text().split("agent_started")[-1],
@@ -77,7 +88,7 @@ def test_agent_kill9_and_restart_adopts_its_containers(berth: Berth, agent: Agen
         "the restarted agent to connect",
     )
     time.sleep(3)
-    assert _containers(agent) == before, "the restarted agent must adopt, not restart or duplicate"
+    assert _containers(agent, "agentcrash") == before, "the restarted agent must adopt, not duplicate"
     tasks = berth.tasks("agentcrash")
     assert sorted(t["id"] for t in tasks) == sorted(t["id"] for t in running)
     assert all(t["lastStatus"] == "RUNNING" for t in tasks)
@@ -103,16 +114,17 @@ def test_sigterm_stops_both_daemons_cleanly_and_leaves_containers(
     berth: Berth, agent: AgentProcess, controlplane: ControlPlaneProcess
 ) -> None:
     _start_service(berth, "sigterm")
-    before = _containers(agent)
+    before = _containers(agent, "sigterm")
+    assert len(before) == 3
     assert agent.stop(timeout=15) == 0
     assert "event=agent_stopped" in agent.log_path.read_text()
     assert controlplane.stop(timeout=15) == 0
     log = controlplane.log_path.read_text()
     assert "event=controlplane_stopped" in log and "event=etcd_stopped" in log
     # Stopping Berth is not stopping the workload.
-    assert _containers(agent) == before
+    assert _containers(agent, "sigterm") == before
     controlplane.restart()
     agent.start()
     wait_until(lambda: berth.running_exactly("sigterm", 3), 15, "3 RUNNING after both restarted")
     time.sleep(2)
-    assert _containers(agent) == before
+    assert _containers(agent, "sigterm") == before

@@ -21,8 +21,10 @@ def scrape(port: int) -> str:
 
 
 def value(text: str, name: str) -> float:
-    match = re.search(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+]+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
+    """The metric's value; a metric that is not exposed at all fails (it never reads as 0)."""
+    match = re.search(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.MULTILINE)
+    assert match is not None, f"metric {name} is not exposed"
+    return float(match.group(1))
 
 
 @pytest.fixture()
@@ -61,6 +63,8 @@ def test_metrics_follow_placements_and_starts(
     berth.ok("service", "create", "--name", "m", "--task-definition", "m", "--desired-count", "2")
     wait_until(lambda: berth.running_exactly("default", 2), 15, "2 RUNNING")
     wait_until(lambda: value(scrape(cp_port), "berth_placements_total") >= 2, 10, "placements counted")
+    with pytest.raises(AssertionError, match="not exposed"):
+        value(scrape(cp_port), "berth_no_such_metric_total")
     control = scrape(cp_port)
     assert value(control, "berth_leader") == 1
     assert value(control, "berth_agents_connected") == 1

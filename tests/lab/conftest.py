@@ -7,14 +7,31 @@ from collections.abc import Iterator
 import pytest
 
 from berth.testing.cli import Berth
-from berth.testing.lab import Lab
+from berth.testing.lab import BRIDGE_ADDRESS, Lab
 
 GRACE = 3.0
+# Explicit capacity, so placement does not depend on this machine's cores and memory.
+CPU_UNITS = 2048
+MEMORY_MIB = 4096
+# Names that are not Berth's go to a resolver the tests run on the lab's bridge,
+# never to this machine's (possibly outside) resolver.
+UPSTREAM_DNS = (BRIDGE_ADDRESS, 5354)
 
 
 @pytest.fixture(scope="module")
 def lab(test_image: str) -> Iterator[Lab]:
-    lab = Lab(3, controlplane_args=("--node-grace", str(GRACE)))
+    lab = Lab(
+        3,
+        controlplane_args=("--node-grace", str(GRACE)),
+        agent_args=(
+            "--cpu-units",
+            str(CPU_UNITS),
+            "--memory-mib",
+            str(MEMORY_MIB),
+            "--dns-upstream",
+            f"{UPSTREAM_DNS[0]}:{UPSTREAM_DNS[1]}",
+        ),
+    )
     try:
         lab.up()
         yield lab

@@ -19,7 +19,7 @@ import pytest
 from berth.testing.cli import Berth
 from berth.testing.lab import Lab
 from berth.testing.waiting import wait_until
-from tests.lab.conftest import GRACE
+from tests.lab.conftest import CPU_UNITS, GRACE, MEMORY_MIB
 
 
 def _taskdef(berth: Berth, tmp_path: Path, family: str, cpu: int = 64) -> None:
@@ -91,7 +91,7 @@ def test_spread_puts_two_on_each_host(berth: Berth, service: list[str], tmp_path
 
 
 def test_binpack_fills_one_host_before_the_next(berth: Berth, service: list[str], tmp_path: Path) -> None:
-    # Each lab host reports 2048 CPU units (2 cores): four 512-unit tasks fill one.
+    # Each lab host has 2048 CPU units (--cpu-units): four 512-unit tasks fill one.
     _taskdef(berth, tmp_path, "packed", cpu=512)
     service.append("packed")
     berth.ok(
@@ -188,6 +188,7 @@ def _cut_and_heal(
     )
     print(f"host cut -> its tasks RUNNING elsewhere after {time.monotonic() - cut_at:.2f}s (grace {GRACE}s)")
     lost = [t for t in berth.tasks("default", "healing") if t["id"] in old_on_victim]
+    assert {t["id"] for t in lost} == old_on_victim, "every task of the cut host is recorded"
     assert all(t["lastStatus"] == "STOPPED" and t["stopCode"] == "NODE_LOST" for t in lost)
     assert {
         n["node"]["name"]: n["node"]["status"] for n in berth.ok("node", "list", "-o", "json").json()["nodes"]
@@ -231,20 +232,28 @@ def test_drain_moves_tasks_without_dipping_below_desired(
     wait_until(lambda: len(berth.running("default", "drained")) == 6, 20, "6 RUNNING")
 
     lowest = [6]
+    samples = [0]
+    failures: list[BaseException] = []
     stop = threading.Event()
     engines = [docker.DockerClient(base_url=h.docker_url) for h in lab.hosts]
 
     def watch() -> None:
         # Ground truth from the engines themselves, so the control plane's
         # restart in the middle does not blind the check.
-        deadline = time.monotonic() + 120
-        while not stop.is_set() and time.monotonic() < deadline:
-            running = sum(
-                len(engine.api.containers(filters={"label": "berth.service=drained", "status": "running"}))
-                for engine in engines
-            )
-            lowest[0] = min(lowest[0], running)
-            time.sleep(0.05)
+        try:
+            deadline = time.monotonic() + 120
+            while not stop.is_set() and time.monotonic() < deadline:
+                running = sum(
+                    len(
+                        engine.api.containers(filters={"label": "berth.service=drained", "status": "running"})
+                    )
+                    for engine in engines
+                )
+                lowest[0] = min(lowest[0], running)
+                samples[0] += 1
+                time.sleep(0.05)
+        except BaseException as error:  # handed to the test below: a dead watcher must fail it
+            failures.append(error)
 
     observer = threading.Thread(target=watch, daemon=True)
     observer.start()
@@ -267,6 +276,10 @@ def test_drain_moves_tasks_without_dipping_below_desired(
         observer.join(10)
         for engine in engines:
             engine.close()
+    assert not observer.is_alive(), "the watcher did not stop"
+    if failures:
+        raise AssertionError("the drain watcher failed") from failures[0]
+    assert samples[0] > 10, f"the drain watcher took only {samples[0]} samples"
     assert lowest[0] >= 6, f"running count fell to {lowest[0]} during the drain"
     wait_until(lambda: not lab.agents["h2"].containers(), 20, "h2 empty")
     nodes = {
@@ -282,3 +295,59 @@ def test_node_list_shows_resources(berth: Berth) -> None:
     assert {n["node"]["attributes"]["zone"] for n in nodes} == {"a", "b", "c"}
     table = berth.ok("node", "list").stdout
     assert "MEM MiB USED/FREE" in table and "READY" in table
+
+
+def test_random_strategy_places_every_task(berth: Berth, service: list[str], tmp_path: Path) -> None:
+    _taskdef(berth, tmp_path, "shuffled")
+    service.append("shuffled")
+    berth.ok(
+        "service",
+        "create",
+        "--name",
+        "shuffled",
+        "--task-definition",
+        "shuffled",
+        "--desired-count",
+        "9",
+        "--placement-strategy",
+        "type=random",
+    )
+    wait_until(lambda: len(berth.running("default", "shuffled")) == 9, 20, "9 RUNNING")
+    # All nine on one host would happen once in 6,561 runs of a fair random choice.
+    assert len(_running_by_host(berth, "shuffled")) >= 2
+
+
+@pytest.mark.parametrize(
+    ("strategies", "expected"),
+    [
+        # binpack decides, spread only breaks its ties: one host filled first.
+        (["type=binpack,field=cpu", "type=spread,field=attribute:zone"], [1, 4]),
+        # spread decides, binpack only breaks its ties: zones evened out.
+        (["type=spread,field=attribute:zone", "type=binpack,field=cpu"], [1, 2, 2]),
+    ],
+)
+def test_several_strategies_apply_in_order(
+    berth: Berth, service: list[str], tmp_path: Path, strategies: list[str], expected: list[int]
+) -> None:
+    _taskdef(berth, tmp_path, "ordered", cpu=512)
+    service.append("ordered")
+    options = [arg for strategy in strategies for arg in ("--placement-strategy", strategy)]
+    berth.ok(
+        "service",
+        "create",
+        "--name",
+        "ordered",
+        "--task-definition",
+        "ordered",
+        "--desired-count",
+        "5",
+        *options,
+    )
+    wait_until(lambda: len(berth.running("default", "ordered")) == 5, 20, "5 RUNNING")
+    assert sorted(_running_by_host(berth, "ordered").values()) == expected
+
+
+def test_lab_agents_report_the_capacity_they_were_given(berth: Berth) -> None:
+    nodes = berth.ok("node", "list", "-o", "json").json()["nodes"]
+    assert {n["node"]["cpuUnits"] for n in nodes} == {CPU_UNITS}
+    assert {n["node"]["memoryMib"] for n in nodes} == {MEMORY_MIB}

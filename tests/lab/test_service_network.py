@@ -16,10 +16,13 @@ from pathlib import Path
 
 import docker
 import pytest
+from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from berth.testing.cli import Berth
 from berth.testing.lab import Lab, LabHost
 from berth.testing.waiting import wait_until
+from tests.lab.conftest import UPSTREAM_DNS
 
 IMAGE = "berth-busybox:2"
 HTTP = [
@@ -279,6 +282,104 @@ def test_load_balancer_port_answers_on_every_host(
     assert all("BERTH-" in line for line in owned.splitlines() if line.startswith("-A"))
     table = berth.ok("service", "endpoints", "front").stdout
     assert table.count(":") >= 2 and "ready" in table
+
+
+class _UpstreamResolver(BaseResolver):  # type: ignore[misc]
+    """The lab's stand-in for a host resolver: knows one name, on the lab's bridge only."""
+
+    def resolve(self, request: DNSRecord, handler: object) -> DNSRecord:
+        reply = request.reply()
+        if str(request.q.qname).lower() == f"{UPSTREAM_NAME}.":
+            if request.q.qtype == QTYPE.A:
+                reply.add_answer(RR(f"{UPSTREAM_NAME}.", QTYPE.A, ttl=5, rdata=A(UPSTREAM_ANSWER)))
+        else:
+            reply.header.rcode = RCODE.NXDOMAIN
+        return reply
+
+
+UPSTREAM_NAME = "only-upstream.lab.test"
+UPSTREAM_ANSWER = "10.213.0.250"
+
+
+def test_dns_answers_a_and_srv_and_forwards_other_names(
+    berth: Berth, lab: Lab, services: list[str], tmp_path: Path
+) -> None:
+    services.append("named")
+    vip = create(berth, tmp_path, "named", HTTP, "80:http", 1)
+    h1 = lab.host("h1")
+    # A, as a container Berth's DNS serves sees it.
+    assert f"Address: {vip}" in client(lab, "nslookup named.default.berth")
+    # SRV, from the same server the containers use (h1's agent, on h1's address).
+    srv = DNSRecord.parse(
+        DNSRecord.question("_http._tcp.named.default.berth", "SRV").send(h1.address, 53, timeout=3)
+    )
+    records = [r for r in srv.rr if r.rtype == QTYPE.SRV]
+    assert len(records) == 1, srv
+    assert records[0].rdata.port == 80 and str(records[0].rdata.target) == "named.default.berth."
+    assert [str(r.rdata) for r in srv.ar if r.rtype == QTYPE.A] == [vip]
+    missing = DNSRecord.parse(DNSRecord.question("nosuch.default.berth", "A").send(h1.address, 53, timeout=3))
+    assert missing.header.rcode == RCODE.NXDOMAIN
+    # Other names go to the agent's upstream: a resolver this test runs on the lab's bridge.
+    upstream = DNSServer(
+        _UpstreamResolver(),
+        address=UPSTREAM_DNS[0],
+        port=UPSTREAM_DNS[1],
+        logger=DNSLogger(log="-request,-reply,-truncated,-error", prefix=False),
+    )
+    upstream.start_thread()
+    try:
+        direct = DNSRecord.parse(DNSRecord.question(UPSTREAM_NAME, "A").send(h1.address, 53, timeout=5))
+        assert [str(r.rdata) for r in direct.rr] == [UPSTREAM_ANSWER], direct
+        answer = client(lab, f"nslookup {UPSTREAM_NAME} || true")
+    finally:
+        upstream.stop()
+    assert f"Address: {UPSTREAM_ANSWER}" in answer, answer
+
+
+def test_flushed_rules_come_back_and_a_stopped_agent_leaves_its_rules(
+    berth: Berth, lab: Lab, services: list[str], tmp_path: Path
+) -> None:
+    services.append("sturdy")
+    vip = create(berth, tmp_path, "sturdy", HTTP, "80:http", 2)
+    expected = endpoint_set(berth, "sturdy")
+    h2, h3 = lab.host("h2"), lab.host("h3")
+    wait_until(lambda: all(dnat_targets(h, vip) == expected for h in lab.hosts), 10, "rules on every host")
+
+    def remove_rules(host: LabHost, *cidr: str) -> None:
+        command = [*host.nsenter(), sys.executable, "-m", "agent.main", "remove-rules", *cidr]
+        subprocess.run(command, capture_output=True, text=True, check=True)
+
+    # Someone flushes and deletes Berth's chains on h2: the canary notices and the agent resyncs.
+    remove_rules(h2)
+    assert "BERTH-" not in iptables_save(h2)
+    _, seconds = wait_until(lambda: dnat_targets(h2, vip) == expected, 10, "h2's rules back", interval=0.1)
+    print(f"rules back on h2 {seconds:.2f}s after its chains were deleted", file=sys.stderr)
+    assert "BERTH-CANARY" in iptables_save(h2)
+
+    # A stopped agent leaves its rules (static stability) ...
+    agent = lab.agents["h3"]
+    assert agent.stop(timeout=15) == 0
+    try:
+        time.sleep(1)
+        assert dnat_targets(h3, vip) == expected, "the stopped agent's rules stay"
+        # ... until remove-rules takes them and the service CIDR's route off the host.
+        remove_rules(h3, "10.96.0.0/16")
+        assert "BERTH-" not in iptables_save(h3)
+        routes = subprocess.run(
+            [*h3.nsenter(), "ip", "route", "show", "table", "local", "10.96.0.0/16"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert routes.strip() == ""
+    finally:
+        lab.start_agent("h3")
+    # (h3 may have been marked DOWN meanwhile and its task replaced: compare with the endpoints now.)
+    wait_until(
+        lambda: (now := endpoint_set(berth, "sturdy")) and len(now) == 2 and dnat_targets(h3, vip) == now,
+        30,
+        "h3's rules back after its agent restarted",
+    )
 
 
 def test_deleting_services_removes_their_rules_and_leaves_others_alone(

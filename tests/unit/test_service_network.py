@@ -51,7 +51,13 @@ def dns_route() -> agent_pb.ServiceRoute:
 def test_rules_match_the_golden_file() -> None:
     text = rules.batch(rules.build([web_route(), dns_route()], "10.213.0.11"), ["BERTH-SVC-STALE", "DOCKER"])
     if os.environ.get("BERTH_UPDATE_GOLDEN"):
+        # Never pass while rewriting: a test that compares a file with itself proves nothing.
+        changed = not GOLDEN.exists() or GOLDEN.read_text() != text
         GOLDEN.write_text(text)
+        pytest.fail(
+            f"BERTH_UPDATE_GOLDEN is set: {GOLDEN.name} {'rewritten' if changed else 'unchanged'}; "
+            "review the diff and rerun without it"
+        )
     assert text == GOLDEN.read_text()
 
 
