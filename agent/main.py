@@ -41,7 +41,9 @@ def _attribute(text: str) -> tuple[str, str]:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None]:
-    parser = argparse.ArgumentParser(prog="berth-agent", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="berth-agent", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--server", required=True, help="control plane gRPC address, HOST:PORT")
     parser.add_argument("--data-dir", required=True, type=Path, help="where the agent keeps its node id")
     parser.add_argument("--name", default=None, help="node name (a DNS label); default: hostname")

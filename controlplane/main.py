@@ -20,7 +20,9 @@ log = logging.getLogger("controlplane")
 
 
 def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
-    parser = argparse.ArgumentParser(prog="berth-controlplane", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="berth-controlplane", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--listen", default="127.0.0.1:7400", help="gRPC address, HOST:PORT")
     parser.add_argument("--data-dir", required=True, type=Path, help="state of this replica (embedded etcd)")
     parser.add_argument("--etcd", default="", help="external etcd endpoints, URL[,URL]; default: embedded")

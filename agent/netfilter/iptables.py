@@ -193,12 +193,17 @@ def owned_rules(runner: ProgramRunner | None = None) -> str:
     return "\n".join(lines)
 
 
+MAX_JUMP_COPIES = 100
+
+
 def remove_owned_rules(service_cidr: str | None, runner: ProgramRunner | None = None) -> None:
     """Take Berth's jumps, chains and local service route off this host (for teardown)."""
     runner = runner or SubprocessRunner()
     for table, builtin, ours in rules.JUMPS:
-        while _run(runner, "iptables", "-t", table, "-D", builtin, "-j", ours, check=False).returncode == 0:
-            pass
+        # Delete every copy of the jump (an outside script may have added more), but never loop forever.
+        for _ in range(MAX_JUMP_COPIES):
+            if _run(runner, "iptables", "-t", table, "-D", builtin, "-j", ours, check=False).returncode != 0:
+                break
     for table in ("nat", "filter"):
         chains = [
             line[1:].split()[0]

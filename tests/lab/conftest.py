@@ -8,6 +8,7 @@ import pytest
 
 from berth.testing.cli import Berth
 from berth.testing.lab import BRIDGE_ADDRESS, Lab
+from berth.testing.waiting import wait_until
 
 GRACE = 3.0
 # Explicit capacity, so placement does not depend on this machine's cores and memory.
@@ -42,3 +43,15 @@ def lab(test_image: str) -> Iterator[Lab]:
 @pytest.fixture(scope="module")
 def berth(lab: Lab) -> Berth:
     return Berth(lab.server)
+
+
+def delete_services(berth: Berth, names: list[str]) -> None:
+    """Delete the services a test created and wait until each is gone (its tasks stopped)."""
+    for name in names:
+        berth("service", "delete", name)
+    for name in names:
+
+        def gone(name: str = name) -> bool:
+            return berth("service", "describe", name).exit_code != 0
+
+        wait_until(gone, 30, f"service {name} deleted")

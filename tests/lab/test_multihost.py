@@ -19,7 +19,7 @@ import pytest
 from berth.testing.cli import Berth
 from berth.testing.lab import Lab
 from berth.testing.waiting import wait_until
-from tests.lab.conftest import CPU_UNITS, GRACE, MEMORY_MIB
+from tests.lab.conftest import CPU_UNITS, GRACE, MEMORY_MIB, delete_services
 
 
 def _taskdef(berth: Berth, tmp_path: Path, family: str, cpu: int = 64) -> None:
@@ -56,14 +56,7 @@ def service(berth: Berth, lab: Lab) -> Iterator[list[str]]:
     """Names of services the test creates; deleted (and their containers gone) afterwards."""
     created: list[str] = []
     yield created
-    for name in created:
-        berth("service", "delete", name)
-    for name in created:
-
-        def deleted(name: str = name) -> bool:
-            return berth("service", "describe", name).exit_code != 0
-
-        wait_until(deleted, 30, f"service {name} deleted")
+    delete_services(berth, created)
     for host in lab.hosts:
         lab.host(host.name).reconnect()
     wait_until(

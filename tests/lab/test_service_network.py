@@ -22,7 +22,7 @@ from dnslib.server import BaseResolver, DNSLogger, DNSServer
 from berth.testing.cli import Berth
 from berth.testing.lab import Lab, LabHost
 from berth.testing.waiting import wait_until
-from tests.lab.conftest import UPSTREAM_DNS
+from tests.lab.conftest import UPSTREAM_DNS, delete_services
 
 IMAGE = "berth-busybox:2"
 HTTP = [
@@ -109,14 +109,7 @@ def baseline(lab: Lab) -> dict[str, list[str]]:
 def services(berth: Berth, lab: Lab, baseline: dict[str, list[str]]) -> Iterator[list[str]]:
     created: list[str] = []
     yield created
-    for name in created:
-        berth("service", "delete", name)
-    for name in created:
-
-        def gone(name: str = name) -> bool:
-            return berth("service", "describe", name).exit_code != 0
-
-        wait_until(gone, 30, f"service {name} deleted")
+    delete_services(berth, created)
 
 
 def create(
@@ -240,8 +233,9 @@ def test_udp_service_survives_its_only_endpoint_being_replaced(
         command = [*lab.host("h1").nsenter(), sys.executable, "-c", probe]
         return subprocess.run(command, capture_output=True, text=True, timeout=10).stdout.strip()
 
-    first = ask()
-    assert first.endswith(": ping"), first
+    # RUNNING is recorded before every host has programmed the new endpoint: wait for h1's rules.
+    wait_until(lambda: dnat_targets(lab.host("h1"), vip) or None, 10, "h1's rules for the echo service")
+    first, _ = wait_until(lambda: ((a := ask()).endswith(": ping") and a) or None, 10, "a first answer")
     victim = berth.running("default", "echo")[0]
     host = next(h for h in lab.hosts if lab.agents[h.name].node_id == victim["nodeId"])
     docker.DockerClient(base_url=host.docker_url).containers.get(victim["containers"][0]["dockerId"]).kill()

@@ -4,6 +4,8 @@ so a command added tomorrow is covered without touching this file."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from importlib.metadata import version
 from typing import Any
 
@@ -63,3 +65,19 @@ def test_root_has_version_and_shell_completion() -> None:
     output = CliRunner().invoke(app, ["--help"], prog_name="berth").output
     assert "--install-completion" in output
     assert "--show-completion" in output
+
+
+@pytest.mark.parametrize(
+    ("program", "shown"),
+    [
+        ("berth-agent", "(default: 53)"),
+        ("berth-controlplane", "(default: 127.0.0.1:7400)"),
+        ("berth-hollow-agents", "--exit-after"),
+    ],
+)
+def test_daemon_help_renders_with_defaults(program: str, shown: str) -> None:
+    executable = shutil.which(program)
+    assert executable is not None, f"{program} is not installed"
+    result = subprocess.run([executable, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert shown in " ".join(result.stdout.split())
