@@ -21,7 +21,6 @@ DEFAULT_SERVER = "127.0.0.1:7400"
 @dataclass
 class CliContext:
     server: str
-    output: str = "table"
     _stub: operator_pb2_grpc.OperatorStub | None = None
 
     @property

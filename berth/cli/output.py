@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from berth.names import protocol_name
 from berth.v1 import resources_pb2 as pb
 
 FORMATS = ("table", "json", "yaml")
@@ -85,13 +86,11 @@ def status_name(value: pb.TaskStatus.ValueType) -> str:
     return pb.TaskStatus.Name(value) if value else "-"
 
 
-def protocol(value: int) -> str:
-    return "udp" if value == pb.UDP else "tcp"
-
-
 def ports(task: pb.Task) -> str:
     return (
-        ",".join(f"{b.host_port}->{b.container_port}/{protocol(b.protocol)}" for b in task.network_bindings)
+        ",".join(
+            f"{b.host_port}->{b.container_port}/{protocol_name(b.protocol)}" for b in task.network_bindings
+        )
         or "-"
     )
 

@@ -9,6 +9,7 @@ from berth.cli.client import CliContext, api_errors, fail, node_label, node_name
 from berth.cli.options import ClusterOption, command_group
 from berth.cli.output import OutputOption, age, data_console, emit, emit_one
 from berth.cli.placement import PlacementConstraintsOption, PlacementStrategyOption
+from berth.names import protocol_name
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 
@@ -118,7 +119,7 @@ def describe(
         if s.vip:
             console.print(f"virtual IP:       {s.vip}   DNS name: {description.dns_name}")
         for p in s.ports:
-            proto = "udp" if p.protocol == pb.UDP else "tcp"
+            proto = protocol_name(p.protocol)
             console.print(
                 f"port:             {s.vip}:{p.port}/{proto} -> container port {p.container_port}"
                 + (f" ({p.name})" if p.name else ""),
@@ -226,7 +227,7 @@ def endpoints(
         output,
         rows,
         [
-            ("SERVICE PORT", lambda e: f"{e.service_port}/{'udp' if e.protocol == pb.UDP else 'tcp'}"),
+            ("SERVICE PORT", lambda e: f"{e.service_port}/{protocol_name(e.protocol)}"),
             ("ENDPOINT", lambda e: f"{e.address}:{e.port}"),
             ("TASK", lambda e: e.task_id[:12]),
             ("NODE", lambda e: node_label(names, e.node_id)),

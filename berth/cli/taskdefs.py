@@ -9,8 +9,9 @@ from rich.text import Text
 
 from berth.cli.client import CliContext, api_errors, fail, read_argument_file
 from berth.cli.options import command_group
-from berth.cli.output import OutputOption, age, data_console, emit, emit_one, protocol
+from berth.cli.output import OutputOption, age, data_console, emit, emit_one
 from berth.errors import InvalidArgument
+from berth.names import protocol_name
 from berth.taskdef import load_json, parse_container_definitions, parse_register_document
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
@@ -117,7 +118,8 @@ def describe(
         )
         for c in td.container_definitions:
             mappings = ", ".join(
-                f"{p.host_port or 'any'}->{p.container_port}/{protocol(p.protocol)}" for p in c.port_mappings
+                f"{p.host_port or 'any'}->{p.container_port}/{protocol_name(p.protocol)}"
+                for p in c.port_mappings
             )
             console.print(
                 f"  container {c.name}: image={c.image} cpu={c.cpu} memory={c.memory or '-'} "

@@ -15,10 +15,10 @@ from berth.cli.output import (
     emit_one,
     exit_code,
     ports,
-    protocol,
     status_name,
 )
 from berth.cli.placement import PlacementConstraintsOption, PlacementStrategyOption
+from berth.names import protocol_name
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 
@@ -121,7 +121,7 @@ def describe(
         for b in task.network_bindings:
             console.print(
                 f"  binding {b.container_name}: {b.bind_ip or '0.0.0.0'}:{b.host_port} -> "
-                f"{b.container_port}/{protocol(b.protocol)}",
+                f"{b.container_port}/{protocol_name(b.protocol)}",
             )
 
     emit_one(output, task, show)
