@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import platform
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +27,7 @@ from pathlib import Path
 import grpc
 import psutil
 
-from berth.testing.daemons import ControlPlaneProcess, Daemon
+from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
 from berth.v1 import resources_pb2 as pb
@@ -123,24 +122,11 @@ def main() -> None:
                 options.cp_log_level,
             ],
         )
-        hollow = Daemon(
-            "hollow",
-            [
-                sys.executable,
-                "-m",
-                "agent.hollow",
-                "--server",
-                plane.address,
-                "--count",
-                str(options.agents),
-                "--cpu-units",
-                "4096",
-                "--memory-mib",
-                "16384",
-                "--attribute",
-                "zone=bench",
-            ],
+        hollow = HollowAgentsProcess(
             Path(scratch) / "hollow.log",
+            plane.address,
+            options.agents,
+            ["--cpu-units", "4096", "--memory-mib", "16384", "--attribute", "zone=bench"],
         )
         try:
             plane.start()

@@ -147,6 +147,14 @@ class ControlPlaneProcess(Daemon):
         return asyncio.run(read())
 
 
+class HollowAgentsProcess(Daemon):
+    """`berth-hollow-agents`: COUNT simulated hosts in one process, on the control plane at `server`."""
+
+    def __init__(self, log_path: Path, server: str, count: int, extra_args: list[str] | None = None) -> None:
+        command = [sys.executable, "-m", "agent.hollow", "--server", server, "--count", str(count)]
+        super().__init__("hollow", [*command, *(extra_args or [])], log_path)
+
+
 @dataclass(frozen=True)
 class ContainerInfo:
     id: str

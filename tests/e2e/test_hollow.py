@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import pytest
 
 from berth.testing.cli import Berth
-from berth.testing.daemons import ControlPlaneProcess, Daemon
+from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess
 from berth.testing.waiting import wait_until
 
 
@@ -28,22 +27,8 @@ def plane(tmp_path: Path) -> Iterator[ControlPlaneProcess]:
 def test_exit_after_stops_tasks_with_the_scripted_exit_code(
     plane: ControlPlaneProcess, tmp_path: Path
 ) -> None:
-    hollow = Daemon(
-        "hollow",
-        [
-            sys.executable,
-            "-m",
-            "agent.hollow",
-            "--server",
-            plane.address,
-            "--count",
-            "1",
-            "--exit-after",
-            "1",
-            "--exit-code",
-            "7",
-        ],
-        tmp_path / "hollow.log",
+    hollow = HollowAgentsProcess(
+        tmp_path / "hollow.log", plane.address, 1, ["--exit-after", "1", "--exit-code", "7"]
     )
     hollow.start()
     try:
