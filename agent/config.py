@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.runtime.docker_spec import DEFAULT_PIDS_LIMIT
+
 
 @dataclass(frozen=True)
 class AgentSettings:
@@ -24,3 +26,5 @@ class AgentSettings:
     dns_port: int = 53
     # HOST[:PORT] for names that are not Berth's; None: the host's resolver.
     dns_upstream: str | None = None
+    # Processes per container (no-fork-bomb guard); 0: the engine's default (unlimited).
+    pids_limit: int = DEFAULT_PIDS_LIMIT

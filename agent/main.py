@@ -22,6 +22,7 @@ from agent.config import AgentSettings
 from agent.dns import ServiceDNS
 from agent.netfilter.iptables import ServiceNetwork, owned_rules, remove_owned_rules
 from agent.runtime.docker_driver import DockerDriver
+from agent.runtime.docker_spec import DEFAULT_PIDS_LIMIT
 from agent.session import AGENT_VERSION, ControlPlaneSession
 from agent.supervisor import TaskSupervisor
 from berth import logs
@@ -73,6 +74,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
     parser.add_argument("--resync-interval", type=float, default=30.0, help="seconds")
     parser.add_argument("--metrics-listen", default=None, help="Prometheus metrics address, HOST:PORT")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--pids-limit",
+        type=int,
+        default=DEFAULT_PIDS_LIMIT,
+        help="processes per container; 0 or -1: the engine's default (unlimited)",
+    )
     args = parser.parse_args(argv)
     logs.configure(args.log_level)
     name = args.name or host.default_name()
@@ -80,6 +87,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
         check_dns_label("node", name)
     except InvalidArgument as error:
         parser.error(str(error))
+    if args.pids_limit < -1:
+        parser.error(f"--pids-limit {args.pids_limit}: give a number of processes, or 0 or -1 for no limit")
     settings = AgentSettings(
         server=args.server,
         data_dir=args.data_dir,
@@ -94,6 +103,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
         service_network=not args.no_service_network,
         dns_port=args.dns_port,
         dns_upstream=args.dns_upstream,
+        pids_limit=args.pids_limit,
     )
     return settings, args.metrics_listen
 
@@ -137,7 +147,12 @@ async def run(settings: AgentSettings) -> None:
         # Containers reach the host's address, not its loopback.
         if not settings.address.startswith("127."):
             container_dns = [settings.address]
-    driver = DockerDriver(settings.docker_url, settings.docker_concurrency, dns_servers=container_dns)
+    driver = DockerDriver(
+        settings.docker_url,
+        settings.docker_concurrency,
+        dns_servers=container_dns,
+        pids_limit=settings.pids_limit,
+    )
     node_id = host.load_node_id(settings.data_dir)
     supervisor = TaskSupervisor(driver, node_id, settings.resync_interval)
     registration = agent_pb.RegisterRequest(

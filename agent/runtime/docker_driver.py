@@ -34,7 +34,7 @@ from agent.runtime.docker_events import (
     EventStream,
     parse_event,
 )
-from agent.runtime.docker_spec import ContainerSpec, container_specs
+from agent.runtime.docker_spec import DEFAULT_PIDS_LIMIT, ContainerSpec, container_specs
 from agent.runtime.docker_state import ContainerLedger, ListedContainer
 from agent.runtime.driver import (
     DEFAULT_STOP_TIMEOUT,
@@ -66,11 +66,16 @@ class DockerDriver:
         dns_servers: list[str] | None = None,
         client: docker.DockerClient | None = None,
         open_events: OpenEvents = EventStream,
+        pids_limit: int = DEFAULT_PIDS_LIMIT,
     ) -> None:
-        """client and open_events default to the real engine at base_url (tests pass fakes)."""
+        """client and open_events default to the real engine at base_url (tests pass fakes).
+
+        pids_limit: processes per container (0 or less: the engine's default).
+        """
         self._base_url = base_url
         # The host's Berth DNS, so containers resolve SERVICE.CLUSTER.berth.
         self._dns_servers = tuple(dns_servers or ())
+        self._pids_limit = pids_limit
         self._client = client if client is not None else docker.DockerClient(base_url=base_url)
         self._open_events = open_events
         self._semaphore = asyncio.Semaphore(concurrency)
@@ -192,7 +197,7 @@ class DockerDriver:
             # Called in the worker thread right after each start; recorded on the loop.
             loop.call_soon_threadsafe(self._ledger.started, node_id, container)
 
-        specs = container_specs(assignment, node_id, self._dns_servers)
+        specs = container_specs(assignment, node_id, self._dns_servers, self._pids_limit)
         await self._call(self._start_blocking, specs, started)
 
     # -- stopping --------------------------------------------------------

@@ -29,6 +29,12 @@ from berth.v1 import agent_pb2 as agent_pb
 
 # Docker's minimum; ECS uses the same floor for cpu 0.
 MIN_CPU_SHARES = 2
+# Processes (threads) per container unless the agent is told otherwise: a fork
+# bomb in one task must not exhaust the host's pid space.
+DEFAULT_PIDS_LIMIT = 4096
+# A process can never gain privileges it did not start with (setuid binaries,
+# file capabilities): Berth runs no container that needs them.
+SECURITY_OPTIONS = ("no-new-privileges:true",)
 
 
 def container_name(task_id: str, name: str) -> str:
@@ -55,6 +61,8 @@ class ContainerSpec:
     memory_mib: int = 0  # hard limit, 0 = none
     memory_reservation_mib: int = 0  # soft limit, 0 = none
     dns: tuple[str, ...] = ()
+    pids_limit: int = DEFAULT_PIDS_LIMIT  # 0 = the engine's default (unlimited)
+    security_opt: tuple[str, ...] = SECURITY_OPTIONS
 
     def create_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the SDK's `containers.create(image, ...)`; unset options are left out."""
@@ -65,7 +73,10 @@ class ContainerSpec:
             "ports": dict(self.ports),
             "cpu_shares": self.cpu_shares,
             "detach": True,
+            "security_opt": list(self.security_opt),
         }
+        if self.pids_limit > 0:
+            options["pids_limit"] = self.pids_limit
         if self.dns:
             options["dns"] = list(self.dns)
         if self.command:
@@ -80,12 +91,16 @@ class ContainerSpec:
 
 
 def container_specs(
-    assignment: agent_pb.TaskAssignment, node_id: str, dns_servers: Sequence[str] = ()
+    assignment: agent_pb.TaskAssignment,
+    node_id: str,
+    dns_servers: Sequence[str] = (),
+    pids_limit: int = DEFAULT_PIDS_LIMIT,
 ) -> list[ContainerSpec]:
     """The containers of one task on one node, in task-definition order.
 
     dns_servers: the host's Berth DNS, so containers resolve SERVICE.CLUSTER.berth
     (empty: Docker's default resolver).
+    pids_limit: processes per container (0 or less: the engine's default).
     """
     td = assignment.task_definition
     specs = []
@@ -120,6 +135,7 @@ def container_specs(
                 memory_mib=definition.memory,
                 memory_reservation_mib=definition.memory_reservation,
                 dns=tuple(dns_servers),
+                pids_limit=max(pids_limit, 0),
             )
         )
     return specs

@@ -29,6 +29,9 @@ BASE: dict[str, Any] = {
     "ports": {},
     "cpu_shares": 2,
     "detach": True,
+    # Every container: no privilege escalation, and a bounded number of processes.
+    "security_opt": ["no-new-privileges:true"],
+    "pids_limit": 4096,
 }
 
 
@@ -46,6 +49,7 @@ def web(**fields: Any) -> pb.ContainerDefinition:
 
 
 CASES: list[tuple[str, pb.ContainerDefinition, tuple[str, ...], dict[str, Any]]] = [
+    ("every container gets no-new-privileges and the default pids limit", web(), (), {}),
     ("the least a container needs; cpu 0 gets Docker's floor", web(), (), {}),
     ("cpu units are CPU shares", web(cpu=512), (), {"cpu_shares": 512}),
     ("cpu below the floor is raised to it", web(cpu=1), (), {"cpu_shares": 2}),
@@ -104,6 +108,18 @@ def test_create_kwargs(
     assert spec.create_kwargs() == {**BASE, **expected}
 
 
+@pytest.mark.parametrize(
+    ("pids_limit", "expected"),
+    [(4096, 4096), (100, 100), (1, 1), (0, None), (-1, None)],
+    ids=["default", "lower", "one", "0 is the engine's default", "-1 is the engine's default"],
+)
+def test_pids_limit_from_the_agent_setting(pids_limit: int, expected: int | None) -> None:
+    (spec,) = container_specs(assignment(web()), "node-1", (), pids_limit)
+    kwargs = spec.create_kwargs()
+    assert kwargs.get("pids_limit") == expected
+    assert kwargs["security_opt"] == ["no-new-privileges:true"]
+
+
 def test_every_container_of_a_task_gets_its_own_name_and_labels_in_definition_order() -> None:
     specs = container_specs(
         assignment(web(), pb.ContainerDefinition(name="log", image="log:2", stop_timeout=10), service=""),
@@ -113,6 +129,8 @@ def test_every_container_of_a_task_gets_its_own_name_and_labels_in_definition_or
         ("berth-t1-web", "web:1", "web", True, 30),
         ("berth-t1-log", "log:2", "log", False, 10),
     ]
+    assert all(s.create_kwargs()["security_opt"] == ["no-new-privileges:true"] for s in specs)
+    assert all(s.create_kwargs()["pids_limit"] == 4096 for s in specs)
     log = specs[1].create_kwargs()["labels"]
     assert (log["berth.container-name"], log["berth.service"], log["berth.task-id"]) == ("log", "", "t1")
 

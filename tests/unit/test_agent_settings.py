@@ -1,0 +1,23 @@
+"""The agent's command line becomes its settings: the container-hardening options."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.main import parse_args
+
+REQUIRED = ["--server", "127.0.0.1:7400", "--data-dir", "/tmp/x", "--name", "n1", "--address", "10.0.0.1"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"), [([], 4096), (["--pids-limit", "100"], 100), (["--pids-limit", "-1"], -1)]
+)
+def test_pids_limit(extra: list[str], expected: int) -> None:
+    settings, _ = parse_args([*REQUIRED, "--cpu-units", "1024", "--memory-mib", "512", *extra])
+    assert settings.pids_limit == expected
+
+
+def test_a_negative_pids_limit_other_than_minus_one_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args([*REQUIRED, "--pids-limit", "-5"])
+    assert "--pids-limit -5: give a number of processes" in capsys.readouterr().err
