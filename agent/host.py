@@ -9,7 +9,14 @@ from pathlib import Path
 import psutil
 
 from berth.clock import now
+from berth.files import private_dir, tighten, write_private
 from berth.v1 import resources_pb2 as pb
+
+
+def prepare_data_dir(data_dir: Path) -> None:
+    """Create the data directory 0700 and tighten what an older agent left there."""
+    private_dir(data_dir)
+    tighten(data_dir / "node-id")
 
 
 def load_node_id(data_dir: Path) -> str:
@@ -18,10 +25,8 @@ def load_node_id(data_dir: Path) -> str:
 
 
 def save_node_id(data_dir: Path, node_id: str) -> None:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    temporary = data_dir / "node-id.tmp"
-    temporary.write_text(node_id + "\n")
-    temporary.replace(data_dir / "node-id")
+    private_dir(data_dir)
+    write_private(data_dir / "node-id", node_id + "\n")
 
 
 def default_name() -> str:

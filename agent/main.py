@@ -153,6 +153,7 @@ async def run(settings: AgentSettings) -> None:
         dns_servers=container_dns,
         pids_limit=settings.pids_limit,
     )
+    host.prepare_data_dir(settings.data_dir)
     node_id = host.load_node_id(settings.data_dir)
     supervisor = TaskSupervisor(driver, node_id, settings.resync_interval)
     registration = agent_pb.RegisterRequest(

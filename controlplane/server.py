@@ -8,6 +8,7 @@ import logging
 
 import grpc
 
+from berth.files import private_dir
 from berth.v1 import agent_pb2_grpc, operator_pb2_grpc
 from controlplane.api.agents import AgentService
 from controlplane.api.operator import OperatorService
@@ -45,7 +46,7 @@ class ControlPlane:
 
     async def start(self) -> None:
         settings = self.settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
         endpoints = settings.etcd_endpoints
         if not endpoints:
             self._etcd = EmbeddedEtcd(settings.data_dir)
@@ -70,9 +71,7 @@ class ControlPlane:
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ]
         )
-        operator_pb2_grpc.add_OperatorServicer_to_server(
-            OperatorService(operations), server
-        )
+        operator_pb2_grpc.add_OperatorServicer_to_server(OperatorService(operations), server)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
             AgentService(
                 cache,

@@ -20,6 +20,7 @@ import socket
 from pathlib import Path
 
 from berth.errors import Unavailable
+from berth.files import open_private_append, private_dir, tighten, write_private
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +72,13 @@ class EmbeddedEtcd:
         return f"http://127.0.0.1:{self.client_port}"
 
     def _load_ports(self) -> tuple[int, int]:
+        private_dir(self._ports_file.parent)
         if self._ports_file.exists():
+            tighten(self._ports_file)
             ports = json.loads(self._ports_file.read_text())
             return int(ports["client"]), int(ports["peer"])
-        self._ports_file.parent.mkdir(parents=True, exist_ok=True)
         client, peer = _free_port(), _free_port()
-        self._ports_file.write_text(json.dumps({"client": client, "peer": peer}))
+        write_private(self._ports_file, json.dumps({"client": client, "peer": peer}))
         return client, peer
 
     def _command(self) -> list[str]:
@@ -125,8 +127,9 @@ class EmbeddedEtcd:
 
     async def _spawn(self) -> None:
         await self._wait_port_free()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log_file = self._log_path.open("ab")
+        # etcd keeps its own files 0600 inside a 0700 data directory.
+        private_dir(self.data_dir)
+        log_file = open_private_append(self._log_path)
         self._process = await asyncio.create_subprocess_exec(
             *self._command(),
             stdout=log_file,

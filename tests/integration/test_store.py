@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -106,3 +107,46 @@ async def test_embedded_etcd_is_restarted_when_it_dies(etcd: EmbeddedEtcd, store
     else:
         pytest.fail("etcd did not come back")
     assert found.value.name == "kept"
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_embedded_etcd_keeps_its_files_private(tmp_path: Path) -> None:
+    previous = os.umask(0o022)  # the usual umask, under which a plain mkdir/open gives 0755/0644
+    server = EmbeddedEtcd(tmp_path / "cp")
+    try:
+        await server.start()
+    finally:
+        os.umask(previous)
+    try:
+        data = tmp_path / "cp"
+        assert _mode(data) == 0o700
+        assert _mode(data / "etcd") == 0o700
+        assert _mode(data / "etcd-ports.json") == 0o600
+        assert _mode(data / "etcd.log") == 0o600
+    finally:
+        await server.stop()
+
+
+async def test_embedded_etcd_tightens_what_an_older_version_left_loose(tmp_path: Path) -> None:
+    data = tmp_path / "cp"
+    first = EmbeddedEtcd(data)
+    await first.start()
+    await first.stop()
+    for path, loose in [
+        (data, 0o755),
+        (data / "etcd", 0o755),
+        (data / "etcd-ports.json", 0o644),
+        (data / "etcd.log", 0o644),
+    ]:
+        os.chmod(path, loose)
+    again = EmbeddedEtcd(data)
+    await again.start()
+    try:
+        assert [_mode(data), _mode(data / "etcd")] == [0o700, 0o700]
+        assert [_mode(data / "etcd-ports.json"), _mode(data / "etcd.log")] == [0o600, 0o600]
+        assert (again.client_port, again.peer_port) == (first.client_port, first.peer_port)
+    finally:
+        await again.stop()
