@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import grpc
 import typer
 
+from berth.cli.output import say
 from berth.errors import BerthError
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
@@ -43,7 +43,7 @@ def node_label(names: dict[str, str], node_id: str) -> str:
 
 def fail(message: str) -> typer.Exit:
     """Print one line on stderr; the caller raises the returned Exit."""
-    print(f"error: {message}", file=sys.stderr)
+    say(f"error: {message}", err=True)
     return typer.Exit(code=1)
 
 

@@ -6,7 +6,7 @@ import typer
 
 from berth.cli.client import CliContext, api_errors
 from berth.cli.options import command_group
-from berth.cli.output import OutputOption, age, emit
+from berth.cli.output import OutputOption, age, emit, say
 from berth.v1 import operator_pb2 as api
 
 app = command_group("Clusters: named groups of services and tasks.")
@@ -18,7 +18,7 @@ def create(ctx: typer.Context, name: str = typer.Argument(..., metavar="NAME", h
     cli: CliContext = ctx.obj
     with api_errors(cli):
         cluster = cli.stub.CreateCluster(api.CreateClusterRequest(name=name))
-    print(f"cluster {cluster.name} created")
+    say(f"cluster {cluster.name} created")
 
 
 @app.command("list")
@@ -36,4 +36,4 @@ def delete(ctx: typer.Context, name: str = typer.Argument(..., metavar="NAME")) 
     cli: CliContext = ctx.obj
     with api_errors(cli):
         cli.stub.DeleteCluster(api.DeleteClusterRequest(name=name))
-    print(f"cluster {name} deleted")
+    say(f"cluster {name} deleted")

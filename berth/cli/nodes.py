@@ -6,7 +6,7 @@ import typer
 
 from berth.cli.client import CliContext, api_errors
 from berth.cli.options import command_group
-from berth.cli.output import OutputOption, emit
+from berth.cli.output import OutputOption, emit, say
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 
@@ -58,7 +58,7 @@ def drain(
 ) -> None:
     """Move service tasks off a node: replacements start elsewhere first, then its copies stop."""
     updated = _set_status(ctx, node, pb.DRAINING)
-    print(f"node {updated.name} ({updated.id}) is DRAINING")
+    say(f"node {updated.name} ({updated.id}) is DRAINING")
 
 
 @app.command("activate")
@@ -67,4 +67,4 @@ def activate(
 ) -> None:
     """Let a drained node take tasks again."""
     updated = _set_status(ctx, node, pb.READY)
-    print(f"node {updated.name} ({updated.id}) is READY")
+    say(f"node {updated.name} ({updated.id}) is READY")

@@ -1,8 +1,16 @@
-"""Renders API objects as a table, JSON or YAML (`-o table|json|yaml`)."""
+"""Renders API objects as a table, JSON or YAML (`-o table|json|yaml`).
+
+Human views (tables, describe views, messages and errors) show data through
+`printable`: a stop reason or name carrying a newline, ESC/OSC sequences or
+other control characters is shown with them escaped (`\n`, `\x1b`), never
+sent to the terminal. JSON and YAML print the data exactly (their encoders
+escape control characters themselves).
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from berth.names import protocol_name
+from berth.safetext import escape_controls, has_controls
 from berth.v1 import resources_pb2 as pb
 
 FORMATS = ("table", "json", "yaml")
@@ -36,12 +45,40 @@ OutputOption = typer.Option(
 )
 
 
-def data_console() -> Console:
-    """A console for printing data (names, reasons, expressions, events) exactly as
-    it is: no markup, so `attribute:zone in [a, b]` keeps its brackets; no emoji
-    codes, so `:zone:` stays text; no highlighting. Every human-readable view
-    prints through this one."""
-    return Console(width=200, markup=False, emoji=False, highlight=False)
+def printable(text: str) -> str:
+    """`text` safe for a terminal: control characters escaped, the rest unchanged."""
+    return escape_controls(text)
+
+
+def say(text: str, err: bool = False) -> None:
+    """Print one message line (data in it made printable), on stdout or stderr."""
+    print(printable(text), file=sys.stderr if err else sys.stdout)
+
+
+class DataConsole:
+    """Prints data (names, reasons, expressions, events) as it is, minus control
+    characters: no markup, so `attribute:zone in [a, b]` keeps its brackets; no
+    emoji codes, so `:zone:` stays text; no highlighting. Every human-readable
+    view prints through this one."""
+
+    def __init__(self) -> None:
+        self._console = Console(width=200, markup=False, emoji=False, highlight=False)
+
+    def print(self, *objects: str | Text | Table) -> None:
+        self._console.print(*(_printable(o) for o in objects))
+
+
+def _printable(item: str | Text | Table) -> str | Text | Table:
+    if isinstance(item, str):
+        return printable(item)
+    if isinstance(item, Text) and has_controls(item.plain):
+        # Escaping shifts the styled spans: keep the text, drop the styles.
+        return Text(printable(item.plain))
+    return item  # a Table: its cells are made printable when it is built (emit)
+
+
+def data_console() -> DataConsole:
+    return DataConsole()
 
 
 def to_data(message: Message) -> dict[str, Any]:
@@ -59,7 +96,7 @@ def emit(output: str, items: Sequence[Message], columns: Sequence[Column], key: 
             table.add_column(title, overflow="fold")
         for item in items:
             # Text, not str: rich would read a str cell as markup and drop "[a, b]".
-            table.add_row(*(Text(render(item)) for _, render in columns))
+            table.add_row(*(Text(printable(render(item))) for _, render in columns))
         data_console().print(table)
 
 

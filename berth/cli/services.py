@@ -7,7 +7,7 @@ import typer
 from berth.cli import placement
 from berth.cli.client import CliContext, api_errors, fail, node_label, node_names
 from berth.cli.options import ClusterOption, command_group
-from berth.cli.output import OutputOption, age, data_console, emit, emit_one
+from berth.cli.output import OutputOption, age, data_console, emit, emit_one, say
 from berth.cli.placement import PlacementConstraintsOption, PlacementStrategyOption
 from berth.names import protocol_name
 from berth.v1 import operator_pb2 as api
@@ -67,7 +67,7 @@ def create(
     )
     with api_errors(cli):
         service = cli.stub.CreateService(request)
-    print(
+    say(
         f"service {service.name} created in cluster {service.cluster} "
         f"({service.task_definition}, desired count {service.desired_count})"
     )
@@ -159,7 +159,7 @@ def update(
         service = cli.stub.UpdateService(
             api.UpdateServiceRequest(cluster=cluster, name=name, desired_count=desired_count)
         )
-    print(f"service {service.name} desired count is now {service.desired_count}")
+    say(f"service {service.name} desired count is now {service.desired_count}")
 
 
 @app.command("delete")
@@ -172,7 +172,7 @@ def delete(
     cli: CliContext = ctx.obj
     with api_errors(cli):
         cli.stub.DeleteService(api.ServiceRef(cluster=cluster, name=name))
-    print(f"service {name} is being deleted; its tasks are stopping")
+    say(f"service {name} is being deleted; its tasks are stopping")
 
 
 @app.command("expose")
@@ -204,7 +204,7 @@ def expose(
     with api_errors(cli):
         cli.stub.ExposeService(request)
         description = cli.stub.DescribeService(api.ServiceRef(cluster=cluster, name=name))
-    print(f"service {name} is exposed at {', '.join(description.exposed_addresses) or '(no nodes yet)'}")
+    say(f"service {name} is exposed at {', '.join(description.exposed_addresses) or '(no nodes yet)'}")
 
 
 @app.command("endpoints")
@@ -236,4 +236,4 @@ def endpoints(
         "endpoints",
     )
     for task_id, why in sorted(response.not_ready.items()):
-        print(f"not serving: task {task_id[:12]} ({why})")
+        say(f"not serving: task {task_id[:12]} ({why})")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 import typer
 from rich.text import Text
 
 from berth.cli.client import CliContext, api_errors, fail, read_argument_file
 from berth.cli.options import command_group
-from berth.cli.output import OutputOption, age, data_console, emit, emit_one
+from berth.cli.output import OutputOption, age, data_console, emit, emit_one, say
 from berth.errors import InvalidArgument
 from berth.names import protocol_name
 from berth.taskdef import load_json, parse_container_definitions, parse_register_document
@@ -29,7 +27,7 @@ def _request(
             text = read_argument_file(cli_input_json, "--cli-input-json")
             td, ignored = parse_register_document(load_json(text, "--cli-input-json"))
             for field in ignored:
-                print(f"note: {field} is an AWS-only field; Berth ignores it", file=sys.stderr)
+                say(f"note: {field} is an AWS-only field; Berth ignores it", err=True)
             if family:
                 td.family = family
         else:
@@ -66,7 +64,7 @@ def register(
     request = _request(family, container_definitions, cli_input_json)
     with api_errors(cli):
         td = cli.stub.RegisterTaskDefinition(request)
-    print(f"registered {td.family}:{td.revision}")
+    say(f"registered {td.family}:{td.revision}")
 
 
 def _containers(td: pb.TaskDefinition) -> str:
@@ -141,4 +139,4 @@ def deregister(
         td = cli.stub.DeregisterTaskDefinition(
             api.DescribeTaskDefinitionRequest(task_definition=task_definition)
         )
-    print(f"deregistered {td.family}:{td.revision}")
+    say(f"deregistered {td.family}:{td.revision}")

@@ -15,6 +15,7 @@ from berth.cli.output import (
     emit_one,
     exit_code,
     ports,
+    say,
     status_name,
 )
 from berth.cli.placement import PlacementConstraintsOption, PlacementStrategyOption
@@ -147,7 +148,7 @@ def run(
     )
     with api_errors(cli):
         task = cli.stub.RunTask(request)
-    print(task.id)
+    say(task.id)
 
 
 @app.command("stop")
@@ -161,4 +162,4 @@ def stop(
     cli: CliContext = ctx.obj
     with api_errors(cli):
         task = cli.stub.StopTask(api.StopTaskRequest(cluster=cluster, id=task_id, reason=reason))
-    print(f"task {task.id} is stopping")
+    say(f"task {task.id} is stopping")

@@ -135,6 +135,7 @@ class ControlPlaneProcess(Daemon):
 
     def etcd_snapshot(self) -> tuple[int, dict[bytes, bytes]]:
         """The etcd revision and every key/value under /berth/ (to prove nothing was written)."""
+
         async def read() -> tuple[int, dict[bytes, bytes]]:
             store = Store([self.etcd_endpoint], prefix="/berth/")
             await store.connect()
