@@ -117,7 +117,7 @@ def test_a_forged_task_id_from_an_agent_stays_inside_one_log_line(plane: Control
                 time.sleep(0.1)
         finally:
             outbox.put(None)
-            call.cancel()
+            call.cancel()  # type: ignore[no-untyped-call]
 
     lines = plane.log_path.read_text().splitlines()
     mentions = [line for line in lines if "event=forged" in line]
