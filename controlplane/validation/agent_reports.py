@@ -138,6 +138,8 @@ def check_registration(facts: NodeFacts) -> None:
     """A RegisterRequest, as `Nodes.register` receives it."""
     if facts.node_id:
         check_node_id(facts.node_id)
+    if len(facts.name) > 63:
+        raise InvalidArgument(f"node name {shown(facts.name)} is too long: a DNS label has 1-63 characters")
     check_dns_label("node", facts.name)
     check_node_address(facts.address)
     _check_range("cpu_units", facts.cpu_units, 1, MAX_CPU_UNITS)
