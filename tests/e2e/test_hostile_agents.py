@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -146,10 +147,10 @@ class FakeAgent:
             await self._reader
 
 
-def _rejected_reports(plane: ControlPlaneProcess) -> float:
+def _rejected_reports(plane: ControlPlaneProcess, kind: str = "status") -> float:
     address = plane.metrics_address  # type: ignore[attr-defined]
     text = urllib.request.urlopen(f"http://{address}/metrics", timeout=5).read().decode()
-    found = re.search(r'^berth_agent_messages_rejected_total\{kind="status"\} (\S+)$', text, re.M)
+    found = re.search(rf'^berth_agent_messages_rejected_total\{{kind="{kind}"\}} (\S+)$', text, re.M)
     return float(found.group(1)) if found else 0.0
 
 
@@ -214,5 +215,29 @@ async def test_a_report_with_an_impossible_port_or_protocol_is_dropped_and_the_s
                 assert asyncio.get_running_loop().time() < deadline, "the good report was not applied"
                 await asyncio.sleep(0.1)
             assert [(b.host_port, b.protocol) for b in task.network_bindings] == [(32768, pb.UDP)]
+        finally:
+            await agent.close()
+
+
+async def test_impossible_heartbeat_metrics_are_dropped_and_the_heartbeat_still_counts(
+    plane: ControlPlaneProcess,
+) -> None:
+    async with grpc.aio.insecure_channel(plane.address, options=CLIENT_OPTIONS) as channel:
+        registered = await agent_pb2_grpc.AgentServiceStub(channel).Register(_registration(name="beater"))
+        operator = operator_pb2_grpc.OperatorStub(channel)
+        agent = FakeAgent(channel, registered.node_id)
+        try:
+            rejected = _rejected_reports(plane, "heartbeat")
+            metrics = pb.NodeMetrics(cpu_percent=math.nan, memory_used_bytes=2**63, memory_total_bytes=1)
+            agent.outbox.put_nowait(agent_pb.AgentMessage(heartbeat=agent_pb.Heartbeat(metrics=metrics)))
+            for _ in range(50):  # up to 5 s for the control plane to read it
+                if _rejected_reports(plane, "heartbeat") > rejected:
+                    break
+                await asyncio.sleep(0.1)
+            listed = await operator.ListNodes(api.ListNodesRequest())
+            (summary,) = [n for n in listed.nodes if n.node.id == registered.node_id]
+            assert not summary.HasField("metrics")
+            assert summary.connected and summary.node.status == pb.READY
+            assert _rejected_reports(plane, "heartbeat") == rejected + 1
         finally:
             await agent.close()
