@@ -20,6 +20,7 @@ from agent.runtime.fake import FakeDriver
 from agent.session import AGENT_VERSION, ControlPlaneSession
 from agent.supervisor import TaskSupervisor
 from berth import logs
+from berth.grpc_options import CLIENT_OPTIONS
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
@@ -43,7 +44,7 @@ async def run_hollow(
     stop: asyncio.Event,
 ) -> None:
     channels = [
-        grpc.aio.insecure_channel(server, options=[("grpc.keepalive_time_ms", 30_000)])
+        grpc.aio.insecure_channel(server, options=[("grpc.keepalive_time_ms", 30_000), *CLIENT_OPTIONS])
         for _ in range((count + AGENTS_PER_CHANNEL - 1) // AGENTS_PER_CHANNEL)
     ]
     workers: list[asyncio.Task[None]] = []

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 
 from agent.supervisor import TaskSupervisor
+from berth.grpc_options import CLIENT_OPTIONS
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import agent_pb2_grpc
 from berth.v1 import resources_pb2 as pb
@@ -54,7 +55,7 @@ class ControlPlaneSession:
                     await self._session(self._shared_channel)
                 else:
                     async with grpc.aio.insecure_channel(
-                        self._server, options=[("grpc.keepalive_time_ms", 10_000)]
+                        self._server, options=[("grpc.keepalive_time_ms", 10_000), *CLIENT_OPTIONS]
                     ) as channel:
                         await self._session(channel)
                 backoff = 0.2

@@ -23,6 +23,8 @@ class ControlPlaneSettings:
     # Virtual IPs of services come from here; every agent routes it locally.
     service_cidr: str = "10.96.0.0/16"
     metrics_listen: str | None = None
+    # Registries task definitions' images may come from (lower case); empty: any.
+    allowed_registries: tuple[str, ...] = ()
 
     @property
     def identity(self) -> str:

@@ -15,6 +15,7 @@ from berth import logs
 from berth.errors import BerthError
 from controlplane.config import ControlPlaneSettings
 from controlplane.server import ControlPlane
+from controlplane.validation.images import normalize_registries
 
 log = logging.getLogger("controlplane")
 
@@ -40,6 +41,11 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
     )
     parser.add_argument("--metrics-listen", default=None, help="Prometheus metrics address, HOST:PORT")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--allowed-registries",
+        default="",
+        help="registries images may come from, REGISTRY[,REGISTRY] (e.g. docker.io,ghcr.io); empty: any",
+    )
     args = parser.parse_args(argv)
     logs.configure(args.log_level)
     return ControlPlaneSettings(
@@ -53,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         node_grace=args.node_grace,
         service_cidr=args.service_cidr,
         metrics_listen=args.metrics_listen,
+        allowed_registries=normalize_registries(args.allowed_registries.split(",")),
     )
 
 

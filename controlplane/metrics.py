@@ -21,3 +21,8 @@ STATUS_REPORTS = Counter("berth_task_status_reports_total", "Task status reports
 AGENTS_CONNECTED = Gauge("berth_agents_connected", "Agents holding a stream to this replica")
 IS_LEADER = Gauge("berth_leader", "1 while this replica runs the controllers")
 NODES_DOWN = Counter("berth_nodes_down_total", "Nodes marked DOWN after missing heartbeats")
+AGENT_MESSAGES_REJECTED = Counter(
+    "berth_agent_messages_rejected_total",
+    "Messages from agents dropped at the boundary because a field was invalid",
+    ["kind"],
+)

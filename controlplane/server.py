@@ -9,6 +9,7 @@ import logging
 import grpc
 
 from berth.files import private_dir
+from berth.grpc_options import SERVER_OPTIONS
 from berth.v1 import agent_pb2_grpc, operator_pb2_grpc
 from controlplane.api.agents import AgentService
 from controlplane.api.operator import OperatorService
@@ -62,13 +63,16 @@ class ControlPlane:
         writer = self._writer = StatusWriter(store, cache)
         writer.start()
         leases = self._leases = NodeLeases(store, cache, settings.node_grace)
-        operations = Operations.build(store, cache, agents, settings.service_cidr)
+        operations = Operations.build(
+            store, cache, agents, settings.service_cidr, settings.allowed_registries
+        )
 
         server = self._server = grpc.aio.server(
             options=[
                 ("grpc.keepalive_time_ms", 10_000),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                *SERVER_OPTIONS,
             ]
         )
         operator_pb2_grpc.add_OperatorServicer_to_server(OperatorService(operations), server)

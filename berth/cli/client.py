@@ -12,6 +12,7 @@ import typer
 
 from berth.cli.output import say
 from berth.errors import BerthError
+from berth.grpc_options import CLIENT_OPTIONS
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
 
@@ -26,7 +27,9 @@ class CliContext:
     @property
     def stub(self) -> operator_pb2_grpc.OperatorStub:
         if self._stub is None:
-            self._stub = operator_pb2_grpc.OperatorStub(grpc.insecure_channel(self.server))
+            self._stub = operator_pb2_grpc.OperatorStub(
+                grpc.insecure_channel(self.server, options=CLIENT_OPTIONS)
+            )
         return self._stub
 
 

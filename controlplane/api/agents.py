@@ -4,6 +4,9 @@ Down the stream goes the node's full desired state (`controlplane.desired`)
 whenever it changes: every message is a complete snapshot, so a reconnect
 needs no replay. Up come status reports, handed to `controlplane.status`,
 and heartbeats, which refresh the node's lease (`controlplane.liveness`).
+Everything an agent sends is checked first (`controlplane.validation.
+agent_reports`): an invalid report is dropped, counted and logged, and the
+stream goes on.
 """
 
 from __future__ import annotations
@@ -15,17 +18,19 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from berth.errors import NotFound, Unavailable
+from berth.errors import InvalidArgument, NotFound, Unavailable
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import agent_pb2_grpc
+from berth.v1 import resources_pb2 as pb
 from controlplane.api.errors import Context, grpc_errors
 from controlplane.cache import ClusterCache
 from controlplane.desired import DesiredStates
 from controlplane.liveness import NodeLeases
-from controlplane.metrics import AGENTS_CONNECTED
+from controlplane.metrics import AGENT_MESSAGES_REJECTED, AGENTS_CONNECTED
 from controlplane.operations.nodes import NodeFacts, Nodes
 from controlplane.registry import AgentRegistry, AgentSession
 from controlplane.status import StatusWriter
+from controlplane.validation import agent_reports
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +89,11 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be hello")
             return
         node_id = first.hello.node_id
+        try:
+            agent_reports.check_node_id(node_id)
+        except InvalidArgument as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            return
         if not await self._nodes.is_registered(node_id):
             await context.abort(grpc.StatusCode.NOT_FOUND, str(NotFound(f"node {node_id} is not registered")))
             return
@@ -125,9 +135,12 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             async for message in messages:
                 body = message.WhichOneof("body")
                 if body == "status":
-                    self._writer.submit(session.node_id, message.status)
+                    if self._valid(session.node_id, "status", message.status):
+                        self._writer.submit(session.node_id, message.status)
                 elif body == "heartbeat":
                     metrics = message.heartbeat.metrics if message.heartbeat.HasField("metrics") else None
+                    if metrics is not None and not self._valid(session.node_id, "heartbeat", metrics):
+                        metrics = None  # still a sign of life: only the numbers are dropped
                     self._agents.record_heartbeat(session, metrics)
                     try:
                         await self._leases.beat(session.node_id)
@@ -135,3 +148,18 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                         log.warning(
                             "event=heartbeat_not_recorded node=%s error=%r", session.node_id, str(error)
                         )
+
+    def _valid(self, node_id: str, kind: str, part: agent_pb.TaskStatusReport | pb.NodeMetrics) -> bool:
+        """Check one part of an agent's message; an invalid one is counted, logged once and dropped."""
+        try:
+            if isinstance(part, agent_pb.TaskStatusReport):
+                agent_reports.check_status_report(part)
+            else:
+                node = self._cache.node(node_id)
+                cpu_units = node.value.cpu_units if node is not None else agent_reports.MAX_CPU_UNITS
+                agent_reports.check_metrics(part, cpu_units)
+        except InvalidArgument as error:
+            AGENT_MESSAGES_REJECTED.labels(kind).inc()
+            log.warning("event=agent_message_rejected node=%s kind=%s error=%r", node_id, kind, str(error))
+            return False
+        return True

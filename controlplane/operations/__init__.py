@@ -34,10 +34,15 @@ class Operations:
 
     @classmethod
     def build(
-        cls, store: StoreAPI, cache: ClusterCache, agents: AgentRegistry, service_cidr: str
+        cls,
+        store: StoreAPI,
+        cache: ClusterCache,
+        agents: AgentRegistry,
+        service_cidr: str,
+        allowed_registries: tuple[str, ...] = (),
     ) -> Operations:
         clusters = Clusters(store, cache)
-        taskdefs = TaskDefinitions(store)
+        taskdefs = TaskDefinitions(store, allowed_registries)
         return cls(
             clusters=clusters,
             taskdefs=taskdefs,

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 from berth.clock import now
 from berth.errors import FailedPrecondition, InvalidArgument, NotFound
-from berth.names import check_dns_label
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
 from controlplane.registry import AgentRegistry
 from controlplane.store import RETRY, Retry, StoreAPI, keys, optimistic
+from controlplane.validation.agent_reports import check_registration
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,8 @@ class Nodes:
 
     async def register(self, facts: NodeFacts) -> pb.Node:
         """Create or refresh the node's record; its status is kept (liveness decides DOWN/READY)."""
-        name = check_dns_label("node", facts.name)
-        if not facts.address:
-            raise InvalidArgument("the agent must report an address (--address)")
+        check_registration(facts)  # the address ends up in every host's rules: parsed, not trusted
+        name = facts.name
         node_id = facts.node_id or f"node-{uuid.uuid4().hex[:12]}"
         key = keys.node(node_id)
 

@@ -10,18 +10,21 @@ from berth.names import parse_task_definition_ref
 from berth.taskdef import validate_task_definition
 from berth.v1 import resources_pb2 as pb
 from controlplane.store import RETRY, Retry, StoreAPI, keys, optimistic
+from controlplane.validation.images import check_task_definition_images
 
 log = logging.getLogger(__name__)
 
 
 class TaskDefinitions:
-    def __init__(self, store: StoreAPI) -> None:
+    def __init__(self, store: StoreAPI, allowed_registries: tuple[str, ...] = ()) -> None:
         self._store = store
+        self._allowed_registries = allowed_registries  # empty: any registry
 
     async def register(self, td: pb.TaskDefinition) -> pb.TaskDefinition:
         """Validate and store as the family's next revision."""
         td.status = pb.ACTIVE
         validate_task_definition(td)
+        check_task_definition_images(td, self._allowed_registries)
 
         async def attempt() -> pb.TaskDefinition | Retry:
             existing, _ = await self._store.scan(keys.taskdef_family(td.family), pb.TaskDefinition)
