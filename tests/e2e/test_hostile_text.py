@@ -90,6 +90,15 @@ def test_a_hostile_stop_reason_is_shown_escaped_on_one_line(
     assert not [line for line in log.splitlines() if line.startswith(" level=error")]
 
 
+def _mentions(plane: ControlPlaneProcess, node_id: str) -> list[str]:
+    """Log lines about the forged reports: their refusal, which quotes the start of the id."""
+    return [
+        line
+        for line in plane.log_path.read_text().splitlines()
+        if "event=agent_message_rejected" in line and node_id in line and r"t1\\nts=1999" in line
+    ]
+
+
 def test_a_forged_task_id_from_an_agent_stays_inside_one_log_line(plane: ControlPlaneProcess) -> None:
     with grpc.insecure_channel(plane.address) as channel:
         stub = agent_pb2_grpc.AgentServiceStub(channel)
@@ -111,16 +120,17 @@ def test_a_forged_task_id_from_an_agent_stays_inside_one_log_line(plane: Control
 
         call = stub.Connect(messages())
         try:
-            # The control plane logs the reports it received; give it the time to.
+            # The control plane refuses the reports at its boundary (the id is no task id)
+            # and logs each refusal with the start of the bad value; give it the time to.
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and "event=forged" not in plane.log_path.read_text():
+            while time.monotonic() < deadline and not _mentions(plane, node.node_id):
                 time.sleep(0.1)
         finally:
             outbox.put(None)
             call.cancel()  # type: ignore[no-untyped-call]
 
     lines = plane.log_path.read_text().splitlines()
-    mentions = [line for line in lines if "event=forged" in line]
+    mentions = _mentions(plane, node.node_id)
     assert mentions, "the control plane logged nothing about the reports (or refused them silently)"
     assert not [line for line in lines if line.startswith("ts=1999")], "a forged log line"
     assert all(line.startswith("ts=2") for line in mentions)
