@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
 
 from berth.testing.cli import Berth
 from berth.testing.daemons import REPO, ControlPlaneProcess
+from berth.testing.waiting import wait_until
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import agent_pb2_grpc, operator_pb2_grpc
 from berth.v1 import operator_pb2 as api
@@ -166,3 +168,27 @@ def test_300_services_created_32_at_a_time_all_succeed_with_distinct_vips_then_t
     assert len(listed) == 301
     refused = berth("service", "create", "--name", "over", "--task-definition", "web", "--desired-count", "0")
     assert refused.exit_code == 1 and "--max-services-per-cluster" in refused.stderr, refused.stderr
+
+
+def test_a_node_down_longer_than_node_gc_after_is_collected(tmp_path: Path) -> None:
+    plane = ControlPlaneProcess(tmp_path / "data", ["--node-grace", "1", "--node-gc-after", "1"])
+    plane.start()
+    try:
+        agents = agent_pb2_grpc.AgentServiceStub(grpc.insecure_channel(plane.address))
+        gone = _register(agents, "gone")  # registering is a heartbeat; none follow
+        berth = Berth(plane.address)
+
+        def names() -> set[str]:
+            return {n["node"]["name"] for n in berth.ok("node", "list", "-o", "json").json()["nodes"]}
+
+        assert names() == {"gone"}
+        # DOWN after the grace (the new leader first holds grace + 2 s), then
+        # collected by housekeeping (every 5 s) once DOWN for a second.
+        wait_until(lambda: names() == set() or None, 20, "the DOWN node to be collected")
+        assert "event=node_collected" in plane.log_path.read_text()
+        # Its agent coming back registers it again, as a new record.
+        back = _register(agents, "gone", gone.node_id)
+        assert back.node_id == gone.node_id
+        wait_until(lambda: names() == {"gone"} or None, 5, "the node to be listed again")
+    finally:
+        plane.stop()
