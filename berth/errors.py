@@ -45,3 +45,9 @@ class Unavailable(BerthError):
     """A dependency (etcd, the control plane) cannot be reached right now."""
 
     grpc_code = grpc.StatusCode.UNAVAILABLE
+
+
+class ResourceExhausted(BerthError):
+    """A quota or rate limit was reached; the message names the setting that raises it."""
+
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED

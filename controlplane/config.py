@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controlplane.limits import Quotas
+
 
 @dataclass(frozen=True)
 class ControlPlaneSettings:
@@ -25,6 +27,31 @@ class ControlPlaneSettings:
     metrics_listen: str | None = None
     # Registries task definitions' images may come from (lower case); empty: any.
     allowed_registries: tuple[str, ...] = ()
+    # Ports below 1024 that `berth service expose` may use (none by default).
+    lb_allowed_ports: list[int] = field(default_factory=list)
+    # More host ports no service may be exposed on (agents' metrics port, ...).
+    lb_reserved_ports: list[int] = field(default_factory=list)
+    # Seconds a node stays DOWN before its record is removed; 0: never.
+    node_gc_after: float = 86400.0
+    # New nodes registered per second by one replica (token bucket); 0: no limit.
+    register_rate: float = 50.0
+    register_burst: int = 1000
+    # Quotas (see controlplane.limits.Quotas).
+    max_clusters: int = 1_000
+    max_services_per_cluster: int = 10_000
+    max_tasks_per_service: int = 10_000
+    max_revisions_per_family: int = 1_000
+    max_nodes: int = 5_000
+
+    @property
+    def quotas(self) -> Quotas:
+        return Quotas(
+            clusters=self.max_clusters,
+            services_per_cluster=self.max_services_per_cluster,
+            tasks_per_service=self.max_tasks_per_service,
+            revisions_per_family=self.max_revisions_per_family,
+            nodes=self.max_nodes,
+        )
 
     @property
     def identity(self) -> str:

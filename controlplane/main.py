@@ -14,6 +14,7 @@ from prometheus_client import start_http_server
 from berth import logs
 from berth.errors import BerthError
 from controlplane.config import ControlPlaneSettings
+from controlplane.limits import parse_ports
 from controlplane.server import ControlPlane
 from controlplane.validation.images import normalize_registries
 
@@ -46,7 +47,34 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         default="",
         help="registries images may come from, REGISTRY[,REGISTRY] (e.g. docker.io,ghcr.io); empty: any",
     )
+    parser.add_argument(
+        "--lb-allowed-ports", default="", help="ports below 1024 services may be exposed on, e.g. 80,443"
+    )
+    parser.add_argument(
+        "--lb-reserved-ports", default="", help="more host ports no service may be exposed on, e.g. 9100"
+    )
+    parser.add_argument(
+        "--node-gc-after", type=float, default=86400.0, help="seconds a DOWN node is kept; 0: forever"
+    )
+    parser.add_argument(
+        "--register-rate", type=float, default=50.0, help="new nodes per second per replica; 0: no limit"
+    )
+    parser.add_argument("--register-burst", type=int, default=1000, help="new nodes at once")
+    parser.add_argument("--max-clusters", type=int, default=1_000, help="quota")
+    parser.add_argument("--max-services-per-cluster", type=int, default=10_000, help="quota")
+    parser.add_argument(
+        "--max-tasks-per-service", type=int, default=10_000, help="quota: highest desired count"
+    )
+    parser.add_argument(
+        "--max-revisions-per-family", type=int, default=1_000, help="quota: task definition revisions"
+    )
+    parser.add_argument("--max-nodes", type=int, default=5_000, help="quota")
     args = parser.parse_args(argv)
+    try:
+        lb_allowed_ports = parse_ports(args.lb_allowed_ports, "--lb-allowed-ports")
+        lb_reserved_ports = parse_ports(args.lb_reserved_ports, "--lb-reserved-ports")
+    except ValueError as error:
+        parser.error(str(error))
     logs.configure(args.log_level)
     return ControlPlaneSettings(
         listen=args.listen,
@@ -60,6 +88,16 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         service_cidr=args.service_cidr,
         metrics_listen=args.metrics_listen,
         allowed_registries=normalize_registries(args.allowed_registries.split(",")),
+        lb_allowed_ports=lb_allowed_ports,
+        lb_reserved_ports=lb_reserved_ports,
+        node_gc_after=args.node_gc_after,
+        register_rate=args.register_rate,
+        register_burst=args.register_burst,
+        max_clusters=args.max_clusters,
+        max_services_per_cluster=args.max_services_per_cluster,
+        max_tasks_per_service=args.max_tasks_per_service,
+        max_revisions_per_family=args.max_revisions_per_family,
+        max_nodes=args.max_nodes,
     )
 
 

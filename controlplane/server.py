@@ -22,6 +22,7 @@ from controlplane.controllers.scheduling import SchedulingController
 from controlplane.controllers.services import ServiceController
 from controlplane.events import EventLog
 from controlplane.leader import LeaderElection
+from controlplane.limits import Limits, TokenBucket, port_policy
 from controlplane.liveness import NodeLeases
 from controlplane.operations import Operations
 from controlplane.operations.clusters import ensure_default_cluster
@@ -64,7 +65,12 @@ class ControlPlane:
         writer.start()
         leases = self._leases = NodeLeases(store, cache, settings.node_grace)
         operations = Operations.build(
-            store, cache, agents, settings.service_cidr, settings.allowed_registries
+            store,
+            cache,
+            agents,
+            settings.service_cidr,
+            allowed_registries=settings.allowed_registries,
+            limits=self._limits(),
         )
 
         server = self._server = grpc.aio.server(
@@ -102,7 +108,9 @@ class ControlPlane:
                     NodeMonitor(store, cache, settings.node_grace, startup_hold=settings.node_grace + 2),
                     ServiceController(store, cache, events, scheduler),
                     scheduler,
-                    Housekeeper(store, cache, settings.stopped_task_retention),
+                    Housekeeper(
+                        store, cache, settings.stopped_task_retention, node_gc_after=settings.node_gc_after
+                    ),
                 ],
             )
             await controllers.run()
@@ -114,6 +122,23 @@ class ControlPlane:
             settings.listen,
             ",".join(endpoints),
             self._etcd is not None,
+        )
+
+    def _limits(self) -> Limits:
+        settings = self.settings
+        return Limits(
+            quotas=settings.quotas,
+            ports=port_policy(
+                listen=settings.listen,
+                metrics_listen=settings.metrics_listen,
+                etcd_endpoints=settings.etcd_endpoints,
+                embedded_etcd_ports=(
+                    (self._etcd.client_port, self._etcd.peer_port) if self._etcd is not None else ()
+                ),
+                extra_reserved=settings.lb_reserved_ports,
+                allowed_privileged=settings.lb_allowed_ports,
+            ),
+            registrations=TokenBucket(settings.register_rate, settings.register_burst),
         )
 
     async def stop(self) -> None:

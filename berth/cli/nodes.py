@@ -68,3 +68,18 @@ def activate(
     """Let a drained node take tasks again."""
     updated = _set_status(ctx, node, pb.READY)
     say(f"node {updated.name} ({updated.id}) is READY")
+
+
+@app.command("remove")
+def remove(
+    ctx: typer.Context,
+    node: str = typer.Argument(..., metavar="NODE", help="node id or name"),
+    force: bool = typer.Option(
+        False, "--force", help="remove even with tasks there (recorded as lost) or its agent connected"
+    ),
+) -> None:
+    """Forget a node: refused while tasks run there or its agent is connected, unless --force."""
+    cli: CliContext = ctx.obj
+    with api_errors(cli):
+        removed: pb.Node = cli.stub.RemoveNode(api.RemoveNodeRequest(node=node, force=force))
+    say(f"node {removed.name} ({removed.id}) removed")

@@ -207,6 +207,25 @@ def expose(
     say(f"service {name} is exposed at {', '.join(description.exposed_addresses) or '(no nodes yet)'}")
 
 
+@app.command("unexpose")
+def unexpose(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., metavar="NAME", help="service name"),
+    port: str = typer.Option(..., "--port", metavar="PORT", help="HOST_PORT[/udp] given to expose"),
+    cluster: str = ClusterOption,
+) -> None:
+    """Close a port opened by `expose`: every host drops its forwarding rules."""
+    cli: CliContext = ctx.obj
+    body, protocol = _split_protocol(port)
+    if not (body.isascii() and body.isdecimal()) or not 1 <= int(body) <= 65535:
+        raise fail(f"--port {port!r} is invalid: write HOST_PORT[/udp] (1-65535), e.g. 8080")
+    with api_errors(cli):
+        cli.stub.UnexposeService(
+            api.UnexposeServiceRequest(cluster=cluster, name=name, port=int(body), protocol=protocol)
+        )
+    say(f"service {name} is no longer exposed on port {port}")
+
+
 @app.command("endpoints")
 def endpoints(
     ctx: typer.Context,

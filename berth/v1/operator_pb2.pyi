@@ -360,6 +360,35 @@ class ExposeServiceRequest(_message.Message):
 Global___ExposeServiceRequest: _TypeAlias = ExposeServiceRequest  # noqa: Y015
 
 @_typing.final
+class UnexposeServiceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUSTER_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    cluster: _builtins.str
+    name: _builtins.str
+    port: _builtins.int
+    """The host port given to ExposeService."""
+    protocol: _resources_pb2.TransportProtocol.ValueType
+    def __init__(
+        self,
+        *,
+        cluster: _builtins.str = ...,
+        name: _builtins.str = ...,
+        port: _builtins.int = ...,
+        protocol: _resources_pb2.TransportProtocol.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "name", b"name", "port", b"port", "protocol", b"protocol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnexposeServiceRequest: _TypeAlias = UnexposeServiceRequest  # noqa: Y015
+
+@_typing.final
 class ListEndpointsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -651,3 +680,29 @@ class UpdateNodeStatusRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateNodeStatusRequest: _TypeAlias = UpdateNodeStatusRequest  # noqa: Y015
+
+@_typing.final
+class RemoveNodeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
+    node: _builtins.str
+    """Node id or name."""
+    force: _builtins.bool
+    """Remove even with tasks placed there (they are marked lost and replaced)
+    or with its agent connected (it registers again as a new record).
+    """
+    def __init__(
+        self,
+        *,
+        node: _builtins.str = ...,
+        force: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["force", b"force", "node", b"node"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveNodeRequest: _TypeAlias = RemoveNodeRequest  # noqa: Y015

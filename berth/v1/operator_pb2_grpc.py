@@ -101,6 +101,11 @@ class OperatorStub:
                 request_serializer=berth_dot_v1_dot_operator__pb2.ExposeServiceRequest.SerializeToString,
                 response_deserializer=berth_dot_v1_dot_resources__pb2.Service.FromString,
                 _registered_method=True)
+        self.UnexposeService = channel.unary_unary(
+                '/berth.v1.Operator/UnexposeService',
+                request_serializer=berth_dot_v1_dot_operator__pb2.UnexposeServiceRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_resources__pb2.Service.FromString,
+                _registered_method=True)
         self.ListEndpoints = channel.unary_unary(
                 '/berth.v1.Operator/ListEndpoints',
                 request_serializer=berth_dot_v1_dot_operator__pb2.ServiceRef.SerializeToString,
@@ -134,6 +139,11 @@ class OperatorStub:
         self.UpdateNodeStatus = channel.unary_unary(
                 '/berth.v1.Operator/UpdateNodeStatus',
                 request_serializer=berth_dot_v1_dot_operator__pb2.UpdateNodeStatusRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_resources__pb2.Node.FromString,
+                _registered_method=True)
+        self.RemoveNode = channel.unary_unary(
+                '/berth.v1.Operator/RemoveNode',
+                request_serializer=berth_dot_v1_dot_operator__pb2.RemoveNodeRequest.SerializeToString,
                 response_deserializer=berth_dot_v1_dot_resources__pb2.Node.FromString,
                 _registered_method=True)
 
@@ -219,6 +229,13 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UnexposeService(self, request, context):
+        """Takes back one load-balancer port opened by ExposeService.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListEndpoints(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -257,6 +274,14 @@ class OperatorServicer:
 
     def UpdateNodeStatus(self, request, context):
         """DRAINING moves service tasks away first; READY takes tasks again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveNode(self, request, context):
+        """Deletes a node's record; refused while tasks that are not STOPPED are
+        placed there, unless forced (they are then recorded as lost).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -330,6 +355,11 @@ def add_OperatorServicer_to_server(servicer, server):
                     request_deserializer=berth_dot_v1_dot_operator__pb2.ExposeServiceRequest.FromString,
                     response_serializer=berth_dot_v1_dot_resources__pb2.Service.SerializeToString,
             ),
+            'UnexposeService': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnexposeService,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.UnexposeServiceRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_resources__pb2.Service.SerializeToString,
+            ),
             'ListEndpoints': grpc.unary_unary_rpc_method_handler(
                     servicer.ListEndpoints,
                     request_deserializer=berth_dot_v1_dot_operator__pb2.ServiceRef.FromString,
@@ -363,6 +393,11 @@ def add_OperatorServicer_to_server(servicer, server):
             'UpdateNodeStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateNodeStatus,
                     request_deserializer=berth_dot_v1_dot_operator__pb2.UpdateNodeStatusRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_resources__pb2.Node.SerializeToString,
+            ),
+            'RemoveNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveNode,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.RemoveNodeRequest.FromString,
                     response_serializer=berth_dot_v1_dot_resources__pb2.Node.SerializeToString,
             ),
     }
@@ -728,6 +763,33 @@ class Operator:
             _registered_method=True)
 
     @staticmethod
+    def UnexposeService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/UnexposeService',
+            berth_dot_v1_dot_operator__pb2.UnexposeServiceRequest.SerializeToString,
+            berth_dot_v1_dot_resources__pb2.Service.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListEndpoints(request,
             target,
             options=(),
@@ -905,6 +967,33 @@ class Operator:
             target,
             '/berth.v1.Operator/UpdateNodeStatus',
             berth_dot_v1_dot_operator__pb2.UpdateNodeStatusRequest.SerializeToString,
+            berth_dot_v1_dot_resources__pb2.Node.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/RemoveNode',
+            berth_dot_v1_dot_operator__pb2.RemoveNodeRequest.SerializeToString,
             berth_dot_v1_dot_resources__pb2.Node.FromString,
             options,
             channel_credentials,

@@ -46,6 +46,8 @@ class OperatorStub:
     UpdateService: _grpc.UnaryUnaryMultiCallable[_operator_pb2.UpdateServiceRequest, _resources_pb2.Service]
     DeleteService: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ServiceRef, _resources_pb2.Service]
     ExposeService: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ExposeServiceRequest, _resources_pb2.Service]
+    UnexposeService: _grpc.UnaryUnaryMultiCallable[_operator_pb2.UnexposeServiceRequest, _resources_pb2.Service]
+    """Takes back one load-balancer port opened by ExposeService."""
     ListEndpoints: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ServiceRef, _operator_pb2.ListEndpointsResponse]
     ListTasks: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListTasksRequest, _operator_pb2.ListTasksResponse]
     DescribeTask: _grpc.UnaryUnaryMultiCallable[_operator_pb2.TaskRef, _resources_pb2.Task]
@@ -54,6 +56,10 @@ class OperatorStub:
     ListNodes: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListNodesRequest, _operator_pb2.ListNodesResponse]
     UpdateNodeStatus: _grpc.UnaryUnaryMultiCallable[_operator_pb2.UpdateNodeStatusRequest, _resources_pb2.Node]
     """DRAINING moves service tasks away first; READY takes tasks again."""
+    RemoveNode: _grpc.UnaryUnaryMultiCallable[_operator_pb2.RemoveNodeRequest, _resources_pb2.Node]
+    """Deletes a node's record; refused while tasks that are not STOPPED are
+    placed there, unless forced (they are then recorded as lost).
+    """
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -71,6 +77,8 @@ class OperatorAsyncStub(OperatorStub):
     UpdateService: _aio.UnaryUnaryMultiCallable[_operator_pb2.UpdateServiceRequest, _resources_pb2.Service]  # type: ignore[assignment]
     DeleteService: _aio.UnaryUnaryMultiCallable[_operator_pb2.ServiceRef, _resources_pb2.Service]  # type: ignore[assignment]
     ExposeService: _aio.UnaryUnaryMultiCallable[_operator_pb2.ExposeServiceRequest, _resources_pb2.Service]  # type: ignore[assignment]
+    UnexposeService: _aio.UnaryUnaryMultiCallable[_operator_pb2.UnexposeServiceRequest, _resources_pb2.Service]  # type: ignore[assignment]
+    """Takes back one load-balancer port opened by ExposeService."""
     ListEndpoints: _aio.UnaryUnaryMultiCallable[_operator_pb2.ServiceRef, _operator_pb2.ListEndpointsResponse]  # type: ignore[assignment]
     ListTasks: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListTasksRequest, _operator_pb2.ListTasksResponse]  # type: ignore[assignment]
     DescribeTask: _aio.UnaryUnaryMultiCallable[_operator_pb2.TaskRef, _resources_pb2.Task]  # type: ignore[assignment]
@@ -79,6 +87,10 @@ class OperatorAsyncStub(OperatorStub):
     ListNodes: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListNodesRequest, _operator_pb2.ListNodesResponse]  # type: ignore[assignment]
     UpdateNodeStatus: _aio.UnaryUnaryMultiCallable[_operator_pb2.UpdateNodeStatusRequest, _resources_pb2.Node]  # type: ignore[assignment]
     """DRAINING moves service tasks away first; READY takes tasks again."""
+    RemoveNode: _aio.UnaryUnaryMultiCallable[_operator_pb2.RemoveNodeRequest, _resources_pb2.Node]  # type: ignore[assignment]
+    """Deletes a node's record; refused while tasks that are not STOPPED are
+    placed there, unless forced (they are then recorded as lost).
+    """
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -173,6 +185,14 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_resources_pb2.Service, _abc.Awaitable[_resources_pb2.Service]]: ...
 
     @_abc_1.abstractmethod
+    def UnexposeService(
+        self,
+        request: _operator_pb2.UnexposeServiceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.Service, _abc.Awaitable[_resources_pb2.Service]]:
+        """Takes back one load-balancer port opened by ExposeService."""
+
+    @_abc_1.abstractmethod
     def ListEndpoints(
         self,
         request: _operator_pb2.ServiceRef,
@@ -221,5 +241,15 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.Node, _abc.Awaitable[_resources_pb2.Node]]:
         """DRAINING moves service tasks away first; READY takes tasks again."""
+
+    @_abc_1.abstractmethod
+    def RemoveNode(
+        self,
+        request: _operator_pb2.RemoveNodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.Node, _abc.Awaitable[_resources_pb2.Node]]:
+        """Deletes a node's record; refused while tasks that are not STOPPED are
+        placed there, unless forced (they are then recorded as lost).
+        """
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

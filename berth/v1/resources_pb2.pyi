@@ -790,6 +790,7 @@ class Node(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     REGISTERED_AT_FIELD_NUMBER: _builtins.int
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
+    DOWN_SINCE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     address: _builtins.str
@@ -802,6 +803,12 @@ class Node(_message.Message):
     def attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def registered_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def down_since(self) -> _timestamp_pb2.Timestamp:
+        """When the node monitor marked it DOWN (unset otherwise); nodes DOWN for
+        longer than the control plane's --node-gc-after are removed.
+        """
+
     def __init__(
         self,
         *,
@@ -814,10 +821,11 @@ class Node(_message.Message):
         status: Global___NodeStatus.ValueType = ...,
         registered_at: _timestamp_pb2.Timestamp | None = ...,
         agent_version: _builtins.str = ...,
+        down_since: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["registered_at", b"registered_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["down_since", b"down_since", "registered_at", b"registered_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent_version", b"agent_version", "attributes", b"attributes", "cpu_units", b"cpu_units", "id", b"id", "memory_mib", b"memory_mib", "name", b"name", "registered_at", b"registered_at", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent_version", b"agent_version", "attributes", b"attributes", "cpu_units", b"cpu_units", "down_since", b"down_since", "id", b"id", "memory_mib", b"memory_mib", "name", b"name", "registered_at", b"registered_at", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

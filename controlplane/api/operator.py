@@ -117,6 +117,12 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         )
 
     @grpc_errors
+    async def UnexposeService(self, request: api.UnexposeServiceRequest, context: Context) -> pb.Service:
+        return await self._ops.services.unexpose(
+            request.cluster, request.name, request.port, request.protocol
+        )
+
+    @grpc_errors
     async def ListEndpoints(self, request: api.ServiceRef, context: Context) -> api.ListEndpointsResponse:
         found, not_ready = await self._ops.services.endpoints(request.cluster, request.name)
         return api.ListEndpointsResponse(endpoints=found, not_ready=not_ready)
@@ -167,3 +173,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
     @grpc_errors
     async def UpdateNodeStatus(self, request: api.UpdateNodeStatusRequest, context: Context) -> pb.Node:
         return await self._ops.nodes.set_status(request.node, request.status)
+
+    @grpc_errors
+    async def RemoveNode(self, request: api.RemoveNodeRequest, context: Context) -> pb.Node:
+        return await self._ops.nodes.remove(request.node, request.force)

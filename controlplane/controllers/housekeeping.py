@@ -1,4 +1,4 @@
-"""Clean-up the other controllers leave: orphaned and expired tasks."""
+"""Clean-up the other controllers leave: orphaned and expired tasks, long-DOWN nodes."""
 
 from __future__ import annotations
 
@@ -8,18 +8,28 @@ import time
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
-from controlplane.store import Condition, Delete, StoreAPI
+from controlplane.store import Condition, Delete, StoreAPI, keys
 
 log = logging.getLogger(__name__)
 
 
 class Housekeeper:
     def __init__(
-        self, store: StoreAPI, cache: ClusterCache, stopped_task_retention: float, interval: float = 5.0
+        self,
+        store: StoreAPI,
+        cache: ClusterCache,
+        stopped_task_retention: float,
+        interval: float = 5.0,
+        node_gc_after: float = 0.0,
     ) -> None:
         self._store = store
         self._cache = cache
         self._retention = stopped_task_retention
+        # Seconds a node stays DOWN before its record goes; 0: kept forever.
+        self._node_gc_after = node_gc_after
+        # When this leader first saw a DOWN node without `down_since` (marked
+        # DOWN by an older version): its clock starts then.
+        self._down_first_seen: dict[str, float] = {}
         # Clean-up is never urgent; a full scan on every pass would dominate
         # the loop in a big cluster.
         self._interval = interval
@@ -29,7 +39,7 @@ class Housekeeper:
         if time.monotonic() < self._next_run:
             return 0
         self._next_run = time.monotonic() + self._interval
-        written = 0
+        written = await self.collect_down_nodes(time.time())
         cutoff = time.time() - self._retention
         node_ids = {n.value.id for n in self._cache.nodes()}
         for task in list(self._cache.tasks()):
@@ -50,4 +60,43 @@ class Housekeeper:
                     result = await self._store.put_if_unchanged(task.key, updated, task.mod_revision)
                     written = max(written, result or 0)
                     log.warning("event=task_orphaned task=%s node=%s", value.id, value.node_id)
+        return written
+
+    async def collect_down_nodes(self, now: float) -> int:
+        """Remove nodes DOWN for longer than `node_gc_after`, with their keys.
+
+        Their tasks were recorded as lost when they went DOWN; a node that
+        still has a task not STOPPED is left for the next pass. If its agent
+        ever comes back, it registers again as a new record.
+        """
+        if self._node_gc_after <= 0:
+            return 0
+        written = 0
+        down_ids = set()
+        for versioned in self._cache.nodes():
+            node = versioned.value
+            if node.status != pb.DOWN:
+                continue
+            down_ids.add(node.id)
+            since = node.down_since.seconds or self._down_first_seen.setdefault(node.id, now)
+            if now - since < self._node_gc_after:
+                continue
+            if any(t.value.last_status != pb.STOPPED for t in self._cache.tasks_on_node(node.id)):
+                continue
+            counter = self._cache.raw(keys.placements(node.id))
+            result = await self._store.commit(
+                [Delete(versioned.key), Delete(keys.alive(node.id)), Delete(keys.placements(node.id))],
+                [
+                    Condition(versioned.key, versioned.mod_revision),
+                    Condition(keys.placements(node.id), counter.mod_revision if counter else 0),
+                    Condition(keys.alive(node.id), 0),
+                ],
+            )
+            if result is not None:
+                written = max(written, result)
+                log.warning(
+                    "event=node_collected node=%s name=%s down_for=%.0fs", node.id, node.name, now - since
+                )
+        for node_id in set(self._down_first_seen) - down_ids:
+            del self._down_first_seen[node_id]
         return written

@@ -57,6 +57,7 @@ class NodeMonitor:
             down = pb.Node()
             down.CopyFrom(node)
             down.status = pb.DOWN
+            down.down_since.GetCurrentTime()  # for garbage collection (housekeeping)
             result = await self._store.put_if_unchanged(versioned.key, down, versioned.mod_revision)
             if result is None:
                 continue

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controlplane.cache import ClusterCache
+from controlplane.limits import Limits
 from controlplane.operations.clusters import Clusters
 from controlplane.operations.nodes import Nodes
 from controlplane.operations.services import Services
@@ -40,13 +41,23 @@ class Operations:
         agents: AgentRegistry,
         service_cidr: str,
         allowed_registries: tuple[str, ...] = (),
+        limits: Limits | None = None,
     ) -> Operations:
-        clusters = Clusters(store, cache)
-        taskdefs = TaskDefinitions(store, allowed_registries)
+        limits = limits or Limits()
+        clusters = Clusters(store, cache, limits.quotas)
+        taskdefs = TaskDefinitions(store, limits.quotas, allowed_registries)
         return cls(
             clusters=clusters,
             taskdefs=taskdefs,
-            services=Services(store, cache, clusters, taskdefs, VipAllocator(store, service_cidr)),
+            services=Services(
+                store,
+                cache,
+                clusters,
+                taskdefs,
+                VipAllocator(store, service_cidr),
+                limits.quotas,
+                limits.ports,
+            ),
             tasks=Tasks(store, cache, clusters, taskdefs),
-            nodes=Nodes(store, cache, agents),
+            nodes=Nodes(store, cache, agents, limits.quotas, limits.registrations),
         )

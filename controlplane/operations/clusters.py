@@ -9,6 +9,7 @@ from berth.errors import AlreadyExists, Conflict, FailedPrecondition, NotFound
 from berth.names import check_dns_label
 from berth.v1 import resources_pb2 as pb
 from controlplane.cache import ClusterCache
+from controlplane.limits import Quotas
 from controlplane.store import Condition, Delete, Put, StoreAPI, keys
 
 log = logging.getLogger(__name__)
@@ -30,9 +31,10 @@ def cluster_name(name: str) -> str:
 
 
 class Clusters:
-    def __init__(self, store: StoreAPI, cache: ClusterCache) -> None:
+    def __init__(self, store: StoreAPI, cache: ClusterCache, quotas: Quotas | None = None) -> None:
         self._store = store
         self._cache = cache
+        self._quotas = quotas or Quotas()
 
     async def existing(self, name: str) -> tuple[str, int]:
         """The cluster's checked name and its record's revision; NotFound if it does not exist."""
@@ -44,6 +46,9 @@ class Clusters:
 
     async def create(self, name: str) -> pb.Cluster:
         name = check_dns_label("cluster", name)
+        self._quotas.check(
+            "the number of clusters", len(self._cache.clusters()), self._quotas.clusters, "--max-clusters"
+        )
         cluster = pb.Cluster(name=name, created_at=now())
         if await self._store.put_if_unchanged(keys.cluster(name), cluster, 0) is None:
             raise AlreadyExists(f"cluster {name!r} already exists")

@@ -7,15 +7,30 @@ import uuid
 from dataclasses import dataclass
 
 from berth.clock import now
-from berth.errors import FailedPrecondition, InvalidArgument, NotFound
+from berth.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
+from controlplane.limits import Quotas, TokenBucket
 from controlplane.registry import AgentRegistry
-from controlplane.store import RETRY, Retry, StoreAPI, keys, optimistic
+from controlplane.store import (
+    RETRY,
+    Condition,
+    Delete,
+    Put,
+    Retry,
+    StoreAPI,
+    Versioned,
+    Write,
+    keys,
+    optimistic,
+)
 from controlplane.validation.agent_reports import check_registration
 
 log = logging.getLogger(__name__)
+
+# Tasks recorded as lost per transaction when a node is removed with --force.
+LOSE_BATCH = 100
 
 
 @dataclass(frozen=True)
@@ -42,14 +57,35 @@ class NodeSummary:
 
 
 class Nodes:
-    def __init__(self, store: StoreAPI, cache: ClusterCache, agents: AgentRegistry) -> None:
+    def __init__(
+        self,
+        store: StoreAPI,
+        cache: ClusterCache,
+        agents: AgentRegistry,
+        quotas: Quotas | None = None,
+        registrations: TokenBucket | None = None,
+    ) -> None:
         self._store = store
         self._cache = cache
         self._agents = agents
+        self._quotas = quotas or Quotas()
+        self._registrations = registrations
+
+    def _admit_registration(self, facts: NodeFacts) -> None:
+        """Quota and rate limit for registrations that would add a node; known nodes pass."""
+        if facts.node_id and self._cache.node(facts.node_id) is not None:
+            return
+        self._quotas.check("the number of nodes", len(self._cache.nodes()), self._quotas.nodes, "--max-nodes")
+        if self._registrations is not None and not self._registrations.try_take():
+            raise ResourceExhausted(
+                "too many new nodes are registering: retry in a second, "
+                "or raise the limit with berth-controlplane --register-rate / --register-burst"
+            )
 
     async def register(self, facts: NodeFacts) -> pb.Node:
         """Create or refresh the node's record; its status is kept (liveness decides DOWN/READY)."""
         check_registration(facts)  # the address ends up in every host's rules: parsed, not trusted
+        self._admit_registration(facts)  # after validation, so refused garbage spends no token
         name = facts.name
         node_id = facts.node_id or f"node-{uuid.uuid4().hex[:12]}"
         key = keys.node(node_id)
@@ -120,13 +156,7 @@ class Nodes:
             raise InvalidArgument(
                 "a node's status can be set to READY or DRAINING (DOWN is decided by heartbeats)"
             )
-        nodes, _ = await self._store.scan(keys.NODES, pb.Node)
-        matches = [n for n in nodes if ref in (n.value.id, n.value.name)]
-        if not matches:
-            raise NotFound(f"node {ref!r} does not exist; see `berth node list`")
-        if len(matches) > 1:
-            raise InvalidArgument(f"node name {ref!r} is ambiguous: give the node id")
-        (found,) = matches
+        found, _ = await self._find(ref)
 
         def change(node: pb.Node) -> pb.Node | None:
             if node.status == pb.DOWN:
@@ -141,3 +171,64 @@ class Nodes:
             raise NotFound(f"node {ref!r} does not exist")
         log.info("event=node_status_set node=%s status=%s", updated.id, pb.NodeStatus.Name(updated.status))
         return updated
+
+    async def _find(self, ref: str) -> tuple[Versioned[pb.Node], int]:
+        """The node with id or name `ref`, and the revision it was read at."""
+        nodes, read_at = await self._store.scan(keys.NODES, pb.Node)
+        matches = [n for n in nodes if ref in (n.value.id, n.value.name)]
+        if not matches:
+            raise NotFound(f"node {ref!r} does not exist; see `berth node list`")
+        if len(matches) > 1:
+            raise InvalidArgument(f"node name {ref!r} is ambiguous: give the node id")
+        return matches[0], read_at
+
+    async def remove(self, ref: str, force: bool) -> pb.Node:
+        """Delete a node's record, liveness key and placement counter.
+
+        Refused while tasks that are not STOPPED are placed there, or while its
+        agent is connected, unless forced: then its tasks are recorded as lost
+        (the service controller replaces them) and a connected agent registers
+        again, as a new record, when its stream next reconnects.
+        """
+        found, _ = await self._find(ref)
+        node = found.value
+        label = f"{node.name} ({node.id})"
+        # Read the placement counter before looking at the tasks: a placement
+        # after this read bumps it, and the delete below compares it.
+        counter = await self._store.get_raw(keys.placements(node.id))
+        await self._cache.wait_for_revision(max(found.mod_revision, counter.mod_revision if counter else 0))
+        live = [t for t in self._cache.tasks_on_node(node.id) if t.value.last_status != pb.STOPPED]
+        if not force:
+            if self._agents.is_connected(node.id):
+                raise FailedPrecondition(
+                    f"node {label} has its agent connected, which would register it again: "
+                    "stop the agent first, or remove the node with --force"
+                )
+            if live:
+                shown = ", ".join(t.value.id[:12] for t in live[:5]) + (", ..." if len(live) > 5 else "")
+                raise FailedPrecondition(
+                    f"node {label} still has {len(live)} task(s) not STOPPED ({shown}): drain it "
+                    "(berth node drain) and wait, or remove it with --force to record them as lost"
+                )
+        reason = f"Node {label} was removed by an operator"
+        for offset in range(0, len(live), LOSE_BATCH):
+            writes: list[Write] = []
+            conditions = []
+            for task in live[offset : offset + LOSE_BATCH]:
+                updated = lifecycle.mark_stopped(task.value, pb.NODE_LOST, reason)
+                if updated is not None:
+                    writes.append(Put(task.key, updated))
+                    conditions.append(Condition(task.key, task.mod_revision))
+            if writes and await self._store.commit(writes, conditions) is None:
+                raise Conflict(f"tasks on node {label} changed while removing it; try again")
+        removed = await self._store.commit(
+            [Delete(found.key), Delete(keys.alive(node.id)), Delete(keys.placements(node.id))],
+            [
+                Condition(found.key, found.mod_revision),
+                Condition(keys.placements(node.id), counter.mod_revision if counter else 0),
+            ],
+        )
+        if removed is None:
+            raise Conflict(f"node {label} changed (or took a task) while removing it; try again")
+        log.warning("event=node_removed node=%s name=%s tasks_lost=%d", node.id, node.name, len(live))
+        return node

@@ -12,12 +12,20 @@ import logging
 from dataclasses import dataclass, field
 
 from berth.clock import now
-from berth.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound
+from berth.errors import (
+    AlreadyExists,
+    Conflict,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 from berth.names import check_dns_label, port_text, service_dns_name
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
 from controlplane.endpoints import endpoints, not_ready, resolve_ports
+from controlplane.limits import PortPolicy, Quotas
 from controlplane.operations.clusters import Clusters
 from controlplane.operations.taskdefs import TaskDefinitions
 from controlplane.scheduler.policies import compile_constraints, compile_strategy
@@ -26,16 +34,18 @@ from controlplane.vips import VipAllocator
 
 log = logging.getLogger(__name__)
 
-MAX_DESIRED_COUNT = 10_000
+# The default quota of tasks per service (--max-tasks-per-service).
+MAX_DESIRED_COUNT = Quotas().tasks_per_service
 
 
-def desired_count(value: int) -> int:
+def desired_count(value: int, limit: int = MAX_DESIRED_COUNT) -> int:
     if value < 0:
-        raise InvalidArgument(
-            f"desired count {value} is negative: give a number from 0 to {MAX_DESIRED_COUNT}"
+        raise InvalidArgument(f"desired count {value} is negative: give a number from 0 to {limit}")
+    if value > limit:
+        raise ResourceExhausted(
+            f"desired count {value} is over the quota of {limit} tasks per service; "
+            "raise it with berth-controlplane --max-tasks-per-service"
         )
-    if value > MAX_DESIRED_COUNT:
-        raise InvalidArgument(f"desired count {value} is too large: the limit is {MAX_DESIRED_COUNT}")
     return value
 
 
@@ -72,12 +82,16 @@ class Services:
         clusters: Clusters,
         taskdefs: TaskDefinitions,
         vips: VipAllocator,
+        quotas: Quotas | None = None,
+        ports: PortPolicy | None = None,
     ) -> None:
         self._store = store
         self._cache = cache
         self._clusters = clusters
         self._taskdefs = taskdefs
         self._vips = vips
+        self._quotas = quotas or Quotas()
+        self._ports = ports or PortPolicy()
 
     async def existing(self, cluster_name: str, name: str) -> tuple[str, pb.Service, int]:
         """The cluster's name, the service and its record's revision; NotFound if absent."""
@@ -94,8 +108,9 @@ class Services:
 
     async def create(self, spec: ServiceSpec) -> pb.Service:
         name = check_dns_label("service", spec.name)
-        count = desired_count(spec.desired_count)
+        count = desired_count(spec.desired_count, self._quotas.tasks_per_service)
         cluster, cluster_revision = await self._clusters.existing(spec.cluster)
+        self._check_service_quota(cluster)
         td = await self._taskdefs.resolve(spec.task_definition)
         compile_strategy(spec.placement_strategy)
         compile_constraints(spec.placement_constraints)
@@ -175,7 +190,7 @@ class Services:
         if service.status != pb.SERVICE_ACTIVE:
             raise FailedPrecondition(f"service {service.name!r} is being deleted")
         if count is not None:
-            service.desired_count = desired_count(count)
+            service.desired_count = desired_count(count, self._quotas.tasks_per_service)
         service.updated_at.CopyFrom(now())
         await self._write(cluster, service, revision, "updating")
         log.info(
@@ -207,9 +222,9 @@ class Services:
         """Open `port` on every host's own address for one of the service's ports."""
         if kind != "LoadBalancer":
             raise InvalidArgument(f"expose type {kind!r} is not supported: use LoadBalancer")
-        if not 1 <= port <= 65535:
-            raise InvalidArgument(f"port {port} is out of range: use 1-65535")
+        self._ports.check(port)
         cluster, service, revision = await self.existing(cluster_name, name)
+        self._check_not_a_host_port(port, protocol)
         target = service_port or port
         if not any(p.port == target and p.protocol == protocol for p in service.ports):
             known = ", ".join(str(p.port) for p in service.ports) or "none; create it with --port"
@@ -230,6 +245,68 @@ class Services:
         await self._write(cluster, service, revision, "exposing")
         log.info("event=service_exposed cluster=%s service=%s port=%d", cluster, service.name, port)
         return service
+
+    async def unexpose(
+        self, cluster_name: str, name: str, port: int, protocol: pb.TransportProtocol.ValueType
+    ) -> pb.Service:
+        """Close a load-balancer port `expose` opened; the agents drop its rules."""
+        cluster, service, revision = await self.existing(cluster_name, name)
+        kept = [lb for lb in service.load_balancers if not (lb.port == port and lb.protocol == protocol)]
+        if len(kept) == len(service.load_balancers):
+            exposed = ", ".join(port_text(lb.port, lb.protocol) for lb in service.load_balancers)
+            raise NotFound(
+                f"service {service.name} is not exposed on port {port_text(port, protocol)} "
+                f"(exposed on: {exposed or 'no ports'})"
+            )
+        del service.load_balancers[:]
+        service.load_balancers.extend(kept)
+        service.updated_at.CopyFrom(now())
+        await self._write(cluster, service, revision, "unexposing")
+        log.info("event=service_unexposed cluster=%s service=%s port=%d", cluster, service.name, port)
+        return service
+
+    def _check_service_quota(self, cluster: str) -> None:
+        count = sum(1 for s in self._cache.services() if s.value.cluster == cluster)
+        self._quotas.check(
+            f"the number of services in cluster {cluster}",
+            count,
+            self._quotas.services_per_cluster,
+            "--max-services-per-cluster",
+        )
+
+    def _check_not_a_host_port(self, port: int, protocol: pb.TransportProtocol.ValueType) -> None:
+        """A load-balancer rule would take the port from a task that publishes it on its host."""
+        for task in self._cache.tasks():
+            if task.value.last_status == pb.STOPPED:
+                continue
+            for binding in task.value.network_bindings:
+                if binding.host_port == port and binding.protocol == protocol:
+                    raise FailedPrecondition(
+                        f"port {port_text(port, protocol)} is a host port of task {task.value.id[:12]}; "
+                        "choose another port"
+                    )
+            self._check_taskdef_host_ports(port, protocol, task.value.task_definition, "task", task.value.id)
+        for service in self._cache.services():
+            if service.value.status == pb.SERVICE_ACTIVE:
+                self._check_taskdef_host_ports(
+                    port, protocol, service.value.task_definition, "service", service.value.name
+                )
+
+    def _check_taskdef_host_ports(
+        self, port: int, protocol: pb.TransportProtocol.ValueType, ref: str, kind: str, owner: str
+    ) -> None:
+        family, _, revision = ref.partition(":")
+        td = self._cache.taskdef(family, int(revision)) if revision.isdecimal() else None
+        if td is None:
+            return
+        for container in td.value.container_definitions:
+            for mapping in container.port_mappings:
+                if mapping.host_port == port and mapping.protocol == protocol:
+                    shown = owner[:12] if kind == "task" else owner
+                    raise FailedPrecondition(
+                        f"port {port_text(port, protocol)} is a fixed host port (hostPort) of {ref}, "
+                        f"used by {kind} {shown}; choose another port"
+                    )
 
     async def endpoints(self, cluster_name: str, name: str) -> tuple[list[pb.Endpoint], dict[str, str]]:
         """The endpoints serving the service, and why each other live task is not one."""

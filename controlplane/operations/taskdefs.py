@@ -9,6 +9,7 @@ from berth.errors import FailedPrecondition, InvalidArgument, NotFound
 from berth.names import parse_task_definition_ref
 from berth.taskdef import validate_task_definition
 from berth.v1 import resources_pb2 as pb
+from controlplane.limits import Quotas
 from controlplane.store import RETRY, Retry, StoreAPI, keys, optimistic
 from controlplane.validation.images import check_task_definition_images
 
@@ -16,8 +17,11 @@ log = logging.getLogger(__name__)
 
 
 class TaskDefinitions:
-    def __init__(self, store: StoreAPI, allowed_registries: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, store: StoreAPI, quotas: Quotas | None = None, allowed_registries: tuple[str, ...] = ()
+    ) -> None:
         self._store = store
+        self._quotas = quotas or Quotas()
         self._allowed_registries = allowed_registries  # empty: any registry
 
     async def register(self, td: pb.TaskDefinition) -> pb.TaskDefinition:
@@ -28,6 +32,12 @@ class TaskDefinitions:
 
         async def attempt() -> pb.TaskDefinition | Retry:
             existing, _ = await self._store.scan(keys.taskdef_family(td.family), pb.TaskDefinition)
+            self._quotas.check(
+                f"the number of revisions of family {td.family}",
+                len(existing),
+                self._quotas.revisions_per_family,
+                "--max-revisions-per-family",
+            )
             td.revision = max((e.value.revision for e in existing), default=0) + 1
             td.registered_at.CopyFrom(now())
             if await self._store.put_if_unchanged(keys.taskdef(td.family, td.revision), td, 0) is None:

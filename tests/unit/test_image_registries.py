@@ -68,7 +68,7 @@ def _taskdef(*images: str) -> pb.TaskDefinition:
 
 async def test_registering_a_task_definition_enforces_the_allow_list_and_writes_nothing() -> None:
     store = MemoryStore()
-    taskdefs = TaskDefinitions(store, ("docker.io",))
+    taskdefs = TaskDefinitions(store, allowed_registries=("docker.io",))
     with pytest.raises(InvalidArgument, match=r"'evil\.example', not in --allowed-registries"):
         await taskdefs.register(_taskdef("busybox", "evil.example/x"))
     assert (await store.scan(keys.TASKDEFS, pb.TaskDefinition))[0] == []

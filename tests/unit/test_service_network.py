@@ -4,6 +4,7 @@ service network's sync against a fake program runner (full sync, deltas, resync,
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 from pathlib import Path
 
@@ -14,11 +15,11 @@ from agent.dns import ServiceResolver
 from agent.netfilter import rules
 from agent.netfilter.iptables import ServiceNetwork, remove_owned_rules
 from agent.netfilter.runner import FakeRunner
-from berth.errors import FailedPrecondition, InvalidArgument
+from berth.errors import InvalidArgument
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 from controlplane.endpoints import endpoints, resolve_ports
-from controlplane.vips import lowest_free
+from controlplane.vips import free_addresses
 
 GOLDEN = Path(__file__).parent / "golden" / "rules_web_and_dns.txt"
 
@@ -113,11 +114,11 @@ def test_endpoints_are_running_wanted_tasks_on_live_nodes() -> None:
     )
 
 
-def test_vip_allocation_skips_taken_addresses_and_fails_when_full() -> None:
-    assert lowest_free("10.96.0.0/16", []) == "10.96.0.2"
-    assert lowest_free("10.96.0.0/16", ["10.96.0.2", "10.96.0.3"]) == "10.96.0.4"
-    with pytest.raises(FailedPrecondition, match="no free virtual IP"):
-        lowest_free("10.96.0.0/30", ["10.96.0.2"])
+def test_vip_candidates_leave_out_network_gateway_broadcast_and_taken_addresses() -> None:
+    net = ipaddress.ip_network("10.96.0.0/29")
+    assert free_addresses(net, []) == [f"10.96.0.{i}" for i in range(2, 7)]
+    assert free_addresses(net, ["10.96.0.2", "10.96.0.5"]) == ["10.96.0.3", "10.96.0.4", "10.96.0.6"]
+    assert free_addresses(ipaddress.ip_network("10.96.0.0/30"), ["10.96.0.2"]) == []
 
 
 def test_ports_resolve_by_name_and_refuse_unknown_ones() -> None:
