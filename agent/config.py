@@ -24,3 +24,10 @@ class AgentSettings:
     dns_port: int = 53
     # HOST[:PORT] for names that are not Berth's; None: the host's resolver.
     dns_upstream: str | None = None
+    # Networks (CIDRs) whose clients the DNS also answers, besides loopback, the
+    # host's own addresses and the engine's container networks.
+    dns_allow: tuple[str, ...] = ()
+    dns_workers: int = 16
+    dns_queue: int = 256
+    dns_tcp_timeout: float = 3.0
+    dns_forward_timeout: float = 2.0
