@@ -238,14 +238,20 @@ def test_slow_forwards_are_bounded_and_the_excess_gets_servfail() -> None:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
                 client.bind((ALLOWED_CLIENT, 0))
                 client.settimeout(5)
-                for index in range(300):
-                    client.sendto(
-                        DNSRecord.question(f"n{index}.example.test", "A").pack(), (SERVER, dns.port)
-                    )
-                    peak = max(peak, threading.active_count())
+
+                def send() -> None:
+                    for index in range(300):
+                        query = DNSRecord.question(f"n{index}.example.test", "A")
+                        client.sendto(query.pack(), (SERVER, dns.port))
+                        time.sleep(0.001)  # neither side's receive buffer overflows
+
+                sender = threading.Thread(target=send)
+                sender.start()
                 codes = []
                 for _ in range(300):
                     codes.append(DNSRecord.parse(client.recv(65535)).header.rcode)
                     peak = max(peak, threading.active_count())
+                sender.join()
             assert codes == [RCODE.SERVFAIL] * 300  # refused at once or timed out upstream
-            assert peak == started, f"threads grew from {started} to {peak}"
+            # + 1: the test's own sender thread.
+            assert peak <= started + 1, f"threads grew from {started} to {peak}"
