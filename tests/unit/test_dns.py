@@ -10,12 +10,15 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 from dnslib import EDNS0, QTYPE, RCODE, RR, A, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
+from agent import main as agent_main
+from agent.config import AgentSettings
 from agent.dns import (
     CLASSIC_UDP_PAYLOAD,
     MAX_UDP_PAYLOAD,
@@ -26,6 +29,7 @@ from agent.dns import (
     parse_networks,
     udp_payload_limit,
 )
+from agent.runtime.docker_driver import DockerDriver
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
@@ -255,3 +259,58 @@ def test_slow_forwards_are_bounded_and_the_excess_gets_servfail() -> None:
             assert codes == [RCODE.SERVFAIL] * 300  # refused at once or timed out upstream
             # + 1: the test's own sender thread.
             assert peak <= started + 1, f"threads grew from {started} to {peak}"
+
+
+# -- the agent's wiring -------------------------------------------------------
+
+
+class _FakeNetwork:
+    def __init__(self, *subnets: str) -> None:
+        self.attrs = {"IPAM": {"Config": [{"Subnet": s, "Gateway": "x"} for s in subnets]}}
+
+
+class _FakeDocker:
+    class networks:
+        @staticmethod
+        def list() -> list[_FakeNetwork]:
+            return [
+                _FakeNetwork("172.17.0.0/16"),
+                _FakeNetwork(),
+                _FakeNetwork("172.30.0.0/24", "not a subnet"),
+            ]
+
+    def close(self) -> None:
+        pass
+
+
+def _settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *extra: str) -> AgentSettings:
+    monkeypatch.setattr("berth.logs.configure", lambda level: None)
+    base = ["--server", "127.0.0.1:1", "--data-dir", str(tmp_path), "--name", "n1", "--address", "10.0.0.1"]
+    settings, _ = agent_main.parse_args([*base, "--cpu-units", "1", "--memory-mib", "1", *extra])
+    return settings
+
+
+async def test_the_agent_allows_loopback_its_addresses_the_engines_networks_and_dns_allow(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings = _settings(monkeypatch, tmp_path, "--dns-allow", "192.0.2.0/24", "--dns-workers", "3")
+    assert settings.dns_allow == ("192.0.2.0/24",) and settings.dns_workers == 3
+    monkeypatch.setattr("agent.host.own_addresses", lambda: ["10.0.0.1", "fe80::1%eth0"])
+    client: Any = _FakeDocker()
+    driver = DockerDriver("unix:///fake.sock", client=client)
+    networks = parse_networks(await agent_main._dns_networks(driver, settings))
+    await driver.close()
+    for allowed in ("127.0.0.1", "10.0.0.1", "fe80::1", "172.17.0.5", "172.30.0.9", "192.0.2.7"):
+        assert client_allowed(allowed, networks), allowed
+    for refused in ("10.0.0.2", "8.8.8.8", "172.18.0.2"):
+        assert not client_allowed(refused, networks), refused
+
+
+@pytest.mark.parametrize(
+    "option", [("--dns-allow", "10.0.0.0/33"), ("--dns-workers", "0"), ("--dns-tcp-timeout", "nan")]
+)
+def test_bad_dns_settings_are_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, option: tuple[str, str]
+) -> None:
+    with pytest.raises(SystemExit):
+        _settings(monkeypatch, tmp_path, *option)
