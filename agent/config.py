@@ -28,3 +28,10 @@ class AgentSettings:
     dns_upstream: str | None = None
     # Processes per container (no-fork-bomb guard); 0: the engine's default (unlimited).
     pids_limit: int = DEFAULT_PIDS_LIMIT
+    # Networks (CIDRs) whose clients the DNS also answers, besides loopback, the
+    # host's own addresses and the engine's container networks.
+    dns_allow: tuple[str, ...] = ()
+    dns_workers: int = 16
+    dns_queue: int = 256
+    dns_tcp_timeout: float = 3.0
+    dns_forward_timeout: float = 2.0

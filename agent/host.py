@@ -93,3 +93,13 @@ def sample_metrics() -> pb.NodeMetrics:
         memory_total_bytes=memory.total,
         sampled_at=now(),
     )
+
+
+def own_addresses() -> list[str]:
+    """Every IPv4 and IPv6 address of this host's interfaces (scope suffixes dropped)."""
+    return [
+        str(address.address).split("%", 1)[0]
+        for addresses in psutil.net_if_addrs().values()
+        for address in addresses
+        if address.family in (socket.AF_INET, socket.AF_INET6)
+    ]

@@ -19,19 +19,22 @@ from prometheus_client import start_http_server
 
 from agent import host
 from agent.config import AgentSettings
-from agent.dns import ServiceDNS
+from agent.dns import DNSLimits, ServiceDNS, allowed_networks, parse_networks
 from agent.netfilter.iptables import ServiceNetwork, owned_rules, remove_owned_rules
 from agent.runtime.docker_driver import DockerDriver
 from agent.runtime.docker_spec import DEFAULT_PIDS_LIMIT
 from agent.session import AGENT_VERSION, ControlPlaneSession
 from agent.supervisor import TaskSupervisor
 from berth import logs
-from berth.errors import BerthError, InvalidArgument
+from berth.errors import BerthError, InvalidArgument, Unavailable
 from berth.names import check_dns_label
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
 log = logging.getLogger("agent")
+
+# How often Berth's DNS relearns the engine's container networks (who may ask it).
+DNS_NETWORKS_REFRESH = 60.0
 
 
 def _attribute(text: str) -> tuple[str, str]:
@@ -39,6 +42,30 @@ def _attribute(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"attribute {text!r} must look like KEY=VALUE")
     return key, value
+
+
+def _network(text: str) -> str:
+    try:
+        parse_networks([text])
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    return text
+
+
+def _positive_int(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 10_000:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number from 1 to 10000")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.1 <= value <= 300:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds from 0.1 to 300")
+    return value
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None]:
@@ -80,6 +107,36 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
         default=DEFAULT_PIDS_LIMIT,
         help="processes per container; 0 or -1: the engine's default (unlimited)",
     )
+    limits = DNSLimits()
+    parser.add_argument(
+        "--dns-allow",
+        action="append",
+        type=_network,
+        default=[],
+        help="CIDR whose clients the DNS also answers (repeatable); it always answers loopback, "
+        "this host's addresses and the container engine's networks, and refuses everyone else",
+    )
+    parser.add_argument(
+        "--dns-workers", type=_positive_int, default=limits.workers, help="DNS worker threads per transport"
+    )
+    parser.add_argument(
+        "--dns-queue",
+        type=_positive_int,
+        default=limits.queue,
+        help="DNS queries waiting for a worker; beyond, UDP gets SERVFAIL and TCP is closed",
+    )
+    parser.add_argument(
+        "--dns-tcp-timeout",
+        type=_seconds,
+        default=limits.tcp_timeout,
+        help="seconds a DNS client over TCP has to send each query",
+    )
+    parser.add_argument(
+        "--dns-forward-timeout",
+        type=_seconds,
+        default=limits.forward_timeout,
+        help="seconds a forward to the upstream resolver may take",
+    )
     args = parser.parse_args(argv)
     logs.configure(args.log_level)
     name = args.name or host.default_name()
@@ -104,12 +161,47 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
         dns_port=args.dns_port,
         dns_upstream=args.dns_upstream,
         pids_limit=args.pids_limit,
+        dns_allow=tuple(args.dns_allow),
+        dns_workers=args.dns_workers,
+        dns_queue=args.dns_queue,
+        dns_tcp_timeout=args.dns_tcp_timeout,
+        dns_forward_timeout=args.dns_forward_timeout,
     )
     return settings, args.metrics_listen
 
 
 async def _metrics() -> pb.NodeMetrics | None:
     return await asyncio.to_thread(host.sample_metrics)
+
+
+async def _dns_networks(driver: DockerDriver, settings: AgentSettings) -> list[str]:
+    """Who may ask this host's DNS: loopback, its addresses, its container networks, --dns-allow."""
+    try:
+        subnets = await driver.network_subnets()
+    except Unavailable as error:
+        log.warning("event=dns_container_networks_unknown error=%r", str(error))
+        subnets = []
+    usable = []
+    for subnet in subnets:
+        try:
+            parse_networks([subnet])
+            usable.append(subnet)
+        except ValueError:
+            log.warning("event=dns_container_network_ignored subnet=%r", subnet)
+    return allowed_networks(await asyncio.to_thread(host.own_addresses), usable, settings.dns_allow)
+
+
+async def _refresh_dns_networks(dns: ServiceDNS, driver: DockerDriver, settings: AgentSettings) -> None:
+    """Containers may join networks created after start: relearn them now and then."""
+    while True:
+        await asyncio.sleep(DNS_NETWORKS_REFRESH)
+        try:
+            networks = await _dns_networks(driver, settings)
+            if parse_networks(networks) != dns.allowed_networks:
+                dns.allow(networks)
+                log.info("event=dns_allowed_changed allowed=%s", ",".join(networks))
+        except Exception as error:  # never stop the agent over a refresh; the last set stays
+            log.error("event=dns_allowed_refresh_failed error=%r", str(error))
 
 
 async def run(settings: AgentSettings) -> None:
@@ -132,8 +224,29 @@ async def run(settings: AgentSettings) -> None:
                 "pass --address with an address containers reach (or drop it for the default)",
             )
         network = ServiceNetwork(settings.address)
+        # Containers reach the host's address, not its loopback.
+        if not settings.address.startswith("127."):
+            container_dns = [settings.address]
+    driver = DockerDriver(
+        settings.docker_url,
+        settings.docker_concurrency,
+        dns_servers=container_dns,
+        pids_limit=settings.pids_limit,
+    )
+    if settings.service_network:
         try:
-            dns = ServiceDNS(settings.address, settings.dns_port, settings.dns_upstream)
+            dns = ServiceDNS(
+                settings.address,
+                settings.dns_port,
+                settings.dns_upstream,
+                allowed_networks=await _dns_networks(driver, settings),
+                limits=DNSLimits(
+                    workers=settings.dns_workers,
+                    queue=settings.dns_queue,
+                    tcp_timeout=settings.dns_tcp_timeout,
+                    forward_timeout=settings.dns_forward_timeout,
+                ),
+            )
             dns.start()
         except OSError as error:
             # Rules still work without names; say so and carry on.
@@ -144,15 +257,6 @@ async def run(settings: AgentSettings) -> None:
                 str(error),
             )
             dns = None
-        # Containers reach the host's address, not its loopback.
-        if not settings.address.startswith("127."):
-            container_dns = [settings.address]
-    driver = DockerDriver(
-        settings.docker_url,
-        settings.docker_concurrency,
-        dns_servers=container_dns,
-        pids_limit=settings.pids_limit,
-    )
     host.prepare_data_dir(settings.data_dir)
     node_id = host.load_node_id(settings.data_dir)
     supervisor = TaskSupervisor(driver, node_id, settings.resync_interval)
@@ -199,6 +303,8 @@ async def run(settings: AgentSettings) -> None:
     ]
     if network is not None:
         workers.append(asyncio.create_task(network.run(), name="service-network"))
+    if dns is not None:
+        workers.append(asyncio.create_task(_refresh_dns_networks(dns, driver, settings), name="dns-networks"))
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait([*workers, stopper], return_when=asyncio.FIRST_COMPLETED)
     for task in [*workers, stopper]:

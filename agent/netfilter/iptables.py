@@ -23,7 +23,6 @@ import time
 from agent.metrics import RULES_APPLY_SECONDS
 from agent.netfilter import rules
 from agent.netfilter.runner import Completed, ProgramRunner, SubprocessRunner
-from berth.names import protocol_name
 from berth.v1 import agent_pb2 as agent_pb
 
 log = logging.getLogger(__name__)
@@ -123,7 +122,7 @@ class ServiceNetwork:
         ordered = sorted(routes, key=lambda r: (r.cluster, r.name))
         current = {(r.cluster, r.name): r.SerializeToString(deterministic=True) for r in ordered}
         started = time.perf_counter()
-        rule_set = rules.build_serialized(current.values(), self._node_address)
+        rule_set = rules.build_serialized(current.values(), self._node_address, self.service_cidr)
         if self._applied is None:
             existing = [
                 line[1:].split()[0]
@@ -164,7 +163,9 @@ class ServiceNetwork:
         )
 
     def _forget_flows(self, vip: str, address: str, port: int, protocol: int) -> None:
-        name = protocol_name(protocol)
+        if not rules.valid_endpoint(address, port, protocol):
+            return  # endpoint_keys() gives only valid ones; never pass anything else to conntrack
+        name = rules.PROTOCOLS[protocol]
         # Flows whose replies come from the gone endpoint (DNATed to it).
         result = self._run(
             "conntrack", "-D", "-p", name, "--reply-src", address, "--reply-port-src", str(port), check=False

@@ -272,6 +272,18 @@ class DockerDriver:
         self._events_thread = threading.Thread(target=pump, name="docker-events", daemon=True)
         self._events_thread.start()
 
+    def _subnets_blocking(self) -> list[str]:
+        subnets = []
+        for network in self._client.networks.list():
+            for config in (network.attrs.get("IPAM") or {}).get("Config") or []:
+                if config.get("Subnet"):
+                    subnets.append(str(config["Subnet"]))
+        return subnets
+
+    async def network_subnets(self) -> list[str]:
+        """The subnets of the engine's networks (containers' source addresses, for Berth's DNS)."""
+        return await self._call(self._subnets_blocking)
+
     async def close(self) -> None:
         self._closed.set()
         if self._events_stream is not None:

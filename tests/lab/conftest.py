@@ -31,6 +31,9 @@ def lab(test_image: str) -> Iterator[Lab]:
             str(MEMORY_MIB),
             "--dns-upstream",
             f"{UPSTREAM_DNS[0]}:{UPSTREAM_DNS[1]}",
+            # The tests ask each host's DNS from the lab's bridge, outside the host's own networks.
+            "--dns-allow",
+            f"{BRIDGE_ADDRESS}/32",
         ),
     )
     try:

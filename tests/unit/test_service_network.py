@@ -157,7 +157,11 @@ def test_delta_rewrites_only_the_chains_that_changed() -> None:
     assert change is not None
     declared = [line for line in change.splitlines() if line.startswith(":")]
     # Only that service's chain is rewritten: nothing else is touched.
-    assert declared == [":" + rules.service_chain(moved, moved.ports[0]) + " - [0:0]"]
+    assert declared == [
+        ":"
+        + rules.service_chain(moved.cluster, moved.name, moved.ports[0].port, moved.ports[0].protocol)
+        + " - [0:0]"
+    ]
     assert "BERTH-SERVICES" not in change and "10.96.0.3" not in change
     assert "--to-destination 10.213.0.13:32999" in change
     assert "-X " not in change
