@@ -21,3 +21,13 @@ STATUS_REPORTS = Counter("berth_task_status_reports_total", "Task status reports
 AGENTS_CONNECTED = Gauge("berth_agents_connected", "Agents holding a stream to this replica")
 IS_LEADER = Gauge("berth_leader", "1 while this replica runs the controllers")
 NODES_DOWN = Counter("berth_nodes_down_total", "Nodes marked DOWN after missing heartbeats")
+CONTROLLER_FAILURES = Counter(
+    "berth_controller_failures_total",
+    "Controller passes that raised (the loop logged it, backed off and went on)",
+    ["controller"],
+)
+OBJECT_FAILURES = Counter(
+    "berth_controller_object_failures_total",
+    "Objects (services, tasks, nodes) a controller failed on and skipped in a pass",
+    ["controller", "kind"],
+)

@@ -8,7 +8,8 @@ import time
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
-from controlplane.store import Condition, Delete, StoreAPI
+from controlplane.controllers.barrier import Barrier
+from controlplane.store import Condition, Delete, StoreAPI, Versioned
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ class Housekeeper:
         # the loop in a big cluster.
         self._interval = interval
         self._next_run = 0.0
+        self._barrier = Barrier(type(self).__name__)
 
     async def reconcile(self) -> int:
         if time.monotonic() < self._next_run:
@@ -33,21 +35,25 @@ class Housekeeper:
         cutoff = time.time() - self._retention
         node_ids = {n.value.id for n in self._cache.nodes()}
         for task in list(self._cache.tasks()):
-            value = task.value
-            if value.last_status == pb.STOPPED:
-                # Like ECS, stopped tasks stay visible for a while, then go.
-                if value.stopped_at.seconds and value.stopped_at.seconds < cutoff:
-                    result = await self._store.commit(
-                        [Delete(task.key)], [Condition(task.key, task.mod_revision)]
-                    )
-                    written = max(written, result or 0)
-                continue
-            if value.node_id and value.node_id not in node_ids:
-                updated = lifecycle.mark_stopped(
-                    value, pb.NODE_LOST, f"Node {value.node_id} no longer exists"
-                )
-                if updated is not None:
-                    result = await self._store.put_if_unchanged(task.key, updated, task.mod_revision)
-                    written = max(written, result or 0)
-                    log.warning("event=task_orphaned task=%s node=%s", value.id, value.node_id)
+            try:
+                written = max(written, await self._tidy(task, cutoff, node_ids))
+            except Exception as error:
+                self._barrier.note("task", task.value.id, error)
         return written
+
+    async def _tidy(self, task: Versioned[pb.Task], cutoff: float, node_ids: set[str]) -> int:
+        value = task.value
+        if value.last_status == pb.STOPPED:
+            # Like ECS, stopped tasks stay visible for a while, then go.
+            if value.stopped_at.seconds and value.stopped_at.seconds < cutoff:
+                deleted = [Delete(task.key)]
+                result = await self._store.commit(deleted, [Condition(task.key, task.mod_revision)])
+                return result or 0
+            return 0
+        if value.node_id and value.node_id not in node_ids:
+            updated = lifecycle.mark_stopped(value, pb.NODE_LOST, f"Node {value.node_id} no longer exists")
+            if updated is not None:
+                result = await self._store.put_if_unchanged(task.key, updated, task.mod_revision)
+                log.warning("event=task_orphaned task=%s node=%s", value.id, value.node_id)
+                return result or 0
+        return 0
