@@ -12,6 +12,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,7 +92,7 @@ def test_other_services_keep_scaling_and_healing_past_a_broken_one(
         victim = running[0]["taskArn"] if "taskArn" in running[0] else running[0]["id"]
         berth.ok("task", "stop", victim)
 
-        def healed() -> list[object] | None:
+        def healed() -> list[dict[str, Any]] | None:
             now = berth.running_exactly("default", 3, "good")
             ids = {t.get("taskArn", t.get("id")) for t in now or []}
             return now if now is not None and victim not in ids else None
