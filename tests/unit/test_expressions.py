@@ -114,10 +114,31 @@ _GRAMMAR = st.sampled_from(
 )
 _NEAR_MISSES = st.lists(st.one_of(_GRAMMAR, st.text(max_size=3)), max_size=80).map("".join)
 _ANY_TEXT = st.text(max_size=MAX_EXPRESSION_LENGTH + 20)
+# Long runs of whitespace around operators, then something that fails late:
+# the shapes that made the old regex backtrack.
+_WHITESPACE = st.integers(min_value=0, max_value=400).flatmap(
+    lambda n: st.sampled_from([" " * n, "\t" * n, " \t" * (n // 2)])
+)
+_RUNS = st.lists(
+    st.one_of(
+        _WHITESPACE, st.sampled_from(["attribute:a", "in", "not_in", "==", "and", "x", "\n", "[", "]"])
+    ),
+    min_size=1,
+    max_size=8,
+).map(lambda parts: "".join(parts)[:MAX_EXPRESSION_LENGTH])
+
+
+_SHAPED = st.builds(
+    lambda before, operator, after, tail: f"attribute:a{before}{operator}{after}x{tail}",
+    _WHITESPACE,
+    st.sampled_from(["in", "not_in", "==", "!=", ""]),
+    _WHITESPACE,
+    st.sampled_from(["", "\ny", "\n", "]", " and"]),
+)
 
 
 @settings(max_examples=600, deadline=None)
-@given(st.one_of(_NEAR_MISSES, _ANY_TEXT))
+@given(st.one_of(_NEAR_MISSES, _ANY_TEXT, _RUNS, _SHAPED))
 def test_any_text_parses_or_is_refused_in_one_line_quickly(expression: str) -> None:
     started = time.perf_counter()
     try:
