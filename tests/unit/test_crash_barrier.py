@@ -153,3 +153,53 @@ async def test_the_loop_survives_a_controller_that_raises_and_runs_the_others(
     finally:
         runner.cancel()
     assert CONTROLLER_FAILURES.labels("_Exploding")._value.get() - before >= 2
+
+
+async def test_the_housekeeper_skips_a_task_it_fails_on_and_tidies_the_rest(
+    store: MemoryStore, cache: ClusterCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controlplane import lifecycle
+    from controlplane.controllers import housekeeping
+
+    for task_id in ("poison", "plain"):
+        orphan = pb.Task(id=task_id, cluster="default", node_id="gone", last_status=pb.RUNNING)
+        await put(store, keys.task(task_id), orphan)
+    await caught_up(cache, store)
+    real = lifecycle.mark_stopped
+
+    def mark_stopped(task: pb.Task, code: pb.StopCode.ValueType, reason: str) -> pb.Task | None:
+        if task.id == "poison":
+            raise RuntimeError("a bug that only this task triggers")
+        return real(task, code, reason)
+
+    monkeypatch.setattr(lifecycle, "mark_stopped", mark_stopped)
+    await housekeeping.Housekeeper(store, cache, stopped_task_retention=3600).reconcile()
+    await caught_up(cache, store)
+
+    statuses = {t.value.id: t.value.last_status for t in cache.tasks()}
+    assert statuses == {"poison": pb.RUNNING, "plain": pb.STOPPED}
+
+
+async def test_the_node_monitor_skips_a_node_it_fails_on_and_judges_the_rest(
+    store: MemoryStore, cache: ClusterCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controlplane.controllers import nodes
+
+    for node_id in ("poison", "plain"):
+        await put(store, keys.node(node_id), pb.Node(id=node_id, name=node_id, status=pb.READY))
+    await caught_up(cache, store)
+    monitor = nodes.NodeMonitor(store, cache, grace=1, startup_hold=0)
+    real = monitor._lose_tasks
+
+    async def lose_tasks(node: pb.Node) -> int:
+        if node.id == "poison":
+            raise RuntimeError("a bug that only this node triggers")
+        return await real(node)
+
+    monkeypatch.setattr(monitor, "_lose_tasks", lose_tasks)
+    monkeypatch.setattr(nodes, "CONFIRM", 0.0)
+    await monitor.reconcile()  # the liveness keys are missing: both nodes are judged
+    await caught_up(cache, store)
+
+    statuses = {n.value.id: n.value.status for n in cache.nodes()}
+    assert statuses["plain"] == pb.DOWN
