@@ -203,3 +203,32 @@ async def test_the_node_monitor_skips_a_node_it_fails_on_and_judges_the_rest(
 
     statuses = {n.value.id: n.value.status for n in cache.nodes()}
     assert statuses["plain"] == pb.DOWN
+
+
+async def test_the_scheduler_places_the_others_past_a_task_it_cannot_read(
+    store: MemoryStore, cache: ClusterCache
+) -> None:
+    await _world(store)
+    for task_id, ref, service in (("broken", "bad\n:1", "bad"), ("fine", "good:1", "good")):
+        task = pb.Task(
+            id=task_id,
+            cluster="default",
+            service=service,
+            task_definition=ref,
+            desired_status=pb.DESIRED_RUNNING,
+            last_status=pb.PENDING,
+            cpu=1,
+            memory=16,
+        )
+        await put(store, keys.task(task_id), task)
+    await caught_up(cache, store)
+    events = EventLog(store)
+
+    await SchedulingController(store, cache, events).reconcile()
+    await caught_up(cache, store)
+
+    placed = {t.value.id: t.value.node_id for t in cache.tasks()}
+    assert placed == {"broken": "", "fine": "n1"}
+    assert any(
+        "could not be reconciled (task broken): InvalidArgument" in m for m in await _events(store, "bad")
+    )
