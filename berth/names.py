@@ -8,16 +8,25 @@ import re
 from berth.errors import InvalidArgument
 from berth.v1 import resources_pb2 as pb
 
+# A revision is at most 8 digits (99,999,999): anything longer is refused before
+# int() sees it (int() refuses numbers over 4300 digits with a ValueError).
+MAX_REVISION = 99_999_999
+
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 # ECS families allow letters, digits, hyphens and underscores, up to 255.
 _FAMILY = re.compile(r"[A-Za-z0-9_-]{1,255}")
+
+
+def shown(value: str, limit: int = 64) -> str:
+    """A value quoted for an error message: escaped (one line) and cut to `limit` characters."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
 def check_dns_label(kind: str, name: str) -> str:
     """Return name if it is a DNS label (RFC 1123), else raise a one-line error."""
     if not _DNS_LABEL.fullmatch(name):
         raise InvalidArgument(
-            f"{kind} name {name!r} is not a DNS label: use 1-63 lowercase letters, digits "
+            f"{kind} name {shown(name)} is not a DNS label: use 1-63 lowercase letters, digits "
             "or '-', starting and ending with a letter or digit"
         )
     return name
@@ -26,7 +35,7 @@ def check_dns_label(kind: str, name: str) -> str:
 def check_family(family: str) -> str:
     if not _FAMILY.fullmatch(family):
         raise InvalidArgument(
-            f"task definition family {family!r} is invalid: use 1-255 letters, digits, '-' or '_'"
+            f"task definition family {shown(family)} is invalid: use 1-255 letters, digits, '-' or '_'"
         )
     return family
 
@@ -37,9 +46,14 @@ def parse_task_definition_ref(ref: str) -> tuple[str, int | None]:
     check_family(family)
     if not sep:
         return family, None
-    if not (revision.isascii() and revision.isdigit()) or not 1 <= int(revision) <= 99_999_999:
+    # ASCII digits only: "²".isdigit() is true and int("²") raises.
+    if (
+        not (0 < len(revision) <= len(str(MAX_REVISION)) and revision.isascii() and revision.isdigit())
+        or not 1 <= int(revision) <= MAX_REVISION
+    ):
         raise InvalidArgument(
-            f"task definition {ref!r} is invalid: write FAMILY or FAMILY:REVISION with REVISION >= 1"
+            f"task definition {shown(ref)} is invalid: write FAMILY or FAMILY:REVISION "
+            f"with REVISION from 1 to {MAX_REVISION}"
         )
     return family, int(revision)
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from berth.errors import InvalidArgument
-from berth.names import check_family
+from berth.names import check_family, shown
 from berth.v1 import resources_pb2 as pb
 
 # ECS fields Berth recognises but does not implement yet: a clear "not
@@ -72,7 +73,26 @@ _UNSUPPORTED_DOCUMENT_FIELDS = frozenset(
         "enableFaultInjection",
     }
 )
-_CONTAINER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+_CONTAINER_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
+# ECS: port mapping names are up to 64 lowercase letters, digits, '_' or '-', not starting with '-'.
+_PORT_NAME = re.compile(r"[a-z0-9_][a-z0-9_-]{0,63}")
+
+# Limits, checked where a task definition enters (the JSON parsers below and
+# `validate_task_definition`, which the control plane runs on every
+# registration). ECS's own limits where ECS has one; otherwise generous bounds
+# that keep every sum far inside the uint32 fields of the protocol.
+MAX_CONTAINERS = 10  # ECS: 10 containers per task definition
+MAX_CPU_UNITS = 262_144  # Docker's cpu-shares ceiling; per container, per task and for the sum
+MIN_MEMORY_MIB = 6  # Docker's smallest memory limit (ECS: 6 MiB)
+MAX_MEMORY_MIB = 4_194_304  # 4 TiB, per container, per task and for the sum
+MAX_STOP_TIMEOUT = 3600  # seconds
+MAX_PORT_MAPPINGS = 100  # per task definition
+MAX_ENVIRONMENT = 500  # variables per container
+MAX_ARGUMENTS = 500  # items of command and of entryPoint, each
+MAX_IMAGE_LENGTH = 255  # ECS: up to 255 characters
+MAX_NAME_LENGTH = 255  # environment variable names
+MAX_VALUE_LENGTH = 32_768  # one environment value or command argument
+MAX_DEFINITION_BYTES = 65_536  # ECS: a task definition is at most 64 KiB
 
 
 class _Strict(BaseModel):
@@ -80,44 +100,51 @@ class _Strict(BaseModel):
 
 
 class _KeyValue(_Strict):
-    name: str
-    value: str
+    name: str = Field(max_length=MAX_NAME_LENGTH)
+    value: str = Field(max_length=MAX_VALUE_LENGTH)
 
 
 class _PortMapping(_Strict):
     container_port: int = Field(alias="containerPort", ge=1, le=65535)
     host_port: int = Field(default=0, alias="hostPort", ge=0, le=65535)
     protocol: Literal["tcp", "udp"] = "tcp"
-    name: str = ""
-    app_protocol: str | None = Field(default=None, alias="appProtocol")
+    name: str = Field(default="", max_length=64)
+    app_protocol: Literal["http", "http2", "grpc"] | None = Field(default=None, alias="appProtocol")
 
 
 class _ContainerDefinition(_Strict):
-    name: str
-    image: str
-    cpu: int = Field(default=0, ge=0, le=1024 * 1024)
-    memory: int | None = Field(default=None, ge=6)
-    memory_reservation: int | None = Field(default=None, alias="memoryReservation", ge=6)
-    port_mappings: list[_PortMapping] = Field(default_factory=list, alias="portMappings")
-    environment: list[_KeyValue] = Field(default_factory=list)
-    command: list[str] = Field(default_factory=list)
-    entry_point: list[str] = Field(default_factory=list, alias="entryPoint")
+    name: str = Field(max_length=255)
+    image: str = Field(max_length=MAX_IMAGE_LENGTH)
+    cpu: int = Field(default=0, ge=0, le=MAX_CPU_UNITS)
+    memory: int | None = Field(default=None, ge=MIN_MEMORY_MIB, le=MAX_MEMORY_MIB)
+    memory_reservation: int | None = Field(
+        default=None, alias="memoryReservation", ge=MIN_MEMORY_MIB, le=MAX_MEMORY_MIB
+    )
+    port_mappings: list[_PortMapping] = Field(
+        default_factory=list, alias="portMappings", max_length=MAX_PORT_MAPPINGS
+    )
+    environment: list[_KeyValue] = Field(default_factory=list, max_length=MAX_ENVIRONMENT)
+    command: list[str] = Field(default_factory=list, max_length=MAX_ARGUMENTS)
+    entry_point: list[str] = Field(default_factory=list, alias="entryPoint", max_length=MAX_ARGUMENTS)
     essential: bool = True
-    stop_timeout: int | None = Field(default=None, alias="stopTimeout", ge=0, le=3600)
+    stop_timeout: int | None = Field(default=None, alias="stopTimeout", ge=0, le=MAX_STOP_TIMEOUT)
 
 
 def _int_or_string(value: Any) -> Any:
     # ECS writes task-level cpu and memory as strings ("256"); accept both.
-    if isinstance(value, str) and value.strip().isdigit():
+    # ASCII digits only: "²".isdigit() is true, and int("²") raises.
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         return int(value)
     return value
 
 
 class _RegisterDocument(_Strict):
-    family: str
-    container_definitions: list[dict[str, Any]] = Field(alias="containerDefinitions", min_length=1)
-    cpu: int | None = Field(default=None, ge=0)
-    memory: int | None = Field(default=None, ge=6)
+    family: str = Field(max_length=255)
+    container_definitions: list[dict[str, Any]] = Field(
+        alias="containerDefinitions", min_length=1, max_length=MAX_CONTAINERS
+    )
+    cpu: int | None = Field(default=None, ge=0, le=MAX_CPU_UNITS)
+    memory: int | None = Field(default=None, ge=MIN_MEMORY_MIB, le=MAX_MEMORY_MIB)
     network_mode: Literal["bridge"] | None = Field(default=None, alias="networkMode")
 
     _coerce = field_validator("cpu", "memory", mode="before")(_int_or_string)
@@ -128,13 +155,18 @@ def _one_line(error: ValidationError, where: str) -> InvalidArgument:
     first = error.errors()[0]
     path = where
     for part in first["loc"]:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        # A field name comes from the input: escape it, so the message stays one line.
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part.isidentifier() and len(part) <= 64:
+            path += f".{part}"
+        else:
+            path += f"[{shown(part)}]"
     if first["type"] == "extra_forbidden":
-        field = str(first["loc"][-1])
-        return InvalidArgument(f"{path}: unknown field {field!r}")
+        return InvalidArgument(f"{path}: unknown field {shown(str(first['loc'][-1]))}")
     if first["type"] == "missing":
         return InvalidArgument(f"{path}: required field is missing")
-    return InvalidArgument(f"{path}: {first['msg']}")
+    return InvalidArgument(f"{path}: {' '.join(first['msg'].split())}")
 
 
 def _reject_unsupported(doc: dict[str, Any], unsupported: frozenset[str], where: str) -> None:
@@ -188,7 +220,13 @@ def parse_container_definitions(data: Any) -> list[pb.ContainerDefinition]:
     """Convert a parsed ECS `containerDefinitions` array into protobuf messages."""
     if not isinstance(data, list) or not data:
         raise InvalidArgument("containerDefinitions must be a non-empty JSON array of objects")
-    return [_container_to_proto(raw, i) for i, raw in enumerate(data)]
+    if len(data) > MAX_CONTAINERS:
+        raise InvalidArgument(
+            f"containerDefinitions has {len(data)} containers: a task definition has at most {MAX_CONTAINERS}"
+        )
+    containers = [_container_to_proto(raw, i) for i, raw in enumerate(data)]
+    validate_containers(containers)
+    return containers
 
 
 def parse_register_document(data: Any) -> tuple[pb.TaskDefinition, list[str]]:
@@ -204,45 +242,148 @@ def parse_register_document(data: Any) -> tuple[pb.TaskDefinition, list[str]]:
         raise _one_line(error, "taskDefinition") from None
     task_definition = pb.TaskDefinition(
         family=doc.family,
-        container_definitions=parse_container_definitions(doc.container_definitions),
+        container_definitions=[
+            _container_to_proto(raw, i) for i, raw in enumerate(doc.container_definitions)
+        ],
         cpu=doc.cpu or 0,
         memory=doc.memory or 0,
     )
+    validate_task_definition(task_definition)
     return task_definition, ignored
 
 
-def validate_task_definition(td: pb.TaskDefinition) -> None:
-    """Check what the JSON schema cannot: names, uniqueness, reservations, ports."""
-    check_family(td.family)
-    if not td.container_definitions:
+def _printable(text: str) -> bool:
+    """No whitespace or control characters anywhere (names, images)."""
+    return text.isprintable() and not any(c.isspace() for c in text)
+
+
+def _check_strings(where: str, c: pb.ContainerDefinition) -> None:
+    if not c.image.strip():
+        raise InvalidArgument(f"{where}.image must not be empty")
+    if len(c.image) > MAX_IMAGE_LENGTH or not _printable(c.image):
+        raise InvalidArgument(
+            f"{where}.image {shown(c.image)} is invalid: use up to {MAX_IMAGE_LENGTH} characters "
+            "without spaces or control characters"
+        )
+    for field, items in (("command", c.command), ("entryPoint", c.entry_point)):
+        if len(items) > MAX_ARGUMENTS:
+            raise InvalidArgument(f"{where}.{field} has {len(items)} items: the limit is {MAX_ARGUMENTS}")
+        for item in items:
+            if len(item) > MAX_VALUE_LENGTH or "\0" in item:
+                raise InvalidArgument(
+                    f"{where}.{field}: each item is at most {MAX_VALUE_LENGTH} characters, without NUL"
+                )
+    if len(c.environment) > MAX_ENVIRONMENT:
+        raise InvalidArgument(
+            f"{where}.environment has {len(c.environment)} variables: the limit is {MAX_ENVIRONMENT}"
+        )
+    for variable in c.environment:
+        if not variable.name or len(variable.name) > MAX_NAME_LENGTH or "=" in variable.name:
+            raise InvalidArgument(
+                f"{where}.environment: name {shown(variable.name)} is invalid: use 1-{MAX_NAME_LENGTH} "
+                "characters without '='"
+            )
+        if not _printable(variable.name):
+            raise InvalidArgument(
+                f"{where}.environment: name {shown(variable.name)} has spaces or control characters"
+            )
+        if len(variable.value) > MAX_VALUE_LENGTH or "\0" in variable.value:
+            raise InvalidArgument(
+                f"{where}.environment: the value of {variable.name} must be at most "
+                f"{MAX_VALUE_LENGTH} characters, without NUL"
+            )
+
+
+def _check_numbers(where: str, c: pb.ContainerDefinition, task_memory: int) -> None:
+    if c.cpu > MAX_CPU_UNITS:
+        raise InvalidArgument(f"{where}.cpu {c.cpu} is too large: use 0-{MAX_CPU_UNITS} CPU units")
+    for field, value in (("memory", c.memory), ("memoryReservation", c.memory_reservation)):
+        if value and not MIN_MEMORY_MIB <= value <= MAX_MEMORY_MIB:
+            raise InvalidArgument(
+                f"{where}.{field} {value} is out of range: use {MIN_MEMORY_MIB}-{MAX_MEMORY_MIB} MiB"
+            )
+    if not (c.memory or c.memory_reservation or task_memory):
+        raise InvalidArgument(f"{where}: set memory or memoryReservation (MiB), or a task-level memory")
+    if c.memory and c.memory_reservation and c.memory_reservation > c.memory:
+        raise InvalidArgument(
+            f"{where}: memoryReservation ({c.memory_reservation}) must not exceed memory ({c.memory})"
+        )
+    if c.stop_timeout > MAX_STOP_TIMEOUT:
+        raise InvalidArgument(
+            f"{where}.stopTimeout {c.stop_timeout} is too large: use 0-{MAX_STOP_TIMEOUT} seconds"
+        )
+
+
+def validate_containers(containers: Sequence[pb.ContainerDefinition], task_memory: int = 0) -> None:
+    """Check the containers of one task definition: names, strings, numbers, ports, counts."""
+    if not containers:
         raise InvalidArgument("a task definition needs at least one container definition")
+    if len(containers) > MAX_CONTAINERS:
+        raise InvalidArgument(
+            f"a task definition has at most {MAX_CONTAINERS} containers, not {len(containers)}"
+        )
     seen_names: set[str] = set()
     seen_host_ports: set[tuple[int, int]] = set()
-    for i, c in enumerate(td.container_definitions):
+    mappings = 0
+    for i, c in enumerate(containers):
         where = f"containerDefinitions[{i}]"
-        if not _CONTAINER_NAME.match(c.name):
-            raise InvalidArgument(f"{where}.name {c.name!r} is invalid: use 1-255 letters, digits, '-', '_'")
+        if not _CONTAINER_NAME.fullmatch(c.name):
+            raise InvalidArgument(
+                f"{where}.name {shown(c.name)} is invalid: use 1-255 letters, digits, '-', '_'"
+            )
         if c.name in seen_names:
             raise InvalidArgument(f"{where}.name {c.name!r} is used by another container of the task")
         seen_names.add(c.name)
-        if not c.image.strip():
-            raise InvalidArgument(f"{where}.image must not be empty")
-        if not (c.memory or c.memory_reservation or td.memory):
-            raise InvalidArgument(f"{where}: set memory or memoryReservation (MiB), or a task-level memory")
-        if c.memory and c.memory_reservation and c.memory_reservation > c.memory:
-            raise InvalidArgument(
-                f"{where}: memoryReservation ({c.memory_reservation}) must not exceed memory ({c.memory})"
-            )
+        _check_strings(where, c)
+        _check_numbers(where, c, task_memory)
+        mappings += len(c.port_mappings)
+        if mappings > MAX_PORT_MAPPINGS:
+            raise InvalidArgument(f"a task definition has at most {MAX_PORT_MAPPINGS} port mappings")
         for p in c.port_mappings:
             if not 1 <= p.container_port <= 65535 or p.host_port > 65535:
                 raise InvalidArgument(f"{where}.portMappings: ports must be between 1 and 65535")
+            if p.protocol not in (pb.TCP, pb.UDP):
+                raise InvalidArgument(f"{where}.portMappings: protocol must be tcp or udp")
+            if p.name and not _PORT_NAME.fullmatch(p.name):
+                raise InvalidArgument(
+                    f"{where}.portMappings: name {shown(p.name)} is invalid: use up to 64 lowercase "
+                    "letters, digits, '_' or '-', not starting with '-'"
+                )
             if p.host_port:
                 key = (p.host_port, p.protocol)
                 if key in seen_host_ports:
                     raise InvalidArgument(f"{where}.portMappings: hostPort {p.host_port} is mapped twice")
                 seen_host_ports.add(key)
-    if not any(c.essential for c in td.container_definitions):
+    if not any(c.essential for c in containers):
         raise InvalidArgument("at least one container definition must be essential")
+
+
+def validate_task_definition(td: pb.TaskDefinition) -> None:
+    """Check what the JSON schema cannot, and everything a gRPC client may send unchecked:
+    names, strings, every number, the totals a task reserves, the definition's size."""
+    check_family(td.family)
+    if td.cpu > MAX_CPU_UNITS:
+        raise InvalidArgument(f"task cpu {td.cpu} is too large: use 0-{MAX_CPU_UNITS} CPU units")
+    if td.memory and not MIN_MEMORY_MIB <= td.memory <= MAX_MEMORY_MIB:
+        raise InvalidArgument(
+            f"task memory {td.memory} is out of range: use {MIN_MEMORY_MIB}-{MAX_MEMORY_MIB} MiB"
+        )
+    validate_containers(td.container_definitions, td.memory)
+    cpu = sum(c.cpu for c in td.container_definitions)
+    memory = sum(c.memory_reservation or c.memory for c in td.container_definitions)
+    if cpu > MAX_CPU_UNITS:
+        raise InvalidArgument(
+            f"the containers reserve {cpu} CPU units in total: a task reserves at most {MAX_CPU_UNITS}"
+        )
+    if memory > MAX_MEMORY_MIB:
+        raise InvalidArgument(
+            f"the containers reserve {memory} MiB in total: a task reserves at most {MAX_MEMORY_MIB}"
+        )
+    size = td.ByteSize()
+    if size > MAX_DEFINITION_BYTES:
+        raise InvalidArgument(
+            f"the task definition is {size} bytes: the limit is {MAX_DEFINITION_BYTES} (64 KiB, as in ECS)"
+        )
 
 
 def task_reservation(td: pb.TaskDefinition) -> tuple[int, int]:

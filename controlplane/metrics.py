@@ -26,3 +26,13 @@ AGENT_MESSAGES_REJECTED = Counter(
     "Messages from agents dropped at the boundary because a field was invalid",
     ["kind"],
 )
+CONTROLLER_FAILURES = Counter(
+    "berth_controller_failures_total",
+    "Controller passes that raised (the loop logged it, backed off and went on)",
+    ["controller"],
+)
+OBJECT_FAILURES = Counter(
+    "berth_controller_object_failures_total",
+    "Objects (services, tasks, nodes) a controller failed on and skipped in a pass",
+    ["controller", "kind"],
+)

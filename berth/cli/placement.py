@@ -15,6 +15,7 @@ import re
 import typer
 
 from berth.cli.client import fail
+from berth.names import shown
 from berth.v1 import resources_pb2 as pb
 
 # The options `service create` and `task run` share, in the shorthand above.
@@ -31,13 +32,13 @@ PlacementConstraintsOption = typer.Option(
     help="type=distinctInstance or type=memberOf,expression=...; repeatable",
 )
 
-_SHORTHAND = re.compile(r"^type=(?P<type>[A-Za-z]+)(?:,(?P<key>field|expression)=(?P<value>.*))?$")
+_SHORTHAND = re.compile(r"type=(?P<type>[A-Za-z]+)(?:,(?P<key>field|expression)=(?P<value>.*))?")
 
 
 def _split(text: str, option: str, key: str) -> tuple[str, str]:
-    match = _SHORTHAND.match(text.strip())
+    match = _SHORTHAND.fullmatch(text.strip())
     if not match or (match["key"] and match["key"] != key):
-        raise fail(f"{option} {text!r} is invalid: write type=TYPE[,{key}=VALUE]")
+        raise fail(f"{option} {shown(text)} is invalid: write type=TYPE[,{key}=VALUE]")
     return match["type"], (match["value"] or "").strip().strip("\"'")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import typer
 
 from berth.cli import placement
@@ -9,9 +11,11 @@ from berth.cli.client import CliContext, api_errors, fail, node_label, node_name
 from berth.cli.options import ClusterOption, command_group
 from berth.cli.output import OutputOption, age, data_console, emit, emit_one, say
 from berth.cli.placement import PlacementConstraintsOption, PlacementStrategyOption
-from berth.names import protocol_name
+from berth.names import protocol_name, shown
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
+
+_PORT_NAME = re.compile(r"[a-z0-9_][a-z0-9_-]{0,63}")
 
 app = command_group("Services: a desired count of tasks, kept running.")
 
@@ -22,16 +26,43 @@ def _split_protocol(text: str) -> tuple[str, pb.TransportProtocol.ValueType]:
     return text.removesuffix("/tcp"), pb.TCP
 
 
+def _port_number(text: str) -> int | None:
+    """A port 1-65535 written in ASCII digits, else None ("²".isdigit() is true; int("²") raises)."""
+    if not (0 < len(text) <= 5 and text.isascii() and text.isdigit()):
+        return None
+    number = int(text)
+    return number if 1 <= number <= 65535 else None
+
+
 def _service_port(text: str) -> pb.ServicePort:
     """80:8080, 80:http or 53:53/udp (a bare 80 means 80:80)."""
     body, protocol = _split_protocol(text)
     service_port, _, target = body.partition(":")
     target = target or service_port
-    if not service_port.isdigit():
-        raise fail(f"--port {text!r} is invalid: write SERVICE_PORT:CONTAINER_PORT_OR_NAME, e.g. 80:http")
-    if target.isdigit():
-        return pb.ServicePort(port=int(service_port), container_port=int(target), protocol=protocol)
-    return pb.ServicePort(port=int(service_port), name=target, protocol=protocol)
+    port = _port_number(service_port)
+    if port is None:
+        raise fail(
+            f"--port {shown(text)} is invalid: write SERVICE_PORT:CONTAINER_PORT_OR_NAME "
+            "with ports 1-65535, e.g. 80:http"
+        )
+    if target.isascii() and target.isdigit():
+        container_port = _port_number(target)
+        if container_port is None:
+            raise fail(f"--port {shown(text)} is invalid: the container port must be 1-65535")
+        return pb.ServicePort(port=port, container_port=container_port, protocol=protocol)
+    if not _PORT_NAME.fullmatch(target):
+        raise fail(
+            f"--port {shown(text)} is invalid: the container port is a number 1-65535 or a "
+            "port mapping name (lowercase letters, digits, '_' or '-')"
+        )
+    return pb.ServicePort(port=port, name=target, protocol=protocol)
+
+
+def _count(value: int) -> int:
+    # The server enforces the limit; this only keeps the number inside the protocol's int64.
+    if not -(2**63) <= value < 2**63:
+        raise fail(f"--desired-count {value} is out of range")
+    return value
 
 
 @app.command("create")
@@ -60,7 +91,7 @@ def create(
         cluster=cluster,
         name=name,
         task_definition=task_definition,
-        desired_count=desired_count,
+        desired_count=_count(desired_count),
         placement_strategy=placement.strategies(placement_strategy),
         placement_constraints=placement.constraints(placement_constraints),
         ports=[_service_port(p) for p in port or []],
@@ -157,7 +188,7 @@ def update(
     cli: CliContext = ctx.obj
     with api_errors(cli):
         service = cli.stub.UpdateService(
-            api.UpdateServiceRequest(cluster=cluster, name=name, desired_count=desired_count)
+            api.UpdateServiceRequest(cluster=cluster, name=name, desired_count=_count(desired_count))
         )
     say(f"service {service.name} desired count is now {service.desired_count}")
 
@@ -190,15 +221,20 @@ def expose(
     """Open a port on every host's own address, forwarded to the service."""
     cli: CliContext = ctx.obj
     body, protocol = _split_protocol(port)
-    host_port, _, service_port = body.partition(":")
-    if not host_port.isdigit() or (service_port and not service_port.isdigit()):
-        raise fail(f"--port {port!r} is invalid: write HOST_PORT[:SERVICE_PORT], e.g. 8080:80")
+    host_text, _, service_text = body.partition(":")
+    host_port = _port_number(host_text)
+    service_port = _port_number(service_text or host_text)
+    if host_port is None or service_port is None:
+        raise fail(
+            f"--port {shown(port)} is invalid: write HOST_PORT[:SERVICE_PORT] with ports 1-65535, "
+            "e.g. 8080:80"
+        )
     request = api.ExposeServiceRequest(
         cluster=cluster,
         name=name,
         type=type_,
-        port=int(host_port),
-        service_port=int(service_port or host_port),
+        port=host_port,
+        service_port=service_port,
         protocol=protocol,
     )
     with api_errors(cli):

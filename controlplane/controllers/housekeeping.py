@@ -8,7 +8,8 @@ import time
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
-from controlplane.store import Condition, Delete, StoreAPI, keys
+from controlplane.controllers.barrier import Barrier
+from controlplane.store import Condition, Delete, StoreAPI, Versioned, keys
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class Housekeeper:
         # the loop in a big cluster.
         self._interval = interval
         self._next_run = 0.0
+        self._barrier = Barrier(type(self).__name__)
 
     async def reconcile(self) -> int:
         if time.monotonic() < self._next_run:
@@ -43,23 +45,10 @@ class Housekeeper:
         cutoff = time.time() - self._retention
         node_ids = {n.value.id for n in self._cache.nodes()}
         for task in list(self._cache.tasks()):
-            value = task.value
-            if value.last_status == pb.STOPPED:
-                # Like ECS, stopped tasks stay visible for a while, then go.
-                if value.stopped_at.seconds and value.stopped_at.seconds < cutoff:
-                    result = await self._store.commit(
-                        [Delete(task.key)], [Condition(task.key, task.mod_revision)]
-                    )
-                    written = max(written, result or 0)
-                continue
-            if value.node_id and value.node_id not in node_ids:
-                updated = lifecycle.mark_stopped(
-                    value, pb.NODE_LOST, f"Node {value.node_id} no longer exists"
-                )
-                if updated is not None:
-                    result = await self._store.put_if_unchanged(task.key, updated, task.mod_revision)
-                    written = max(written, result or 0)
-                    log.warning("event=task_orphaned task=%s node=%s", value.id, value.node_id)
+            try:
+                written = max(written, await self._tidy(task, cutoff, node_ids))
+            except Exception as error:
+                self._barrier.note("task", task.value.id, error)
         return written
 
     async def collect_down_nodes(self, now: float) -> int:
@@ -74,29 +63,51 @@ class Housekeeper:
         written = 0
         down_ids = set()
         for versioned in self._cache.nodes():
-            node = versioned.value
-            if node.status != pb.DOWN:
+            if versioned.value.status != pb.DOWN:
                 continue
-            down_ids.add(node.id)
-            since = node.down_since.seconds or self._down_first_seen.setdefault(node.id, now)
-            if now - since < self._node_gc_after:
-                continue
-            if any(t.value.last_status != pb.STOPPED for t in self._cache.tasks_on_node(node.id)):
-                continue
-            counter = self._cache.raw(keys.placements(node.id))
-            result = await self._store.commit(
-                [Delete(versioned.key), Delete(keys.alive(node.id)), Delete(keys.placements(node.id))],
-                [
-                    Condition(versioned.key, versioned.mod_revision),
-                    Condition(keys.placements(node.id), counter.mod_revision if counter else 0),
-                    Condition(keys.alive(node.id), 0),
-                ],
-            )
-            if result is not None:
-                written = max(written, result)
-                log.warning(
-                    "event=node_collected node=%s name=%s down_for=%.0fs", node.id, node.name, now - since
-                )
+            down_ids.add(versioned.value.id)
+            try:
+                written = max(written, await self._collect(versioned, now))
+            except Exception as error:
+                self._barrier.note("node", versioned.value.id, error)
         for node_id in set(self._down_first_seen) - down_ids:
             del self._down_first_seen[node_id]
         return written
+
+    async def _collect(self, versioned: Versioned[pb.Node], now: float) -> int:
+        node = versioned.value
+        since = node.down_since.seconds or self._down_first_seen.setdefault(node.id, now)
+        if now - since < self._node_gc_after:
+            return 0
+        if any(t.value.last_status != pb.STOPPED for t in self._cache.tasks_on_node(node.id)):
+            return 0
+        counter = self._cache.raw(keys.placements(node.id))
+        result = await self._store.commit(
+            [Delete(versioned.key), Delete(keys.alive(node.id)), Delete(keys.placements(node.id))],
+            [
+                Condition(versioned.key, versioned.mod_revision),
+                Condition(keys.placements(node.id), counter.mod_revision if counter else 0),
+                Condition(keys.alive(node.id), 0),
+            ],
+        )
+        if result is None:
+            return 0
+        log.warning("event=node_collected node=%s name=%s down_for=%.0fs", node.id, node.name, now - since)
+        return result
+
+    async def _tidy(self, task: Versioned[pb.Task], cutoff: float, node_ids: set[str]) -> int:
+        value = task.value
+        if value.last_status == pb.STOPPED:
+            # Like ECS, stopped tasks stay visible for a while, then go.
+            if value.stopped_at.seconds and value.stopped_at.seconds < cutoff:
+                deleted = [Delete(task.key)]
+                result = await self._store.commit(deleted, [Condition(task.key, task.mod_revision)])
+                return result or 0
+            return 0
+        if value.node_id and value.node_id not in node_ids:
+            updated = lifecycle.mark_stopped(value, pb.NODE_LOST, f"Node {value.node_id} no longer exists")
+            if updated is not None:
+                result = await self._store.put_if_unchanged(task.key, updated, task.mod_revision)
+                log.warning("event=task_orphaned task=%s node=%s", value.id, value.node_id)
+                return result or 0
+        return 0

@@ -4,6 +4,11 @@ One pass runs every controller in order against the cache. After a pass
 that wrote, the loop waits until the cache has seen its own writes, so the
 next pass can never act twice on the same stale state (no duplicate tasks).
 Otherwise it sleeps until the cache changes, or a resync interval passes.
+
+The loop survives its controllers: a controller whose pass raises is logged
+and counted (berth_controller_failures_total), the other controllers still
+run, and the loop backs off (doubling up to `MAX_BACKOFF`) before the next
+pass. Controllers contain failures of single objects themselves (`barrier`).
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ from typing import Protocol
 
 from berth.errors import Unavailable
 from controlplane.cache import ClusterCache
-from controlplane.metrics import RECONCILE_SECONDS
+from controlplane.metrics import CONTROLLER_FAILURES, RECONCILE_SECONDS
 
 log = logging.getLogger(__name__)
+
+FIRST_BACKOFF = 0.1
+MAX_BACKOFF = 5.0
 
 
 class Controller(Protocol):
@@ -41,27 +49,43 @@ class ControllerLoop:
 
     async def run(self) -> None:
         log.info("event=controllers_started")
+        backoff = 0.0
         while True:
             changed = self._cache.changed()
-            written = 0
-            try:
-                for controller in self._controllers:
-                    started = time.monotonic()
+            written, failed, unavailable = 0, False, False
+            for controller in self._controllers:
+                name = type(controller).__name__
+                started = time.monotonic()
+                try:
                     result = await controller.reconcile()
                     written = max(written, result)
                     if result:
                         await self._cache.wait_for_revision(result)
-                    RECONCILE_SECONDS.labels(type(controller).__name__).observe(time.monotonic() - started)
-                    log.debug(
-                        "event=reconciled controller=%s seconds=%.3f wrote=%s",
-                        type(controller).__name__,
-                        time.monotonic() - started,
-                        bool(result),
-                    )
-            except Unavailable as error:
-                log.warning("event=reconcile_failed error=%r", str(error))
+                except Unavailable as error:
+                    log.warning("event=reconcile_failed controller=%s error=%r", name, str(error))
+                    unavailable = True
+                    break
+                except Exception:
+                    # One controller's bug must not stop the others, nor the loop.
+                    CONTROLLER_FAILURES.labels(name).inc()
+                    log.exception("event=controller_failed controller=%s action=backoff", name)
+                    failed = True
+                    continue
+                RECONCILE_SECONDS.labels(name).observe(time.monotonic() - started)
+                log.debug(
+                    "event=reconciled controller=%s seconds=%.3f wrote=%s",
+                    name,
+                    time.monotonic() - started,
+                    bool(result),
+                )
+            if unavailable:
                 await asyncio.sleep(1.0)
                 continue
+            if failed:
+                backoff = min(MAX_BACKOFF, max(FIRST_BACKOFF, backoff * 2))
+                await asyncio.sleep(backoff)
+                continue
+            backoff = 0.0
             if written:
                 continue
             with contextlib.suppress(TimeoutError):

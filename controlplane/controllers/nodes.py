@@ -17,8 +17,9 @@ import time
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
+from controlplane.controllers.barrier import Barrier
 from controlplane.metrics import NODES_DOWN
-from controlplane.store import Condition, Put, StoreAPI, keys
+from controlplane.store import Condition, Put, StoreAPI, Versioned, keys
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class NodeMonitor:
         self._judging_from = time.monotonic() + startup_hold
         self._missing_since: dict[str, float] = {}
         self._next_run = 0.0
+        self._barrier = Barrier(type(self).__name__)
 
     async def reconcile(self) -> int:
         if time.monotonic() < max(self._judging_from, self._next_run):
@@ -45,27 +47,33 @@ class NodeMonitor:
         written = 0
         now = time.monotonic()
         for versioned in self._cache.nodes():
-            node = versioned.value
-            if node.status == pb.DOWN or self._cache.raw(keys.alive(node.id)) is not None:
-                self._missing_since.pop(node.id, None)
-                continue
-            # The key must stay missing for a moment: the cache may show a
-            # node's record an instant before the liveness key written after it.
-            if now - self._missing_since.setdefault(node.id, now) < CONFIRM:
-                continue
-            self._missing_since.pop(node.id, None)
-            down = pb.Node()
-            down.CopyFrom(node)
-            down.status = pb.DOWN
-            down.down_since.GetCurrentTime()  # for garbage collection (housekeeping)
-            result = await self._store.put_if_unchanged(versioned.key, down, versioned.mod_revision)
-            if result is None:
-                continue
-            written = result
-            NODES_DOWN.inc()
-            log.warning("event=node_down node=%s name=%s grace=%.0fs", node.id, node.name, self._grace)
-            written = max(written, await self._lose_tasks(node))
+            try:
+                written = max(written, await self._judge(versioned, now))
+            except Exception as error:
+                self._barrier.note("node", versioned.value.id, error)
         return written
+
+    async def _judge(self, versioned: Versioned[pb.Node], now: float) -> int:
+        """Mark one node DOWN (and its tasks lost) once its liveness key stayed missing."""
+        node = versioned.value
+        if node.status == pb.DOWN or self._cache.raw(keys.alive(node.id)) is not None:
+            self._missing_since.pop(node.id, None)
+            return 0
+        # The key must stay missing for a moment: the cache may show a
+        # node's record an instant before the liveness key written after it.
+        if now - self._missing_since.setdefault(node.id, now) < CONFIRM:
+            return 0
+        self._missing_since.pop(node.id, None)
+        down = pb.Node()
+        down.CopyFrom(node)
+        down.status = pb.DOWN
+        down.down_since.GetCurrentTime()  # for garbage collection (housekeeping)
+        result = await self._store.put_if_unchanged(versioned.key, down, versioned.mod_revision)
+        if result is None:
+            return 0
+        NODES_DOWN.inc()
+        log.warning("event=node_down node=%s name=%s grace=%.0fs", node.id, node.name, self._grace)
+        return max(result, await self._lose_tasks(node))
 
     async def _lose_tasks(self, node: pb.Node) -> int:
         reason = f"Node {node.name} ({node.id}) stopped sending heartbeats for {self._grace:.0f}s"

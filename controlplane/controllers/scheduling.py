@@ -19,6 +19,7 @@ from berth.taskdef import static_host_ports
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
+from controlplane.controllers.barrier import Barrier
 from controlplane.events import EventLog
 from controlplane.metrics import PLACEMENT_CONFLICTS, PLACEMENT_FAILURES, PLACEMENTS
 from controlplane.scheduler.model import (
@@ -27,6 +28,7 @@ from controlplane.scheduler.model import (
     Placement,
     PlacementFailure,
     PlacementRequest,
+    Plan,
     Scorer,
 )
 from controlplane.scheduler.planner import place
@@ -42,6 +44,10 @@ MAX_PLACEMENTS_PER_PASS = 1000
 CONCURRENT_TXNS = 8
 
 
+def _service_of(task: pb.Task) -> tuple[str, str] | None:
+    return (task.cluster, task.service) if task.service else None
+
+
 class SchedulingController:
     def __init__(self, store: StoreAPI, cache: ClusterCache, events: EventLog, sample_size: int = 0) -> None:
         self._store = store
@@ -52,6 +58,7 @@ class SchedulingController:
         self._ports_by_taskdef: dict[str, tuple[tuple[int, int], ...]] = {}
         self._node_states: dict[str, tuple[tuple[int, int, int], NodeState]] = {}
         self._rules: dict[object, tuple[tuple[Filter, ...], tuple[Scorer, ...]]] = {}
+        self._barrier = Barrier(type(self).__name__, events)
 
     def _ports(self, task_definition: str) -> tuple[tuple[int, int], ...]:
         ports = self._ports_by_taskdef.get(task_definition)
@@ -102,7 +109,11 @@ class SchedulingController:
                 state = NodeState(node, cpu_free=node.cpu_units, memory_free=node.memory_mib)
                 for task in self._cache.tasks_on_node(node.id):
                     if lifecycle.holds_resources(task.value):
-                        state.reserve(self._request(task.value))
+                        try:
+                            state.reserve(self._request(task.value))
+                        except Exception as error:
+                            # Its reservation is unknown; the node's other tasks still count.
+                            self._barrier.note("task", task.value.id, error)
                 cached = self._node_states[node.id] = (version, state)
             pristine = cached[1]
             # The planner reserves on its copy; the cached state stays as etcd has it.
@@ -140,25 +151,48 @@ class SchedulingController:
         """
         if not tasks:
             return 0
-        plan = place(
-            self.snapshot(),
-            [self._request(t.value) for t in tasks],
-            sample_size=self._sample_size,
-            rng=self._rng,
-        )
+        requests = []
+        for task in tasks:
+            try:
+                requests.append(self._request(task.value))
+            except Exception as error:
+                await self._barrier.contain("task", task.value.id, error, _service_of(task.value))
+        plan = await self._plan(requests, {t.value.id: t.value for t in tasks})
         by_id = {t.value.id: t for t in tasks}
         written = await self._commit_placements(plan.placements, by_id)
         return max(written, await self._record_failures(plan.failures, by_id))
 
+    async def _plan(self, requests: list[PlacementRequest], tasks: dict[str, pb.Task]) -> Plan:
+        """The plan for all requests; if planning raises, each request alone, skipping those that fail."""
+        nodes = self.snapshot()
+        try:
+            return place(nodes, requests, sample_size=self._sample_size, rng=self._rng)
+        except Exception as error:
+            self._barrier.note("plan", f"{len(requests)} tasks", error)
+        plan = Plan()
+        for request in requests:
+            try:
+                single = place(nodes, [request], sample_size=self._sample_size, rng=self._rng)
+            except Exception as error:
+                task = tasks[request.task_id]
+                await self._barrier.contain("task", task.id, error, _service_of(task))
+                continue
+            plan.placements.extend(single.placements)
+            plan.failures.extend(single.failures)
+        return plan
+
     async def _stop_unplaced(self, tasks: list[Versioned[pb.Task]]) -> int:
         written = 0
         for task in tasks:
-            updated = lifecycle.mark_stopped(
-                task.value, pb.USER_INITIATED, "Task stopped before it was placed"
-            )
-            if updated is not None:
-                result = await self._store.put_if_unchanged(task.key, updated, task.mod_revision)
-                written = max(written, result or 0)
+            try:
+                updated = lifecycle.mark_stopped(
+                    task.value, pb.USER_INITIATED, "Task stopped before it was placed"
+                )
+                if updated is not None:
+                    result = await self._store.put_if_unchanged(task.key, updated, task.mod_revision)
+                    written = max(written, result or 0)
+            except Exception as error:
+                await self._barrier.contain("task", task.value.id, error, _service_of(task.value))
         return written
 
     async def _commit_placements(

@@ -14,6 +14,7 @@ from berth.names import parse_task_definition_ref
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
+from controlplane.controllers.barrier import Barrier
 from controlplane.controllers.scheduling import SchedulingController
 from controlplane.events import EventLog
 from controlplane.store import Condition, Delete, Put, StoreAPI, Versioned, keys
@@ -91,6 +92,7 @@ class ServiceController:
         self._events = events
         self._scheduler = scheduler
         self._quiet: dict[tuple[str, str], object] = {}
+        self._barrier = Barrier(type(self).__name__, events)
 
     async def reconcile(self) -> int:
         """One pass over every service; returns the highest revision written (0: none)."""
@@ -108,9 +110,17 @@ class ServiceController:
             version = (versioned.mod_revision, self._cache.service_tasks_version(*key), draining)
             if self._quiet.get(key) == version:
                 continue
-            tasks = [t.value for t in self._cache.tasks_of_service(*key)]
-            decision = decide(service, tasks, draining)
-            result = await self._apply(versioned.mod_revision, service, decision)
+            mark = len(self._new_tasks)
+            try:
+                tasks = [t.value for t in self._cache.tasks_of_service(*key)]
+                decision = decide(service, tasks, draining)
+                result = await self._apply(versioned.mod_revision, service, decision)
+            except Exception as error:
+                # This service only: the others are still reconciled.
+                del self._new_tasks[mark:]
+                self._quiet.pop(key, None)
+                await self._barrier.contain("service", f"{key[0]}/{key[1]}", error, key)
+                continue
             written = max(written, result)
             if not result and not decision.start and not decision.stop:
                 self._quiet[key] = version

@@ -6,7 +6,7 @@ import logging
 
 from berth.clock import now
 from berth.errors import FailedPrecondition, InvalidArgument, NotFound
-from berth.names import parse_task_definition_ref
+from berth.names import check_family, parse_task_definition_ref
 from berth.taskdef import validate_task_definition
 from berth.v1 import resources_pb2 as pb
 from controlplane.limits import Quotas
@@ -49,6 +49,8 @@ class TaskDefinitions:
         return registered
 
     async def all(self, family: str = "") -> list[pb.TaskDefinition]:
+        if family:
+            check_family(family)
         prefix = keys.taskdef_family(family) if family else keys.TASKDEFS
         found, _ = await self._store.scan(prefix, pb.TaskDefinition)
         return [f.value for f in found]

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 
 from berth.errors import Conflict, InvalidArgument, NotFound
-from berth.names import check_dns_label
+from berth.names import check_dns_label, shown
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 # A task id is 32 hex digits; operators may give any unique prefix of 6 or more.
 MIN_PREFIX = 6
 ID_LENGTH = 32
+MAX_REASON = 255  # ECS: a stop reason is at most 255 characters
 
 
 class Tasks:
@@ -51,7 +52,7 @@ class Tasks:
         cluster, _ = await self._clusters.existing(cluster_name)
         if not MIN_PREFIX <= len(ref) <= ID_LENGTH or not all(c in "0123456789abcdef" for c in ref):
             raise InvalidArgument(
-                f"task id {ref!r} is invalid: give the id or at least its first {MIN_PREFIX} hex digits"
+                f"task id {shown(ref)} is invalid: give the id or at least its first {MIN_PREFIX} hex digits"
             )
         task_id = ref
         if len(ref) < ID_LENGTH:
@@ -88,6 +89,8 @@ class Tasks:
         return task
 
     async def stop(self, cluster_name: str, ref: str, reason: str) -> pb.Task:
+        if len(reason) > MAX_REASON:
+            raise InvalidArgument(f"the stop reason is {len(reason)} characters: the limit is {MAX_REASON}")
         task, revision = await self.find(cluster_name, ref)
         reason = reason or "Task stopped by user"
         updated = lifecycle.request_stop(task, pb.USER_INITIATED, reason)

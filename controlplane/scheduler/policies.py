@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from berth.errors import InvalidArgument
+from berth.names import shown
 from berth.v1 import resources_pb2 as pb
 from controlplane.scheduler.expressions import attribute_field, parse_expression
 from controlplane.scheduler.filters import AttributeMatch, DistinctInstance
@@ -26,8 +27,16 @@ from controlplane.scheduler.scorers import (
     SpreadAttribute,
 )
 
+# ECS: at most 5 placement strategies and 10 placement constraints per task or service.
+MAX_STRATEGIES = 5
+MAX_CONSTRAINTS = 10
+
 
 def compile_constraints(constraints: Sequence[pb.PlacementConstraint]) -> tuple[Filter, ...]:
+    if len(constraints) > MAX_CONSTRAINTS:
+        raise InvalidArgument(
+            f"{len(constraints)} placement constraints given: the limit is {MAX_CONSTRAINTS}"
+        )
     filters: list[Filter] = []
     for constraint in constraints:
         if constraint.type == "distinctInstance":
@@ -38,13 +47,16 @@ def compile_constraints(constraints: Sequence[pb.PlacementConstraint]) -> tuple[
             filters.append(AttributeMatch(parse_expression(constraint.expression), constraint.expression))
         else:
             raise InvalidArgument(
-                f"placement constraint type {constraint.type!r} is unknown: use distinctInstance or memberOf"
+                f"placement constraint type {shown(constraint.type, 32)} is unknown: "
+                "use distinctInstance or memberOf"
             )
     return tuple(filters)
 
 
 def compile_strategy(strategies: Sequence[pb.PlacementStrategy]) -> tuple[Scorer, ...]:
     """The strategies in order, each breaking the previous one's ties; none means spread."""
+    if len(strategies) > MAX_STRATEGIES:
+        raise InvalidArgument(f"{len(strategies)} placement strategies given: the limit is {MAX_STRATEGIES}")
     scorers: list[Scorer] = []
     for strategy in strategies:
         kind, field = strategy.type, strategy.field
@@ -61,7 +73,7 @@ def compile_strategy(strategies: Sequence[pb.PlacementStrategy]) -> tuple[Scorer
             scorers.append(Random())
         else:
             raise InvalidArgument(
-                f"placement strategy {kind}:{field} is invalid: use binpack:cpu, binpack:memory, "
-                "spread:instanceId, spread:attribute:NAME or random"
+                f"placement strategy {shown(f'{kind}:{field}', 48)} is invalid: use binpack:cpu, "
+                "binpack:memory, spread:instanceId, spread:attribute:NAME or random"
             )
     return tuple(scorers) or DEFAULT_SCORERS

@@ -1,0 +1,103 @@
+"""A broken stored object stops only itself (issue 8, finding 4), against a real control plane.
+
+A task definition that bypassed validation (two containers at 2^32-1 CPU
+units, whose sum overflows the task's uint32) is written straight into etcd,
+with a service using it. Before the crash barrier the leader crashed on every
+pass and no other service scaled or healed. Needs no Docker: hollow agents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from berth.testing.cli import Berth
+from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess
+from berth.testing.waiting import wait_until
+from berth.v1 import resources_pb2 as pb
+from controlplane.store import Put, keys
+from controlplane.store.etcd import Store
+
+
+@pytest.fixture()
+def plane(tmp_path: Path) -> Iterator[ControlPlaneProcess]:
+    process = ControlPlaneProcess(tmp_path / "cp")
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def _write_broken_service(plane: ControlPlaneProcess) -> None:
+    bad = pb.TaskDefinition(
+        family="bad",
+        revision=1,
+        status=pb.ACTIVE,
+        container_definitions=[
+            pb.ContainerDefinition(name=f"c{i}", image="x:1", cpu=2**32 - 1, memory=16, essential=True)
+            for i in range(2)
+        ],
+    )
+    service = pb.Service(
+        cluster="default", name="bad", task_definition="bad:1", desired_count=2, status=pb.SERVICE_ACTIVE
+    )
+
+    async def write() -> None:
+        store = Store([plane.etcd_endpoint], prefix="/berth/")
+        await store.connect()
+        try:
+            assert await store.commit(
+                [Put(keys.taskdef("bad", 1), bad), Put(keys.service("default", "bad"), service)]
+            )
+        finally:
+            await store.close()
+
+    asyncio.run(write())
+
+
+def test_other_services_keep_scaling_and_healing_past_a_broken_one(
+    plane: ControlPlaneProcess, tmp_path: Path
+) -> None:
+    hollow = HollowAgentsProcess(tmp_path / "hollow.log", plane.address, 2)
+    hollow.start()
+    try:
+        berth = Berth(plane.address)
+        wait_until(lambda: len(berth.ok("node", "list", "-o", "json").json()["nodes"]) == 2, 15, "2 nodes")
+        path = tmp_path / "good.json"
+        path.write_text(json.dumps([{"name": "good", "image": "anything:1", "memory": 16}]))
+        berth.ok("taskdef", "register", "--family", "good", "--container-definitions", f"file://{path}")
+        berth.ok("service", "create", "--name", "good", "--task-definition", "good", "--desired-count", "1")
+        wait_until(lambda: berth.running_exactly("default", 1, "good"), 15, "1 good task RUNNING")
+
+        _write_broken_service(plane)
+        wait_until(
+            lambda: "could not be reconciled" in berth.ok("service", "describe", "bad").stdout or None,
+            15,
+            "the broken service's event",
+        )
+        events = berth.ok("service", "describe", "bad").stdout
+        assert "ValueError" in events, events
+
+        # Scaling goes on.
+        berth.ok("service", "update", "good", "--desired-count", "3")
+        running = wait_until(lambda: berth.running_exactly("default", 3, "good"), 15, "3 good tasks")[0]
+
+        # Healing goes on.
+        victim = running[0]["taskArn"] if "taskArn" in running[0] else running[0]["id"]
+        berth.ok("task", "stop", victim)
+
+        def healed() -> list[dict[str, Any]] | None:
+            now = berth.running_exactly("default", 3, "good")
+            ids = {t.get("taskArn", t.get("id")) for t in now or []}
+            return now if now is not None and victim not in ids else None
+
+        wait_until(healed, 20, "the stopped good task replaced")
+        assert berth.running("default", "bad") == []
+    finally:
+        assert hollow.stop(timeout=15) is not None
