@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 
 from berth.errors import Unavailable
 from berth.v1 import resources_pb2 as pb
-from controlplane.store import Entry, StoreAPI, Versioned, keys
+from controlplane.store import Entry, StoreAPI, Versioned, decode, keys
 
 log = logging.getLogger(__name__)
 
@@ -166,10 +166,12 @@ class ClusterCache:
             if kind == keys.NODES:
                 self._nodes_version += 1
             self._notify_all_nodes()
-        if event.value is None:
+        # A value that does not decode is treated as absent (and logged), so
+        # one bad key never stops the watch every controller depends on.
+        value = None if event.value is None else decode(message_type, event.key, event.value)
+        if value is None:
             self._objects[kind].pop(event.key, None)
             return
-        value = message_type.FromString(event.value)
         self._objects[kind][event.key] = Versioned(event.key, value, event.mod_revision)
         if isinstance(value, pb.Task):
             self._index_task(value)

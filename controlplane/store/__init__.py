@@ -17,6 +17,7 @@ from controlplane.store.api import (
     StoreAPI,
     Versioned,
     Write,
+    decode,
 )
 from controlplane.store.etcd import KeepAliveStream, Store
 from controlplane.store.retry import RETRY, Retry, optimistic
@@ -34,5 +35,6 @@ __all__ = [
     "StoreAPI",
     "Versioned",
     "Write",
+    "decode",
     "optimistic",
 ]

@@ -20,15 +20,18 @@ both, so the fake keeps etcd's semantics:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from controlplane.store.retry import ATTEMPTS, RETRY, Retry, optimistic
 
 M = TypeVar("M", bound=Message)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -147,3 +150,33 @@ async def read_modify_write(
         return updated
 
     return await optimistic(attempt, what=key, attempts=attempts)
+
+
+def decode(message_type: type[M], key: str, raw: bytes) -> M | None:
+    """The message stored at `key`, or None (logged) when the bytes are not one.
+
+    A value that does not decode was not written by Berth (or by a newer,
+    incompatible version): it is treated as absent rather than allowed to
+    stop every reader of the store.
+    """
+    try:
+        return message_type.FromString(raw)
+    except DecodeError as error:
+        log.error(
+            "event=undecodable_value key=%s type=%s size=%d error=%r",
+            key,
+            message_type.__name__,
+            len(raw),
+            str(error),
+        )
+        return None
+
+
+def decoded(message_type: type[M], entries: Iterable[Entry]) -> list[Versioned[M]]:
+    """The entries that decode as `message_type` (see `decode`), as Versioned values."""
+    found = []
+    for entry in entries:
+        value = decode(message_type, entry.key, entry.value or b"")
+        if value is not None:
+            found.append(Versioned(entry.key, value, entry.mod_revision))
+    return found

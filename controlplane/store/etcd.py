@@ -39,6 +39,8 @@ from controlplane.store.api import (
     StoreAPI,
     Versioned,
     Write,
+    decode,
+    decoded,
     read_modify_write,
 )
 from controlplane.store.retry import ATTEMPTS
@@ -163,16 +165,14 @@ class Store:
         entry = await self.get_raw(key)
         if entry is None or entry.value is None:
             return None
-        return Versioned(key, message_type.FromString(entry.value), entry.mod_revision)
+        value = decode(message_type, key, entry.value)
+        return None if value is None else Versioned(key, value, entry.mod_revision)
 
     async def scan(self, prefix: str, message_type: type[M]) -> tuple[list[Versioned[M]], int]:
         """All values under prefix, sorted by key, and the store revision they were read at."""
         response = await self._range(prefix, prefix=True)
-        items = [
-            Versioned(self.relative(kv.key), message_type.FromString(kv.value), kv.mod_revision)
-            for kv in response.kvs
-        ]
-        return items, response.header.revision
+        entries = (Entry(self.relative(kv.key), kv.value, kv.mod_revision) for kv in response.kvs)
+        return decoded(message_type, entries), response.header.revision
 
     async def scan_raw(self, prefix: str = "") -> tuple[list[Entry], int]:
         """Every key under prefix as raw entries, and the store revision they were read at."""

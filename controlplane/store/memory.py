@@ -34,6 +34,8 @@ from controlplane.store.api import (
     StoreAPI,
     Versioned,
     Write,
+    decode,
+    decoded,
     read_modify_write,
 )
 from controlplane.store.retry import ATTEMPTS
@@ -85,7 +87,8 @@ class MemoryStore:
         entry = self._data.get(key)
         if entry is None or entry.value is None:
             return None
-        return Versioned(key, message_type.FromString(entry.value), entry.mod_revision)
+        value = decode(message_type, key, entry.value)
+        return None if value is None else Versioned(key, value, entry.mod_revision)
 
     def _under(self, prefix: str) -> list[Entry]:
         start = bisect.bisect_left(self._sorted_keys, prefix)
@@ -98,10 +101,7 @@ class MemoryStore:
 
     async def scan(self, prefix: str, message_type: type[M]) -> tuple[list[Versioned[M]], int]:
         await self._round_trip()
-        items = [
-            Versioned(entry.key, message_type.FromString(entry.value or b""), entry.mod_revision)
-            for entry in self._under(prefix)
-        ]
+        items = decoded(message_type, self._under(prefix))
         return items, self.revision
 
     async def scan_raw(self, prefix: str = "") -> tuple[list[Entry], int]:

@@ -23,6 +23,8 @@ from berth.v1 import resources_pb2 as pb
 from controlplane.store import Put, keys
 from controlplane.store.etcd import Store
 
+GARBAGE = b"\xff\xff\xff\xff"
+
 
 @pytest.fixture()
 def plane(tmp_path: Path) -> Iterator[ControlPlaneProcess]:
@@ -53,7 +55,14 @@ def _write_broken_service(plane: ControlPlaneProcess) -> None:
         await store.connect()
         try:
             assert await store.commit(
-                [Put(keys.taskdef("bad", 1), bad), Put(keys.service("default", "bad"), service)]
+                [
+                    Put(keys.taskdef("bad", 1), bad),
+                    Put(keys.service("default", "bad"), service),
+                    # Bytes that are no message at all: read as absent, never a crash.
+                    Put(keys.taskdef("junk", 1), GARBAGE),
+                    Put(keys.service("default", "junk"), GARBAGE),
+                    Put(keys.task("0" * 32), GARBAGE),
+                ]
             )
         finally:
             await store.close()
@@ -83,6 +92,12 @@ def test_other_services_keep_scaling_and_healing_past_a_broken_one(
         )
         events = berth.ok("service", "describe", "bad").stdout
         assert "ValueError" in events, events
+        # The undecodable keys are left out of listings, which keep working.
+        families = {t["family"] for t in berth.ok("taskdef", "list", "-o", "json").json()["taskDefinitions"]}
+        assert families == {"good", "bad"}, families
+        services = {s["name"] for s in berth.ok("service", "list", "-o", "json").json()["services"]}
+        assert services == {"good", "bad"}, services
+        assert "event=undecodable_value" in plane.log_path.read_text()
 
         # Scaling goes on.
         berth.ok("service", "update", "good", "--desired-count", "3")
