@@ -24,6 +24,7 @@ from agent.metrics import RULES_APPLY_SECONDS
 from agent.netfilter import rules
 from agent.netfilter.runner import Completed, ProgramRunner, SubprocessRunner
 from berth.v1 import agent_pb2 as agent_pb
+from berth.v1 import resources_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -141,17 +142,24 @@ class ServiceNetwork:
                 self._run("iptables-restore", "--noflush", input_text=change)
             kind = "delta"
         self._applied = rule_set
-        # Endpoints that went away, found by comparing only the routes that changed.
+        # Endpoints that went away, and UDP service ports that had no endpoint
+        # and now have one, found by comparing only the routes that changed.
         gone: set[tuple[str, str, int, int]] = set()
-        for key, raw in self._applied_routes.items():
-            if current.get(key) != raw:
-                before = rules.endpoint_keys([agent_pb.ServiceRoute.FromString(raw)])
-                after = rules.endpoint_keys(
-                    [agent_pb.ServiceRoute.FromString(current[key])] if key in current else []
-                )
-                gone |= before - after
+        newly_served: set[tuple[str, int]] = set()
+        first_sync = not self._applied_routes
+        for key in self._applied_routes.keys() | current.keys():
+            raw_before, raw_after = self._applied_routes.get(key), current.get(key)
+            if raw_before == raw_after:
+                continue
+            before = [agent_pb.ServiceRoute.FromString(raw_before)] if raw_before else []
+            after = [agent_pb.ServiceRoute.FromString(raw_after)] if raw_after else []
+            gone |= rules.endpoint_keys(before) - rules.endpoint_keys(after)
+            if not first_sync:
+                newly_served |= rules.served_udp_ports(after) - rules.served_udp_ports(before)
         for vip, address, port, protocol in sorted(gone):
             self._forget_flows(vip, address, port, protocol)
+        for vip, port in sorted(newly_served):
+            self._forget_unserved_flows(vip, port)
         self._applied_routes = current
         RULES_APPLY_SECONDS.labels(kind).observe(time.perf_counter() - started)
         log.info(
@@ -160,6 +168,27 @@ class ServiceNetwork:
             len(routes),
             len(gone),
             revision,
+        )
+
+    def _forget_unserved_flows(self, vip: str, port: int) -> None:
+        """Delete UDP flows to VIP:port recorded while it had no endpoint (kube-proxy does the same).
+
+        A datagram sent while a UDP service port had no endpoint left a flow
+        with no DNAT in conntrack; every later datagram of that client (same
+        source port) would follow it past the new endpoint until the flow
+        times out. Only ports that had no endpoint are cleared, so no live,
+        DNATed flow is cut.
+        """
+        if not rules.valid_endpoint(vip, port, pb.UDP):
+            return
+        result = self._run(
+            "conntrack", "-D", "-p", "udp", "--orig-dst", vip, "--orig-port-dst", str(port), check=False
+        )
+        log.info(
+            "event=conntrack_flushed vip=%s port=%d protocol=udp reason=first_endpoint result=%r",
+            vip,
+            port,
+            result.stderr.strip().splitlines()[-1:],
         )
 
     def _forget_flows(self, vip: str, address: str, port: int, protocol: int) -> None:

@@ -327,6 +327,20 @@ def delta(old: RuleSet, new: RuleSet) -> str | None:
     return "\n".join([*lines, "COMMIT", ""])
 
 
+def served_udp_ports(routes: Iterable[agent_pb.ServiceRoute]) -> set[tuple[str, int]]:
+    """(vip, service port) of every UDP service port that has at least one valid endpoint."""
+    served = set()
+    for route in routes:
+        checked = check_route(route)
+        if checked is not None:
+            served |= {
+                (checked.vip, service_port)
+                for _, _, service_port, protocol in checked.endpoints
+                if protocol == pb.UDP
+            }
+    return served
+
+
 def endpoint_keys(routes: Iterable[agent_pb.ServiceRoute]) -> set[tuple[str, str, int, int]]:
     """(vip, endpoint address, endpoint port, protocol) for every valid endpoint (for conntrack)."""
     keys = set()

@@ -82,7 +82,7 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
         lambda p: ["task", "run", "--task-definition", "good:" + "1" * 5000],
         "is invalid: write FAMILY or FAMILY:REVISION",
     ),
-    "desired count too large": (_create("--desired-count", "99999999999"), "the limit is 10000"),
+    "desired count too large": (_create("--desired-count", "99999999999"), "over the quota of 10000 tasks"),
     "desired count past int64": (_create("--desired-count", "99999999999999999999"), "out of range"),
     "service name with a newline": (
         lambda p: ["service", "create", "--name", "web\n", "--task-definition", "good"],

@@ -214,6 +214,39 @@ def test_vip_and_name_survive_task_replacement(
     assert failed <= 15, f"{failed} of 600 requests failed"
 
 
+def udp_ask(lab: Lab, vip: str, port: int, source_port: int) -> str:
+    """One datagram from h1 (always the same source port) to VIP:port; the answer or 'timeout'."""
+    probe = (
+        "import socket,sys\n"
+        "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+        f"s.bind(('0.0.0.0',{source_port})); s.settimeout(1)\n"
+        f"s.sendto(b'ping',('{vip}',{port}))\n"
+        "try: print(s.recvfrom(200)[0].decode())\n"
+        "except OSError: print('timeout')\n"
+    )
+    command = [*lab.host("h1").nsenter(), sys.executable, "-c", probe]
+    return subprocess.run(command, capture_output=True, text=True, timeout=10).stdout.strip()
+
+
+def test_a_udp_client_that_asked_before_any_endpoint_reaches_the_first_one(
+    berth: Berth, lab: Lab, services: list[str], tmp_path: Path
+) -> None:
+    # A datagram sent while the service has no endpoint leaves a flow with no
+    # DNAT in conntrack; without clearing it, the same client's datagrams
+    # follow it past the first endpoint for as long as they keep coming.
+    services.append("late")
+    vip = create(berth, tmp_path, "late", UDP, "9001:echo/udp", 0)
+    assert udp_ask(lab, vip, 9001, 40001) == "timeout"
+    berth.ok("service", "update", "late", "--desired-count", "1")
+    wait_until(lambda: len(berth.running("default", "late")) == 1, 30, "1 RUNNING")
+    wait_until(lambda: dnat_targets(lab.host("h1"), vip) or None, 10, "h1's rules for the service")
+    wait_until(
+        lambda: ((a := udp_ask(lab, vip, 9001, 40001)).endswith(": ping") and a) or None,
+        10,
+        "an answer to the client that asked first",
+    )
+
+
 def test_udp_service_survives_its_only_endpoint_being_replaced(
     berth: Berth, lab: Lab, services: list[str], tmp_path: Path
 ) -> None:
@@ -221,17 +254,9 @@ def test_udp_service_survives_its_only_endpoint_being_replaced(
     vip = create(berth, tmp_path, "echo", UDP, "9000:echo/udp", 1)
     # A host process on h1 that always uses source port 40000, so its
     # conntrack entry would pin it to a dead endpoint if nobody removed it.
-    probe = (
-        "import socket,sys\n"
-        "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('0.0.0.0',40000)); s.settimeout(1)\n"
-        f"s.sendto(b'ping',('{vip}',9000))\n"
-        "try: print(s.recvfrom(200)[0].decode())\n"
-        "except OSError: print('timeout')\n"
-    )
 
     def ask() -> str:
-        command = [*lab.host("h1").nsenter(), sys.executable, "-c", probe]
-        return subprocess.run(command, capture_output=True, text=True, timeout=10).stdout.strip()
+        return udp_ask(lab, vip, 9000, 40000)
 
     # RUNNING is recorded before every host has programmed the new endpoint: wait for h1's rules.
     wait_until(lambda: dnat_targets(lab.host("h1"), vip) or None, 10, "h1's rules for the echo service")

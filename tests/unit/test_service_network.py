@@ -332,3 +332,29 @@ def test_remove_owned_rules_takes_off_only_berths_jumps_chains_and_route() -> No
         ("iptables", "-t", "nat", "-X", "BERTH-SERVICES"),
     ]
     assert runner.commands[-1] == ("ip", "route", "del", "local", CIDR, "dev", "lo", "table", "local")
+
+
+async def test_a_udp_port_that_gets_its_first_endpoint_drops_flows_recorded_without_one() -> None:
+    # A datagram sent while the port had no endpoint leaves a flow with no
+    # DNAT; the client's next datagrams (same source port) would follow it
+    # past the new endpoint. Clear it, as kube-proxy does; live flows of
+    # ports that had endpoints are never touched.
+    runner = FakeRunner()
+    net = network(runner)
+    empty = dns_route()
+    del empty.endpoints[:]
+    net.update([empty], 1)
+    assert await net.step()
+    runner.clear()
+    net.update([dns_route()], 2)
+    assert await net.step()
+    assert [c for c in runner.commands if c[0] == "conntrack"] == [
+        ("conntrack", "-D", "-p", "udp", "--orig-dst", empty.vip, "--orig-port-dst", "53")
+    ]
+    runner.clear()
+    more = dns_route()
+    more.endpoints.append(more.endpoints[0])
+    more.endpoints[-1].address = "10.213.0.14"
+    net.update([more], 3)
+    assert await net.step()
+    assert not [c for c in runner.commands if c[0] == "conntrack"], "the port already had an endpoint"
