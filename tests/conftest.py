@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import pytest
@@ -61,3 +62,14 @@ def agent(
 @pytest.fixture(scope="module")
 def berth(controlplane: ControlPlaneProcess) -> Berth:
     return Berth(controlplane.address)
+
+
+@pytest.fixture()
+def plane(tmp_path: Path) -> Iterator[ControlPlaneProcess]:
+    """A control plane of the test's own, with default settings (modules needing others override it)."""
+    process = ControlPlaneProcess(tmp_path / "cp")
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from berth.testing.cli import Berth
 from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess
@@ -24,16 +21,6 @@ from controlplane.store import Put, keys
 from controlplane.store.etcd import Store
 
 GARBAGE = b"\xff\xff\xff\xff"
-
-
-@pytest.fixture()
-def plane(tmp_path: Path) -> Iterator[ControlPlaneProcess]:
-    process = ControlPlaneProcess(tmp_path / "cp")
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def _write_broken_service(plane: ControlPlaneProcess) -> None:

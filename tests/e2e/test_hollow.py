@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from berth.testing.cli import Berth
 from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess
 from berth.testing.waiting import wait_until
-
-
-@pytest.fixture()
-def plane(tmp_path: Path) -> Iterator[ControlPlaneProcess]:
-    process = ControlPlaneProcess(tmp_path / "cp")
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def test_exit_after_stops_tasks_with_the_scripted_exit_code(

@@ -37,16 +37,6 @@ def controls(text: str) -> list[str]:
 
 
 @pytest.fixture()
-def plane(tmp_path: Path) -> Iterator[ControlPlaneProcess]:
-    process = ControlPlaneProcess(tmp_path / "cp")
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
-@pytest.fixture()
 def hollow(plane: ControlPlaneProcess, tmp_path: Path) -> Iterator[HollowAgentsProcess]:
     process = HollowAgentsProcess(tmp_path / "hollow.log", plane.address, 1)
     process.start()
