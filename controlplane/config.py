@@ -16,8 +16,10 @@ class ControlPlaneSettings:
     etcd_endpoints: list[str] = field(default_factory=list)
     key_prefix: str = "/berth/"
     leader_ttl: int = 5
-    # How long STOPPED tasks stay listed (ECS keeps them about an hour).
-    stopped_task_retention: float = 3600.0
+    # Seconds STOPPED tasks (exit code, stop code, reason) are kept before the
+    # housekeeper purges them; 3 days, so a failure found on Monday is still
+    # explained (ECS keeps them about an hour).
+    stopped_task_retention: float = 259200.0
     # Nodes each task samples before a full scan; 0 = always scan all.
     scheduler_sample_size: int = 0
     # Seconds without heartbeats before a node is DOWN and its tasks replaced.

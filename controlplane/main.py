@@ -30,7 +30,12 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
     parser.add_argument("--etcd", default="", help="external etcd endpoints, URL[,URL]; default: embedded")
     parser.add_argument("--key-prefix", default="/berth/")
     parser.add_argument("--leader-ttl", type=int, default=5, help="seconds")
-    parser.add_argument("--stopped-task-retention", type=float, default=3600.0, help="seconds")
+    parser.add_argument(
+        "--stopped-task-retention",
+        type=float,
+        default=259200.0,
+        help="seconds a STOPPED task (exit code, stop code, reason) is kept before it is purged",
+    )
     parser.add_argument(
         "--scheduler-sample-size", type=int, default=0, help="nodes each task samples first; 0: all"
     )

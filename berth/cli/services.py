@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import typer
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from berth.cli import placement
 from berth.cli.client import CliContext, api_errors, fail, node_label, node_names
@@ -173,6 +175,40 @@ def describe(
             console.print(f"  {age(event.created_at):>4} ago  {event.message}")
 
     emit_one(output, description, show)
+
+
+def _timestamp(stamp: Timestamp) -> str:
+    if not stamp.seconds:
+        return "-"
+    return datetime.fromtimestamp(stamp.seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@app.command("events")
+def events(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., metavar="NAME", help="service name"),
+    cluster: str = ClusterOption,
+    limit: int = typer.Option(
+        0, "--limit", metavar="N", min=0, max=2**32 - 1, help="at most N events; 0: all that are kept"
+    ),
+    output: str = OutputOption,
+) -> None:
+    """A service's events, newest first, with their times (UTC); the newest 100 are kept."""
+    cli: CliContext = ctx.obj
+    with api_errors(cli):
+        found = cli.stub.ListServiceEvents(
+            api.ListServiceEventsRequest(cluster=cluster, name=name, limit=limit)
+        ).events
+    emit(
+        output,
+        found,
+        [
+            ("TIME", lambda e: _timestamp(e.created_at)),
+            ("AGE", lambda e: age(e.created_at)),
+            ("MESSAGE", lambda e: e.message),
+        ],
+        "events",
+    )
 
 
 @app.command("update")

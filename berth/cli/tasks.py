@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
+import grpc
 import typer
 
 from berth.cli import placement
-from berth.cli.client import CliContext, api_errors, node_label, node_names
+from berth.cli.client import CliContext, api_errors, fail, node_label, node_names
 from berth.cli.options import ClusterOption, command_group
 from berth.cli.output import (
     OutputOption,
@@ -137,9 +140,20 @@ def run(
     cluster: str = ClusterOption,
     placement_strategy: list[str] = PlacementStrategyOption,
     placement_constraints: list[str] = PlacementConstraintsOption,
+    wait: bool = typer.Option(False, "--wait", help="wait until the task stops and exit with its exit code"),
+    timeout: float = typer.Option(
+        0.0, "--timeout", metavar="SECONDS", min=0, help="with --wait: give up after this long; 0: never"
+    ),
 ) -> None:
-    """Run a one-off task (not restarted when it exits)."""
+    """Run a one-off task (not restarted when it exits).
+
+    With --wait: print the task's id, wait until it is STOPPED, print its stop
+    code and reason, and exit with its essential container's exit code; exit 1
+    when it failed to start, stopped without an exit code, or --timeout passed.
+    """
     cli: CliContext = ctx.obj
+    if timeout and not wait:
+        raise fail("--timeout applies only with --wait")
     request = api.RunTaskRequest(
         cluster=cluster,
         task_definition=task_definition,
@@ -149,6 +163,67 @@ def run(
     with api_errors(cli):
         task = cli.stub.RunTask(request)
     say(task.id)
+    if wait:
+        raise typer.Exit(code=_outcome(_wait_stopped(cli, task, timeout or None)))
+
+
+# Seconds between looks at a waited-for task, and how long the control plane
+# may be unreachable (a restart) before `--wait` gives up.
+WAIT_POLL = 0.5
+WAIT_UNREACHABLE = 60.0
+_UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def _look(cli: CliContext, task: pb.Task) -> pb.Task | None:
+    """The task as stored now; None while the control plane is unreachable (restarting, say)."""
+    with api_errors(cli):
+        try:
+            return cli.stub.DescribeTask(api.TaskRef(cluster=task.cluster, id=task.id), timeout=10)
+        except grpc.RpcError as error:
+            if error.code() not in _UNREACHABLE:  # type: ignore[attr-defined]
+                raise
+    return None
+
+
+def _wait_stopped(cli: CliContext, task: pb.Task, timeout: float | None) -> pb.Task:
+    """The task once it is STOPPED; exits 1 when `timeout` passes first."""
+    started = time.monotonic()
+    reachable_at = started
+    told_pending = ""
+    while True:
+        seen = _look(cli, task)
+        now = time.monotonic()
+        if seen is not None:
+            task, reachable_at = seen, now
+            if task.last_status == pb.STOPPED:
+                return task
+            if task.pending_reason and task.pending_reason != told_pending:
+                told_pending = task.pending_reason
+                say(f"task {task.id} is waiting to be placed: {task.pending_reason}", err=True)
+        elif now - reachable_at > WAIT_UNREACHABLE:
+            raise fail(f"the control plane at {cli.server} stayed unreachable for {WAIT_UNREACHABLE:g}s")
+        if timeout is not None and now - started >= timeout:
+            raise fail(
+                f"task {task.id} is still {status_name(task.last_status)} after {timeout:g}s; "
+                f"it was not stopped (berth task stop {task.id} stops it)"
+            )
+        pause = WAIT_POLL if timeout is None else min(WAIT_POLL, timeout - (now - started))
+        time.sleep(max(0.0, pause))
+
+
+def _outcome(task: pb.Task) -> int:
+    """Print the stopped task's one-line outcome; the process exit code it means."""
+    code = STOP_CODES.get(task.stop_code, "stopped")
+    reason = f": {task.stopped_reason}" if task.stopped_reason else ""
+    if task.stop_code == pb.TASK_FAILED_TO_START:
+        say(f"error: task {task.id} failed to start (TaskFailedToStart{reason})", err=True)
+        return 1
+    if not task.has_exit_code:
+        say(f"error: task {task.id} stopped without an exit code ({code}{reason})", err=True)
+        return 1
+    say(f"task {task.id} stopped: {code}{reason}; exit code {task.exit_code}")
+    # A process can only exit 0-255: anything else that is not 0 is a failure, never 0 by wrapping.
+    return task.exit_code if 0 <= task.exit_code <= 255 else 1
 
 
 @app.command("stop")

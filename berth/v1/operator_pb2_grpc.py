@@ -146,6 +146,11 @@ class OperatorStub:
                 request_serializer=berth_dot_v1_dot_operator__pb2.RemoveNodeRequest.SerializeToString,
                 response_deserializer=berth_dot_v1_dot_resources__pb2.Node.FromString,
                 _registered_method=True)
+        self.ListServiceEvents = channel.unary_unary(
+                '/berth.v1.Operator/ListServiceEvents',
+                request_serializer=berth_dot_v1_dot_operator__pb2.ListServiceEventsRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_operator__pb2.ListServiceEventsResponse.FromString,
+                _registered_method=True)
 
 
 class OperatorServicer:
@@ -287,6 +292,13 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListServiceEvents(self, request, context):
+        """A service's events, newest first (the control plane keeps the newest 100).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -399,6 +411,11 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.RemoveNode,
                     request_deserializer=berth_dot_v1_dot_operator__pb2.RemoveNodeRequest.FromString,
                     response_serializer=berth_dot_v1_dot_resources__pb2.Node.SerializeToString,
+            ),
+            'ListServiceEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListServiceEvents,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.ListServiceEventsRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_operator__pb2.ListServiceEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -995,6 +1012,33 @@ class Operator:
             '/berth.v1.Operator/RemoveNode',
             berth_dot_v1_dot_operator__pb2.RemoveNodeRequest.SerializeToString,
             berth_dot_v1_dot_resources__pb2.Node.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListServiceEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/ListServiceEvents',
+            berth_dot_v1_dot_operator__pb2.ListServiceEventsRequest.SerializeToString,
+            berth_dot_v1_dot_operator__pb2.ListServiceEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -60,6 +60,8 @@ class OperatorStub:
     """Deletes a node's record; refused while tasks that are not STOPPED are
     placed there, unless forced (they are then recorded as lost).
     """
+    ListServiceEvents: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListServiceEventsRequest, _operator_pb2.ListServiceEventsResponse]
+    """A service's events, newest first (the control plane keeps the newest 100)."""
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -91,6 +93,8 @@ class OperatorAsyncStub(OperatorStub):
     """Deletes a node's record; refused while tasks that are not STOPPED are
     placed there, unless forced (they are then recorded as lost).
     """
+    ListServiceEvents: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListServiceEventsRequest, _operator_pb2.ListServiceEventsResponse]  # type: ignore[assignment]
+    """A service's events, newest first (the control plane keeps the newest 100)."""
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -251,5 +255,13 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         """Deletes a node's record; refused while tasks that are not STOPPED are
         placed there, unless forced (they are then recorded as lost).
         """
+
+    @_abc_1.abstractmethod
+    def ListServiceEvents(
+        self,
+        request: _operator_pb2.ListServiceEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ListServiceEventsResponse, _abc.Awaitable[_operator_pb2.ListServiceEventsResponse]]:
+        """A service's events, newest first (the control plane keeps the newest 100)."""
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -127,6 +127,13 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         found, not_ready = await self._ops.services.endpoints(request.cluster, request.name)
         return api.ListEndpointsResponse(endpoints=found, not_ready=not_ready)
 
+    @grpc_errors
+    async def ListServiceEvents(
+        self, request: api.ListServiceEventsRequest, context: Context
+    ) -> api.ListServiceEventsResponse:
+        events = await self._ops.services.events(request.cluster, request.name, request.limit)
+        return api.ListServiceEventsResponse(events=events)
+
     # -- tasks -----------------------------------------------------------------
 
     @grpc_errors

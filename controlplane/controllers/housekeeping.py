@@ -1,4 +1,14 @@
-"""Clean-up the other controllers leave: orphaned and expired tasks, long-DOWN nodes."""
+"""Clean-up the other controllers leave: orphaned and expired tasks, long-DOWN nodes.
+
+What bounds etcd's growth from tasks: a STOPPED task keeps its exit code, stop
+code and reason for `--stopped-task-retention` seconds (3 days by default),
+then `purge_stopped` deletes it, at most `PURGE_PER_PASS` a pass in
+transactions of `PURGE_BATCH`, oldest first, so a backlog (a crash loop's
+thousands of attempts) drains over a few passes without one huge transaction
+or a pass that never ends. Old revisions of deleted and rewritten keys are
+etcd's to compact: the embedded etcd runs with revision auto-compaction
+(`store/embedded.py`); an external etcd needs its own `--auto-compaction-*`.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +22,11 @@ from controlplane.controllers.barrier import Barrier
 from controlplane.store import Condition, Delete, StoreAPI, Versioned, keys
 
 log = logging.getLogger(__name__)
+
+# etcd refuses transactions of more than --max-txn-ops (128 by default).
+PURGE_BATCH = 100
+# A pass deletes at most this many stopped tasks; the rest wait for the next.
+PURGE_PER_PASS = 1_000
 
 
 class Housekeeper:
@@ -42,11 +57,11 @@ class Housekeeper:
             return 0
         self._next_run = time.monotonic() + self._interval
         written = await self.collect_down_nodes(time.time())
-        cutoff = time.time() - self._retention
+        written = max(written, await self.purge_stopped(time.time()))
         node_ids = {n.value.id for n in self._cache.nodes()}
         for task in list(self._cache.tasks()):
             try:
-                written = max(written, await self._tidy(task, cutoff, node_ids))
+                written = max(written, await self._tidy(task, node_ids))
             except Exception as error:
                 self._barrier.note("task", task.value.id, error)
         return written
@@ -95,15 +110,44 @@ class Housekeeper:
         log.warning("event=node_collected node=%s name=%s down_for=%.0fs", node.id, node.name, now - since)
         return result
 
-    async def _tidy(self, task: Versioned[pb.Task], cutoff: float, node_ids: set[str]) -> int:
+    async def purge_stopped(self, now: float) -> int:
+        """Delete STOPPED tasks stopped more than the retention ago, oldest first, bounded per pass.
+
+        Each batch compares every task's revision: if one changed since the
+        cache saw it, the batch is left for the next pass, which sees it fresh.
+        """
+        cutoff = now - self._retention
+        candidates = sorted(
+            (t for t in self._cache.tasks() if _stopped_before(t.value, cutoff)),
+            key=lambda t: _stopped_seconds(t.value),
+        )
+        expired = candidates[:PURGE_PER_PASS]
+        written = purged = 0
+        for start in range(0, len(expired), PURGE_BATCH):
+            batch = expired[start : start + PURGE_BATCH]
+            try:
+                result = await self._store.commit(
+                    [Delete(t.key) for t in batch], [Condition(t.key, t.mod_revision) for t in batch]
+                )
+            except Exception as error:
+                self._barrier.note("task", batch[0].value.id, error)
+                continue
+            if result is not None:
+                written = max(written, result)
+                purged += len(batch)
+        if purged:
+            log.info(
+                "event=stopped_tasks_purged count=%d left=%d retention=%.0fs",
+                purged,
+                len(candidates) - purged,
+                self._retention,
+            )
+        return written
+
+    async def _tidy(self, task: Versioned[pb.Task], node_ids: set[str]) -> int:
         value = task.value
         if value.last_status == pb.STOPPED:
-            # Like ECS, stopped tasks stay visible for a while, then go.
-            if value.stopped_at.seconds and value.stopped_at.seconds < cutoff:
-                deleted = [Delete(task.key)]
-                result = await self._store.commit(deleted, [Condition(task.key, task.mod_revision)])
-                return result or 0
-            return 0
+            return 0  # kept for the retention, then purged by `purge_stopped`
         if value.node_id and value.node_id not in node_ids:
             updated = lifecycle.mark_stopped(value, pb.NODE_LOST, f"Node {value.node_id} no longer exists")
             if updated is not None:
@@ -111,3 +155,13 @@ class Housekeeper:
                 log.warning("event=task_orphaned task=%s node=%s", value.id, value.node_id)
                 return result or 0
         return 0
+
+
+def _stopped_seconds(task: pb.Task) -> int:
+    # A STOPPED task without `stopped_at` (written by an older version) ages
+    # from its creation, so it is purged too instead of kept forever.
+    return task.stopped_at.seconds or task.created_at.seconds
+
+
+def _stopped_before(task: pb.Task, cutoff: float) -> bool:
+    return task.last_status == pb.STOPPED and 0 < _stopped_seconds(task) < cutoff

@@ -185,6 +185,13 @@ class Services:
             events=list(reversed(events.value.events)) if events else [],
         )
 
+    async def events(self, cluster_name: str, name: str, limit: int = 0) -> list[pb.ServiceEvent]:
+        """The service's events, newest first; at most `limit` of them (0: all that are kept)."""
+        cluster, service, _ = await self.existing(cluster_name, name)
+        stored = await self._store.get(keys.events(cluster, service.name), pb.ServiceEvents)
+        newest_first = list(reversed(stored.value.events)) if stored else []
+        return newest_first[:limit] if limit > 0 else newest_first
+
     async def update(self, cluster_name: str, name: str, count: int | None) -> pb.Service:
         cluster, service, revision = await self.existing(cluster_name, name)
         if service.status != pb.SERVICE_ACTIVE:
