@@ -1,17 +1,40 @@
-"""Clean-up the other controllers leave: orphaned and expired tasks, long-DOWN nodes."""
+"""Clean-up the other controllers leave: orphaned and expired tasks, long-DOWN nodes.
+
+A crash loop creates a stopped task per attempt; only the newest
+`keep_failed_per_service` failed ones of each service are kept for
+inspection, older ones go before their retention ends, so a loop can never
+fill etcd.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
+from collections.abc import Iterable
 
 from berth.v1 import resources_pb2 as pb
-from controlplane import lifecycle
+from controlplane import backoff, lifecycle
 from controlplane.cache import ClusterCache
 from controlplane.controllers.barrier import Barrier
 from controlplane.store import Condition, Delete, StoreAPI, Versioned, keys
 
 log = logging.getLogger(__name__)
+
+KEEP_FAILED_PER_SERVICE = 10
+
+
+def surplus_failures(tasks: Iterable[pb.Task], keep: int) -> set[str]:
+    """Failed stopped tasks of a service beyond its newest `keep`: purged early."""
+    failed: dict[tuple[str, str], list[pb.Task]] = defaultdict(list)
+    for task in tasks:
+        if task.service and backoff.is_failure(task):
+            failed[(task.cluster, task.service)].append(task)
+    surplus: set[str] = set()
+    for group in failed.values():
+        group.sort(key=lambda t: (backoff.seconds(t.stopped_at), t.id), reverse=True)
+        surplus.update(t.id for t in group[keep:])
+    return surplus
 
 
 class Housekeeper:
@@ -22,7 +45,9 @@ class Housekeeper:
         stopped_task_retention: float,
         interval: float = 5.0,
         node_gc_after: float = 0.0,
+        keep_failed_per_service: int = KEEP_FAILED_PER_SERVICE,
     ) -> None:
+        self._keep_failed = keep_failed_per_service
         self._store = store
         self._cache = cache
         self._retention = stopped_task_retention
@@ -44,9 +69,11 @@ class Housekeeper:
         written = await self.collect_down_nodes(time.time())
         cutoff = time.time() - self._retention
         node_ids = {n.value.id for n in self._cache.nodes()}
-        for task in list(self._cache.tasks()):
+        tasks = list(self._cache.tasks())
+        surplus = surplus_failures((t.value for t in tasks), self._keep_failed)
+        for task in tasks:
             try:
-                written = max(written, await self._tidy(task, cutoff, node_ids))
+                written = max(written, await self._tidy(task, cutoff, node_ids, surplus))
             except Exception as error:
                 self._barrier.note("task", task.value.id, error)
         return written
@@ -95,11 +122,15 @@ class Housekeeper:
         log.warning("event=node_collected node=%s name=%s down_for=%.0fs", node.id, node.name, now - since)
         return result
 
-    async def _tidy(self, task: Versioned[pb.Task], cutoff: float, node_ids: set[str]) -> int:
+    async def _tidy(
+        self, task: Versioned[pb.Task], cutoff: float, node_ids: set[str], surplus: set[str]
+    ) -> int:
         value = task.value
         if value.last_status == pb.STOPPED:
-            # Like ECS, stopped tasks stay visible for a while, then go.
-            if value.stopped_at.seconds and value.stopped_at.seconds < cutoff:
+            # Like ECS, stopped tasks stay visible for a while, then go; the
+            # older attempts of a crash loop go early.
+            expired = bool(value.stopped_at.seconds) and value.stopped_at.seconds < cutoff
+            if expired or value.id in surplus:
                 deleted = [Delete(task.key)]
                 result = await self._store.commit(deleted, [Condition(task.key, task.mod_revision)])
                 return result or 0
