@@ -164,7 +164,8 @@ class ServiceController:
     async def _record_backoff(self, versioned: Versioned[pb.Service], state: pb.ServiceBackoff) -> int:
         service = pb.Service()
         service.CopyFrom(versioned.value)
-        previous = service.backoff
+        previous = pb.ServiceBackoff()
+        previous.CopyFrom(service.backoff)
         service.backoff.CopyFrom(state)
         result = await self._store.put_if_unchanged(versioned.key, service, versioned.mod_revision)
         if result is None:
