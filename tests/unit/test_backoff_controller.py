@@ -5,6 +5,7 @@ from __future__ import annotations
 from berth.clock import now
 from berth.v1 import resources_pb2 as pb
 from controlplane.cache import ClusterCache
+from controlplane.controllers.housekeeping import Housekeeper
 from controlplane.controllers.scheduling import SchedulingController
 from controlplane.controllers.services import ServiceController
 from controlplane.events import EventLog
@@ -90,3 +91,21 @@ async def test_failures_are_stored_held_back_and_told(store: MemoryStore, cache:
     assert "service web: 1 task exited (exit 1); replacing at once" in messages
     assert messages[-1] == "service web is failing: 2 tasks exited in a row (exit 1); next attempt in 5 s"
     assert not any("steady state" in m for m in messages)
+
+
+async def test_housekeeping_purges_a_crash_loops_older_attempts_early(
+    store: MemoryStore, cache: ClusterCache
+) -> None:
+    await _world(store)
+    stamp = now()
+    for i in range(12):
+        task = pb.Task(id=f"t{i:02}", cluster="default", service="web", node_id="n1")
+        task.last_status, task.desired_status = pb.STOPPED, pb.DESIRED_STOPPED
+        task.stop_code = pb.TASK_FAILED_TO_START
+        task.stopped_at.seconds, task.stopped_at.nanos = stamp.seconds - 100 + i, 0
+        await put(store, keys.task(task.id), task)
+    await caught_up(cache, store)
+    await Housekeeper(store, cache, stopped_task_retention=3600, keep_failed_per_service=10).reconcile()
+    await caught_up(cache, store)
+    left = sorted(t.value.id for t in cache.tasks_of_service("default", "web"))
+    assert left == [f"t{i:02}" for i in range(2, 12)], "the newest 10 are kept, well within retention"
