@@ -89,11 +89,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--attribute", action="append", default=[], help="KEY=VALUE, repeatable")
     parser.add_argument("--exit-after", type=float, default=None, help="every task exits after N seconds")
     parser.add_argument("--exit-code", type=int, default=0)
+    parser.add_argument(
+        "--fail-image",
+        action="append",
+        default=[],
+        help="tasks using this image fail to start (as if it did not exist), repeatable",
+    )
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     logs.configure(args.log_level)
     attributes = dict(a.split("=", 1) for a in args.attribute)
-    driver = FakeDriver(exit_after=args.exit_after, exit_code=args.exit_code)
+    driver = FakeDriver(
+        exit_after=args.exit_after, exit_code=args.exit_code, fail_images=frozenset(args.fail_image)
+    )
 
     async def run() -> None:
         stop = asyncio.Event()

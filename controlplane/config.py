@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controlplane.backoff import Policy as CrashBackoff
 from controlplane.limits import Quotas
 
 
@@ -44,6 +45,13 @@ class ControlPlaneSettings:
     max_tasks_per_service: int = 10_000
     max_revisions_per_family: int = 1_000
     max_nodes: int = 5_000
+    # Crash-loop backoff (controlplane/backoff.py): seconds before the second
+    # attempt, doubling to the cap; a task up `crash_backoff_reset` ends a streak.
+    crash_backoff_first: float = 5.0
+    crash_backoff_max: float = 300.0
+    crash_backoff_reset: float = 600.0
+    # Failed stopped tasks kept per service; older ones are purged early.
+    keep_failed_tasks: int = 10
 
     @property
     def quotas(self) -> Quotas:
@@ -54,6 +62,10 @@ class ControlPlaneSettings:
             revisions_per_family=self.max_revisions_per_family,
             nodes=self.max_nodes,
         )
+
+    @property
+    def crash_backoff(self) -> CrashBackoff:
+        return CrashBackoff(self.crash_backoff_first, self.crash_backoff_max, self.crash_backoff_reset)
 
     @property
     def identity(self) -> str:

@@ -74,7 +74,28 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         "--max-revisions-per-family", type=int, default=1_000, help="quota: task definition revisions"
     )
     parser.add_argument("--max-nodes", type=int, default=5_000, help="quota")
+    parser.add_argument(
+        "--crash-backoff-first", type=float, default=5.0, help="seconds before a crash loop's second attempt"
+    )
+    parser.add_argument(
+        "--crash-backoff-max", type=float, default=300.0, help="seconds: the crash-loop backoff's cap"
+    )
+    parser.add_argument(
+        "--crash-backoff-reset",
+        type=float,
+        default=600.0,
+        help="seconds a task stays up to end a crash loop's streak",
+    )
+    parser.add_argument(
+        "--keep-failed-tasks", type=int, default=10, help="failed stopped tasks kept per service"
+    )
     args = parser.parse_args(argv)
+    if not 0 < args.crash_backoff_first <= args.crash_backoff_max:
+        parser.error("--crash-backoff-first must be above 0 and at most --crash-backoff-max")
+    if args.crash_backoff_reset <= 0:
+        parser.error("--crash-backoff-reset must be above 0")
+    if args.keep_failed_tasks < 1:
+        parser.error("--keep-failed-tasks must be at least 1")
     try:
         lb_allowed_ports = parse_ports(args.lb_allowed_ports, "--lb-allowed-ports")
         lb_reserved_ports = parse_ports(args.lb_reserved_ports, "--lb-reserved-ports")
@@ -103,6 +124,10 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         max_tasks_per_service=args.max_tasks_per_service,
         max_revisions_per_family=args.max_revisions_per_family,
         max_nodes=args.max_nodes,
+        crash_backoff_first=args.crash_backoff_first,
+        crash_backoff_max=args.crash_backoff_max,
+        crash_backoff_reset=args.crash_backoff_reset,
+        keep_failed_tasks=args.keep_failed_tasks,
     )
 
 

@@ -106,10 +106,14 @@ class ControlPlane:
                 cache,
                 [
                     NodeMonitor(store, cache, settings.node_grace, startup_hold=settings.node_grace + 2),
-                    ServiceController(store, cache, events, scheduler),
+                    ServiceController(store, cache, events, scheduler, settings.crash_backoff),
                     scheduler,
                     Housekeeper(
-                        store, cache, settings.stopped_task_retention, node_gc_after=settings.node_gc_after
+                        store,
+                        cache,
+                        settings.stopped_task_retention,
+                        node_gc_after=settings.node_gc_after,
+                        keep_failed_per_service=settings.keep_failed_tasks,
                     ),
                 ],
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime
 
 import typer
@@ -163,6 +164,12 @@ def describe(
             f"desired/running/pending: {s.desired_count}/{description.running_count}"
             f"/{description.pending_count}"
         )
+        if s.backoff.attempts:
+            wait = max(0, round(s.backoff.next_attempt_at.seconds - time.time()))
+            console.print(
+                f"failing:          {s.backoff.failed_tasks} tasks in a row ({s.backoff.last_failure}); "
+                + (f"next attempt in {wait} s" if wait else "retrying")
+            )
         strategy = ", ".join(f"{p.type}:{p.field}" if p.field else p.type for p in s.placement_strategy)
         constraints = ", ".join(
             f"{c.type}({c.expression})" if c.expression else c.type for c in s.placement_constraints

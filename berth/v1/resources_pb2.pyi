@@ -477,6 +477,7 @@ class Service(_message.Message):
     VIP_FIELD_NUMBER: _builtins.int
     PORTS_FIELD_NUMBER: _builtins.int
     LOAD_BALANCERS_FIELD_NUMBER: _builtins.int
+    BACKOFF_FIELD_NUMBER: _builtins.int
     cluster: _builtins.str
     name: _builtins.str
     task_definition: _builtins.str
@@ -497,6 +498,12 @@ class Service(_message.Message):
     def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServicePort]: ...
     @_builtins.property
     def load_balancers(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoadBalancerPort]: ...
+    @_builtins.property
+    def backoff(self) -> Global___ServiceBackoff:
+        """Crash-loop backoff outside a deployment (controlplane/backoff.py): kept
+        here so a leader change continues it instead of starting from zero.
+        """
+
     def __init__(
         self,
         *,
@@ -512,14 +519,70 @@ class Service(_message.Message):
         vip: _builtins.str = ...,
         ports: _abc.Iterable[Global___ServicePort] | None = ...,
         load_balancers: _abc.Iterable[Global___LoadBalancerPort] | None = ...,
+        backoff: Global___ServiceBackoff | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "created_at", b"created_at", "desired_count", b"desired_count", "load_balancers", b"load_balancers", "name", b"name", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "ports", b"ports", "status", b"status", "task_definition", b"task_definition", "updated_at", b"updated_at", "vip", b"vip"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "cluster", b"cluster", "created_at", b"created_at", "desired_count", b"desired_count", "load_balancers", b"load_balancers", "name", b"name", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "ports", b"ports", "status", b"status", "task_definition", b"task_definition", "updated_at", b"updated_at", "vip", b"vip"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Service: _TypeAlias = Service  # noqa: Y015
+
+@_typing.final
+class ServiceBackoff(_message.Message):
+    """Consecutive failures of a service's tasks (exited, or failed to start) and
+    when the service controller may start the next replacement.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    FAILED_TASKS_FIELD_NUMBER: _builtins.int
+    LAST_FAILURE_AT_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FAILED_AT_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
+    LAST_FAILURE_FIELD_NUMBER: _builtins.int
+    FAILED_TO_START_FIELD_NUMBER: _builtins.int
+    attempts: _builtins.int
+    """Failed attempts in a row: tasks that failed together are one attempt."""
+    failed_tasks: _builtins.int
+    """Tasks that failed in a row."""
+    last_failure: _builtins.str
+    """The last failure in plain words ("exit 1", "CannotPullContainerError: ...")."""
+    failed_to_start: _builtins.bool
+    @_builtins.property
+    def last_failure_at(self) -> _timestamp_pb2.Timestamp:
+        """Newest failure accounted for: only tasks stopped later count."""
+
+    @_builtins.property
+    def attempt_failed_at(self) -> _timestamp_pb2.Timestamp:
+        """When the current attempt's first failure happened; a failed task created
+        before it belongs to the same attempt.
+        """
+
+    @_builtins.property
+    def next_attempt_at(self) -> _timestamp_pb2.Timestamp:
+        """No new task before this."""
+
+    def __init__(
+        self,
+        *,
+        attempts: _builtins.int = ...,
+        failed_tasks: _builtins.int = ...,
+        last_failure_at: _timestamp_pb2.Timestamp | None = ...,
+        attempt_failed_at: _timestamp_pb2.Timestamp | None = ...,
+        next_attempt_at: _timestamp_pb2.Timestamp | None = ...,
+        last_failure: _builtins.str = ...,
+        failed_to_start: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt_failed_at", b"attempt_failed_at", "last_failure_at", b"last_failure_at", "next_attempt_at", b"next_attempt_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_failed_at", b"attempt_failed_at", "attempts", b"attempts", "failed_tasks", b"failed_tasks", "failed_to_start", b"failed_to_start", "last_failure", b"last_failure", "last_failure_at", b"last_failure_at", "next_attempt_at", b"next_attempt_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServiceBackoff: _TypeAlias = ServiceBackoff  # noqa: Y015
 
 @_typing.final
 class Endpoint(_message.Message):

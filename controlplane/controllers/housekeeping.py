@@ -8,15 +8,22 @@ thousands of attempts) drains over a few passes without one huge transaction
 or a pass that never ends. Old revisions of deleted and rewritten keys are
 etcd's to compact: the embedded etcd runs with revision auto-compaction
 (`store/embedded.py`); an external etcd needs its own `--auto-compaction-*`.
+
+A crash loop creates a stopped task per attempt; only the newest
+`keep_failed_per_service` failed ones of each service are kept for
+inspection, older ones go before their retention ends, so a loop can never
+fill etcd.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
+from collections.abc import Iterable
 
 from berth.v1 import resources_pb2 as pb
-from controlplane import lifecycle
+from controlplane import backoff, lifecycle
 from controlplane.cache import ClusterCache
 from controlplane.controllers.barrier import Barrier
 from controlplane.store import Condition, Delete, StoreAPI, Versioned, keys
@@ -27,6 +34,20 @@ log = logging.getLogger(__name__)
 PURGE_BATCH = 100
 # A pass deletes at most this many stopped tasks; the rest wait for the next.
 PURGE_PER_PASS = 1_000
+KEEP_FAILED_PER_SERVICE = 10
+
+
+def surplus_failures(tasks: Iterable[pb.Task], keep: int) -> set[str]:
+    """Failed stopped tasks of a service beyond its newest `keep`: purged early."""
+    failed: dict[tuple[str, str], list[pb.Task]] = defaultdict(list)
+    for task in tasks:
+        if task.service and backoff.is_failure(task):
+            failed[(task.cluster, task.service)].append(task)
+    surplus: set[str] = set()
+    for group in failed.values():
+        group.sort(key=lambda t: (backoff.seconds(t.stopped_at), t.id), reverse=True)
+        surplus.update(t.id for t in group[keep:])
+    return surplus
 
 
 class Housekeeper:
@@ -37,7 +58,9 @@ class Housekeeper:
         stopped_task_retention: float,
         interval: float = 5.0,
         node_gc_after: float = 0.0,
+        keep_failed_per_service: int = KEEP_FAILED_PER_SERVICE,
     ) -> None:
+        self._keep_failed = keep_failed_per_service
         self._store = store
         self._cache = cache
         self._retention = stopped_task_retention
@@ -57,9 +80,11 @@ class Housekeeper:
             return 0
         self._next_run = time.monotonic() + self._interval
         written = await self.collect_down_nodes(time.time())
-        written = max(written, await self.purge_stopped(time.time()))
+        tasks = list(self._cache.tasks())
+        surplus = surplus_failures((t.value for t in tasks), self._keep_failed)
+        written = max(written, await self.purge_stopped(time.time(), surplus))
         node_ids = {n.value.id for n in self._cache.nodes()}
-        for task in list(self._cache.tasks()):
+        for task in tasks:
             try:
                 written = max(written, await self._tidy(task, node_ids))
             except Exception as error:
@@ -110,15 +135,23 @@ class Housekeeper:
         log.warning("event=node_collected node=%s name=%s down_for=%.0fs", node.id, node.name, now - since)
         return result
 
-    async def purge_stopped(self, now: float) -> int:
+    async def purge_stopped(self, now: float, surplus: set[str] | None = None) -> int:
         """Delete STOPPED tasks stopped more than the retention ago, oldest first, bounded per pass.
 
-        Each batch compares every task's revision: if one changed since the
-        cache saw it, the batch is left for the next pass, which sees it fresh.
+        `surplus` names older failed attempts of crash loops, purged before
+        their retention ends. Each batch compares every task's revision: if
+        one changed since the cache saw it, the batch is left for the next
+        pass, which sees it fresh.
         """
         cutoff = now - self._retention
+        early = surplus or set()
         candidates = sorted(
-            (t for t in self._cache.tasks() if _stopped_before(t.value, cutoff)),
+            (
+                t
+                for t in self._cache.tasks()
+                if _stopped_before(t.value, cutoff)
+                or (t.value.id in early and t.value.last_status == pb.STOPPED)
+            ),
             key=lambda t: _stopped_seconds(t.value),
         )
         expired = candidates[:PURGE_PER_PASS]

@@ -8,11 +8,12 @@ with actual, so a missed event or a leader change heals on the next pass.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 from berth.names import parse_task_definition_ref
 from berth.v1 import resources_pb2 as pb
-from controlplane import lifecycle
+from controlplane import backoff, lifecycle
 from controlplane.cache import ClusterCache
 from controlplane.controllers.barrier import Barrier
 from controlplane.controllers.scheduling import SchedulingController
@@ -31,6 +32,8 @@ class ServiceDecision:
     stop: list[str] = field(default_factory=list)
     delete_service: bool = False
     steady: bool = False
+    # Replacements the crash-loop backoff holds back for now.
+    held: int = 0
 
 
 def _stop_preference(task: pb.Task) -> tuple[int, int, int]:
@@ -46,7 +49,10 @@ def _stop_preference(task: pb.Task) -> tuple[int, int, int]:
 
 
 def decide(
-    service: pb.Service, tasks: list[pb.Task], draining: frozenset[str] = frozenset()
+    service: pb.Service,
+    tasks: list[pb.Task],
+    draining: frozenset[str] = frozenset(),
+    gate: backoff.Gate = backoff.OPEN,
 ) -> ServiceDecision:
     """What to start and stop so the service runs `desired_count` tasks.
 
@@ -54,6 +60,9 @@ def decide(
     replacements start elsewhere first; a draining task that is RUNNING is
     stopped only while the service has more RUNNING tasks than desired, so a
     drain never takes the service below its desired count.
+
+    The crash-loop backoff's `gate` holds new tasks back while it waits, and
+    a failing service is never in a steady state.
     """
     active = [t for t in tasks if lifecycle.is_active(t)]
     if service.status == pb.SERVICE_DRAINING:
@@ -63,7 +72,9 @@ def decide(
     moving = [t for t in active if t.node_id in draining]
     decision = ServiceDecision()
     missing = service.desired_count - len(settled)
-    if missing > 0:
+    if missing > 0 and gate.hold:
+        decision.held = missing
+    elif missing > 0:
         decision.start = missing
     elif missing < 0:
         decision.stop = [t.id for t in sorted(settled, key=_stop_preference)[:-missing]]
@@ -79,15 +90,21 @@ def decide(
     if missing == 0 and not moving:
         running_settled = sum(1 for t in settled if t.last_status == pb.RUNNING)
         settled_history = all(t.last_status == pb.STOPPED for t in tasks if not lifecycle.is_active(t))
-        decision.steady = running_settled == service.desired_count and settled_history
+        decision.steady = running_settled == service.desired_count and settled_history and not gate.failing
     return decision
 
 
 class ServiceController:
     def __init__(
-        self, store: StoreAPI, cache: ClusterCache, events: EventLog, scheduler: SchedulingController
+        self,
+        store: StoreAPI,
+        cache: ClusterCache,
+        events: EventLog,
+        scheduler: SchedulingController,
+        policy: backoff.Policy | None = None,
     ) -> None:
         self._store = store
+        self._policy = policy or backoff.Policy()
         self._cache = cache
         self._events = events
         self._scheduler = scheduler
@@ -113,7 +130,17 @@ class ServiceController:
             mark = len(self._new_tasks)
             try:
                 tasks = [t.value for t in self._cache.tasks_of_service(*key)]
-                decision = decide(service, tasks, draining)
+                gate = backoff.OPEN
+                if service.status == pb.SERVICE_ACTIVE:
+                    now = time.time()
+                    state = backoff.advance(service.backoff, tasks, now, self._policy)
+                    if state != service.backoff:
+                        # Written first; the next pass decides with the stored state.
+                        written = max(written, await self._record_backoff(versioned, state))
+                        self._quiet.pop(key, None)
+                        continue
+                    gate = backoff.gate(state, now)
+                decision = decide(service, tasks, draining, gate)
                 result = await self._apply(versioned.mod_revision, service, decision)
             except Exception as error:
                 # This service only: the others are still reconciled.
@@ -122,7 +149,9 @@ class ServiceController:
                 await self._barrier.contain("service", f"{key[0]}/{key[1]}", error, key)
                 continue
             written = max(written, result)
-            if not result and not decision.start and not decision.stop:
+            # A failing service is looked at on every pass: its gate opens,
+            # or its streak ends, with time alone.
+            if not result and not decision.start and not decision.stop and not gate.failing:
                 self._quiet[key] = version
             else:
                 self._quiet.pop(key, None)
@@ -131,6 +160,38 @@ class ServiceController:
         # All services' new tasks are placed as one plan, written once each.
         written = max(written, await self._scheduler.place_and_commit(self._new_tasks))
         return written
+
+    async def _record_backoff(self, versioned: Versioned[pb.Service], state: pb.ServiceBackoff) -> int:
+        service = pb.Service()
+        service.CopyFrom(versioned.value)
+        previous = pb.ServiceBackoff()
+        previous.CopyFrom(service.backoff)
+        service.backoff.CopyFrom(state)
+        result = await self._store.put_if_unchanged(versioned.key, service, versioned.mod_revision)
+        if result is None:
+            return 0  # changed meanwhile: the next pass looks again
+        if state.attempts > previous.attempts:
+            log.warning(
+                "event=service_failing cluster=%s service=%s attempts=%d failed_tasks=%d "
+                "last_failure=%r delay=%.0fs",
+                service.cluster,
+                service.name,
+                state.attempts,
+                state.failed_tasks,
+                state.last_failure,
+                backoff.delay(state.attempts, self._policy),
+            )
+            await self._events.record(
+                service.cluster, service.name, backoff.failing_message(service.name, state, self._policy)
+            )
+        elif previous.attempts and not state.attempts:
+            log.info(
+                "event=service_recovered cluster=%s service=%s failed_tasks=%d",
+                service.cluster,
+                service.name,
+                previous.failed_tasks,
+            )
+        return result
 
     async def _apply(self, revision: int, service: pb.Service, decision: ServiceDecision) -> int:
         written = 0
