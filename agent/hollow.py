@@ -89,11 +89,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--attribute", action="append", default=[], help="KEY=VALUE, repeatable")
     parser.add_argument("--exit-after", type=float, default=None, help="every task exits after N seconds")
     parser.add_argument("--exit-code", type=int, default=0)
+    parser.add_argument(
+        "--healthy-after", type=float, default=0.0, help="health-checked containers turn healthy after N s"
+    )
+    parser.add_argument(
+        "--unhealthy-after",
+        type=float,
+        default=None,
+        help="containers with a health check turn unhealthy N seconds after their start",
+    )
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     logs.configure(args.log_level)
     attributes = dict(a.split("=", 1) for a in args.attribute)
-    driver = FakeDriver(exit_after=args.exit_after, exit_code=args.exit_code)
+    driver = FakeDriver(
+        exit_after=args.exit_after,
+        exit_code=args.exit_code,
+        healthy_after=args.healthy_after,
+        unhealthy_after=args.unhealthy_after,
+    )
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -42,6 +42,7 @@ from agent.runtime.driver import (
     LABEL_NODE,
     LABEL_TASK_ID,
     ChangeFeeds,
+    ContainerHealth,
     ContainerPhase,
     ObservedContainer,
     ObservedTask,
@@ -174,6 +175,9 @@ class DockerDriver:
                         bindings=docker_state.bindings_from_inspect(
                             spec.definition_name, container.attrs["NetworkSettings"].get("Ports")
                         ),
+                        health=(
+                            ContainerHealth.STARTING if spec.healthcheck is not None else ContainerHealth.NONE
+                        ),
                     )
                 )
         except StartFailed:
@@ -248,6 +252,7 @@ class DockerDriver:
 
     def _on_reconnected(self) -> None:
         """On the loop: events may have been missed while disconnected; every node resyncs."""
+        self._ledger.forget_health()
         self._feeds.publish_all()
 
     def _start_events_thread(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 BATCH = 100
 MAX_NEW_TASKS_PER_PASS = 2000
+# ECS's stopped reason for a task of a service that failed its container health checks.
+HEALTH_CHECK_FAILED = "Task failed container health checks"
 
 
 @dataclass
@@ -31,6 +33,8 @@ class ServiceDecision:
     stop: list[str] = field(default_factory=list)
     delete_service: bool = False
     steady: bool = False
+    # Tasks that turned UNHEALTHY: stopped (leaving the endpoints first) and replaced.
+    unhealthy: list[str] = field(default_factory=list)
 
 
 def _stop_preference(task: pb.Task) -> tuple[int, int, int]:
@@ -53,15 +57,17 @@ def decide(
     Tasks on DRAINING nodes do not count toward the desired count, so their
     replacements start elsewhere first; a draining task that is RUNNING is
     stopped only while the service has more RUNNING tasks than desired, so a
-    drain never takes the service below its desired count.
+    drain never takes the service below its desired count. A task that turned
+    UNHEALTHY does not count either: it is stopped and replaced, as in ECS.
     """
     active = [t for t in tasks if lifecycle.is_active(t)]
     if service.status == pb.SERVICE_DRAINING:
         remaining = [t for t in tasks if t.last_status != pb.STOPPED]
         return ServiceDecision(stop=[t.id for t in active], delete_service=not remaining)
+    decision = ServiceDecision(unhealthy=[t.id for t in active if t.health_status == pb.UNHEALTHY])
+    active = [t for t in active if t.health_status != pb.UNHEALTHY]
     settled = [t for t in active if t.node_id not in draining]
     moving = [t for t in active if t.node_id in draining]
-    decision = ServiceDecision()
     missing = service.desired_count - len(settled)
     if missing > 0:
         decision.start = missing
@@ -76,7 +82,7 @@ def decide(
         elif spare > 0:
             decision.stop.append(task.id)
             spare -= 1
-    if missing == 0 and not moving:
+    if missing == 0 and not moving and not decision.unhealthy:
         running_settled = sum(1 for t in settled if t.last_status == pb.RUNNING)
         settled_history = all(t.last_status == pb.STOPPED for t in tasks if not lifecycle.is_active(t))
         decision.steady = running_settled == service.desired_count and settled_history
@@ -122,7 +128,7 @@ class ServiceController:
                 await self._barrier.contain("service", f"{key[0]}/{key[1]}", error, key)
                 continue
             written = max(written, result)
-            if not result and not decision.start and not decision.stop:
+            if not result and not decision.start and not decision.stop and not decision.unhealthy:
                 self._quiet[key] = version
             else:
                 self._quiet.pop(key, None)
@@ -134,6 +140,16 @@ class ServiceController:
 
     async def _apply(self, revision: int, service: pb.Service, decision: ServiceDecision) -> int:
         written = 0
+        if decision.unhealthy:
+            # The stop comes first: a task asked to stop is no endpoint from that write on.
+            stopped = await self._stop(decision.unhealthy, HEALTH_CHECK_FAILED)
+            written = max(written, stopped[0])
+            for task_id in stopped[1]:
+                await self._events.record(
+                    service.cluster,
+                    service.name,
+                    f"task {task_id[:12]} failed its health check and was replaced",
+                )
         if decision.start:
             written = max(written, await self._start(service, decision.start))
         if decision.stop:
@@ -143,7 +159,7 @@ class ServiceController:
                 else f"Scaling activity initiated by service {service.name} "
                 f"(desired count {service.desired_count}, or its node is draining)"
             )
-            written = max(written, await self._stop(decision.stop, reason))
+            written = max(written, (await self._stop(decision.stop, reason))[0])
         if decision.delete_service:
             key = keys.service(service.cluster, service.name)
             deletes = [Delete(key), Delete(keys.events(service.cluster, service.name))]
@@ -186,10 +202,12 @@ class ServiceController:
         # start it at once, and the loop serves heartbeats in between.
         return 0
 
-    async def _stop(self, task_ids: list[str], reason: str) -> int:
+    async def _stop(self, task_ids: list[str], reason: str) -> tuple[int, list[str]]:
+        """Request the stops; the revision written (0: none) and the ids whose stop was written."""
         written = 0
+        requested: list[str] = []
         for offset in range(0, len(task_ids), BATCH):
-            writes, conditions = [], []
+            writes, conditions, ids = [], [], []
             for task_id in task_ids[offset : offset + BATCH]:
                 current = self._cache.task(task_id)
                 if current is None:
@@ -205,7 +223,9 @@ class ServiceController:
                 if updated is not None:
                     writes.append(Put(current.key, updated))
                     conditions.append(Condition(current.key, current.mod_revision))
+                    ids.append(task_id)
             if writes and (result := await self._store.commit(writes, conditions)):
                 written = result
+                requested.extend(ids)
                 log.info("event=tasks_stop_requested count=%d reason=%r", len(writes), reason)
-        return written
+        return written, requested
