@@ -91,6 +91,8 @@ def _container_states(observed: ObservedTask, checked: frozenset[str]) -> list[p
             reason=c.reason,
             health_status=container_health(c, checked),
         )
+        if state.health_status == pb.UNHEALTHY:
+            state.health_output = c.health_output
         state.last_status = (
             pb.RUNNING
             if c.phase is ContainerPhase.RUNNING

@@ -129,6 +129,22 @@ def health_from_status(status: str) -> ContainerHealth:
     return health_from_word(inner.removeprefix("health:"))
 
 
+MAX_HEALTH_OUTPUT = 200
+
+
+def health_output(state: Mapping[str, Any]) -> str:
+    """The last check in inspect's `State.Health.Log`, as one short line: "exit 1: first line"."""
+    log = ((state.get("Health") or {}).get("Log")) or []
+    if not log:
+        return ""
+    last = log[-1]
+    lines = str(last.get("Output") or "").strip().splitlines()
+    text = f"exit {last.get('ExitCode', -1)}"
+    if lines and lines[0].strip():
+        text += f": {lines[0].strip()}"
+    return text if len(text) <= MAX_HEALTH_OUTPUT else text[: MAX_HEALTH_OUTPUT - 3] + "..."
+
+
 def from_summary(summary: Mapping[str, Any]) -> ListedContainer | None:
     """A list row as a ListedContainer; None for a container without a task id."""
     labels = summary.get("Labels") or {}
@@ -208,6 +224,8 @@ class ContainerLedger:
         self._just_started: dict[str, ObservedContainer] = {}
         self._finished: dict[str, ObservedContainer] = {}
         self._health: dict[str, ContainerHealth] = {}
+        # Per unhealthy container: its last check's output, inspected once per unhealthy spell.
+        self._health_output: dict[str, str] = {}
         # Per container: its node (to forget only that node's containers) and
         # when it was last noted (to keep what a list taken earlier could not show).
         self._node: dict[str, str] = {}
@@ -230,6 +248,7 @@ class ContainerLedger:
             self._deaths[event.container_id] = Death(event.exit_code, reason)
         elif event.action == "health_status":
             self._health[event.container_id] = health_from_word(event.health)
+            self._health_output.pop(event.container_id, None)
         else:
             return
         self._note(event.container_id, event.node_id)
@@ -268,7 +287,13 @@ class ContainerLedger:
                 or self._node[container_id] not in (node_id, "")
             ):
                 continue
-            for facts in (self._deaths, self._just_started, self._finished, self._health):
+            for facts in (
+                self._deaths,
+                self._just_started,
+                self._finished,
+                self._health,
+                self._health_output,
+            ):
                 facts.pop(container_id, None)
             self._oom_killed.discard(container_id)
             del self._node[container_id], self._noted_at[container_id]
@@ -276,6 +301,24 @@ class ContainerLedger:
     def forget_health(self) -> None:
         """Events may have been missed (the stream reconnected): believe the lists' health again."""
         self._health.clear()
+        self._health_output.clear()
+
+    def lacks_health_output(self, container: ObservedContainer) -> bool:
+        """Unhealthy and running, and its last check's output not yet inspected."""
+        return (
+            container.health is ContainerHealth.UNHEALTHY
+            and container.phase is ContainerPhase.RUNNING
+            and container.runtime_id not in self._health_output
+        )
+
+    def with_health_output(self, container: ObservedContainer) -> ObservedContainer:
+        output = self._health_output.get(container.runtime_id, "")
+        if container.health is not ContainerHealth.UNHEALTHY or not output:
+            return container
+        return replace(container, health_output=output)
+
+    def inspected_health(self, container_id: str, state: Mapping[str, Any]) -> None:
+        self._health_output[container_id] = health_output(state)
 
     def __len__(self) -> int:
         return len(self._noted_at)

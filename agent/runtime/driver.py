@@ -63,6 +63,8 @@ class ObservedContainer:
     reason: str = ""
     bindings: tuple[pb.NetworkBinding, ...] = ()
     health: ContainerHealth = ContainerHealth.NONE
+    # While unhealthy: what the last failed check said ("exit 1: ..."), when the runtime tells.
+    health_output: str = ""
 
 
 @dataclass(frozen=True)

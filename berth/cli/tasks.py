@@ -130,7 +130,8 @@ def describe(
             code = str(c.exit_code) if c.has_exit_code else "-"
             console.print(
                 f"  container {c.name}: {status_name(c.last_status)} exit={code} "
-                f"health={health_name(c.health_status)} id={c.docker_id[:12]} {c.reason}",
+                f"health={health_name(c.health_status)} id={c.docker_id[:12]} {c.reason}"
+                + (f" (last check: {c.health_output})" if c.health_output else ""),
             )
         for b in task.network_bindings:
             console.print(

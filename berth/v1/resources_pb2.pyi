@@ -708,6 +708,7 @@ class ContainerState(_message.Message):
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     HEALTH_STATUS_FIELD_NUMBER: _builtins.int
+    HEALTH_OUTPUT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     docker_id: _builtins.str
     last_status: Global___TaskStatus.ValueType
@@ -715,6 +716,10 @@ class ContainerState(_message.Message):
     exit_code: _builtins.int
     reason: _builtins.str
     health_status: Global___HealthStatus.ValueType
+    health_output: _builtins.str
+    """While UNHEALTHY: the last failed check's exit code and first line of
+    output ("exit 1: curl: connection refused").
+    """
     def __init__(
         self,
         *,
@@ -725,10 +730,11 @@ class ContainerState(_message.Message):
         exit_code: _builtins.int = ...,
         reason: _builtins.str = ...,
         health_status: Global___HealthStatus.ValueType = ...,
+        health_output: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["docker_id", b"docker_id", "exit_code", b"exit_code", "has_exit_code", b"has_exit_code", "health_status", b"health_status", "last_status", b"last_status", "name", b"name", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["docker_id", b"docker_id", "exit_code", b"exit_code", "has_exit_code", b"has_exit_code", "health_output", b"health_output", "health_status", b"health_status", "last_status", b"last_status", "name", b"name", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

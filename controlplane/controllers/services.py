@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass, field
 
 from berth.names import parse_task_definition_ref
+from berth.safetext import escape_controls
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
@@ -25,6 +26,7 @@ BATCH = 100
 MAX_NEW_TASKS_PER_PASS = 2000
 # ECS's stopped reason for a task of a service that failed its container health checks.
 HEALTH_CHECK_FAILED = "Task failed container health checks"
+MAX_HEALTH_OUTPUT = 200  # characters of a failed check's output in an event
 
 
 @dataclass
@@ -145,10 +147,17 @@ class ServiceController:
             stopped = await self._stop(decision.unhealthy, HEALTH_CHECK_FAILED)
             written = max(written, stopped[0])
             for task_id in stopped[1]:
+                log.info(
+                    "event=task_unhealthy_replaced task=%s cluster=%s service=%s",
+                    task_id,
+                    service.cluster,
+                    service.name,
+                )
                 await self._events.record(
                     service.cluster,
                     service.name,
-                    f"task {task_id[:12]} failed its health check and was replaced",
+                    f"task {task_id[:12]} failed its health check{self._health_output(task_id)} "
+                    "and was replaced",
                 )
         if decision.start:
             written = max(written, await self._start(service, decision.start))
@@ -176,6 +185,14 @@ class ServiceController:
             ):
                 await self._events.record(service.cluster, service.name, steady)
         return written
+
+    def _health_output(self, task_id: str) -> str:
+        """ " (exit 1: curl: connection refused)" from the task's unhealthy container, if it said."""
+        current = self._cache.task(task_id)
+        for container in current.value.containers if current else ():
+            if container.health_status == pb.UNHEALTHY and container.health_output:
+                return f" ({escape_controls(container.health_output[:MAX_HEALTH_OUTPUT])})"
+        return ""
 
     async def _start(self, service: pb.Service, count: int) -> int:
         family, revision = parse_task_definition_ref(service.task_definition)

@@ -212,6 +212,7 @@ def check_status_report(report: agent_pb.TaskStatusReport) -> None:
         _check_exit_code(where, container.exit_code)
         _check_reason(f"{where}.reason", container.reason)
         _check_health(f"{where}.health_status", container.health_status)
+        _check_reason(f"{where}.health_output", container.health_output)
     if len(report.network_bindings) > MAX_BINDINGS:
         raise InvalidArgument(
             f"a report lists at most {MAX_BINDINGS} network bindings, not {len(report.network_bindings)}"

@@ -27,7 +27,7 @@ CONTAINERS = [
             "trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait"
         ],
         "healthCheck": {
-            "command": ["CMD-SHELL", "test -f /tmp/ok"],
+            "command": ["CMD-SHELL", "test -f /tmp/ok || { echo no /tmp/ok; exit 1; }"],
             "interval": 5,
             "timeout": 2,
             "retries": 1,
@@ -84,6 +84,7 @@ def test_a_task_serves_once_healthy_and_is_replaced_when_unhealthy(
             "the unhealthy task asked to stop",
         )
         assert stopped["healthStatus"] == "UNHEALTHY"
+        assert stopped["containers"][0]["healthOutput"] == "exit 1: no /tmp/ok"
         assert stopped["stopCode"] == "SERVICE_SCHEDULER_INITIATED"
         assert stopped["stoppedReason"] == "Task failed container health checks"
         assert task_id not in _endpoint_tasks(berth)
@@ -92,6 +93,6 @@ def test_a_task_serves_once_healthy_and_is_replaced_when_unhealthy(
         )
         wait_until(lambda: _task(berth, task_id)["lastStatus"] == "STOPPED", 20, "the unhealthy task STOPPED")
         events = berth.ok("service", "describe", "web", "--cluster", CLUSTER).stdout
-        assert f"task {task_id[:12]} failed its health check and was replaced" in events
+        assert f"task {task_id[:12]} failed its health check (exit 1: no /tmp/ok) and was replaced" in events
     finally:
         berth.ok("service", "update", "web", "--cluster", CLUSTER, "--desired-count", "0")

@@ -33,7 +33,7 @@ CHECKED = [
             "trap 'sleep 4; exit 0' TERM; httpd -f -p 8080 -h /www & wait; wait"
         ],
         "healthCheck": {
-            "command": ["CMD-SHELL", "test -f /tmp/ok"],
+            "command": ["CMD-SHELL", "test -f /tmp/ok || { echo no /tmp/ok; exit 1; }"],
             "interval": 5,
             "timeout": 2,
             "retries": 1,
@@ -107,7 +107,10 @@ def test_an_unhealthy_task_leaves_the_rules_while_running_and_is_replaced(
             lambda: all(dnat_targets(h, vip) == after for h in lab.hosts), 10, "rules with the replacement"
         )
         events = berth.ok("service", "describe", "checked").stdout
-        assert f"task {victim['id'][:12]} failed its health check and was replaced" in events
+        assert (
+            f"task {victim['id'][:12]} failed its health check (exit 1: no /tmp/ok) and was replaced"
+            in events
+        )
 
         runner.wait(timeout=120)
         results = dict(re.findall(r"\br(\d+):(ok|fail)\b", runner.logs().decode()))

@@ -11,7 +11,13 @@ import pytest
 from agent.reconciler import Report, plan, task_health
 from agent.runtime.docker_events import ContainerEvent, parse_event
 from agent.runtime.docker_spec import container_specs
-from agent.runtime.docker_state import ContainerLedger, ListedContainer, from_summary, health_from_status
+from agent.runtime.docker_state import (
+    ContainerLedger,
+    ListedContainer,
+    from_summary,
+    health_from_status,
+    health_output,
+)
 from agent.runtime.driver import ContainerHealth, ContainerPhase, ObservedContainer, ObservedTask
 from agent.runtime.fake import FakeDriver
 from agent.supervisor import TaskSupervisor
@@ -19,9 +25,15 @@ from berth.errors import InvalidArgument
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
-from controlplane.controllers.services import decide
+from controlplane.cache import ClusterCache
+from controlplane.controllers.scheduling import SchedulingController
+from controlplane.controllers.services import ServiceController, decide
 from controlplane.endpoints import endpoints, not_ready
+from controlplane.events import EventLog
+from controlplane.store import keys
+from controlplane.store.memory import MemoryStore
 from controlplane.validation import agent_reports
+from tests.unit.conftest import caught_up, put
 
 H = ContainerHealth
 CHECK = pb.HealthCheck(command=["CMD-SHELL", "test -f /tmp/ok"], interval=5, timeout=2, retries=1)
@@ -132,6 +144,37 @@ def test_a_health_event_right_after_our_start_updates_the_started_container() ->
     assert observed is not None and observed.health is H.HEALTHY
 
 
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        ({}, ""),
+        ({"Health": {"Status": "unhealthy", "Log": []}}, ""),
+        ({"Health": {"Log": [{"ExitCode": 0, "Output": "ok"}, {"ExitCode": 1, "Output": ""}]}}, "exit 1"),
+        (
+            {"Health": {"Log": [{"ExitCode": 7, "Output": "curl: connection refused\nmore\n"}]}},
+            "exit 7: curl: connection refused",
+        ),
+        ({"Health": {"Log": [{"ExitCode": 1, "Output": "x" * 500}]}}, "exit 1: " + "x" * 189 + "..."),
+    ],
+    ids=["no health", "no checks yet", "no output", "first line only", "bounded"],
+)
+def test_the_last_failed_check_becomes_one_short_line(state: dict[str, Any], expected: str) -> None:
+    assert health_output(state) == expected
+
+
+def test_an_unhealthy_containers_output_is_inspected_once_per_unhealthy_spell() -> None:
+    ledger = ContainerLedger()
+    sick = ObservedContainer("web", "c1", ContainerPhase.RUNNING, True, health=H.UNHEALTHY)
+    assert ledger.lacks_health_output(sick)
+    ledger.inspected_health("c1", {"Health": {"Log": [{"ExitCode": 1, "Output": "down"}]}})
+    assert not ledger.lacks_health_output(sick)
+    assert ledger.with_health_output(sick).health_output == "exit 1: down"
+    ledger.record(ContainerEvent("health_status", "c1", "t1", "n1", health="healthy"))
+    assert ledger.lacks_health_output(sick), "a new spell is inspected again"
+    healthy = ObservedContainer("web", "c1", ContainerPhase.RUNNING, True, health=H.HEALTHY)
+    assert not ledger.lacks_health_output(healthy)
+
+
 # -- ECS's aggregation ---------------------------------------------------------------
 
 
@@ -199,6 +242,17 @@ def test_a_running_task_is_reported_when_its_health_differs_from_etcd(
     assert isinstance(action, Report)
     assert (action.report.last_status, action.report.health_status) == (pb.RUNNING, reported)
     assert action.report.containers[0].health_status == reported
+
+
+def test_an_unhealthy_container_reports_what_its_last_check_said() -> None:
+    sick = ObservedContainer(
+        "web", "c1", ContainerPhase.RUNNING, True, health=H.UNHEALTHY, health_output="exit 1: no"
+    )
+    (action,) = plan(
+        {"t1": _assignment(CHECKED, health=pb.HEALTHY)}, {"t1": ObservedTask("t1", (sick,))}, set(), {}
+    )
+    assert isinstance(action, Report)
+    assert action.report.containers[0].health_output == "exit 1: no"
 
 
 async def test_the_supervisor_reports_each_health_change_at_once() -> None:
@@ -352,3 +406,56 @@ def test_an_unhealthy_service_task_is_stopped_and_replaced(
         [],
         steady,
     )
+
+
+async def test_the_service_controller_stops_an_unhealthy_task_replaces_it_and_says_why(
+    store: MemoryStore, cache: ClusterCache
+) -> None:
+    node = pb.Node(id="n1", name="n1", status=pb.READY, cpu_units=4096, memory_mib=4096)
+    await put(store, keys.node(node.id), node)
+    await put(store, keys.alive(node.id), b"1")
+    td = pb.TaskDefinition(family="web", revision=1, status=pb.ACTIVE, container_definitions=[CHECKED])
+    td.container_definitions[0].memory = 64
+    await put(store, keys.taskdef("web", 1), td)
+    await put(
+        store,
+        keys.service("default", "web"),
+        pb.Service(
+            cluster="default", name="web", task_definition="web:1", desired_count=1, status=pb.SERVICE_ACTIVE
+        ),
+    )
+    await caught_up(cache, store)
+    events = EventLog(store)
+    services = ServiceController(store, cache, events, SchedulingController(store, cache, events))
+    await services.reconcile()
+    await caught_up(cache, store)
+    (first,) = [t.value for t in cache.tasks_of_service("default", "web")]
+    assert first.health_checked
+
+    sick = pb.Task()
+    sick.CopyFrom(first)
+    sick.last_status = pb.RUNNING
+    sick.health_status = pb.UNHEALTHY
+    sick.containers.append(
+        pb.ContainerState(name="web", health_status=pb.UNHEALTHY, health_output="exit 1: no\x1b[2J")
+    )
+    await put(store, keys.task(first.id), sick)
+    await caught_up(cache, store)
+    await services.reconcile()
+    await caught_up(cache, store)
+
+    tasks = {t.value.id: t.value for t in cache.tasks_of_service("default", "web")}
+    assert len(tasks) == 2
+    stopped = tasks.pop(first.id)
+    assert (stopped.desired_status, stopped.stop_code, stopped.stopped_reason) == (
+        pb.DESIRED_STOPPED,
+        pb.SERVICE_SCHEDULER_INITIATED,
+        "Task failed container health checks",
+    )
+    (replacement,) = tasks.values()
+    assert replacement.desired_status == pb.DESIRED_RUNNING
+    found = await store.get(keys.events("default", "web"), pb.ServiceEvents)
+    assert found is not None
+    assert f"task {first.id[:12]} failed its health check (exit 1: no\\x1b[2J) and was replaced" in [
+        e.message for e in found.value.events
+    ]
