@@ -54,6 +54,8 @@ def test_a_task_serves_once_healthy_and_is_replaced_when_unhealthy(
     definitions.write_text(json.dumps(CONTAINERS))
     berth.ok("cluster", "create", CLUSTER)
     berth.ok("taskdef", "register", "--family", "checked", "--container-definitions", f"file://{definitions}")
+    described = berth.ok("taskdef", "describe", "checked").stdout
+    assert "interval=5s timeout=2s retries=1 startPeriod=0s" in described
     berth.ok(
         "service", "create", "--cluster", CLUSTER, "--name", "web", "--task-definition", "checked",
         "--desired-count", "1", "--port", "80:http",
