@@ -118,16 +118,12 @@ class _PortMapping(_Strict):
 
 
 class _HealthCheck(_Strict):
-    command: list[str] = Field(min_length=2, max_length=MAX_ARGUMENTS)
-    interval: int = Field(default=HEALTH_INTERVAL[2], ge=HEALTH_INTERVAL[0], le=HEALTH_INTERVAL[1])
-    timeout: int = Field(default=HEALTH_TIMEOUT[2], ge=HEALTH_TIMEOUT[0], le=HEALTH_TIMEOUT[1])
-    retries: int = Field(default=HEALTH_RETRIES[2], ge=HEALTH_RETRIES[0], le=HEALTH_RETRIES[1])
-    start_period: int = Field(
-        default=HEALTH_START_PERIOD[2],
-        alias="startPeriod",
-        ge=HEALTH_START_PERIOD[0],
-        le=HEALTH_START_PERIOD[1],
-    )
+    # Only types and uint32 safety here; `_check_health_check` says ECS's limits in its own words.
+    command: list[str] = Field(max_length=MAX_ARGUMENTS)
+    interval: int = Field(default=HEALTH_INTERVAL[2], ge=0, le=2**31)
+    timeout: int = Field(default=HEALTH_TIMEOUT[2], ge=0, le=2**31)
+    retries: int = Field(default=HEALTH_RETRIES[2], ge=0, le=2**31)
+    start_period: int = Field(default=HEALTH_START_PERIOD[2], alias="startPeriod", ge=0, le=2**31)
 
 
 class _ContainerDefinition(_Strict):
@@ -351,7 +347,9 @@ def _check_health_check(where: str, c: pb.ContainerDefinition) -> None:
     ):
         if not low <= value <= high:
             unit = "" if field == "retries" else " seconds"
-            raise InvalidArgument(f"{where}.{field} {value} is out of range: use {low}-{high}{unit} (as ECS)")
+            raise InvalidArgument(
+                f"{where}.{field} {value} is out of range: use {low}-{high}{unit}, as in ECS"
+            )
 
 
 def _check_numbers(where: str, c: pb.ContainerDefinition, task_memory: int) -> None:

@@ -98,3 +98,23 @@ def test_a_task_serves_once_healthy_and_is_replaced_when_unhealthy(
         assert f"task {task_id[:12]} failed its health check (exit 1: no /tmp/ok) and was replaced" in events
     finally:
         berth.ok("service", "update", "web", "--cluster", CLUSTER, "--desired-count", "0")
+
+
+def test_a_health_check_outside_ecs_limits_is_refused_in_one_line_and_registers_nothing(
+    berth: Berth, tmp_path: Path
+) -> None:
+    before = berth.ok("taskdef", "list", "-o", "json").stdout
+    for check, message in (
+        ({"command": ["CMD-SHELL", "true"], "interval": 1}, "healthCheck.interval"),
+        ({"command": ["CMD-SHELL", "true"], "retries": 11}, "healthCheck.retries"),
+        ({"command": ["true"]}, "healthCheck.command must be"),
+    ):
+        definitions = tmp_path / "bad.json"
+        definitions.write_text(json.dumps([{**CONTAINERS[0], "healthCheck": check}]))
+        result = berth(
+            "taskdef", "register", "--family", "badcheck", "--container-definitions", f"file://{definitions}"
+        )
+        assert result.exit_code != 0
+        assert message in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert berth.ok("taskdef", "list", "-o", "json").stdout == before
