@@ -95,12 +95,25 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         help="tasks using this image fail to start (as if it did not exist), repeatable",
     )
+    parser.add_argument(
+        "--healthy-after", type=float, default=0.0, help="health-checked containers turn healthy after N s"
+    )
+    parser.add_argument(
+        "--unhealthy-after",
+        type=float,
+        default=None,
+        help="containers with a health check turn unhealthy N seconds after their start",
+    )
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     logs.configure(args.log_level)
     attributes = dict(a.split("=", 1) for a in args.attribute)
     driver = FakeDriver(
-        exit_after=args.exit_after, exit_code=args.exit_code, fail_images=frozenset(args.fail_image)
+        exit_after=args.exit_after,
+        exit_code=args.exit_code,
+        fail_images=frozenset(args.fail_image),
+        healthy_after=args.healthy_after,
+        unhealthy_after=args.unhealthy_after,
     )
 
     async def run() -> None:

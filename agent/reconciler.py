@@ -5,6 +5,11 @@ runtime shows and returns actions. It never starts a task twice: a task is
 started only while etcd still says PENDING and no container of it exists,
 and a container that exited is reported, never restarted (the service
 controller starts a replacement task instead, as ECS does).
+
+Health follows ECS: only the health checks of the task definition count (an
+image's own HEALTHCHECK is ignored), and `task_health` aggregates the
+essential containers'. A RUNNING task whose health differs from what etcd
+records is reported at once.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from agent.runtime.driver import ContainerPhase, ObservedTask
+from agent.runtime.driver import ContainerHealth, ContainerPhase, ObservedContainer, ObservedTask
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
@@ -45,10 +50,49 @@ class Report:
 Action = Start | Stop | Remove | Report
 
 
-def _container_states(observed: ObservedTask) -> list[pb.ContainerState]:
+_HEALTH = {ContainerHealth.HEALTHY: pb.HEALTHY, ContainerHealth.UNHEALTHY: pb.UNHEALTHY}
+
+
+def container_health(c: ObservedContainer, checked: frozenset[str]) -> pb.HealthStatus.ValueType:
+    """ECS's health of one container: UNKNOWN unless it is running a check of its task definition."""
+    if c.name not in checked or c.phase is not ContainerPhase.RUNNING:
+        return pb.HEALTH_UNKNOWN
+    return _HEALTH.get(c.health, pb.HEALTH_UNKNOWN)
+
+
+def task_health(observed: ObservedTask, checked: frozenset[str]) -> pb.HealthStatus.ValueType:
+    """ECS's task health: UNHEALTHY if any essential container with a check is, HEALTHY if all
+    of them are, UNKNOWN otherwise (none has a check, or one is still starting).
+
+    checked: the names of the containers whose definition has a healthCheck.
+    """
+    states = [container_health(c, checked) for c in observed.containers if c.essential and c.name in checked]
+    if pb.UNHEALTHY in states:
+        return pb.UNHEALTHY
+    if states and all(state == pb.HEALTHY for state in states):
+        return pb.HEALTHY
+    return pb.HEALTH_UNKNOWN
+
+
+def checked_containers(assignment: agent_pb.TaskAssignment | None) -> frozenset[str]:
+    if assignment is None:
+        return frozenset()
+    return frozenset(
+        c.name for c in assignment.task_definition.container_definitions if c.HasField("health_check")
+    )
+
+
+def _container_states(observed: ObservedTask, checked: frozenset[str]) -> list[pb.ContainerState]:
     states = []
     for c in observed.containers:
-        state = pb.ContainerState(name=c.name, docker_id=c.runtime_id, reason=c.reason)
+        state = pb.ContainerState(
+            name=c.name,
+            docker_id=c.runtime_id,
+            reason=c.reason,
+            health_status=container_health(c, checked),
+        )
+        if state.health_status == pb.UNHEALTHY:
+            state.health_output = c.health_output
         state.last_status = (
             pb.RUNNING
             if c.phase is ContainerPhase.RUNNING
@@ -67,12 +111,16 @@ def report(
     observed: ObservedTask | None = None,
     stop_code: pb.StopCode.ValueType = pb.STOP_CODE_UNSPECIFIED,
     reason: str = "",
+    checked: frozenset[str] = frozenset(),
 ) -> agent_pb.TaskStatusReport:
+    """checked: the containers with a health check (see `checked_containers`)."""
     message = agent_pb.TaskStatusReport(
         task_id=task_id, last_status=status, stop_code=stop_code, stopped_reason=reason
     )
     if observed is not None:
-        message.containers.extend(_container_states(observed))
+        message.containers.extend(_container_states(observed, checked))
+        if status == pb.RUNNING:
+            message.health_status = task_health(observed, checked)
         for c in observed.containers:
             message.network_bindings.extend(c.bindings)
         # The task's exit code is its first essential container's, as ECS shows it.
@@ -98,7 +146,16 @@ def _plan_running(a: agent_pb.TaskAssignment, observed: ObservedTask | None) -> 
         if observed.any_running:
             return [Stop(a.task_id, observed.stop_timeout)]
         return [
-            Report(report(a.task_id, pb.STOPPED, observed, pb.ESSENTIAL_CONTAINER_EXITED, ESSENTIAL_EXITED))
+            Report(
+                report(
+                    a.task_id,
+                    pb.STOPPED,
+                    observed,
+                    pb.ESSENTIAL_CONTAINER_EXITED,
+                    ESSENTIAL_EXITED,
+                    checked_containers(a),
+                )
+            )
         ]
     complete = len(observed.containers) == len(a.task_definition.container_definitions)
     if not complete or any(c.phase is ContainerPhase.CREATED for c in observed.containers):
@@ -106,8 +163,11 @@ def _plan_running(a: agent_pb.TaskAssignment, observed: ObservedTask | None) -> 
         if a.last_status == pb.PENDING:
             return [Remove(a.task_id, observed.stop_timeout)]
         return [Stop(a.task_id, observed.stop_timeout)]
-    if a.last_status == pb.PENDING:
-        return [Report(report(a.task_id, pb.RUNNING, observed))]
+    checked = checked_containers(a)
+    if a.last_status == pb.PENDING or (
+        a.last_status == pb.RUNNING and task_health(observed, checked) != a.health_status
+    ):
+        return [Report(report(a.task_id, pb.RUNNING, observed, checked=checked))]
     return []
 
 
@@ -115,7 +175,11 @@ def _plan_stopped(a: agent_pb.TaskAssignment, observed: ObservedTask | None) -> 
     if observed is not None and observed.any_running:
         return [Stop(a.task_id, observed.stop_timeout)]
     if a.last_status != pb.STOPPED:
-        return [Report(report(a.task_id, pb.STOPPED, observed, a.stop_code, a.stopped_reason))]
+        return [
+            Report(
+                report(a.task_id, pb.STOPPED, observed, a.stop_code, a.stopped_reason, checked_containers(a))
+            )
+        ]
     return []
 
 

@@ -40,9 +40,9 @@ class TaskSupervisor:
         self._revision = 0
         self._busy: set[str] = set()
         self._failed_starts: dict[str, agent_pb.TaskStatusReport] = {}
-        # (status, snapshot revision) last reported per task: one report per
-        # snapshot, not one per wake-up.
-        self._reported: dict[str, tuple[int, int]] = {}
+        # (status, health, snapshot revision) last reported per task: one
+        # report per snapshot, not one per wake-up; a health change at once.
+        self._reported: dict[str, tuple[int, int, int]] = {}
         self._sink: ReportSink | None = None
         self._wake = asyncio.Event()
         self._actions: set[asyncio.Task[None]] = set()
@@ -142,7 +142,7 @@ class TaskSupervisor:
     # -- actions -------------------------------------------------------------
 
     def _send(self, report: agent_pb.TaskStatusReport) -> None:
-        key = (report.last_status, self._revision)
+        key = (report.last_status, report.health_status, self._revision)
         if self._sink is None or self._reported.get(report.task_id) == key:
             return
         self._reported[report.task_id] = key

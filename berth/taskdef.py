@@ -28,7 +28,6 @@ _UNSUPPORTED_CONTAINER_FIELDS = frozenset(
         "mountPoints",
         "volumesFrom",
         "logConfiguration",
-        "healthCheck",
         "dependsOn",
         "startTimeout",
         "hostname",
@@ -93,6 +92,12 @@ MAX_IMAGE_LENGTH = 255  # ECS: up to 255 characters
 MAX_NAME_LENGTH = 255  # environment variable names
 MAX_VALUE_LENGTH = 32_768  # one environment value or command argument
 MAX_DEFINITION_BYTES = 65_536  # ECS: a task definition is at most 64 KiB
+# ECS's healthCheck limits and defaults, in seconds (retries: attempts).
+HEALTH_INTERVAL = (5, 300, 30)
+HEALTH_TIMEOUT = (2, 60, 5)
+HEALTH_RETRIES = (1, 10, 3)
+HEALTH_START_PERIOD = (0, 300, 0)
+HEALTH_COMMAND_KINDS = ("CMD", "CMD-SHELL")
 
 
 class _Strict(BaseModel):
@@ -112,6 +117,15 @@ class _PortMapping(_Strict):
     app_protocol: Literal["http", "http2", "grpc"] | None = Field(default=None, alias="appProtocol")
 
 
+class _HealthCheck(_Strict):
+    # Only types and uint32 safety here; `_check_health_check` says ECS's limits in its own words.
+    command: list[str] = Field(max_length=MAX_ARGUMENTS)
+    interval: int = Field(default=HEALTH_INTERVAL[2], ge=0, le=2**31)
+    timeout: int = Field(default=HEALTH_TIMEOUT[2], ge=0, le=2**31)
+    retries: int = Field(default=HEALTH_RETRIES[2], ge=0, le=2**31)
+    start_period: int = Field(default=HEALTH_START_PERIOD[2], alias="startPeriod", ge=0, le=2**31)
+
+
 class _ContainerDefinition(_Strict):
     name: str = Field(max_length=255)
     image: str = Field(max_length=MAX_IMAGE_LENGTH)
@@ -128,6 +142,7 @@ class _ContainerDefinition(_Strict):
     entry_point: list[str] = Field(default_factory=list, alias="entryPoint", max_length=MAX_ARGUMENTS)
     essential: bool = True
     stop_timeout: int | None = Field(default=None, alias="stopTimeout", ge=0, le=MAX_STOP_TIMEOUT)
+    health_check: _HealthCheck | None = Field(default=None, alias="healthCheck")
 
 
 def _int_or_string(value: Any) -> Any:
@@ -204,6 +219,17 @@ def _container_to_proto(raw: Any, index: int) -> pb.ContainerDefinition:
         entry_point=model.entry_point,
         essential=model.essential,
         stop_timeout=model.stop_timeout or 0,
+        health_check=(
+            pb.HealthCheck(
+                command=model.health_check.command,
+                interval=model.health_check.interval,
+                timeout=model.health_check.timeout,
+                retries=model.health_check.retries,
+                start_period=model.health_check.start_period,
+            )
+            if model.health_check is not None
+            else None
+        ),
     )
 
 
@@ -294,6 +320,38 @@ def _check_strings(where: str, c: pb.ContainerDefinition) -> None:
             )
 
 
+def _check_health_check(where: str, c: pb.ContainerDefinition) -> None:
+    if not c.HasField("health_check"):
+        return
+    check = c.health_check
+    where = f"{where}.healthCheck"
+    command = list(check.command)
+    if len(command) < 2 or command[0] not in HEALTH_COMMAND_KINDS:
+        raise InvalidArgument(
+            f'{where}.command must be ["CMD", "program", "arg", ...] or ["CMD-SHELL", "shell command"]'
+        )
+    if command[0] == "CMD-SHELL" and len(command) != 2:
+        raise InvalidArgument(f'{where}.command: "CMD-SHELL" takes exactly one shell command string')
+    if len(command) > MAX_ARGUMENTS:
+        raise InvalidArgument(f"{where}.command has {len(command)} items: the limit is {MAX_ARGUMENTS}")
+    for item in command[1:]:
+        if not item.strip() or len(item) > MAX_VALUE_LENGTH or "\0" in item:
+            raise InvalidArgument(
+                f"{where}.command: each item is 1-{MAX_VALUE_LENGTH} characters, not blank, without NUL"
+            )
+    for field, value, (low, high, _default) in (
+        ("interval", check.interval, HEALTH_INTERVAL),
+        ("timeout", check.timeout, HEALTH_TIMEOUT),
+        ("retries", check.retries, HEALTH_RETRIES),
+        ("startPeriod", check.start_period, HEALTH_START_PERIOD),
+    ):
+        if not low <= value <= high:
+            unit = "" if field == "retries" else " seconds"
+            raise InvalidArgument(
+                f"{where}.{field} {value} is out of range: use {low}-{high}{unit}, as in ECS"
+            )
+
+
 def _check_numbers(where: str, c: pb.ContainerDefinition, task_memory: int) -> None:
     if c.cpu > MAX_CPU_UNITS:
         raise InvalidArgument(f"{where}.cpu {c.cpu} is too large: use 0-{MAX_CPU_UNITS} CPU units")
@@ -336,6 +394,7 @@ def validate_containers(containers: Sequence[pb.ContainerDefinition], task_memor
         seen_names.add(c.name)
         _check_strings(where, c)
         _check_numbers(where, c, task_memory)
+        _check_health_check(where, c)
         mappings += len(c.port_mappings)
         if mappings > MAX_PORT_MAPPINGS:
             raise InvalidArgument(f"a task definition has at most {MAX_PORT_MAPPINGS} port mappings")
@@ -384,6 +443,11 @@ def validate_task_definition(td: pb.TaskDefinition) -> None:
         raise InvalidArgument(
             f"the task definition is {size} bytes: the limit is {MAX_DEFINITION_BYTES} (64 KiB, as in ECS)"
         )
+
+
+def health_checked(td: pb.TaskDefinition) -> bool:
+    """An essential container has a health check: its tasks serve only once HEALTHY (as in ECS)."""
+    return any(c.essential and c.HasField("health_check") for c in td.container_definitions)
 
 
 def task_reservation(td: pb.TaskDefinition) -> tuple[int, int]:

@@ -82,6 +82,7 @@ class DesiredStates:
                     service=task.service,
                     stop_code=task.stop_code,
                     stopped_reason=task.stopped_reason,
+                    health_status=task.health_status,
                 )
                 cached = self._assignments[task.id] = (version, assignment)
             entries.append((task.id, *version, cached[1]))

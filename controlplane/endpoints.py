@@ -1,8 +1,9 @@
 """Service endpoints and the route table every agent programs (pure).
 
 An endpoint is a RUNNING task that is still wanted (not being stopped) on a
-node that is not DOWN: that node's address and the host port published for
-the service port's container port. Every agent gets the same table.
+node that is not DOWN and, when an essential container has a health check,
+HEALTHY (as in ECS): that node's address and the host port published for the
+service port's container port. Every agent gets the same table.
 """
 
 from __future__ import annotations
@@ -15,12 +16,19 @@ from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
 
+def serves_health(task: pb.Task) -> bool:
+    """Healthy enough to serve: HEALTHY, or without a health check."""
+    return not task.health_checked or task.health_status == pb.HEALTHY
+
+
 def endpoints(
     service: pb.Service, tasks: Iterable[pb.Task], nodes: Mapping[str, pb.Node]
 ) -> list[pb.Endpoint]:
     found = []
     for task in tasks:
         if task.last_status != pb.RUNNING or task.desired_status != pb.DESIRED_RUNNING:
+            continue
+        if not serves_health(task):
             continue
         node = nodes.get(task.node_id)
         if node is None or node.status == pb.DOWN:
@@ -57,6 +65,8 @@ def not_ready(
             reasons[task.id] = "stopping"
         elif node is not None and node.status == pb.DOWN:
             reasons[task.id] = "node DOWN"
+        elif task.last_status == pb.RUNNING and not serves_health(task):
+            reasons[task.id] = "unhealthy" if task.health_status == pb.UNHEALTHY else "health unknown"
         else:
             reasons[task.id] = pb.TaskStatus.Name(task.last_status)
     return reasons

@@ -9,6 +9,9 @@
         ▼                                 │ stop requested (user, scaling)       ▲
      STOPPED                              └───────────▶ agent stops it ──────────┘
 
+While RUNNING, the agent also reports the task's health (UNKNOWN, HEALTHY,
+UNHEALTHY) each time it changes; a STOPPED task keeps the last one reported.
+
 STOPPED is terminal: nothing moves a task out of it, so a late or repeated
 report from an agent can never resurrect one. Every function here returns a
 new message (or None for "no change") and never does I/O.
@@ -20,7 +23,7 @@ import uuid
 from collections.abc import Sequence
 
 from berth.clock import now
-from berth.taskdef import task_reservation
+from berth.taskdef import health_checked, task_reservation
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
@@ -49,6 +52,7 @@ def new_task(
         memory=memory,
         placement_strategy=strategy,
         placement_constraints=constraints,
+        health_checked=health_checked(td),
     )
 
 
@@ -89,7 +93,11 @@ def apply_report(task: pb.Task, node_id: str, report: agent_pb.TaskStatusReport)
     """
     if task.node_id != node_id or task.last_status == pb.STOPPED:
         return None
-    if report.last_status == pb.RUNNING and task.last_status == pb.RUNNING:
+    if (
+        report.last_status == pb.RUNNING
+        and task.last_status == pb.RUNNING
+        and report.health_status == task.health_status
+    ):
         return None
     updated = pb.Task()
     updated.CopyFrom(task)
@@ -98,8 +106,11 @@ def apply_report(task: pb.Task, node_id: str, report: agent_pb.TaskStatusReport)
     del updated.network_bindings[:]
     updated.network_bindings.extend(report.network_bindings)
     if report.last_status == pb.RUNNING:
-        updated.last_status = pb.RUNNING
-        updated.started_at.CopyFrom(now())
+        # A health change of a RUNNING task is a report of its own, written at once.
+        updated.health_status = report.health_status
+        if task.last_status != pb.RUNNING:
+            updated.last_status = pb.RUNNING
+            updated.started_at.CopyFrom(now())
         return updated
     if report.last_status != pb.STOPPED:
         return None

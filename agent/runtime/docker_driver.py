@@ -42,6 +42,7 @@ from agent.runtime.driver import (
     LABEL_NODE,
     LABEL_TASK_ID,
     ChangeFeeds,
+    ContainerHealth,
     ContainerPhase,
     ObservedContainer,
     ObservedTask,
@@ -129,8 +130,19 @@ class DockerDriver:
             for c in listed:
                 if c.id in states:
                     observed[c.id] = self._ledger.inspected(c, states[c.id])
+        # An unhealthy container's last check says why: inspected once per unhealthy spell.
+        sick = [
+            c.id for c in listed if (o := observed[c.id]) is not None and self._ledger.lacks_health_output(o)
+        ]
+        if sick:
+            for container_id, state in (await self._call(self._inspect_states_blocking, sick)).items():
+                self._ledger.inspected_health(container_id, state)
         self._ledger.forget_missing(node_id, {c.id for c in listed}, listed_since)
-        return docker_state.by_task((c.task_id, container) for c in listed if (container := observed[c.id]))
+        return docker_state.by_task(
+            (c.task_id, self._ledger.with_health_output(container))
+            for c in listed
+            if (container := observed[c.id])
+        )
 
     # -- starting --------------------------------------------------------
 
@@ -173,6 +185,9 @@ class DockerDriver:
                         spec.stop_timeout,
                         bindings=docker_state.bindings_from_inspect(
                             spec.definition_name, container.attrs["NetworkSettings"].get("Ports")
+                        ),
+                        health=(
+                            ContainerHealth.STARTING if spec.healthcheck is not None else ContainerHealth.NONE
                         ),
                     )
                 )
@@ -248,6 +263,7 @@ class DockerDriver:
 
     def _on_reconnected(self) -> None:
         """On the loop: events may have been missed while disconnected; every node resyncs."""
+        self._ledger.forget_health()
         self._feeds.publish_all()
 
     def _start_events_thread(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from agent.runtime.driver import LABEL_NODE, LABEL_TASK_ID
 
 # The actions that change what the agent sees of a container.
-WATCHED_ACTIONS = frozenset({"start", "die", "destroy", "oom", "create"})
+WATCHED_ACTIONS = frozenset({"start", "die", "destroy", "oom", "create", "health_status"})
 
 
 @dataclass(frozen=True)
@@ -30,17 +30,20 @@ class ContainerEvent:
     task_id: str = ""
     node_id: str = ""
     exit_code: int = -1  # only meaningful for "die"
+    health: str = ""  # only for "health_status": "starting", "healthy" or "unhealthy"
 
 
 def parse_event(raw: dict[str, Any]) -> ContainerEvent:
     """One decoded line of the stream, with the labels Berth put on the container."""
     attributes = raw.get("Actor", {}).get("Attributes", {})
+    action, _, detail = raw.get("Action", "").partition(":")
     return ContainerEvent(
-        action=raw.get("Action", "").split(":")[0],
+        action=action,
         container_id=raw.get("id", ""),
         task_id=attributes.get(LABEL_TASK_ID, ""),
         node_id=attributes.get(LABEL_NODE, ""),
         exit_code=int(attributes.get("exitCode", -1)),
+        health=detail.strip() if action == "health_status" else "",
     )
 
 

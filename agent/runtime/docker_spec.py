@@ -26,6 +26,7 @@ from agent.runtime.driver import (
 )
 from berth.names import protocol_name
 from berth.v1 import agent_pb2 as agent_pb
+from berth.v1 import resources_pb2 as pb
 
 # Docker's minimum; ECS uses the same floor for cpu 0.
 MIN_CPU_SHARES = 2
@@ -35,6 +36,18 @@ DEFAULT_PIDS_LIMIT = 4096
 # A process can never gain privileges it did not start with (setuid binaries,
 # file capabilities): Berth runs no container that needs them.
 SECURITY_OPTIONS = ("no-new-privileges:true",)
+_NANOSECONDS = 1_000_000_000
+
+
+def healthcheck(check: pb.HealthCheck) -> dict[str, Any]:
+    """ECS's healthCheck as the SDK's `healthcheck` option (durations in nanoseconds)."""
+    return {
+        "test": list(check.command),
+        "interval": check.interval * _NANOSECONDS,
+        "timeout": check.timeout * _NANOSECONDS,
+        "retries": check.retries,
+        "start_period": check.start_period * _NANOSECONDS,
+    }
 
 
 def container_name(task_id: str, name: str) -> str:
@@ -63,6 +76,8 @@ class ContainerSpec:
     dns: tuple[str, ...] = ()
     pids_limit: int = DEFAULT_PIDS_LIMIT  # 0 = the engine's default (unlimited)
     security_opt: tuple[str, ...] = SECURITY_OPTIONS
+    # The SDK's healthcheck option; None: none of Berth's (the image's own HEALTHCHECK applies).
+    healthcheck: dict[str, Any] | None = None
 
     def create_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the SDK's `containers.create(image, ...)`; unset options are left out."""
@@ -87,6 +102,11 @@ class ContainerSpec:
             options["mem_limit"] = f"{self.memory_mib}m"
         if self.memory_reservation_mib:
             options["mem_reservation"] = f"{self.memory_reservation_mib}m"
+        if self.healthcheck is not None:
+            options["healthcheck"] = {
+                key: list(value) if isinstance(value, list) else value
+                for key, value in self.healthcheck.items()
+            }
         return options
 
 
@@ -136,6 +156,9 @@ def container_specs(
                 memory_reservation_mib=definition.memory_reservation,
                 dns=tuple(dns_servers),
                 pids_limit=max(pids_limit, 0),
+                healthcheck=(
+                    healthcheck(definition.health_check) if definition.HasField("health_check") else None
+                ),
             )
         )
     return specs

@@ -12,7 +12,10 @@ container it is merged with what the agent learned meanwhile:
   replaced, as ECS does);
 - starts, what inspect showed right after the agent's own start, believed
   until the list says "running" itself;
-- finished containers' exit details, inspected once (they never change).
+- finished containers' exit details, inspected once (they never change);
+- health, from `health_status` events: the newest event wins over a list
+  that may predate it (the list's "(healthy)" status text is used until an
+  event is seen, e.g. after the agent restarts).
 
 `merge` decides one container from those facts; `ContainerLedger` keeps them
 until the container is gone. The ledger is plain data with no lock: the
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from agent.runtime.docker_events import ContainerEvent
@@ -36,6 +39,7 @@ from agent.runtime.driver import (
     LABEL_NODE,
     LABEL_STOP_TIMEOUT,
     LABEL_TASK_ID,
+    ContainerHealth,
     ContainerPhase,
     ObservedContainer,
     ObservedTask,
@@ -57,6 +61,7 @@ class ListedContainer:
     stop_timeout: int
     state: str  # Docker's: "created", "running", "exited", ...
     bindings: tuple[pb.NetworkBinding, ...] = ()
+    health: ContainerHealth = ContainerHealth.NONE
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,42 @@ def bindings_from_inspect(
     return bindings_from_list(name, rows)
 
 
+_HEALTH_WORDS = {
+    "starting": ContainerHealth.STARTING,
+    "healthy": ContainerHealth.HEALTHY,
+    "unhealthy": ContainerHealth.UNHEALTHY,
+}
+
+
+def health_from_word(word: str) -> ContainerHealth:
+    """Docker's health word ("starting", "healthy", "unhealthy"); anything else is NONE."""
+    return _HEALTH_WORDS.get(word.strip(), ContainerHealth.NONE)
+
+
+def health_from_status(status: str) -> ContainerHealth:
+    """The health in a list row's status text: "Up 5 seconds (healthy)", "(health: starting)"."""
+    if not status.endswith(")") or "(" not in status:
+        return ContainerHealth.NONE
+    inner = status[status.rindex("(") + 1 : -1]
+    return health_from_word(inner.removeprefix("health:"))
+
+
+MAX_HEALTH_OUTPUT = 200
+
+
+def health_output(state: Mapping[str, Any]) -> str:
+    """The last check in inspect's `State.Health.Log`, as one short line: "exit 1: first line"."""
+    log = ((state.get("Health") or {}).get("Log")) or []
+    if not log:
+        return ""
+    last = log[-1]
+    lines = str(last.get("Output") or "").strip().splitlines()
+    text = f"exit {last.get('ExitCode', -1)}"
+    if lines and lines[0].strip():
+        text += f": {lines[0].strip()}"
+    return text if len(text) <= MAX_HEALTH_OUTPUT else text[: MAX_HEALTH_OUTPUT - 3] + "..."
+
+
 def from_summary(summary: Mapping[str, Any]) -> ListedContainer | None:
     """A list row as a ListedContainer; None for a container without a task id."""
     labels = summary.get("Labels") or {}
@@ -120,6 +161,7 @@ def from_summary(summary: Mapping[str, Any]) -> ListedContainer | None:
         stop_timeout=int(labels.get(LABEL_STOP_TIMEOUT, DEFAULT_STOP_TIMEOUT)),
         state=summary.get("State", ""),
         bindings=bindings_from_list(name, summary.get("Ports") or []),
+        health=health_from_status(str(summary.get("Status") or "")),
     )
 
 
@@ -128,8 +170,12 @@ def merge(
     death: Death | None,
     just_started: ObservedContainer | None,
     finished: ObservedContainer | None,
+    health: ContainerHealth | None = None,
 ) -> ObservedContainer | None:
-    """What to believe about one listed container; None when only an inspect can tell (exited, unseen)."""
+    """What to believe about one listed container; None when only an inspect can tell (exited, unseen).
+
+    health: the newest health event's, if one was seen (it beats the list's).
+    """
 
     def observed(phase: ContainerPhase, **details: Any) -> ObservedContainer:
         return ObservedContainer(
@@ -139,9 +185,10 @@ def merge(
     if listed.state == "running":
         if death is not None:  # the list lags the event: the event wins
             return observed(ContainerPhase.EXITED, exit_code=death.exit_code, reason=death.reason)
-        return observed(ContainerPhase.RUNNING, bindings=listed.bindings)
+        return observed(ContainerPhase.RUNNING, bindings=listed.bindings, health=health or listed.health)
     if just_started is not None and death is None:
-        return just_started  # the list has not caught up with our own start yet
+        # The list has not caught up with our own start yet.
+        return replace(just_started, health=health) if health else just_started
     if listed.state == "created":
         return observed(ContainerPhase.CREATED)
     return finished
@@ -176,6 +223,9 @@ class ContainerLedger:
         self._oom_killed: set[str] = set()
         self._just_started: dict[str, ObservedContainer] = {}
         self._finished: dict[str, ObservedContainer] = {}
+        self._health: dict[str, ContainerHealth] = {}
+        # Per unhealthy container: its last check's output, inspected once per unhealthy spell.
+        self._health_output: dict[str, str] = {}
         # Per container: its node (to forget only that node's containers) and
         # when it was last noted (to keep what a list taken earlier could not show).
         self._node: dict[str, str] = {}
@@ -196,6 +246,9 @@ class ContainerLedger:
         elif event.action == "die":
             reason = OOM_KILLED if event.container_id in self._oom_killed else ""
             self._deaths[event.container_id] = Death(event.exit_code, reason)
+        elif event.action == "health_status":
+            self._health[event.container_id] = health_from_word(event.health)
+            self._health_output.pop(event.container_id, None)
         else:
             return
         self._note(event.container_id, event.node_id)
@@ -213,6 +266,7 @@ class ContainerLedger:
             self._deaths.get(listed.id),
             self._just_started.get(listed.id),
             self._finished.get(listed.id),
+            self._health.get(listed.id),
         )
 
     def inspected(self, listed: ListedContainer, state: Mapping[str, Any]) -> ObservedContainer:
@@ -233,10 +287,38 @@ class ContainerLedger:
                 or self._node[container_id] not in (node_id, "")
             ):
                 continue
-            for facts in (self._deaths, self._just_started, self._finished):
+            for facts in (
+                self._deaths,
+                self._just_started,
+                self._finished,
+                self._health,
+                self._health_output,
+            ):
                 facts.pop(container_id, None)
             self._oom_killed.discard(container_id)
             del self._node[container_id], self._noted_at[container_id]
+
+    def forget_health(self) -> None:
+        """Events may have been missed (the stream reconnected): believe the lists' health again."""
+        self._health.clear()
+        self._health_output.clear()
+
+    def lacks_health_output(self, container: ObservedContainer) -> bool:
+        """Unhealthy and running, and its last check's output not yet inspected."""
+        return (
+            container.health is ContainerHealth.UNHEALTHY
+            and container.phase is ContainerPhase.RUNNING
+            and container.runtime_id not in self._health_output
+        )
+
+    def with_health_output(self, container: ObservedContainer) -> ObservedContainer:
+        output = self._health_output.get(container.runtime_id, "")
+        if container.health is not ContainerHealth.UNHEALTHY or not output:
+            return container
+        return replace(container, health_output=output)
+
+    def inspected_health(self, container_id: str, state: Mapping[str, Any]) -> None:
+        self._health_output[container_id] = health_output(state)
 
     def __len__(self) -> int:
         return len(self._noted_at)

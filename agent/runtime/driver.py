@@ -42,6 +42,15 @@ class ContainerPhase(Enum):
     EXITED = "exited"
 
 
+class ContainerHealth(Enum):
+    """The engine's health of a container; NONE when it has no health check."""
+
+    NONE = "none"
+    STARTING = "starting"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+
 @dataclass(frozen=True)
 class ObservedContainer:
     name: str
@@ -53,6 +62,9 @@ class ObservedContainer:
     # Why it ended, when the runtime knows ("OOMKilled", an error message).
     reason: str = ""
     bindings: tuple[pb.NetworkBinding, ...] = ()
+    health: ContainerHealth = ContainerHealth.NONE
+    # While unhealthy: what the last failed check said ("exit 1: ..."), when the runtime tells.
+    health_output: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,7 +103,8 @@ class TaskDriver(Protocol):
         """Remove the task's containers (stopping them first if needed)."""
 
     def changes(self, node_id: str) -> AsyncIterator[str]:
-        """Yields the id of one of this node's tasks each time a container of it starts, dies or goes away.
+        """Yields the id of one of this node's tasks each time a container of it starts, dies,
+        goes away or changes health.
 
         An empty string means "events may have been missed" (the feed was just
         opened, or reconnected): the subscriber should look at everything again.

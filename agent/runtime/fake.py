@@ -1,10 +1,14 @@
-"""An in-memory task driver: containers that start instantly and exit on script.
+"""An in-memory task driver: containers that start instantly, exit and change health on script.
 
 Used by unit tests of the supervisor and by hollow agents (`berth-hollow-agents`),
 which run hundreds of simulated hosts in one process to load the control
 plane the way a big cluster would, with no container engine at all. Those
 hosts share one FakeDriver, so tasks and change feeds are kept per node: an
 exit wakes only the supervisor of the node that ran the task.
+
+Containers whose definition has a healthCheck start "starting", turn healthy
+after `healthy_after` seconds and, with `unhealthy_after`, unhealthy that
+many seconds after their start; `set_health` scripts any change.
 """
 
 from __future__ import annotations
@@ -14,7 +18,14 @@ import itertools
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
-from agent.runtime.driver import ChangeFeeds, ContainerPhase, ObservedContainer, ObservedTask, StartFailed
+from agent.runtime.driver import (
+    ChangeFeeds,
+    ContainerHealth,
+    ContainerPhase,
+    ObservedContainer,
+    ObservedTask,
+    StartFailed,
+)
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
@@ -28,9 +39,17 @@ class FakeDriver:
         exit_code: int = 0,
         fail_images: frozenset[str] = frozenset(),
         first_host_port: int = 40000,
+        healthy_after: float = 0.0,
+        unhealthy_after: float | None = None,
     ) -> None:
-        """exit_after: seconds after which every started task exits with exit_code."""
+        """exit_after: seconds after which every started task exits with exit_code.
+
+        healthy_after, unhealthy_after: seconds after its start at which a
+        container with a health check turns healthy, and unhealthy (None: never).
+        """
         self._exit_after = exit_after
+        self._healthy_after = healthy_after
+        self._unhealthy_after = unhealthy_after
         self._exit_code = exit_code
         self._fail_images = fail_images
         self._ports = itertools.count(first_host_port)
@@ -74,16 +93,45 @@ class FakeDriver:
                     definition.essential,
                     definition.stop_timeout or 30,
                     bindings=bindings,
+                    health=(
+                        ContainerHealth.STARTING
+                        if definition.HasField("health_check")
+                        else ContainerHealth.NONE
+                    ),
                 )
             )
         self._tasks.setdefault(node_id, {})[assignment.task_id] = ObservedTask(
             assignment.task_id, tuple(containers)
         )
         self.started.append(assignment.task_id)
+        loop = asyncio.get_running_loop()
         if self._exit_after is not None:
-            asyncio.get_running_loop().call_later(
-                self._exit_after, self.exit_task, assignment.task_id, self._exit_code
-            )
+            loop.call_later(self._exit_after, self.exit_task, assignment.task_id, self._exit_code)
+        if any(c.health is ContainerHealth.STARTING for c in containers):
+            loop.call_later(self._healthy_after, self.set_health, assignment.task_id, ContainerHealth.HEALTHY)
+            if self._unhealthy_after is not None:
+                loop.call_later(
+                    self._unhealthy_after, self.set_health, assignment.task_id, ContainerHealth.UNHEALTHY
+                )
+
+    def set_health(self, task_id: str, health: ContainerHealth, container: str = "") -> None:
+        """Script a health change of the task's running containers that have a check (or of one)."""
+        node_id = self._owner(task_id)
+        if node_id is None:
+            return
+        tasks = self._tasks[node_id]
+        tasks[task_id] = ObservedTask(
+            task_id,
+            tuple(
+                replace(c, health=health)
+                if c.phase is ContainerPhase.RUNNING
+                and c.health is not ContainerHealth.NONE
+                and container in ("", c.name)
+                else c
+                for c in tasks[task_id].containers
+            ),
+        )
+        self._changed(node_id, task_id)
 
     def exit_task(self, task_id: str, exit_code: int) -> None:
         """Script an exit, as if the task's processes ended by themselves."""

@@ -312,7 +312,7 @@ def endpoints(
     cluster: str = ClusterOption,
     output: str = OutputOption,
 ) -> None:
-    """The service's endpoints (RUNNING tasks' host address and port), and tasks not serving."""
+    """The service's endpoints (RUNNING, healthy tasks' host address and port), and tasks not serving."""
     cli: CliContext = ctx.obj
     with api_errors(cli):
         response = cli.stub.ListEndpoints(api.ServiceRef(cluster=cluster, name=name))

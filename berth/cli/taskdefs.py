@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import typer
 from rich.text import Text
 
@@ -124,6 +126,12 @@ def describe(
                 f"memoryReservation={c.memory_reservation or '-'} essential={str(c.essential).lower()} "
                 f"ports=[{mappings}]",
             )
+            if c.HasField("health_check"):
+                check = c.health_check
+                console.print(
+                    f"    healthCheck: {json.dumps(list(check.command))} interval={check.interval}s "
+                    f"timeout={check.timeout}s retries={check.retries} startPeriod={check.start_period}s",
+                )
 
     emit_one(output, td, show)
 

@@ -46,6 +46,17 @@ def _node(names: dict[str, str], node_id: str) -> str:
     return f"{name} ({node_id})" if name != node_id else name
 
 
+def health_name(status: pb.HealthStatus.ValueType) -> str:
+    """ECS's healthStatus words: UNKNOWN, HEALTHY, UNHEALTHY."""
+    return pb.HealthStatus.Name(status).removeprefix("HEALTH_")
+
+
+def _health(task: pb.Task) -> str:
+    if not task.health_checked and task.health_status == pb.HEALTH_UNKNOWN:
+        return "-"  # no health check
+    return health_name(task.health_status)
+
+
 def _reason(task: pb.Task) -> str:
     if task.last_status == pb.PENDING and task.pending_reason:
         return task.pending_reason
@@ -75,6 +86,7 @@ def list_(
             ("TASK DEFINITION", lambda t: t.task_definition),
             ("DESIRED", _desired),
             ("LAST", lambda t: status_name(t.last_status)),
+            ("HEALTH", _health),
             ("NODE", lambda t: node_label(names, t.node_id)),
             ("PORTS", ports),
             ("EXIT", exit_code),
@@ -107,6 +119,7 @@ def describe(
             f"task definition:  {task.task_definition}",
             f"desired status:   {_desired(task)}",
             f"last status:      {status_name(task.last_status)}",
+            f"health:           {_health(task)}",
             f"node:             {_node(names, task.node_id)}",
             f"ports:            {ports(task)}",
             f"exit code:        {exit_code(task)}",
@@ -120,7 +133,8 @@ def describe(
             code = str(c.exit_code) if c.has_exit_code else "-"
             console.print(
                 f"  container {c.name}: {status_name(c.last_status)} exit={code} "
-                f"id={c.docker_id[:12]} {c.reason}",
+                f"health={health_name(c.health_status)} id={c.docker_id[:12]} {c.reason}"
+                + (f" (last check: {c.health_output})" if c.health_output else ""),
             )
         for b in task.network_bindings:
             console.print(

@@ -141,12 +141,15 @@ class TaskStatusReport(_message.Message):
     STOPPED_REASON_FIELD_NUMBER: _builtins.int
     HAS_EXIT_CODE_FIELD_NUMBER: _builtins.int
     EXIT_CODE_FIELD_NUMBER: _builtins.int
+    HEALTH_STATUS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     last_status: _resources_pb2.TaskStatus.ValueType
     stop_code: _resources_pb2.StopCode.ValueType
     stopped_reason: _builtins.str
     has_exit_code: _builtins.bool
     exit_code: _builtins.int
+    health_status: _resources_pb2.HealthStatus.ValueType
+    """The task's health (see HealthStatus); reported at once when it changes."""
     @_builtins.property
     def containers(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ContainerState]: ...
     @_builtins.property
@@ -162,10 +165,11 @@ class TaskStatusReport(_message.Message):
         stopped_reason: _builtins.str = ...,
         has_exit_code: _builtins.bool = ...,
         exit_code: _builtins.int = ...,
+        health_status: _resources_pb2.HealthStatus.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["containers", b"containers", "exit_code", b"exit_code", "has_exit_code", b"has_exit_code", "last_status", b"last_status", "network_bindings", b"network_bindings", "stop_code", b"stop_code", "stopped_reason", b"stopped_reason", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["containers", b"containers", "exit_code", b"exit_code", "has_exit_code", b"has_exit_code", "health_status", b"health_status", "last_status", b"last_status", "network_bindings", b"network_bindings", "stop_code", b"stop_code", "stopped_reason", b"stopped_reason", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -235,6 +239,7 @@ class TaskAssignment(_message.Message):
     SERVICE_FIELD_NUMBER: _builtins.int
     STOP_CODE_FIELD_NUMBER: _builtins.int
     STOPPED_REASON_FIELD_NUMBER: _builtins.int
+    HEALTH_STATUS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     desired_status: _resources_pb2.DesiredStatus.ValueType
     last_status: _resources_pb2.TaskStatus.ValueType
@@ -243,6 +248,8 @@ class TaskAssignment(_message.Message):
     service: _builtins.str
     stop_code: _resources_pb2.StopCode.ValueType
     stopped_reason: _builtins.str
+    health_status: _resources_pb2.HealthStatus.ValueType
+    """The task's health as etcd records it, so the agent re-reports a change."""
     @_builtins.property
     def task_definition(self) -> _resources_pb2.TaskDefinition: ...
     def __init__(
@@ -256,10 +263,11 @@ class TaskAssignment(_message.Message):
         service: _builtins.str = ...,
         stop_code: _resources_pb2.StopCode.ValueType = ...,
         stopped_reason: _builtins.str = ...,
+        health_status: _resources_pb2.HealthStatus.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["task_definition", b"task_definition"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "desired_status", b"desired_status", "last_status", b"last_status", "service", b"service", "stop_code", b"stop_code", "stopped_reason", b"stopped_reason", "task_definition", b"task_definition", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "desired_status", b"desired_status", "health_status", b"health_status", "last_status", b"last_status", "service", b"service", "stop_code", b"stop_code", "stopped_reason", b"stopped_reason", "task_definition", b"task_definition", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

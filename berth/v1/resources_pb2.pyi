@@ -40,6 +40,27 @@ TCP: TransportProtocol.ValueType  # 0
 UDP: TransportProtocol.ValueType  # 1
 Global___TransportProtocol: _TypeAlias = TransportProtocol  # noqa: Y015
 
+class _HealthStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _HealthStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HealthStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    HEALTH_UNKNOWN: _HealthStatus.ValueType  # 0
+    HEALTHY: _HealthStatus.ValueType  # 1
+    UNHEALTHY: _HealthStatus.ValueType  # 2
+
+class HealthStatus(_HealthStatus, metaclass=_HealthStatusEnumTypeWrapper):
+    """ECS's healthStatus of a container and of a task. A task is UNHEALTHY when
+    an essential container with a health check is, HEALTHY when all of them
+    are, UNKNOWN otherwise (no check, still starting, not running).
+    """
+
+HEALTH_UNKNOWN: HealthStatus.ValueType  # 0
+HEALTHY: HealthStatus.ValueType  # 1
+UNHEALTHY: HealthStatus.ValueType  # 2
+Global___HealthStatus: _TypeAlias = HealthStatus  # noqa: Y015
+
 class _TaskDefinitionStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -261,6 +282,7 @@ class ContainerDefinition(_message.Message):
     ENTRY_POINT_FIELD_NUMBER: _builtins.int
     ESSENTIAL_FIELD_NUMBER: _builtins.int
     STOP_TIMEOUT_FIELD_NUMBER: _builtins.int
+    HEALTH_CHECK_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     image: _builtins.str
     cpu: _builtins.int
@@ -280,6 +302,10 @@ class ContainerDefinition(_message.Message):
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def entry_point(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def health_check(self) -> Global___HealthCheck:
+        """ECS's container healthCheck, run by the container engine; unset = none."""
+
     def __init__(
         self,
         *,
@@ -294,14 +320,52 @@ class ContainerDefinition(_message.Message):
         entry_point: _abc.Iterable[_builtins.str] | None = ...,
         essential: _builtins.bool = ...,
         stop_timeout: _builtins.int = ...,
+        health_check: Global___HealthCheck | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["health_check", b"health_check"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "cpu", b"cpu", "entry_point", b"entry_point", "environment", b"environment", "essential", b"essential", "image", b"image", "memory", b"memory", "memory_reservation", b"memory_reservation", "name", b"name", "port_mappings", b"port_mappings", "stop_timeout", b"stop_timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "cpu", b"cpu", "entry_point", b"entry_point", "environment", b"environment", "essential", b"essential", "health_check", b"health_check", "image", b"image", "memory", b"memory", "memory_reservation", b"memory_reservation", "name", b"name", "port_mappings", b"port_mappings", "stop_timeout", b"stop_timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ContainerDefinition: _TypeAlias = ContainerDefinition  # noqa: Y015
+
+@_typing.final
+class HealthCheck(_message.Message):
+    """ECS's healthCheck, with its limits and defaults applied (berth.taskdef)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMAND_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    RETRIES_FIELD_NUMBER: _builtins.int
+    START_PERIOD_FIELD_NUMBER: _builtins.int
+    interval: _builtins.int
+    """Seconds: 5-300 (30), 2-60 (5), 1-10 (3), 0-300 (0)."""
+    timeout: _builtins.int
+    retries: _builtins.int
+    start_period: _builtins.int
+    @_builtins.property
+    def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """["CMD", "prog", "arg", ...] or ["CMD-SHELL", "shell command"]."""
+
+    def __init__(
+        self,
+        *,
+        command: _abc.Iterable[_builtins.str] | None = ...,
+        interval: _builtins.int = ...,
+        timeout: _builtins.int = ...,
+        retries: _builtins.int = ...,
+        start_period: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "interval", b"interval", "retries", b"retries", "start_period", b"start_period", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealthCheck: _TypeAlias = HealthCheck  # noqa: Y015
 
 @_typing.final
 class TaskDefinition(_message.Message):
@@ -706,12 +770,19 @@ class ContainerState(_message.Message):
     HAS_EXIT_CODE_FIELD_NUMBER: _builtins.int
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    HEALTH_STATUS_FIELD_NUMBER: _builtins.int
+    HEALTH_OUTPUT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     docker_id: _builtins.str
     last_status: Global___TaskStatus.ValueType
     has_exit_code: _builtins.bool
     exit_code: _builtins.int
     reason: _builtins.str
+    health_status: Global___HealthStatus.ValueType
+    health_output: _builtins.str
+    """While UNHEALTHY: the last failed check's exit code and first line of
+    output ("exit 1: curl: connection refused").
+    """
     def __init__(
         self,
         *,
@@ -721,10 +792,12 @@ class ContainerState(_message.Message):
         has_exit_code: _builtins.bool = ...,
         exit_code: _builtins.int = ...,
         reason: _builtins.str = ...,
+        health_status: Global___HealthStatus.ValueType = ...,
+        health_output: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["docker_id", b"docker_id", "exit_code", b"exit_code", "has_exit_code", b"has_exit_code", "last_status", b"last_status", "name", b"name", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["docker_id", b"docker_id", "exit_code", b"exit_code", "has_exit_code", b"has_exit_code", "health_output", b"health_output", "health_status", b"health_status", "last_status", b"last_status", "name", b"name", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -755,6 +828,8 @@ class Task(_message.Message):
     MEMORY_FIELD_NUMBER: _builtins.int
     PLACEMENT_STRATEGY_FIELD_NUMBER: _builtins.int
     PLACEMENT_CONSTRAINTS_FIELD_NUMBER: _builtins.int
+    HEALTH_STATUS_FIELD_NUMBER: _builtins.int
+    HEALTH_CHECKED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     cluster: _builtins.str
     service: _builtins.str
@@ -771,6 +846,12 @@ class Task(_message.Message):
     cpu: _builtins.int
     """Reservations, copied from the task definition at creation."""
     memory: _builtins.int
+    health_status: Global___HealthStatus.ValueType
+    """As the agent last reported it (see HealthStatus); kept once STOPPED."""
+    health_checked: _builtins.bool
+    """An essential container has a health check (copied from the task
+    definition at creation): then only a HEALTHY task is a service endpoint.
+    """
     @_builtins.property
     def containers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerState]: ...
     @_builtins.property
@@ -811,10 +892,12 @@ class Task(_message.Message):
         memory: _builtins.int = ...,
         placement_strategy: _abc.Iterable[Global___PlacementStrategy] | None = ...,
         placement_constraints: _abc.Iterable[Global___PlacementConstraint] | None = ...,
+        health_status: Global___HealthStatus.ValueType = ...,
+        health_checked: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "started_at", b"started_at", "stopped_at", b"stopped_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "containers", b"containers", "cpu", b"cpu", "created_at", b"created_at", "desired_status", b"desired_status", "exit_code", b"exit_code", "has_exit_code", b"has_exit_code", "id", b"id", "last_status", b"last_status", "memory", b"memory", "network_bindings", b"network_bindings", "node_id", b"node_id", "pending_reason", b"pending_reason", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "service", b"service", "started_at", b"started_at", "stop_code", b"stop_code", "stopped_at", b"stopped_at", "stopped_reason", b"stopped_reason", "task_definition", b"task_definition"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "containers", b"containers", "cpu", b"cpu", "created_at", b"created_at", "desired_status", b"desired_status", "exit_code", b"exit_code", "has_exit_code", b"has_exit_code", "health_checked", b"health_checked", "health_status", b"health_status", "id", b"id", "last_status", b"last_status", "memory", b"memory", "network_bindings", b"network_bindings", "node_id", b"node_id", "pending_reason", b"pending_reason", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "service", b"service", "started_at", b"started_at", "stop_code", b"stop_code", "stopped_at", b"stopped_at", "stopped_reason", b"stopped_reason", "task_definition", b"task_definition"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from berth.names import parse_task_definition_ref
+from berth.safetext import escape_controls
 from berth.v1 import resources_pb2 as pb
 from controlplane import backoff, lifecycle
 from controlplane.cache import ClusterCache
@@ -24,6 +25,9 @@ log = logging.getLogger(__name__)
 
 BATCH = 100
 MAX_NEW_TASKS_PER_PASS = 2000
+# ECS's stopped reason for a task of a service that failed its container health checks.
+HEALTH_CHECK_FAILED = "Task failed container health checks"
+MAX_HEALTH_OUTPUT = 200  # characters of a failed check's output in an event
 
 
 @dataclass
@@ -34,6 +38,8 @@ class ServiceDecision:
     steady: bool = False
     # Replacements the crash-loop backoff holds back for now.
     held: int = 0
+    # Tasks that turned UNHEALTHY: stopped (leaving the endpoints first) and replaced.
+    unhealthy: list[str] = field(default_factory=list)
 
 
 def _stop_preference(task: pb.Task) -> tuple[int, int, int]:
@@ -59,7 +65,8 @@ def decide(
     Tasks on DRAINING nodes do not count toward the desired count, so their
     replacements start elsewhere first; a draining task that is RUNNING is
     stopped only while the service has more RUNNING tasks than desired, so a
-    drain never takes the service below its desired count.
+    drain never takes the service below its desired count. A task that turned
+    UNHEALTHY does not count either: it is stopped and replaced, as in ECS.
 
     The crash-loop backoff's `gate` holds new tasks back while it waits, and
     a failing service is never in a steady state.
@@ -68,9 +75,10 @@ def decide(
     if service.status == pb.SERVICE_DRAINING:
         remaining = [t for t in tasks if t.last_status != pb.STOPPED]
         return ServiceDecision(stop=[t.id for t in active], delete_service=not remaining)
+    decision = ServiceDecision(unhealthy=[t.id for t in active if t.health_status == pb.UNHEALTHY])
+    active = [t for t in active if t.health_status != pb.UNHEALTHY]
     settled = [t for t in active if t.node_id not in draining]
     moving = [t for t in active if t.node_id in draining]
-    decision = ServiceDecision()
     missing = service.desired_count - len(settled)
     if missing > 0 and gate.hold:
         decision.held = missing
@@ -87,7 +95,7 @@ def decide(
         elif spare > 0:
             decision.stop.append(task.id)
             spare -= 1
-    if missing == 0 and not moving:
+    if missing == 0 and not moving and not decision.unhealthy:
         running_settled = sum(1 for t in settled if t.last_status == pb.RUNNING)
         settled_history = all(t.last_status == pb.STOPPED for t in tasks if not lifecycle.is_active(t))
         decision.steady = running_settled == service.desired_count and settled_history and not gate.failing
@@ -151,7 +159,13 @@ class ServiceController:
             written = max(written, result)
             # A failing service is looked at on every pass: its gate opens,
             # or its streak ends, with time alone.
-            if not result and not decision.start and not decision.stop and not gate.failing:
+            if (
+                not result
+                and not decision.start
+                and not decision.stop
+                and not decision.unhealthy
+                and not gate.failing
+            ):
                 self._quiet[key] = version
             else:
                 self._quiet.pop(key, None)
@@ -195,6 +209,23 @@ class ServiceController:
 
     async def _apply(self, revision: int, service: pb.Service, decision: ServiceDecision) -> int:
         written = 0
+        if decision.unhealthy:
+            # The stop comes first: a task asked to stop is no endpoint from that write on.
+            stopped = await self._stop(decision.unhealthy, HEALTH_CHECK_FAILED)
+            written = max(written, stopped[0])
+            for task_id in stopped[1]:
+                log.info(
+                    "event=task_unhealthy_replaced task=%s cluster=%s service=%s",
+                    task_id,
+                    service.cluster,
+                    service.name,
+                )
+                await self._events.record(
+                    service.cluster,
+                    service.name,
+                    f"task {task_id[:12]} failed its health check{self._health_output(task_id)} "
+                    "and was replaced",
+                )
         if decision.start:
             written = max(written, await self._start(service, decision.start))
         if decision.stop:
@@ -204,7 +235,7 @@ class ServiceController:
                 else f"Scaling activity initiated by service {service.name} "
                 f"(desired count {service.desired_count}, or its node is draining)"
             )
-            written = max(written, await self._stop(decision.stop, reason))
+            written = max(written, (await self._stop(decision.stop, reason))[0])
         if decision.delete_service:
             key = keys.service(service.cluster, service.name)
             deletes = [Delete(key), Delete(keys.events(service.cluster, service.name))]
@@ -221,6 +252,14 @@ class ServiceController:
             ):
                 await self._events.record(service.cluster, service.name, steady)
         return written
+
+    def _health_output(self, task_id: str) -> str:
+        """ " (exit 1: curl: connection refused)" from the task's unhealthy container, if it said."""
+        current = self._cache.task(task_id)
+        for container in current.value.containers if current else ():
+            if container.health_status == pb.UNHEALTHY and container.health_output:
+                return f" ({escape_controls(container.health_output[:MAX_HEALTH_OUTPUT])})"
+        return ""
 
     async def _start(self, service: pb.Service, count: int) -> int:
         family, revision = parse_task_definition_ref(service.task_definition)
@@ -247,10 +286,12 @@ class ServiceController:
         # start it at once, and the loop serves heartbeats in between.
         return 0
 
-    async def _stop(self, task_ids: list[str], reason: str) -> int:
+    async def _stop(self, task_ids: list[str], reason: str) -> tuple[int, list[str]]:
+        """Request the stops; the revision written (0: none) and the ids whose stop was written."""
         written = 0
+        requested: list[str] = []
         for offset in range(0, len(task_ids), BATCH):
-            writes, conditions = [], []
+            writes, conditions, ids = [], [], []
             for task_id in task_ids[offset : offset + BATCH]:
                 current = self._cache.task(task_id)
                 if current is None:
@@ -266,7 +307,9 @@ class ServiceController:
                 if updated is not None:
                     writes.append(Put(current.key, updated))
                     conditions.append(Condition(current.key, current.mod_revision))
+                    ids.append(task_id)
             if writes and (result := await self._store.commit(writes, conditions)):
                 written = result
+                requested.extend(ids)
                 log.info("event=tasks_stop_requested count=%d reason=%r", len(writes), reason)
-        return written
+        return written, requested

@@ -62,6 +62,7 @@ _REPORTED_STATUSES = frozenset({pb.PENDING, pb.RUNNING, pb.STOPPED})
 _CONTAINER_STATUSES = frozenset(pb.TaskStatus.values())
 _STOP_CODES = frozenset(pb.StopCode.values())
 _PROTOCOLS = frozenset({pb.TCP, pb.UDP})
+_HEALTH_STATUSES = frozenset(pb.HealthStatus.values())
 
 # Heartbeat metrics: a host's memory is at most MAX_MEMORY_MIB.
 MAX_MEMORY_BYTES = MAX_MEMORY_MIB * 1024 * 1024
@@ -178,6 +179,13 @@ def _check_reason(field: str, reason: str) -> None:
         raise InvalidArgument(f"{field} is {len(reason)} characters long: at most {MAX_REASON}")
 
 
+def _check_health(field: str, health: int) -> None:
+    if health not in _HEALTH_STATUSES:
+        raise InvalidArgument(
+            f"{field} {health} is invalid: use HEALTH_UNKNOWN (0), HEALTHY (1) or UNHEALTHY (2)"
+        )
+
+
 def check_status_report(report: agent_pb.TaskStatusReport) -> None:
     """One task's status as its agent reports it."""
     if not _TASK_ID.fullmatch(report.task_id):
@@ -188,6 +196,7 @@ def check_status_report(report: agent_pb.TaskStatusReport) -> None:
         raise InvalidArgument(f"stop_code {report.stop_code} is not a stop code")
     _check_reason("stopped_reason", report.stopped_reason)
     _check_exit_code("task", report.exit_code)
+    _check_health("health_status", report.health_status)
     if len(report.containers) > MAX_CONTAINERS:
         raise InvalidArgument(
             f"a report lists at most {MAX_CONTAINERS} containers, not {len(report.containers)}"
@@ -202,6 +211,8 @@ def check_status_report(report: agent_pb.TaskStatusReport) -> None:
             raise InvalidArgument(f"{where}.last_status {container.last_status} is not a task status")
         _check_exit_code(where, container.exit_code)
         _check_reason(f"{where}.reason", container.reason)
+        _check_health(f"{where}.health_status", container.health_status)
+        _check_reason(f"{where}.health_output", container.health_output)
     if len(report.network_bindings) > MAX_BINDINGS:
         raise InvalidArgument(
             f"a report lists at most {MAX_BINDINGS} network bindings, not {len(report.network_bindings)}"

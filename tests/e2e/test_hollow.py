@@ -39,3 +39,43 @@ def test_exit_after_stops_tasks_with_the_scripted_exit_code(
         assert seconds >= 1, "it ran for --exit-after seconds first"
     finally:
         assert hollow.stop(timeout=15) is not None
+
+
+def test_unhealthy_after_gets_service_tasks_replaced(plane: ControlPlaneProcess, tmp_path: Path) -> None:
+    hollow = HollowAgentsProcess(
+        tmp_path / "hollow.log", plane.address, 1, ["--healthy-after", "0.2", "--unhealthy-after", "2"]
+    )
+    hollow.start()
+    try:
+        berth = Berth(plane.address)
+        wait_until(
+            lambda: len(berth.ok("node", "list", "-o", "json").json()["nodes"]) == 1, 15, "1 hollow node"
+        )
+        check = {"command": ["CMD", "/bin/true"], "interval": 5}
+        path = tmp_path / "web.json"
+        path.write_text(
+            json.dumps([{"name": "web", "image": "anything:1", "memory": 16, "healthCheck": check}])
+        )
+        berth.ok("taskdef", "register", "--family", "web", "--container-definitions", f"file://{path}")
+        berth.ok("service", "create", "--name", "web", "--task-definition", "web", "--desired-count", "1")
+
+        def health_of_the_first() -> str | None:
+            tasks = berth.tasks("default", "web")
+            return str(tasks[0].get("healthStatus")) if len(tasks) == 1 else None
+
+        wait_until(lambda: health_of_the_first() == "HEALTHY", 15, "the first task HEALTHY")
+
+        def replaced() -> list[dict[str, Any]] | None:
+            tasks = berth.tasks("default", "web")
+            unhealthy = [t for t in tasks if t.get("healthStatus") == "UNHEALTHY"]
+            stopped = [t for t in unhealthy if t["desiredStatus"] == "DESIRED_STOPPED"]
+            return tasks if stopped and len(tasks) >= 2 else None
+
+        tasks, _ = wait_until(replaced, 15, "the unhealthy task stopped and a replacement started")
+        stopped = next(t for t in tasks if t.get("healthStatus") == "UNHEALTHY")
+        assert stopped["stoppedReason"] == "Task failed container health checks"
+        events = berth.ok("service", "describe", "web").stdout
+        assert "failed its health check and was replaced" in events
+        berth.ok("service", "update", "web", "--desired-count", "0")
+    finally:
+        assert hollow.stop(timeout=15) is not None

@@ -55,7 +55,7 @@ def test_register_document_accepts_ecs_strings_and_ignores_aws_only_fields() -> 
         ([{"name": "w", "image": "x", "memry": 64}], "containerDefinitions[0].memry: unknown field 'memry'"),
         ([{"name": "w", "memory": 64}], "containerDefinitions[0].image: required field is missing"),
         ([{"name": "w", "image": "x", "cpu": -1}], "containerDefinitions[0].cpu"),
-        ([{"name": "w", "image": "x", "healthCheck": {}}], "not supported by Berth yet"),
+        ([{"name": "w", "image": "x", "links": []}], "not supported by Berth yet"),
         ([{"name": "w", "image": "x", "portMappings": [{"containerPort": 70000}]}], "containerPort"),
         ([], "non-empty JSON array"),
         ({"name": "w"}, "non-empty JSON array"),
@@ -106,3 +106,80 @@ def test_reservation_prefers_memory_reservation_like_ecs() -> None:
     assert task_reservation(td) == (150, 192)
     td.memory = 1024
     assert task_reservation(td) == (150, 1024)
+
+
+def _health(check: object) -> list[object]:
+    return [{"name": "w", "image": "x", "memory": 64, "healthCheck": check}]
+
+
+def test_health_check_gets_ecs_defaults() -> None:
+    (container,) = parse_container_definitions(_health({"command": ["CMD-SHELL", "test -f /tmp/ok"]}))
+    check = container.health_check
+    assert list(check.command) == ["CMD-SHELL", "test -f /tmp/ok"]
+    assert (check.interval, check.timeout, check.retries, check.start_period) == (30, 5, 3, 0)
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        {"command": ["CMD", "/bin/true"], "interval": 5, "timeout": 2, "retries": 1, "startPeriod": 0},
+        {"command": ["CMD", "curl", "-f", "http://x/"], "interval": 300, "timeout": 60, "retries": 10},
+        {"command": ["CMD-SHELL", "exit 0"], "startPeriod": 300},
+    ],
+)
+def test_health_check_limits_are_accepted(check: dict[str, object]) -> None:
+    (container,) = parse_container_definitions(_health(check))
+    assert list(container.health_check.command) == check["command"]
+    assert container.health_check.interval == check.get("interval", 30)
+
+
+@pytest.mark.parametrize(
+    ("check", "message"),
+    [
+        ({}, "healthCheck.command: required field is missing"),
+        ({"command": ["CMD"]}, "healthCheck.command"),
+        ({"command": ["curl", "-f", "x"]}, '["CMD", "program", "arg", ...] or ["CMD-SHELL"'),
+        ({"command": ["NONE", "x"]}, '["CMD", "program"'),
+        ({"command": ["CMD-SHELL", "a", "b"]}, "exactly one shell command"),
+        ({"command": ["CMD", " "]}, "not blank"),
+        ({"command": ["CMD", "x"], "interval": 4}, "healthCheck.interval"),
+        ({"command": ["CMD", "x"], "interval": 301}, "healthCheck.interval"),
+        ({"command": ["CMD", "x"], "timeout": 1}, "healthCheck.timeout"),
+        ({"command": ["CMD", "x"], "timeout": 61}, "healthCheck.timeout"),
+        ({"command": ["CMD", "x"], "retries": 0}, "healthCheck.retries"),
+        ({"command": ["CMD", "x"], "retries": 11}, "healthCheck.retries"),
+        ({"command": ["CMD", "x"], "startPeriod": -1}, "healthCheck.startPeriod"),
+        ({"command": ["CMD", "x"], "startPeriod": 301}, "healthCheck.startPeriod"),
+        ({"command": ["CMD", "x"], "intervall": 5}, "unknown field 'intervall'"),
+        ("yes", "healthCheck"),
+    ],
+)
+def test_bad_health_checks_are_refused_in_one_line(check: object, message: str) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        parse_container_definitions(_health(check))
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("check", "message"),
+    [
+        (pb.HealthCheck(command=["CMD", "x"], interval=30, timeout=5, retries=3), None),
+        (
+            pb.HealthCheck(command=["CMD", "x"], interval=0, timeout=5, retries=3),
+            "interval 0 is out of range: use 5-300",
+        ),
+        (
+            pb.HealthCheck(command=["CMD", "x"], interval=30, timeout=5, retries=0),
+            "retries 0 is out of range",
+        ),
+        (pb.HealthCheck(command=["CMD-SHELL"], interval=30, timeout=5, retries=3), "command must be"),
+    ],
+)
+def test_health_checks_sent_over_grpc_are_checked(check: pb.HealthCheck, message: str | None) -> None:
+    td = _td(health_check=check)
+    if message is None:
+        validate_task_definition(td)
+        return
+    with pytest.raises(InvalidArgument, match=message):
+        validate_task_definition(td)

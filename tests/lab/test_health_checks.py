@@ -1,0 +1,126 @@
+"""Health checks on the lab: a task that turns UNHEALTHY in steady state leaves every host's
+rules while it still runs, is stopped and replaced, and a client on the VIP keeps being served."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import docker
+
+from berth.testing.cli import Berth
+from berth.testing.lab import Lab
+from berth.testing.waiting import wait_until
+from tests.lab.conftest import delete_services
+from tests.lab.test_service_network import IMAGE, dnat_targets, endpoint_set, http_get
+
+# Healthy while /tmp/ok exists; the test removes it in one container. On SIGTERM
+# the container keeps serving for 4 s, so the test can see its endpoint gone from
+# every host's rules while it still runs.
+CHECKED = [
+    {
+        "name": "web",
+        "image": IMAGE,
+        "cpu": 32,
+        "memory": 32,
+        "stopTimeout": 10,
+        "portMappings": [{"containerPort": 8080, "name": "http"}],
+        "entryPoint": ["sh", "-c"],
+        "command": [
+            "mkdir -p /www /tmp && hostname > /www/index.html && touch /tmp/ok && "
+            "trap 'sleep 4; exit 0' TERM; httpd -f -p 8080 -h /www & wait; wait"
+        ],
+        "healthCheck": {
+            "command": ["CMD-SHELL", "test -f /tmp/ok || { echo no /tmp/ok; exit 1; }"],
+            "interval": 5,
+            "timeout": 2,
+            "retries": 1,
+        },
+    }
+]
+
+
+def _healthy(berth: Berth, count: int) -> list[dict[str, object]] | None:
+    running = berth.running("default", "checked")
+    healthy = [t for t in running if t.get("healthStatus") == "HEALTHY"]
+    return healthy if len(running) == count and len(healthy) == count else None
+
+
+def test_an_unhealthy_task_leaves_the_rules_while_running_and_is_replaced(
+    berth: Berth, lab: Lab, tmp_path: Path
+) -> None:
+    path = tmp_path / "checked.json"
+    path.write_text(json.dumps(CHECKED))
+    berth.ok("taskdef", "register", "--family", "checked", "--container-definitions", f"file://{path}")
+    berth.ok(
+        "service", "create", "--name", "checked", "--task-definition", "checked", "--desired-count", "2",
+        "--port", "80:http",
+    )  # fmt: skip
+    h1 = lab.host("h1")
+    engine = docker.DockerClient(base_url=h1.docker_url)
+    runner = None
+    try:
+        wait_until(lambda: _healthy(berth, 2), 30, "2 HEALTHY tasks")
+        vip: str = berth.ok("service", "describe", "checked", "-o", "json").json()["service"]["vip"]
+        serving = endpoint_set(berth, "checked")
+        wait_until(lambda: all(dnat_targets(h, vip) == serving for h in lab.hosts), 10, "rules on every host")
+
+        # A client that keeps asking (bounded: 400 requests, 0.05 s apart) through the VIP.
+        loop = (
+            f"i=0; while [ $i -lt 400 ]; do out=$({http_get(vip, 80)}); "
+            f'[ -n "$out" ] && echo "r$i:ok" || echo "r$i:fail"; i=$((i+1)); sleep 0.05; done'
+        )
+        runner = engine.containers.run(IMAGE, ["sh", "-c", loop], dns=[h1.address], detach=True)
+
+        victim = berth.running("default", "checked")[0]
+        host = next(h for h in lab.hosts if lab.agents[h.name].node_id == victim["nodeId"])
+        victim_engine = docker.DockerClient(base_url=host.docker_url)
+        try:
+            container = victim_engine.containers.get(victim["containers"][0]["dockerId"])
+            rows = berth.ok("service", "endpoints", "checked", "-o", "json").json()["endpoints"]
+            gone_endpoint = {f"{r['address']}:{r['port']}" for r in rows if r["taskId"] == victim["id"]}
+            assert len(gone_endpoint) == 1
+            container.exec_run(["rm", "-f", "/tmp/ok"])
+
+            # Within one check interval it is UNHEALTHY; its endpoint leaves every host's
+            # rules while its container still runs (its SIGTERM handler serves 4 s more).
+            wait_until(
+                lambda: all(not dnat_targets(h, vip) & gone_endpoint for h in lab.hosts),
+                20,
+                "the unhealthy endpoint gone from every host's rules",
+                interval=0.05,
+            )
+            container.reload()
+            assert container.status == "running", "the endpoint left the rules only after the stop"
+        finally:
+            victim_engine.close()
+
+        stopped = berth.ok("task", "describe", victim["id"], "-o", "json").json()
+        assert stopped["healthStatus"] == "UNHEALTHY"
+        assert stopped["stoppedReason"] == "Task failed container health checks"
+        replacements, _ = wait_until(lambda: _healthy(berth, 2), 30, "a HEALTHY replacement")
+        assert victim["id"] not in {t["id"] for t in replacements}
+        after = endpoint_set(berth, "checked")
+        wait_until(
+            lambda: all(dnat_targets(h, vip) == after for h in lab.hosts), 10, "rules with the replacement"
+        )
+        events = berth.ok("service", "describe", "checked").stdout
+        assert (
+            f"task {victim['id'][:12]} failed its health check (exit 1: no /tmp/ok) and was replaced"
+            in events
+        )
+
+        runner.wait(timeout=120)
+        results = dict(re.findall(r"\br(\d+):(ok|fail)\b", runner.logs().decode()))
+    finally:
+        if runner is not None:
+            runner.remove(force=True)
+        engine.close()
+        delete_services(berth, ["checked"])
+    failed = sum(1 for outcome in results.values() if outcome == "fail")
+    print(f"requests while a task turned unhealthy and was replaced: {len(results)}, failed: {failed}",
+          file=sys.stderr)  # fmt: skip
+    assert len(results) == 400
+    assert failed == 0, f"{failed} of 400 requests through the VIP failed"
