@@ -34,6 +34,8 @@ import docker
 from berth.testing.daemons import AgentProcess, ControlPlaneProcess, Daemon
 
 BRIDGE = "berthlab0"
+# Host ends of the hosts' veth pairs: blab1, blab2, ...
+VETH_PREFIX = "blab"
 SUBNET = "10.213.0"  # the lab's own network: only its namespaces live here
 BRIDGE_ADDRESS = f"{SUBNET}.1"
 STATE_ROOT = Path("/var/lib/berthlab")
@@ -67,7 +69,7 @@ class LabHost:
 
     @property
     def veth(self) -> str:
-        return f"blab{self.index}"
+        return f"{VETH_PREFIX}{self.index}"
 
     @property
     def zone(self) -> str:
@@ -91,6 +93,9 @@ class LabHost:
     # -- network -----------------------------------------------------------
 
     def create_network(self) -> None:
+        # A namespace deleted while something still held it keeps its veth in
+        # the root namespace for a while; a stale one must not stop this lab.
+        _run("ip", "link", "delete", self.veth, check=False)
         _run("ip", "netns", "add", self.netns)
         _run("ip", "link", "add", self.veth, "type", "veth", "peer", "name", "eth0", "netns", self.netns)
         _run("ip", "link", "set", self.veth, "master", BRIDGE, "up")
@@ -273,6 +278,12 @@ def down() -> None:
                 os.kill(int(pid), signal.SIGKILL)
     for namespace in lab_namespaces:
         _run("ip", "netns", "delete", namespace, check=False)
+    # A veth goes with its namespace only once nothing holds the namespace
+    # any more; take the host ends off explicitly.
+    for line in _run("ip", "-o", "link", "show", check=False).stdout.splitlines():
+        name = line.split(":")[1].strip().split("@")[0] if line.count(":") >= 2 else ""
+        if name.startswith(VETH_PREFIX):
+            _run("ip", "link", "delete", name, check=False)
     _run("ip", "link", "delete", BRIDGE, check=False)
     while _run("iptables", "-C", *FORWARD_RULE, check=False).returncode == 0:
         _run("iptables", "-D", *FORWARD_RULE, check=False)
