@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from typer.testing import CliRunner
@@ -19,6 +20,14 @@ class CliResult:
 
     def json(self) -> Any:
         return json.loads(self.stdout)
+
+    def assert_refused(self, message: str) -> None:
+        """The command failed with exactly one line, `error: ...`, that contains `message`."""
+        assert self.exit_code != 0
+        lines = self.stderr.strip().splitlines()
+        assert len(lines) == 1, f"expected one line, got: {self.stderr!r}"
+        assert lines[0].startswith("error: ")
+        assert message in lines[0]
 
 
 class Berth:
@@ -49,3 +58,14 @@ class Berth:
         """The RUNNING tasks when there are exactly `count` of them, else None (for wait_until)."""
         running = self.running(cluster, service)
         return running if len(running) == count else None
+
+    def nodes_exactly(self, count: int) -> list[dict[str, Any]] | None:
+        """The nodes when there are exactly `count` of them, else None (for wait_until)."""
+        nodes: list[dict[str, Any]] = self.ok("node", "list", "-o", "json").json()["nodes"]
+        return nodes if len(nodes) == count else None
+
+    def register(self, family: str, containers: list[dict[str, Any]], directory: Path) -> CliResult:
+        """Register ECS container definitions as the family's next revision (written to a file first)."""
+        path = directory / f"{family}.json"
+        path.write_text(json.dumps(containers))
+        return self.ok("taskdef", "register", "--family", family, "--container-definitions", f"file://{path}")

@@ -9,7 +9,6 @@ pass and no other service scaled or healed. Needs no Docker: hollow agents.
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +63,8 @@ def test_other_services_keep_scaling_and_healing_past_a_broken_one(
     hollow.start()
     try:
         berth = Berth(plane.address)
-        wait_until(lambda: len(berth.ok("node", "list", "-o", "json").json()["nodes"]) == 2, 15, "2 nodes")
-        path = tmp_path / "good.json"
-        path.write_text(json.dumps([{"name": "good", "image": "anything:1", "memory": 16}]))
-        berth.ok("taskdef", "register", "--family", "good", "--container-definitions", f"file://{path}")
+        wait_until(lambda: berth.nodes_exactly(2), 15, "2 nodes")
+        berth.register("good", [{"name": "good", "image": "anything:1", "memory": 16}], tmp_path)
         berth.ok("service", "create", "--name", "good", "--task-definition", "good", "--desired-count", "1")
         wait_until(lambda: berth.running_exactly("default", 1, "good"), 15, "1 good task RUNNING")
 

@@ -95,7 +95,7 @@ def test_crash_loops_back_off_say_so_and_survive_a_restart(
     plane: ControlPlaneProcess, hollow: HollowAgentsProcess, tmp_path: Path
 ) -> None:
     berth = Berth(plane.address)
-    wait_until(lambda: len(berth.ok("node", "list", "-o", "json").json()["nodes"]) == 2, 15, "2 hollow nodes")
+    wait_until(lambda: berth.nodes_exactly(2), 15, "2 hollow nodes")
     berth.ok("cluster", "create", CLUSTER)
     _service(berth, tmp_path, "crash", "anything:1")
     _service(berth, tmp_path, "nopull", "missing:1")
@@ -136,9 +136,7 @@ def test_crash_loops_back_off_say_so_and_survive_a_restart(
     tasks_before = {t["id"] for t in berth.tasks(CLUSTER, "crash")}
     plane.kill9()
     plane.restart()
-    wait_until(
-        lambda: len(berth.ok("node", "list", "-o", "json").json()["nodes"]) == 2, 20, "nodes after restart"
-    )
+    wait_until(lambda: berth.nodes_exactly(2), 20, "nodes after restart")
     # Until the stored next attempt, the new leader starts nothing.
     while time.time() < next_attempt - 1:
         now = {t["id"] for t in berth.tasks(CLUSTER, "crash")}

@@ -41,12 +41,8 @@ def berth(plane: ControlPlaneProcess, tmp_path: Path) -> Iterator[Berth]:
     hollow.start()
     try:
         cli = Berth(plane.address)
-        wait_until(
-            lambda: len(cli.ok("node", "list", "-o", "json").json()["nodes"]) == 1, 15, "1 hollow node"
-        )
-        path = tmp_path / "job.json"
-        path.write_text(json.dumps([{"name": "job", "image": "anything:1", "memory": 16}]))
-        cli.ok("taskdef", "register", "--family", "job", "--container-definitions", f"file://{path}")
+        wait_until(lambda: cli.nodes_exactly(1), 15, "1 hollow node")
+        cli.register("job", [{"name": "job", "image": "anything:1", "memory": 16}], tmp_path)
         yield cli
     finally:
         hollow.stop(timeout=15)

@@ -20,12 +20,8 @@ def test_exit_after_stops_tasks_with_the_scripted_exit_code(
     hollow.start()
     try:
         berth = Berth(plane.address)
-        wait_until(
-            lambda: len(berth.ok("node", "list", "-o", "json").json()["nodes"]) == 1, 15, "1 hollow node"
-        )
-        path = tmp_path / "job.json"
-        path.write_text(json.dumps([{"name": "job", "image": "anything:1", "memory": 16}]))
-        berth.ok("taskdef", "register", "--family", "job", "--container-definitions", f"file://{path}")
+        wait_until(lambda: berth.nodes_exactly(1), 15, "1 hollow node")
+        berth.register("job", [{"name": "job", "image": "anything:1", "memory": 16}], tmp_path)
         task_id = berth.ok("task", "run", "--task-definition", "job").stdout.strip()
 
         def stopped() -> dict[str, Any] | None:
@@ -48,9 +44,7 @@ def test_unhealthy_after_gets_service_tasks_replaced(plane: ControlPlaneProcess,
     hollow.start()
     try:
         berth = Berth(plane.address)
-        wait_until(
-            lambda: len(berth.ok("node", "list", "-o", "json").json()["nodes"]) == 1, 15, "1 hollow node"
-        )
+        wait_until(lambda: berth.nodes_exactly(1), 15, "1 hollow node")
         check = {"command": ["CMD", "/bin/true"], "interval": 5}
         path = tmp_path / "web.json"
         path.write_text(

@@ -9,7 +9,6 @@ line.
 
 from __future__ import annotations
 
-import json
 import queue
 import time
 import unicodedata
@@ -50,10 +49,8 @@ def test_a_hostile_stop_reason_is_shown_escaped_on_one_line(
     plane: ControlPlaneProcess, hollow: HollowAgentsProcess, tmp_path: Path
 ) -> None:
     berth = Berth(plane.address)
-    wait_until(lambda: len(berth.ok("node", "list", "-o", "json").json()["nodes"]) == 1, 15, "1 hollow node")
-    path = tmp_path / "job.json"
-    path.write_text(json.dumps([{"name": "job", "image": "anything:1", "memory": 16}]))
-    berth.ok("taskdef", "register", "--family", "job", "--container-definitions", f"file://{path}")
+    wait_until(lambda: berth.nodes_exactly(1), 15, "1 hollow node")
+    berth.register("job", [{"name": "job", "image": "anything:1", "memory": 16}], tmp_path)
     task_id = berth.ok("task", "run", "--task-definition", "job").stdout.strip()
 
     with grpc.insecure_channel(plane.address) as channel:
