@@ -193,6 +193,7 @@ class CreateServiceRequest(_message.Message):
     PLACEMENT_STRATEGY_FIELD_NUMBER: _builtins.int
     PLACEMENT_CONSTRAINTS_FIELD_NUMBER: _builtins.int
     PORTS_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
     cluster: _builtins.str
     name: _builtins.str
     task_definition: _builtins.str
@@ -203,6 +204,10 @@ class CreateServiceRequest(_message.Message):
     def placement_constraints(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.PlacementConstraint]: ...
     @_builtins.property
     def ports(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ServicePort]: ...
+    @_builtins.property
+    def deployment(self) -> Global___DeploymentOptions:
+        """Fields left unset take the defaults."""
+
     def __init__(
         self,
         *,
@@ -213,14 +218,113 @@ class CreateServiceRequest(_message.Message):
         placement_strategy: _abc.Iterable[_resources_pb2.PlacementStrategy] | None = ...,
         placement_constraints: _abc.Iterable[_resources_pb2.PlacementConstraint] | None = ...,
         ports: _abc.Iterable[_resources_pb2.ServicePort] | None = ...,
+        deployment: Global___DeploymentOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "desired_count", b"desired_count", "name", b"name", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "ports", b"ports", "task_definition", b"task_definition"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "deployment", b"deployment", "desired_count", b"desired_count", "name", b"name", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "ports", b"ports", "task_definition", b"task_definition"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateServiceRequest: _TypeAlias = CreateServiceRequest  # noqa: Y015
+
+@_typing.final
+class DeploymentOptions(_message.Message):
+    """Deployment settings as given by an operator: an absent field is unchanged
+    (on create: the default).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MINIMUM_HEALTHY_PERCENT_FIELD_NUMBER: _builtins.int
+    MAXIMUM_PERCENT_FIELD_NUMBER: _builtins.int
+    CIRCUIT_BREAKER_FIELD_NUMBER: _builtins.int
+    ROLLBACK_FIELD_NUMBER: _builtins.int
+    DEREGISTRATION_DELAY_FIELD_NUMBER: _builtins.int
+    REBALANCE_FIELD_NUMBER: _builtins.int
+    minimum_healthy_percent: _builtins.int
+    maximum_percent: _builtins.int
+    circuit_breaker: _builtins.bool
+    rollback: _builtins.bool
+    deregistration_delay: _builtins.int
+    rebalance: _builtins.bool
+    def __init__(
+        self,
+        *,
+        minimum_healthy_percent: _builtins.int | None = ...,
+        maximum_percent: _builtins.int | None = ...,
+        circuit_breaker: _builtins.bool | None = ...,
+        rollback: _builtins.bool | None = ...,
+        deregistration_delay: _builtins.int | None = ...,
+        rebalance: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_circuit_breaker", b"_circuit_breaker", "_deregistration_delay", b"_deregistration_delay", "_maximum_percent", b"_maximum_percent", "_minimum_healthy_percent", b"_minimum_healthy_percent", "_rebalance", b"_rebalance", "_rollback", b"_rollback", "circuit_breaker", b"circuit_breaker", "deregistration_delay", b"deregistration_delay", "maximum_percent", b"maximum_percent", "minimum_healthy_percent", b"minimum_healthy_percent", "rebalance", b"rebalance", "rollback", b"rollback"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_circuit_breaker", b"_circuit_breaker", "_deregistration_delay", b"_deregistration_delay", "_maximum_percent", b"_maximum_percent", "_minimum_healthy_percent", b"_minimum_healthy_percent", "_rebalance", b"_rebalance", "_rollback", b"_rollback", "circuit_breaker", b"circuit_breaker", "deregistration_delay", b"deregistration_delay", "maximum_percent", b"maximum_percent", "minimum_healthy_percent", b"minimum_healthy_percent", "rebalance", b"rebalance", "rollback", b"rollback"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__circuit_breaker: _TypeAlias = _typing.Literal["circuit_breaker"]  # noqa: Y015
+    _WhichOneofArgType__circuit_breaker: _TypeAlias = _typing.Literal["_circuit_breaker", b"_circuit_breaker"]  # noqa: Y015
+    _WhichOneofReturnType__deregistration_delay: _TypeAlias = _typing.Literal["deregistration_delay"]  # noqa: Y015
+    _WhichOneofArgType__deregistration_delay: _TypeAlias = _typing.Literal["_deregistration_delay", b"_deregistration_delay"]  # noqa: Y015
+    _WhichOneofReturnType__maximum_percent: _TypeAlias = _typing.Literal["maximum_percent"]  # noqa: Y015
+    _WhichOneofArgType__maximum_percent: _TypeAlias = _typing.Literal["_maximum_percent", b"_maximum_percent"]  # noqa: Y015
+    _WhichOneofReturnType__minimum_healthy_percent: _TypeAlias = _typing.Literal["minimum_healthy_percent"]  # noqa: Y015
+    _WhichOneofArgType__minimum_healthy_percent: _TypeAlias = _typing.Literal["_minimum_healthy_percent", b"_minimum_healthy_percent"]  # noqa: Y015
+    _WhichOneofReturnType__rebalance: _TypeAlias = _typing.Literal["rebalance"]  # noqa: Y015
+    _WhichOneofArgType__rebalance: _TypeAlias = _typing.Literal["_rebalance", b"_rebalance"]  # noqa: Y015
+    _WhichOneofReturnType__rollback: _TypeAlias = _typing.Literal["rollback"]  # noqa: Y015
+    _WhichOneofArgType__rollback: _TypeAlias = _typing.Literal["_rollback", b"_rollback"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__circuit_breaker) -> _WhichOneofReturnType__circuit_breaker | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__deregistration_delay) -> _WhichOneofReturnType__deregistration_delay | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__maximum_percent) -> _WhichOneofReturnType__maximum_percent | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__minimum_healthy_percent) -> _WhichOneofReturnType__minimum_healthy_percent | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rebalance) -> _WhichOneofReturnType__rebalance | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rollback) -> _WhichOneofReturnType__rollback | None: ...
+
+Global___DeploymentOptions: _TypeAlias = DeploymentOptions  # noqa: Y015
+
+@_typing.final
+class DeploymentCounts(_message.Message):
+    """Counts of one deployment's tasks, for describe."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    DESIRED_COUNT_FIELD_NUMBER: _builtins.int
+    RUNNING_COUNT_FIELD_NUMBER: _builtins.int
+    PENDING_COUNT_FIELD_NUMBER: _builtins.int
+    FAILED_COUNT_FIELD_NUMBER: _builtins.int
+    HEALTHY_COUNT_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    desired_count: _builtins.int
+    """The deployment's share of the desired count right now."""
+    running_count: _builtins.int
+    pending_count: _builtins.int
+    failed_count: _builtins.int
+    healthy_count: _builtins.int
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        desired_count: _builtins.int = ...,
+        running_count: _builtins.int = ...,
+        pending_count: _builtins.int = ...,
+        failed_count: _builtins.int = ...,
+        healthy_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["desired_count", b"desired_count", "failed_count", b"failed_count", "healthy_count", b"healthy_count", "id", b"id", "pending_count", b"pending_count", "running_count", b"running_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeploymentCounts: _TypeAlias = DeploymentCounts  # noqa: Y015
 
 @_typing.final
 class ListServicesRequest(_message.Message):
@@ -293,6 +397,7 @@ class ServiceDescription(_message.Message):
     EVENTS_FIELD_NUMBER: _builtins.int
     DNS_NAME_FIELD_NUMBER: _builtins.int
     EXPOSED_ADDRESSES_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_COUNTS_FIELD_NUMBER: _builtins.int
     running_count: _builtins.int
     pending_count: _builtins.int
     dns_name: _builtins.str
@@ -305,6 +410,8 @@ class ServiceDescription(_message.Message):
     def exposed_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """HOST_ADDRESS:PORT for every load balancer port on every node."""
 
+    @_builtins.property
+    def deployment_counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeploymentCounts]: ...
     def __init__(
         self,
         *,
@@ -314,10 +421,11 @@ class ServiceDescription(_message.Message):
         events: _abc.Iterable[_resources_pb2.ServiceEvent] | None = ...,
         dns_name: _builtins.str = ...,
         exposed_addresses: _abc.Iterable[_builtins.str] | None = ...,
+        deployment_counts: _abc.Iterable[Global___DeploymentCounts] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["service", b"service"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dns_name", b"dns_name", "events", b"events", "exposed_addresses", b"exposed_addresses", "pending_count", b"pending_count", "running_count", b"running_count", "service", b"service"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment_counts", b"deployment_counts", "dns_name", b"dns_name", "events", b"events", "exposed_addresses", b"exposed_addresses", "pending_count", b"pending_count", "running_count", b"running_count", "service", b"service"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -441,20 +549,34 @@ class UpdateServiceRequest(_message.Message):
     CLUSTER_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     DESIRED_COUNT_FIELD_NUMBER: _builtins.int
+    TASK_DEFINITION_FIELD_NUMBER: _builtins.int
+    FORCE_NEW_DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
     cluster: _builtins.str
     name: _builtins.str
     desired_count: _builtins.int
     """Absent = unchanged."""
+    task_definition: _builtins.str
+    """"family" (newest active revision) or "family:revision"; empty: unchanged.
+    A new task definition starts a deployment.
+    """
+    force_new_deployment: _builtins.bool
+    """Start a deployment even with the same task definition (new tasks)."""
+    @_builtins.property
+    def deployment(self) -> Global___DeploymentOptions: ...
     def __init__(
         self,
         *,
         cluster: _builtins.str = ...,
         name: _builtins.str = ...,
         desired_count: _builtins.int | None = ...,
+        task_definition: _builtins.str = ...,
+        force_new_deployment: _builtins.bool = ...,
+        deployment: Global___DeploymentOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_desired_count", b"_desired_count", "desired_count", b"desired_count"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_desired_count", b"_desired_count", "deployment", b"deployment", "desired_count", b"desired_count"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_desired_count", b"_desired_count", "cluster", b"cluster", "desired_count", b"desired_count", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_desired_count", b"_desired_count", "cluster", b"cluster", "deployment", b"deployment", "desired_count", b"desired_count", "force_new_deployment", b"force_new_deployment", "name", b"name", "task_definition", b"task_definition"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__desired_count: _TypeAlias = _typing.Literal["desired_count"]  # noqa: Y015
     _WhichOneofArgType__desired_count: _TypeAlias = _typing.Literal["_desired_count", b"_desired_count"]  # noqa: Y015

@@ -97,6 +97,46 @@ SERVICE_DRAINING: ServiceStatus.ValueType  # 2
 """Deleted by the operator; its tasks are being stopped."""
 Global___ServiceStatus: _TypeAlias = ServiceStatus  # noqa: Y015
 
+class _DeploymentStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeploymentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeploymentStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DEPLOYMENT_STATUS_UNSPECIFIED: _DeploymentStatus.ValueType  # 0
+    PRIMARY: _DeploymentStatus.ValueType  # 1
+    """The deployment the service is moving to (or stays at)."""
+    DEPLOYMENT_ACTIVE: _DeploymentStatus.ValueType  # 2
+    """An older deployment whose tasks are being replaced."""
+
+class DeploymentStatus(_DeploymentStatus, metaclass=_DeploymentStatusEnumTypeWrapper): ...
+
+DEPLOYMENT_STATUS_UNSPECIFIED: DeploymentStatus.ValueType  # 0
+PRIMARY: DeploymentStatus.ValueType  # 1
+"""The deployment the service is moving to (or stays at)."""
+DEPLOYMENT_ACTIVE: DeploymentStatus.ValueType  # 2
+"""An older deployment whose tasks are being replaced."""
+Global___DeploymentStatus: _TypeAlias = DeploymentStatus  # noqa: Y015
+
+class _RolloutState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RolloutStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RolloutState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROLLOUT_STATE_UNSPECIFIED: _RolloutState.ValueType  # 0
+    IN_PROGRESS: _RolloutState.ValueType  # 1
+    COMPLETED: _RolloutState.ValueType  # 2
+    FAILED: _RolloutState.ValueType  # 3
+
+class RolloutState(_RolloutState, metaclass=_RolloutStateEnumTypeWrapper): ...
+
+ROLLOUT_STATE_UNSPECIFIED: RolloutState.ValueType  # 0
+IN_PROGRESS: RolloutState.ValueType  # 1
+COMPLETED: RolloutState.ValueType  # 2
+FAILED: RolloutState.ValueType  # 3
+Global___RolloutState: _TypeAlias = RolloutState  # noqa: Y015
+
 class _DesiredStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -542,6 +582,9 @@ class Service(_message.Message):
     PORTS_FIELD_NUMBER: _builtins.int
     LOAD_BALANCERS_FIELD_NUMBER: _builtins.int
     BACKOFF_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    DEPLOYMENTS_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_COUNT_FIELD_NUMBER: _builtins.int
     cluster: _builtins.str
     name: _builtins.str
     task_definition: _builtins.str
@@ -550,6 +593,8 @@ class Service(_message.Message):
     status: Global___ServiceStatus.ValueType
     vip: _builtins.str
     """Allocated from the service CIDR at creation, kept for the service's life."""
+    deployment_count: _builtins.int
+    """Deployments ever started: the next one is numbered one higher."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -568,6 +613,19 @@ class Service(_message.Message):
         here so a leader change continues it instead of starting from zero.
         """
 
+    @_builtins.property
+    def deployment_configuration(self) -> Global___DeploymentConfiguration:
+        """How deployments roll (unset in records written before deployments: the
+        defaults of controlplane/deployments.py apply).
+        """
+
+    @_builtins.property
+    def deployments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Deployment]:
+        """The PRIMARY deployment first, then the ACTIVE ones still draining, newest
+        first. A deployment that has no task left and is not needed for a
+        rollback is dropped; the service's events keep its story.
+        """
+
     def __init__(
         self,
         *,
@@ -584,14 +642,129 @@ class Service(_message.Message):
         ports: _abc.Iterable[Global___ServicePort] | None = ...,
         load_balancers: _abc.Iterable[Global___LoadBalancerPort] | None = ...,
         backoff: Global___ServiceBackoff | None = ...,
+        deployment_configuration: Global___DeploymentConfiguration | None = ...,
+        deployments: _abc.Iterable[Global___Deployment] | None = ...,
+        deployment_count: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "created_at", b"created_at", "deployment_configuration", b"deployment_configuration", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "cluster", b"cluster", "created_at", b"created_at", "desired_count", b"desired_count", "load_balancers", b"load_balancers", "name", b"name", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "ports", b"ports", "status", b"status", "task_definition", b"task_definition", "updated_at", b"updated_at", "vip", b"vip"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "cluster", b"cluster", "created_at", b"created_at", "deployment_configuration", b"deployment_configuration", "deployment_count", b"deployment_count", "deployments", b"deployments", "desired_count", b"desired_count", "load_balancers", b"load_balancers", "name", b"name", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "ports", b"ports", "status", b"status", "task_definition", b"task_definition", "updated_at", b"updated_at", "vip", b"vip"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Service: _TypeAlias = Service  # noqa: Y015
+
+@_typing.final
+class DeploymentConfiguration(_message.Message):
+    """ECS's deploymentConfiguration, with the circuit breaker and Berth's own
+    deregistration delay and rebalancing switch. Every field is written when
+    the message is, so a zero is a real zero.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MINIMUM_HEALTHY_PERCENT_FIELD_NUMBER: _builtins.int
+    MAXIMUM_PERCENT_FIELD_NUMBER: _builtins.int
+    CIRCUIT_BREAKER_FIELD_NUMBER: _builtins.int
+    ROLLBACK_FIELD_NUMBER: _builtins.int
+    DEREGISTRATION_DELAY_FIELD_NUMBER: _builtins.int
+    REBALANCE_FIELD_NUMBER: _builtins.int
+    minimum_healthy_percent: _builtins.int
+    """Healthy tasks kept during a deployment, in percent of the desired count
+    (rounded up); ECS's default 100.
+    """
+    maximum_percent: _builtins.int
+    """Tasks (of all deployments, not STOPPED) allowed during a deployment, in
+    percent of the desired count (rounded down); ECS's default 200.
+    """
+    circuit_breaker: _builtins.bool
+    """The deployment circuit breaker, and whether it rolls back."""
+    rollback: _builtins.bool
+    deregistration_delay: _builtins.int
+    """Seconds a task the service stops stays out of the endpoints before it
+    gets SIGTERM, so connections in flight finish.
+    """
+    rebalance: _builtins.bool
+    """Move tasks onto hosts that returned or joined when the placement spreads."""
+    def __init__(
+        self,
+        *,
+        minimum_healthy_percent: _builtins.int = ...,
+        maximum_percent: _builtins.int = ...,
+        circuit_breaker: _builtins.bool = ...,
+        rollback: _builtins.bool = ...,
+        deregistration_delay: _builtins.int = ...,
+        rebalance: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_breaker", b"circuit_breaker", "deregistration_delay", b"deregistration_delay", "maximum_percent", b"maximum_percent", "minimum_healthy_percent", b"minimum_healthy_percent", "rebalance", b"rebalance", "rollback", b"rollback"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeploymentConfiguration: _TypeAlias = DeploymentConfiguration  # noqa: Y015
+
+@_typing.final
+class Deployment(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TASK_DEFINITION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ROLLOUT_STATE_FIELD_NUMBER: _builtins.int
+    ROLLOUT_STATE_REASON_FIELD_NUMBER: _builtins.int
+    FAILED_TASKS_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    LAST_FAILURE_AT_FIELD_NUMBER: _builtins.int
+    ROLLED_BACK_FROM_FIELD_NUMBER: _builtins.int
+    COMPLETED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """1, 2, 3 ... per service."""
+    task_definition: _builtins.str
+    """"family:revision" """
+    status: Global___DeploymentStatus.ValueType
+    rollout_state: Global___RolloutState.ValueType
+    rollout_state_reason: _builtins.str
+    """In plain words: why it failed, what it rolled back to."""
+    failed_tasks: _builtins.int
+    """Tasks of this deployment that failed while it was in progress."""
+    rolled_back_from: _builtins.int
+    """This deployment became PRIMARY again because deployment N failed (0: no)."""
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_failure_at(self) -> _timestamp_pb2.Timestamp:
+        """Newest failure counted: only tasks stopped later count."""
+
+    @_builtins.property
+    def completed_at(self) -> _timestamp_pb2.Timestamp:
+        """When it first reached a steady state (unset: never)."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        task_definition: _builtins.str = ...,
+        status: Global___DeploymentStatus.ValueType = ...,
+        rollout_state: Global___RolloutState.ValueType = ...,
+        rollout_state_reason: _builtins.str = ...,
+        failed_tasks: _builtins.int = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        last_failure_at: _timestamp_pb2.Timestamp | None = ...,
+        rolled_back_from: _builtins.int = ...,
+        completed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "last_failure_at", b"last_failure_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "failed_tasks", b"failed_tasks", "id", b"id", "last_failure_at", b"last_failure_at", "rolled_back_from", b"rolled_back_from", "rollout_state", b"rollout_state", "rollout_state_reason", b"rollout_state_reason", "status", b"status", "task_definition", b"task_definition", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Deployment: _TypeAlias = Deployment  # noqa: Y015
 
 @_typing.final
 class ServiceBackoff(_message.Message):
@@ -830,6 +1003,9 @@ class Task(_message.Message):
     PLACEMENT_CONSTRAINTS_FIELD_NUMBER: _builtins.int
     HEALTH_STATUS_FIELD_NUMBER: _builtins.int
     HEALTH_CHECKED_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_ID_FIELD_NUMBER: _builtins.int
+    DEREGISTERED_AT_FIELD_NUMBER: _builtins.int
+    FAILED_HEALTH_CHECK_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     cluster: _builtins.str
     service: _builtins.str
@@ -852,6 +1028,14 @@ class Task(_message.Message):
     """An essential container has a health check (copied from the task
     definition at creation): then only a HEALTHY task is a service endpoint.
     """
+    deployment_id: _builtins.int
+    """The service deployment that started it (0: none, or started before
+    deployments existed).
+    """
+    failed_health_check: _builtins.bool
+    """Stopped by the service because it failed its container health check (a
+    failure for the crash-loop backoff and the deployment circuit breaker).
+    """
     @_builtins.property
     def containers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerState]: ...
     @_builtins.property
@@ -868,6 +1052,12 @@ class Task(_message.Message):
 
     @_builtins.property
     def placement_constraints(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlacementConstraint]: ...
+    @_builtins.property
+    def deregistered_at(self) -> _timestamp_pb2.Timestamp:
+        """Set when the service took the task out of its endpoints; the task is
+        asked to stop once the service's deregistration delay has passed.
+        """
+
     def __init__(
         self,
         *,
@@ -894,10 +1084,13 @@ class Task(_message.Message):
         placement_constraints: _abc.Iterable[Global___PlacementConstraint] | None = ...,
         health_status: Global___HealthStatus.ValueType = ...,
         health_checked: _builtins.bool = ...,
+        deployment_id: _builtins.int = ...,
+        deregistered_at: _timestamp_pb2.Timestamp | None = ...,
+        failed_health_check: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "started_at", b"started_at", "stopped_at", b"stopped_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deregistered_at", b"deregistered_at", "started_at", b"started_at", "stopped_at", b"stopped_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "containers", b"containers", "cpu", b"cpu", "created_at", b"created_at", "desired_status", b"desired_status", "exit_code", b"exit_code", "has_exit_code", b"has_exit_code", "health_checked", b"health_checked", "health_status", b"health_status", "id", b"id", "last_status", b"last_status", "memory", b"memory", "network_bindings", b"network_bindings", "node_id", b"node_id", "pending_reason", b"pending_reason", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "service", b"service", "started_at", b"started_at", "stop_code", b"stop_code", "stopped_at", b"stopped_at", "stopped_reason", b"stopped_reason", "task_definition", b"task_definition"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "containers", b"containers", "cpu", b"cpu", "created_at", b"created_at", "deployment_id", b"deployment_id", "deregistered_at", b"deregistered_at", "desired_status", b"desired_status", "exit_code", b"exit_code", "failed_health_check", b"failed_health_check", "has_exit_code", b"has_exit_code", "health_checked", b"health_checked", "health_status", b"health_status", "id", b"id", "last_status", b"last_status", "memory", b"memory", "network_bindings", b"network_bindings", "node_id", b"node_id", "pending_reason", b"pending_reason", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "service", b"service", "started_at", b"started_at", "stop_code", b"stop_code", "stopped_at", b"stopped_at", "stopped_reason", b"stopped_reason", "task_definition", b"task_definition"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
