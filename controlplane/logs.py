@@ -27,7 +27,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from berth.errors import Unavailable
+from berth.errors import FailedPrecondition
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 from controlplane.registry import AgentRegistry, AgentSession
@@ -63,10 +63,10 @@ class LogRouter:
         self._readers: dict[str, LogReader] = {}
 
     def open(self, node_id: str, request: agent_pb.LogRequest) -> LogReader:
-        """Ask the node's agent for output; Unavailable when this replica does not hold its stream."""
+        """Ask the node's agent for output; FailedPrecondition when this replica does not hold its stream."""
         session = self._agents.session(node_id)
         if session is None:
-            raise Unavailable(
+            raise FailedPrecondition(
                 f"node {node_id} holds no stream to this control-plane replica (its agent is "
                 "disconnected, or connected to another replica, which alone can read its output)"
             )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from berth.errors import InvalidArgument, Unavailable
+from berth.errors import FailedPrecondition, InvalidArgument
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
@@ -30,7 +30,7 @@ async def drain(reader: LogReader) -> list[pb.LogChunk]:
 
 def test_a_node_without_a_stream_here_is_refused_in_one_line() -> None:
     router = LogRouter(AgentRegistry())
-    with pytest.raises(Unavailable, match="holds no stream to this control-plane replica"):
+    with pytest.raises(FailedPrecondition, match="holds no stream to this control-plane replica"):
         router.open("node-1", agent_pb.LogRequest(task_id=TASK_ID))
 
 
