@@ -3,7 +3,8 @@
 The control plane asks for a task's output down the agent's stream
 (LogRequest; see controlplane/logs.py for why there and not on a port of
 the agent's own); `LogStreams` reads it through the driver and sends it back
-up as LogChunks, at most MAX_STREAMS at a time, until the output ends, the
+up as LogChunks (the first one at once, empty: "answering"), at most
+MAX_STREAMS at a time, until the output ends, the
 request is cancelled (LogCancel) or the stream to the control plane goes.
 Which container answers is decided here, purely: the one named, or the
 task's first essential container (in task definition order).
@@ -169,7 +170,8 @@ class LogStreams:
             return
         query = LogQuery(
             follow=request.follow,
-            since=(request.since.seconds + request.since.nanos / 1e9) if request.HasField("since") else None,
+            # The engine takes only a positive time; anything earlier means all of it.
+            since=(request.since.seconds + request.since.nanos / 1e9) if request.since.seconds > 0 else None,
             tail=request.tail,
         )
         log.info(
@@ -178,7 +180,11 @@ class LogStreams:
             request.task_id,
             chosen.name,
         )
-        error = ""
+        # An empty first chunk says the request is being answered, however quiet the container.
+        await self._send(
+            pb.LogChunk(request_id=request.request_id, task_id=request.task_id, container=chosen.name)
+        )
+        error, ended = "", "cancelled"
         try:
             async for batch in self._driver.container_logs(chosen.runtime_id, query):
                 for lines in loglines.chunked(loglines.cut_line(line) for line in batch):
@@ -190,8 +196,16 @@ class LogStreams:
                             lines=lines,
                         )
                     )
+            ended = "output_ended"
         except Unavailable as failure:
-            error = str(failure)
+            error, ended = str(failure), "unreadable"
+        except Exception:  # a bug here must still end the reader's wait
+            log.exception("event=log_stream_crashed request=%s task=%s", request.request_id, request.task_id)
+            error, ended = "the agent failed reading the output; see its log", "crashed"
+        finally:
+            log.info(
+                "event=log_stream_ended request=%s task=%s why=%s", request.request_id, request.task_id, ended
+            )
         await self._send(
             pb.LogChunk(
                 request_id=request.request_id,

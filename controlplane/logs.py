@@ -16,7 +16,10 @@ answer another node's request). A reader holds at most READER_CHUNKS
 unread chunks: one slower than the output is ended with a message saying
 so, and the agent told to stop (LogCancel), so neither side buffers without
 bound and the agent's stream (status, heartbeats) never waits for a reader.
-`close`, when the reader goes away, also cancels the agent's side.
+`close`, when the reader goes away, also cancels the agent's side. An
+agent answers every request at once (an empty chunk, then the output); one
+that does not within ANSWER_WITHIN seconds (an agent older than logs, or a
+wedged one) ends the reader with a message instead of a silent hang.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from controlplane.registry import AgentRegistry, AgentSession
 log = logging.getLogger(__name__)
 
 READER_CHUNKS = 64
+ANSWER_WITHIN = 15.0
+NO_ANSWER = "the node's agent did not answer the log request (is it older than this control plane?)"
 TOO_SLOW = "the output came faster than it was read; the stream was ended"
 AGENT_GONE = "the node's agent disconnected; its output can no longer be read"
 
@@ -49,12 +54,18 @@ class LogReader:
     queue: asyncio.Queue[pb.LogChunk] = field(default_factory=asyncio.Queue)
     ended: bool = False
 
-    async def chunks(self) -> AsyncIterator[pb.LogChunk]:
+    async def chunks(self, answer_within: float = ANSWER_WITHIN) -> AsyncIterator[pb.LogChunk]:
+        """The chunks until the last; a lone end with NO_ANSWER when the agent stays silent."""
+        try:
+            chunk = await asyncio.wait_for(self.queue.get(), answer_within)
+        except TimeoutError:
+            yield pb.LogChunk(task_id=self.task_id, end=True, error=NO_ANSWER)
+            return
         while True:
-            chunk = await self.queue.get()
             yield chunk
             if chunk.end:
                 return
+            chunk = await self.queue.get()
 
 
 class LogRouter:

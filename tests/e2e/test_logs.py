@@ -211,6 +211,18 @@ def test_service_logs_prefix_each_line_with_its_task(
         prefixes = {line.split(" | ", 1)[0] for line in lines}
         assert prefixes == ids
         assert all(line.split(" | ", 1)[1].startswith("hello-from-") for line in lines)
+
+        # A follower of both that goes away (Ctrl-C, a dropped connection) stops the agent's reads.
+        def cancelled() -> int:
+            return agent.log_path.read_text(errors="replace").count("why=cancelled")
+
+        before = cancelled()
+        follower = Follower(berth.server, "--service", "echoer", "--cluster", CLUSTER)
+        try:
+            assert {follower.lines.get(timeout=20) for _ in lines} == set(lines)
+        finally:
+            follower.stop()
+        wait_until(lambda: cancelled() >= before + 2, 20, "the agent's two reads cancelled")
     finally:
         berth.ok("service", "update", "echoer", "--cluster", CLUSTER, "--desired-count", "0")
 

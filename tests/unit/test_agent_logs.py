@@ -118,10 +118,12 @@ async def test_a_follower_gets_new_lines_until_the_container_exits() -> None:
     streams = streams_for(driver, sent)
     streams.snapshot.update(await driver.list_tasks("node-1"))  # type: ignore[attr-defined]
     streams.start(agent_pb.LogRequest(request_id=REQUEST, task_id=TASK, follow=True))
-    await eventually(lambda: len(sent) == 1)
-    driver.write(TASK, "later")
+    # First an empty chunk (answering), then the output so far.
     await eventually(lambda: len(sent) == 2)
-    assert list(sent[1].lines) == ["later"] and not sent[1].end
+    assert not sent[0].lines and not sent[0].end and sent[0].container == "web"
+    driver.write(TASK, "later")
+    await eventually(lambda: len(sent) == 3)
+    assert list(sent[2].lines) == ["later"] and not sent[2].end
     driver.exit_task(TASK, 1)
     await eventually(lambda: bool(sent) and sent[-1].end)
     assert [line for c in sent for line in c.lines] == [started_line("web", TASK), "later"]
@@ -135,7 +137,7 @@ async def test_a_cancelled_follower_stops_and_a_closed_stream_stops_them_all() -
     streams.start(agent_pb.LogRequest(request_id=REQUEST, task_id=TASK, follow=True))
     other = "ab" * 16
     streams.start(agent_pb.LogRequest(request_id=other, task_id=TASK, follow=True))
-    await eventually(lambda: len(sent) == 2 and streams.active() == 2)
+    await eventually(lambda: len(sent) == 4 and streams.active() == 2)
     streams.handle(agent_pb.ControlMessage(log_cancel=agent_pb.LogCancel(request_id=REQUEST)))
     await eventually(lambda: streams.active() == 1)
     await streams.close()

@@ -11,7 +11,7 @@ from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
-from controlplane.logs import AGENT_GONE, READER_CHUNKS, TOO_SLOW, LogReader, LogRouter
+from controlplane.logs import AGENT_GONE, NO_ANSWER, READER_CHUNKS, TOO_SLOW, LogReader, LogRouter
 from controlplane.operations.logs import check_request, kept_chunk
 from controlplane.registry import AgentRegistry, AgentSession
 
@@ -152,3 +152,12 @@ def test_kept_chunk(request_: api.StreamLogsRequest, lines: list[str]) -> None:
 def test_bad_requests_are_refused(request_: api.StreamLogsRequest, complaint: str) -> None:
     with pytest.raises(InvalidArgument, match=complaint):
         check_request(request_)
+
+
+async def test_an_agent_that_never_answers_ends_the_reader_with_a_message() -> None:
+    agents = AgentRegistry()
+    agents.connected("node-1")
+    router = LogRouter(agents)
+    reader = router.open("node-1", agent_pb.LogRequest(task_id=TASK_ID, follow=True))
+    chunks = [chunk async for chunk in reader.chunks(answer_within=0.05)]
+    assert len(chunks) == 1 and chunks[0].end and chunks[0].error == NO_ANSWER
