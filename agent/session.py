@@ -2,6 +2,11 @@
 
 While the control plane is unreachable the agent keeps running what it has
 (static stability) and retries with capped backoff.
+
+Up the stream go, in this order of priority: a heartbeat when due (liveness
+never waits behind other traffic), status reports, then log chunks
+(`agent.logs`), which wait for room in a small queue so a busy container's
+output slows down rather than piling up in memory.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 
+from agent.logs import LogStreams
 from agent.supervisor import TaskSupervisor
 from berth.grpc_options import CLIENT_OPTIONS
 from berth.v1 import agent_pb2 as agent_pb
@@ -21,6 +27,40 @@ from berth.v1 import resources_pb2 as pb
 log = logging.getLogger(__name__)
 
 AGENT_VERSION = "0.1.0"
+
+# Log chunks waiting to go up the stream.
+LOG_OUTBOX = 16
+
+
+class Outbox:
+    """Messages waiting to go up one stream: status reports (unbounded, few) and log chunks (bounded)."""
+
+    def __init__(self) -> None:
+        self._reports: asyncio.Queue[agent_pb.AgentMessage] = asyncio.Queue()
+        self._chunks: asyncio.Queue[agent_pb.AgentMessage] = asyncio.Queue(LOG_OUTBOX)
+        self._ready = asyncio.Event()
+
+    def report(self, report: agent_pb.TaskStatusReport) -> None:
+        self._reports.put_nowait(agent_pb.AgentMessage(status=report))
+        self._ready.set()
+
+    async def chunk(self, chunk: pb.LogChunk) -> None:
+        await self._chunks.put(agent_pb.AgentMessage(log_chunk=chunk))
+        self._ready.set()
+
+    async def next(self, timeout: float) -> agent_pb.AgentMessage | None:
+        """The next message by priority, or None when `timeout` passes with none."""
+        if self._reports.empty() and self._chunks.empty():
+            self._ready.clear()
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout)
+            except TimeoutError:
+                return None
+        if not self._reports.empty():
+            return self._reports.get_nowait()
+        if not self._chunks.empty():
+            return self._chunks.get_nowait()
+        return None
 
 
 class StreamClosed(Exception):
@@ -88,31 +128,42 @@ class ControlPlaneSession:
         self._registration.node_id = response.node_id
         self._on_registered(response)
         self._supervisor.node_id = response.node_id
-        outbox: asyncio.Queue[agent_pb.AgentMessage] = asyncio.Queue()
-        self._supervisor.attach(lambda report: outbox.put_nowait(agent_pb.AgentMessage(status=report)))
+        outbox = Outbox()
+        self._supervisor.attach(outbox.report)
+        logs = LogStreams(
+            self._supervisor.driver,
+            lambda: self._supervisor.observed,
+            self._supervisor.assignment,
+            outbox.chunk,
+        )
         call = stub.Connect(self._outgoing(response.node_id, response.heartbeat_interval or 2.0, outbox))
         log.info("event=connected server=%s node=%s", self._server, response.node_id)
-        async for message in call:
-            if message.HasField("desired_state"):
-                self.connected.set()
-                self._supervisor.set_desired(message.desired_state)
-                if self._on_desired is not None:
-                    self._on_desired(message.desired_state)
+        try:
+            async for message in call:
+                if message.HasField("desired_state"):
+                    self.connected.set()
+                    self._supervisor.set_desired(message.desired_state)
+                    if self._on_desired is not None:
+                        self._on_desired(message.desired_state)
+                else:
+                    logs.handle(message)
+        finally:
+            await logs.close()
         raise StreamClosed("the control plane closed the stream")
 
     async def _outgoing(
-        self, node_id: str, interval: float, outbox: asyncio.Queue[agent_pb.AgentMessage]
+        self, node_id: str, interval: float, outbox: Outbox
     ) -> AsyncIterator[agent_pb.AgentMessage]:
         yield agent_pb.AgentMessage(hello=agent_pb.Hello(node_id=node_id))
         loop = asyncio.get_running_loop()
         next_heartbeat = loop.time()
         while True:
             timeout = max(0.0, next_heartbeat - loop.time())
-            try:
-                yield await asyncio.wait_for(outbox.get(), timeout)
-                continue
-            except TimeoutError:
-                pass
+            if timeout > 0:
+                message = await outbox.next(timeout)
+                if message is not None:
+                    yield message
+                    continue
             next_heartbeat = loop.time() + interval
             heartbeat = agent_pb.Heartbeat()
             metrics = await self._sample_metrics()

@@ -5,6 +5,8 @@ One loop: wake on a new desired state, a change to one of this node's tasks
 and re-opened if it changes) or a periodic resync; observe; plan; launch
 each action as its own asyncio task (a task id is busy until its action
 ends, so no two actions on one task overlap).
+A STOPPED report carries the last lines of the container that explains
+the stop (`agent.logs.kept_output`), read once before the containers go.
 Status reports go to whatever sink the current control-plane session set;
 with no session they are dropped, and re-sent once a fresh snapshot shows
 the control plane still lacks them.
@@ -17,7 +19,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from agent import reconciler
+from agent import logs, reconciler
 from agent.metrics import TASK_START_FAILURES, TASKS_OBSERVED, TASKS_STARTED
 from agent.reconciler import Remove, Report, Start, Stop
 from agent.runtime.driver import ObservedTask, StartFailed, TaskDriver
@@ -44,6 +46,8 @@ class TaskSupervisor:
         # report per snapshot, not one per wake-up; a health change at once.
         self._reported: dict[str, tuple[int, int, int]] = {}
         self._sink: ReportSink | None = None
+        # Last lines read from a stopped task's containers, so a re-report does not read again.
+        self._kept: dict[str, pb.KeptOutput] = {}
         self._wake = asyncio.Event()
         self._actions: set[asyncio.Task[None]] = set()
         self.observed: dict[str, ObservedTask] = {}
@@ -56,6 +60,9 @@ class TaskSupervisor:
         for task_id in list(self._failed_starts):
             if task_id not in self._desired:
                 del self._failed_starts[task_id]
+        for task_id in list(self._kept):
+            if task_id not in self._desired:
+                del self._kept[task_id]
         self._wake.set()
 
     def attach(self, sink: ReportSink) -> None:
@@ -68,6 +75,10 @@ class TaskSupervisor:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def assignment(self, task_id: str) -> agent_pb.TaskAssignment | None:
+        """The task as the latest snapshot assigns it to this host."""
+        return (self._desired or {}).get(task_id)
 
     @property
     def node_id(self) -> str:
@@ -135,17 +146,41 @@ class TaskSupervisor:
         actions = reconciler.plan(self._desired, self.observed, self._busy, self._failed_starts)
         for action in actions:
             if isinstance(action, Report):
+                if self._due(action.report):
+                    await self._keep_output(action.report)
                 self._send(action.report)
             else:
                 self._launch(action)
 
     # -- actions -------------------------------------------------------------
 
-    def _send(self, report: agent_pb.TaskStatusReport) -> None:
+    def _due(self, report: agent_pb.TaskStatusReport) -> bool:
         key = (report.last_status, report.health_status, self._revision)
-        if self._sink is None or self._reported.get(report.task_id) == key:
+        return self._sink is not None and self._reported.get(report.task_id) != key
+
+    async def _keep_output(self, report: agent_pb.TaskStatusReport) -> None:
+        """Attach a stopped task's last lines while its containers still exist."""
+        if report.last_status != pb.STOPPED:
             return
+        kept = self._kept.get(report.task_id)
+        if kept is None:
+            container = logs.kept_container(
+                self.observed.get(report.task_id), self.assignment(report.task_id)
+            )
+            if container is None:
+                return
+            kept = await logs.kept_output(self.driver, container)
+            if kept is None:
+                return
+            self._kept[report.task_id] = kept
+        report.kept_output.CopyFrom(kept)
+
+    def _send(self, report: agent_pb.TaskStatusReport) -> None:
+        if not self._due(report):
+            return
+        key = (report.last_status, report.health_status, self._revision)
         self._reported[report.task_id] = key
+        assert self._sink is not None
         self._sink(report)
 
     def _launch(self, action: Start | Stop | Remove) -> None:

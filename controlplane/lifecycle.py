@@ -119,6 +119,9 @@ def apply_report(task: pb.Task, node_id: str, report: agent_pb.TaskStatusReport)
     updated.stopped_at.CopyFrom(now())
     updated.has_exit_code = report.has_exit_code
     updated.exit_code = report.exit_code
+    if report.HasField("kept_output"):
+        # Checked at the boundary (agent_reports.check_kept_output); its containers go next.
+        updated.kept_output.CopyFrom(report.kept_output)
     if not updated.stop_code:
         updated.stop_code = report.stop_code or pb.ESSENTIAL_CONTAINER_EXITED
         updated.stopped_reason = report.stopped_reason

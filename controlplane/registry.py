@@ -1,14 +1,18 @@
-"""Which agents hold a stream to this replica, and their latest metrics.
+"""Which agents hold a stream to this replica, their latest metrics, and what to tell them.
 
 Kept in memory only (metrics never go to etcd); a short window per
-node is enough for `berth node list` and, later, autoscaling.
+node is enough for `berth node list` and, later, autoscaling. Besides its
+desired state, a stream carries requests to the agent (log requests,
+`controlplane.logs`): `send` queues one and wakes the stream's sender.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
 METRICS_WINDOW = 60
@@ -18,6 +22,13 @@ METRICS_WINDOW = 60
 class AgentSession:
     node_id: str
     metrics: deque[pb.NodeMetrics] = field(default_factory=lambda: deque(maxlen=METRICS_WINDOW))
+    # Requests for the agent, sent ahead of the next desired state; `wake` is set by the stream.
+    requests: deque[agent_pb.ControlMessage] = field(default_factory=deque)
+    wake: Callable[[], None] = lambda: None
+
+    def send(self, message: agent_pb.ControlMessage) -> None:
+        self.requests.append(message)
+        self.wake()
 
 
 class AgentRegistry:
@@ -36,6 +47,10 @@ class AgentRegistry:
 
     def is_connected(self, node_id: str) -> bool:
         return node_id in self._sessions
+
+    def session(self, node_id: str) -> AgentSession | None:
+        """The node's stream to this replica, if it holds one."""
+        return self._sessions.get(node_id)
 
     def record_heartbeat(self, session: AgentSession, metrics: pb.NodeMetrics | None) -> None:
         if metrics is not None:

@@ -91,6 +91,7 @@ class ControlPlane:
                 leases,
                 settings.node_grace / 3,
                 settings.service_cidr,
+                logs=operations.logs.router,
             ),
             server,
         )

@@ -11,7 +11,11 @@ feed. Neither ever touches the driver's state: the ledger of deaths and
 starts, and the per-node feeds, are read and written only on the event loop
 thread, to which the event thread and start calls hand their facts with
 `call_soon_threadsafe` (in order, so a death is recorded before the feed
-that wakes the supervisor is fed).
+that wakes the supervisor is fed). A container's output is read by one
+thread per reader ("docker-logs"), outside the semaphore (a follower may
+read for hours and must not hold up engine calls); it hands whole lines to
+the loop through a small queue and waits while the queue is full, so a
+slow reader slows the read instead of growing a buffer.
 """
 
 from __future__ import annotations
@@ -44,16 +48,21 @@ from agent.runtime.driver import (
     ChangeFeeds,
     ContainerHealth,
     ContainerPhase,
+    LogQuery,
     ObservedContainer,
     ObservedTask,
     StartFailed,
 )
 from berth.errors import Unavailable
+from berth.loglines import LineSplitter
 from berth.v1 import agent_pb2 as agent_pb
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Batches of lines a container's reader thread may run ahead of its consumer.
+LOG_BATCHES = 8
 
 # Opens Docker's event stream: (base URL, filters) -> a blocking source of raw events.
 OpenEvents = Callable[[str, dict[str, list[str]]], EventSource]
@@ -238,6 +247,69 @@ class DockerDriver:
 
     async def remove_task(self, task_id: str, timeout: int = DEFAULT_STOP_TIMEOUT) -> None:
         await self._call(self._remove_blocking, task_id, timeout)
+
+    # -- output ----------------------------------------------------------
+
+    async def container_logs(self, runtime_id: str, query: LogQuery) -> AsyncIterator[list[str]]:
+        loop = asyncio.get_running_loop()
+        batches: asyncio.Queue[list[str] | BaseException | None] = asyncio.Queue(LOG_BATCHES)
+        stopped = threading.Event()
+        streams: list[Any] = []
+
+        def hand_over(item: list[str] | BaseException | None) -> None:
+            """In the thread: queue one item, waiting for room; give up once the reader is gone."""
+            handed = asyncio.run_coroutine_threadsafe(batches.put(item), loop)
+            while not stopped.is_set():
+                try:
+                    handed.result(timeout=0.5)
+                    return
+                except TimeoutError:
+                    continue
+            handed.cancel()
+
+        def read() -> None:
+            try:
+                stream = self._client.api.logs(
+                    runtime_id,
+                    stdout=True,
+                    stderr=True,
+                    stream=True,
+                    follow=query.follow,
+                    since=query.since,
+                    tail=query.tail or "all",
+                )
+                streams.append(stream)
+                splitter = LineSplitter()
+                for data in stream:
+                    if stopped.is_set():
+                        return
+                    if lines := splitter.feed(data):
+                        hand_over(lines)
+                if lines := splitter.flush():
+                    hand_over(lines)
+                hand_over(None)
+            except docker.errors.NotFound:
+                hand_over(Unavailable(f"container {runtime_id[:12]} is gone"))
+            except Exception as error:  # the reader learns why; the thread ends either way
+                if not stopped.is_set():
+                    hand_over(Unavailable(f"docker: {error}"))
+
+        reader = threading.Thread(target=read, name="docker-logs", daemon=True)
+        reader.start()
+        try:
+            while True:
+                item = await batches.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stopped.set()
+            for stream in streams:
+                # Wakes a thread blocked reading a quiet follower's socket.
+                with contextlib.suppress(Exception):
+                    stream.close()
 
     # -- change feed -----------------------------------------------------
 

@@ -81,6 +81,17 @@ class ObservedTask:
         return max((c.stop_timeout for c in self.containers), default=DEFAULT_STOP_TIMEOUT)
 
 
+@dataclass(frozen=True)
+class LogQuery:
+    """Which of a container's output to read."""
+
+    follow: bool = False
+    # Only output written at or after this Unix time (None: all).
+    since: float | None = None
+    # Only the last `tail` lines (0: all).
+    tail: int = 0
+
+
 class StartFailed(Exception):
     """The task could not be started; the message is the ECS-style stopped reason."""
 
@@ -101,6 +112,13 @@ class TaskDriver(Protocol):
 
     async def remove_task(self, task_id: str, timeout: int) -> None:
         """Remove the task's containers (stopping them first if needed)."""
+
+    def container_logs(self, runtime_id: str, query: LogQuery) -> AsyncIterator[list[str]]:
+        """One container's output as whole lines (`berth.loglines`: decoded, cut), stdout and
+        stderr merged as the runtime keeps them, a batch at a time; with `follow`, until the
+        container stops or the caller stops iterating. Raises Unavailable when it cannot be read
+        (the container is gone). Blocking reads never run on the event loop.
+        """
 
     def changes(self, node_id: str) -> AsyncIterator[str]:
         """Yields the id of one of this node's tasks each time a container of it starts, dies,

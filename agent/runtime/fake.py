@@ -9,6 +9,10 @@ exit wakes only the supervisor of the node that ran the task.
 Containers whose definition has a healthCheck start "starting", turn healthy
 after `healthy_after` seconds and, with `unhealthy_after`, unhealthy that
 many seconds after their start; `set_health` scripts any change.
+
+Every container "writes" one line when it starts (`started_line`), and
+`write` scripts more; `container_logs` reads them back like the engine's
+log (`--tail`, `--follow` until the container exits; `since` is ignored).
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ from agent.runtime.driver import (
     ChangeFeeds,
     ContainerHealth,
     ContainerPhase,
+    LogQuery,
     ObservedContainer,
     ObservedTask,
     StartFailed,
 )
+from berth.errors import Unavailable
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
@@ -57,6 +63,9 @@ class FakeDriver:
         # node -> the queues of its open change feeds (a feed lives while its reader iterates).
         self._feeds = ChangeFeeds()
         self.started: list[str] = []
+        # runtime id -> the lines its container wrote, and a wake-up for followers.
+        self._output: dict[str, list[str]] = {}
+        self._written: dict[str, asyncio.Event] = {}
 
     async def list_tasks(self, node_id: str) -> dict[str, ObservedTask]:
         return dict(self._tasks.get(node_id, {}))
@@ -103,6 +112,9 @@ class FakeDriver:
         self._tasks.setdefault(node_id, {})[assignment.task_id] = ObservedTask(
             assignment.task_id, tuple(containers)
         )
+        for container in containers:
+            self._output[container.runtime_id] = [started_line(container.name, assignment.task_id)]
+            self._written[container.runtime_id] = asyncio.Event()
         self.started.append(assignment.task_id)
         loop = asyncio.get_running_loop()
         if self._exit_after is not None:
@@ -149,6 +161,8 @@ class FakeDriver:
                 for c in task.containers
             ),
         )
+        for c in task.containers:
+            self._wake_readers(c.runtime_id)
         self._changed(node_id, task_id)
 
     async def stop_task(self, task_id: str, timeout: int) -> None:
@@ -157,8 +171,56 @@ class FakeDriver:
     async def remove_task(self, task_id: str, timeout: int = 30) -> None:
         node_id = self._owner(task_id)
         if node_id is not None:
-            del self._tasks[node_id][task_id]
+            for c in self._tasks[node_id].pop(task_id).containers:
+                self._output.pop(c.runtime_id, None)
+                self._wake_readers(c.runtime_id)
+                self._written.pop(c.runtime_id, None)
             self._changed(node_id, task_id)
+
+    # -- output ----------------------------------------------------------------
+
+    def _container(self, runtime_id: str) -> ObservedContainer | None:
+        for tasks in self._tasks.values():
+            for task in tasks.values():
+                for c in task.containers:
+                    if c.runtime_id == runtime_id:
+                        return c
+        return None
+
+    def _wake_readers(self, runtime_id: str) -> None:
+        written = self._written.get(runtime_id)
+        if written is not None:
+            written.set()
+
+    def write(self, task_id: str, line: str, container: str = "") -> None:
+        """Script output: every container of the task (or the one named) writes a line."""
+        node_id = self._owner(task_id)
+        if node_id is None:
+            return
+        for c in self._tasks[node_id][task_id].containers:
+            if container in ("", c.name) and c.runtime_id in self._output:
+                self._output[c.runtime_id].append(line)
+                self._wake_readers(c.runtime_id)
+
+    async def container_logs(self, runtime_id: str, query: LogQuery) -> AsyncIterator[list[str]]:
+        if runtime_id not in self._output:
+            raise Unavailable(f"no such container: {runtime_id}")
+        lines = self._output[runtime_id]
+        start = max(0, len(lines) - query.tail) if query.tail else 0
+        if lines[start:]:
+            yield list(lines[start:])
+        read = len(lines)
+        while query.follow:
+            container = self._container(runtime_id)
+            if container is None or container.phase is not ContainerPhase.RUNNING:
+                return
+            written = self._written[runtime_id]
+            written.clear()
+            await written.wait()
+            lines = self._output.get(runtime_id, [])
+            if lines[read:]:
+                yield list(lines[read:])
+            read = len(lines)
 
     async def changes(self, node_id: str) -> AsyncIterator[str]:
         async for task_id in self._feeds.follow(node_id):
@@ -166,3 +228,8 @@ class FakeDriver:
 
     async def close(self) -> None:
         return None
+
+
+def started_line(container: str, task_id: str) -> str:
+    """What every fake container writes when it starts."""
+    return f"hollow container {container} of task {task_id} started (no real output)"

@@ -7,7 +7,7 @@ from importlib.metadata import version as package_version
 
 import typer
 
-from berth.cli import clusters, nodes, services, taskdefs, tasks
+from berth.cli import clusters, logs, nodes, services, taskdefs, tasks
 from berth.cli.client import DEFAULT_SERVER, CliContext
 from berth.cli.options import command_group
 
@@ -17,6 +17,7 @@ app.add_typer(taskdefs.app, name="taskdef")
 app.add_typer(services.app, name="service")
 app.add_typer(tasks.app, name="task")
 app.add_typer(nodes.app, name="node")
+app.command("logs")(logs.logs)
 
 
 def _print_version(value: bool) -> None:

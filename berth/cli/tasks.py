@@ -141,6 +141,12 @@ def describe(
                 f"  binding {b.container_name}: {b.bind_ip or '0.0.0.0'}:{b.host_port} -> "
                 f"{b.container_port}/{protocol_name(b.protocol)}",
             )
+        if task.HasField("kept_output"):
+            kept = task.kept_output
+            older = "; older output was not kept" if kept.truncated else ""
+            console.print(f"last output of container {kept.container or '-'} (kept when it stopped{older}):")
+            for line in kept.lines:
+                console.print(f"  | {line}")  # the console escapes control characters
 
     emit_one(output, task, show)
 

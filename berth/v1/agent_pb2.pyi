@@ -12,6 +12,7 @@ from berth.v1 import resources_pb2 as _resources_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -142,6 +143,7 @@ class TaskStatusReport(_message.Message):
     HAS_EXIT_CODE_FIELD_NUMBER: _builtins.int
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     HEALTH_STATUS_FIELD_NUMBER: _builtins.int
+    KEPT_OUTPUT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     last_status: _resources_pb2.TaskStatus.ValueType
     stop_code: _resources_pb2.StopCode.ValueType
@@ -154,6 +156,12 @@ class TaskStatusReport(_message.Message):
     def containers(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ContainerState]: ...
     @_builtins.property
     def network_bindings(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.NetworkBinding]: ...
+    @_builtins.property
+    def kept_output(self) -> _resources_pb2.KeptOutput:
+        """With STOPPED: the last lines of the container that explains the stop,
+        read before its containers are removed.
+        """
+
     def __init__(
         self,
         *,
@@ -166,10 +174,11 @@ class TaskStatusReport(_message.Message):
         has_exit_code: _builtins.bool = ...,
         exit_code: _builtins.int = ...,
         health_status: _resources_pb2.HealthStatus.ValueType = ...,
+        kept_output: _resources_pb2.KeptOutput | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["kept_output", b"kept_output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["containers", b"containers", "exit_code", b"exit_code", "has_exit_code", b"has_exit_code", "health_status", b"health_status", "last_status", b"last_status", "network_bindings", b"network_bindings", "stop_code", b"stop_code", "stopped_reason", b"stopped_reason", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["containers", b"containers", "exit_code", b"exit_code", "has_exit_code", b"has_exit_code", "health_status", b"health_status", "kept_output", b"kept_output", "last_status", b"last_status", "network_bindings", b"network_bindings", "stop_code", b"stop_code", "stopped_reason", b"stopped_reason", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -202,24 +211,28 @@ class AgentMessage(_message.Message):
     HELLO_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    LOG_CHUNK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
     def status(self) -> Global___TaskStatusReport: ...
     @_builtins.property
     def heartbeat(self) -> Global___Heartbeat: ...
+    @_builtins.property
+    def log_chunk(self) -> _resources_pb2.LogChunk: ...
     def __init__(
         self,
         *,
         hello: Global___Hello | None = ...,
         status: Global___TaskStatusReport | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
+        log_chunk: _resources_pb2.LogChunk | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "heartbeat", b"heartbeat", "hello", b"hello", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "heartbeat", b"heartbeat", "hello", b"hello", "log_chunk", b"log_chunk", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "heartbeat", b"heartbeat", "hello", b"hello", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "heartbeat", b"heartbeat", "hello", b"hello", "log_chunk", b"log_chunk", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "status", "heartbeat"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "status", "heartbeat", "log_chunk"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -347,19 +360,92 @@ class ControlMessage(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DESIRED_STATE_FIELD_NUMBER: _builtins.int
+    LOG_REQUEST_FIELD_NUMBER: _builtins.int
+    LOG_CANCEL_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def desired_state(self) -> Global___DesiredState: ...
+    @_builtins.property
+    def log_request(self) -> Global___LogRequest: ...
+    @_builtins.property
+    def log_cancel(self) -> Global___LogCancel: ...
     def __init__(
         self,
         *,
         desired_state: Global___DesiredState | None = ...,
+        log_request: Global___LogRequest | None = ...,
+        log_cancel: Global___LogCancel | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "desired_state", b"desired_state"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "desired_state", b"desired_state", "log_cancel", b"log_cancel", "log_request", b"log_request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "desired_state", b"desired_state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "desired_state", b"desired_state", "log_cancel", b"log_cancel", "log_request", b"log_request"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["desired_state"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["desired_state", "log_request", "log_cancel"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___ControlMessage: _TypeAlias = ControlMessage  # noqa: Y015
+
+@_typing.final
+class LogRequest(_message.Message):
+    """Asks the agent to stream one container's output of one of its tasks
+    (see controlplane/logs.py for why logs ride this stream). The agent answers
+    with LogChunks carrying the same request_id, the last one with `end`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    TAIL_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    task_id: _builtins.str
+    container: _builtins.str
+    """A container of the task; empty: its first essential container."""
+    follow: _builtins.bool
+    tail: _builtins.int
+    """Only the last `tail` lines (0: all)."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Only output written at or after this time (unset: all)."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        task_id: _builtins.str = ...,
+        container: _builtins.str = ...,
+        follow: _builtins.bool = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        tail: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "follow", b"follow", "request_id", b"request_id", "since", b"since", "tail", b"tail", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogRequest: _TypeAlias = LogRequest  # noqa: Y015
+
+@_typing.final
+class LogCancel(_message.Message):
+    """The reader went away: the agent stops the stream of request_id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogCancel: _TypeAlias = LogCancel  # noqa: Y015

@@ -151,6 +151,11 @@ class OperatorStub:
                 request_serializer=berth_dot_v1_dot_operator__pb2.ListServiceEventsRequest.SerializeToString,
                 response_deserializer=berth_dot_v1_dot_operator__pb2.ListServiceEventsResponse.FromString,
                 _registered_method=True)
+        self.StreamLogs = channel.unary_stream(
+                '/berth.v1.Operator/StreamLogs',
+                request_serializer=berth_dot_v1_dot_operator__pb2.StreamLogsRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_resources__pb2.LogChunk.FromString,
+                _registered_method=True)
 
 
 class OperatorServicer:
@@ -299,6 +304,13 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamLogs(self, request, context):
+        """Container output of one task, or of a service's tasks (`berth logs`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -416,6 +428,11 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.ListServiceEvents,
                     request_deserializer=berth_dot_v1_dot_operator__pb2.ListServiceEventsRequest.FromString,
                     response_serializer=berth_dot_v1_dot_operator__pb2.ListServiceEventsResponse.SerializeToString,
+            ),
+            'StreamLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamLogs,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.StreamLogsRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_resources__pb2.LogChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1039,6 +1056,33 @@ class Operator:
             '/berth.v1.Operator/ListServiceEvents',
             berth_dot_v1_dot_operator__pb2.ListServiceEventsRequest.SerializeToString,
             berth_dot_v1_dot_operator__pb2.ListServiceEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/berth.v1.Operator/StreamLogs',
+            berth_dot_v1_dot_operator__pb2.StreamLogsRequest.SerializeToString,
+            berth_dot_v1_dot_resources__pb2.LogChunk.FromString,
             options,
             channel_credentials,
             insecure,

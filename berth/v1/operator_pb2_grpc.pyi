@@ -62,6 +62,8 @@ class OperatorStub:
     """
     ListServiceEvents: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListServiceEventsRequest, _operator_pb2.ListServiceEventsResponse]
     """A service's events, newest first (the control plane keeps the newest 100)."""
+    StreamLogs: _grpc.UnaryStreamMultiCallable[_operator_pb2.StreamLogsRequest, _resources_pb2.LogChunk]
+    """Container output of one task, or of a service's tasks (`berth logs`)."""
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -95,6 +97,8 @@ class OperatorAsyncStub(OperatorStub):
     """
     ListServiceEvents: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListServiceEventsRequest, _operator_pb2.ListServiceEventsResponse]  # type: ignore[assignment]
     """A service's events, newest first (the control plane keeps the newest 100)."""
+    StreamLogs: _aio.UnaryStreamMultiCallable[_operator_pb2.StreamLogsRequest, _resources_pb2.LogChunk]  # type: ignore[assignment]
+    """Container output of one task, or of a service's tasks (`berth logs`)."""
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -263,5 +267,13 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_operator_pb2.ListServiceEventsResponse, _abc.Awaitable[_operator_pb2.ListServiceEventsResponse]]:
         """A service's events, newest first (the control plane keeps the newest 100)."""
+
+    @_abc_1.abstractmethod
+    def StreamLogs(
+        self,
+        request: _operator_pb2.StreamLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_resources_pb2.LogChunk], _abc.AsyncIterator[_resources_pb2.LogChunk]]:
+        """Container output of one task, or of a service's tasks (`berth logs`)."""
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1007,6 +1007,7 @@ class Task(_message.Message):
     DEREGISTERED_AT_FIELD_NUMBER: _builtins.int
     FAILED_HEALTH_CHECK_FIELD_NUMBER: _builtins.int
     REBALANCING_FIELD_NUMBER: _builtins.int
+    KEPT_OUTPUT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     cluster: _builtins.str
     service: _builtins.str
@@ -1063,6 +1064,12 @@ class Task(_message.Message):
         asked to stop once the service's deregistration delay has passed.
         """
 
+    @_builtins.property
+    def kept_output(self) -> Global___KeptOutput:
+        """The last lines of one container's output, kept when the task stopped
+        (its containers are removed then); gone with the record when purged.
+        """
+
     def __init__(
         self,
         *,
@@ -1093,10 +1100,11 @@ class Task(_message.Message):
         deregistered_at: _timestamp_pb2.Timestamp | None = ...,
         failed_health_check: _builtins.bool = ...,
         rebalancing: _builtins.bool = ...,
+        kept_output: Global___KeptOutput | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deregistered_at", b"deregistered_at", "started_at", b"started_at", "stopped_at", b"stopped_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deregistered_at", b"deregistered_at", "kept_output", b"kept_output", "started_at", b"started_at", "stopped_at", b"stopped_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "containers", b"containers", "cpu", b"cpu", "created_at", b"created_at", "deployment_id", b"deployment_id", "deregistered_at", b"deregistered_at", "desired_status", b"desired_status", "exit_code", b"exit_code", "failed_health_check", b"failed_health_check", "has_exit_code", b"has_exit_code", "health_checked", b"health_checked", "health_status", b"health_status", "id", b"id", "last_status", b"last_status", "memory", b"memory", "network_bindings", b"network_bindings", "node_id", b"node_id", "pending_reason", b"pending_reason", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "rebalancing", b"rebalancing", "service", b"service", "started_at", b"started_at", "stop_code", b"stop_code", "stopped_at", b"stopped_at", "stopped_reason", b"stopped_reason", "task_definition", b"task_definition"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "containers", b"containers", "cpu", b"cpu", "created_at", b"created_at", "deployment_id", b"deployment_id", "deregistered_at", b"deregistered_at", "desired_status", b"desired_status", "exit_code", b"exit_code", "failed_health_check", b"failed_health_check", "has_exit_code", b"has_exit_code", "health_checked", b"health_checked", "health_status", b"health_status", "id", b"id", "kept_output", b"kept_output", "last_status", b"last_status", "memory", b"memory", "network_bindings", b"network_bindings", "node_id", b"node_id", "pending_reason", b"pending_reason", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "rebalancing", b"rebalancing", "service", b"service", "started_at", b"started_at", "stop_code", b"stop_code", "stopped_at", b"stopped_at", "stopped_reason", b"stopped_reason", "task_definition", b"task_definition"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1206,3 +1214,80 @@ class NodeMetrics(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NodeMetrics: _TypeAlias = NodeMetrics  # noqa: Y015
+
+@_typing.final
+class KeptOutput(_message.Message):
+    """The last lines a stopped task's container wrote (stdout and stderr as the
+    engine merged them), bounded by the agent and checked by the control plane
+    (controlplane/validation/agent_reports.py): at most 20 lines, 4 KiB in all.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    container: _builtins.str
+    truncated: _builtins.bool
+    """Older output existed and was not kept."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        container: _builtins.str = ...,
+        lines: _abc.Iterable[_builtins.str] | None = ...,
+        truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "lines", b"lines", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeptOutput: _TypeAlias = KeptOutput  # noqa: Y015
+
+@_typing.final
+class LogChunk(_message.Message):
+    """A run of whole lines of one task's container output. From an agent it
+    answers a LogRequest (request_id); to the CLI it streams `berth logs`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    KEPT_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    task_id: _builtins.str
+    container: _builtins.str
+    end: _builtins.bool
+    """The last chunk of a request: the output ended (or `error` says why not)."""
+    error: _builtins.str
+    """Why the output cannot be read (the task's containers are gone, ...)."""
+    kept: _builtins.bool
+    """These are a stopped task's kept last lines (KeptOutput), not live output."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        task_id: _builtins.str = ...,
+        container: _builtins.str = ...,
+        lines: _abc.Iterable[_builtins.str] | None = ...,
+        end: _builtins.bool = ...,
+        error: _builtins.str = ...,
+        kept: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "end", b"end", "error", b"error", "kept", b"kept", "lines", b"lines", "request_id", b"request_id", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogChunk: _TypeAlias = LogChunk  # noqa: Y015

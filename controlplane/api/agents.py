@@ -4,6 +4,8 @@ Down the stream goes the node's full desired state (`controlplane.desired`)
 whenever it changes: every message is a complete snapshot, so a reconnect
 needs no replay. Up come status reports, handed to `controlplane.status`,
 and heartbeats, which refresh the node's lease (`controlplane.liveness`).
+Log requests go down the same stream ahead of the next snapshot, and the
+agent's log chunks come up it, routed to their readers (`controlplane.logs`).
 Everything an agent sends is checked first (`controlplane.validation.
 agent_reports`): an invalid report is dropped, counted and logged, and the
 stream goes on.
@@ -26,6 +28,7 @@ from controlplane.api.errors import Context, grpc_errors
 from controlplane.cache import ClusterCache
 from controlplane.desired import DesiredStates
 from controlplane.liveness import NodeLeases
+from controlplane.logs import LogRouter
 from controlplane.metrics import AGENT_MESSAGES_REJECTED, AGENTS_CONNECTED
 from controlplane.operations.nodes import NodeFacts, Nodes
 from controlplane.registry import AgentRegistry, AgentSession
@@ -48,6 +51,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         leases: NodeLeases,
         heartbeat_interval: float,
         service_cidr: str,
+        logs: LogRouter | None = None,
     ) -> None:
         self._cache = cache
         self._nodes = nodes
@@ -57,6 +61,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         self._heartbeat_interval = heartbeat_interval
         self._service_cidr = service_cidr
         self._desired = DesiredStates(cache)
+        self._logs = logs if logs is not None else LogRouter(agents)
 
     @grpc_errors
     async def Register(
@@ -108,10 +113,13 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         wake = asyncio.Event()
         unsubscribe = self._cache.subscribe_node(node_id, wake.set)
         receiver.add_done_callback(lambda _: wake.set())
+        session.wake = wake.set
         try:
             last_sent: object = None
             while not receiver.done():
                 wake.clear()
+                while session.requests:
+                    yield session.requests.popleft()
                 fingerprint, state = self._desired.build(node_id)
                 if fingerprint != last_sent:
                     yield agent_pb.ControlMessage(desired_state=state)
@@ -125,6 +133,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await receiver
             self._agents.disconnected(session)
+            self._logs.disconnected(session)
             AGENTS_CONNECTED.set(len(self._agents.connected_ids()))
             if not self._agents.is_connected(node_id):
                 self._leases.forget(node_id)
@@ -137,6 +146,9 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 if body == "status":
                     if self._valid(session.node_id, "status", message.status):
                         self._writer.submit(session.node_id, message.status)
+                elif body == "log_chunk":
+                    if self._valid(session.node_id, "log_chunk", message.log_chunk):
+                        self._logs.deliver(session, message.log_chunk)
                 elif body == "heartbeat":
                     metrics = message.heartbeat.metrics if message.heartbeat.HasField("metrics") else None
                     if metrics is not None and not self._valid(session.node_id, "heartbeat", metrics):
@@ -149,11 +161,15 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                             "event=heartbeat_not_recorded node=%s error=%r", session.node_id, str(error)
                         )
 
-    def _valid(self, node_id: str, kind: str, part: agent_pb.TaskStatusReport | pb.NodeMetrics) -> bool:
+    def _valid(
+        self, node_id: str, kind: str, part: agent_pb.TaskStatusReport | pb.NodeMetrics | pb.LogChunk
+    ) -> bool:
         """Check one part of an agent's message; an invalid one is counted, logged once and dropped."""
         try:
             if isinstance(part, agent_pb.TaskStatusReport):
                 agent_reports.check_status_report(part)
+            elif isinstance(part, pb.LogChunk):
+                agent_reports.check_log_chunk(part)
             else:
                 node = self._cache.node(node_id)
                 cpu_units = node.value.cpu_units if node is not None else agent_reports.MAX_CPU_UNITS

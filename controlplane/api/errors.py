@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -24,6 +24,30 @@ def grpc_errors(method: Handler) -> Handler:
     async def wrapper(self: Any, request: Any, context: Context) -> Any:
         try:
             return await method(self, request, context)
+        except BerthError as error:
+            await context.abort(error.grpc_code, str(error))
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("event=rpc_failed method=%s", method.__name__)
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}; see the control plane log"
+            )
+
+    return wrapper  # type: ignore[return-value]
+
+
+StreamHandler = TypeVar("StreamHandler", bound=Callable[..., AsyncIterator[Any]])
+
+
+def grpc_stream_errors(method: StreamHandler) -> StreamHandler:
+    """`grpc_errors` for a server-streaming method (an async generator)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: Context) -> AsyncIterator[Any]:
+        try:
+            async for response in method(self, request, context):
+                yield response
         except BerthError as error:
             await context.abort(error.grpc_code, str(error))
         except grpc.aio.AbortError:

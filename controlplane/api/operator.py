@@ -6,10 +6,12 @@ Each method only translates: the work, validation included, is in
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
 from berth.v1 import resources_pb2 as pb
-from controlplane.api.errors import Context, grpc_errors
+from controlplane.api.errors import Context, grpc_errors, grpc_stream_errors
 from controlplane.operations import Operations
 from controlplane.operations.services import ServiceChange, ServiceSpec
 
@@ -194,3 +196,12 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
     @grpc_errors
     async def RemoveNode(self, request: api.RemoveNodeRequest, context: Context) -> pb.Node:
         return await self._ops.nodes.remove(request.node, request.force)
+
+    # -- logs ------------------------------------------------------------------
+
+    @grpc_stream_errors
+    async def StreamLogs(
+        self, request: api.StreamLogsRequest, context: Context
+    ) -> AsyncIterator[pb.LogChunk]:
+        async for chunk in self._ops.logs.stream(request):
+            yield chunk

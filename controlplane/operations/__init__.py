@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 from controlplane.cache import ClusterCache
 from controlplane.limits import Limits
+from controlplane.logs import LogRouter
 from controlplane.operations.clusters import Clusters
+from controlplane.operations.logs import Logs
 from controlplane.operations.nodes import Nodes
 from controlplane.operations.services import Services
 from controlplane.operations.taskdefs import TaskDefinitions
@@ -32,6 +34,7 @@ class Operations:
     services: Services
     tasks: Tasks
     nodes: Nodes
+    logs: Logs
 
     @classmethod
     def build(
@@ -46,6 +49,7 @@ class Operations:
         limits = limits or Limits()
         clusters = Clusters(store, cache, limits.quotas)
         taskdefs = TaskDefinitions(store, limits.quotas, allowed_registries)
+        tasks = Tasks(store, cache, clusters, taskdefs)
         return cls(
             clusters=clusters,
             taskdefs=taskdefs,
@@ -58,6 +62,7 @@ class Operations:
                 limits.quotas,
                 limits.ports,
             ),
-            tasks=Tasks(store, cache, clusters, taskdefs),
+            tasks=tasks,
             nodes=Nodes(store, cache, agents, limits.quotas, limits.registrations),
+            logs=Logs(tasks, LogRouter(agents)),
         )

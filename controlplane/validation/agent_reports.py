@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from google.protobuf import timestamp_pb2
 
+from berth import loglines
 from berth.errors import InvalidArgument
 from berth.names import check_dns_label
 from berth.v1 import agent_pb2 as agent_pb
@@ -219,6 +220,48 @@ def check_status_report(report: agent_pb.TaskStatusReport) -> None:
         )
     for index, binding in enumerate(report.network_bindings):
         _check_binding(f"network_bindings[{index}]", binding)
+    if report.HasField("kept_output"):
+        check_kept_output(report.kept_output)
+
+
+def _check_lines(field: str, lines: list[str], max_lines: int, max_line: int) -> None:
+    if len(lines) > max_lines:
+        raise InvalidArgument(f"{field} has {len(lines)} lines: at most {max_lines}")
+    for index, line in enumerate(lines):
+        if len(line) > max_line:
+            raise InvalidArgument(f"{field}[{index}] is {len(line)} characters long: at most {max_line}")
+        if "\n" in line:
+            raise InvalidArgument(f"{field}[{index}] holds a line break: send one line per entry")
+
+
+def check_kept_output(kept: pb.KeptOutput) -> None:
+    """A stopped task's last lines: few and short, since they stay in etcd with the task."""
+    _check_text("kept_output.container", kept.container, _CONTAINER_NAME, 255, "letters, digits, '_' or '-'")
+    lines = list(kept.lines)
+    _check_lines("kept_output.lines", lines, loglines.KEPT_LINES, loglines.KEPT_BYTES)
+    size = loglines.utf8_size(lines)
+    if size > loglines.KEPT_BYTES:
+        raise InvalidArgument(f"kept_output is {size} bytes: at most {loglines.KEPT_BYTES}")
+
+
+_REQUEST_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def check_log_chunk(chunk: pb.LogChunk) -> None:
+    """A piece of live container output answering a LogRequest (routed by request_id)."""
+    if not _REQUEST_ID.fullmatch(chunk.request_id):
+        raise InvalidArgument(
+            f"request id {shown(chunk.request_id)} is invalid: a request id is 32 hex digits"
+        )
+    if chunk.task_id and not _TASK_ID.fullmatch(chunk.task_id):
+        raise InvalidArgument(f"task id {shown(chunk.task_id)} is invalid: a task id is 32 hex digits")
+    _check_text("container", chunk.container, _CONTAINER_NAME, 255, "letters, digits, '_' or '-'")
+    lines = list(chunk.lines)
+    _check_lines("lines", lines, loglines.MAX_CHUNK_LINES, loglines.MAX_LINE_CHARS)
+    total = sum(len(line) for line in lines)
+    if total > loglines.MAX_CHUNK_CHARS:
+        raise InvalidArgument(f"a log chunk holds {total} characters: at most {loglines.MAX_CHUNK_CHARS}")
+    _check_reason("error", chunk.error)
 
 
 def _check_timestamp(field: str, stamp: timestamp_pb2.Timestamp) -> None:

@@ -13,11 +13,13 @@ import queue
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import docker.errors
 import pytest
 
 from agent.runtime.docker_driver import DockerDriver
 from agent.runtime.docker_spec import container_specs
-from agent.runtime.driver import ContainerPhase
+from agent.runtime.driver import ContainerPhase, LogQuery
+from berth.errors import Unavailable
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
@@ -71,11 +73,37 @@ class FakeEngine:
         self.inspected: list[str] = []
         self.created: list[FakeContainer] = []
         self.removed: list[str] = []
+        # Container id -> its output stream, and the arguments each logs call had.
+        self.outputs: dict[str, FakeLogStream] = {}
+        self.log_calls: list[dict[str, Any]] = []
 
     def row(self, container_id: str, task_id: str, node_id: str, state: str) -> None:
         labels = {"berth.task-id": task_id, "berth.node-id": node_id, "berth.container-name": "web"}
         self.rows = [r for r in self.rows if r["Id"] != container_id]
         self.rows.append({"Id": container_id, "State": state, "Labels": labels, "Ports": []})
+
+
+class FakeLogStream:
+    """A container's output as the SDK streams it: byte frames split anywhere; fed by the test."""
+
+    def __init__(self, *frames: bytes, ends: bool = True) -> None:
+        self._queue: queue.Queue[bytes | None] = queue.Queue()
+        for frame in frames:
+            self._queue.put(frame)
+        if ends:
+            self._queue.put(None)
+        self.closed = False
+
+    def push(self, frame: bytes) -> None:
+        self._queue.put(frame)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while (frame := self._queue.get()) is not None:
+            yield frame
+
+    def close(self) -> None:
+        self.closed = True
+        self._queue.put(None)
 
 
 class FakeApi:
@@ -87,6 +115,12 @@ class FakeApi:
     def containers(self, all: bool, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
         wanted = {f for f in filters["label"] if f.startswith("berth.node-id=")}
         return [r for r in self._engine.rows if f"berth.node-id={r['Labels']['berth.node-id']}" in wanted]
+
+    def logs(self, container_id: str, **options: Any) -> FakeLogStream:
+        self._engine.log_calls.append({"container": container_id, **options})
+        if container_id not in self._engine.outputs:
+            raise docker.errors.NotFound(f"No such container: {container_id}")
+        return self._engine.outputs[container_id]
 
     def inspect_container(self, container_id: str) -> dict[str, Any]:
         self._engine.inspected.append(container_id)
@@ -197,3 +231,38 @@ async def test_our_start_is_believed_until_the_list_catches_up(
     (c1,) = (await docker_driver.list_tasks("n1"))["t1"].containers
     assert c1.phase is ContainerPhase.RUNNING
     assert [(b.container_port, b.host_port) for b in c1.bindings] == [(80, 32768)]
+
+
+async def test_output_is_read_off_the_loop_as_whole_lines(
+    driver: tuple[DockerDriver, FakeEvents], engine: FakeEngine
+) -> None:
+    docker_driver, _ = driver
+    engine.outputs["c1"] = FakeLogStream(b"one\ntw", b"o\n\xc3", b"\xa9\nno newline")
+    batches = [b async for b in docker_driver.container_logs("c1", LogQuery(tail=0, since=12.5))]
+    assert [line for batch in batches for line in batch] == ["one", "two", "\u00e9", "no newline"]
+    (call,) = engine.log_calls
+    assert call == {
+        "container": "c1", "stdout": True, "stderr": True, "stream": True, "follow": False,
+        "since": 12.5, "tail": "all",
+    }  # fmt: skip
+
+
+async def test_a_follower_that_goes_away_closes_the_engine_stream(
+    driver: tuple[DockerDriver, FakeEvents], engine: FakeEngine
+) -> None:
+    docker_driver, _ = driver
+    stream = engine.outputs["c1"] = FakeLogStream(b"first\n", ends=False)
+    follower: Any = docker_driver.container_logs("c1", LogQuery(follow=True, tail=5))  # an async generator
+    assert await asyncio.wait_for(anext(follower), 2) == ["first"]
+    stream.push(b"second\n")
+    assert await asyncio.wait_for(anext(follower), 2) == ["second"]
+    await follower.aclose()  # the reader is gone
+    assert stream.closed
+    assert engine.log_calls[0]["tail"] == 5 and engine.log_calls[0]["follow"] is True
+
+
+async def test_output_of_a_gone_container_is_unavailable(driver: tuple[DockerDriver, FakeEvents]) -> None:
+    docker_driver, _ = driver
+    with pytest.raises(Unavailable, match="is gone"):
+        async for _ in docker_driver.container_logs("missing", LogQuery()):
+            pass
