@@ -3,8 +3,9 @@
 Like ECS's task-launch throttling and Kubernetes' CrashLoopBackOff. A failure
 is a task of the service that stopped by itself: an essential container
 exited (ESSENTIAL_CONTAINER_EXITED) or the task could not start
-(TASK_FAILED_TO_START). Stops decided by the scheduler, the user or a lost
-node are not failures.
+(TASK_FAILED_TO_START), or the service stopped it because it failed its
+container health check. Other stops decided by the scheduler, the user or a
+lost node are not failures.
 
     attempt:   1     2     3      4      5      6       7       8 ...
     delay:     0 s   5 s   10 s   20 s   40 s   80 s    160 s   300 s (cap)
@@ -33,6 +34,7 @@ from berth.v1 import resources_pb2 as pb
 
 FAILURE_CODES = (pb.ESSENTIAL_CONTAINER_EXITED, pb.TASK_FAILED_TO_START)
 MAX_DETAIL = 200
+HEALTH_CHECK_DETAIL = "failed its health check"
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,9 @@ class Gate:
     """What the backoff allows the service controller right now.
 
     hold: start no replacement yet. failing: the service is in a failure
-    streak, so it is not in a steady state. A deployment's own new tasks can
-    pass `OPEN` instead: the rollout has its own circuit breaker.
+    streak, so it is not in a steady state. A deployment's new tasks are
+    paced too (as ECS throttles launches); its circuit breaker counts their
+    failures, and a new deployment or a rollback starts a fresh streak.
     """
 
     hold: bool = False
@@ -75,10 +78,12 @@ def delay(attempts: int, policy: Policy) -> float:
 
 
 def is_failure(task: pb.Task) -> bool:
-    return task.last_status == pb.STOPPED and task.stop_code in FAILURE_CODES
+    return task.last_status == pb.STOPPED and (task.stop_code in FAILURE_CODES or task.failed_health_check)
 
 
 def failure_detail(task: pb.Task) -> str:
+    if task.failed_health_check:
+        return HEALTH_CHECK_DETAIL
     if task.stop_code != pb.TASK_FAILED_TO_START and task.has_exit_code:
         return f"exit {task.exit_code}"
     reason = " ".join(task.stopped_reason.split())
@@ -139,6 +144,8 @@ def failing_message(service: str, state: pb.ServiceBackoff, policy: Policy) -> s
     count = state.failed_tasks
     tasks = "task" if count == 1 else "tasks"
     verb = "failed to start" if state.failed_to_start else "exited"
+    if state.last_failure == HEALTH_CHECK_DETAIL:
+        verb = "failed"
     wait = delay(state.attempts, policy)
     if not wait:
         return f"service {service}: {count} {tasks} {verb} ({state.last_failure}); replacing at once"

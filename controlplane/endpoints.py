@@ -1,9 +1,10 @@
 """Service endpoints and the route table every agent programs (pure).
 
-An endpoint is a RUNNING task that is still wanted (not being stopped) on a
-node that is not DOWN and, when an essential container has a health check,
-HEALTHY (as in ECS): that node's address and the host port published for the
-service port's container port. Every agent gets the same table.
+An endpoint is a RUNNING task that is still wanted (not being stopped, nor
+deregistered ahead of its stop) on a node that is not DOWN and, when an
+essential container has a health check, HEALTHY (as in ECS): that node's
+address and the host port published for the service port's container port.
+Every agent gets the same table.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def endpoints(
     for task in tasks:
         if task.last_status != pb.RUNNING or task.desired_status != pb.DESIRED_RUNNING:
             continue
-        if not serves_health(task):
+        if task.HasField("deregistered_at") or not serves_health(task):
             continue
         node = nodes.get(task.node_id)
         if node is None or node.status == pb.DOWN:
@@ -63,6 +64,8 @@ def not_ready(
         node = nodes.get(task.node_id)
         if task.desired_status == pb.DESIRED_STOPPED:
             reasons[task.id] = "stopping"
+        elif task.HasField("deregistered_at"):
+            reasons[task.id] = "deregistering"
         elif node is not None and node.status == pb.DOWN:
             reasons[task.id] = "node DOWN"
         elif task.last_status == pb.RUNNING and not serves_health(task):

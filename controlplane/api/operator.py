@@ -11,7 +11,7 @@ from berth.v1 import operator_pb2_grpc
 from berth.v1 import resources_pb2 as pb
 from controlplane.api.errors import Context, grpc_errors
 from controlplane.operations import Operations
-from controlplane.operations.services import ServiceSpec
+from controlplane.operations.services import ServiceChange, ServiceSpec
 
 
 class OperatorService(operator_pb2_grpc.OperatorServicer):
@@ -80,6 +80,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
                 placement_strategy=list(request.placement_strategy),
                 placement_constraints=list(request.placement_constraints),
                 ports=list(request.ports),
+                deployment=request.deployment,
             )
         )
 
@@ -99,12 +100,21 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
             running_count=state.running_count,
             pending_count=state.pending_count,
             events=state.events,
+            deployment_counts=state.deployment_counts,
         )
 
     @grpc_errors
     async def UpdateService(self, request: api.UpdateServiceRequest, context: Context) -> pb.Service:
-        count = request.desired_count if request.HasField("desired_count") else None
-        return await self._ops.services.update(request.cluster, request.name, count)
+        return await self._ops.services.update(
+            request.cluster,
+            request.name,
+            ServiceChange(
+                desired_count=request.desired_count if request.HasField("desired_count") else None,
+                task_definition=request.task_definition,
+                force_new_deployment=request.force_new_deployment,
+                deployment=request.deployment,
+            ),
+        )
 
     @grpc_errors
     async def DeleteService(self, request: api.ServiceRef, context: Context) -> pb.Service:

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from berth.names import parse_task_definition_ref
 from berth.safetext import escape_controls
 from berth.v1 import resources_pb2 as pb
-from controlplane import backoff, lifecycle
+from controlplane import backoff, deployments, lifecycle
 from controlplane.cache import ClusterCache
 from controlplane.controllers.barrier import Barrier
 from controlplane.controllers.scheduling import SchedulingController
+from controlplane.endpoints import serves_health
 from controlplane.events import EventLog
 from controlplane.store import Condition, Delete, Put, StoreAPI, Versioned, keys
 
@@ -33,13 +34,20 @@ MAX_HEALTH_OUTPUT = 200  # characters of a failed check's output in an event
 @dataclass
 class ServiceDecision:
     start: int = 0
+    # Stop now: not serving, its deregistration delay is over, or the service has no endpoints.
     stop: list[str] = field(default_factory=list)
+    # Take out of the endpoints now; stopped once the deregistration delay has passed.
+    deregister: list[str] = field(default_factory=list)
+    # Why, for the stops and deregistrations that have their own reason.
+    reasons: dict[str, str] = field(default_factory=dict)
     delete_service: bool = False
     steady: bool = False
     # Replacements the crash-loop backoff holds back for now.
     held: int = 0
     # Tasks that turned UNHEALTHY: stopped (leaving the endpoints first) and replaced.
     unhealthy: list[str] = field(default_factory=list)
+    # Deregistered tasks wait out their delay: look again as time passes.
+    waiting: bool = False
 
 
 def _stop_preference(task: pb.Task) -> tuple[int, int, int]:
@@ -54,19 +62,32 @@ def _stop_preference(task: pb.Task) -> tuple[int, int, int]:
     return (rank, -task.created_at.seconds, -task.created_at.nanos)
 
 
+def _serving(task: pb.Task) -> bool:
+    """Counts as healthy: RUNNING and HEALTHY, or RUNNING without a health check."""
+    return task.last_status == pb.RUNNING and serves_health(task)
+
+
 def decide(
     service: pb.Service,
     tasks: list[pb.Task],
     draining: frozenset[str] = frozenset(),
     gate: backoff.Gate = backoff.OPEN,
+    now: float = 0.0,
 ) -> ServiceDecision:
-    """What to start and stop so the service runs `desired_count` tasks.
+    """What to start, take out of the endpoints and stop, so the service runs
+    `desired_count` healthy tasks of its PRIMARY deployment.
 
     Tasks on DRAINING nodes do not count toward the desired count, so their
     replacements start elsewhere first; a draining task that is RUNNING is
     stopped only while the service has more RUNNING tasks than desired, so a
     drain never takes the service below its desired count. A task that turned
     UNHEALTHY does not count either: it is stopped and replaced, as in ECS.
+
+    Tasks of older deployments are replaced as `controlplane/deployments.py`
+    describes: new ones start while all tasks not yet STOPPED stay within
+    maximumPercent; old ones leave while the healthy tasks stay at or above
+    minimumHealthyPercent. A serving task leaves the endpoints first and is
+    stopped after the deregistration delay (`now` tells when it has passed).
 
     The crash-loop backoff's `gate` holds new tasks back while it waits, and
     a failing service is never in a steady state.
@@ -77,28 +98,73 @@ def decide(
         return ServiceDecision(stop=[t.id for t in active], delete_service=not remaining)
     decision = ServiceDecision(unhealthy=[t.id for t in active if t.health_status == pb.UNHEALTHY])
     active = [t for t in active if t.health_status != pb.UNHEALTHY]
-    settled = [t for t in active if t.node_id not in draining]
-    moving = [t for t in active if t.node_id in draining]
-    missing = service.desired_count - len(settled)
+    config = deployments.configuration(service)
+    for task in (t for t in active if t.HasField("deregistered_at")):
+        if now >= backoff.seconds(task.deregistered_at) + config.deregistration_delay:
+            decision.stop.append(task.id)
+            if task.stopped_reason:
+                decision.reasons[task.id] = task.stopped_reason
+        else:
+            decision.waiting = True
+    active = [t for t in active if not t.HasField("deregistered_at")]
+    current = deployments.primary(service)
+    mine = [t for t in active if current is None or deployments.owner(t, service) == current.id]
+    mine_ids = {t.id for t in mine}
+    old = [t for t in active if t.id not in mine_ids]
+    settled = [t for t in mine if t.node_id not in draining]
+    moving = [t for t in mine if t.node_id in draining]
+    desired = service.desired_count
+    leaving: set[str] = set()
+
+    def retire(task: pb.Task, reason: str = "") -> None:
+        # A serving task of a service with endpoints leaves them first.
+        leaving.add(task.id)
+        if service.ports and _serving(task) and config.deregistration_delay:
+            decision.deregister.append(task.id)
+        else:
+            decision.stop.append(task.id)
+        if reason:
+            decision.reasons[task.id] = reason
+
+    missing = desired - len(settled)
     if missing > 0 and gate.hold:
         decision.held = missing
     elif missing > 0:
+        rolling = current is not None and any(
+            t.last_status != pb.STOPPED and deployments.owner(t, service) != current.id for t in tasks
+        )
+        if rolling:
+            # Everything not yet STOPPED (old tasks deregistering or stopping
+            # too) counts against maximumPercent.
+            total = sum(1 for t in tasks if t.last_status != pb.STOPPED)
+            missing = min(missing, max(0, deployments.maximum_total(desired, config) - total))
         decision.start = missing
     elif missing < 0:
-        decision.stop = [t.id for t in sorted(settled, key=_stop_preference)[:-missing]]
-    stopping = set(decision.stop)
-    running = sum(1 for t in active if t.last_status == pb.RUNNING and t.id not in stopping)
-    spare = running - service.desired_count
+        for task in sorted(settled, key=_stop_preference)[:-missing]:
+            retire(task)
+    if old and current is not None:
+        healthy = sum(1 for t in active if _serving(t) and t.id not in leaving)
+        spare = healthy - deployments.minimum_healthy(desired, config)
+        reason = f"Replaced by deployment {current.id} ({current.task_definition}) of service {service.name}"
+        # Tasks that serve nobody go first; then the oldest deployments' oldest tasks.
+        for task in sorted(old, key=lambda t: (_serving(t), t.deployment_id, -_stop_preference(t)[1])):
+            if not _serving(task):
+                retire(task, reason)
+            elif spare > 0:
+                retire(task, reason)
+                spare -= 1
+    running = sum(1 for t in active if t.last_status == pb.RUNNING and t.id not in leaving)
+    spare_running = running - desired
     for task in sorted(moving, key=_stop_preference):
         if task.last_status != pb.RUNNING:
-            decision.stop.append(task.id)
-        elif spare > 0:
-            decision.stop.append(task.id)
-            spare -= 1
-    if missing == 0 and not moving and not decision.unhealthy:
-        running_settled = sum(1 for t in settled if t.last_status == pb.RUNNING)
+            retire(task)
+        elif spare_running > 0:
+            retire(task)
+            spare_running -= 1
+    if missing == 0 and not moving and not old and not decision.unhealthy and not decision.waiting:
+        serving_settled = sum(1 for t in settled if _serving(t))
         settled_history = all(t.last_status == pb.STOPPED for t in tasks if not lifecycle.is_active(t))
-        decision.steady = running_settled == service.desired_count and settled_history and not gate.failing
+        decision.steady = serving_settled == desired and settled_history and not gate.failing
     return decision
 
 
@@ -139,16 +205,25 @@ class ServiceController:
             try:
                 tasks = [t.value for t in self._cache.tasks_of_service(*key)]
                 gate = backoff.OPEN
+                now = time.time()
                 if service.status == pb.SERVICE_ACTIVE:
-                    now = time.time()
+                    change = deployments.account(service, tasks, backoff.timestamp(now))
+                    if change is not None:
+                        # Written first; the decision below is made on what was stored.
+                        stored = await self._record_deployments(versioned, change)
+                        self._quiet.pop(key, None)
+                        if not stored:
+                            continue  # changed meanwhile: the next pass looks again
+                        written = max(written, stored)
+                        versioned = Versioned(versioned.key, change.service, stored)
+                        service = change.service
                     state = backoff.advance(service.backoff, tasks, now, self._policy)
                     if state != service.backoff:
-                        # Written first; the next pass decides with the stored state.
                         written = max(written, await self._record_backoff(versioned, state))
                         self._quiet.pop(key, None)
                         continue
                     gate = backoff.gate(state, now)
-                decision = decide(service, tasks, draining, gate)
+                decision = decide(service, tasks, draining, gate, now)
                 result = await self._apply(versioned.mod_revision, service, decision)
             except Exception as error:
                 # This service only: the others are still reconciled.
@@ -164,6 +239,8 @@ class ServiceController:
                 and not decision.start
                 and not decision.stop
                 and not decision.unhealthy
+                and not decision.deregister
+                and not decision.waiting
                 and not gate.failing
             ):
                 self._quiet[key] = version
@@ -174,6 +251,18 @@ class ServiceController:
         # All services' new tasks are placed as one plan, written once each.
         written = max(written, await self._scheduler.place_and_commit(self._new_tasks))
         return written
+
+    async def _record_deployments(self, versioned: Versioned[pb.Service], change: deployments.Change) -> int:
+        service = change.service
+        result = await self._store.put_if_unchanged(versioned.key, service, versioned.mod_revision)
+        if result is None:
+            return 0  # changed meanwhile: the next pass looks again
+        for message in change.events:
+            log.info(
+                "event=deployment cluster=%s service=%s message=%r", service.cluster, service.name, message
+            )
+            await self._events.record(service.cluster, service.name, message)
+        return result
 
     async def _record_backoff(self, versioned: Versioned[pb.Service], state: pb.ServiceBackoff) -> int:
         service = pb.Service()
@@ -211,7 +300,7 @@ class ServiceController:
         written = 0
         if decision.unhealthy:
             # The stop comes first: a task asked to stop is no endpoint from that write on.
-            stopped = await self._stop(decision.unhealthy, HEALTH_CHECK_FAILED)
+            stopped = await self._stop(decision.unhealthy, HEALTH_CHECK_FAILED, failed_health_check=True)
             written = max(written, stopped[0])
             for task_id in stopped[1]:
                 log.info(
@@ -235,7 +324,9 @@ class ServiceController:
                 else f"Scaling activity initiated by service {service.name} "
                 f"(desired count {service.desired_count}, or its node is draining)"
             )
-            written = max(written, (await self._stop(decision.stop, reason))[0])
+            written = max(written, (await self._stop(decision.stop, reason, decision.reasons))[0])
+        if decision.deregister:
+            written = max(written, await self._deregister(service, decision.deregister, decision.reasons))
         if decision.delete_service:
             key = keys.service(service.cluster, service.name)
             deletes = [Delete(key), Delete(keys.events(service.cluster, service.name))]
@@ -262,7 +353,10 @@ class ServiceController:
         return ""
 
     async def _start(self, service: pb.Service, count: int) -> int:
-        family, revision = parse_task_definition_ref(service.task_definition)
+        current = deployments.primary(service)
+        family, revision = parse_task_definition_ref(
+            current.task_definition if current else service.task_definition
+        )
         td = self._cache.taskdef(family, revision or 0)
         if td is None:
             await self._events.record(
@@ -281,12 +375,50 @@ class ServiceController:
                 service.placement_strategy,
                 service.placement_constraints,
             )
+            task.deployment_id = current.id if current else 0
             self._new_tasks.append(Versioned(keys.task(task.id), task, 0))
         # Past the cap, the rest come in the next pass: this pass's writes
         # start it at once, and the loop serves heartbeats in between.
         return 0
 
-    async def _stop(self, task_ids: list[str], reason: str) -> tuple[int, list[str]]:
+    async def _deregister(self, service: pb.Service, task_ids: list[str], reasons: dict[str, str]) -> int:
+        """Take serving tasks out of the endpoints; `decide` stops them after the delay."""
+        written = 0
+        stamp = backoff.timestamp(time.time())
+        for offset in range(0, len(task_ids), BATCH):
+            writes, conditions = [], []
+            for task_id in task_ids[offset : offset + BATCH]:
+                current = self._cache.task(task_id)
+                if current is None or not lifecycle.is_active(current.value):
+                    continue
+                task = pb.Task()
+                task.CopyFrom(current.value)
+                task.deregistered_at.CopyFrom(stamp)
+                # Kept for the stop that follows the delay.
+                task.stopped_reason = reasons.get(task_id) or (
+                    f"Scaling activity initiated by service {service.name} "
+                    f"(desired count {service.desired_count}, or its node is draining)"
+                )
+                writes.append(Put(current.key, task))
+                conditions.append(Condition(current.key, current.mod_revision))
+            if writes and (result := await self._store.commit(writes, conditions)):
+                written = result
+                log.info(
+                    "event=tasks_deregistered cluster=%s service=%s count=%d delay=%ds",
+                    service.cluster,
+                    service.name,
+                    len(writes),
+                    deployments.configuration(service).deregistration_delay,
+                )
+        return written
+
+    async def _stop(
+        self,
+        task_ids: list[str],
+        reason: str,
+        reasons: dict[str, str] | None = None,
+        failed_health_check: bool = False,
+    ) -> tuple[int, list[str]]:
         """Request the stops; the revision written (0: none) and the ids whose stop was written."""
         written = 0
         requested: list[str] = []
@@ -299,12 +431,14 @@ class ServiceController:
                 task = current.value
                 # A task that never reached a node has nothing to stop: it is
                 # STOPPED right away instead of waiting on an agent.
+                why = (reasons or {}).get(task_id, reason)
                 updated = (
-                    lifecycle.mark_stopped(task, pb.SERVICE_SCHEDULER_INITIATED, reason)
+                    lifecycle.mark_stopped(task, pb.SERVICE_SCHEDULER_INITIATED, why)
                     if not task.node_id
-                    else lifecycle.request_stop(task, pb.SERVICE_SCHEDULER_INITIATED, reason)
+                    else lifecycle.request_stop(task, pb.SERVICE_SCHEDULER_INITIATED, why)
                 )
                 if updated is not None:
+                    updated.failed_health_check = failed_health_check
                     writes.append(Put(current.key, updated))
                     conditions.append(Condition(current.key, current.mod_revision))
                     ids.append(task_id)

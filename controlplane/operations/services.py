@@ -21,10 +21,12 @@ from berth.errors import (
     ResourceExhausted,
 )
 from berth.names import check_dns_label, port_text, service_dns_name
+from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
-from controlplane import lifecycle
+from controlplane import deployments, lifecycle
 from controlplane.cache import ClusterCache
-from controlplane.endpoints import endpoints, not_ready, resolve_ports
+from controlplane.endpoints import endpoints, not_ready, resolve_ports, serves_health
+from controlplane.events import EventLog
 from controlplane.limits import PortPolicy, Quotas
 from controlplane.operations.clusters import Clusters
 from controlplane.operations.taskdefs import TaskDefinitions
@@ -36,6 +38,32 @@ log = logging.getLogger(__name__)
 
 # The default quota of tasks per service (--max-tasks-per-service).
 MAX_DESIRED_COUNT = Quotas().tasks_per_service
+
+
+def _started(service: pb.Service) -> str:
+    current = service.deployments[0]
+    tasks = "task" if service.desired_count == 1 else "tasks"
+    return f"deployment {current.id} started: {current.task_definition}, {service.desired_count} {tasks}"
+
+
+def deployment_counts(service: pb.Service, tasks: list[pb.Task]) -> list[api.DeploymentCounts]:
+    """Each listed deployment's tasks: its share of the desired count, and how they are doing."""
+    counts = {d.id: api.DeploymentCounts(id=d.id) for d in service.deployments}
+    for task in tasks:
+        found = counts.get(deployments.owner(task, service))
+        if found is None:
+            continue
+        live = lifecycle.is_active(task)
+        found.running_count += live and task.last_status == pb.RUNNING
+        found.pending_count += live and task.last_status == pb.PENDING
+        found.healthy_count += live and task.last_status == pb.RUNNING and serves_health(task)
+        found.failed_count += deployments.is_failure(task)
+        # An older deployment's share is what it still runs.
+        found.desired_count += live
+    current = deployments.primary(service)
+    if current is not None:
+        counts[current.id].desired_count = service.desired_count
+    return list(counts.values())
 
 
 def desired_count(value: int, limit: int = MAX_DESIRED_COUNT) -> int:
@@ -60,6 +88,17 @@ class ServiceSpec:
     placement_strategy: list[pb.PlacementStrategy] = field(default_factory=list)
     placement_constraints: list[pb.PlacementConstraint] = field(default_factory=list)
     ports: list[pb.ServicePort] = field(default_factory=list)
+    deployment: api.DeploymentOptions = field(default_factory=api.DeploymentOptions)
+
+
+@dataclass(frozen=True)
+class ServiceChange:
+    """What an operator asks of an existing service; None / empty / False = unchanged."""
+
+    desired_count: int | None = None
+    task_definition: str = ""
+    force_new_deployment: bool = False
+    deployment: api.DeploymentOptions = field(default_factory=api.DeploymentOptions)
 
 
 @dataclass(frozen=True)
@@ -72,6 +111,7 @@ class ServiceState:
     running_count: int
     pending_count: int
     events: list[pb.ServiceEvent]
+    deployment_counts: list[api.DeploymentCounts] = field(default_factory=list)
 
 
 class Services:
@@ -92,6 +132,7 @@ class Services:
         self._vips = vips
         self._quotas = quotas or Quotas()
         self._ports = ports or PortPolicy()
+        self._events = EventLog(store)
 
     async def existing(self, cluster_name: str, name: str) -> tuple[str, pb.Service, int]:
         """The cluster's name, the service and its record's revision; NotFound if absent."""
@@ -115,6 +156,7 @@ class Services:
         compile_strategy(spec.placement_strategy)
         compile_constraints(spec.placement_constraints)
         ports = resolve_ports(spec.ports, td)
+        config = deployments.configure(deployments.defaults(), spec.deployment)
         service = pb.Service(
             cluster=cluster,
             name=name,
@@ -126,12 +168,17 @@ class Services:
             placement_strategy=spec.placement_strategy,
             placement_constraints=spec.placement_constraints,
             ports=ports,
+            deployment_configuration=config,
         )
+        service = deployments.new_deployment(service, service.task_definition, service.created_at)
         key = keys.service(cluster, name)
         if await self._store.get(key, pb.Service) is not None:
             raise AlreadyExists(f"service {name!r} already exists in cluster {cluster!r}")
         events = pb.ServiceEvents(
-            events=[pb.ServiceEvent(created_at=now(), message=f"service {name} was created")]
+            events=[
+                pb.ServiceEvent(created_at=now(), message=f"service {name} was created"),
+                pb.ServiceEvent(created_at=now(), message=_started(service)),
+            ]
         )
 
         async def attempt() -> Retry | None:
@@ -183,6 +230,7 @@ class Services:
             running_count=sum(1 for t in tasks if t.last_status == pb.RUNNING),
             pending_count=sum(1 for t in tasks if t.last_status == pb.PENDING),
             events=list(reversed(events.value.events)) if events else [],
+            deployment_counts=deployment_counts(service, tasks),
         )
 
     async def events(self, cluster_name: str, name: str, limit: int = 0) -> list[pb.ServiceEvent]:
@@ -192,20 +240,43 @@ class Services:
         newest_first = list(reversed(stored.value.events)) if stored else []
         return newest_first[:limit] if limit > 0 else newest_first
 
-    async def update(self, cluster_name: str, name: str, count: int | None) -> pb.Service:
+    async def update(self, cluster_name: str, name: str, change: ServiceChange) -> pb.Service:
+        """Change the desired count or deployment settings, or start a deployment.
+
+        A task definition other than the PRIMARY's (or `force_new_deployment`)
+        starts a deployment; everything is checked before anything is written.
+        """
         cluster, service, revision = await self.existing(cluster_name, name)
         if service.status != pb.SERVICE_ACTIVE:
             raise FailedPrecondition(f"service {service.name!r} is being deleted")
-        if count is not None:
-            service.desired_count = desired_count(count, self._quotas.tasks_per_service)
+        if change.desired_count is not None:
+            service.desired_count = desired_count(change.desired_count, self._quotas.tasks_per_service)
+        service.deployment_configuration.CopyFrom(
+            deployments.configure(deployments.configuration(service), change.deployment)
+        )
+        current = deployments.primary(service)
+        target = current.task_definition if current else service.task_definition
+        if change.task_definition:
+            td = await self._taskdefs.resolve(change.task_definition)
+            # The service's ports stay what they are for every deployment, so
+            # old and new tasks serve the same container ports side by side.
+            resolve_ports(service.ports, td)
+            target = lifecycle.task_definition_ref(td)
+        started = change.force_new_deployment or current is None or target != current.task_definition
+        if started:
+            service = deployments.new_deployment(service, target, now())
         service.updated_at.CopyFrom(now())
         await self._write(cluster, service, revision, "updating")
         log.info(
-            "event=service_updated cluster=%s service=%s desired=%d",
+            "event=service_updated cluster=%s service=%s desired=%d taskdef=%s deployment=%s",
             cluster,
             service.name,
             service.desired_count,
+            service.task_definition,
+            service.deployment_count if started else "unchanged",
         )
+        if started:
+            await self._events.record(cluster, service.name, _started(service))
         return service
 
     async def delete(self, cluster_name: str, name: str) -> pb.Service:

@@ -59,6 +59,14 @@ def berth(plane: ControlPlaneProcess) -> Berth:
         "--port",
         "80:http",
     )
+
+    def settled() -> bool:
+        # The controller completes the first deployment (0 tasks) on its own:
+        # after that, the service's record changes only when asked.
+        described = json.loads(berth.ok("service", "describe", "web", "-o", "json").stdout)
+        return bool(described["service"]["deployments"][0]["rolloutState"] == "COMPLETED")
+
+    wait_until(settled, 30, "the first deployment of web completed")
     return berth
 
 

@@ -384,7 +384,9 @@ def test_only_healthy_tasks_and_tasks_without_a_check_are_endpoints() -> None:
 @pytest.mark.parametrize(
     ("tasks", "start", "unhealthy", "steady"),
     [
-        ([_task("a", pb.HEALTHY), _task("b", pb.HEALTH_UNKNOWN)], 0, [], True),
+        ([_task("a", pb.HEALTHY), _task("b", pb.HEALTHY)], 0, [], True),
+        # A checked task still in its start period serves nobody yet: not steady.
+        ([_task("a", pb.HEALTHY), _task("b", pb.HEALTH_UNKNOWN)], 0, [], False),
         ([_task("a", pb.HEALTHY), _task("b", pb.UNHEALTHY)], 1, ["b"], False),
         ([_task("a", pb.UNHEALTHY), _task("b", pb.UNHEALTHY)], 2, ["a", "b"], False),
         # Once asked to stop, it no longer counts, and its replacement is there: nothing more.

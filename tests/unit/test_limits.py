@@ -18,7 +18,7 @@ from controlplane.controllers.housekeeping import Housekeeper
 from controlplane.limits import PortPolicy, Quotas, TokenBucket, parse_ports, port_policy
 from controlplane.operations.clusters import Clusters, ensure_default_cluster
 from controlplane.operations.nodes import NodeFacts, Nodes
-from controlplane.operations.services import Services, ServiceSpec
+from controlplane.operations.services import ServiceChange, Services, ServiceSpec
 from controlplane.operations.taskdefs import TaskDefinitions
 from controlplane.registry import AgentRegistry
 from controlplane.store import keys
@@ -234,7 +234,7 @@ async def test_quotas_refuse_with_the_setting_that_raises_them(
     await services.create(ServiceSpec(cluster="second", name="c", task_definition="web", desired_count=0))
 
     with pytest.raises(ResourceExhausted, match=r"quota of 5 tasks per service.*--max-tasks-per-service"):
-        await services.update("default", "a", 6)
+        await services.update("default", "a", ServiceChange(desired_count=6))
     with pytest.raises(ResourceExhausted, match="--max-tasks-per-service"):
         await services.create(ServiceSpec(cluster="second", name="d", task_definition="web", desired_count=6))
 

@@ -1,0 +1,305 @@
+"""Rolling deployments, the circuit breaker and rollback, on a simulated world of tasks.
+
+`deployments.account` and the service controller's `decide` are pure, so a
+deployment can be played step by step: each step the controller decides, the
+decision is applied, the invariants are checked, then tasks move on (start,
+turn healthy or fail, stop).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from berth.errors import InvalidArgument
+from berth.v1 import operator_pb2 as api
+from berth.v1 import resources_pb2 as pb
+from controlplane import backoff, deployments
+from controlplane.controllers.services import decide
+
+START = 1_000_000.0
+
+
+def service(desired: int, minimum: int = 100, maximum: int = 200, delay: int = 0) -> pb.Service:
+    config = deployments.defaults()
+    config.minimum_healthy_percent = minimum
+    config.maximum_percent = maximum
+    config.deregistration_delay = delay
+    created = pb.Service(
+        cluster="default",
+        name="web",
+        task_definition="web:1",
+        desired_count=desired,
+        status=pb.SERVICE_ACTIVE,
+        deployment_configuration=config,
+        ports=[pb.ServicePort(port=80, container_port=80)],
+    )
+    return deployments.new_deployment(created, "web:1", backoff.timestamp(START))
+
+
+@dataclass
+class World:
+    """A service and its tasks; `bad` task definitions fail to start, or never turn healthy."""
+
+    service: pb.Service
+    crash: set[str] = field(default_factory=set)
+    never_healthy: set[str] = field(default_factory=set)
+    clock: float = START
+    tasks: dict[str, pb.Task] = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)
+    ids: itertools.count[int] = field(default_factory=itertools.count)
+
+    def now(self) -> float:
+        return self.clock
+
+    def step(self) -> None:
+        """One controller pass, then the world moves on by one second."""
+        change = deployments.account(self.service, list(self.tasks.values()), backoff.timestamp(self.clock))
+        if change is not None:
+            self.service = change.service
+            self.events.extend(change.events)
+        decision = decide(self.service, list(self.tasks.values()), now=self.clock)
+        # As the controller applies a decision (reasons kept from deregistration to stop).
+        for task_id in decision.stop + decision.unhealthy:
+            self.tasks[task_id].desired_status = pb.DESIRED_STOPPED
+            self.tasks[task_id].stopped_reason = decision.reasons.get(task_id, "scaling")
+        for task_id in decision.unhealthy:
+            self.tasks[task_id].failed_health_check = True
+        for task_id in decision.deregister:
+            self.tasks[task_id].deregistered_at.CopyFrom(backoff.timestamp(self.clock))
+            self.tasks[task_id].stopped_reason = decision.reasons.get(task_id, "scaling")
+        current = deployments.primary(self.service)
+        assert current is not None
+        for _ in range(decision.start):
+            task_id = f"t{next(self.ids)}"
+            self.tasks[task_id] = pb.Task(
+                id=task_id,
+                service="web",
+                cluster="default",
+                task_definition=current.task_definition,
+                deployment_id=current.id,
+                desired_status=pb.DESIRED_RUNNING,
+                last_status=pb.PENDING,
+                node_id="n1",
+                health_checked=True,
+                created_at=backoff.timestamp(self.clock),
+            )
+        self.check()
+        self.clock += 1
+        self.move_on()
+
+    def check(self) -> None:
+        """What a deployment promises at every instant (after the controller acted)."""
+        desired = self.service.desired_count
+        config = deployments.configuration(self.service)
+        live = [t for t in self.tasks.values() if t.last_status != pb.STOPPED]
+        assert len(live) <= deployments.maximum_total(desired, config), "over maximumPercent"
+        if self.steady_once:
+            assert self.healthy() >= deployments.minimum_healthy(desired, config), "under minimumHealthy"
+
+    steady_once: bool = False
+
+    def healthy(self) -> int:
+        return sum(
+            1
+            for t in self.tasks.values()
+            if t.last_status == pb.RUNNING
+            and t.desired_status == pb.DESIRED_RUNNING
+            and not t.HasField("deregistered_at")
+            and t.health_status == pb.HEALTHY
+        )
+
+    def move_on(self) -> None:
+        for task in self.tasks.values():
+            if task.last_status == pb.STOPPED:
+                continue
+            stamp = backoff.timestamp(self.clock)
+            if task.desired_status == pb.DESIRED_STOPPED:
+                task.last_status = pb.STOPPED
+                task.stopped_at.CopyFrom(stamp)
+                task.stop_code = task.stop_code or pb.SERVICE_SCHEDULER_INITIATED
+            elif task.last_status == pb.PENDING and task.task_definition in self.crash:
+                task.last_status = pb.STOPPED
+                task.desired_status = pb.DESIRED_STOPPED
+                task.stop_code = pb.ESSENTIAL_CONTAINER_EXITED
+                task.stopped_at.CopyFrom(stamp)
+            elif task.last_status == pb.PENDING:
+                task.last_status = pb.RUNNING
+                task.started_at.CopyFrom(stamp)
+            elif task.task_definition in self.never_healthy:
+                task.health_status = pb.UNHEALTHY
+            else:
+                task.health_status = pb.HEALTHY
+
+    def settle(self, steps: int = 200) -> None:
+        for _ in range(steps):
+            self.step()
+            current = deployments.primary(self.service)
+            assert current is not None
+            if current.rollout_state != pb.IN_PROGRESS:
+                break
+        self.steady_once = True
+
+    def deploy(self, task_definition: str) -> int:
+        self.service = deployments.new_deployment(
+            self.service, task_definition, backoff.timestamp(self.clock)
+        )
+        return self.service.deployment_count
+
+    def running(self, task_definition: str) -> int:
+        return sum(
+            1
+            for t in self.tasks.values()
+            if t.task_definition == task_definition and t.last_status != pb.STOPPED
+        )
+
+
+def test_a_new_service_completes_its_first_deployment() -> None:
+    world = World(service(3))
+    world.settle()
+    first = world.service.deployments[0]
+    assert (first.id, first.status, first.rollout_state) == (1, pb.PRIMARY, pb.COMPLETED)
+    assert world.events == ["deployment 1 completed: web:1, 3 tasks running"]
+    assert world.healthy() == 3
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    desired=st.integers(0, 12),
+    minimum=st.integers(0, 100),
+    maximum=st.integers(100, 200),
+    delay=st.sampled_from([0, 2]),
+)
+def test_a_rolling_update_keeps_its_bounds_and_replaces_every_task(
+    desired: int, minimum: int, maximum: int, delay: int
+) -> None:
+    if minimum >= maximum:
+        return
+    world = World(service(desired, minimum, maximum, delay))
+    world.settle()
+    deployment = world.deploy("web:2")
+    world.settle()  # check() asserts both bounds at every step
+    current = world.service.deployments[0]
+    assert (current.id, current.rollout_state, current.task_definition) == (deployment, pb.COMPLETED, "web:2")
+    assert [d.id for d in world.service.deployments] == [deployment]  # the old one is dropped
+    assert world.running("web:1") == 0 and world.running("web:2") == desired
+    assert world.healthy() == desired
+
+
+def test_new_tasks_are_healthy_before_old_ones_leave_and_leavers_wait_out_the_delay() -> None:
+    world = World(service(2, delay=3))
+    world.settle()
+    world.deploy("web:2")
+    world.step()  # two new tasks start; the old two keep serving
+    assert world.running("web:2") == 2 and world.healthy() == 2
+    world.step()  # new ones RUNNING, health not known yet: nobody leaves
+    assert all(not t.HasField("deregistered_at") for t in world.tasks.values())
+    world.step()  # new ones HEALTHY this step: the old ones leave the endpoints, still running
+    leaving = [t for t in world.tasks.values() if t.HasField("deregistered_at")]
+    assert [t.task_definition for t in leaving] == ["web:1", "web:1"]
+    assert all(t.desired_status == pb.DESIRED_RUNNING for t in leaving)
+    world.step()
+    world.step()
+    assert all(t.desired_status == pb.DESIRED_RUNNING for t in leaving), "stopped before the delay"
+    world.settle()
+    assert all(world.tasks[t.id].last_status == pb.STOPPED for t in leaving)
+    assert all("Replaced by deployment 2 (web:2)" in world.tasks[t.id].stopped_reason for t in leaving)
+
+
+@pytest.mark.parametrize("bad", ["crash", "never_healthy"])
+def test_a_bad_revision_trips_the_breaker_and_rolls_back(bad: str) -> None:
+    world = World(service(6, delay=1))
+    world.settle()
+    getattr(world, bad).add("web:2")
+    failed = world.deploy("web:2")
+    world.settle()
+    first = world.service.deployments[0]
+    assert first.task_definition == "web:1" and first.status == pb.PRIMARY
+    assert first.rolled_back_from == failed
+    assert first.rollout_state == pb.COMPLETED
+    # The failed deployment's tasks are gone, and it is no longer listed.
+    assert world.running("web:2") == 0 and world.running("web:1") == 6
+    assert world.events[-2].startswith(f"deployment {failed} failed: ")
+    assert "rolled back to deployment 1 (web:1)" in world.events[-2]
+    assert world.events[-1].startswith("rollback to deployment 1 (web:1) finished")
+
+
+def test_unhealthy_stops_count_as_failures() -> None:
+    task = pb.Task(last_status=pb.STOPPED, stop_code=pb.SERVICE_SCHEDULER_INITIATED, failed_health_check=True)
+    assert deployments.is_failure(task)
+    assert not deployments.is_failure(
+        pb.Task(last_status=pb.STOPPED, stop_code=pb.SERVICE_SCHEDULER_INITIATED)
+    )
+
+
+@pytest.mark.parametrize(("desired", "threshold"), [(1, 3), (6, 3), (7, 4), (10, 5), (1000, 200)])
+def test_the_failure_threshold_is_ecs(desired: int, threshold: int) -> None:
+    assert deployments.failure_threshold(desired) == threshold
+
+
+def test_without_rollback_the_deployment_fails_and_stays() -> None:
+    world = World(service(3))
+    world.service.deployment_configuration.rollback = False
+    world.settle()
+    world.crash.add("web:2")
+    world.deploy("web:2")
+    world.settle()
+    first = world.service.deployments[0]
+    assert (first.task_definition, first.rollout_state) == ("web:2", pb.FAILED)
+    assert "rollback is off" in first.rollout_state_reason
+    assert world.running("web:1") == 3, "the old tasks keep serving"
+
+
+def test_a_first_deployment_that_fails_has_nothing_to_return_to() -> None:
+    world = World(service(3))
+    world.crash.add("web:1")
+    world.settle()
+    first = world.service.deployments[0]
+    assert first.rollout_state == pb.FAILED
+    assert "no earlier deployment completed" in first.rollout_state_reason
+
+
+def test_a_deployment_replaced_mid_way_is_dropped_and_the_newest_wins() -> None:
+    world = World(service(4))
+    world.settle()
+    world.deploy("web:2")
+    world.step()
+    world.deploy("web:3")
+    world.settle()
+    assert [d.task_definition for d in world.service.deployments] == ["web:3"]
+    assert world.running("web:3") == 4 and world.running("web:1") == world.running("web:2") == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (api.DeploymentOptions(minimum_healthy_percent=101), "over 100"),
+        (api.DeploymentOptions(maximum_percent=99), "out of range"),
+        (api.DeploymentOptions(maximum_percent=201), "out of range"),
+        (api.DeploymentOptions(minimum_healthy_percent=100, maximum_percent=100), "must be below"),
+        (api.DeploymentOptions(minimum_healthy_percent=90, maximum_percent=150), None),
+        (api.DeploymentOptions(deregistration_delay=3601), "too long"),
+    ],
+)
+def test_configuration_is_checked(options: api.DeploymentOptions, message: str | None) -> None:
+    if message is None:
+        merged = deployments.configure(deployments.defaults(), options)
+        assert (merged.minimum_healthy_percent, merged.maximum_percent) == (90, 150)
+        assert merged.circuit_breaker and merged.rollback  # untouched
+        return
+    with pytest.raises(InvalidArgument, match=message):
+        deployments.configure(deployments.defaults(), options)
+
+
+def test_old_records_without_deployments_get_one() -> None:
+    old = pb.Service(name="web", task_definition="web:3", desired_count=1, status=pb.SERVICE_ACTIVE)
+    task = pb.Task(id="a", task_definition="web:3", last_status=pb.RUNNING, desired_status=pb.DESIRED_RUNNING)
+    change = deployments.account(old, [task], backoff.timestamp(START))
+    assert change is not None
+    (first,) = change.service.deployments
+    assert (first.id, first.task_definition, first.rollout_state) == (1, "web:3", pb.COMPLETED)
+    assert deployments.owner(task, change.service) == 1
