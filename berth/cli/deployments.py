@@ -21,11 +21,11 @@ DEFAULTS = pb.DeploymentConfiguration(
     rebalance=True,
 )
 
-# Client-side bounds, checked only to say what to fix in the option's own words;
-# the control plane validates every request again (and the pair min <= max).
-_UINT32_MAX = 2**32 - 1
+# Client-side bounds (ECS's, as the control plane enforces them), checked only to
+# say what to fix in the option's own words; the control plane validates every
+# request again, and the pair (minimum below maximum) against the stored settings.
 MIN_HEALTHY_RANGE = (0, 100)
-MAX_PERCENT_RANGE = (100, _UINT32_MAX)  # ECS documents no upper bound; it must let every task run
+MAX_PERCENT_RANGE = (100, 200)
 DEREGISTRATION_RANGE = (0, 3600)
 
 # One definition per option, shared by `create` and `update`; None means "not given".
@@ -39,7 +39,7 @@ MaxPercentOption = typer.Option(
     None,
     "--max-percent",
     metavar="PERCENT",
-    help="tasks allowed during a deployment, in % of the desired count (at least 100; default 200)",
+    help="tasks allowed during a deployment, in % of the desired count (100-200; default 200)",
 )
 CircuitBreakerOption = typer.Option(
     None,
@@ -70,11 +70,7 @@ RebalanceOption = typer.Option(
 def _bounded(option: str, value: int | None, bounds: tuple[int, int]) -> int | None:
     low, high = bounds
     if value is not None and not low <= value <= high:
-        if high < _UINT32_MAX:
-            raise fail(f"{option} {value} is out of range: use {low}-{high}")
-        raise fail(
-            f"{option} {value} is out of range: " + (f"use at least {low}" if value < low else "too large")
-        )
+        raise fail(f"{option} {value} is out of range: use {low}-{high}")
     return value
 
 

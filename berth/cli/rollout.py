@@ -69,9 +69,28 @@ def _named(deployment: pb.Deployment) -> str:
     return f"deployment {deployment.id} ({deployment.task_definition})"
 
 
-def _rolled_back_line(waited: int, reason: str, back_to: pb.Deployment) -> str:
-    done = "rolled back" if back_to.rollout_state == pb.COMPLETED else "rolling back"
-    return f"deployment {waited} failed: {reason or 'rolled back'}; {done} to {_named(back_to)}"
+def _failure_reason(description: api.ServiceDescription, failed_id: int, failed: pb.Deployment | None) -> str:
+    """Why deployment `failed_id` failed: its rollout reason, or, once the deployment was dropped
+    from the service (no task left), the event that said it."""
+    if failed is not None and failed.rollout_state_reason:
+        return failed.rollout_state_reason
+    said = f"deployment {failed_id} failed: "
+    for event in description.events:  # newest first
+        if event.message.startswith(said):
+            return event.message.removeprefix(said)
+    return ""
+
+
+def _rolled_back_line(failed_id: int, reason: str, back_to: pb.Deployment) -> str:
+    """`deployment 3 failed: <why>; rolled back to deployment 2 (web:3)`, and whether the rollback is done."""
+    line = f"deployment {failed_id} failed"
+    if reason:
+        line += f": {reason}"
+    if f"deployment {back_to.id} " not in reason:  # the control plane's reason usually says it already
+        line += f"; rolled back to {_named(back_to)}"
+    if back_to.rollout_state == pb.IN_PROGRESS:
+        line += " (the rollback is in progress)"
+    return line
 
 
 def _steady(description: api.ServiceDescription, deployment: pb.Deployment) -> bool:
@@ -106,7 +125,7 @@ def judge(description: api.ServiceDescription | None, waited: int) -> Verdict | 
         return None
     waited_for = find(service, waited)
     if current.rolled_back_from and current.rolled_back_from == waited:
-        reason = waited_for.rollout_state_reason if waited_for is not None else current.rollout_state_reason
+        reason = _failure_reason(description, waited, waited_for)
         return Verdict(Outcome.ROLLED_BACK, _rolled_back_line(waited, reason, current), reason)
     if waited_for is None:
         if current.id > waited:
@@ -114,12 +133,10 @@ def judge(description: api.ServiceDescription | None, waited: int) -> Verdict | 
         return Verdict(Outcome.FAILED, f"deployment {waited} is gone; the primary is {_named(current)}")
     if waited_for.rolled_back_from:
         # Waiting on a rollback: the service is back on an old version because a new one failed.
-        reason = waited_for.rollout_state_reason or f"deployment {waited_for.rolled_back_from} failed"
-        return Verdict(
-            Outcome.ROLLED_BACK,
-            f"{_named(waited_for)} is a rollback from deployment {waited_for.rolled_back_from}: {reason}",
-            reason,
-        )
+        failed_id = waited_for.rolled_back_from
+        reason = _failure_reason(description, failed_id, find(service, failed_id))
+        line = _rolled_back_line(failed_id, reason, waited_for)
+        return Verdict(Outcome.ROLLED_BACK, f"{_named(waited_for)} is a rollback: {line}", reason)
     if waited_for.rollout_state == pb.FAILED:
         reason = waited_for.rollout_state_reason or "the circuit breaker tripped"
         return Verdict(Outcome.FAILED, f"deployment {waited} failed: {reason}", reason)

@@ -88,6 +88,13 @@ ACTIVE_2 = _deployment(2, "web:3", pb.DEPLOYMENT_ACTIVE, pb.COMPLETED)
 DONE_3 = _deployment(3, "web:4", pb.PRIMARY, pb.COMPLETED)
 FAILED_3_ACTIVE = _deployment(3, "web:4", pb.DEPLOYMENT_ACTIVE, pb.FAILED, "3 tasks failed to start")
 FAILED_3_PRIMARY = _deployment(3, "web:4", pb.PRIMARY, pb.FAILED, "3 tasks failed to start")
+FAILED_3_SAYS_WHERE = _deployment(
+    3,
+    "web:4",
+    pb.DEPLOYMENT_ACTIVE,
+    pb.FAILED,
+    "circuit breaker: 3 tasks failed (threshold 3); rolled back to deployment 2 (web:3)",
+)
 BACK_TO_2 = _deployment(2, "web:3", pb.PRIMARY, pb.IN_PROGRESS, rolled_back_from=3)
 BACK_TO_2_DONE = _deployment(2, "web:3", pb.PRIMARY, pb.COMPLETED, rolled_back_from=3)
 PRIMARY_4 = _deployment(4, "web:5", pb.PRIMARY, pb.IN_PROGRESS)
@@ -134,8 +141,8 @@ def test_only_the_options_given_are_set_zeros_and_offs_included() -> None:
     [
         ({"min_healthy_percent": 101}, "--min-healthy-percent 101 is out of range: use 0-100"),
         ({"min_healthy_percent": -1}, "--min-healthy-percent -1 is out of range: use 0-100"),
-        ({"max_percent": 99}, "--max-percent 99 is out of range: use at least 100"),
-        ({"max_percent": 2**32}, "--max-percent 4294967296 is out of range: too large"),
+        ({"max_percent": 99}, "--max-percent 99 is out of range: use 100-200"),
+        ({"max_percent": 201}, "--max-percent 201 is out of range: use 100-200"),
         ({"deregistration_delay": 3601}, "--deregistration-delay 3601 is out of range: use 0-3600"),
     ],
 )
@@ -265,7 +272,7 @@ def test_service_update_wait_waits_for_the_deployment_it_started(stub: _FakeStub
         ),
         (
             ("service", "create", "--name", "w", "--task-definition", "w", "--max-percent", "50"),
-            "use at least 100",
+            "--max-percent 50 is out of range: use 100-200",
         ),
     ],
 )
@@ -310,20 +317,46 @@ def test_bad_update_options_are_refused_before_any_call(
             _described(BACK_TO_2, FAILED_3_ACTIVE),
             3,
             Outcome.ROLLED_BACK,
-            "deployment 3 failed: 3 tasks failed to start; rolling back to deployment 2 (web:3)",
+            "deployment 3 failed: 3 tasks failed to start; rolled back to deployment 2 (web:3)"
+            " (the rollback is in progress)",
         ),
         (
             _described(BACK_TO_2_DONE),
             3,
             Outcome.ROLLED_BACK,
-            "deployment 3 failed: rolled back; rolled back to deployment 2 (web:3)",
+            "deployment 3 failed; rolled back to deployment 2 (web:3)",
+        ),
+        # The control plane's reason names the rollback already: not said twice; a finished one says so.
+        (
+            _described(BACK_TO_2_DONE, FAILED_3_SAYS_WHERE),
+            3,
+            Outcome.ROLLED_BACK,
+            "deployment 3 failed: circuit breaker: 3 tasks failed (threshold 3); rolled back to deployment 2"
+            " (web:3)",
+        ),
+        # The failed deployment was dropped (no task left): its reason comes from the event that said it.
+        (
+            _described(
+                BACK_TO_2_DONE,
+                events=(
+                    _event(1040, "service web has reached a steady state."),
+                    _event(
+                        1030,
+                        "deployment 3 failed: 3 tasks failed (threshold 3); "
+                        "rolled back to deployment 2 (web:3)",
+                    ),
+                ),
+            ),
+            3,
+            Outcome.ROLLED_BACK,
+            "deployment 3 failed: 3 tasks failed (threshold 3); rolled back to deployment 2 (web:3)",
         ),
         # Waiting on the rollback itself (the PRIMARY after a rollback): a failure, even COMPLETED.
         (
             _described(BACK_TO_2_DONE),
             2,
             Outcome.ROLLED_BACK,
-            "deployment 2 (web:3) is a rollback from deployment 3",
+            "deployment 2 (web:3) is a rollback: deployment 3 failed; rolled back to deployment 2 (web:3)",
         ),
         # A newer deployment took over: still listed as ACTIVE, or already dropped.
         (
@@ -466,8 +499,9 @@ def test_a_failure_prints_the_reason_and_the_events_since_the_deployment_began(
     assert script.wait() == rollout.EXIT_FAILED
     printed = capsys.readouterr()
     err = printed.err.splitlines()
-    assert (
-        err[0] == "error: deployment 3 failed: 3 tasks failed to start; rolling back to deployment 2 (web:3)"
+    assert err[0] == (
+        "error: deployment 3 failed: 3 tasks failed to start; rolled back to deployment 2 (web:3)"
+        " (the rollback is in progress)"
     )
     assert err[1:] == [
         "events since the deployment began (oldest first):",
