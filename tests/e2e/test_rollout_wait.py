@@ -1,5 +1,6 @@
 """`berth service update --wait` and `berth service wait` against a real control
-plane with hollow agents (no Docker): the exit code a CI pipeline trusts.
+plane with hollow agents (no Docker): the exit code a CI pipeline trusts, and a
+wait that rides out a control-plane restart.
 
 Hollow tasks of the image `broken:1` fail to start (`--fail-image`), and
 containers with a health check turn healthy only after ten minutes
@@ -9,6 +10,9 @@ held IN_PROGRESS for as long as a test needs.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -123,3 +127,41 @@ def test_wait_gives_up_with_124_on_a_held_deployment_and_1_for_a_superseded_one(
     superseded = berth("service", "wait", "web", "--deployment", "1", "--timeout", "30")
     assert superseded.exit_code == 1
     assert "deployment 1 was superseded by deployment 2 (web:2)" in superseded.stderr
+
+
+def test_wait_rides_out_a_control_plane_restart(plane: ControlPlaneProcess, tmp_path: Path) -> None:
+    # Health checks pass 8 s after a task starts: long enough to kill and restart the control plane
+    # while the deployment waits for health.
+    hollow = HollowAgentsProcess(tmp_path / "hollow.log", plane.address, 3, ["--healthy-after", "8"])
+    hollow.start()
+    try:
+        berth = Berth(plane.address)
+        wait_until(lambda: berth.nodes_exactly(3), 20, "3 hollow nodes")
+        _steady_service(berth, tmp_path)
+        _register(berth, tmp_path, "web:2", health_check=True)
+        berth.ok("service", "update", "web", "--task-definition", "web:2")
+        # A process of its own: the in-process runner swaps sys.stdout, so it cannot run in a thread.
+        cli = [sys.executable, "-m", "berth.cli.main", "--server", plane.address]
+        waiter = subprocess.Popen(
+            [*cli, "service", "wait", "web", "--timeout", str(ROLLOUT_TIMEOUT)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            time.sleep(2)  # the waiter has looked at least once
+            plane.kill9()
+            time.sleep(2)  # it looks at least once more while nothing answers
+            plane.restart()
+            out, err = waiter.communicate(timeout=ROLLOUT_TIMEOUT + 30)
+        finally:
+            if waiter.poll() is None:
+                waiter.kill()
+                waiter.wait(10)
+        print(out, err)
+        assert waiter.returncode == 0, out + err
+        assert "the control plane is unreachable (restarting?); still waiting" in out
+        assert "the control plane is reachable again" in out
+        assert out.strip().splitlines()[-1] == f"deployment 2 completed: web:2, {DESIRED} tasks healthy"
+    finally:
+        hollow.stop(timeout=15)
