@@ -41,10 +41,8 @@ class Outcome(enum.Enum):
 @dataclass(frozen=True)
 class Verdict:
     outcome: Outcome
-    # The final line: what happened, in plain words.
+    # The final line: what happened and why, in plain words.
     line: str
-    # The failure's reason (rollout_state_reason), empty when there is none to tell.
-    reason: str = ""
 
     @property
     def exit_code(self) -> int:
@@ -126,7 +124,7 @@ def judge(description: api.ServiceDescription | None, waited: int) -> Verdict | 
     waited_for = find(service, waited)
     if current.rolled_back_from and current.rolled_back_from == waited:
         reason = _failure_reason(description, waited, waited_for)
-        return Verdict(Outcome.ROLLED_BACK, _rolled_back_line(waited, reason, current), reason)
+        return Verdict(Outcome.ROLLED_BACK, _rolled_back_line(waited, reason, current))
     if waited_for is None:
         if current.id > waited:
             return Verdict(Outcome.SUPERSEDED, f"deployment {waited} was superseded by {_named(current)}")
@@ -136,10 +134,10 @@ def judge(description: api.ServiceDescription | None, waited: int) -> Verdict | 
         failed_id = waited_for.rolled_back_from
         reason = _failure_reason(description, failed_id, find(service, failed_id))
         line = _rolled_back_line(failed_id, reason, waited_for)
-        return Verdict(Outcome.ROLLED_BACK, f"{_named(waited_for)} is a rollback: {line}", reason)
+        return Verdict(Outcome.ROLLED_BACK, f"{_named(waited_for)} is a rollback: {line}")
     if waited_for.rollout_state == pb.FAILED:
         reason = waited_for.rollout_state_reason or "the circuit breaker tripped"
-        return Verdict(Outcome.FAILED, f"deployment {waited} failed: {reason}", reason)
+        return Verdict(Outcome.FAILED, f"deployment {waited} failed: {reason}")
     if waited_for.status != pb.PRIMARY:
         return Verdict(Outcome.SUPERSEDED, f"deployment {waited} was superseded by {_named(current)}")
     if _steady(description, waited_for):
