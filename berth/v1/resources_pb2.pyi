@@ -1006,6 +1006,7 @@ class Task(_message.Message):
     DEPLOYMENT_ID_FIELD_NUMBER: _builtins.int
     DEREGISTERED_AT_FIELD_NUMBER: _builtins.int
     FAILED_HEALTH_CHECK_FIELD_NUMBER: _builtins.int
+    REBALANCING_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     cluster: _builtins.str
     service: _builtins.str
@@ -1035,6 +1036,10 @@ class Task(_message.Message):
     failed_health_check: _builtins.bool
     """Stopped by the service because it failed its container health check (a
     failure for the crash-loop backoff and the deployment circuit breaker).
+    """
+    rebalancing: _builtins.bool
+    """Chosen to move to a node with fewer of its service's tasks: a
+    replacement starts first, then this task leaves (controlplane/rebalance.py).
     """
     @_builtins.property
     def containers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerState]: ...
@@ -1087,10 +1092,11 @@ class Task(_message.Message):
         deployment_id: _builtins.int = ...,
         deregistered_at: _timestamp_pb2.Timestamp | None = ...,
         failed_health_check: _builtins.bool = ...,
+        rebalancing: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deregistered_at", b"deregistered_at", "started_at", b"started_at", "stopped_at", b"stopped_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "containers", b"containers", "cpu", b"cpu", "created_at", b"created_at", "deployment_id", b"deployment_id", "deregistered_at", b"deregistered_at", "desired_status", b"desired_status", "exit_code", b"exit_code", "failed_health_check", b"failed_health_check", "has_exit_code", b"has_exit_code", "health_checked", b"health_checked", "health_status", b"health_status", "id", b"id", "last_status", b"last_status", "memory", b"memory", "network_bindings", b"network_bindings", "node_id", b"node_id", "pending_reason", b"pending_reason", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "service", b"service", "started_at", b"started_at", "stop_code", b"stop_code", "stopped_at", b"stopped_at", "stopped_reason", b"stopped_reason", "task_definition", b"task_definition"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "containers", b"containers", "cpu", b"cpu", "created_at", b"created_at", "deployment_id", b"deployment_id", "deregistered_at", b"deregistered_at", "desired_status", b"desired_status", "exit_code", b"exit_code", "failed_health_check", b"failed_health_check", "has_exit_code", b"has_exit_code", "health_checked", b"health_checked", "health_status", b"health_status", "id", b"id", "last_status", b"last_status", "memory", b"memory", "network_bindings", b"network_bindings", "node_id", b"node_id", "pending_reason", b"pending_reason", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "rebalancing", b"rebalancing", "service", b"service", "started_at", b"started_at", "stop_code", b"stop_code", "stopped_at", b"stopped_at", "stopped_reason", b"stopped_reason", "task_definition", b"task_definition"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

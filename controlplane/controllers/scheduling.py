@@ -98,6 +98,14 @@ class SchedulingController:
             task.id, group, task.cpu, task.memory, self._ports(task.task_definition), filters, scorers
         )
 
+    def probe(self, task: pb.Task) -> str | None:
+        """The node a new copy of `task` would be placed on now (None: none fits), placing nothing."""
+        copy = pb.Task()
+        copy.CopyFrom(task)
+        copy.id = "probe"
+        plan = place(self.snapshot(), [self._request(copy)])
+        return plan.placements[0].node_id if plan.placements else None
+
     def snapshot(self) -> list[NodeState]:
         """Every node's free resources; rebuilt only for nodes whose tasks changed."""
         states = []

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from berth.names import parse_task_definition_ref
 from berth.safetext import escape_controls
 from berth.v1 import resources_pb2 as pb
-from controlplane import backoff, deployments, lifecycle
+from controlplane import backoff, deployments, lifecycle, rebalance
 from controlplane.cache import ClusterCache
 from controlplane.controllers.barrier import Barrier
 from controlplane.controllers.scheduling import SchedulingController
@@ -77,10 +77,10 @@ def decide(
     """What to start, take out of the endpoints and stop, so the service runs
     `desired_count` healthy tasks of its PRIMARY deployment.
 
-    Tasks on DRAINING nodes do not count toward the desired count, so their
-    replacements start elsewhere first; a draining task that is RUNNING is
-    stopped only while the service has more RUNNING tasks than desired, so a
-    drain never takes the service below its desired count. A task that turned
+    Tasks on DRAINING nodes, and tasks marked for rebalancing, do not count
+    toward the desired count, so their replacements start elsewhere first; such
+    a task that serves leaves only while the service has more tasks serving
+    than desired, so a drain or a rebalance never takes it below that count. A task that turned
     UNHEALTHY does not count either: it is stopped and replaced, as in ECS.
 
     Tasks of older deployments are replaced as `controlplane/deployments.py`
@@ -111,8 +111,9 @@ def decide(
     mine = [t for t in active if current is None or deployments.owner(t, service) == current.id]
     mine_ids = {t.id for t in mine}
     old = [t for t in active if t.id not in mine_ids]
-    settled = [t for t in mine if t.node_id not in draining]
-    moving = [t for t in mine if t.node_id in draining]
+    # Tasks to move (a draining node, or rebalancing) are replaced before they leave.
+    settled = [t for t in mine if t.node_id not in draining and not t.rebalancing]
+    moving = [t for t in mine if t.node_id in draining or t.rebalancing]
     desired = service.desired_count
     leaving: set[str] = set()
 
@@ -153,14 +154,19 @@ def decide(
             elif spare > 0:
                 retire(task, reason)
                 spare -= 1
-    running = sum(1 for t in active if t.last_status == pb.RUNNING and t.id not in leaving)
-    spare_running = running - desired
+    # A moving task that serves leaves only while the others serving cover the desired count.
+    spare_serving = sum(1 for t in active if _serving(t) and t.id not in leaving) - desired
     for task in sorted(moving, key=_stop_preference):
-        if task.last_status != pb.RUNNING:
-            retire(task)
-        elif spare_running > 0:
-            retire(task)
-            spare_running -= 1
+        reason = (
+            f"Rebalancing service {service.name}: moved to a node with fewer of its tasks"
+            if task.rebalancing
+            else ""
+        )
+        if not _serving(task):
+            retire(task, reason)
+        elif spare_serving > 0:
+            retire(task, reason)
+            spare_serving -= 1
     if missing == 0 and not moving and not old and not decision.unhealthy and not decision.waiting:
         serving_settled = sum(1 for t in settled if _serving(t))
         settled_history = all(t.last_status == pb.STOPPED for t in tasks if not lifecycle.is_active(t))
@@ -198,7 +204,13 @@ class ServiceController:
             # Level-triggered, but a service whose record, tasks and the set
             # of draining nodes are as they were at its last quiet pass needs
             # no new look.
-            version = (versioned.mod_revision, self._cache.service_tasks_version(*key), draining)
+            # Nodes too: a host that returns or joins may call for a rebalance.
+            version = (
+                versioned.mod_revision,
+                self._cache.service_tasks_version(*key),
+                draining,
+                self._cache.nodes_version(),
+            )
             if self._quiet.get(key) == version:
                 continue
             mark = len(self._new_tasks)
@@ -223,6 +235,12 @@ class ServiceController:
                         self._quiet.pop(key, None)
                         continue
                     gate = backoff.gate(state, now)
+                    if rebalance.settled(service, tasks, draining, gate.failing):
+                        moved = await self._rebalance(service, tasks)
+                        if moved:
+                            written = max(written, moved)
+                            self._quiet.pop(key, None)
+                            continue
                 decision = decide(service, tasks, draining, gate, now)
                 result = await self._apply(versioned.mod_revision, service, decision)
             except Exception as error:
@@ -251,6 +269,37 @@ class ServiceController:
         # All services' new tasks are placed as one plan, written once each.
         written = max(written, await self._scheduler.place_and_commit(self._new_tasks))
         return written
+
+    async def _rebalance(self, service: pb.Service, tasks: list[pb.Task]) -> int:
+        """Mark one task to move when the scheduler would put a copy on an emptier node."""
+        nodes = {n.value.id: n.value for n in self._cache.nodes()}
+        live = [t for t in tasks if t.last_status != pb.STOPPED]
+        choice = rebalance.pick(live, nodes, self._scheduler.probe)
+        if choice is None:
+            return 0
+        task, source, target = choice
+        current = self._cache.task(task.id)
+        if current is None:
+            return 0
+        marked = pb.Task()
+        marked.CopyFrom(current.value)
+        marked.rebalancing = True
+        result = await self._store.put_if_unchanged(current.key, marked, current.mod_revision)
+        if result is None:
+            return 0
+
+        def name(node_id: str) -> str:
+            node = nodes.get(node_id)
+            return node.name if node is not None and node.name else node_id[:12]
+
+        counts = {n: sum(1 for t in live if t.node_id == n) for n in (source, target)}
+        message = (
+            f"rebalancing: task {task.id[:12]} moves off {name(source)} ({counts[source]} tasks of the "
+            f"service) toward {name(target)} ({counts[target]}); its replacement starts first"
+        )
+        log.info("event=rebalance cluster=%s service=%s task=%s", service.cluster, service.name, task.id)
+        await self._events.record(service.cluster, service.name, message)
+        return result
 
     async def _record_deployments(self, versioned: Versioned[pb.Service], change: deployments.Change) -> int:
         service = change.service

@@ -20,6 +20,7 @@ from berth.testing.cli import Berth
 from berth.testing.lab import Lab
 from berth.testing.waiting import wait_until
 from tests.lab.conftest import CPU_UNITS, GRACE, MEMORY_MIB, delete_services
+from tests.lab.traffic import TaskSampler
 
 
 def _taskdef(berth: Berth, tmp_path: Path, family: str, cpu: int = 64) -> None:
@@ -187,9 +188,15 @@ def _cut_and_heal(
         n["node"]["name"]: n["node"]["status"] for n in berth.ok("node", "list", "-o", "json").json()["nodes"]
     }["h1"] == "DOWN"
 
-    # The host comes back: its agent stops the copies that were replaced.
+    # The host comes back: its agent stops the copies that were replaced, and the
+    # service rebalances onto it, never below its desired count (minimumHealthyPercent 100).
+    sampler = TaskSampler(lab.server, "healing").start()
     victim.reconnect()
-    wait_until(lambda: not lab.agents["h1"].containers(), 30, "the superseded containers stopped on h1")
+    wait_until(
+        lambda: not {c.labels["berth.task-id"] for c in lab.agents["h1"].containers()} & old_on_victim,
+        30,
+        "the superseded containers stopped on h1",
+    )
     wait_until(
         lambda: all(
             n["node"]["status"] == "READY" for n in berth.ok("node", "list", "-o", "json").json()["nodes"]
@@ -197,11 +204,24 @@ def _cut_and_heal(
         30,
         "h1 READY again",
     )
-    time.sleep(2)
-    running = berth.running("default", "healing")
-    assert len(running) == 6
-    live_containers = sum(len(lab.agents[h.name].containers()) for h in lab.hosts)
-    assert live_containers == 6, "exactly the desired count of containers runs"
+    _, took = wait_until(
+        lambda: _running_by_host(berth, "healing") == {"h1": 2, "h2": 2, "h3": 2} or None,
+        90,
+        "the service rebalanced to 2/2/2",
+        interval=0.5,
+    )
+    print(f"host back -> service rebalanced to 2/2/2 after {took:.1f}s")
+    wait_until(
+        lambda: sum(len(lab.agents[h.name].containers()) for h in lab.hosts) == 6 or None,
+        30,
+        "exactly the desired count of containers",
+    )
+    sampler.stop()
+    assert sampler.lowest_healthy >= 6, (
+        f"the service fell to {sampler.lowest_healthy} tasks while rebalancing"
+    )
+    events = berth.ok("service", "events", "healing").stdout
+    assert "rebalancing: task" in events
 
 
 def test_a_cut_host_is_replaced_and_cleaned_up_when_back(
