@@ -73,7 +73,7 @@ def describe_service(cli: CliContext, cluster: str, name: str) -> Callable[[], L
 class Display(Protocol):
     """Where progress goes while the wait goes on."""
 
-    def show(self, description: api.ServiceDescription, since: Timestamp) -> None: ...
+    def show(self, description: api.ServiceDescription) -> None: ...
 
     def note(self, text: str) -> None: ...
 
@@ -81,18 +81,16 @@ class Display(Protocol):
 
 
 class PlainDisplay:
-    """Plain lines, printed only when something changed: for CI logs and pipes."""
+    """Plain lines, printed only when the counts changed: for CI logs and pipes.
+
+    Events are not echoed here: after a rollback the newest one says the
+    service "has reached a steady state" (the old version's), which must not
+    read as the outcome on stdout; a failure lists them on stderr instead."""
 
     def __init__(self) -> None:
         self._last = ""
-        self._told: set[tuple[int, int, str]] = set()
 
-    def show(self, description: api.ServiceDescription, since: Timestamp) -> None:
-        for event in rollout.events_since(description, since, limit=20):
-            key = (event.created_at.seconds, event.created_at.nanos, event.message)
-            if key not in self._told:
-                self._told.add(key)
-                say(f"event: {event.message}")
+    def show(self, description: api.ServiceDescription) -> None:
         line = rollout.progress_line(description)
         if line != self._last:
             self._last = line
@@ -146,7 +144,7 @@ class LiveDisplay:
         self._description: api.ServiceDescription | None = None
         self._note = ""
 
-    def show(self, description: api.ServiceDescription, since: Timestamp) -> None:
+    def show(self, description: api.ServiceDescription) -> None:
         self._description, self._note = description, ""
         self._live.update(live_view(description))
 
@@ -216,7 +214,7 @@ class _Watch:
                 self.since = deployment.created_at
         if seen is not None:
             self.last = seen
-            self.display.show(seen, self.since)
+            self.display.show(seen)
         verdict = rollout.judge(seen, self.waited or 0)
         if verdict is None:
             return None
