@@ -148,7 +148,8 @@ def deployment_lines(description: api.ServiceDescription) -> list[str]:
     lines = []
     for d in description.service.deployments:
         counts = counts_of(description, d.id) or api.DeploymentCounts(id=d.id)
-        rollback = f", rollback of deployment {d.rolled_back_from}" if d.rolled_back_from else ""
+        # Only the circuit breaker rolls back: the one left behind FAILED (said even once dropped).
+        rollback = f", rollback from FAILED deployment {d.rolled_back_from}" if d.rolled_back_from else ""
         lines.append(
             f"  {d.id:>3}  {status_word(d):<7}  {d.task_definition}  {rollout_word(d)}{rollback}  "
             f"desired {counts.desired_count}, running {counts.running_count}, "

@@ -104,7 +104,7 @@ def test_a_revision_that_fails_to_start_is_rolled_back_and_wait_exits_1(berth: B
     assert "back to deployment 1 (web:1)" in first
     assert "3 tasks failed (threshold 3)" in first, "the circuit breaker's reason is printed"
     described = berth.ok("service", "describe", "web").stdout
-    assert "PRIMARY  web:1" in described and "rollback of deployment 2" in described, described
+    assert "PRIMARY  web:1" in described and "rollback from FAILED deployment 2" in described, described
     assert "events since the deployment began" in result.stderr
     assert "steady state" not in result.stdout, "nothing on stdout reads as success"
     # `service wait` on the failed deployment says the same, at once.

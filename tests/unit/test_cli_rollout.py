@@ -407,7 +407,7 @@ def test_describe_lines_show_counts_reason_and_configuration_defaults() -> None:
         BACK_TO_2, FAILED_3_ACTIVE, counts=(_counts(2, 6, 4, 2, 4), _counts(3, 0, 0, failed=3))
     )
     lines = deployments.deployment_lines(description)
-    assert "2  PRIMARY  web:3  IN_PROGRESS, rollback of deployment 3" in lines[0]
+    assert "2  PRIMARY  web:3  IN_PROGRESS, rollback from FAILED deployment 3" in lines[0]
     assert "desired 6, running 4, pending 2, healthy 4, failed 0" in lines[0]
     assert "3  ACTIVE   web:4  FAILED" in lines[1] and "failed 3" in lines[1]
     assert lines[2].strip() == "3 tasks failed to start"
