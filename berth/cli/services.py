@@ -9,8 +9,16 @@ from datetime import UTC, datetime
 import typer
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from berth.cli import placement
+from berth.cli import deployments, placement, rollout, rollout_watch
 from berth.cli.client import CliContext, api_errors, fail, node_label, node_names
+from berth.cli.deployments import (
+    CircuitBreakerOption,
+    DeregistrationDelayOption,
+    MaxPercentOption,
+    MinHealthyOption,
+    RebalanceOption,
+    RollbackOption,
+)
 from berth.cli.options import ClusterOption, command_group
 from berth.cli.output import OutputOption, age, data_console, emit, emit_one, say
 from berth.cli.placement import PlacementConstraintsOption, PlacementStrategyOption
@@ -87,8 +95,18 @@ def create(
         metavar="PORT",
         help="SERVICE_PORT:CONTAINER_PORT_OR_NAME[/udp], repeatable; e.g. 80:http",
     ),
+    min_healthy_percent: int | None = MinHealthyOption,
+    max_percent: int | None = MaxPercentOption,
+    circuit_breaker: bool | None = CircuitBreakerOption,
+    rollback: bool | None = RollbackOption,
+    deregistration_delay: int | None = DeregistrationDelayOption,
+    rebalance: bool | None = RebalanceOption,
 ) -> None:
-    """Create a service; with --port it gets a virtual IP and a DNS name."""
+    """Create a service; with --port it gets a virtual IP and a DNS name.
+
+    Deployment options left out take the defaults: min healthy 100%, max 200%,
+    circuit breaker and rollback on, deregistration delay 5 s, rebalance on.
+    """
     cli: CliContext = ctx.obj
     request = api.CreateServiceRequest(
         cluster=cluster,
@@ -98,6 +116,14 @@ def create(
         placement_strategy=placement.strategies(placement_strategy),
         placement_constraints=placement.constraints(placement_constraints),
         ports=[_service_port(p) for p in port or []],
+        deployment=deployments.deployment_options(
+            min_healthy_percent=min_healthy_percent,
+            max_percent=max_percent,
+            circuit_breaker=circuit_breaker,
+            rollback=rollback,
+            deregistration_delay=deregistration_delay,
+            rebalance=rebalance,
+        ),
     )
     with api_errors(cli):
         service = cli.stub.CreateService(request)
@@ -177,6 +203,13 @@ def describe(
         console.print(
             f"placement:        {strategy or 'spread:instanceId'}; {constraints or 'no constraints'}",
         )
+        console.print(
+            f"deployment configuration: {deployments.configuration_line(deployments.configuration(s))}"
+        )
+        if s.deployments:
+            console.print("deployments (PRIMARY first):")
+            for line in deployments.deployment_lines(description):
+                console.print(line)
         console.print("events (newest first):")
         for event in description.events[:20]:
             console.print(f"  {age(event.created_at):>4} ago  {event.message}")
@@ -222,18 +255,142 @@ def events(
 def update(
     ctx: typer.Context,
     name: str = typer.Argument(..., metavar="NAME", help="service name"),
-    desired_count: int = typer.Option(
-        ..., "--desired-count", metavar="COUNT", help="how many tasks to keep running"
+    desired_count: int | None = typer.Option(
+        None, "--desired-count", metavar="COUNT", help="how many tasks to keep running"
+    ),
+    task_definition: str = typer.Option(
+        "",
+        "--task-definition",
+        metavar="TASK_DEFINITION",
+        help="FAMILY or FAMILY:REVISION; a new one starts a deployment",
+        show_default=False,
+    ),
+    force_new_deployment: bool = typer.Option(
+        False, "--force-new-deployment", help="start a deployment even with the same task definition"
+    ),
+    min_healthy_percent: int | None = MinHealthyOption,
+    max_percent: int | None = MaxPercentOption,
+    circuit_breaker: bool | None = CircuitBreakerOption,
+    rollback: bool | None = RollbackOption,
+    deregistration_delay: int | None = DeregistrationDelayOption,
+    rebalance: bool | None = RebalanceOption,
+    wait: bool = typer.Option(
+        False, "--wait", help="wait for the deployment, showing progress (see `berth service wait`)"
+    ),
+    timeout: float = typer.Option(
+        0.0, "--timeout", metavar="SECONDS", min=0, help="with --wait: give up after this long; 0: never"
     ),
     cluster: str = ClusterOption,
 ) -> None:
-    """Change a service's desired count."""
+    """Change a service: its desired count, its task definition (a rolling
+    deployment), its deployment settings. Options left out stay as they are.
+
+    With --wait: wait for the deployment the update started (or the current
+    one when it started none), like `berth service wait`, and exit as it does:
+    0 completed, 1 failed or rolled back, 124 --timeout passed."""
     cli: CliContext = ctx.obj
-    with api_errors(cli):
-        service = cli.stub.UpdateService(
-            api.UpdateServiceRequest(cluster=cluster, name=name, desired_count=_count(desired_count))
+    if timeout and not wait:
+        raise fail("--timeout applies only with --wait")
+    request = update_request(
+        cluster,
+        name,
+        desired_count=desired_count,
+        task_definition=task_definition,
+        force_new_deployment=force_new_deployment,
+        options=deployments.deployment_options(
+            min_healthy_percent=min_healthy_percent,
+            max_percent=max_percent,
+            circuit_breaker=circuit_breaker,
+            rollback=rollback,
+            deregistration_delay=deregistration_delay,
+            rebalance=rebalance,
+        ),
+    )
+    if request == api.UpdateServiceRequest(cluster=cluster, name=name):
+        raise fail(
+            "nothing to update: give --desired-count, --task-definition, --force-new-deployment "
+            "or a deployment option"
         )
-    say(f"service {service.name} desired count is now {service.desired_count}")
+    with api_errors(cli):
+        service = cli.stub.UpdateService(request)
+    say(updated_line(service))
+    if wait:
+        current = rollout.primary(service)
+        code = rollout_watch.wait_for_deployment(
+            service.name,
+            rollout_watch.describe_service(cli, cluster, service.name),
+            current.id if current is not None else None,
+            timeout or None,
+            rollout_watch.display_for_terminal,
+        )
+        raise typer.Exit(code=code)
+
+
+def update_request(
+    cluster: str,
+    name: str,
+    *,
+    desired_count: int | None,
+    task_definition: str,
+    force_new_deployment: bool,
+    options: api.DeploymentOptions,
+) -> api.UpdateServiceRequest:
+    """Only what the user gave is set: the rest of the service stays as it is."""
+    request = api.UpdateServiceRequest(
+        cluster=cluster,
+        name=name,
+        task_definition=task_definition,
+        force_new_deployment=force_new_deployment,
+    )
+    if desired_count is not None:
+        request.desired_count = _count(desired_count)
+    if options.ListFields():
+        request.deployment.CopyFrom(options)
+    return request
+
+
+def updated_line(service: pb.Service) -> str:
+    current = rollout.primary(service)
+    line = f"service {service.name}: desired count {service.desired_count}, {service.task_definition}"
+    if current is not None:
+        line += f"; deployment {current.id} ({current.task_definition}) {deployments.rollout_word(current)}"
+    return line
+
+
+@app.command("wait")
+def wait_(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., metavar="NAME", help="service name"),
+    deployment: int | None = typer.Option(
+        None,
+        "--deployment",
+        metavar="N",
+        min=1,
+        max=2**32 - 1,
+        help="the deployment to wait for; default: the current PRIMARY",
+    ),
+    timeout: float = typer.Option(
+        0.0, "--timeout", metavar="SECONDS", min=0, help="give up after this long (exit 124); 0: never"
+    ),
+    cluster: str = ClusterOption,
+) -> None:
+    """Wait until a deployment ends, showing its progress (like `kubectl rollout
+    status`): a live display on a terminal, plain lines when piped. On failure
+    prints the reason and the service's events since the deployment began.
+
+    Exit codes: 0 the deployment completed and is PRIMARY (a steady state);
+    1 it failed, was rolled back, was superseded by a newer deployment, or the
+    service was deleted; 124 --timeout passed first.
+    """
+    cli: CliContext = ctx.obj
+    code = rollout_watch.wait_for_deployment(
+        name,
+        rollout_watch.describe_service(cli, cluster, name),
+        deployment,
+        timeout or None,
+        rollout_watch.display_for_terminal,
+    )
+    raise typer.Exit(code=code)
 
 
 @app.command("delete")
