@@ -151,7 +151,7 @@ def test_a_bad_revision_is_rolled_back_while_the_old_tasks_serve(
         described = berth.ok("service", "describe", name, "-o", "json").json()["service"]
         back = described["deployments"][0]
         assert back["rolledBackFrom"] == 2 and back["taskDefinition"] == f"{name}:1"
-        tasks = berth.ok("task", "list", "--service", name, "--include-stopped", "-o", "json").json()["tasks"]
+        tasks = berth.ok("task", "list", "--service", name, "-o", "json").json()["tasks"]
         failures = [t for t in tasks if t["taskDefinition"] == f"{name}:2" and t["lastStatus"] == "STOPPED"]
         first_failure = min(_seconds(t["stoppedAt"]) for t in failures)
         rollback = _seconds(back["completedAt"]) - first_failure
