@@ -34,7 +34,7 @@ class VipClient:
         self._engine = docker.DockerClient(base_url=self._host.docker_url)
         # Bounded twice: by count, and by the stop file `finish` creates.
         loop = (
-            f"i=0; while [ $i -lt {MAX_REQUESTS} ] && [ ! -e /tmp/stop ]; do "
+            f"i=0; while [ $i -lt {MAX_REQUESTS} ] && [ ! -e /stop ]; do "
             f"out=$({http_get(vip, port)}); "
             f'[ -n "$out" ] && echo "r$i:ok" || echo "r$i:fail"; i=$((i+1)); sleep 0.05; done; echo done'
         )
@@ -50,7 +50,9 @@ class VipClient:
     def finish(self) -> tuple[int, int]:
         """Stop asking; (requests, failed)."""
         try:
-            self._container.exec_run(["touch", "/tmp/stop"])
+            # The image has no /tmp: the stop file lives at the root.
+            code, output = self._container.exec_run(["touch", "/stop"])
+            assert code == 0, f"could not stop the client: {output!r}"
             self._container.wait(timeout=30)
             return self.requests()
         finally:
