@@ -80,10 +80,16 @@ def _register(berth: Berth, family: str, containers: list[dict[str, Any]], tmp_p
 def _container(task_id: str) -> Any:
     client = docker.from_env()
     try:
-        found = client.containers.list(all=True, filters={"label": f"berth.task-id={task_id}"})
+        # Not containers.list: it inspects each one it lists, and a container the
+        # agent removes in between (its task stopped) would fail with NotFound.
+        for row in client.api.containers(all=True, filters={"label": f"berth.task-id={task_id}"}):
+            try:
+                return client.containers.get(row["Id"])
+            except docker.errors.NotFound:
+                continue
+        return None
     finally:
         client.close()
-    return found[0] if found else None
 
 
 def _touch(task_id: str, path: str) -> None:
