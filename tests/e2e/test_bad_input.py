@@ -152,6 +152,55 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
         lambda p: ["cluster", "delete", "default"],
         "the default cluster cannot be deleted",
     ),
+    # Deployments: refused by the control plane (the CLI passes these through).
+    "update to an unknown task definition": (
+        lambda p: ["service", "update", "existing", "--cluster", "bad", "--task-definition", "nosuch:4"],
+        "task definition nosuch:4 does not exist",
+    ),
+    "update to an unknown family": (
+        lambda p: ["service", "update", "existing", "--cluster", "bad", "--task-definition", "nosuch"],
+        "task definition family 'nosuch' has no active revision",
+    ),
+    "minimum healthy percent not below maximum percent": (
+        lambda p: [
+            "service",
+            "update",
+            "existing",
+            "--cluster",
+            "bad",
+            "--min-healthy-percent",
+            "100",
+            "--max-percent",
+            "100",
+        ],
+        "minimum healthy percent 100 must be below maximum percent 100",
+    ),
+    "create with minimum healthy percent not below maximum percent": (
+        lambda p: [
+            "service",
+            "create",
+            "--cluster",
+            "bad",
+            "--name",
+            "new",
+            "--task-definition",
+            "good",
+            "--min-healthy-percent",
+            "100",
+            "--max-percent",
+            "100",
+        ],
+        "must be below maximum percent 100",
+    ),
+    # Refused by the CLI before any call.
+    "maximum percent below 100": (
+        lambda p: ["service", "update", "existing", "--cluster", "bad", "--max-percent", "50"],
+        "--max-percent",
+    ),
+    "minimum healthy percent above 100": (
+        lambda p: ["service", "update", "existing", "--cluster", "bad", "--min-healthy-percent", "150"],
+        "--min-healthy-percent",
+    ),
 }
 
 
