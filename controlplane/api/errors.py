@@ -17,6 +17,14 @@ Context = grpc.aio.ServicerContext[Any, Any]
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
 
+async def _abort(context: Context, error: Exception, method: str) -> None:
+    """A Berth error's own status and line; anything else is INTERNAL, logged, never leaked."""
+    if isinstance(error, BerthError):
+        await context.abort(error.grpc_code, str(error))
+    log.exception("event=rpc_failed method=%s", method)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the control plane log")
+
+
 def grpc_errors(method: Handler) -> Handler:
     """Abort with the error's status code and one-line message; never leak a traceback."""
 
@@ -24,15 +32,10 @@ def grpc_errors(method: Handler) -> Handler:
     async def wrapper(self: Any, request: Any, context: Context) -> Any:
         try:
             return await method(self, request, context)
-        except BerthError as error:
-            await context.abort(error.grpc_code, str(error))
         except grpc.aio.AbortError:
             raise
-        except Exception:
-            log.exception("event=rpc_failed method=%s", method.__name__)
-            await context.abort(
-                grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}; see the control plane log"
-            )
+        except Exception as error:
+            await _abort(context, error, method.__name__)
 
     return wrapper  # type: ignore[return-value]
 
@@ -48,14 +51,9 @@ def grpc_stream_errors(method: StreamHandler) -> StreamHandler:
         try:
             async for response in method(self, request, context):
                 yield response
-        except BerthError as error:
-            await context.abort(error.grpc_code, str(error))
         except grpc.aio.AbortError:
             raise
-        except Exception:
-            log.exception("event=rpc_failed method=%s", method.__name__)
-            await context.abort(
-                grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}; see the control plane log"
-            )
+        except Exception as error:
+            await _abort(context, error, method.__name__)
 
     return wrapper  # type: ignore[return-value]
