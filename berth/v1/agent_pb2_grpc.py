@@ -27,7 +27,9 @@ if _version_not_supported:
 
 
 class AgentServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """Every call needs the node's certificate (mutual TLS); the node it names is
+    the only node the call may act as.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -45,10 +47,17 @@ class AgentServiceStub:
                 request_serializer=berth_dot_v1_dot_agent__pb2.AgentMessage.SerializeToString,
                 response_deserializer=berth_dot_v1_dot_agent__pb2.ControlMessage.FromString,
                 _registered_method=True)
+        self.RenewCertificate = channel.unary_unary(
+                '/berth.v1.AgentService/RenewCertificate',
+                request_serializer=berth_dot_v1_dot_agent__pb2.RenewCertificateRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_agent__pb2.RenewCertificateResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Every call needs the node's certificate (mutual TLS); the node it names is
+    the only node the call may act as.
+    """
 
     def Register(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -58,6 +67,13 @@ class AgentServiceServicer:
 
     def Connect(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenewCertificate(self, request, context):
+        """A new certificate for the same node before the current one expires.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -75,6 +91,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     request_deserializer=berth_dot_v1_dot_agent__pb2.AgentMessage.FromString,
                     response_serializer=berth_dot_v1_dot_agent__pb2.ControlMessage.SerializeToString,
             ),
+            'RenewCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewCertificate,
+                    request_deserializer=berth_dot_v1_dot_agent__pb2.RenewCertificateRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_agent__pb2.RenewCertificateResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'berth.v1.AgentService', rpc_method_handlers)
@@ -84,7 +105,9 @@ def add_AgentServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AgentService:
-    """Missing associated documentation comment in .proto file."""
+    """Every call needs the node's certificate (mutual TLS); the node it names is
+    the only node the call may act as.
+    """
 
     @staticmethod
     def Register(request,
@@ -130,6 +153,114 @@ class AgentService:
             '/berth.v1.AgentService/Connect',
             berth_dot_v1_dot_agent__pb2.AgentMessage.SerializeToString,
             berth_dot_v1_dot_agent__pb2.ControlMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.AgentService/RenewCertificate',
+            berth_dot_v1_dot_agent__pb2.RenewCertificateRequest.SerializeToString,
+            berth_dot_v1_dot_agent__pb2.RenewCertificateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class JoinServiceStub:
+    """Served only on the control plane's join listener, which speaks TLS with the
+    cluster CA's own certificate (the agent pins its hash) and asks for no
+    client certificate: the join token is the credential.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Join = channel.unary_unary(
+                '/berth.v1.JoinService/Join',
+                request_serializer=berth_dot_v1_dot_agent__pb2.JoinRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_agent__pb2.JoinResponse.FromString,
+                _registered_method=True)
+
+
+class JoinServiceServicer:
+    """Served only on the control plane's join listener, which speaks TLS with the
+    cluster CA's own certificate (the agent pins its hash) and asks for no
+    client certificate: the join token is the credential.
+    """
+
+    def Join(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_JoinServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Join': grpc.unary_unary_rpc_method_handler(
+                    servicer.Join,
+                    request_deserializer=berth_dot_v1_dot_agent__pb2.JoinRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_agent__pb2.JoinResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'berth.v1.JoinService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('berth.v1.JoinService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class JoinService:
+    """Served only on the control plane's join listener, which speaks TLS with the
+    cluster CA's own certificate (the agent pins its hash) and asks for no
+    client certificate: the join token is the credential.
+    """
+
+    @staticmethod
+    def Join(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.JoinService/Join',
+            berth_dot_v1_dot_agent__pb2.JoinRequest.SerializeToString,
+            berth_dot_v1_dot_agent__pb2.JoinResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -32,20 +32,36 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class AgentServiceStub:
+    """Every call needs the node's certificate (mutual TLS); the node it names is
+    the only node the call may act as.
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AgentServiceAsyncStub: ...
     Register: _grpc.UnaryUnaryMultiCallable[_agent_pb2.RegisterRequest, _agent_pb2.RegisterResponse]
     Connect: _grpc.StreamStreamMultiCallable[_agent_pb2.AgentMessage, _agent_pb2.ControlMessage]
+    RenewCertificate: _grpc.UnaryUnaryMultiCallable[_agent_pb2.RenewCertificateRequest, _agent_pb2.RenewCertificateResponse]
+    """A new certificate for the same node before the current one expires."""
 
 @_typing.type_check_only
 class AgentServiceAsyncStub(AgentServiceStub):
+    """Every call needs the node's certificate (mutual TLS); the node it names is
+    the only node the call may act as.
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     Register: _aio.UnaryUnaryMultiCallable[_agent_pb2.RegisterRequest, _agent_pb2.RegisterResponse]  # type: ignore[assignment]
     Connect: _aio.StreamStreamMultiCallable[_agent_pb2.AgentMessage, _agent_pb2.ControlMessage]  # type: ignore[assignment]
+    RenewCertificate: _aio.UnaryUnaryMultiCallable[_agent_pb2.RenewCertificateRequest, _agent_pb2.RenewCertificateResponse]  # type: ignore[assignment]
+    """A new certificate for the same node before the current one expires."""
 
 class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Every call needs the node's certificate (mutual TLS); the node it names is
+    the only node the call may act as.
+    """
+
     @_abc_1.abstractmethod
     def Register(
         self,
@@ -60,4 +76,49 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_agent_pb2.ControlMessage], _abc.AsyncIterator[_agent_pb2.ControlMessage]]: ...
 
+    @_abc_1.abstractmethod
+    def RenewCertificate(
+        self,
+        request: _agent_pb2.RenewCertificateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.RenewCertificateResponse, _abc.Awaitable[_agent_pb2.RenewCertificateResponse]]:
+        """A new certificate for the same node before the current one expires."""
+
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class JoinServiceStub:
+    """Served only on the control plane's join listener, which speaks TLS with the
+    cluster CA's own certificate (the agent pins its hash) and asks for no
+    client certificate: the join token is the credential.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> JoinServiceAsyncStub: ...
+    Join: _grpc.UnaryUnaryMultiCallable[_agent_pb2.JoinRequest, _agent_pb2.JoinResponse]
+
+@_typing.type_check_only
+class JoinServiceAsyncStub(JoinServiceStub):
+    """Served only on the control plane's join listener, which speaks TLS with the
+    cluster CA's own certificate (the agent pins its hash) and asks for no
+    client certificate: the join token is the credential.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    Join: _aio.UnaryUnaryMultiCallable[_agent_pb2.JoinRequest, _agent_pb2.JoinResponse]  # type: ignore[assignment]
+
+class JoinServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Served only on the control plane's join listener, which speaks TLS with the
+    cluster CA's own certificate (the agent pins its hash) and asks for no
+    client certificate: the join token is the credential.
+    """
+
+    @_abc_1.abstractmethod
+    def Join(
+        self,
+        request: _agent_pb2.JoinRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.JoinResponse, _abc.Awaitable[_agent_pb2.JoinResponse]]: ...
+
+def add_JoinServiceServicer_to_server(servicer: JoinServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -156,6 +156,21 @@ class OperatorStub:
                 request_serializer=berth_dot_v1_dot_operator__pb2.StreamLogsRequest.SerializeToString,
                 response_deserializer=berth_dot_v1_dot_resources__pb2.LogChunk.FromString,
                 _registered_method=True)
+        self.CreateJoinToken = channel.unary_unary(
+                '/berth.v1.Operator/CreateJoinToken',
+                request_serializer=berth_dot_v1_dot_operator__pb2.CreateJoinTokenRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_operator__pb2.CreatedJoinToken.FromString,
+                _registered_method=True)
+        self.ListJoinTokens = channel.unary_unary(
+                '/berth.v1.Operator/ListJoinTokens',
+                request_serializer=berth_dot_v1_dot_operator__pb2.ListJoinTokensRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_operator__pb2.ListJoinTokensResponse.FromString,
+                _registered_method=True)
+        self.RevokeJoinToken = channel.unary_unary(
+                '/berth.v1.Operator/RevokeJoinToken',
+                request_serializer=berth_dot_v1_dot_operator__pb2.RevokeJoinTokenRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_resources__pb2.JoinToken.FromString,
+                _registered_method=True)
 
 
 class OperatorServicer:
@@ -311,6 +326,25 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateJoinToken(self, request, context):
+        """Join tokens for new agents: the token itself is shown once, at creation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJoinTokens(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeJoinToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -433,6 +467,21 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.StreamLogs,
                     request_deserializer=berth_dot_v1_dot_operator__pb2.StreamLogsRequest.FromString,
                     response_serializer=berth_dot_v1_dot_resources__pb2.LogChunk.SerializeToString,
+            ),
+            'CreateJoinToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateJoinToken,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.CreateJoinTokenRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_operator__pb2.CreatedJoinToken.SerializeToString,
+            ),
+            'ListJoinTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJoinTokens,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.ListJoinTokensRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_operator__pb2.ListJoinTokensResponse.SerializeToString,
+            ),
+            'RevokeJoinToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeJoinToken,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.RevokeJoinTokenRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_resources__pb2.JoinToken.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1083,6 +1132,87 @@ class Operator:
             '/berth.v1.Operator/StreamLogs',
             berth_dot_v1_dot_operator__pb2.StreamLogsRequest.SerializeToString,
             berth_dot_v1_dot_resources__pb2.LogChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateJoinToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/CreateJoinToken',
+            berth_dot_v1_dot_operator__pb2.CreateJoinTokenRequest.SerializeToString,
+            berth_dot_v1_dot_operator__pb2.CreatedJoinToken.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJoinTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/ListJoinTokens',
+            berth_dot_v1_dot_operator__pb2.ListJoinTokensRequest.SerializeToString,
+            berth_dot_v1_dot_operator__pb2.ListJoinTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeJoinToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/RevokeJoinToken',
+            berth_dot_v1_dot_operator__pb2.RevokeJoinTokenRequest.SerializeToString,
+            berth_dot_v1_dot_resources__pb2.JoinToken.FromString,
             options,
             channel_credentials,
             insecure,

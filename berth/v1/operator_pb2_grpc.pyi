@@ -64,6 +64,10 @@ class OperatorStub:
     """A service's events, newest first (the control plane keeps the newest 100)."""
     StreamLogs: _grpc.UnaryStreamMultiCallable[_operator_pb2.StreamLogsRequest, _resources_pb2.LogChunk]
     """Container output of one task, or of a service's tasks (`berth logs`)."""
+    CreateJoinToken: _grpc.UnaryUnaryMultiCallable[_operator_pb2.CreateJoinTokenRequest, _operator_pb2.CreatedJoinToken]
+    """Join tokens for new agents: the token itself is shown once, at creation."""
+    ListJoinTokens: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListJoinTokensRequest, _operator_pb2.ListJoinTokensResponse]
+    RevokeJoinToken: _grpc.UnaryUnaryMultiCallable[_operator_pb2.RevokeJoinTokenRequest, _resources_pb2.JoinToken]
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -99,6 +103,10 @@ class OperatorAsyncStub(OperatorStub):
     """A service's events, newest first (the control plane keeps the newest 100)."""
     StreamLogs: _aio.UnaryStreamMultiCallable[_operator_pb2.StreamLogsRequest, _resources_pb2.LogChunk]  # type: ignore[assignment]
     """Container output of one task, or of a service's tasks (`berth logs`)."""
+    CreateJoinToken: _aio.UnaryUnaryMultiCallable[_operator_pb2.CreateJoinTokenRequest, _operator_pb2.CreatedJoinToken]  # type: ignore[assignment]
+    """Join tokens for new agents: the token itself is shown once, at creation."""
+    ListJoinTokens: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListJoinTokensRequest, _operator_pb2.ListJoinTokensResponse]  # type: ignore[assignment]
+    RevokeJoinToken: _aio.UnaryUnaryMultiCallable[_operator_pb2.RevokeJoinTokenRequest, _resources_pb2.JoinToken]  # type: ignore[assignment]
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -275,5 +283,27 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_resources_pb2.LogChunk], _abc.AsyncIterator[_resources_pb2.LogChunk]]:
         """Container output of one task, or of a service's tasks (`berth logs`)."""
+
+    @_abc_1.abstractmethod
+    def CreateJoinToken(
+        self,
+        request: _operator_pb2.CreateJoinTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.CreatedJoinToken, _abc.Awaitable[_operator_pb2.CreatedJoinToken]]:
+        """Join tokens for new agents: the token itself is shown once, at creation."""
+
+    @_abc_1.abstractmethod
+    def ListJoinTokens(
+        self,
+        request: _operator_pb2.ListJoinTokensRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ListJoinTokensResponse, _abc.Awaitable[_operator_pb2.ListJoinTokensResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RevokeJoinToken(
+        self,
+        request: _operator_pb2.RevokeJoinTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.JoinToken, _abc.Awaitable[_resources_pb2.JoinToken]]: ...
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
