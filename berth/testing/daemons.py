@@ -19,11 +19,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 import grpc
 
-from berth.clientconfig import ClientConfig, secure_channel
+from berth.clientconfig import ClientConfig, channel_options
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
 from controlplane.store import Store
@@ -136,9 +137,16 @@ class ControlPlaneProcess(Daemon):
             time.sleep(0.1)
         raise RuntimeError(f"control plane not ready in {timeout}s:\n{self.log_tail()}")
 
-    def admin_channel(self) -> grpc.Channel:
+    def admin_channel(self, options: list[tuple[str, Any]] | None = None) -> grpc.Channel:
         """A channel with the administrator's credentials."""
-        return secure_channel(self.address, ClientConfig.load(self.admin_config))
+        config = ClientConfig.load(self.admin_config)
+        return grpc.secure_channel(
+            self.address, config.credentials(), options=[*channel_options(), *(options or [])]
+        )
+
+    def admin_aio_channel(self) -> grpc.aio.Channel:
+        config = ClientConfig.load(self.admin_config)
+        return grpc.aio.secure_channel(self.address, config.credentials(), options=channel_options())
 
     def create_join_token(self, uses: int = 0, ttl: int = 3600) -> tuple[str, str]:
         """A join token for agents the tests start, and the CA hash they pin."""

@@ -53,7 +53,7 @@ def test_a_hostile_stop_reason_is_shown_escaped_on_one_line(
     berth.register("job", [{"name": "job", "image": "anything:1", "memory": 16}], tmp_path)
     task_id = berth.ok("task", "run", "--task-definition", "job").stdout.strip()
 
-    with grpc.insecure_channel(plane.address) as channel:
+    with plane.admin_channel() as channel:
         operator_pb2_grpc.OperatorStub(channel).StopTask(
             api.StopTaskRequest(cluster="default", id=task_id, reason=REASON), timeout=10
         )
