@@ -8,6 +8,7 @@ control plane's own client certificate gets in.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import os
 import shutil
@@ -21,6 +22,9 @@ import pytest
 
 from berth import pki
 from berth.errors import Unavailable
+from berth.testing.daemons import ControlPlaneProcess
+from berth.v1 import operator_pb2 as api
+from berth.v1 import operator_pb2_grpc
 from berth.v1 import resources_pb2 as pb
 from controlplane import tls as cluster_tls
 from controlplane.store import EtcdTLS, Put, Store, keys
@@ -126,3 +130,51 @@ async def test_embedded_etcd_listens_on_loopback_only_and_keeps_its_keys_private
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
     for file in [*(data / "etcd-tls").iterdir(), *(data / "pki").iterdir()]:
         assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
+
+
+def test_the_control_plane_works_while_its_etcd_turns_away_everyone_else(plane: ControlPlaneProcess) -> None:
+    with plane.admin_channel() as channel:
+        clusters = operator_pb2_grpc.OperatorStub(channel).ListClusters(api.ListClustersRequest(), timeout=10)
+    assert "default" in [c.name for c in clusters.clusters]
+    port = plane.etcd_endpoint.rpartition(":")[2]
+    refused = etcdctl(f"http://127.0.0.1:{port}")
+    assert refused.returncode != 0 and "default" not in refused.stdout
+    # Tests that read etcd directly hold the control plane's client certificate.
+    _, entries = plane.etcd_snapshot()
+    assert b"/berth/clusters/default" in entries
+
+
+async def test_an_external_etcd_is_used_over_tls_with_the_files_given(tmp_path: Path) -> None:
+    # A TLS-only etcd standing in for an external cluster, with its client files.
+    external = EmbeddedEtcd(tmp_path / "external")
+    await external.start()
+    files = tmp_path / "external" / "etcd-tls"
+    endpoint = ["--etcd", external.endpoint]
+    with_tls = [
+        *endpoint,
+        "--etcd-cacert",
+        str(files / "ca.crt"),
+        "--etcd-cert",
+        str(files / "client.crt"),
+        "--etcd-key",
+        str(files / "client.key"),
+    ]
+    without_certificate = ControlPlaneProcess(
+        tmp_path / "refused", [*endpoint, "--etcd-cacert", str(files / "ca.crt")]
+    )
+    plane = ControlPlaneProcess(tmp_path / "cp", with_tls)
+    try:
+        with pytest.raises(RuntimeError, match=r"exited early|not ready"):
+            await asyncio.to_thread(without_certificate.start)
+        await asyncio.to_thread(plane.start)
+        store = Store([external.endpoint], tls=external.client_tls)
+        await store.connect()
+        try:
+            assert await store.get(keys.cluster("default"), pb.Cluster) is not None
+        finally:
+            await store.close()
+        assert not (tmp_path / "cp" / "etcd").exists(), "an embedded etcd was started anyway"
+    finally:
+        without_certificate.stop()
+        plane.stop()
+        await external.stop()
