@@ -22,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
-import grpc
 import psutil
 
 from berth.taskdef import parse_container_definitions
@@ -98,7 +97,7 @@ def main() -> None:
             plane.start()
             agent.start()
             agent.wait_registered()
-            stub = operator_pb2_grpc.OperatorStub(grpc.insecure_channel(plane.address))
+            stub = operator_pb2_grpc.OperatorStub(plane.admin_channel())
             # The README's example, with a CPU reservation small enough that
             # 20 fit on 2 cores (the example reserves 128 units each).
             containers = json.loads((REPO / "examples" / "web.json").read_text())

@@ -24,7 +24,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import grpc
 import psutil
 
 from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess
@@ -132,7 +131,7 @@ def main() -> None:
             plane.start()
             hollow.start()
             stub = operator_pb2_grpc.OperatorStub(
-                grpc.insecure_channel(plane.address, options=[("grpc.max_receive_message_length", 64 << 20)])
+                plane.admin_channel(options=[("grpc.max_receive_message_length", 64 << 20)])
             )
             connect_seconds = wait_nodes(stub, options.agents, 300)
             stub.RegisterTaskDefinition(

@@ -33,14 +33,14 @@ from berth.v1 import resources_pb2 as pb
 
 
 async def create_all(
-    address: str, count: int, concurrency: int, timeout: float
+    plane: ControlPlaneProcess, count: int, concurrency: int, timeout: float
 ) -> tuple[list[float], Counter[str], list[str], float]:
     """Latencies of the successful creates, failures by code, the VIPs given, wall seconds."""
     latencies: list[float] = []
     failures: Counter[str] = Counter()
     vips: list[str] = []
     next_index = iter(range(count))
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with plane.admin_aio_channel() as channel:
         stub = operator_pb2_grpc.OperatorStub(channel)
 
         async def client() -> None:
@@ -99,7 +99,7 @@ def main() -> None:
         )
         plane.start()
         try:
-            stub = operator_pb2_grpc.OperatorStub(grpc.insecure_channel(plane.address))
+            stub = operator_pb2_grpc.OperatorStub(plane.admin_channel())
             definitions = (REPO / "examples" / "web.json").read_text()
             stub.RegisterTaskDefinition(
                 api.RegisterTaskDefinitionRequest(
@@ -111,7 +111,7 @@ def main() -> None:
                 timeout=10,
             )
             latencies, failures, vips, wall = asyncio.run(
-                create_all(plane.address, options.services, options.concurrency, options.timeout)
+                create_all(plane, options.services, options.concurrency, options.timeout)
             )
         finally:
             plane.stop()

@@ -51,3 +51,15 @@ class ResourceExhausted(BerthError):
     """A quota or rate limit was reached; the message names the setting that raises it."""
 
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unauthenticated(BerthError):
+    """No valid client certificate (the TLS handshake lets only members through)."""
+
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(BerthError):
+    """A known caller asked for something its identity or role does not allow."""
+
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED

@@ -29,6 +29,8 @@ _TYPES: dict[str, type[Message]] = {
     keys.EVENTS: pb.ServiceEvents,
     keys.TASKS: pb.Task,
     keys.NODES: pb.Node,
+    keys.IDENTITIES: pb.NodeIdentity,
+    keys.USERS: pb.User,
 }
 
 
@@ -264,3 +266,9 @@ class ClusterCache:
 
     def node(self, node_id: str) -> Versioned[pb.Node] | None:
         return self._objects[keys.NODES].get(keys.node(node_id))
+
+    def user(self, name: str) -> Versioned[pb.User] | None:
+        return self._objects[keys.USERS].get(keys.user(name))
+
+    def node_identity(self, node_id: str) -> Versioned[pb.NodeIdentity] | None:
+        return self._objects[keys.IDENTITIES].get(keys.identity(node_id))

@@ -9,6 +9,12 @@ from controlplane.backoff import Policy as CrashBackoff
 from controlplane.limits import Quotas
 
 
+def default_join_listen(listen: str) -> str:
+    """The join listener next to the API: the same host, the next port."""
+    host, _, port = listen.rpartition(":")
+    return f"{host}:{int(port) + 1}" if port.isdigit() and int(port) else f"{host}:0"
+
+
 @dataclass(frozen=True)
 class ControlPlaneSettings:
     listen: str
@@ -52,6 +58,16 @@ class ControlPlaneSettings:
     crash_backoff_reset: float = 600.0
     # Failed stopped tasks kept per service; older ones are purged early.
     keep_failed_tasks: int = 10
+    # The join listener (controlplane/tls.py); empty: --listen's port + 1.
+    join_listen: str = ""
+    # The cluster CA; None: data_dir / "pki".
+    pki_dir: Path | None = None
+    # Seconds the replica's and nodes' certificates live (renewed at two thirds).
+    certificate_lifetime: float = 30 * 86400.0
+    # The administrator's CLI config, written when missing; None: none.
+    admin_config: Path | None = None
+    # The address clients are told (configs, join instructions); empty: from listen.
+    advertise: str = ""
 
     @property
     def quotas(self) -> Quotas:
@@ -66,6 +82,22 @@ class ControlPlaneSettings:
     @property
     def crash_backoff(self) -> CrashBackoff:
         return CrashBackoff(self.crash_backoff_first, self.crash_backoff_max, self.crash_backoff_reset)
+
+    @property
+    def join_address(self) -> str:
+        return self.join_listen or default_join_listen(self.listen)
+
+    @property
+    def ca_directory(self) -> Path:
+        return self.pki_dir or self.data_dir / "pki"
+
+    @property
+    def advertised(self) -> str:
+        """Where clients reach this replica: --advertise, else --listen with a wildcard made loopback."""
+        if self.advertise:
+            return self.advertise
+        host, _, port = self.listen.rpartition(":")
+        return f"{'127.0.0.1' if host in ('0.0.0.0', '', '[::]') else host}:{port}"
 
     @property
     def identity(self) -> str:

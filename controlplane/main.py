@@ -13,6 +13,7 @@ from prometheus_client import start_http_server
 
 from berth import logs
 from berth.errors import BerthError
+from controlplane import tls
 from controlplane.config import ControlPlaneSettings
 from controlplane.limits import parse_ports
 from controlplane.server import ControlPlane
@@ -89,7 +90,37 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
     parser.add_argument(
         "--keep-failed-tasks", type=int, default=10, help="failed stopped tasks kept per service"
     )
+    parser.add_argument(
+        "--join-listen",
+        default="",
+        help="address of the join listener agents join through, HOST:PORT (default: --listen's port + 1)",
+    )
+    parser.add_argument(
+        "--pki-dir",
+        type=Path,
+        default=None,
+        help="the cluster CA (ca.crt, ca.key); default DATA_DIR/pki; replicas share a copy",
+    )
+    parser.add_argument(
+        "--certificate-lifetime",
+        type=float,
+        default=30 * 86400.0,
+        help="seconds the control plane's and nodes' certificates live; renewed at two thirds",
+    )
+    parser.add_argument(
+        "--admin-config",
+        default=None,
+        help="where to write the administrator's CLI config when it is missing "
+        "(default ~/.config/berth/config; 'none' writes nothing)",
+    )
+    parser.add_argument(
+        "--advertise",
+        default="",
+        help="HOST:PORT the CLI config and join instructions give (default: --listen, loopback for 0.0.0.0)",
+    )
     args = parser.parse_args(argv)
+    if args.certificate_lifetime < 60:
+        parser.error("--certificate-lifetime must be at least 60 seconds")
     if not 0 < args.crash_backoff_first <= args.crash_backoff_max:
         parser.error("--crash-backoff-first must be above 0 and at most --crash-backoff-max")
     if args.crash_backoff_reset <= 0:
@@ -128,6 +159,17 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         crash_backoff_max=args.crash_backoff_max,
         crash_backoff_reset=args.crash_backoff_reset,
         keep_failed_tasks=args.keep_failed_tasks,
+        join_listen=args.join_listen,
+        pki_dir=args.pki_dir,
+        certificate_lifetime=args.certificate_lifetime,
+        admin_config=(
+            None
+            if args.admin_config == "none"
+            else Path(args.admin_config)
+            if args.admin_config
+            else tls.home_config()
+        ),
+        advertise=args.advertise,
     )
 
 

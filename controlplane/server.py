@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
+import secrets
 
 import grpc
 
+from berth import pki
+from berth.clientconfig import ClientConfig
+from berth.errors import BerthError
 from berth.files import private_dir
 from berth.grpc_options import SERVER_OPTIONS
 from berth.v1 import agent_pb2_grpc, operator_pb2_grpc
+from controlplane import tls
+from controlplane.api.access import Access, AuditLog
 from controlplane.api.agents import AgentService
+from controlplane.api.join import JoinService
 from controlplane.api.operator import OperatorService
 from controlplane.cache import ClusterCache
 from controlplane.config import ControlPlaneSettings
@@ -26,6 +34,7 @@ from controlplane.limits import Limits, TokenBucket, port_policy
 from controlplane.liveness import NodeLeases
 from controlplane.operations import Operations
 from controlplane.operations.clusters import ensure_default_cluster
+from controlplane.operations.membership import Membership, Users
 from controlplane.registry import AgentRegistry
 from controlplane.status import StatusWriter
 from controlplane.store import Store
@@ -43,6 +52,7 @@ class ControlPlane:
         self._writer: StatusWriter | None = None
         self._leases: NodeLeases | None = None
         self._server: grpc.aio.Server | None = None
+        self._join_server: grpc.aio.Server | None = None
         self._election: LeaderElection | None = None
         self._election_task: asyncio.Task[None] | None = None
 
@@ -54,6 +64,8 @@ class ControlPlane:
             self._etcd = EmbeddedEtcd(settings.data_dir)
             await self._etcd.start()
             endpoints = [self._etcd.endpoint]
+        ca, _ = tls.load_or_create_ca(settings.ca_directory, secrets.token_hex(4))
+        lifetime = datetime.timedelta(seconds=settings.certificate_lifetime)
         store = self._store = Store(endpoints, prefix=settings.key_prefix)
         await store.connect()
         await ensure_default_cluster(store)
@@ -73,6 +85,13 @@ class ControlPlane:
             limits=self._limits(),
         )
 
+        membership = Membership(store, cache, ca, lifetime)
+        users = Users(store, ca, datetime.timedelta(days=365))
+        await self._write_admin_config(ca, users)
+        access = Access(cache, AuditLog(settings.data_dir / "audit.log"))
+        operator = OperatorService(operations, access, membership, users)
+        operator.advertise_join(settings.join_address)
+
         server = self._server = grpc.aio.server(
             options=[
                 ("grpc.keepalive_time_ms", 10_000),
@@ -81,7 +100,7 @@ class ControlPlane:
                 *SERVER_OPTIONS,
             ]
         )
-        operator_pb2_grpc.add_OperatorServicer_to_server(OperatorService(operations), server)
+        operator_pb2_grpc.add_OperatorServicer_to_server(operator, server)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
             AgentService(
                 cache,
@@ -91,13 +110,20 @@ class ControlPlane:
                 leases,
                 settings.node_grace / 3,
                 settings.service_cidr,
+                membership,
                 logs=operations.logs.router,
             ),
             server,
         )
-        if server.add_insecure_port(settings.listen) == 0:
+        certificate = tls.ServerCertificate(ca, lifetime, tls.listen_names(settings.listen))
+        if server.add_secure_port(settings.listen, certificate.credentials()) == 0:
             raise OSError(f"cannot listen on {settings.listen}")
         await server.start()
+        join = self._join_server = grpc.aio.server(options=SERVER_OPTIONS)
+        agent_pb2_grpc.add_JoinServiceServicer_to_server(JoinService(membership), join)
+        if join.add_secure_port(settings.join_address, tls.join_credentials(ca)) == 0:
+            raise OSError(f"cannot listen on {settings.join_address} (--join-listen)")
+        await join.start()
 
         async def lead() -> None:
             # Built afresh on every election, so the node monitor's start-up
@@ -129,6 +155,23 @@ class ControlPlane:
             self._etcd is not None,
         )
 
+    async def _write_admin_config(self, ca: pki.KeyPair, users: Users) -> None:
+        """The administrator's credentials, so the CLI works at once (as k3s writes its kubeconfig).
+
+        Written when the file is missing, or holds another cluster's CA (kept as `.old`)."""
+        path = self.settings.admin_config
+        if path is None:
+            return
+        if path.exists():
+            try:
+                if ClientConfig.load(path).ca.encode() == ca.certificate:
+                    return
+            except BerthError:
+                pass
+            path.replace(path.with_name(path.name + ".old"))
+        bundle = await users.issue_with_key("admin", "admin", "controlplane")
+        tls.write_client_config(path, self.settings.advertised, ca, "admin", bundle)
+
     def _limits(self) -> Limits:
         settings = self.settings
         return Limits(
@@ -148,6 +191,8 @@ class ControlPlane:
 
     async def stop(self) -> None:
         log.info("event=controlplane_stopping")
+        if self._join_server is not None:
+            await self._join_server.stop(grace=1)
         if self._server is not None:
             await self._server.stop(grace=1)
         if self._election_task is not None:

@@ -105,12 +105,6 @@ def join_credentials(ca: pki.KeyPair) -> grpc.ServerCredentials:
     return grpc.ssl_server_credentials([(ca.key, ca.certificate)])
 
 
-def default_join_listen(listen: str) -> str:
-    """The join listener next to the API: the same host, the next port."""
-    host, _, port = listen.rpartition(":")
-    return f"{host}:{int(port) + 1}" if port.isdigit() and int(port) else f"{host}:0"
-
-
 def write_client_config(path: Path, server: str, ca: pki.KeyPair, user: str, bundle: pki.KeyPair) -> None:
     """An operator's CLI config (berth/clientconfig.py): private, written whole."""
     ClientConfig(

@@ -61,7 +61,7 @@ def agent(
 
 @pytest.fixture(scope="module")
 def berth(controlplane: ControlPlaneProcess) -> Berth:
-    return Berth(controlplane.address)
+    return Berth.of(controlplane)
 
 
 @pytest.fixture()

@@ -11,8 +11,8 @@ import grpc
 import typer
 
 from berth.cli.output import say
+from berth.clientconfig import ClientConfig, secure_channel
 from berth.errors import BerthError
-from berth.grpc_options import CLIENT_OPTIONS
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
 
@@ -21,15 +21,28 @@ DEFAULT_SERVER = "127.0.0.1:7400"
 
 @dataclass
 class CliContext:
+    """The server and credentials, read on first use (so `--help` needs neither)."""
+
     server: str
+    config_path: Path
+    _config: ClientConfig | None = None
     _stub: operator_pb2_grpc.OperatorStub | None = None
+
+    @property
+    def config(self) -> ClientConfig:
+        if self._config is None:
+            try:
+                self._config = ClientConfig.load(self.config_path)
+            except BerthError as error:
+                raise fail(str(error)) from None
+            self.server = self.server or self._config.server
+        return self._config
 
     @property
     def stub(self) -> operator_pb2_grpc.OperatorStub:
         if self._stub is None:
-            self._stub = operator_pb2_grpc.OperatorStub(
-                grpc.insecure_channel(self.server, options=CLIENT_OPTIONS)
-            )
+            config = self.config
+            self._stub = operator_pb2_grpc.OperatorStub(secure_channel(self.server or DEFAULT_SERVER, config))
         return self._stub
 
 

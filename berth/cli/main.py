@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
+from pathlib import Path
 
 import typer
 
-from berth.cli import clusters, logs, nodes, services, taskdefs, tasks
-from berth.cli.client import DEFAULT_SERVER, CliContext
+from berth import clientconfig
+from berth.cli import clusters, jointokens, logs, nodes, services, taskdefs, tasks, users
+from berth.cli.client import CliContext
 from berth.cli.options import command_group
 
 app = command_group("Berth: ECS-style container orchestration that runs anywhere.", root=True)
@@ -17,6 +19,8 @@ app.add_typer(taskdefs.app, name="taskdef")
 app.add_typer(services.app, name="service")
 app.add_typer(tasks.app, name="task")
 app.add_typer(nodes.app, name="node")
+app.add_typer(jointokens.app, name="join-token")
+app.add_typer(users.app, name="user")
 app.command("logs")(logs.logs)
 
 
@@ -34,17 +38,25 @@ def _print_version(value: bool) -> None:
 def root(
     ctx: typer.Context,
     server: str = typer.Option(
-        DEFAULT_SERVER,
+        "",
         "--server",
         envvar="BERTH_SERVER",
         metavar="HOST:PORT",
-        help="control plane address",
+        help="control plane address (default: the one in the config)",
+        show_default=False,
+    ),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        metavar="PATH",
+        help="credentials (default: $BERTH_CONFIG, else ~/.config/berth/config)",
+        show_default=False,
     ),
     version: bool = typer.Option(
         False, "--version", is_eager=True, callback=_print_version, help="print the version and exit"
     ),
 ) -> None:
-    ctx.obj = CliContext(server=server)
+    ctx.obj = CliContext(server=server, config_path=clientconfig.find(config))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from berth.cli.main import app
+from berth.testing.daemons import ControlPlaneProcess
 
 
 @dataclass
@@ -31,12 +32,22 @@ class CliResult:
 
 
 class Berth:
-    def __init__(self, server: str) -> None:
+    """The CLI in-process, as one user: `config` holds their credentials (None: found as
+    the CLI finds them, `--config`, then BERTH_CONFIG, then ~/.config/berth/config)."""
+
+    def __init__(self, server: str, config: Path | None = None) -> None:
         self.server = server
+        self.config = config
         self._runner = CliRunner()
 
+    @classmethod
+    def of(cls, plane: ControlPlaneProcess) -> Berth:
+        """The administrator of a control plane the tests started."""
+        return cls(plane.address, plane.admin_config)
+
     def __call__(self, *args: str) -> CliResult:
-        result = self._runner.invoke(app, ["--server", self.server, *args], catch_exceptions=False)
+        config = ["--config", str(self.config)] if self.config is not None else []
+        result = self._runner.invoke(app, ["--server", self.server, *config, *args], catch_exceptions=False)
         return CliResult(result.exit_code, result.stdout, result.stderr)
 
     def ok(self, *args: str) -> CliResult:

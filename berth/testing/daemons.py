@@ -19,10 +19,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 import grpc
 
+from berth.clientconfig import ClientConfig, channel_options
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
 from controlplane.store import Store
@@ -93,12 +95,19 @@ class ControlPlaneProcess(Daemon):
         self.data_dir = data_dir
         host, _, port = listen.rpartition(":")
         self.address = f"{host}:{port if port != '0' else free_port()}"
+        self.join_address = f"{host}:{free_port()}"
+        # The administrator's credentials, written by the control plane at first start.
+        self.admin_config = data_dir.parent / f"{data_dir.name}-admin.conf"
         command = [
             sys.executable,
             "-m",
             "controlplane.main",
             "--listen",
             self.address,
+            "--join-listen",
+            self.join_address,
+            "--admin-config",
+            str(self.admin_config),
             "--data-dir",
             str(data_dir),
             "--log-level",
@@ -112,18 +121,40 @@ class ControlPlaneProcess(Daemon):
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 30) -> None:
-        stub = operator_pb2_grpc.OperatorStub(grpc.insecure_channel(self.address))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise RuntimeError(f"control plane exited early:\n{self.log_tail()}")
-            try:
-                stub.ListClusters(api.ListClustersRequest(), timeout=1)
-                return
-            except grpc.RpcError:
-                time.sleep(0.1)
+            if self.admin_config.exists():
+                try:
+                    with self.admin_channel() as channel:
+                        stub = operator_pb2_grpc.OperatorStub(channel)
+                        stub.ListClusters(api.ListClustersRequest(), timeout=1)
+                    return
+                except grpc.RpcError:
+                    pass
+            time.sleep(0.1)
         raise RuntimeError(f"control plane not ready in {timeout}s:\n{self.log_tail()}")
+
+    def admin_channel(self, options: list[tuple[str, Any]] | None = None) -> grpc.Channel:
+        """A channel with the administrator's credentials."""
+        config = ClientConfig.load(self.admin_config)
+        return grpc.secure_channel(
+            self.address, config.credentials(), options=[*channel_options(), *(options or [])]
+        )
+
+    def admin_aio_channel(self) -> grpc.aio.Channel:
+        config = ClientConfig.load(self.admin_config)
+        return grpc.aio.secure_channel(self.address, config.credentials(), options=channel_options())
+
+    def create_join_token(self, uses: int = 0, ttl: int = 3600) -> tuple[str, str]:
+        """A join token for agents the tests start, and the CA hash they pin."""
+        with self.admin_channel() as channel:
+            created = operator_pb2_grpc.OperatorStub(channel).CreateJoinToken(
+                api.CreateJoinTokenRequest(ttl_seconds=ttl, uses=uses, description="tests"), timeout=10
+            )
+        return created.token, created.ca_hash
 
     def restart(self) -> None:
         self.start()

@@ -171,6 +171,21 @@ class OperatorStub:
                 request_serializer=berth_dot_v1_dot_operator__pb2.RevokeJoinTokenRequest.SerializeToString,
                 response_deserializer=berth_dot_v1_dot_resources__pb2.JoinToken.FromString,
                 _registered_method=True)
+        self.CreateUser = channel.unary_unary(
+                '/berth.v1.Operator/CreateUser',
+                request_serializer=berth_dot_v1_dot_operator__pb2.CreateUserRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_operator__pb2.CreatedUser.FromString,
+                _registered_method=True)
+        self.ListUsers = channel.unary_unary(
+                '/berth.v1.Operator/ListUsers',
+                request_serializer=berth_dot_v1_dot_operator__pb2.ListUsersRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_operator__pb2.ListUsersResponse.FromString,
+                _registered_method=True)
+        self.DeleteUser = channel.unary_unary(
+                '/berth.v1.Operator/DeleteUser',
+                request_serializer=berth_dot_v1_dot_operator__pb2.DeleteUserRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_resources__pb2.User.FromString,
+                _registered_method=True)
 
 
 class OperatorServicer:
@@ -345,6 +360,25 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateUser(self, request, context):
+        """Operators: a certificate for a user with a role (the key stays with the caller).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUsers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUser(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -482,6 +516,21 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.RevokeJoinToken,
                     request_deserializer=berth_dot_v1_dot_operator__pb2.RevokeJoinTokenRequest.FromString,
                     response_serializer=berth_dot_v1_dot_resources__pb2.JoinToken.SerializeToString,
+            ),
+            'CreateUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateUser,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.CreateUserRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_operator__pb2.CreatedUser.SerializeToString,
+            ),
+            'ListUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsers,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.ListUsersRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_operator__pb2.ListUsersResponse.SerializeToString,
+            ),
+            'DeleteUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUser,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.DeleteUserRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_resources__pb2.User.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1213,6 +1262,87 @@ class Operator:
             '/berth.v1.Operator/RevokeJoinToken',
             berth_dot_v1_dot_operator__pb2.RevokeJoinTokenRequest.SerializeToString,
             berth_dot_v1_dot_resources__pb2.JoinToken.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/CreateUser',
+            berth_dot_v1_dot_operator__pb2.CreateUserRequest.SerializeToString,
+            berth_dot_v1_dot_operator__pb2.CreatedUser.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/ListUsers',
+            berth_dot_v1_dot_operator__pb2.ListUsersRequest.SerializeToString,
+            berth_dot_v1_dot_operator__pb2.ListUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/DeleteUser',
+            berth_dot_v1_dot_operator__pb2.DeleteUserRequest.SerializeToString,
+            berth_dot_v1_dot_resources__pb2.User.FromString,
             options,
             channel_credentials,
             insecure,

@@ -68,6 +68,10 @@ class OperatorStub:
     """Join tokens for new agents: the token itself is shown once, at creation."""
     ListJoinTokens: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListJoinTokensRequest, _operator_pb2.ListJoinTokensResponse]
     RevokeJoinToken: _grpc.UnaryUnaryMultiCallable[_operator_pb2.RevokeJoinTokenRequest, _resources_pb2.JoinToken]
+    CreateUser: _grpc.UnaryUnaryMultiCallable[_operator_pb2.CreateUserRequest, _operator_pb2.CreatedUser]
+    """Operators: a certificate for a user with a role (the key stays with the caller)."""
+    ListUsers: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListUsersRequest, _operator_pb2.ListUsersResponse]
+    DeleteUser: _grpc.UnaryUnaryMultiCallable[_operator_pb2.DeleteUserRequest, _resources_pb2.User]
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -107,6 +111,10 @@ class OperatorAsyncStub(OperatorStub):
     """Join tokens for new agents: the token itself is shown once, at creation."""
     ListJoinTokens: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListJoinTokensRequest, _operator_pb2.ListJoinTokensResponse]  # type: ignore[assignment]
     RevokeJoinToken: _aio.UnaryUnaryMultiCallable[_operator_pb2.RevokeJoinTokenRequest, _resources_pb2.JoinToken]  # type: ignore[assignment]
+    CreateUser: _aio.UnaryUnaryMultiCallable[_operator_pb2.CreateUserRequest, _operator_pb2.CreatedUser]  # type: ignore[assignment]
+    """Operators: a certificate for a user with a role (the key stays with the caller)."""
+    ListUsers: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListUsersRequest, _operator_pb2.ListUsersResponse]  # type: ignore[assignment]
+    DeleteUser: _aio.UnaryUnaryMultiCallable[_operator_pb2.DeleteUserRequest, _resources_pb2.User]  # type: ignore[assignment]
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -305,5 +313,27 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         request: _operator_pb2.RevokeJoinTokenRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.JoinToken, _abc.Awaitable[_resources_pb2.JoinToken]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateUser(
+        self,
+        request: _operator_pb2.CreateUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.CreatedUser, _abc.Awaitable[_operator_pb2.CreatedUser]]:
+        """Operators: a certificate for a user with a role (the key stays with the caller)."""
+
+    @_abc_1.abstractmethod
+    def ListUsers(
+        self,
+        request: _operator_pb2.ListUsersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ListUsersResponse, _abc.Awaitable[_operator_pb2.ListUsersResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteUser(
+        self,
+        request: _operator_pb2.DeleteUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.User, _abc.Awaitable[_resources_pb2.User]]: ...
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

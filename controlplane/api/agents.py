@@ -20,16 +20,18 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from berth.errors import InvalidArgument, NotFound, Unavailable
+from berth.errors import BerthError, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import agent_pb2_grpc
 from berth.v1 import resources_pb2 as pb
+from controlplane.api import peers
 from controlplane.api.errors import Context, grpc_errors
 from controlplane.cache import ClusterCache
 from controlplane.desired import DesiredStates
 from controlplane.liveness import NodeLeases
 from controlplane.logs import LogRouter
 from controlplane.metrics import AGENT_MESSAGES_REJECTED, AGENTS_CONNECTED
+from controlplane.operations.membership import Membership
 from controlplane.operations.nodes import NodeFacts, Nodes
 from controlplane.registry import AgentRegistry, AgentSession
 from controlplane.status import StatusWriter
@@ -51,8 +53,10 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         leases: NodeLeases,
         heartbeat_interval: float,
         service_cidr: str,
+        membership: Membership,
         logs: LogRouter | None = None,
     ) -> None:
+        self._membership = membership
         self._cache = cache
         self._nodes = nodes
         self._agents = agents
@@ -67,9 +71,14 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
     async def Register(
         self, request: agent_pb.RegisterRequest, context: Context
     ) -> agent_pb.RegisterResponse:
+        node_id = self._membership.check_node(peers.identity(context))
+        if request.node_id and request.node_id != node_id:
+            raise PermissionDenied(
+                f"this certificate is node {node_id}'s; it cannot register {request.node_id}"
+            )
         node = await self._nodes.register(
             NodeFacts(
-                node_id=request.node_id,
+                node_id=node_id,
                 name=request.name,
                 address=request.address,
                 cpu_units=request.cpu_units,
@@ -93,7 +102,15 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         if first is None or not first.HasField("hello"):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be hello")
             return
-        node_id = first.hello.node_id
+        try:
+            node_id = self._membership.check_node(peers.identity(context))
+        except BerthError as error:
+            await context.abort(error.grpc_code, str(error))
+        if first.hello.node_id and first.hello.node_id != node_id:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"this certificate is node {node_id}'s; it cannot connect as {first.hello.node_id}",
+            )
         try:
             agent_reports.check_node_id(node_id)
         except InvalidArgument as error:
@@ -179,3 +196,12 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             log.warning("event=agent_message_rejected node=%s kind=%s error=%r", node_id, kind, str(error))
             return False
         return True
+
+    @grpc_errors
+    async def RenewCertificate(
+        self, request: agent_pb.RenewCertificateRequest, context: Context
+    ) -> agent_pb.RenewCertificateResponse:
+        node_id = self._membership.check_node(peers.identity(context))
+        return agent_pb.RenewCertificateResponse(
+            certificate=await self._membership.renew(node_id, request.csr)
+        )

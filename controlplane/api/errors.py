@@ -17,7 +17,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
 
-async def _abort(context: Context, error: Exception, method: str) -> None:
+async def abort_for(context: Context, error: Exception, method: str) -> None:
     """A Berth error's own status and line; anything else is INTERNAL, logged, never leaked."""
     if isinstance(error, BerthError):
         await context.abort(error.grpc_code, str(error))
@@ -35,7 +35,7 @@ def grpc_errors(method: Handler) -> Handler:
         except grpc.aio.AbortError:
             raise
         except Exception as error:
-            await _abort(context, error, method.__name__)
+            await abort_for(context, error, method.__name__)
 
     return wrapper  # type: ignore[return-value]
 
@@ -54,6 +54,6 @@ def grpc_stream_errors(method: StreamHandler) -> StreamHandler:
         except grpc.aio.AbortError:
             raise
         except Exception as error:
-            await _abort(context, error, method.__name__)
+            await abort_for(context, error, method.__name__)
 
     return wrapper  # type: ignore[return-value]

@@ -8,17 +8,32 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from berth import pki
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
 from berth.v1 import resources_pb2 as pb
+from controlplane.api import peers
+from controlplane.api.access import Access, guarded
 from controlplane.api.errors import Context, grpc_errors, grpc_stream_errors
 from controlplane.operations import Operations
+from controlplane.operations.membership import Membership, Users, public
 from controlplane.operations.services import ServiceChange, ServiceSpec
 
 
+@guarded(lambda service: service.access)
 class OperatorService(operator_pb2_grpc.OperatorServicer):
-    def __init__(self, operations: Operations) -> None:
+    """Every RPC is checked against the caller's role and audited (`controlplane.api.access`)."""
+
+    def __init__(self, operations: Operations, access: Access, membership: Membership, users: Users) -> None:
         self._ops = operations
+        self.access = access
+        self._membership = membership
+        self._users = users
+        self._join_address = ""
+
+    def advertise_join(self, address: str) -> None:
+        """The join listener's address, for the output of CreateJoinToken."""
+        self._join_address = address
 
     # -- clusters ----------------------------------------------------------
 
@@ -205,3 +220,46 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
     ) -> AsyncIterator[pb.LogChunk]:
         async for chunk in self._ops.logs.stream(request):
             yield chunk
+
+    # -- membership ------------------------------------------------------------
+
+    @grpc_errors
+    async def CreateJoinToken(
+        self, request: api.CreateJoinTokenRequest, context: Context
+    ) -> api.CreatedJoinToken:
+        caller = peers.identity(context).name
+        token, record = await self._membership.create_token(
+            request.ttl_seconds, request.uses, request.description, caller
+        )
+        return api.CreatedJoinToken(
+            token=token,
+            ca_hash=pki.ca_hash(self._membership.ca_certificate),
+            record=public(record),
+            join_address=self._join_address,
+        )
+
+    @grpc_errors
+    async def ListJoinTokens(
+        self, request: api.ListJoinTokensRequest, context: Context
+    ) -> api.ListJoinTokensResponse:
+        return api.ListJoinTokensResponse(tokens=await self._membership.tokens())
+
+    @grpc_errors
+    async def RevokeJoinToken(self, request: api.RevokeJoinTokenRequest, context: Context) -> pb.JoinToken:
+        return await self._membership.revoke_token(request.id)
+
+    @grpc_errors
+    async def CreateUser(self, request: api.CreateUserRequest, context: Context) -> api.CreatedUser:
+        caller = peers.identity(context).name
+        user, certificate = await self._users.issue(request.name, request.role, request.csr, caller)
+        return api.CreatedUser(
+            user=user, certificate=certificate, ca_certificate=self._membership.ca_certificate
+        )
+
+    @grpc_errors
+    async def ListUsers(self, request: api.ListUsersRequest, context: Context) -> api.ListUsersResponse:
+        return api.ListUsersResponse(users=await self._users.all())
+
+    @grpc_errors
+    async def DeleteUser(self, request: api.DeleteUserRequest, context: Context) -> pb.User:
+        return await self._users.delete(request.name, peers.identity(context).name)

@@ -187,8 +187,9 @@ class Nodes:
 
         Refused while tasks that are not STOPPED are placed there, or while its
         agent is connected, unless forced: then its tasks are recorded as lost
-        (the service controller replaces them) and a connected agent registers
-        again, as a new record, when its stream next reconnects.
+        (the service controller replaces them). The node's certificate is
+        revoked in the same transaction: its agent cannot register or connect
+        again (a new join with a token makes it a new node).
         """
         found, _ = await self._find(ref)
         node = found.value
@@ -221,13 +222,22 @@ class Nodes:
                     conditions.append(Condition(task.key, task.mod_revision))
             if writes and await self._store.commit(writes, conditions) is None:
                 raise Conflict(f"tasks on node {label} changed while removing it; try again")
-        removed = await self._store.commit(
-            [Delete(found.key), Delete(keys.alive(node.id)), Delete(keys.placements(node.id))],
-            [
-                Condition(found.key, found.mod_revision),
-                Condition(keys.placements(node.id), counter.mod_revision if counter else 0),
-            ],
-        )
+        deletes: list[Write] = [
+            Delete(found.key),
+            Delete(keys.alive(node.id)),
+            Delete(keys.placements(node.id)),
+        ]
+        conditions = [
+            Condition(found.key, found.mod_revision),
+            Condition(keys.placements(node.id), counter.mod_revision if counter else 0),
+        ]
+        identity = await self._store.get(keys.identity(node.id), pb.NodeIdentity)
+        if identity is not None:
+            # Its certificate is refused from now on: the agent cannot come back as this node.
+            identity.value.revoked = True
+            deletes.append(Put(identity.key, identity.value))
+            conditions.append(Condition(identity.key, identity.mod_revision))
+        removed = await self._store.commit(deletes, conditions)
         if removed is None:
             raise Conflict(f"node {label} changed (or took a task) while removing it; try again")
         log.warning("event=node_removed node=%s name=%s tasks_lost=%d", node.id, node.name, len(live))

@@ -10,6 +10,9 @@ alive/NODE_ID                   empty value (raw bytes), attached to the node's 
 placements/NODE_ID              counter bumped by every placement batch on the node (raw bytes)
 vips/ADDRESS                    "CLUSTER/SERVICE" holding the virtual IP (raw bytes)
 leader                          id of the replica running the controllers (raw bytes, leased)
+jointokens/ID                   JoinToken (the secret only hashed)
+identities/NODE_ID              NodeIdentity (the certificate the node holds now)
+users/NAME                      User (role, certificate serials)
 
 Values are the protobuf messages named (berth/v1/resources.proto); alive/,
 placements/, vips/ and leader hold raw bytes.
@@ -27,6 +30,9 @@ ALIVE = "alive/"
 PLACEMENTS = "placements/"
 VIPS = "vips/"
 LEADER = "leader"
+JOIN_TOKENS = "jointokens/"
+IDENTITIES = "identities/"
+USERS = "users/"
 
 
 def cluster(name: str) -> str:
@@ -71,3 +77,15 @@ def placements(node_id: str) -> str:
 
 def vip(address: str) -> str:
     return f"{VIPS}{address}"
+
+
+def join_token(token_id: str) -> str:
+    return f"{JOIN_TOKENS}{token_id}"
+
+
+def identity(node_id: str) -> str:
+    return f"{IDENTITIES}{node_id}"
+
+
+def user(name: str) -> str:
+    return f"{USERS}{name}"

@@ -30,7 +30,7 @@ def _definitions(tmp_path: Path, image: str) -> str:
 
 
 def test_an_image_from_another_registry_is_refused(plane: ControlPlaneProcess, tmp_path: Path) -> None:
-    berth = Berth(plane.address)
+    berth = Berth.of(plane)
     before = plane.etcd_snapshot()
     result = berth(
         "taskdef",
@@ -52,7 +52,7 @@ def test_an_image_from_another_registry_is_refused(plane: ControlPlaneProcess, t
 def test_images_from_allowed_registries_are_registered(
     plane: ControlPlaneProcess, tmp_path: Path, image: str
 ) -> None:
-    berth = Berth(plane.address)
+    berth = Berth.of(plane)
     berth.ok(
         "taskdef", "register", "--family", "ok", "--container-definitions", _definitions(tmp_path, image)
     )

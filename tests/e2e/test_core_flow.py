@@ -422,7 +422,7 @@ def test_stopped_tasks_are_purged_after_the_retention(
     try:
         agent.start()
         agent.wait_registered()
-        berth = Berth(plane.address)
+        berth = Berth.of(plane)
         _register(
             berth,
             tmp_path,

@@ -62,7 +62,7 @@ def test_other_services_keep_scaling_and_healing_past_a_broken_one(
     hollow = HollowAgentsProcess(tmp_path / "hollow.log", plane.address, 2)
     hollow.start()
     try:
-        berth = Berth(plane.address)
+        berth = Berth.of(plane)
         wait_until(lambda: berth.nodes_exactly(2), 15, "2 nodes")
         berth.register("good", [{"name": "good", "image": "anything:1", "memory": 16}], tmp_path)
         berth.ok("service", "create", "--name", "good", "--task-definition", "good", "--desired-count", "1")

@@ -96,7 +96,7 @@ def _next_attempt_in(description: dict[str, Any]) -> float:
 def test_crash_loops_back_off_say_so_and_survive_a_restart(
     plane: ControlPlaneProcess, hollow: HollowAgentsProcess, tmp_path: Path
 ) -> None:
-    berth = Berth(plane.address)
+    berth = Berth.of(plane)
     wait_until(lambda: berth.nodes_exactly(2), 15, "2 hollow nodes")
     berth.ok("cluster", "create", CLUSTER)
     _service(berth, tmp_path, "crash", "anything:1")

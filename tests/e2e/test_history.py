@@ -40,7 +40,7 @@ def berth(plane: ControlPlaneProcess, tmp_path: Path) -> Iterator[Berth]:
     )
     hollow.start()
     try:
-        cli = Berth(plane.address)
+        cli = Berth.of(plane)
         wait_until(lambda: cli.nodes_exactly(1), 15, "1 hollow node")
         cli.register("job", [{"name": "job", "image": "anything:1", "memory": 16}], tmp_path)
         yield cli

@@ -19,7 +19,7 @@ def test_exit_after_stops_tasks_with_the_scripted_exit_code(
     )
     hollow.start()
     try:
-        berth = Berth(plane.address)
+        berth = Berth.of(plane)
         wait_until(lambda: berth.nodes_exactly(1), 15, "1 hollow node")
         berth.register("job", [{"name": "job", "image": "anything:1", "memory": 16}], tmp_path)
         task_id = berth.ok("task", "run", "--task-definition", "job").stdout.strip()
@@ -43,7 +43,7 @@ def test_unhealthy_after_gets_service_tasks_replaced(plane: ControlPlaneProcess,
     )
     hollow.start()
     try:
-        berth = Berth(plane.address)
+        berth = Berth.of(plane)
         wait_until(lambda: berth.nodes_exactly(1), 15, "1 hollow node")
         check = {"command": ["CMD", "/bin/true"], "interval": 5}
         path = tmp_path / "web.json"

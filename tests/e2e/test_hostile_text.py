@@ -48,12 +48,12 @@ def hollow(plane: ControlPlaneProcess, tmp_path: Path) -> Iterator[HollowAgentsP
 def test_a_hostile_stop_reason_is_shown_escaped_on_one_line(
     plane: ControlPlaneProcess, hollow: HollowAgentsProcess, tmp_path: Path
 ) -> None:
-    berth = Berth(plane.address)
+    berth = Berth.of(plane)
     wait_until(lambda: berth.nodes_exactly(1), 15, "1 hollow node")
     berth.register("job", [{"name": "job", "image": "anything:1", "memory": 16}], tmp_path)
     task_id = berth.ok("task", "run", "--task-definition", "job").stdout.strip()
 
-    with grpc.insecure_channel(plane.address) as channel:
+    with plane.admin_channel() as channel:
         operator_pb2_grpc.OperatorStub(channel).StopTask(
             api.StopTaskRequest(cluster="default", id=task_id, reason=REASON), timeout=10
         )

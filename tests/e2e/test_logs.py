@@ -269,7 +269,7 @@ def hollow(plane: ControlPlaneProcess, tmp_path: Path) -> Iterator[HollowAgentsP
 def test_hollow_logs_go_through_the_agent_stream_and_a_gone_agent_is_refused(
     plane: ControlPlaneProcess, hollow: HollowAgentsProcess, tmp_path: Path
 ) -> None:
-    berth = Berth(plane.address)
+    berth = Berth.of(plane)
     wait_until(lambda: berth.nodes_exactly(1), 15, "1 hollow node")
     berth.register("job", [{"name": "job", "image": "anything:1", "memory": 16}], tmp_path)
     first = berth.ok("task", "run", "--task-definition", "job").stdout.strip()

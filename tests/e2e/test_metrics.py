@@ -51,7 +51,7 @@ def test_metrics_follow_placements_and_starts(
     daemons: tuple[ControlPlaneProcess, AgentProcess, int, int],
 ) -> None:
     plane, _agent, cp_port, agent_port = daemons
-    berth = Berth(plane.address)
+    berth = Berth.of(plane)
     berth.ok(
         "taskdef",
         "register",

@@ -36,7 +36,7 @@ def berth(plane: ControlPlaneProcess, tmp_path: Path) -> Iterator[Berth]:
     )
     hollow.start()
     try:
-        client = Berth(plane.address)
+        client = Berth.of(plane)
         wait_until(lambda: client.nodes_exactly(3), 20, "3 hollow nodes")
         yield client
     finally:
@@ -136,7 +136,7 @@ def test_wait_rides_out_a_control_plane_restart(plane: ControlPlaneProcess, tmp_
     hollow = HollowAgentsProcess(tmp_path / "hollow.log", plane.address, 3, ["--healthy-after", "8"])
     hollow.start()
     try:
-        berth = Berth(plane.address)
+        berth = Berth.of(plane)
         wait_until(lambda: berth.nodes_exactly(3), 20, "3 hollow nodes")
         _steady_service(berth, tmp_path)
         _register(berth, tmp_path, "web:2", health_check=True)

@@ -45,7 +45,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlaneProc
 
 @pytest.fixture(scope="module")
 def berth(plane: ControlPlaneProcess) -> Berth:
-    berth = Berth(plane.address)
+    berth = Berth.of(plane)
     berth.ok("taskdef", "register", "--family", "web", "--container-definitions", f"file://{EXAMPLE}")
     berth.ok(
         "service",
@@ -185,7 +185,7 @@ def test_a_node_down_longer_than_node_gc_after_is_collected(tmp_path: Path) -> N
     try:
         agents = agent_pb2_grpc.AgentServiceStub(grpc.insecure_channel(plane.address))
         gone = _register(agents, "gone")  # registering is a heartbeat; none follow
-        berth = Berth(plane.address)
+        berth = Berth.of(plane)
 
         def names() -> set[str]:
             return {n["node"]["name"] for n in berth.ok("node", "list", "-o", "json").json()["nodes"]}

@@ -45,7 +45,7 @@ def lab(test_image: str) -> Iterator[Lab]:
 
 @pytest.fixture(scope="module")
 def berth(lab: Lab) -> Berth:
-    return Berth(lab.server)
+    return Berth.of(lab.controlplane)
 
 
 def delete_services(berth: Berth, names: list[str]) -> None:

@@ -90,7 +90,7 @@ def test_a_good_revision_rolls_out_with_no_failed_request_within_its_bounds(
 ) -> None:
     vip = _create(berth, tmp_path, "roll")
     client = VipClient(lab, vip, 80)
-    sampler = TaskSampler(lab.server, "roll").start()
+    sampler = TaskSampler(lab.controlplane, "roll").start()
     try:
         wait_until(lambda: client.requests()[0] >= 20 or None, 30, "the client under way")
         berth.register("roll", _revision("v2"), tmp_path)
@@ -131,7 +131,7 @@ def test_a_bad_revision_is_rolled_back_while_the_old_tasks_serve(
     name = f"bad-{bad}"
     vip = _create(berth, tmp_path, name)
     client = VipClient(lab, vip, 80)
-    sampler = TaskSampler(lab.server, name).start()
+    sampler = TaskSampler(lab.controlplane, name).start()
     try:
         wait_until(lambda: client.requests()[0] >= 20 or None, 30, "the client under way")
         broken = (

@@ -190,7 +190,7 @@ def _cut_and_heal(
 
     # The host comes back: its agent stops the copies that were replaced, and the
     # service rebalances onto it, never below its desired count (minimumHealthyPercent 100).
-    sampler = TaskSampler(lab.server, "healing").start()
+    sampler = TaskSampler(lab.controlplane, "healing").start()
     victim.reconnect()
     wait_until(
         lambda: not {c.labels["berth.task-id"] for c in lab.agents["h1"].containers()} & old_on_victim,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import docker
 import grpc
 
+from berth.testing.daemons import ControlPlaneProcess
 from berth.testing.lab import Lab
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
@@ -80,7 +81,7 @@ def serving(task: pb.Task) -> bool:
 class TaskSampler:
     """The service's healthy and live (not STOPPED) task counts, sampled until `stop()`."""
 
-    server: str
+    plane: ControlPlaneProcess
     service: str
     lowest_healthy: int = 1 << 30
     highest_live: int = 0
@@ -95,7 +96,7 @@ class TaskSampler:
         return self
 
     def _run(self) -> None:
-        channel = grpc.insecure_channel(self.server)
+        channel = self.plane.admin_channel()
         stub = operator_pb2_grpc.OperatorStub(channel)
         deadline = time.monotonic() + 300
         try:
