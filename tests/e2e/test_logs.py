@@ -25,7 +25,7 @@ import docker
 import pytest
 
 from berth.testing.cli import Berth
-from berth.testing.daemons import AgentProcess, ControlPlaneProcess, HollowAgentsProcess
+from berth.testing.daemons import AgentProcess, ControlPlaneProcess, HollowAgentsProcess, JoinFlags
 from berth.testing.waiting import wait_until
 
 CLUSTER = "logs"
@@ -258,7 +258,7 @@ def test_a_bad_logs_request_is_refused_in_one_line(berth: Berth) -> None:
 
 @pytest.fixture()
 def hollow(plane: ControlPlaneProcess, tmp_path: Path) -> Iterator[HollowAgentsProcess]:
-    process = HollowAgentsProcess(tmp_path / "hollow.log", plane.address, 1)
+    process = HollowAgentsProcess(tmp_path / "hollow.log", plane.address, 1, join=JoinFlags.of(plane))
     process.start()
     try:
         yield process
