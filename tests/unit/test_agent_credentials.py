@@ -278,3 +278,13 @@ async def test_the_api_port_refuses_a_certificate_from_another_ca(servers: Serve
     ) as channel:
         with pytest.raises(Unavailable):
             await renew(channel, stranger)
+
+
+def test_a_short_lived_certificate_is_due_two_thirds_into_its_own_life(ca: pki.KeyPair) -> None:
+    # Backdating a 60 s certificate by the full clock skew would make it due before it is issued.
+    issued = datetime.datetime.now(datetime.UTC)
+    pair = pki.issue_with_key(ca, "node", "node-1", datetime.timedelta(seconds=60))
+    due = (pki.renew_at(pair.certificate) - issued).total_seconds()
+    assert 30 < due < 40
+    long_lived = pki.issue_with_key(ca, "node", "node-1", datetime.timedelta(days=30))
+    assert pki.renew_at(long_lived.certificate) > issued + datetime.timedelta(days=19)
