@@ -67,8 +67,8 @@ def _now() -> datetime.datetime:
 def backdate(lifetime: datetime.timedelta) -> datetime.timedelta:
     """How far before its issue a certificate starts: the clock skew allowed, but at most a tenth
     of its life, so a short-lived certificate is not due for renewal (renew_at) the moment it is
-    issued."""
-    return min(CLOCK_SKEW, lifetime / 10)
+    issued. (A negative lifetime, an already expired certificate for tests, keeps the full skew.)"""
+    return min(CLOCK_SKEW, lifetime / 10) if lifetime > datetime.timedelta(0) else CLOCK_SKEW
 
 
 def new_key() -> ec.EllipticCurvePrivateKey:

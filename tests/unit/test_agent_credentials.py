@@ -288,3 +288,8 @@ def test_a_short_lived_certificate_is_due_two_thirds_into_its_own_life(ca: pki.K
     assert 30 < due < 40
     long_lived = pki.issue_with_key(ca, "node", "node-1", datetime.timedelta(days=30))
     assert pki.renew_at(long_lived.certificate) > issued + datetime.timedelta(days=19)
+
+
+def test_an_already_expired_certificate_can_still_be_made_for_tests(ca: pki.KeyPair) -> None:
+    pair = pki.issue_with_key(ca, "user", "admin", datetime.timedelta(minutes=-1))
+    assert pki.identity(pair.certificate).not_after < datetime.datetime.now(datetime.UTC)
