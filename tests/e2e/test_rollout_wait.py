@@ -148,7 +148,15 @@ def test_wait_rides_out_a_control_plane_restart(plane: ControlPlaneProcess, tmp_
         _register(berth, tmp_path, "web:2", health_check=True)
         berth.ok("service", "update", "web", "--task-definition", "web:2")
         # A process of its own: the in-process runner swaps sys.stdout, so it cannot run in a thread.
-        cli = [sys.executable, "-m", "berth.cli.main", "--server", plane.address]
+        cli = [
+            sys.executable,
+            "-m",
+            "berth.cli.main",
+            "--server",
+            plane.address,
+            "--config",
+            str(plane.admin_config),
+        ]
         waiter = subprocess.Popen(
             [*cli, "service", "wait", "web", "--timeout", str(ROLLOUT_TIMEOUT)],
             stdout=subprocess.PIPE,
