@@ -18,13 +18,14 @@ output slows down rather than piling up in memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 
-from agent.credentials import CredentialStore, NodeCredentials, renew
+from agent.credentials import RENEW_TIMEOUT, CredentialStore, NodeCredentials, renew
 from agent.logs import LogStreams
 from agent.supervisor import TaskSupervisor
 from berth import pki
@@ -162,6 +163,8 @@ class ControlPlaneSession:
         self._keepalive_ms = keepalive_ms
         self._now = now
         self.connected = asyncio.Event()
+        # True while a renewal is in flight or being stored: it must not be cut short.
+        self._renewing = False
 
     async def run(self) -> None:
         backoff = BACKOFF_FIRST
@@ -252,12 +255,16 @@ class ControlPlaneSession:
             await asyncio.wait({reader, renewal}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             call.cancel()
-            for task in (reader, renewal):
-                task.cancel()
+            reader.cancel()
+            if self._renewing:
+                # The control plane cuts the old certificate's stream as soon as it has issued
+                # the new one: let the renewal finish rather than lose the new certificate.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(renewal), RENEW_TIMEOUT + 5)
+            renewal.cancel()
             await asyncio.gather(reader, renewal, return_exceptions=True)
             await logs.close()
-        if renewal.done() and not renewal.cancelled() and renewal.exception() is None:
-            self.credentials = renewal.result()
+        if self.credentials is not credentials:
             raise CertificateRenewed()
         reader.result()  # the stream's error, if it ended with one
         raise StreamClosed("the control plane closed the stream")
@@ -283,10 +290,11 @@ class ControlPlaneSession:
         await asyncio.sleep(renewal_delay(credentials, self._now()))
         retry = RENEW_RETRY_FIRST
         while True:
+            self._renewing = True
             try:
                 renewed = await renew(channel, credentials)
-                await asyncio.to_thread(self._store.save, renewed)
-            except (BerthError, OSError) as error:
+            except BerthError as error:
+                self._renewing = False
                 retry = next_renew_retry(retry, credentials, self._now())
                 log.warning(
                     "event=certificate_renewal_failed node=%s error=%r retry_in=%.1fs expires=%s",
@@ -297,6 +305,20 @@ class ControlPlaneSession:
                 )
                 await asyncio.sleep(retry)
                 continue
+            # Adopted at once: the old certificate is no longer accepted once this one is issued.
+            self.credentials = renewed
+            try:
+                await asyncio.to_thread(self._store.save, renewed)
+            except OSError as error:
+                log.error(
+                    "event=certificate_save_failed node=%s error=%r effect=%r",
+                    renewed.node_id,
+                    str(error),
+                    "the renewed certificate is kept in memory only; "
+                    "after a restart the node must join again",
+                )
+            finally:
+                self._renewing = False
             log.info(
                 "event=certificate_renewed node=%s expires=%s renew_at=%s",
                 renewed.node_id,

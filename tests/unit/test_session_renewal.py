@@ -99,6 +99,10 @@ class FakeAgentService(agent_pb2_grpc.AgentServiceServicer):
     connected: list[int] = field(default_factory=list)
     renewed: list[int] = field(default_factory=list)
     issued: list[int] = field(default_factory=list)
+    # As the control plane does: a renewal retires the old certificate and cuts its stream at once.
+    cut_on_renew: bool = False
+    retired: set[int] = field(default_factory=set)
+    replaced: asyncio.Event = field(default_factory=asyncio.Event)
 
     @staticmethod
     def _peer(context: Context) -> pki.Identity:
@@ -108,7 +112,7 @@ class FakeAgentService(agent_pb2_grpc.AgentServiceServicer):
         self, request: agent_pb.RegisterRequest, context: Context
     ) -> agent_pb.RegisterResponse:  # type: ignore[override]
         peer = self._peer(context)
-        if self.refuse:
+        if self.refuse or peer.serial in self.retired:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"node {peer.name} was removed")
         assert request.node_id == peer.name
         self.registered.append(peer.serial)
@@ -119,6 +123,9 @@ class FakeAgentService(agent_pb2_grpc.AgentServiceServicer):
     ) -> AsyncIterator[agent_pb.ControlMessage]:
         self.connected.append(self._peer(context).serial)
         yield agent_pb.ControlMessage(desired_state=agent_pb.DesiredState(revision=len(self.connected)))
+        if self.cut_on_renew and not self.replaced.is_set():
+            await self.replaced.wait()
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "this certificate was replaced")
         async for _ in request_iterator:
             pass
 
@@ -129,6 +136,10 @@ class FakeAgentService(agent_pb2_grpc.AgentServiceServicer):
         self.renewed.append(peer.serial)
         certificate, serial = pki.issue(self.ca, "node", peer.name, pki.public_key_of_csr(request.csr), HOUR)
         self.issued.append(serial)
+        if self.cut_on_renew:
+            self.retired.add(peer.serial)
+            self.replaced.set()  # the stream may be cut before this answer arrives
+            await asyncio.sleep(0.2)
         return agent_pb.RenewCertificateResponse(certificate=certificate)
 
 
@@ -227,6 +238,23 @@ async def test_a_refused_certificate_is_logged_and_retried_slowly_never_fatal(
         assert not task.done()  # still running: it retries, it does not crash
         assert "PERMISSION_DENIED" in caplog.text and "node node-1 was removed" in caplog.text
         assert caplog.text.count("event=certificate_refused") == 1  # the next try waits >= 5 s
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_stream_cut_as_soon_as_the_new_certificate_is_issued_still_reconnects_with_it(
+    service: tuple[FakeAgentService, str], ca: pki.KeyPair, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake, address = service
+    fake.cut_on_renew = True
+    first = node(ca)
+    caplog.set_level(logging.INFO, logger="agent.session")
+    task = asyncio.create_task(session(address, first, MemoryStore(first), first.renew_at).run())
+    try:
+        await wait_for(lambda: len(fake.connected) >= 2)
+        assert fake.connected[:2] == [pki.identity(first.certificate).serial, fake.issued[0]]
+        assert "event=certificate_refused" not in caplog.text
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
