@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess
+from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess, JoinFlags
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
 from berth.v1 import resources_pb2 as pb
@@ -120,14 +120,20 @@ def main() -> None:
                 options.cp_log_level,
             ],
         )
-        hollow = HollowAgentsProcess(
-            Path(scratch) / "hollow.log",
-            plane.address,
-            options.agents,
-            ["--cpu-units", "4096", "--memory-mib", "16384", "--attribute", "zone=bench"],
-        )
+        plane.start()
         try:
-            plane.start()
+            # Every hollow host joins with one multi-use token, as real hosts would.
+            hollow = HollowAgentsProcess(
+                Path(scratch) / "hollow.log",
+                plane.address,
+                options.agents,
+                ["--cpu-units", "4096", "--memory-mib", "16384", "--attribute", "zone=bench"],
+                join=JoinFlags.of(plane),
+            )
+        except BaseException:
+            plane.stop()
+            raise
+        try:
             hollow.start()
             stub = operator_pb2_grpc.OperatorStub(
                 plane.admin_channel(options=[("grpc.max_receive_message_length", 64 << 20)])

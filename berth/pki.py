@@ -49,6 +49,8 @@ KINDS = ("server", "node", "user", "etcd-server", "etcd-client")
 CA_LIFETIME = datetime.timedelta(days=3650)
 MAX_CSR_BYTES = 4096
 HASH_PREFIX = "sha256:"
+# Certificates start a little in the past, for clocks a little behind the CA's.
+CLOCK_SKEW = datetime.timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,13 @@ class Identity:
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
+
+
+def backdate(lifetime: datetime.timedelta) -> datetime.timedelta:
+    """How far before its issue a certificate starts: the clock skew allowed, but at most a tenth
+    of its life, so a short-lived certificate is not due for renewal (renew_at) the moment it is
+    issued. (A negative lifetime, an already expired certificate for tests, keeps the full skew.)"""
+    return min(CLOCK_SKEW, lifetime / 10) if lifetime > datetime.timedelta(0) else CLOCK_SKEW
 
 
 def new_key() -> ec.EllipticCurvePrivateKey:
@@ -223,7 +232,7 @@ def issue(
         .issuer_name(ca_certificate.subject)
         .public_key(public_key)
         .serial_number(serial)
-        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_before(now - backdate(lifetime))
         .not_valid_after(now + lifetime)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
