@@ -36,14 +36,10 @@ class Member:
         )
 
     def channel(self, address: str, options: Sequence[tuple[str, object]] = ()) -> grpc.Channel:
-        return grpc.secure_channel(
-            address, self.credentials(), options=[*channel_options(), *options]
-        )
+        return grpc.secure_channel(address, self.credentials(), options=[*channel_options(), *options])
 
     def aio_channel(self, address: str, options: Sequence[tuple[str, object]] = ()) -> grpc.aio.Channel:
-        return grpc.aio.secure_channel(
-            address, self.credentials(), options=[*channel_options(), *options]
-        )
+        return grpc.aio.secure_channel(address, self.credentials(), options=[*channel_options(), *options])
 
 
 def cluster_ca(plane: ControlPlaneProcess) -> pki.KeyPair:
