@@ -12,11 +12,14 @@
 #
 # Environment: BERTH_HOME (state, logs and pid files; default /var/lib/berth),
 # BERTH_SERVER (the control plane's address; default 127.0.0.1:7400),
+# BERTH_CONFIG (where the control plane writes the administrator's credentials
+# and the CLI finds them; default ~/.config/berth/config),
 # BERTH_SKIP_INSTALL=1 (everything is installed already: skip deploy/install.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BERTH_HOME=${BERTH_HOME:-/var/lib/berth}
 export BERTH_SERVER=${BERTH_SERVER:-127.0.0.1:7400}
+export BERTH_CONFIG=${BERTH_CONFIG:-$HOME/.config/berth/config}
 SERVICE_CIDR=10.96.0.0/16
 BERTH=.venv/bin/berth
 
@@ -95,11 +98,23 @@ start_daemon() {
 }
 
 step "starting the control plane (embedded etcd in $BERTH_HOME/controlplane) and an agent"
-start_daemon controlplane .venv/bin/berth-controlplane --listen "$BERTH_SERVER" --data-dir "$BERTH_HOME/controlplane"
+# It creates the cluster CA at first start and writes the administrator's
+# credentials to $BERTH_CONFIG, where the CLI finds them by itself.
+start_daemon controlplane .venv/bin/berth-controlplane --listen "$BERTH_SERVER" \
+  --data-dir "$BERTH_HOME/controlplane" --admin-config "$BERTH_CONFIG"
 for _ in $(seq 1 100); do "$BERTH" cluster list >/dev/null 2>&1 && break; sleep 0.2; done
+# The agent joins with a single-use token and the CA's pinned hash, as any new
+# host does; once joined, its certificate is in its data directory.
+join=()
+if [ ! -f "$BERTH_HOME/agent/node.crt" ]; then
+  created=$("$BERTH" join-token create --uses 1 --ttl 10m --description quickstart -o json)
+  token=$(echo "$created" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  ca_hash=$(echo "$created" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["caHash"])')
+  join=(--join-token "$token" --ca-hash "$ca_hash")
+fi
 # No --address: the agent takes this host's own address (the interface of the
 # default route), which containers reach, so service VIPs and DNS work from them.
-start_daemon agent .venv/bin/berth-agent --server "$BERTH_SERVER" --data-dir "$BERTH_HOME/agent"
+start_daemon agent .venv/bin/berth-agent --server "$BERTH_SERVER" --data-dir "$BERTH_HOME/agent" "${join[@]}"
 for _ in $(seq 1 100); do "$BERTH" node list | grep -q READY && break; sleep 0.2; done
 "$BERTH" node list
 
@@ -136,7 +151,7 @@ step "Berth replaced it: the killed task is STOPPED with its exit code, a new on
 cat <<DONE
 
 The cluster keeps running. Try:
-  export BERTH_SERVER=$BERTH_SERVER PATH=$PWD/.venv/bin:\$PATH
+  export PATH=$PWD/.venv/bin:\$PATH   # credentials: $BERTH_CONFIG
   berth service update web --desired-count 5
   berth node list
 Stop everything with: bash deploy/quickstart.sh down

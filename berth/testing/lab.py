@@ -302,10 +302,10 @@ def _unmount_under(root: Path) -> None:
         _run("umount", "-l", mount, check=False)
 
 
-def instructions(server: str) -> list[str]:
+def instructions(server: str, config: Path) -> list[str]:
     """What `up` prints after the hosts: the commands README's lab section uses."""
     return [
-        f"export BERTH_SERVER={server}",
+        f"export BERTH_SERVER={server} BERTH_CONFIG={config}",
         "remove it with: bash deploy/lab.sh down",
     ]
 
@@ -331,7 +331,7 @@ def main() -> None:
     print(
         f"lab up: {args.hosts} hosts ({', '.join(f'{h.name}={h.address} zone {h.zone}' for h in lab.hosts)})"
     )
-    for line in instructions(lab.server):
+    for line in instructions(lab.server, lab.controlplane.admin_config):
         print(line)
 
 

@@ -122,6 +122,8 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory, test_image: str) -> Ite
         **os.environ,
         "BERTH_HOME": str(home),
         "BERTH_SERVER": SERVER,
+        # The administrator's credentials: written by the control plane, found by the CLI.
+        "BERTH_CONFIG": str(home / "config"),
         "BERTH_SKIP_INSTALL": "1",
         "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
     }
@@ -153,7 +155,7 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory, test_image: str) -> Ite
 
 @pytest.fixture(scope="module")
 def berth(quickstart: QuickStart) -> Berth:
-    return Berth(SERVER)
+    return Berth(SERVER, quickstart.home / "config")
 
 
 def _probe_container(berth: Berth, tmp_path: Path) -> str:

@@ -38,11 +38,13 @@ def test_dns_upstream_takes_an_optional_port() -> None:
 
 
 def test_the_lab_prints_the_commands_readme_uses() -> None:
-    printed = instructions("10.213.0.1:41000")
+    printed = instructions("10.213.0.1:41000", Path("/var/lib/berth-lab/controlplane-admin.conf"))
     readme = REPO.joinpath("README.md").read_text()
     lab_block = next(b for b in readme_blocks(readme) if "deploy/lab.sh up" in b.text)
-    assert printed[0] == "export BERTH_SERVER=10.213.0.1:41000"
-    assert "# prints: export BERTH_SERVER=10.213.0.1:PORT" in lab_block.text
+    assert printed[0] == (
+        "export BERTH_SERVER=10.213.0.1:41000 BERTH_CONFIG=/var/lib/berth-lab/controlplane-admin.conf"
+    )
+    assert "# prints: export BERTH_SERVER=10.213.0.1:PORT BERTH_CONFIG=PATH" in lab_block.text
     assert printed[1].endswith("bash deploy/lab.sh down") and "bash deploy/lab.sh down" in lab_block.text
 
 
