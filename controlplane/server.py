@@ -36,6 +36,7 @@ from controlplane.operations import Operations
 from controlplane.operations.clusters import ensure_default_cluster
 from controlplane.operations.membership import Membership, Users
 from controlplane.registry import AgentRegistry
+from controlplane.sealing import load_or_create_master_key
 from controlplane.status import StatusWriter
 from controlplane.store import Store
 from controlplane.store.embedded import EmbeddedEtcd
@@ -65,6 +66,7 @@ class ControlPlane:
             await self._etcd.start()
             endpoints = [self._etcd.endpoint]
         ca, _ = tls.load_or_create_ca(settings.ca_directory, secrets.token_hex(4))
+        master_key = load_or_create_master_key(settings.ca_directory)
         lifetime = datetime.timedelta(seconds=settings.certificate_lifetime)
         store = self._store = Store(endpoints, prefix=settings.key_prefix)
         await store.connect()
@@ -83,6 +85,7 @@ class ControlPlane:
             settings.service_cidr,
             allowed_registries=settings.allowed_registries,
             limits=self._limits(),
+            master_key=master_key,
         )
 
         membership = Membership(store, cache, ca, lifetime)
@@ -112,6 +115,7 @@ class ControlPlane:
                 settings.service_cidr,
                 membership,
                 logs=operations.logs.router,
+                secret_values=operations.secret_values,
             ),
             server,
         )
