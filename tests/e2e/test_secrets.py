@@ -215,6 +215,9 @@ def test_only_the_running_node_receives_values_and_they_are_nowhere_else(plane: 
     described = admin.ok("taskdef", "describe", "vault", "-o", "json")
     _no_plaintext(described.stdout.encode(), "taskdef describe")
     assert "parameter/app/DB_PASSWORD" in described.stdout  # the reference is kept
+    table = admin.ok("taskdef", "describe", "vault").stdout
+    assert "secret DB_PASSWORD from arn:aws:ssm:" in table
+    _no_plaintext(table.encode(), "taskdef describe")
 
     holder = RawNode(plane, join(plane, "holder"), {"role": "holder"})
     other = RawNode(plane, join(plane, "other"), {"role": "other"})
