@@ -35,6 +35,7 @@ from controlplane.liveness import NodeLeases
 from controlplane.operations import Operations
 from controlplane.operations.clusters import ensure_default_cluster
 from controlplane.operations.membership import Membership, Users
+from controlplane.operations.secrets import check_master_key
 from controlplane.registry import AgentRegistry
 from controlplane.sealing import load_or_create_master_key
 from controlplane.status import StatusWriter
@@ -71,6 +72,7 @@ class ControlPlane:
         store = self._store = Store(endpoints, prefix=settings.key_prefix)
         await store.connect()
         await ensure_default_cluster(store)
+        await check_master_key(store, master_key)
         cache = self._cache = ClusterCache(store)
         await cache.start()
         agents = AgentRegistry()

@@ -115,6 +115,22 @@ class Secrets:
         return info(found.value)
 
 
+async def check_master_key(store: StoreAPI, master: MasterKey) -> int:
+    """Log (once, at start) the secrets sealed under a master key other than this replica's:
+    a replica started without a copy of the first one's PKI directory. Returns their count."""
+    found, _ = await store.scan(keys.SECRETS, pb.Secret)
+    foreign = [f.value.name for f in found if f.value.key_id and f.value.key_id != master.key_id]
+    if foreign:
+        log.error(
+            "event=secrets_master_key_mismatch count=%d example=%s key_id=%s "
+            "hint=copy_secrets.key_from_the_first_replicas_pki_dir",
+            len(foreign),
+            foreign[0],
+            master.key_id,
+        )
+    return len(foreign)
+
+
 class SecretUnavailable(Exception):
     """A task's secret cannot be had; the message is the task's stopped reason."""
 

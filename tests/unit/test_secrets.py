@@ -18,7 +18,7 @@ from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 from controlplane.cache import ClusterCache
 from controlplane.desired import DesiredStates
-from controlplane.operations.secrets import PULL_FAILED, Secrets, SecretValues
+from controlplane.operations.secrets import PULL_FAILED, Secrets, SecretValues, check_master_key
 from controlplane.sealing import MasterKey, SealError, load_or_create_master_key, seal, unseal
 from controlplane.store import keys
 from controlplane.store.memory import MemoryStore
@@ -204,6 +204,13 @@ async def test_put_list_delete_never_store_or_show_the_value(store: MemoryStore)
     assert await secrets.all() == []
     with pytest.raises(NotFound):
         await secrets.delete("/app/DB_PASSWORD", "bob")
+
+
+async def test_secrets_sealed_under_another_master_key_are_reported(store: MemoryStore) -> None:
+    first, second = MasterKey.generate(), MasterKey.generate()
+    await Secrets(store, first).put("a", VALUE, "alice")
+    assert await check_master_key(store, first) == 0
+    assert await check_master_key(store, second) == 1
 
 
 @pytest.mark.parametrize(
