@@ -262,7 +262,17 @@ def test_only_the_running_node_receives_values_and_they_are_nowhere_else(plane: 
     _no_plaintext(b"".join(raw.values()), "etcd")
     if shutil.which("etcdctl"):
         dumped = subprocess.run(
-            ["etcdctl", f"--endpoints={plane.etcd_endpoint}", "get", "--prefix", "/berth/"],
+            [
+                "etcdctl",
+                f"--endpoints={plane.etcd_endpoint}",
+                # The embedded etcd's client certificate (etcd is locked to it).
+                f"--cacert={plane.data_dir / 'etcd-tls' / 'ca.crt'}",
+                f"--cert={plane.data_dir / 'etcd-tls' / 'client.crt'}",
+                f"--key={plane.data_dir / 'etcd-tls' / 'client.key'}",
+                "get",
+                "--prefix",
+                "/berth/",
+            ],
             capture_output=True,
             timeout=30,
             check=True,
