@@ -199,6 +199,9 @@ class TaskSupervisor:
                     return
                 log.info("event=task_starting task=%s service=%s", task_id, assignment.service or "-")
                 try:
+                    if assignment.secrets_error:
+                        # The control plane could not resolve its secrets (ECS: unable to pull secrets).
+                        raise StartFailed(assignment.secrets_error)
                     await self.driver.start_task(assignment, self.node_id)
                     TASKS_STARTED.inc()
                 except StartFailed as error:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from berth.errors import InvalidArgument
 from berth.names import check_family, shown
+from berth.secretnames import MAX_REFERENCE_LENGTH, parse_reference
 from berth.v1 import resources_pb2 as pb
 
 # ECS fields Berth recognises but does not implement yet: a clear "not
@@ -45,7 +46,6 @@ _UNSUPPORTED_CONTAINER_FIELDS = frozenset(
         "dockerLabels",
         "ulimits",
         "linuxParameters",
-        "secrets",
         "environmentFiles",
         "resourceRequirements",
         "firelensConfiguration",
@@ -87,6 +87,7 @@ MAX_MEMORY_MIB = 4_194_304  # 4 TiB, per container, per task and for the sum
 MAX_STOP_TIMEOUT = 3600  # seconds
 MAX_PORT_MAPPINGS = 100  # per task definition
 MAX_ENVIRONMENT = 500  # variables per container
+MAX_SECRETS = 100  # secret references per container
 MAX_ARGUMENTS = 500  # items of command and of entryPoint, each
 MAX_IMAGE_LENGTH = 255  # ECS: up to 255 characters
 MAX_NAME_LENGTH = 255  # environment variable names
@@ -107,6 +108,11 @@ class _Strict(BaseModel):
 class _KeyValue(_Strict):
     name: str = Field(max_length=MAX_NAME_LENGTH)
     value: str = Field(max_length=MAX_VALUE_LENGTH)
+
+
+class _SecretReference(_Strict):
+    name: str = Field(max_length=MAX_NAME_LENGTH)
+    value_from: str = Field(alias="valueFrom", max_length=MAX_REFERENCE_LENGTH)
 
 
 class _PortMapping(_Strict):
@@ -143,6 +149,7 @@ class _ContainerDefinition(_Strict):
     essential: bool = True
     stop_timeout: int | None = Field(default=None, alias="stopTimeout", ge=0, le=MAX_STOP_TIMEOUT)
     health_check: _HealthCheck | None = Field(default=None, alias="healthCheck")
+    secrets: list[_SecretReference] = Field(default_factory=list, max_length=MAX_SECRETS)
 
 
 def _int_or_string(value: Any) -> Any:
@@ -215,6 +222,7 @@ def _container_to_proto(raw: Any, index: int) -> pb.ContainerDefinition:
             for p in model.port_mappings
         ],
         environment=[pb.KeyValuePair(name=e.name, value=e.value) for e in model.environment],
+        secrets=[pb.SecretReference(name=r.name, value_from=r.value_from) for r in model.secrets],
         command=model.command,
         entry_point=model.entry_point,
         essential=model.essential,
@@ -320,6 +328,36 @@ def _check_strings(where: str, c: pb.ContainerDefinition) -> None:
             )
 
 
+def _check_secrets(where: str, c: pb.ContainerDefinition) -> None:
+    """References only (the values stay in the secret store); each names a secret validly.
+
+    A secret that does not exist yet is no error here, as in ECS: it is looked up when a
+    task starts, and a task whose secret is missing stops with a clear reason."""
+    if len(c.secrets) > MAX_SECRETS:
+        raise InvalidArgument(f"{where}.secrets has {len(c.secrets)} entries: the limit is {MAX_SECRETS}")
+    names = {variable.name for variable in c.environment}
+    for reference in c.secrets:
+        if (
+            not reference.name
+            or len(reference.name) > MAX_NAME_LENGTH
+            or "=" in reference.name
+            or not _printable(reference.name)
+        ):
+            raise InvalidArgument(
+                f"{where}.secrets: name {shown(reference.name)} is invalid: use 1-{MAX_NAME_LENGTH} "
+                "characters without '=', spaces or control characters"
+            )
+        if reference.name in names:
+            raise InvalidArgument(
+                f"{where}.secrets: {reference.name} is set twice (in environment or secrets)"
+            )
+        names.add(reference.name)
+        try:
+            parse_reference(reference.value_from)
+        except InvalidArgument as error:
+            raise InvalidArgument(f"{where}.secrets[{reference.name}].valueFrom: {error}") from None
+
+
 def _check_health_check(where: str, c: pb.ContainerDefinition) -> None:
     if not c.HasField("health_check"):
         return
@@ -393,6 +431,7 @@ def validate_containers(containers: Sequence[pb.ContainerDefinition], task_memor
             raise InvalidArgument(f"{where}.name {c.name!r} is used by another container of the task")
         seen_names.add(c.name)
         _check_strings(where, c)
+        _check_secrets(where, c)
         _check_numbers(where, c, task_memory)
         _check_health_check(where, c)
         mappings += len(c.port_mappings)

@@ -31,6 +31,7 @@ _TYPES: dict[str, type[Message]] = {
     keys.NODES: pb.Node,
     keys.IDENTITIES: pb.NodeIdentity,
     keys.USERS: pb.User,
+    keys.SECRETS: pb.Secret,
 }
 
 
@@ -165,9 +166,9 @@ class ClusterCache:
         elif kind == keys.IDENTITIES:
             # The node's stream re-checks its certificate (revoked or renewed).
             self._notify_node(event.key.removeprefix(keys.IDENTITIES))
-        elif kind in (keys.TASKDEFS, keys.SERVICES, keys.NODES):
-            # Task definitions are in every assignment; services and nodes
-            # shape the route table every agent gets.
+        elif kind in (keys.TASKDEFS, keys.SERVICES, keys.NODES, keys.SECRETS):
+            # Task definitions (and the secrets they name) are in every
+            # assignment; services and nodes shape the route table every agent gets.
             if kind == keys.NODES:
                 self._nodes_version += 1
             self._notify_all_nodes()
@@ -272,6 +273,9 @@ class ClusterCache:
 
     def user(self, name: str) -> Versioned[pb.User] | None:
         return self._objects[keys.USERS].get(keys.user(name))
+
+    def secret(self, name: str) -> Versioned[pb.Secret] | None:
+        return self._objects[keys.SECRETS].get(keys.secret(name))
 
     def node_identity(self, node_id: str) -> Versioned[pb.NodeIdentity] | None:
         return self._objects[keys.IDENTITIES].get(keys.identity(node_id))

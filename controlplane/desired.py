@@ -7,6 +7,13 @@ node sends the node a complete snapshot again; in a big cluster that is
 many snapshots a second, so each task's assignment is built once per
 version of the task (and of its task definition), and each service's route
 once per version of the service, its tasks and the nodes.
+
+Secrets reach only the node that runs the task: the values a task's
+containers name are resolved here, while building that node's snapshot, and
+only for tasks meant to run; an assignment's version includes the revisions
+of those secrets' records, so a put or a delete rebuilds it. A secret that
+cannot be had leaves the values out and says why (`secrets_error`); the agent
+then stops the task as TASK_FAILED_TO_START with that reason.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 from controlplane.cache import ClusterCache
 from controlplane.endpoints import route
+from controlplane.operations.secrets import PULL_FAILED, SecretUnavailable, SecretValues
 
 
 class DesiredStates:
@@ -26,9 +34,10 @@ class DesiredStates:
     is built once per version of the task (and of its task definition).
     """
 
-    def __init__(self, cache: ClusterCache) -> None:
+    def __init__(self, cache: ClusterCache, secrets: SecretValues | None = None) -> None:
         self._cache = cache
-        self._assignments: dict[str, tuple[tuple[int, int], agent_pb.TaskAssignment]] = {}
+        self._secrets = secrets  # None: no secret can be resolved (tasks naming one fail to start)
+        self._assignments: dict[str, tuple[object, agent_pb.TaskAssignment]] = {}
         self._routes: dict[tuple[str, str], tuple[object, agent_pb.ServiceRoute]] = {}
 
     def routes(self) -> tuple[tuple[object, ...], list[agent_pb.ServiceRoute]]:
@@ -70,7 +79,10 @@ class DesiredStates:
             td = self._cache.taskdef(family, revision or 0)
             if td is None:
                 continue
-            version = (versioned.mod_revision, td.mod_revision)
+            starting = task.desired_status == pb.DESIRED_RUNNING
+            secrets = starting and any(c.secrets for c in td.value.container_definitions)
+            secret_revisions = self._secrets.revisions(td.value) if secrets and self._secrets else ()
+            version = (versioned.mod_revision, td.mod_revision, secret_revisions)
             cached = self._assignments.get(task.id)
             if cached is None or cached[0] != version:
                 assignment = agent_pb.TaskAssignment(
@@ -84,12 +96,23 @@ class DesiredStates:
                     stopped_reason=task.stopped_reason,
                     health_status=task.health_status,
                 )
+                if secrets:
+                    self._add_secrets(assignment, td.value)
                 cached = self._assignments[task.id] = (version, assignment)
             entries.append((task.id, *version, cached[1]))
         entries.sort(key=lambda entry: entry[0])
         route_versions, table = self.routes()
-        fingerprint = (tuple(entry[:3] for entry in entries), route_versions)
+        fingerprint = (tuple(entry[:4] for entry in entries), route_versions)
         state = agent_pb.DesiredState(
-            revision=self._cache.revision, tasks=[entry[3] for entry in entries], routes=table
+            revision=self._cache.revision, tasks=[entry[4] for entry in entries], routes=table
         )
         return fingerprint, state
+
+    def _add_secrets(self, assignment: agent_pb.TaskAssignment, td: pb.TaskDefinition) -> None:
+        if self._secrets is None:
+            assignment.secrets_error = f"{PULL_FAILED}: this control plane holds no secrets"
+            return
+        try:
+            assignment.secret_environment.extend(self._secrets.environment(td))
+        except SecretUnavailable as error:
+            assignment.secrets_error = str(error)

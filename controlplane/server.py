@@ -35,7 +35,9 @@ from controlplane.liveness import NodeLeases
 from controlplane.operations import Operations
 from controlplane.operations.clusters import ensure_default_cluster
 from controlplane.operations.membership import Membership, Users
+from controlplane.operations.secrets import check_master_key
 from controlplane.registry import AgentRegistry
+from controlplane.sealing import load_or_create_master_key
 from controlplane.status import StatusWriter
 from controlplane.store import Store
 from controlplane.store.embedded import EmbeddedEtcd
@@ -66,10 +68,12 @@ class ControlPlane:
             await self._etcd.start()
             endpoints, etcd_tls = [self._etcd.endpoint], self._etcd.client_tls
         ca, _ = tls.load_or_create_ca(settings.ca_directory, secrets.token_hex(4))
+        master_key = load_or_create_master_key(settings.ca_directory)
         lifetime = datetime.timedelta(seconds=settings.certificate_lifetime)
         store = self._store = Store(endpoints, prefix=settings.key_prefix, tls=etcd_tls)
         await store.connect()
         await ensure_default_cluster(store)
+        await check_master_key(store, master_key)
         cache = self._cache = ClusterCache(store)
         await cache.start()
         agents = AgentRegistry()
@@ -84,6 +88,7 @@ class ControlPlane:
             settings.service_cidr,
             allowed_registries=settings.allowed_registries,
             limits=self._limits(),
+            master_key=master_key,
         )
 
         membership = Membership(store, cache, ca, lifetime)
@@ -113,6 +118,7 @@ class ControlPlane:
                 settings.service_cidr,
                 membership,
                 logs=operations.logs.router,
+                secret_values=operations.secret_values,
             ),
             server,
         )

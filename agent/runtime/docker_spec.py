@@ -123,6 +123,10 @@ def container_specs(
     pids_limit: processes per container (0 or less: the engine's default).
     """
     td = assignment.task_definition
+    secrets = {
+        group.container: {v.name: v.value for v in group.environment}
+        for group in assignment.secret_environment
+    }
     specs = []
     for definition in td.container_definitions:
         stop_timeout = definition.stop_timeout or DEFAULT_STOP_TIMEOUT
@@ -144,7 +148,9 @@ def container_specs(
                     LABEL_TASK_DEFINITION: f"{td.family}:{td.revision}",
                     LABEL_NODE: node_id,
                 },
-                environment={e.name: e.value for e in definition.environment},
+                # The task's secrets (resolved for this node by the control plane) join its environment.
+                environment={e.name: e.value for e in definition.environment}
+                | secrets.get(definition.name, {}),
                 ports={
                     f"{p.container_port}/{protocol_name(p.protocol)}": (p.host_port or None)
                     for p in definition.port_mappings

@@ -132,6 +132,9 @@ def describe(
                     f"    healthCheck: {json.dumps(list(check.command))} interval={check.interval}s "
                     f"timeout={check.timeout}s retries={check.retries} startPeriod={check.start_period}s",
                 )
+            for reference in c.secrets:
+                # A reference only: the value never leaves the control plane except to the task's node.
+                console.print(f"    secret {reference.name} from {reference.value_from}")
 
     emit_one(output, td, show)
 

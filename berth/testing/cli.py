@@ -45,13 +45,16 @@ class Berth:
         """The administrator of a control plane the tests started."""
         return cls(plane.address, plane.admin_config)
 
-    def __call__(self, *args: str) -> CliResult:
+    def __call__(self, *args: str, input: bytes | str | None = None) -> CliResult:
+        """input: the command's standard input (e.g. a secret's value)."""
         config = ["--config", str(self.config)] if self.config is not None else []
-        result = self._runner.invoke(app, ["--server", self.server, *config, *args], catch_exceptions=False)
+        result = self._runner.invoke(
+            app, ["--server", self.server, *config, *args], input=input, catch_exceptions=False
+        )
         return CliResult(result.exit_code, result.stdout, result.stderr)
 
-    def ok(self, *args: str) -> CliResult:
-        result = self(*args)
+    def ok(self, *args: str, input: bytes | str | None = None) -> CliResult:
+        result = self(*args, input=input)
         assert result.exit_code == 0, f"berth {' '.join(args)} failed: {result.stderr or result.stdout}"
         return result
 

@@ -345,6 +345,8 @@ class TaskAssignment(_message.Message):
     STOP_CODE_FIELD_NUMBER: _builtins.int
     STOPPED_REASON_FIELD_NUMBER: _builtins.int
     HEALTH_STATUS_FIELD_NUMBER: _builtins.int
+    SECRET_ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    SECRETS_ERROR_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     desired_status: _resources_pb2.DesiredStatus.ValueType
     last_status: _resources_pb2.TaskStatus.ValueType
@@ -355,8 +357,18 @@ class TaskAssignment(_message.Message):
     stopped_reason: _builtins.str
     health_status: _resources_pb2.HealthStatus.ValueType
     """The task's health as etcd records it, so the agent re-reports a change."""
+    secrets_error: _builtins.str
+    """Set when a secret could not be resolved: the agent does not start the
+    task and reports it STOPPED (TASK_FAILED_TO_START) with this reason.
+    """
     @_builtins.property
     def task_definition(self) -> _resources_pb2.TaskDefinition: ...
+    @_builtins.property
+    def secret_environment(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerSecrets]:
+        """The values of the containers' `secrets`, resolved for this node only
+        (never logged, never stored by the agent).
+        """
+
     def __init__(
         self,
         *,
@@ -369,10 +381,12 @@ class TaskAssignment(_message.Message):
         stop_code: _resources_pb2.StopCode.ValueType = ...,
         stopped_reason: _builtins.str = ...,
         health_status: _resources_pb2.HealthStatus.ValueType = ...,
+        secret_environment: _abc.Iterable[Global___ContainerSecrets] | None = ...,
+        secrets_error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["task_definition", b"task_definition"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "desired_status", b"desired_status", "health_status", b"health_status", "last_status", b"last_status", "service", b"service", "stop_code", b"stop_code", "stopped_reason", b"stopped_reason", "task_definition", b"task_definition", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "desired_status", b"desired_status", "health_status", b"health_status", "last_status", b"last_status", "secret_environment", b"secret_environment", "secrets_error", b"secrets_error", "service", b"service", "stop_code", b"stop_code", "stopped_reason", b"stopped_reason", "task_definition", b"task_definition", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -541,3 +555,28 @@ class LogCancel(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LogCancel: _TypeAlias = LogCancel  # noqa: Y015
+
+@_typing.final
+class ContainerSecrets(_message.Message):
+    """One container's secret environment variables (see TaskAssignment)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    container: _builtins.str
+    @_builtins.property
+    def environment(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.KeyValuePair]: ...
+    def __init__(
+        self,
+        *,
+        container: _builtins.str = ...,
+        environment: _abc.Iterable[_resources_pb2.KeyValuePair] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "environment", b"environment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContainerSecrets: _TypeAlias = ContainerSecrets  # noqa: Y015

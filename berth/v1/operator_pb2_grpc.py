@@ -186,6 +186,21 @@ class OperatorStub:
                 request_serializer=berth_dot_v1_dot_operator__pb2.DeleteUserRequest.SerializeToString,
                 response_deserializer=berth_dot_v1_dot_resources__pb2.User.FromString,
                 _registered_method=True)
+        self.PutSecret = channel.unary_unary(
+                '/berth.v1.Operator/PutSecret',
+                request_serializer=berth_dot_v1_dot_operator__pb2.PutSecretRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_operator__pb2.SecretInfo.FromString,
+                _registered_method=True)
+        self.ListSecrets = channel.unary_unary(
+                '/berth.v1.Operator/ListSecrets',
+                request_serializer=berth_dot_v1_dot_operator__pb2.ListSecretsRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_operator__pb2.ListSecretsResponse.FromString,
+                _registered_method=True)
+        self.DeleteSecret = channel.unary_unary(
+                '/berth.v1.Operator/DeleteSecret',
+                request_serializer=berth_dot_v1_dot_operator__pb2.DeleteSecretRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_operator__pb2.SecretInfo.FromString,
+                _registered_method=True)
 
 
 class OperatorServicer:
@@ -379,6 +394,25 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutSecret(self, request, context):
+        """Secrets (values go in, never out).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSecrets(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSecret(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -531,6 +565,21 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.DeleteUser,
                     request_deserializer=berth_dot_v1_dot_operator__pb2.DeleteUserRequest.FromString,
                     response_serializer=berth_dot_v1_dot_resources__pb2.User.SerializeToString,
+            ),
+            'PutSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutSecret,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.PutSecretRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_operator__pb2.SecretInfo.SerializeToString,
+            ),
+            'ListSecrets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSecrets,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.ListSecretsRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_operator__pb2.ListSecretsResponse.SerializeToString,
+            ),
+            'DeleteSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSecret,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.DeleteSecretRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_operator__pb2.SecretInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1343,6 +1392,87 @@ class Operator:
             '/berth.v1.Operator/DeleteUser',
             berth_dot_v1_dot_operator__pb2.DeleteUserRequest.SerializeToString,
             berth_dot_v1_dot_resources__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/PutSecret',
+            berth_dot_v1_dot_operator__pb2.PutSecretRequest.SerializeToString,
+            berth_dot_v1_dot_operator__pb2.SecretInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSecrets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/ListSecrets',
+            berth_dot_v1_dot_operator__pb2.ListSecretsRequest.SerializeToString,
+            berth_dot_v1_dot_operator__pb2.ListSecretsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/DeleteSecret',
+            berth_dot_v1_dot_operator__pb2.DeleteSecretRequest.SerializeToString,
+            berth_dot_v1_dot_operator__pb2.SecretInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -72,6 +72,10 @@ class OperatorStub:
     """Operators: a certificate for a user with a role (the key stays with the caller)."""
     ListUsers: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListUsersRequest, _operator_pb2.ListUsersResponse]
     DeleteUser: _grpc.UnaryUnaryMultiCallable[_operator_pb2.DeleteUserRequest, _resources_pb2.User]
+    PutSecret: _grpc.UnaryUnaryMultiCallable[_operator_pb2.PutSecretRequest, _operator_pb2.SecretInfo]
+    """Secrets (values go in, never out)."""
+    ListSecrets: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListSecretsRequest, _operator_pb2.ListSecretsResponse]
+    DeleteSecret: _grpc.UnaryUnaryMultiCallable[_operator_pb2.DeleteSecretRequest, _operator_pb2.SecretInfo]
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -115,6 +119,10 @@ class OperatorAsyncStub(OperatorStub):
     """Operators: a certificate for a user with a role (the key stays with the caller)."""
     ListUsers: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListUsersRequest, _operator_pb2.ListUsersResponse]  # type: ignore[assignment]
     DeleteUser: _aio.UnaryUnaryMultiCallable[_operator_pb2.DeleteUserRequest, _resources_pb2.User]  # type: ignore[assignment]
+    PutSecret: _aio.UnaryUnaryMultiCallable[_operator_pb2.PutSecretRequest, _operator_pb2.SecretInfo]  # type: ignore[assignment]
+    """Secrets (values go in, never out)."""
+    ListSecrets: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListSecretsRequest, _operator_pb2.ListSecretsResponse]  # type: ignore[assignment]
+    DeleteSecret: _aio.UnaryUnaryMultiCallable[_operator_pb2.DeleteSecretRequest, _operator_pb2.SecretInfo]  # type: ignore[assignment]
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -335,5 +343,27 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         request: _operator_pb2.DeleteUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.User, _abc.Awaitable[_resources_pb2.User]]: ...
+
+    @_abc_1.abstractmethod
+    def PutSecret(
+        self,
+        request: _operator_pb2.PutSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.SecretInfo, _abc.Awaitable[_operator_pb2.SecretInfo]]:
+        """Secrets (values go in, never out)."""
+
+    @_abc_1.abstractmethod
+    def ListSecrets(
+        self,
+        request: _operator_pb2.ListSecretsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ListSecretsResponse, _abc.Awaitable[_operator_pb2.ListSecretsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteSecret(
+        self,
+        request: _operator_pb2.DeleteSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.SecretInfo, _abc.Awaitable[_operator_pb2.SecretInfo]]: ...
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -323,6 +323,7 @@ class ContainerDefinition(_message.Message):
     ESSENTIAL_FIELD_NUMBER: _builtins.int
     STOP_TIMEOUT_FIELD_NUMBER: _builtins.int
     HEALTH_CHECK_FIELD_NUMBER: _builtins.int
+    SECRETS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     image: _builtins.str
     cpu: _builtins.int
@@ -346,6 +347,12 @@ class ContainerDefinition(_message.Message):
     def health_check(self) -> Global___HealthCheck:
         """ECS's container healthCheck, run by the container engine; unset = none."""
 
+    @_builtins.property
+    def secrets(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecretReference]:
+        """ECS's `secrets`: environment variables whose values are Berth secrets,
+        kept here as references only; the value reaches only the task's node.
+        """
+
     def __init__(
         self,
         *,
@@ -361,10 +368,11 @@ class ContainerDefinition(_message.Message):
         essential: _builtins.bool = ...,
         stop_timeout: _builtins.int = ...,
         health_check: Global___HealthCheck | None = ...,
+        secrets: _abc.Iterable[Global___SecretReference] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["health_check", b"health_check"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "cpu", b"cpu", "entry_point", b"entry_point", "environment", b"environment", "essential", b"essential", "health_check", b"health_check", "image", b"image", "memory", b"memory", "memory_reservation", b"memory_reservation", "name", b"name", "port_mappings", b"port_mappings", "stop_timeout", b"stop_timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "cpu", b"cpu", "entry_point", b"entry_point", "environment", b"environment", "essential", b"essential", "health_check", b"health_check", "image", b"image", "memory", b"memory", "memory_reservation", b"memory_reservation", "name", b"name", "port_mappings", b"port_mappings", "secrets", b"secrets", "stop_timeout", b"stop_timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1423,3 +1431,89 @@ class User(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___User: _TypeAlias = User  # noqa: Y015
+
+@_typing.final
+class SecretReference(_message.Message):
+    """ECS's container `secrets` entry: environment variable `name` gets the
+    value of the secret `value_from` names (as the operator wrote it: a Berth
+    name, an SSM parameter name or ARN, or a Secrets Manager ARN; see
+    berth/secretnames.py).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VALUE_FROM_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    value_from: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        value_from: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "value_from", b"value_from"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecretReference: _TypeAlias = SecretReference  # noqa: Y015
+
+@_typing.final
+class Secret(_message.Message):
+    """A secret as etcd keeps it: encrypted (envelope encryption, AES-256-GCM).
+    A fresh data key per version encrypts the value; the control plane's master
+    key (`<pki-dir>/secrets.key`, never in etcd) encrypts the data key. Both
+    ciphertexts are bound to the secret's name (associated data), so they
+    cannot be moved to another name.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    ENCRYPTED_KEY_FIELD_NUMBER: _builtins.int
+    CIPHERTEXT_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_BY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    version: _builtins.int
+    """Increases by one with every put."""
+    size: _builtins.int
+    """Size of the plaintext value, bytes."""
+    encrypted_key: _builtins.bytes
+    """The data key, encrypted under the master key: 12-byte nonce + ciphertext."""
+    ciphertext: _builtins.bytes
+    """The value, encrypted under the data key: 12-byte nonce + ciphertext."""
+    key_id: _builtins.str
+    """Fingerprint of the master key that sealed it (the first bytes of its SHA-256, hex)."""
+    updated_by: _builtins.str
+    """Who put the current version (a user name)."""
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        size: _builtins.int = ...,
+        encrypted_key: _builtins.bytes = ...,
+        ciphertext: _builtins.bytes = ...,
+        key_id: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext", b"ciphertext", "created_at", b"created_at", "encrypted_key", b"encrypted_key", "key_id", b"key_id", "name", b"name", "size", b"size", "updated_at", b"updated_at", "updated_by", b"updated_by", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Secret: _TypeAlias = Secret  # noqa: Y015

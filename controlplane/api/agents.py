@@ -33,6 +33,7 @@ from controlplane.logs import LogRouter
 from controlplane.metrics import AGENT_MESSAGES_REJECTED, AGENTS_CONNECTED
 from controlplane.operations.membership import Membership
 from controlplane.operations.nodes import NodeFacts, Nodes
+from controlplane.operations.secrets import SecretValues
 from controlplane.registry import AgentRegistry, AgentSession
 from controlplane.status import StatusWriter
 from controlplane.validation import agent_reports
@@ -55,6 +56,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         service_cidr: str,
         membership: Membership,
         logs: LogRouter | None = None,
+        secret_values: SecretValues | None = None,
     ) -> None:
         self._membership = membership
         self._cache = cache
@@ -64,7 +66,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         self._leases = leases
         self._heartbeat_interval = heartbeat_interval
         self._service_cidr = service_cidr
-        self._desired = DesiredStates(cache)
+        self._desired = DesiredStates(cache, secret_values)
         self._logs = logs if logs is not None else LogRouter(agents)
 
     @grpc_errors

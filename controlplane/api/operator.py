@@ -263,3 +263,17 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
     @grpc_errors
     async def DeleteUser(self, request: api.DeleteUserRequest, context: Context) -> pb.User:
         return await self._users.delete(request.name, peers.identity(context).name)
+
+    # -- secrets -----------------------------------------------------------------
+
+    @grpc_errors
+    async def PutSecret(self, request: api.PutSecretRequest, context: Context) -> api.SecretInfo:
+        return await self._ops.secrets.put(request.name, request.value, peers.identity(context).name)
+
+    @grpc_errors
+    async def ListSecrets(self, request: api.ListSecretsRequest, context: Context) -> api.ListSecretsResponse:
+        return api.ListSecretsResponse(secrets=await self._ops.secrets.all())
+
+    @grpc_errors
+    async def DeleteSecret(self, request: api.DeleteSecretRequest, context: Context) -> api.SecretInfo:
+        return await self._ops.secrets.delete(request.name, peers.identity(context).name)

@@ -19,10 +19,12 @@ from controlplane.logs import LogRouter
 from controlplane.operations.clusters import Clusters
 from controlplane.operations.logs import Logs
 from controlplane.operations.nodes import Nodes
+from controlplane.operations.secrets import Secrets, SecretValues
 from controlplane.operations.services import Services
 from controlplane.operations.taskdefs import TaskDefinitions
 from controlplane.operations.tasks import Tasks
 from controlplane.registry import AgentRegistry
+from controlplane.sealing import MasterKey
 from controlplane.store import StoreAPI
 from controlplane.vips import VipAllocator
 
@@ -35,6 +37,8 @@ class Operations:
     tasks: Tasks
     nodes: Nodes
     logs: Logs
+    secrets: Secrets
+    secret_values: SecretValues
 
     @classmethod
     def build(
@@ -45,8 +49,11 @@ class Operations:
         service_cidr: str,
         allowed_registries: tuple[str, ...] = (),
         limits: Limits | None = None,
+        master_key: MasterKey | None = None,
     ) -> Operations:
+        """master_key: the secrets' master key (None: a fresh one in memory, for unit tests)."""
         limits = limits or Limits()
+        master_key = master_key or MasterKey.generate()
         clusters = Clusters(store, cache, limits.quotas)
         taskdefs = TaskDefinitions(store, limits.quotas, allowed_registries)
         tasks = Tasks(store, cache, clusters, taskdefs)
@@ -65,4 +72,6 @@ class Operations:
             tasks=tasks,
             nodes=Nodes(store, cache, agents, limits.quotas, limits.registrations),
             logs=Logs(tasks, LogRouter(agents)),
+            secrets=Secrets(store, master_key),
+            secret_values=SecretValues(cache, master_key),
         )

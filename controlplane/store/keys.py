@@ -13,6 +13,7 @@ leader                          id of the replica running the controllers (raw b
 jointokens/ID                   JoinToken (the secret only hashed)
 identities/NODE_ID              NodeIdentity (the certificate the node holds now)
 users/NAME                      User (role, certificate serials)
+secrets/NAME                    Secret (the value only encrypted; NAME may hold '/')
 
 Values are the protobuf messages named (berth/v1/resources.proto); alive/,
 placements/, vips/ and leader hold raw bytes.
@@ -33,6 +34,7 @@ LEADER = "leader"
 JOIN_TOKENS = "jointokens/"
 IDENTITIES = "identities/"
 USERS = "users/"
+SECRETS = "secrets/"
 
 
 def cluster(name: str) -> str:
@@ -89,3 +91,7 @@ def identity(node_id: str) -> str:
 
 def user(name: str) -> str:
     return f"{USERS}{name}"
+
+
+def secret(name: str) -> str:
+    return f"{SECRETS}{name}"
