@@ -99,7 +99,17 @@ start_daemon controlplane .venv/bin/berth-controlplane --listen "$BERTH_SERVER" 
 for _ in $(seq 1 100); do "$BERTH" cluster list >/dev/null 2>&1 && break; sleep 0.2; done
 # No --address: the agent takes this host's own address (the interface of the
 # default route), which containers reach, so service VIPs and DNS work from them.
-start_daemon agent .venv/bin/berth-agent --server "$BERTH_SERVER" --data-dir "$BERTH_HOME/agent"
+# The agent joins as any host does: with a join token and the CA hash it pins
+# (once; after that the certificate in its data directory is its identity).
+join_flags=()
+if [ ! -f "$BERTH_HOME/agent/node.crt" ]; then
+  read -r token ca_hash join_address < <("$BERTH" join-token create --ttl 10m --uses 1 \
+    --description quickstart -o json | .venv/bin/python -c \
+    'import json,sys; t=json.load(sys.stdin); print(t["token"], t["caHash"], t.get("joinAddress", ""))')
+  join_flags=(--join-token "$token" --ca-hash "$ca_hash")
+  if [ -n "$join_address" ]; then join_flags+=(--join-server "$join_address"); fi
+fi
+start_daemon agent .venv/bin/berth-agent --server "$BERTH_SERVER" --data-dir "$BERTH_HOME/agent" "${join_flags[@]}"
 for _ in $(seq 1 100); do "$BERTH" node list | grep -q READY && break; sleep 0.2; done
 "$BERTH" node list
 
