@@ -50,12 +50,11 @@ def wait_nodes(stub: operator_pb2_grpc.OperatorStub, count: int, timeout: float)
     raise TimeoutError(f"{count} hollow nodes did not connect within {timeout}s")
 
 
-async def watch_tasks(endpoint: str, total: int, timeout: float, started: asyncio.Event) -> dict[str, float]:
+async def watch_tasks(store: Store, total: int, timeout: float, started: asyncio.Event) -> dict[str, float]:
     """Follow tasks/ in etcd; return when every task is RUNNING (monotonic timestamps)."""
     placed: set[str] = set()
     running: set[str] = set()
     marks: dict[str, float] = {}
-    store = Store([endpoint], prefix="/berth/", timeout=60)
     await store.connect()
 
     async def follow() -> None:
@@ -174,7 +173,7 @@ def main() -> None:
             async def run() -> dict[str, float]:
                 started = asyncio.Event()
                 watcher = asyncio.create_task(
-                    watch_tasks(plane.etcd_endpoint, total, options.timeout, started)
+                    watch_tasks(plane.etcd_store(timeout=60), total, options.timeout, started)
                 )
                 await started.wait()
                 marks = {"create": time.monotonic()}

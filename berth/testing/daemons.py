@@ -28,7 +28,8 @@ from berth import pki
 from berth.clientconfig import ClientConfig, channel_options
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
-from controlplane.store import Store
+from controlplane.store import EtcdTLS, Store
+from controlplane.store.tls import EmbeddedFiles
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -163,13 +164,22 @@ class ControlPlaneProcess(Daemon):
     @property
     def etcd_endpoint(self) -> str:
         ports = json.loads((self.data_dir / "etcd-ports.json").read_text())
-        return f"127.0.0.1:{ports['client']}"
+        return f"https://127.0.0.1:{ports['client']}"
+
+    @property
+    def etcd_tls(self) -> EtcdTLS:
+        """The client certificate the embedded etcd asks for (the control plane's own)."""
+        return EmbeddedFiles(self.data_dir / "etcd-tls").client()
+
+    def etcd_store(self, prefix: str = "/berth/", timeout: float = 10.0) -> Store:
+        """A store on this control plane's embedded etcd, with its client certificate (connect it)."""
+        return Store([self.etcd_endpoint], prefix=prefix, timeout=timeout, tls=self.etcd_tls)
 
     def etcd_snapshot(self) -> tuple[int, dict[bytes, bytes]]:
         """The etcd revision and every key/value under /berth/ (to prove nothing was written)."""
 
         async def read() -> tuple[int, dict[bytes, bytes]]:
-            store = Store([self.etcd_endpoint], prefix="/berth/")
+            store = self.etcd_store()
             await store.connect()
             try:
                 entries, revision = await store.scan_raw("")

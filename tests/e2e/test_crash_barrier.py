@@ -17,7 +17,6 @@ from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess, Join
 from berth.testing.waiting import wait_until
 from berth.v1 import resources_pb2 as pb
 from controlplane.store import Put, keys
-from controlplane.store.etcd import Store
 
 GARBAGE = b"\xff\xff\xff\xff"
 
@@ -37,7 +36,7 @@ def _write_broken_service(plane: ControlPlaneProcess) -> None:
     )
 
     async def write() -> None:
-        store = Store([plane.etcd_endpoint], prefix="/berth/")
+        store = plane.etcd_store()
         await store.connect()
         try:
             assert await store.commit(
