@@ -103,18 +103,19 @@ step "starting the control plane (embedded etcd in $BERTH_HOME/controlplane) and
 start_daemon controlplane .venv/bin/berth-controlplane --listen "$BERTH_SERVER" \
   --data-dir "$BERTH_HOME/controlplane" --admin-config "$BERTH_CONFIG"
 for _ in $(seq 1 100); do "$BERTH" cluster list >/dev/null 2>&1 && break; sleep 0.2; done
-# The agent joins with a single-use token and the CA's pinned hash, as any new
-# host does; once joined, its certificate is in its data directory.
-join=()
-if [ ! -f "$BERTH_HOME/agent/node.crt" ]; then
-  created=$("$BERTH" join-token create --uses 1 --ttl 10m --description quickstart -o json)
-  token=$(echo "$created" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-  ca_hash=$(echo "$created" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["caHash"])')
-  join=(--join-token "$token" --ca-hash "$ca_hash")
-fi
 # No --address: the agent takes this host's own address (the interface of the
 # default route), which containers reach, so service VIPs and DNS work from them.
-start_daemon agent .venv/bin/berth-agent --server "$BERTH_SERVER" --data-dir "$BERTH_HOME/agent" "${join[@]}"
+# The agent joins as any host does: with a join token and the CA hash it pins
+# (once; after that the certificate in its data directory is its identity).
+join_flags=()
+if [ ! -f "$BERTH_HOME/agent/node.crt" ]; then
+  read -r token ca_hash join_address < <("$BERTH" join-token create --ttl 10m --uses 1 \
+    --description quickstart -o json | .venv/bin/python -c \
+    'import json,sys; t=json.load(sys.stdin); print(t["token"], t["caHash"], t.get("joinAddress", ""))')
+  join_flags=(--join-token "$token" --ca-hash "$ca_hash")
+  if [ -n "$join_address" ]; then join_flags+=(--join-server "$join_address"); fi
+fi
+start_daemon agent .venv/bin/berth-agent --server "$BERTH_SERVER" --data-dir "$BERTH_HOME/agent" "${join_flags[@]}"
 for _ in $(seq 1 100); do "$BERTH" node list | grep -q READY && break; sleep 0.2; done
 "$BERTH" node list
 

@@ -15,9 +15,9 @@ import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
+from berth.testing import members
 from berth.testing.cli import Berth
 from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess, JoinFlags
 from berth.testing.waiting import wait_until
@@ -87,7 +87,8 @@ def _mentions(plane: ControlPlaneProcess, node_id: str) -> list[str]:
 
 
 def test_a_forged_task_id_from_an_agent_stays_inside_one_log_line(plane: ControlPlaneProcess) -> None:
-    with grpc.insecure_channel(plane.address) as channel:
+    # A genuine member of the cluster, speaking the wire itself.
+    with members.join(plane, name="fake").channel(plane.address) as channel:
         stub = agent_pb2_grpc.AgentServiceStub(channel)
         node = stub.Register(
             agent_pb.RegisterRequest(

@@ -25,6 +25,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from berth import pki
 from berth.testing.cli import Berth
 from berth.testing.daemons import REPO
 from berth.testing.waiting import wait_until
@@ -82,8 +83,9 @@ class QuickStart:
 
     @property
     def node_id(self) -> str:
-        path = self.home / "agent" / "node-id"
-        return path.read_text().strip() if path.exists() else ""
+        """The node the agent's certificate names ("" before it joined)."""
+        path = self.home / "agent" / "node.crt"
+        return pki.identity(path.read_bytes()).name if path.exists() else ""
 
     def script(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
