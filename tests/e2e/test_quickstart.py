@@ -106,6 +106,9 @@ class QuickStart:
 def _port_free(address: str) -> bool:
     host, _, port = address.rpartition(":")
     with socket.socket() as sock:
+        # As the control plane binds: a previous run's connections in TIME_WAIT do
+        # not make the port busy, a listener does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, int(port)))
         except OSError:
