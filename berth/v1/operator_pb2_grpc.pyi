@@ -72,6 +72,10 @@ class OperatorStub:
     """Operators: a certificate for a user with a role (the key stays with the caller)."""
     ListUsers: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListUsersRequest, _operator_pb2.ListUsersResponse]
     DeleteUser: _grpc.UnaryUnaryMultiCallable[_operator_pb2.DeleteUserRequest, _resources_pb2.User]
+    Exec: _grpc.StreamStreamMultiCallable[_resources_pb2.ExecInput, _resources_pb2.ExecOutput]
+    """`berth exec`: the first message is `start` (what to run where), then stdin and
+    window sizes; output comes back as it is written, `exit` last.
+    """
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -115,6 +119,10 @@ class OperatorAsyncStub(OperatorStub):
     """Operators: a certificate for a user with a role (the key stays with the caller)."""
     ListUsers: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListUsersRequest, _operator_pb2.ListUsersResponse]  # type: ignore[assignment]
     DeleteUser: _aio.UnaryUnaryMultiCallable[_operator_pb2.DeleteUserRequest, _resources_pb2.User]  # type: ignore[assignment]
+    Exec: _aio.StreamStreamMultiCallable[_resources_pb2.ExecInput, _resources_pb2.ExecOutput]  # type: ignore[assignment]
+    """`berth exec`: the first message is `start` (what to run where), then stdin and
+    window sizes; output comes back as it is written, `exit` last.
+    """
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -335,5 +343,15 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         request: _operator_pb2.DeleteUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.User, _abc.Awaitable[_resources_pb2.User]]: ...
+
+    @_abc_1.abstractmethod
+    def Exec(
+        self,
+        request_iterator: _MaybeAsyncIterator[_resources_pb2.ExecInput],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_resources_pb2.ExecOutput], _abc.AsyncIterator[_resources_pb2.ExecOutput]]:
+        """`berth exec`: the first message is `start` (what to run where), then stdin and
+        window sizes; output comes back as it is written, `exit` last.
+        """
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
