@@ -112,6 +112,7 @@ class ControlPlane:
                 settings.service_cidr,
                 membership,
                 logs=operations.logs.router,
+                execs=operations.execs.router,
             ),
             server,
         )

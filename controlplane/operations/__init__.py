@@ -14,9 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controlplane.cache import ClusterCache
+from controlplane.execs import ExecRouter
 from controlplane.limits import Limits
 from controlplane.logs import LogRouter
 from controlplane.operations.clusters import Clusters
+from controlplane.operations.execs import Execs
 from controlplane.operations.logs import Logs
 from controlplane.operations.nodes import Nodes
 from controlplane.operations.services import Services
@@ -35,6 +37,7 @@ class Operations:
     tasks: Tasks
     nodes: Nodes
     logs: Logs
+    execs: Execs
 
     @classmethod
     def build(
@@ -65,4 +68,5 @@ class Operations:
             tasks=tasks,
             nodes=Nodes(store, cache, agents, limits.quotas, limits.registrations),
             logs=Logs(tasks, LogRouter(agents)),
+            execs=Execs(tasks, ExecRouter(agents)),
         )
