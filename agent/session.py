@@ -5,8 +5,9 @@ While the control plane is unreachable the agent keeps running what it has
 
 Up the stream go, in this order of priority: a heartbeat when due (liveness
 never waits behind other traffic), status reports, then log chunks
-(`agent.logs`), which wait for room in a small queue so a busy container's
-output slows down rather than piling up in memory.
+(`agent.logs`) and `berth exec` output (`agent.execs`), which wait for room
+in a small queue so a busy container's output slows down rather than piling
+up in memory.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 
+from agent.execs import ExecSessions
 from agent.logs import LogStreams
 from agent.supervisor import TaskSupervisor
 from berth.grpc_options import CLIENT_OPTIONS
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 
 AGENT_VERSION = "0.1.0"
 
-# Log chunks waiting to go up the stream.
+# Log chunks and exec output waiting to go up the stream.
 LOG_OUTBOX = 16
 
 
@@ -46,6 +48,10 @@ class Outbox:
 
     async def chunk(self, chunk: pb.LogChunk) -> None:
         await self._chunks.put(agent_pb.AgentMessage(log_chunk=chunk))
+        self._ready.set()
+
+    async def exec_output(self, output: pb.ExecOutput) -> None:
+        await self._chunks.put(agent_pb.AgentMessage(exec_output=output))
         self._ready.set()
 
     async def next(self, timeout: float) -> agent_pb.AgentMessage | None:
@@ -136,6 +142,12 @@ class ControlPlaneSession:
             self._supervisor.assignment,
             outbox.chunk,
         )
+        execs = ExecSessions(
+            self._supervisor.driver,
+            lambda: self._supervisor.observed,
+            self._supervisor.assignment,
+            outbox.exec_output,
+        )
         call = stub.Connect(self._outgoing(response.node_id, response.heartbeat_interval or 2.0, outbox))
         log.info("event=connected server=%s node=%s", self._server, response.node_id)
         try:
@@ -145,9 +157,12 @@ class ControlPlaneSession:
                     self._supervisor.set_desired(message.desired_state)
                     if self._on_desired is not None:
                         self._on_desired(message.desired_state)
+                elif message.HasField("exec_input"):
+                    execs.handle(message)
                 else:
                     logs.handle(message)
         finally:
+            await execs.close()
             await logs.close()
         raise StreamClosed("the control plane closed the stream")
 
