@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from berth import clientconfig
-from berth.cli import clusters, jointokens, logs, nodes, services, taskdefs, tasks, users
+from berth.cli import clusters, execute, jointokens, logs, nodes, services, taskdefs, tasks, users
 from berth.cli.client import CliContext
 from berth.cli.options import command_group
 
@@ -22,6 +22,7 @@ app.add_typer(nodes.app, name="node")
 app.add_typer(jointokens.app, name="join-token")
 app.add_typer(users.app, name="user")
 app.command("logs")(logs.logs)
+app.command("exec")(execute.exec_)
 
 
 def _print_version(value: bool) -> None:
