@@ -93,12 +93,13 @@ class ExecSessions:
 
     async def close(self) -> None:
         """The stream is gone: stop every relay."""
-        tasks = [running.task for running in self._running.values()]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
+        running = dict(self._running)
+        for each in running.values():
+            each.task.cancel()
+        for request_id, each in running.items():
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                await each.task
+            self._running.pop(request_id, None)  # its done callback may not have run yet
 
     def _start(self, request_id: str, start: pb.ExecStart) -> None:
         if request_id in self._running:
