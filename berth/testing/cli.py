@@ -45,9 +45,12 @@ class Berth:
         """The administrator of a control plane the tests started."""
         return cls(plane.address, plane.admin_config)
 
-    def __call__(self, *args: str) -> CliResult:
+    def __call__(self, *args: str, stdin: str | None = None) -> CliResult:
+        """The command's result; `stdin` is what it reads on stdin (default: nothing)."""
         config = ["--config", str(self.config)] if self.config is not None else []
-        result = self._runner.invoke(app, ["--server", self.server, *config, *args], catch_exceptions=False)
+        result = self._runner.invoke(
+            app, ["--server", self.server, *config, *args], input=stdin, catch_exceptions=False
+        )
         return CliResult(result.exit_code, result.stdout, result.stderr)
 
     def ok(self, *args: str) -> CliResult:
