@@ -19,7 +19,7 @@ import queue
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import typer
@@ -33,8 +33,16 @@ from berth.v1 import resources_pb2 as pb
 PENDING_INPUT = 16
 
 
-def terminal_size(stream: IO[Any]) -> tuple[int, int] | None:
-    """(rows, columns) of the terminal on `stream`, or None when it is none."""
+def terminal_size(*streams: IO[Any]) -> tuple[int, int] | None:
+    """(rows, columns) of the first terminal among `streams`, or None when there is none."""
+    for stream in streams:
+        size = _size_of(stream)
+        if size is not None:
+            return size
+    return None
+
+
+def _size_of(stream: IO[Any]) -> tuple[int, int] | None:
     import fcntl
     import struct
     import termios
@@ -120,7 +128,7 @@ def exec_(
     start = pb.ExecStart(
         cluster=cluster, task=task_id, container=container, command=command, tty=use_tty, stdin=forward
     )
-    size = terminal_size(sys.stdout) if use_tty else None
+    size = terminal_size(sys.stdin, sys.stdout) if use_tty else None
     if size is not None:
         start.size.rows, start.size.columns = size
     pending: queue.Queue[pb.ExecInput | None] = queue.Queue(PENDING_INPUT)
@@ -134,12 +142,13 @@ def exec_(
         threading.Thread(target=_read_stdin, args=(pending,), name="exec-stdin", daemon=True).start()
     else:
         pending.put(None)  # nothing more to send: our side is done
-    restore_winch = _follow_window_size(pending) if terminal else None
+    restore_signals = _handle_signals(pending) if terminal else None
     call = cli.stub.Exec(inputs())
     out, err = _binary(sys.stdout), _binary(sys.stderr)
     ended: pb.ExecExit | None = None
     try:
-        with raw_terminal(sys.stdin) if terminal else contextlib.nullcontext(), api_errors(cli):
+        # Raw mode ends before an error is printed, so the line reads as one.
+        with api_errors(cli), raw_terminal(sys.stdin) if terminal else contextlib.nullcontext():
             for output in call:
                 body = output.WhichOneof("body")
                 if body == "stdout":
@@ -153,11 +162,14 @@ def exec_(
     except KeyboardInterrupt:
         call.cancel()  # type: ignore[no-untyped-call]
         raise typer.Exit(code=130) from None
+    except _Ended as ending:
+        call.cancel()  # type: ignore[no-untyped-call]
+        raise typer.Exit(code=128 + ending.signum) from None
     finally:
         with contextlib.suppress(queue.Full):
             pending.put_nowait(None)
-        if restore_winch is not None:
-            restore_winch()
+        if restore_signals is not None:
+            restore_signals()
     if ended is None:
         raise fail("the control plane ended the exec without the command's exit code")
     if ended.error:
@@ -165,16 +177,35 @@ def exec_(
     raise typer.Exit(code=ended.code)
 
 
-def _follow_window_size(pending: queue.Queue[pb.ExecInput | None]) -> Any:
-    """Send the terminal's size on every SIGWINCH; returns what puts the old handler back."""
+class _Ended(Exception):
+    """The terminal went away (SIGHUP) or we were told to stop (SIGTERM): unwind, so the
+    terminal's mode is restored on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _handle_signals(pending: queue.Queue[pb.ExecInput | None]) -> Callable[[], None] | None:
+    """With a terminal: follow its size (SIGWINCH) and unwind on SIGHUP and SIGTERM; returns
+    what puts the old handlers back (None when not on the main thread, where signals go)."""
     if threading.current_thread() is not threading.main_thread():
         return None
 
     def resized(signum: int, frame: object) -> None:
-        size = terminal_size(sys.stdout)
+        size = terminal_size(sys.stdin, sys.stdout)
         if size is not None:
             with contextlib.suppress(queue.Full):
                 pending.put_nowait(pb.ExecInput(resize=pb.TerminalSize(rows=size[0], columns=size[1])))
 
-    previous = signal.signal(signal.SIGWINCH, resized)
-    return lambda: signal.signal(signal.SIGWINCH, previous)
+    def ended(signum: int, frame: object) -> None:
+        raise _Ended(signum)
+
+    handlers = {signal.SIGWINCH: resized, signal.SIGHUP: ended, signal.SIGTERM: ended}
+    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    return restore

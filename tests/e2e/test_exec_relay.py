@@ -7,8 +7,16 @@ this pins down the relay, the access rules and the audit on their own, without D
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
+import pty
 import queue
+import signal
+import struct
+import subprocess
+import sys
+import termios
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -186,6 +194,49 @@ def test_a_viewer_is_refused_in_one_line_and_the_attempt_is_audited(
     assert len(agent.requests) == before  # the node never heard of it
     denied = [e for e in audit(plane) if e["call"] == "Exec" and e["user"] == "vera"]
     assert denied[-1]["result"].startswith("denied:") and "command=id" in denied[-1]["target"]
+
+
+def test_with_a_terminal_the_cli_asks_for_one_sends_keys_raw_and_restores_it(
+    plane: ControlPlaneProcess, people: dict[str, Berth], agent: ScriptedAgent, task_id: str
+) -> None:
+    """The CLI in a subprocess whose stdin and stdout are a pseudo-terminal."""
+    leader, follower = pty.openpty()
+    try:
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        before = termios.tcgetattr(follower)
+        count = len(agent.requests)
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "berth.cli.main", "--server", plane.address,
+                "--config", str(plane.admin_config), "exec", task_id, "--", "cat",
+            ],
+            stdin=follower, stdout=follower, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        wait_until(
+            lambda: any(r.HasField("start") for r in agent.requests[count:]) or None, 30, "the exec started"
+        )
+        # Raw mode: a key goes up as typed, without waiting for a line (no echo, no line editing).
+        os.write(leader, b"k")
+        wait_until(lambda: any(r.stdin == b"k" for r in agent.requests[count:]) or None, 30, "the key sent")
+        os.write(leader, b"\x04")  # Ctrl-D is a byte for the command in raw mode, not an end here
+        wait_until(lambda: any(r.stdin == b"\x04" for r in agent.requests[count:]) or None, 30, "Ctrl-D sent")
+        # The window changes size: the new one follows.
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 132, 0, 0))
+        process.send_signal(signal.SIGWINCH)
+        wait_until(
+            lambda: any(r.resize.rows == 50 for r in agent.requests[count:]) or None, 30, "the new size sent"
+        )
+        assert process.poll() is None
+        process.terminate()  # told to stop: it unwinds, restoring the terminal on the way out
+        assert process.wait(timeout=30) == 128 + signal.SIGTERM
+        start = next(r.start for r in agent.requests[count:] if r.HasField("start"))
+        assert start.tty and start.stdin and (start.size.rows, start.size.columns) == (40, 120)
+        resize = next(r.resize for r in agent.requests[count:] if r.HasField("resize"))
+        assert (resize.rows, resize.columns) == (50, 132)
+        assert termios.tcgetattr(follower) == before
+    finally:
+        os.close(leader)
+        os.close(follower)
 
 
 def test_unknown_and_stopped_tasks_and_bad_commands_are_refused_in_one_line(
