@@ -15,6 +15,7 @@ which escapes what containers write.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import signal
 import sys
@@ -83,10 +84,22 @@ def _binary(stream: IO[Any]) -> Any:
     return getattr(stream, "buffer", stream)
 
 
+def _stdin_reader() -> Callable[[int], bytes]:
+    """Reads stdin a piece at a time: from its file descriptor when it has one, so that a
+    thread blocked reading holds no lock the interpreter needs at exit; else (stdin given
+    in-process) through its buffer."""
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        source = _binary(sys.stdin)
+        read: Callable[[int], bytes] = getattr(source, "read1", source.read)
+        return read
+    return lambda size: os.read(fd, size)
+
+
 def _read_stdin(pending: queue.Queue[pb.ExecInput | None]) -> None:
     """In a thread: stdin up, a piece at a time, then its end."""
-    source = _binary(sys.stdin)
-    read = getattr(source, "read1", source.read)
+    read = _stdin_reader()
     try:
         while data := read(execlimits.MAX_CHUNK):
             pending.put(pb.ExecInput(stdin=bytes(data)))

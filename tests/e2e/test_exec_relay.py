@@ -228,7 +228,9 @@ def test_with_a_terminal_the_cli_asks_for_one_sends_keys_raw_and_restores_it(
         )
         assert process.poll() is None
         process.terminate()  # told to stop: it unwinds, restoring the terminal on the way out
-        assert process.wait(timeout=30) == 128 + signal.SIGTERM
+        assert process.wait(timeout=30) == 128 + signal.SIGTERM, (
+            process.stderr.read() if process.stderr else ""
+        )
         start = next(r.start for r in agent.requests[count:] if r.HasField("start"))
         assert start.tty and start.stdin and (start.size.rows, start.size.columns) == (40, 120)
         resize = next(r.resize for r in agent.requests[count:] if r.HasField("resize"))
