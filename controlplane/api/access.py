@@ -11,7 +11,11 @@ from the table needs admin (a new RPC is closed until someone decides).
 
 Every call that needs more than viewer is written to the audit log, allowed
 or not, with who, what, when and the result: one JSON object a line, in a
-private file of the replica that served it (`<data-dir>/audit.log`).
+private file of the replica that served it (`<data-dir>/audit.log`). A
+streaming call is written when it starts and again when it ends; for one
+with a request stream (Exec), what it acts on is its first message, so an
+exec's entries name the task, container and command, and the last one the
+command's exit code.
 """
 
 from __future__ import annotations
