@@ -53,6 +53,17 @@ def start_problem(start: pb.ExecStart) -> str:
     return ""
 
 
+def _close_when_started(starting: asyncio.Future[ExecProcess]) -> None:
+    if not starting.cancelled() and starting.exception() is None:
+        closing = asyncio.ensure_future(starting.result().close())
+        _closing.add(closing)
+        closing.add_done_callback(_closing.discard)
+
+
+# Closes in flight, kept referenced until done.
+_closing: set[asyncio.Future[None]] = set()
+
+
 class ExecSessions:
     """The commands being run for one control-plane stream."""
 
@@ -137,11 +148,16 @@ class ExecSessions:
             rows=start.size.rows,
             columns=start.size.columns,
         )
+        starting = asyncio.ensure_future(self._driver.exec(chosen.runtime_id, spec))
         try:
-            process = await self._driver.exec(chosen.runtime_id, spec)
+            process = await asyncio.shield(starting)
         except Unavailable as error:
             await self._exit(request_id, -1, str(error))
             return
+        except asyncio.CancelledError:
+            # Cancelled while the engine starts it: close the command once it has started.
+            starting.add_done_callback(_close_when_started)
+            raise
         log.info(
             "event=exec_started request=%s task=%s container=%s tty=%s",
             request_id,

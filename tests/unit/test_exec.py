@@ -363,6 +363,35 @@ async def test_the_fake_exec_records_window_sizes_and_closing() -> None:
     assert process.sizes == [(24, 80)] and process.closed
 
 
+async def test_a_command_cancelled_while_it_starts_is_closed_once_started() -> None:
+    class SlowDriver(FakeDriver):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = asyncio.Event()
+            self.process: FakeExec | None = None
+
+        async def exec(self, runtime_id: str, spec: ExecSpec) -> FakeExec:
+            await self.release.wait()
+            self.process = await super().exec(runtime_id, spec)
+            return self.process
+
+    driver = SlowDriver()
+    await driver.start_task(assignment(), "node-1")
+    observed = await driver.list_tasks("node-1")
+
+    async def send(output: pb.ExecOutput) -> None:
+        return None
+
+    execs = ExecSessions(driver, lambda: observed, lambda _: assignment(), send)
+    start = pb.ExecStart(task=TASK, command=["cat"], stdin=True)
+    execs.handle(agent_pb.ControlMessage(exec_input=pb.ExecInput(request_id=REQUEST, start=start)))
+    await asyncio.sleep(0.01)
+    execs.handle(agent_pb.ControlMessage(exec_input=pb.ExecInput(request_id=REQUEST, cancel=True)))
+    await eventually(lambda: execs.active() == 0)
+    driver.release.set()
+    await eventually(lambda: driver.process is not None and driver.process.closed)
+
+
 async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + within
     while not condition():
