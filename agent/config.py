@@ -35,3 +35,8 @@ class AgentSettings:
     dns_queue: int = 256
     dns_tcp_timeout: float = 3.0
     dns_forward_timeout: float = 2.0
+    # Joining (only when the data directory holds no credentials yet).
+    join_token: str | None = None
+    ca_hash: str | None = None
+    # The control plane's join listener, HOST:PORT; default: --server's host, the next port.
+    join_server: str | None = None

@@ -1,40 +1,99 @@
 """`berth-hollow-agents`: many simulated hosts in one process (like kubemark).
 
-Each hollow agent registers as its own node and holds its own stream to the
-control plane, running the real supervisor and session code over a
-`FakeDriver`, so the control plane sees exactly what a cluster of that size
-would send it. Streams share a few gRPC channels (HTTP/2 multiplexes them).
+Each hollow agent joins with the same multi-use token (a few at a time),
+keeps its key and certificate in memory, and holds its own mutual-TLS
+connection and stream to the control plane, running the real supervisor and
+session code (renewal included) over a `FakeDriver`, so the control plane
+sees exactly what a cluster of that size would send it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
+import sys
+from dataclasses import dataclass
 
-import grpc
-
+from agent import credentials
+from agent.credentials import NodeCredentials
 from agent.runtime.fake import FakeDriver
 from agent.session import AGENT_VERSION, ControlPlaneSession
 from agent.supervisor import TaskSupervisor
-from berth import logs
-from berth.grpc_options import CLIENT_OPTIONS
+from berth import logs, pki
+from berth.errors import BerthError
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
 log = logging.getLogger("hollow")
 
-AGENTS_PER_CHANNEL = 100
+# Joins in flight at once: a thousand hosts must not stampede the join listener.
+JOIN_CONCURRENCY = 32
+JOIN_RETRY_CAP = 30.0
 
 
 async def _no_metrics() -> pb.NodeMetrics | None:
     return None
 
 
+@dataclass(frozen=True)
+class JoinSettings:
+    """What every hollow node joins with: one multi-use token and the pinned CA hash."""
+
+    join_server: str
+    token: str
+    ca_hash: str
+
+
+async def _join_one(join: JoinSettings, ca: bytes, name: str, limit: asyncio.Semaphore) -> NodeCredentials:
+    """Join as `name`, retrying while the control plane is unreachable or refuses (no crash)."""
+    backoff = 1.0
+    while True:
+        async with limit:
+            try:
+                return await credentials.join(join.join_server, join.token, ca, name)
+            except BerthError as error:
+                log.warning(
+                    "event=hollow_join_failed name=%s error=%r retry_in=%.0fs", name, str(error), backoff
+                )
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, JOIN_RETRY_CAP)
+
+
+async def _hollow_node(
+    server: str,
+    join: JoinSettings,
+    ca: bytes,
+    registration: agent_pb.RegisterRequest,
+    driver: FakeDriver,
+    limit: asyncio.Semaphore,
+) -> None:
+    node = await _join_one(join, ca, registration.name, limit)
+    # One shared driver, one node each: the driver keeps tasks and change feeds per node.
+    supervisor = TaskSupervisor(driver, node.node_id, resync_interval=60.0)
+    session = ControlPlaneSession(
+        server,
+        registration,
+        supervisor,
+        node,
+        credentials.MemoryStore(node),
+        on_registered=lambda _response: None,
+        sample_metrics=_no_metrics,
+        keepalive_ms=30_000,
+    )
+    workers = [asyncio.create_task(supervisor.run()), asyncio.create_task(session.run())]
+    try:
+        await asyncio.gather(*workers)
+    finally:
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+
 async def run_hollow(
     server: str,
+    join: JoinSettings,
     count: int,
     cpu_units: int,
     memory_mib: int,
@@ -43,14 +102,12 @@ async def run_hollow(
     driver: FakeDriver,
     stop: asyncio.Event,
 ) -> None:
-    channels = [
-        grpc.aio.insecure_channel(server, options=[("grpc.keepalive_time_ms", 30_000), *CLIENT_OPTIONS])
-        for _ in range((count + AGENTS_PER_CHANNEL - 1) // AGENTS_PER_CHANNEL)
-    ]
+    """COUNT nodes, each with its own key, certificate and mutual-TLS channel, until `stop`."""
+    # Fetched and checked once: every node trusts the same pinned CA.
+    ca = await credentials.fetch_ca(join.join_server, join.ca_hash)
+    limit = asyncio.Semaphore(JOIN_CONCURRENCY)
     workers: list[asyncio.Task[None]] = []
     for index in range(count):
-        # One shared driver, one node each: the driver keeps tasks and change feeds per node.
-        supervisor = TaskSupervisor(driver, resync_interval=60.0)
         registration = agent_pb.RegisterRequest(
             name=f"{prefix}-{index}",
             address="127.0.0.1",
@@ -59,29 +116,28 @@ async def run_hollow(
             attributes={**attributes, "hollow-index": str(index)},
             agent_version=f"{AGENT_VERSION}-hollow",
         )
-        session = ControlPlaneSession(
-            server,
-            registration,
-            supervisor,
-            on_registered=lambda _response: None,
-            sample_metrics=_no_metrics,
-            channel=channels[index // AGENTS_PER_CHANNEL],
+        workers.append(
+            asyncio.create_task(
+                _hollow_node(server, join, ca, registration, driver, limit), name=f"hollow-{index}"
+            )
         )
-        workers.append(asyncio.create_task(supervisor.run(), name=f"hollow-{index}-supervisor"))
-        workers.append(asyncio.create_task(session.run(), name=f"hollow-{index}-session"))
     log.info("event=hollow_agents_started count=%d server=%s", count, server)
     await stop.wait()
     for worker in workers:
         worker.cancel()
     await asyncio.gather(*workers, return_exceptions=True)
-    for channel in channels:
-        with contextlib.suppress(Exception):
-            await channel.close(None)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="berth-hollow-agents", description=__doc__)
     parser.add_argument("--server", required=True)
+    parser.add_argument(
+        "--join-token", required=True, help="a multi-use token: every hollow node joins with it"
+    )
+    parser.add_argument("--ca-hash", required=True, help="the cluster CA's hash, sha256:...")
+    parser.add_argument(
+        "--join-server", default=None, help="the join listener, HOST:PORT; default: --server's next port"
+    )
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--cpu-units", type=int, default=4096)
     parser.add_argument("--memory-mib", type=int, default=16384)
@@ -121,8 +177,14 @@ def main(argv: list[str] | None = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        join = JoinSettings(
+            args.join_server or credentials.default_join_address(args.server),
+            args.join_token,
+            pki.check_hash(args.ca_hash),
+        )
         await run_hollow(
             args.server,
+            join,
             args.count,
             args.cpu_units,
             args.memory_mib,
@@ -132,7 +194,11 @@ def main(argv: list[str] | None = None) -> None:
             stop,
         )
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except BerthError as error:
+        log.error("event=fatal error=%r", str(error))
+        sys.exit(1)
 
 
 if __name__ == "__main__":

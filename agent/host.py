@@ -1,4 +1,4 @@
-"""Facts about this host: identity on disk, capacity and usage from psutil."""
+"""Facts about this host: its data directory, capacity and usage from psutil."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 
 from berth.clock import now
-from berth.files import private_dir, tighten, write_private
+from berth.files import private_dir, tighten
 from berth.v1 import resources_pb2 as pb
 
 
@@ -20,13 +20,12 @@ def prepare_data_dir(data_dir: Path) -> None:
 
 
 def load_node_id(data_dir: Path) -> str:
+    """The node id an agent before certificates kept (its certificate names the node now)."""
     path = data_dir / "node-id"
-    return path.read_text().strip() if path.exists() else ""
-
-
-def save_node_id(data_dir: Path, node_id: str) -> None:
-    private_dir(data_dir)
-    write_private(data_dir / "node-id", node_id + "\n")
+    try:
+        return path.read_text(errors="replace").strip()[:128] if path.exists() else ""
+    except OSError:
+        return ""
 
 
 def default_name() -> str:

@@ -19,14 +19,22 @@ from prometheus_client import start_http_server
 
 from agent import host
 from agent.config import AgentSettings
+from agent.credentials import (
+    DirectoryStore,
+    NodeCredentials,
+    default_join_address,
+    fetch_ca,
+    join,
+    split_address,
+)
 from agent.dns import DNSLimits, ServiceDNS, allowed_networks, parse_networks
 from agent.netfilter.iptables import ServiceNetwork, owned_rules, remove_owned_rules
 from agent.runtime.docker_driver import DockerDriver
 from agent.runtime.docker_spec import DEFAULT_PIDS_LIMIT
 from agent.session import AGENT_VERSION, ControlPlaneSession
 from agent.supervisor import TaskSupervisor
-from berth import logs
-from berth.errors import BerthError, InvalidArgument, Unavailable
+from berth import logs, pki
+from berth.errors import BerthError, FailedPrecondition, InvalidArgument, Unavailable
 from berth.names import check_dns_label
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
@@ -73,7 +81,24 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
         prog="berth-agent", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     parser.add_argument("--server", required=True, help="control plane gRPC address, HOST:PORT")
-    parser.add_argument("--data-dir", required=True, type=Path, help="where the agent keeps its node id")
+    parser.add_argument(
+        "--data-dir", required=True, type=Path, help="where the agent keeps its key and certificate"
+    )
+    parser.add_argument(
+        "--join-token",
+        default=None,
+        help="token from `berth join-token create`; used only when the data dir holds no certificate",
+    )
+    parser.add_argument(
+        "--ca-hash",
+        default=None,
+        help="the cluster CA's hash, sha256:..., as `berth join-token create` prints it",
+    )
+    parser.add_argument(
+        "--join-server",
+        default=None,
+        help="the control plane's join listener, HOST:PORT; default: --server's host and the next port",
+    )
     parser.add_argument("--name", default=None, help="node name (a DNS label); default: hostname")
     parser.add_argument("--address", default=None, help="address other hosts reach this one at")
     parser.add_argument(
@@ -144,6 +169,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
         check_dns_label("node", name)
     except InvalidArgument as error:
         parser.error(str(error))
+    if args.ca_hash is not None:
+        try:
+            pki.check_hash(args.ca_hash)
+        except InvalidArgument as error:
+            parser.error(f"--ca-hash: {error}")
+    if args.join_server is not None:
+        try:
+            split_address(args.join_server)
+        except InvalidArgument as error:
+            parser.error(f"--join-server: {error}")
     if args.pids_limit < -1:
         parser.error(f"--pids-limit {args.pids_limit}: give a number of processes, or 0 or -1 for no limit")
     settings = AgentSettings(
@@ -166,6 +201,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
         dns_queue=args.dns_queue,
         dns_tcp_timeout=args.dns_tcp_timeout,
         dns_forward_timeout=args.dns_forward_timeout,
+        join_token=args.join_token,
+        ca_hash=args.ca_hash,
+        join_server=args.join_server,
     )
     return settings, args.metrics_listen
 
@@ -202,6 +240,40 @@ async def _refresh_dns_networks(dns: ServiceDNS, driver: DockerDriver, settings:
                 log.info("event=dns_allowed_changed allowed=%s", ",".join(networks))
         except Exception as error:  # never stop the agent over a refresh; the last set stays
             log.error("event=dns_allowed_refresh_failed error=%r", str(error))
+
+
+async def node_credentials(settings: AgentSettings, store: DirectoryStore) -> NodeCredentials:
+    """The node's credentials from its data directory, or from joining with the token given."""
+    credentials = await asyncio.to_thread(store.load)
+    if credentials is not None:
+        if settings.join_token:
+            log.info(
+                "event=join_token_ignored node=%s reason=%r",
+                credentials.node_id,
+                "the data directory already holds this node's certificate",
+            )
+        return credentials
+    if not settings.join_token or not settings.ca_hash:
+        raise FailedPrecondition(
+            f"{settings.data_dir} holds no node certificate: give --join-token and --ca-hash "
+            "(`berth join-token create` prints both) to join the cluster"
+        )
+    join_server = settings.join_server or default_join_address(settings.server)
+    backoff = 1.0
+    while True:
+        try:
+            ca = await fetch_ca(join_server, settings.ca_hash)
+            credentials = await join(join_server, settings.join_token, ca, settings.name)
+            break
+        except Unavailable as error:
+            # The control plane may still be starting (both units come up at boot).
+            log.warning(
+                "event=join_retry join_server=%s error=%r retry_in=%.0fs", join_server, str(error), backoff
+            )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+    await asyncio.to_thread(store.save, credentials)
+    return credentials
 
 
 async def run(settings: AgentSettings) -> None:
@@ -258,7 +330,18 @@ async def run(settings: AgentSettings) -> None:
             )
             dns = None
     host.prepare_data_dir(settings.data_dir)
-    node_id = host.load_node_id(settings.data_dir)
+    store = DirectoryStore(settings.data_dir)
+    try:
+        credentials = await node_credentials(settings, store)
+    except BaseException:
+        await driver.close()
+        if dns is not None:
+            dns.stop()
+        raise
+    node_id = credentials.node_id
+    previous = host.load_node_id(settings.data_dir)
+    if previous and previous != node_id:
+        log.warning("event=old_node_id_ignored old=%s node=%s", previous, node_id)
     supervisor = TaskSupervisor(driver, node_id, settings.resync_interval)
     registration = agent_pb.RegisterRequest(
         node_id=node_id,
@@ -271,7 +354,6 @@ async def run(settings: AgentSettings) -> None:
     )
 
     def registered(response: agent_pb.RegisterResponse) -> None:
-        host.save_node_id(settings.data_dir, response.node_id)
         if network is not None:
             network.service_cidr = response.service_cidr
 
@@ -285,13 +367,16 @@ async def run(settings: AgentSettings) -> None:
         settings.server,
         registration,
         supervisor,
+        credentials,
+        store,
         on_registered=registered,
         sample_metrics=_metrics,
         on_desired=desired,
     )
     log.info(
-        "event=agent_started server=%s name=%s address=%s cpu_units=%d memory_mib=%d",
+        "event=agent_started server=%s node=%s name=%s address=%s cpu_units=%d memory_mib=%d",
         settings.server,
+        node_id,
         settings.name,
         settings.address,
         settings.cpu_units,

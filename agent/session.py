@@ -1,4 +1,10 @@
-"""The agent's side of the control-plane stream: register, connect, reconnect.
+"""The agent's side of the control-plane stream: register, connect, reconnect, renew.
+
+Every connection is mutual TLS with the node's certificate, whose name is the
+node's id. Two thirds into the certificate's life the session renews it over
+its channel and reconnects with the new one (one reconnect, a fresh
+snapshot, no task restarted). A certificate the control plane refuses
+(revoked by `berth node remove`) is logged and retried slowly, never fatal.
 
 While the control plane is unreachable the agent keeps running what it has
 (static stability) and retries with capped backoff.
@@ -13,14 +19,19 @@ up in memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 
+from agent.credentials import RENEW_TIMEOUT, CredentialStore, NodeCredentials, renew
 from agent.execs import ExecSessions
 from agent.logs import LogStreams
 from agent.supervisor import TaskSupervisor
+from berth import pki
+from berth.errors import BerthError
 from berth.grpc_options import CLIENT_OPTIONS
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import agent_pb2_grpc
@@ -73,65 +84,165 @@ class StreamClosed(Exception):
     """The control plane ended the stream (it is shutting down); reconnect."""
 
 
+class CertificateRenewed(Exception):
+    """The node has a new certificate: reconnect with it."""
+
+
+# Reconnect backoff: unreachable control planes are retried fast (capped well
+# under the node grace period, so a restarted control plane sees its agents
+# back before judging them); a refused certificate (revoked, or from another
+# cluster) will not be accepted a second later, so it is retried slowly.
+BACKOFF_FIRST = 0.2
+BACKOFF_UNREACHABLE_CAP = 1.0
+BACKOFF_REFUSED_FIRST = 5.0
+BACKOFF_REFUSED_CAP = 60.0
+# Between failed renewals (the certificate still has a third of its life).
+RENEW_RETRY_FIRST = 1.0
+RENEW_RETRY_CAP = 60.0
+
+REFUSALS = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
+def next_backoff(current: float, refused: bool) -> float:
+    """The wait before the next connection attempt after one that waited `current` failed."""
+    if refused:
+        return min(max(current * 2, BACKOFF_REFUSED_FIRST), BACKOFF_REFUSED_CAP)
+    return min(current * 2, BACKOFF_UNREACHABLE_CAP)
+
+
+def renewal_delay(credentials: NodeCredentials, now: datetime.datetime) -> float:
+    """Seconds until the certificate is due for renewal (two thirds into its life); 0 when past."""
+    return max(0.0, (credentials.renew_at - now).total_seconds())
+
+
+def next_renew_retry(current: float, credentials: NodeCredentials, now: datetime.datetime) -> float:
+    """The wait after a failed renewal: doubling, capped, and never past a short while before expiry."""
+    remaining = (credentials.not_after - now).total_seconds()
+    return max(0.5, min(current * 2, RENEW_RETRY_CAP, remaining / 4))
+
+
+def channel_options(keepalive_ms: int) -> list[tuple[str, object]]:
+    """mTLS to the control plane under its fixed name; a private subchannel pool so a channel
+    with new credentials opens its own connection instead of reusing one made with the old."""
+    return [
+        ("grpc.ssl_target_name_override", pki.SERVER_NAME),
+        ("grpc.use_local_subchannel_pool", 1),
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        *CLIENT_OPTIONS,
+    ]
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
 class ControlPlaneSession:
+    """One node's connection to the control plane, with its certificate kept fresh.
+
+    Connect with the node's certificate, register, hold the stream; renew the
+    certificate when due (over the same channel), store it, and reconnect
+    with it: the stream drops once, a fresh snapshot comes down, and the
+    supervisor keeps every task it runs.
+    """
+
     def __init__(
         self,
         server: str,
         registration: agent_pb.RegisterRequest,
         supervisor: TaskSupervisor,
+        credentials: NodeCredentials,
+        store: CredentialStore,
         on_registered: Callable[[agent_pb.RegisterResponse], None],
         sample_metrics: Callable[[], Awaitable[pb.NodeMetrics | None]],
-        channel: grpc.aio.Channel | None = None,
         on_desired: Callable[[agent_pb.DesiredState], None] | None = None,
+        keepalive_ms: int = 10_000,
+        now: Callable[[], datetime.datetime] = _utcnow,
     ) -> None:
         self._server = server
         self._registration = registration
         self._supervisor = supervisor
+        self.credentials = credentials
+        self._store = store
         self._on_registered = on_registered
         self._sample_metrics = sample_metrics
-        self._shared_channel = channel
         self._on_desired = on_desired
+        self._keepalive_ms = keepalive_ms
+        self._now = now
         self.connected = asyncio.Event()
+        # True while a renewal is in flight or being stored: it must not be cut short.
+        self._renewing = False
 
     async def run(self) -> None:
-        backoff = 0.2
+        backoff = BACKOFF_FIRST
         while True:
+            refused = False
+            credentials = self.credentials
             try:
-                if self._shared_channel is not None:
-                    await self._session(self._shared_channel)
-                else:
-                    async with grpc.aio.insecure_channel(
-                        self._server, options=[("grpc.keepalive_time_ms", 10_000), *CLIENT_OPTIONS]
-                    ) as channel:
-                        await self._session(channel)
-                backoff = 0.2
+                async with grpc.aio.secure_channel(
+                    self._server,
+                    credentials.channel_credentials(),
+                    options=channel_options(self._keepalive_ms),
+                ) as channel:
+                    await self._session(channel, credentials)
+                backoff = BACKOFF_FIRST
+            except CertificateRenewed:
+                log.info("event=reconnecting reason=certificate_renewed node=%s", self.credentials.node_id)
+                backoff = BACKOFF_FIRST
+                continue
             except StreamClosed:
                 log.info("event=stream_closed server=%s retry_in=%.1fs", self._server, backoff)
             except grpc.aio.AioRpcError as error:
-                if error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
-                    log.error("event=session_rejected code=%s error=%r", error.code().name, error.details())
-                    if error.code() == grpc.StatusCode.NOT_FOUND:
-                        # Our node record is gone (e.g. a wiped cluster): register anew.
-                        self._registration.node_id = ""
-                else:
-                    log.warning(
-                        "event=control_plane_unreachable server=%s code=%s retry_in=%.1fs",
-                        self._server,
-                        error.code().name,
-                        backoff,
-                    )
+                refused = error.code() in REFUSALS
+                if refused:
+                    backoff = max(backoff, BACKOFF_REFUSED_FIRST)
+                self._log_failure(error, credentials, backoff)
             finally:
                 self.connected.clear()
                 self._supervisor.detach()
             await asyncio.sleep(backoff)
-            # Capped well under the control plane's node grace period, so a
-            # restarted control plane sees its agents back before judging them.
-            backoff = min(backoff * 2, 1.0)
+            backoff = next_backoff(backoff, refused)
 
-    async def _session(self, channel: grpc.aio.Channel) -> None:
+    def _log_failure(self, error: grpc.aio.AioRpcError, credentials: NodeCredentials, backoff: float) -> None:
+        code = error.code()
+        node = credentials.node_id
+        if code in REFUSALS:
+            log.error(
+                "event=certificate_refused server=%s node=%s code=%s error=%r retry_in=%.1fs hint=%r",
+                self._server,
+                node,
+                code.name,
+                error.details(),
+                backoff,
+                "the control plane does not accept this node's certificate (removed with `berth node "
+                "remove`?); to join again, delete node.key, node.crt and ca.crt from the data directory "
+                "and start the agent with a new --join-token",
+            )
+        elif code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
+            log.error("event=session_rejected node=%s code=%s error=%r", node, code.name, error.details())
+        elif credentials.not_after <= self._now():
+            log.error(
+                "event=certificate_expired server=%s node=%s expired=%s retry_in=%.1fs hint=%r",
+                self._server,
+                node,
+                credentials.not_after.isoformat(),
+                backoff,
+                "the node's certificate expired before it could be renewed; delete node.key, node.crt "
+                "and ca.crt from the data directory and start the agent with a new --join-token",
+            )
+        else:
+            log.warning(
+                "event=control_plane_unreachable server=%s node=%s code=%s retry_in=%.1fs",
+                self._server,
+                node,
+                code.name,
+                backoff,
+            )
+
+    async def _session(self, channel: grpc.aio.Channel, credentials: NodeCredentials) -> None:
         stub = agent_pb2_grpc.AgentServiceStub(channel)
+        # The certificate names the node; the field must match it (or be empty).
+        self._registration.node_id = credentials.node_id
         response = await stub.Register(self._registration, timeout=10)
-        self._registration.node_id = response.node_id
         self._on_registered(response)
         self._supervisor.node_id = response.node_id
         outbox = Outbox()
@@ -150,21 +261,87 @@ class ControlPlaneSession:
         )
         call = stub.Connect(self._outgoing(response.node_id, response.heartbeat_interval or 2.0, outbox))
         log.info("event=connected server=%s node=%s", self._server, response.node_id)
+        reader = asyncio.create_task(self._read(call, logs, execs))
+        renewal = asyncio.create_task(self._renew_when_due(channel, credentials))
         try:
-            async for message in call:
-                if message.HasField("desired_state"):
-                    self.connected.set()
-                    self._supervisor.set_desired(message.desired_state)
-                    if self._on_desired is not None:
-                        self._on_desired(message.desired_state)
-                elif message.HasField("exec_input"):
-                    execs.handle(message)
-                else:
-                    logs.handle(message)
+            await asyncio.wait({reader, renewal}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            call.cancel()
+            reader.cancel()
+            if self._renewing:
+                # The control plane cuts the old certificate's stream as soon as it has issued
+                # the new one: let the renewal finish rather than lose the new certificate.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(renewal), RENEW_TIMEOUT + 5)
+            renewal.cancel()
+            await asyncio.gather(reader, renewal, return_exceptions=True)
             await execs.close()
             await logs.close()
+        if self.credentials is not credentials:
+            raise CertificateRenewed()
+        reader.result()  # the stream's error, if it ended with one
         raise StreamClosed("the control plane closed the stream")
+
+    async def _read(
+        self,
+        call: grpc.aio.StreamStreamCall[agent_pb.AgentMessage, agent_pb.ControlMessage],
+        logs: LogStreams,
+        execs: ExecSessions,
+    ) -> None:
+        async for message in call:
+            if message.HasField("desired_state"):
+                self.connected.set()
+                self._supervisor.set_desired(message.desired_state)
+                if self._on_desired is not None:
+                    self._on_desired(message.desired_state)
+            elif message.HasField("exec_input"):
+                execs.handle(message)
+            else:
+                logs.handle(message)
+
+    async def _renew_when_due(
+        self, channel: grpc.aio.Channel, credentials: NodeCredentials
+    ) -> NodeCredentials:
+        """Sleep until the certificate is due, then renew it (retrying) and store the new one."""
+        await asyncio.sleep(renewal_delay(credentials, self._now()))
+        retry = RENEW_RETRY_FIRST
+        while True:
+            self._renewing = True
+            try:
+                renewed = await renew(channel, credentials)
+            except BerthError as error:
+                self._renewing = False
+                retry = next_renew_retry(retry, credentials, self._now())
+                log.warning(
+                    "event=certificate_renewal_failed node=%s error=%r retry_in=%.1fs expires=%s",
+                    credentials.node_id,
+                    str(error),
+                    retry,
+                    credentials.not_after.isoformat(),
+                )
+                await asyncio.sleep(retry)
+                continue
+            # Adopted at once: the old certificate is no longer accepted once this one is issued.
+            self.credentials = renewed
+            try:
+                await asyncio.to_thread(self._store.save, renewed)
+            except OSError as error:
+                log.error(
+                    "event=certificate_save_failed node=%s error=%r effect=%r",
+                    renewed.node_id,
+                    str(error),
+                    "the renewed certificate is kept in memory only; "
+                    "after a restart the node must join again",
+                )
+            finally:
+                self._renewing = False
+            log.info(
+                "event=certificate_renewed node=%s expires=%s renew_at=%s",
+                renewed.node_id,
+                renewed.not_after.isoformat(),
+                renewed.renew_at.isoformat(),
+            )
+            return renewed
 
     async def _outgoing(
         self, node_id: str, interval: float, outbox: Outbox

@@ -25,7 +25,7 @@ import docker
 import psutil
 
 from berth.taskdef import parse_container_definitions
-from berth.testing.daemons import REPO, AgentProcess, ControlPlaneProcess
+from berth.testing.daemons import REPO, AgentProcess, ControlPlaneProcess, JoinFlags
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
 from berth.v1 import resources_pb2 as pb
@@ -88,13 +88,19 @@ def main() -> None:
     peer_seconds = plain_docker_run(client, options.count, options.docker_concurrency)
     with tempfile.TemporaryDirectory(prefix="berth-bench-") as scratch:
         plane = ControlPlaneProcess(Path(scratch) / "cp")
-        agent = AgentProcess(
-            Path(scratch) / "agent",
-            plane.address,
-            ["--docker-concurrency", str(options.docker_concurrency), "--no-service-network"],
-        )
+        plane.start()
         try:
-            plane.start()
+            # Joined as any host joins: with a token and the pinned CA hash.
+            agent = AgentProcess(
+                Path(scratch) / "agent",
+                plane.address,
+                ["--docker-concurrency", str(options.docker_concurrency), "--no-service-network"],
+                join=JoinFlags.of(plane),
+            )
+        except BaseException:
+            plane.stop()
+            raise
+        try:
             agent.start()
             agent.wait_registered()
             stub = operator_pb2_grpc.OperatorStub(plane.admin_channel())

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess
+from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess, JoinFlags
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
 from berth.v1 import resources_pb2 as pb
@@ -50,12 +50,11 @@ def wait_nodes(stub: operator_pb2_grpc.OperatorStub, count: int, timeout: float)
     raise TimeoutError(f"{count} hollow nodes did not connect within {timeout}s")
 
 
-async def watch_tasks(endpoint: str, total: int, timeout: float, started: asyncio.Event) -> dict[str, float]:
+async def watch_tasks(store: Store, total: int, timeout: float, started: asyncio.Event) -> dict[str, float]:
     """Follow tasks/ in etcd; return when every task is RUNNING (monotonic timestamps)."""
     placed: set[str] = set()
     running: set[str] = set()
     marks: dict[str, float] = {}
-    store = Store([endpoint], prefix="/berth/", timeout=60)
     await store.connect()
 
     async def follow() -> None:
@@ -121,14 +120,20 @@ def main() -> None:
                 options.cp_log_level,
             ],
         )
-        hollow = HollowAgentsProcess(
-            Path(scratch) / "hollow.log",
-            plane.address,
-            options.agents,
-            ["--cpu-units", "4096", "--memory-mib", "16384", "--attribute", "zone=bench"],
-        )
+        plane.start()
         try:
-            plane.start()
+            # Every hollow host joins with one multi-use token, as real hosts would.
+            hollow = HollowAgentsProcess(
+                Path(scratch) / "hollow.log",
+                plane.address,
+                options.agents,
+                ["--cpu-units", "4096", "--memory-mib", "16384", "--attribute", "zone=bench"],
+                join=JoinFlags.of(plane),
+            )
+        except BaseException:
+            plane.stop()
+            raise
+        try:
             hollow.start()
             stub = operator_pb2_grpc.OperatorStub(
                 plane.admin_channel(options=[("grpc.max_receive_message_length", 64 << 20)])
@@ -168,7 +173,7 @@ def main() -> None:
             async def run() -> dict[str, float]:
                 started = asyncio.Event()
                 watcher = asyncio.create_task(
-                    watch_tasks(plane.etcd_endpoint, total, options.timeout, started)
+                    watch_tasks(plane.etcd_store(timeout=60), total, options.timeout, started)
                 )
                 await started.wait()
                 marks = {"create": time.monotonic()}

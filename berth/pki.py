@@ -9,6 +9,16 @@ Every identity is a certificate signed by the cluster CA (EC P-256, with
     node        the node id     node          an agent (issued at join)
     user        the user name   user          an operator (the CLI)
 
+The embedded etcd has a CA of its own (`create_ca(..., join_name=None)`),
+kept beside the cluster CA, which signs only two more kinds:
+
+    etcd-server etcd            etcd          the embedded etcd (client and peer ports)
+    etcd-client the replica     etcd-client   the control plane's etcd client
+
+A separate CA because etcd with client-certificate authentication lets in
+every certificate its trusted CA signed: trusting the cluster CA would let
+any agent's node certificate or operator's user certificate read etcd.
+
 Clients check the server against the CA and the fixed name SERVER_NAME
 (gRPC's target name override), so a control plane is reachable by any
 address without a certificate per address. The CA's hash, which a joining
@@ -22,6 +32,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
+import ipaddress
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -34,10 +45,12 @@ from berth.errors import InvalidArgument
 SERVER_NAME = "berth-controlplane"
 # The join listener presents the CA certificate itself, under this name.
 JOIN_NAME = "berth-join"
-KINDS = ("server", "node", "user")
+KINDS = ("server", "node", "user", "etcd-server", "etcd-client")
 CA_LIFETIME = datetime.timedelta(days=3650)
 MAX_CSR_BYTES = 4096
 HASH_PREFIX = "sha256:"
+# Certificates start a little in the past, for clocks a little behind the CA's.
+CLOCK_SKEW = datetime.timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,13 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
+def backdate(lifetime: datetime.timedelta) -> datetime.timedelta:
+    """How far before its issue a certificate starts: the clock skew allowed, but at most a tenth
+    of its life, so a short-lived certificate is not due for renewal (renew_at) the moment it is
+    issued. (A negative lifetime, an already expired certificate for tests, keeps the full skew.)"""
+    return min(CLOCK_SKEW, lifetime / 10) if lifetime > datetime.timedelta(0) else CLOCK_SKEW
+
+
 def new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
@@ -72,13 +92,13 @@ def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def create_ca(cluster_id: str) -> KeyPair:
-    """A new self-signed cluster CA. It also serves the join listener's TLS, so it
-    carries digitalSignature and the JOIN_NAME DNS name."""
+def create_ca(cluster_id: str, title: str = "Berth cluster CA", join_name: str | None = JOIN_NAME) -> KeyPair:
+    """A new self-signed CA. The cluster CA also serves the join listener's TLS, so it
+    carries digitalSignature and the JOIN_NAME DNS name; the etcd CA (join_name None) does not."""
     key = new_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Berth cluster CA {cluster_id}")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{title} {cluster_id}")])
     now = _now()
-    certificate = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -101,10 +121,13 @@ def create_ca(cluster_id: str) -> KeyPair:
             ),
             critical=True,
         )
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(JOIN_NAME)]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
     )
+    if join_name is not None:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(join_name)]), critical=False
+        )
+    certificate = builder.sign(key, hashes.SHA256())
     return KeyPair(certificate.public_bytes(serialization.Encoding.PEM), key_pem(key))
 
 
@@ -158,6 +181,18 @@ def public_key_of_csr(csr: bytes) -> ec.EllipticCurvePublicKey:
     return key
 
 
+_UNITS = {"server": "controlplane", "etcd-server": "etcd"}
+_COMMON_NAMES = {"server": "berth", "etcd-server": "etcd"}
+
+
+def subject_alternative_name(address: str) -> x509.GeneralName:
+    """An IP address SAN for an address (TLS checks those against IP targets), a DNS name otherwise."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(address.strip("[]")))
+    except ValueError:
+        return x509.DNSName(address)
+
+
 def issue(
     ca: KeyPair,
     kind: str,
@@ -174,30 +209,33 @@ def issue(
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     now = _now()
     serial = x509.random_serial_number()
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if kind == "server" else ExtendedKeyUsageOID.CLIENT_AUTH
+    usages = {
+        "server": [ExtendedKeyUsageOID.SERVER_AUTH],
+        # etcd's peers are each other's clients too.
+        "etcd-server": [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+    }.get(kind, [ExtendedKeyUsageOID.CLIENT_AUTH])
     names: list[x509.GeneralName] = []
     if kind == "server":
         names.append(x509.DNSName(SERVER_NAME))
-        names.extend(x509.DNSName(a) for a in addresses)
+    if kind in ("server", "etcd-server"):
+        names.extend(subject_alternative_name(a) for a in addresses)
     builder = (
         x509.CertificateBuilder()
         .subject_name(
             x509.Name(
                 [
-                    x509.NameAttribute(
-                        NameOID.ORGANIZATIONAL_UNIT_NAME, "controlplane" if kind == "server" else kind
-                    ),
-                    x509.NameAttribute(NameOID.COMMON_NAME, "berth" if kind == "server" else name),
+                    x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, _UNITS.get(kind, kind)),
+                    x509.NameAttribute(NameOID.COMMON_NAME, _COMMON_NAMES.get(kind, name)),
                 ]
             )
         )
         .issuer_name(ca_certificate.subject)
         .public_key(public_key)
         .serial_number(serial)
-        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_before(now - backdate(lifetime))
         .not_valid_after(now + lifetime)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
@@ -223,7 +261,7 @@ def identity(certificate_pem: bytes) -> Identity:
     units = certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
     names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     unit = str(units[0].value) if units else ""
-    kind = "server" if unit == "controlplane" else unit
+    kind = {unit_: kind_ for kind_, unit_ in _UNITS.items()}.get(unit, unit)
     return Identity(
         kind=kind,
         name=str(names[0].value) if names else "",

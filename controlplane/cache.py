@@ -162,6 +162,9 @@ class ClusterCache:
             return
         if kind == keys.TASKS:
             self._unindex_task(event.key)
+        elif kind == keys.IDENTITIES:
+            # The node's stream re-checks its certificate (revoked or renewed).
+            self._notify_node(event.key.removeprefix(keys.IDENTITIES))
         elif kind in (keys.TASKDEFS, keys.SERVICES, keys.NODES):
             # Task definitions are in every assignment; services and nodes
             # shape the route table every agent gets.

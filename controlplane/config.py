@@ -7,6 +7,7 @@ from pathlib import Path
 
 from controlplane.backoff import Policy as CrashBackoff
 from controlplane.limits import Quotas
+from controlplane.store.tls import EtcdTLS
 
 
 def default_join_listen(listen: str) -> str:
@@ -21,6 +22,10 @@ class ControlPlaneSettings:
     data_dir: Path
     # Empty: run the embedded etcd in data_dir.
     etcd_endpoints: list[str] = field(default_factory=list)
+    # TLS to an external etcd: its CA, and this replica's client certificate and key.
+    etcd_cacert: Path | None = None
+    etcd_cert: Path | None = None
+    etcd_key: Path | None = None
     key_prefix: str = "/berth/"
     leader_ttl: int = 5
     # Seconds STOPPED tasks (exit code, stop code, reason) are kept before the
@@ -86,6 +91,13 @@ class ControlPlaneSettings:
     @property
     def join_address(self) -> str:
         return self.join_listen or default_join_listen(self.listen)
+
+    @property
+    def etcd_tls(self) -> EtcdTLS | None:
+        """TLS to the external etcd when any of its files is given (or the endpoints are https)."""
+        if not (self.etcd_cacert or self.etcd_cert or self.etcd_key):
+            return None
+        return EtcdTLS.from_files(self.etcd_cacert, self.etcd_cert, self.etcd_key)
 
     @property
     def ca_directory(self) -> Path:

@@ -29,6 +29,11 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
     parser.add_argument("--listen", default="127.0.0.1:7400", help="gRPC address, HOST:PORT")
     parser.add_argument("--data-dir", required=True, type=Path, help="state of this replica (embedded etcd)")
     parser.add_argument("--etcd", default="", help="external etcd endpoints, URL[,URL]; default: embedded")
+    parser.add_argument("--etcd-cacert", type=Path, default=None, help="CA of the external etcd (TLS)")
+    parser.add_argument(
+        "--etcd-cert", type=Path, default=None, help="client certificate for the external etcd (TLS)"
+    )
+    parser.add_argument("--etcd-key", type=Path, default=None, help="its private key")
     parser.add_argument("--key-prefix", default="/berth/")
     parser.add_argument("--leader-ttl", type=int, default=5, help="seconds")
     parser.add_argument(
@@ -119,6 +124,14 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         help="HOST:PORT the CLI config and join instructions give (default: --listen, loopback for 0.0.0.0)",
     )
     args = parser.parse_args(argv)
+    etcd_files = [args.etcd_cacert, args.etcd_cert, args.etcd_key]
+    if any(etcd_files) and not args.etcd:
+        parser.error("--etcd-cacert, --etcd-cert and --etcd-key are for an external etcd: give --etcd too")
+    if (args.etcd_cert is None) != (args.etcd_key is None):
+        parser.error("--etcd-cert and --etcd-key go together")
+    for path in filter(None, etcd_files):
+        if not path.is_file():
+            parser.error(f"{path} is not a readable file")
     if args.certificate_lifetime < 60:
         parser.error("--certificate-lifetime must be at least 60 seconds")
     if not 0 < args.crash_backoff_first <= args.crash_backoff_max:
@@ -137,6 +150,9 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         listen=args.listen,
         data_dir=args.data_dir,
         etcd_endpoints=[e for e in args.etcd.split(",") if e],
+        etcd_cacert=args.etcd_cacert,
+        etcd_cert=args.etcd_cert,
+        etcd_key=args.etcd_key,
         key_prefix=args.key_prefix,
         leader_ttl=args.leader_ttl,
         stopped_task_retention=args.stopped_task_retention,

@@ -60,13 +60,14 @@ class ControlPlane:
         settings = self.settings
         private_dir(settings.data_dir)
         endpoints = settings.etcd_endpoints
+        etcd_tls = settings.etcd_tls
         if not endpoints:
-            self._etcd = EmbeddedEtcd(settings.data_dir)
+            self._etcd = EmbeddedEtcd(settings.data_dir, settings.ca_directory)
             await self._etcd.start()
-            endpoints = [self._etcd.endpoint]
+            endpoints, etcd_tls = [self._etcd.endpoint], self._etcd.client_tls
         ca, _ = tls.load_or_create_ca(settings.ca_directory, secrets.token_hex(4))
         lifetime = datetime.timedelta(seconds=settings.certificate_lifetime)
-        store = self._store = Store(endpoints, prefix=settings.key_prefix)
+        store = self._store = Store(endpoints, prefix=settings.key_prefix, tls=etcd_tls)
         await store.connect()
         await ensure_default_cluster(store)
         cache = self._cache = ClusterCache(store)

@@ -3,7 +3,8 @@
 # root, and starts the Docker engine if it is not running. Idempotent.
 #   - Debian packages: docker.io, etcd-server, etcd-client, iptables,
 #     busybox-static, conntrack, iproute2, python3-venv, gcc and libc6-dev
-#     (to build the test image's static UDP echo server)
+#     (to build the test image's static UDP echo server), systemd (its
+#     systemd-analyze checks the units in deploy/systemd)
 #   - the Python package with its test extras, in .venv/ of this checkout, at
 #     exactly the versions in requirements.lock (hash-checked), so a fresh
 #     machine runs what was tested; regenerate the lock with scripts/lock.py
@@ -17,7 +18,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-PACKAGES=(docker.io etcd-server etcd-client iptables busybox-static conntrack iproute2 python3-venv gcc libc6-dev)
+PACKAGES=(docker.io etcd-server etcd-client iptables busybox-static conntrack iproute2 python3-venv gcc libc6-dev systemd)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

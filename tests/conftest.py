@@ -11,7 +11,7 @@ import docker
 import pytest
 
 from berth.testing.cli import Berth
-from berth.testing.daemons import REPO, AgentProcess, ControlPlaneProcess
+from berth.testing.daemons import REPO, AgentProcess, ControlPlaneProcess, JoinFlags
 
 IMAGE = "berth-busybox:2"
 
@@ -50,7 +50,10 @@ def agent(
     # Service networking (iptables, DNS) is tested on the lab's own hosts, not
     # on this machine's root namespace.
     process = AgentProcess(
-        tmp_path_factory.mktemp("agent") / "data", controlplane.address, ["--no-service-network"]
+        tmp_path_factory.mktemp("agent") / "data",
+        controlplane.address,
+        ["--no-service-network"],
+        join=JoinFlags.of(controlplane),
     )
     process.start()
     process.wait_registered()

@@ -8,7 +8,7 @@ import typer
 
 from berth.cli.client import CliContext, api_errors, fail
 from berth.cli.options import command_group
-from berth.cli.output import OutputOption, age, emit, say
+from berth.cli.output import OutputOption, age, emit, emit_one, say
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 
@@ -33,12 +33,16 @@ def create(
         1, "--uses", min=0, max=100_000, help="joins it allows; 0: any until it expires"
     ),
     description: str = typer.Option("", "--description", metavar="TEXT", help="what it is for"),
+    output: str = OutputOption,
 ) -> None:
     """Create a token; it is shown once, with the CA hash and the agent's command line."""
     cli: CliContext = ctx.obj
     request = api.CreateJoinTokenRequest(ttl_seconds=_duration(ttl), uses=uses, description=description)
     with api_errors(cli):
         created = cli.stub.CreateJoinToken(request)
+    if output != "table":
+        emit_one(output, created, lambda: None)
+        return
     print(f"token:    {created.token}")
     print(f"ca hash:  {created.ca_hash}")
     server = cli.server

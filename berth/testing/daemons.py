@@ -24,10 +24,12 @@ from typing import Any
 import docker
 import grpc
 
+from berth import pki
 from berth.clientconfig import ClientConfig, channel_options
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
-from controlplane.store import Store
+from controlplane.store import EtcdTLS, Store
+from controlplane.store.tls import EmbeddedFiles
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -162,13 +164,22 @@ class ControlPlaneProcess(Daemon):
     @property
     def etcd_endpoint(self) -> str:
         ports = json.loads((self.data_dir / "etcd-ports.json").read_text())
-        return f"127.0.0.1:{ports['client']}"
+        return f"https://127.0.0.1:{ports['client']}"
+
+    @property
+    def etcd_tls(self) -> EtcdTLS:
+        """The client certificate the embedded etcd asks for (the control plane's own)."""
+        return EmbeddedFiles(self.data_dir / "etcd-tls").client()
+
+    def etcd_store(self, prefix: str = "/berth/", timeout: float = 10.0) -> Store:
+        """A store on this control plane's embedded etcd, with its client certificate (connect it)."""
+        return Store([self.etcd_endpoint], prefix=prefix, timeout=timeout, tls=self.etcd_tls)
 
     def etcd_snapshot(self) -> tuple[int, dict[bytes, bytes]]:
         """The etcd revision and every key/value under /berth/ (to prove nothing was written)."""
 
         async def read() -> tuple[int, dict[bytes, bytes]]:
-            store = Store([self.etcd_endpoint], prefix="/berth/")
+            store = self.etcd_store()
             await store.connect()
             try:
                 entries, revision = await store.scan_raw("")
@@ -179,11 +190,48 @@ class ControlPlaneProcess(Daemon):
         return asyncio.run(read())
 
 
-class HollowAgentsProcess(Daemon):
-    """`berth-hollow-agents`: COUNT simulated hosts in one process, on the control plane at `server`."""
+@dataclass(frozen=True)
+class JoinFlags:
+    """What an agent joins with, passed as the install script passes it: a token, the pinned
+    CA hash and the join listener's address."""
 
-    def __init__(self, log_path: Path, server: str, count: int, extra_args: list[str] | None = None) -> None:
-        command = [sys.executable, "-m", "agent.hollow", "--server", server, "--count", str(count)]
+    token: str
+    ca_hash: str
+    join_server: str
+
+    @classmethod
+    def of(cls, plane: ControlPlaneProcess, uses: int = 0) -> JoinFlags:
+        """A fresh token of a started control plane (uses=0: any number of agents)."""
+        token, ca_hash = plane.create_join_token(uses=uses)
+        return cls(token, ca_hash, plane.join_address)
+
+    def args(self) -> list[str]:
+        return ["--join-token", self.token, "--ca-hash", self.ca_hash, "--join-server", self.join_server]
+
+
+class HollowAgentsProcess(Daemon):
+    """`berth-hollow-agents`: COUNT simulated hosts in one process, on the control plane at `server`,
+    each joining with the one multi-use token in `join`."""
+
+    def __init__(
+        self,
+        log_path: Path,
+        server: str,
+        count: int,
+        extra_args: list[str] | None = None,
+        *,
+        join: JoinFlags,
+    ) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "agent.hollow",
+            "--server",
+            server,
+            "--count",
+            str(count),
+            *join.args(),
+        ]
         super().__init__("hollow", [*command, *(extra_args or [])], log_path)
 
 
@@ -195,6 +243,9 @@ class ContainerInfo:
 
 
 class AgentProcess(Daemon):
+    """`berth-agent` with its data directory; it joins with `join` the first time (None: it
+    must hold credentials already) and keeps its certificate across restarts."""
+
     def __init__(
         self,
         data_dir: Path,
@@ -202,8 +253,11 @@ class AgentProcess(Daemon):
         extra_args: list[str] | None = None,
         docker_url: str = "unix:///var/run/docker.sock",
         address: str = "127.0.0.1",
+        *,
+        join: JoinFlags | None,
     ) -> None:
         self.data_dir = data_dir
+        self._log_start = 0
         self.docker_url = docker_url
         command = [
             sys.executable,
@@ -217,20 +271,39 @@ class AgentProcess(Daemon):
             address,
             "--docker-url",
             docker_url,
+            *(join.args() if join is not None else []),
             *(extra_args or []),
         ]
         super().__init__("agent", command, data_dir.parent / f"{data_dir.name}.log")
 
+    def start(self) -> None:
+        # wait_registered looks only at what this run logs.
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        super().start()
+
     @property
     def node_id(self) -> str:
-        path = self.data_dir / "node-id"
-        return path.read_text().strip() if path.exists() else ""
+        """The node its certificate names ("" before it joined)."""
+        path = self.data_dir / "node.crt"
+        return pki.identity(path.read_bytes()).name if path.exists() else ""
+
+    def connections(self) -> int:
+        """How many times this run connected its stream (the first, then each reconnect)."""
+        if not self.log_path.exists():
+            return 0
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_start)
+            return log.read().count(b"event=connected ")
 
     def wait_registered(self, timeout: float = 20) -> str:
+        """The node id, once this run has joined (or found its certificate) and connected."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.node_id:
+            if self.node_id and self.connections():
                 return self.node_id
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"agent exited:\n{self.log_tail()}")
             time.sleep(0.1)
         raise RuntimeError(f"agent did not register in {timeout}s:\n{self.log_tail()}")
 

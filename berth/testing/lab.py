@@ -31,7 +31,7 @@ from pathlib import Path
 
 import docker
 
-from berth.testing.daemons import AgentProcess, ControlPlaneProcess, Daemon
+from berth.testing.daemons import AgentProcess, ControlPlaneProcess, Daemon, JoinFlags
 
 BRIDGE = "berthlab0"
 # Host ends of the hosts' veth pairs: blab1, blab2, ...
@@ -158,13 +158,15 @@ class LabHost:
                 ["docker", "-H", self.docker_url, "load"], input=saved.stdout, check=True, capture_output=True
             )
 
-    def agent(self) -> AgentProcess:
+    def agent(self, join: JoinFlags) -> AgentProcess:
+        """The host's agent, joining (the first time) with `join`'s flags, as the install script does."""
         process = AgentProcess(
             self.state_dir / "agent",
             self.control_plane,
             ["--name", self.name, "--attribute", f"zone={self.zone}", *self.agent_args],
             docker_url=self.docker_url,
             address=self.address,
+            join=join,
         )
         process.command = [*self.nsenter(), *process.command]
         return process
@@ -213,7 +215,8 @@ class Lab:
         self._save_state()
 
     def start_agent(self, name: str) -> AgentProcess:
-        agent = self.agents.get(name) or self.host(name).agent()
+        # Each host joins with a single-use token of its own, as a new VM would.
+        agent = self.agents.get(name) or self.host(name).agent(JoinFlags.of(self.controlplane, uses=1))
         agent.start()
         self.agents[name] = agent
         self._save_state()

@@ -10,6 +10,7 @@ forge certificates (another CA, an expired one) need.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -34,15 +35,11 @@ class Member:
             self.ca_certificate, private_key=self.bundle.key, certificate_chain=self.bundle.certificate
         )
 
-    def channel(self, address: str, options: list[tuple[str, object]] | None = None) -> grpc.Channel:
-        return grpc.secure_channel(
-            address, self.credentials(), options=[*channel_options(), *(options or [])]
-        )
+    def channel(self, address: str, options: Sequence[tuple[str, object]] = ()) -> grpc.Channel:
+        return grpc.secure_channel(address, self.credentials(), options=[*channel_options(), *options])
 
-    def aio_channel(self, address: str, options: list[tuple[str, object]] | None = None) -> grpc.aio.Channel:
-        return grpc.aio.secure_channel(
-            address, self.credentials(), options=[*channel_options(), *(options or [])]
-        )
+    def aio_channel(self, address: str, options: Sequence[tuple[str, object]] = ()) -> grpc.aio.Channel:
+        return grpc.aio.secure_channel(address, self.credentials(), options=[*channel_options(), *options])
 
 
 def cluster_ca(plane: ControlPlaneProcess) -> pki.KeyPair:

@@ -107,7 +107,8 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be hello")
             return
         try:
-            node_id = self._membership.check_node(peers.identity(context))
+            peer = peers.identity(context)
+            node_id = self._membership.check_node(peer)
         except BerthError as error:
             await context.abort(error.grpc_code, str(error))
         if first.hello.node_id and first.hello.node_id != node_id:
@@ -139,6 +140,13 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             last_sent: object = None
             while not receiver.done():
                 wake.clear()
+                # A node removed (its certificate revoked) or renewed since is cut off
+                # here, not at its next reconnect.
+                try:
+                    self._membership.check_node(peer)
+                except BerthError as error:
+                    log.warning("event=agent_stream_closed node=%s reason=%r", node_id, str(error))
+                    await context.abort(error.grpc_code, str(error))
                 while session.requests:
                     yield session.requests.popleft()
                 session.drained.set()

@@ -3,8 +3,9 @@
 `StoreAPI` (the protocol everything above the store is written against,
 with its value types, in `api`), `Store` (the real one, on etcd),
 `MemoryStore` (in `memory`: the fake for unit tests), `keys` (the key layout), `retry`
-(the one retry policy for optimistic transactions) and `embedded` (the
-private etcd child of the embedded default). Nothing outside this package
+(the one retry policy for optimistic transactions), `embedded` (the
+private etcd child of the embedded default) and `tls` (the client's TLS
+files and the embedded etcd's own CA). Nothing outside this package
 talks to etcd or imports its client library.
 """
 
@@ -21,12 +22,14 @@ from controlplane.store.api import (
 )
 from controlplane.store.etcd import KeepAliveStream, Store
 from controlplane.store.retry import RETRY, Retry, optimistic
+from controlplane.store.tls import EtcdTLS
 
 __all__ = [
     "RETRY",
     "Condition",
     "Delete",
     "Entry",
+    "EtcdTLS",
     "KeepAlive",
     "KeepAliveStream",
     "Put",

@@ -5,6 +5,11 @@ and restarts it if it dies. The child gets PR_SET_PDEATHSIG, so even a
 `kill -9` of the control plane takes etcd down with it and a restarted
 control plane finds the data directory unlocked. Ports are chosen once and
 remembered in the data directory, because etcd records its peer URL.
+
+It is locked down: client and peer ports listen on loopback only, speak TLS
+only and let in only clients with a certificate from the embedded etcd's own
+CA (`controlplane.store.tls`), which the control plane alone holds; a plain
+HTTP client, or an HTTPS one without that certificate, fails the handshake.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 
 from berth.errors import Unavailable
 from berth.files import open_private_append, private_dir, tighten, write_private
+from controlplane.store.tls import EmbeddedFiles, EtcdTLS, issue_embedded
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +64,10 @@ def _die_with_parent() -> None:
 class EmbeddedEtcd:
     """Starts, supervises and stops one etcd child process."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, pki_dir: Path | None = None) -> None:
         self.data_dir = data_dir / "etcd"
+        self._pki_dir = pki_dir or data_dir / "pki"
+        self._files = EmbeddedFiles(data_dir / "etcd-tls")
         self._ports_file = data_dir / "etcd-ports.json"
         self._log_path = data_dir / "etcd.log"
         self._process: asyncio.subprocess.Process | None = None
@@ -69,7 +77,12 @@ class EmbeddedEtcd:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"https://127.0.0.1:{self.client_port}"
+
+    @property
+    def client_tls(self) -> EtcdTLS:
+        """The certificate, key and CA a client of this etcd needs (after `start`)."""
+        return self._files.client()
 
     def _load_ports(self) -> tuple[int, int]:
         private_dir(self._ports_file.parent)
@@ -82,7 +95,24 @@ class EmbeddedEtcd:
         return client, peer
 
     def _command(self) -> list[str]:
-        peer = f"http://127.0.0.1:{self.peer_port}"
+        peer = f"https://127.0.0.1:{self.peer_port}"
+        files = self._files
+        tls = [
+            "--client-cert-auth",
+            "--trusted-ca-file",
+            str(files.ca),
+            "--cert-file",
+            str(files.server_certificate),
+            "--key-file",
+            str(files.server_key),
+            "--peer-client-cert-auth",
+            "--peer-trusted-ca-file",
+            str(files.ca),
+            "--peer-cert-file",
+            str(files.server_certificate),
+            "--peer-key-file",
+            str(files.server_key),
+        ]
         return [
             find_etcd_binary(),
             "--name",
@@ -106,6 +136,7 @@ class EmbeddedEtcd:
             "10000",
             "--quota-backend-bytes",
             str(4 * 1024**3),
+            *tls,
         ]
 
     async def _wait_port_free(self, timeout: float = 15.0) -> None:
@@ -155,6 +186,7 @@ class EmbeddedEtcd:
         raise Unavailable(f"embedded etcd did not start within {timeout:.0f}s; see {self._log_path}")
 
     async def start(self, attempts: int = 20) -> None:
+        issue_embedded(self._pki_dir, self._files.directory)
         # After a kill -9 of the previous control plane its etcd may still be
         # shutting down and holding the port or the data-dir lock: retry.
         for attempt in range(attempts):

@@ -9,11 +9,12 @@ another simply loses and retries on fresh state (optimistic concurrency;
 protobuf messages, except a few keys that hold raw bytes (`alive/`,
 `placements/`, `vips/`, `leader`: see `keys`).
 
-The seam to the etcd client library is `_Connection`: aetcd opens the gRPC
-channel (and authenticates, where etcd asks for it); every request is then
-built from etcd's own generated messages (`aetcd.rpc`, etcd's public API)
-and sent on that channel. No other module imports aetcd, and nothing here
-uses aetcd's private helpers. gRPC errors become `berth.errors.Unavailable`.
+The seam to etcd is `_Connection`: a gRPC channel (mutual TLS with the
+files of `controlplane.store.tls` when given: aetcd's own Client has no TLS)
+on which every request is built from etcd's own generated messages
+(`aetcd.rpc`, etcd's public API). No other module imports aetcd, and
+nothing here uses aetcd's private helpers. gRPC errors become
+`berth.errors.Unavailable`.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import aetcd
-import aetcd.exceptions
 import grpc
 from aetcd import rpc as etcd_rpc
 from google.protobuf.message import Message
@@ -44,6 +43,7 @@ from controlplane.store.api import (
     read_modify_write,
 )
 from controlplane.store.retry import ATTEMPTS
+from controlplane.store.tls import EtcdTLS
 
 log = logging.getLogger(__name__)
 
@@ -71,40 +71,55 @@ def _range_end(prefix: bytes) -> bytes:
 
 
 class _Connection:
-    """The channel aetcd opened, and etcd's generated stubs on it."""
+    """A gRPC channel to one etcd endpoint (TLS when `tls` is given) and etcd's stubs on it."""
 
-    def __init__(self, client: aetcd.Client, timeout: float) -> None:
-        self.client = client
-        # Public attributes of a connected aetcd.Client: the channel and the
-        # auth metadata (None without authentication).
-        self.metadata: Any = client.metadata
-        self.kv = etcd_rpc.KVStub(client.channel)
-        self.lease = etcd_rpc.LeaseStub(client.channel)
-        self.watch = etcd_rpc.WatchStub(client.channel)
+    def __init__(self, channel: grpc.aio.Channel, timeout: float) -> None:
+        self.channel = channel
+        # etcd's own user/password authentication is not used: with TLS, the
+        # client certificate is the credential. No per-call metadata.
+        self.metadata: Any = None
+        self.kv = etcd_rpc.KVStub(channel)
+        self.lease = etcd_rpc.LeaseStub(channel)
+        self.watch = etcd_rpc.WatchStub(channel)
         self.timeout = timeout
 
     @classmethod
-    async def open(cls, host: str, port: int, timeout: float) -> _Connection:
-        client = aetcd.Client(host=host, port=port, timeout=timeout)
+    async def open(cls, host: str, port: int, timeout: float, tls: EtcdTLS | None) -> _Connection:
+        target = f"{host}:{port}"
+        channel = (
+            grpc.aio.secure_channel(target, tls.credentials())
+            if tls is not None
+            else grpc.aio.insecure_channel(target)
+        )
         try:
-            await client.connect()
-            await client.status()
-        except aetcd.exceptions.ClientError:
-            await client.close()
+            # One call proves the endpoint answers (and, with TLS, that the handshake passed).
+            await etcd_rpc.MaintenanceStub(channel).Status(etcd_rpc.StatusRequest(), timeout=timeout)
+        except grpc.aio.AioRpcError:
+            await channel.close(None)
             raise
-        return cls(client, timeout)
+        return cls(channel, timeout)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
-            await self.client.close()
+            await self.channel.close(None)
 
 
 class Store:
     """Connection to etcd that speaks protobuf messages and relative keys."""
 
-    def __init__(self, endpoints: Sequence[str], prefix: str = "/berth/", timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        prefix: str = "/berth/",
+        timeout: float = 10.0,
+        tls: EtcdTLS | None = None,
+    ) -> None:
         self.prefix = prefix
         self._endpoints = [parse_endpoint(url) for url in endpoints]
+        # An https:// endpoint without files given trusts the system's roots.
+        if tls is None and any(url.startswith("https://") for url in endpoints):
+            tls = EtcdTLS(ca=None)
+        self._tls = tls
         self._timeout = timeout
         self._connection: _Connection | None = None
 
@@ -122,11 +137,12 @@ class Store:
         last_error: Exception | None = None
         for host, port in self._endpoints:
             try:
-                self._connection = await _Connection.open(host, port, self._timeout)
+                self._connection = await _Connection.open(host, port, self._timeout, self._tls)
                 return
-            except aetcd.exceptions.ClientError as error:
+            except grpc.aio.AioRpcError as error:
                 last_error = error
-        raise Unavailable(f"no etcd endpoint answered: {last_error}")
+        detail = last_error.details() if isinstance(last_error, grpc.aio.AioRpcError) else last_error
+        raise Unavailable(f"no etcd endpoint answered: {detail}")
 
     async def close(self) -> None:
         if self._connection is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -254,3 +255,27 @@ def test_a_deleted_user_is_refused_at_once(plane: ControlPlaneProcess, tmp_path:
     wait_until(lambda: temp("cluster", "list").exit_code == 1 or None, 10, "the deleted user refused")
     temp("cluster", "list").assert_refused("revoked")
     admin("user", "delete", "admin").assert_refused("you cannot delete yourself")
+
+
+def test_removing_a_node_cuts_its_open_stream(plane: ControlPlaneProcess) -> None:
+    node = join(plane, "node-c")
+    with node.channel(plane.address) as channel:
+        stub = agent_pb2_grpc.AgentServiceStub(channel)
+        stub.Register(_registration("node-c"), timeout=5)
+        stop = threading.Event()
+
+        def messages() -> Iterator[agent_pb.AgentMessage]:
+            yield agent_pb.AgentMessage(hello=agent_pb.Hello(node_id=node.name))
+            stop.wait(30)
+
+        stream = stub.Connect(messages(), timeout=30)
+        first = next(iter(stream))
+        assert first.HasField("desired_state")
+        Berth.of(plane).ok("node", "remove", node.name, "--force")
+        try:
+            with pytest.raises(grpc.RpcError) as cut:
+                for _ in stream:
+                    pass
+            assert cut.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+        finally:
+            stop.set()

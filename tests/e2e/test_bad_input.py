@@ -220,10 +220,17 @@ def test_output_format_is_checked(prepared: Berth) -> None:
     assert "use one of table, json, yaml" in result.stderr
 
 
-def test_unreachable_control_plane_is_one_line() -> None:
-    result = Berth("127.0.0.1:1")("cluster", "list")
+def test_unreachable_control_plane_is_one_line(controlplane: ControlPlaneProcess) -> None:
+    result = Berth("127.0.0.1:1", controlplane.admin_config)("cluster", "list")
     assert result.exit_code == 1
     assert result.stderr.strip() == (
         "error: cannot reach the control plane at 127.0.0.1:1 (unavailable); "
         "start berth-controlplane or set --server / BERTH_SERVER"
     )
+
+
+def test_missing_credentials_are_one_line(tmp_path: Path) -> None:
+    result = Berth("127.0.0.1:1", tmp_path / "none")("cluster", "list")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: no Berth credentials at {tmp_path / 'none'}")
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from berth.testing.cli import Berth
-from berth.testing.daemons import REPO, AgentProcess, ControlPlaneProcess
+from berth.testing.daemons import REPO, AgentProcess, ControlPlaneProcess, JoinFlags
 from berth.testing.waiting import wait_until
 
 EXAMPLE = REPO / "examples" / "web.json"
@@ -418,7 +418,9 @@ def test_stopped_tasks_are_purged_after_the_retention(
         tmp_path_factory.mktemp("retention") / "cp", ["--stopped-task-retention", "1"]
     )
     plane.start()
-    agent = AgentProcess(tmp_path / "agent", plane.address, ["--no-service-network"])
+    agent = AgentProcess(
+        tmp_path / "agent", plane.address, ["--no-service-network"], join=JoinFlags.of(plane)
+    )
     try:
         agent.start()
         agent.wait_registered()

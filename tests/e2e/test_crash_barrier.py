@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from berth.testing.cli import Berth
-from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess
+from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess, JoinFlags
 from berth.testing.waiting import wait_until
 from berth.v1 import resources_pb2 as pb
 from controlplane.store import Put, keys
-from controlplane.store.etcd import Store
 
 GARBAGE = b"\xff\xff\xff\xff"
 
@@ -37,7 +36,7 @@ def _write_broken_service(plane: ControlPlaneProcess) -> None:
     )
 
     async def write() -> None:
-        store = Store([plane.etcd_endpoint], prefix="/berth/")
+        store = plane.etcd_store()
         await store.connect()
         try:
             assert await store.commit(
@@ -59,7 +58,7 @@ def _write_broken_service(plane: ControlPlaneProcess) -> None:
 def test_other_services_keep_scaling_and_healing_past_a_broken_one(
     plane: ControlPlaneProcess, tmp_path: Path
 ) -> None:
-    hollow = HollowAgentsProcess(tmp_path / "hollow.log", plane.address, 2)
+    hollow = HollowAgentsProcess(tmp_path / "hollow.log", plane.address, 2, join=JoinFlags.of(plane))
     hollow.start()
     try:
         berth = Berth.of(plane)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from berth.testing.cli import Berth
-from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess
+from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess, JoinFlags
 from berth.testing.waiting import wait_until
 
 CLUSTER = "loops"
@@ -48,6 +48,7 @@ def hollow(plane: ControlPlaneProcess, tmp_path: Path) -> Iterator[HollowAgentsP
         plane.address,
         2,
         ["--exit-after", "0", "--exit-code", "1", "--fail-image", "missing:1"],
+        join=JoinFlags.of(plane),
     )
     process.start()
     try:

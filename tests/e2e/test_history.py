@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from berth.testing.cli import Berth
-from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess
+from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess, JoinFlags
 from berth.testing.waiting import wait_until
 
 # Long enough to outlive a kill -9 and restart, short enough to wait out.
@@ -36,7 +36,11 @@ def plane(tmp_path: Path) -> Iterator[ControlPlaneProcess]:
 def berth(plane: ControlPlaneProcess, tmp_path: Path) -> Iterator[Berth]:
     """The CLI, with one hollow host whose tasks exit with 7 after a second, and a task definition `job`."""
     hollow = HollowAgentsProcess(
-        tmp_path / "hollow.log", plane.address, 1, ["--exit-after", "1", "--exit-code", "7"]
+        tmp_path / "hollow.log",
+        plane.address,
+        1,
+        ["--exit-after", "1", "--exit-code", "7"],
+        join=JoinFlags.of(plane),
     )
     hollow.start()
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from berth.testing.cli import Berth
-from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess
+from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess, JoinFlags
 from berth.testing.waiting import wait_until
 
 
@@ -15,7 +15,11 @@ def test_exit_after_stops_tasks_with_the_scripted_exit_code(
     plane: ControlPlaneProcess, tmp_path: Path
 ) -> None:
     hollow = HollowAgentsProcess(
-        tmp_path / "hollow.log", plane.address, 1, ["--exit-after", "1", "--exit-code", "7"]
+        tmp_path / "hollow.log",
+        plane.address,
+        1,
+        ["--exit-after", "1", "--exit-code", "7"],
+        join=JoinFlags.of(plane),
     )
     hollow.start()
     try:
@@ -39,7 +43,11 @@ def test_exit_after_stops_tasks_with_the_scripted_exit_code(
 
 def test_unhealthy_after_gets_service_tasks_replaced(plane: ControlPlaneProcess, tmp_path: Path) -> None:
     hollow = HollowAgentsProcess(
-        tmp_path / "hollow.log", plane.address, 1, ["--healthy-after", "0.2", "--unhealthy-after", "2"]
+        tmp_path / "hollow.log",
+        plane.address,
+        1,
+        ["--healthy-after", "0.2", "--unhealthy-after", "2"],
+        join=JoinFlags.of(plane),
     )
     hollow.start()
     try:

@@ -22,6 +22,7 @@ import pytest
 
 from berth.grpc_options import CLIENT_OPTIONS, MAX_REQUEST_BYTES
 from berth.testing.daemons import ControlPlaneProcess, free_port
+from berth.testing.members import join
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import agent_pb2_grpc, operator_pb2_grpc
 from berth.v1 import operator_pb2 as api
@@ -59,7 +60,8 @@ def _registration(**changes: object) -> agent_pb.RegisterRequest:
 
 def _register(plane: ControlPlaneProcess, request: agent_pb.RegisterRequest) -> agent_pb.RegisterResponse:
     # No send limit on this side: the control plane's own limit is what is tested.
-    with grpc.insecure_channel(plane.address, options=[("grpc.max_send_message_length", -1)]) as channel:
+    member = join(plane, "fake")
+    with member.channel(plane.address, options=[("grpc.max_send_message_length", -1)]) as channel:
         return agent_pb2_grpc.AgentServiceStub(channel).Register(request, timeout=10)
 
 
@@ -94,7 +96,7 @@ def test_bad_registration_is_invalid_argument_and_writes_nothing(
     assert expected in details and "\n" not in details and len(details) < 300
     assert _nodes_in_etcd(plane) == before
     # ListNodes still answers, through a client with gRPC's default limits.
-    with grpc.insecure_channel(plane.address) as channel:
+    with plane.admin_channel() as channel:
         listed = operator_pb2_grpc.OperatorStub(channel).ListNodes(api.ListNodesRequest(), timeout=10)
     assert all(len(n.node.address) < 16 for n in listed.nodes)
 
@@ -107,7 +109,7 @@ def test_a_registration_past_the_message_limit_is_resource_exhausted(
         _register(plane, _registration(attributes={"zone": "a" * (MAX_REQUEST_BYTES + 1)}))
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
     assert _nodes_in_etcd(plane) == before
-    with grpc.insecure_channel(plane.address) as channel:
+    with plane.admin_channel() as channel:
         operator_pb2_grpc.OperatorStub(channel).ListClusters(api.ListClustersRequest(), timeout=10)
 
 
@@ -157,10 +159,14 @@ def _rejected_reports(plane: ControlPlaneProcess, kind: str = "status") -> float
 async def test_a_report_with_an_impossible_port_or_protocol_is_dropped_and_the_stream_goes_on(
     plane: ControlPlaneProcess,
 ) -> None:
-    async with grpc.aio.insecure_channel(plane.address, options=CLIENT_OPTIONS) as channel:
+    member = join(plane, "reporter")
+    async with (
+        member.aio_channel(plane.address, options=CLIENT_OPTIONS) as channel,
+        plane.admin_aio_channel() as admin,
+    ):
         registered = await agent_pb2_grpc.AgentServiceStub(channel).Register(_registration(name="reporter"))
         node_id = registered.node_id
-        operator = operator_pb2_grpc.OperatorStub(channel)
+        operator = operator_pb2_grpc.OperatorStub(admin)
         await operator.RegisterTaskDefinition(
             api.RegisterTaskDefinitionRequest(
                 family="ports",
@@ -222,9 +228,13 @@ async def test_a_report_with_an_impossible_port_or_protocol_is_dropped_and_the_s
 async def test_impossible_heartbeat_metrics_are_dropped_and_the_heartbeat_still_counts(
     plane: ControlPlaneProcess,
 ) -> None:
-    async with grpc.aio.insecure_channel(plane.address, options=CLIENT_OPTIONS) as channel:
+    member = join(plane, "beater")
+    async with (
+        member.aio_channel(plane.address, options=CLIENT_OPTIONS) as channel,
+        plane.admin_aio_channel() as admin,
+    ):
         registered = await agent_pb2_grpc.AgentServiceStub(channel).Register(_registration(name="beater"))
-        operator = operator_pb2_grpc.OperatorStub(channel)
+        operator = operator_pb2_grpc.OperatorStub(admin)
         agent = FakeAgent(channel, registered.node_id)
         try:
             rejected = _rejected_reports(plane, "heartbeat")

@@ -19,7 +19,7 @@ import grpc
 import pytest
 
 from berth.testing.cli import Berth
-from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess
+from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess, JoinFlags
 from berth.testing.waiting import wait_until
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import agent_pb2_grpc, operator_pb2_grpc
@@ -37,7 +37,7 @@ def controls(text: str) -> list[str]:
 
 @pytest.fixture()
 def hollow(plane: ControlPlaneProcess, tmp_path: Path) -> Iterator[HollowAgentsProcess]:
-    process = HollowAgentsProcess(tmp_path / "hollow.log", plane.address, 1)
+    process = HollowAgentsProcess(tmp_path / "hollow.log", plane.address, 1, join=JoinFlags.of(plane))
     process.start()
     try:
         yield process

@@ -25,7 +25,7 @@ import docker
 import pytest
 
 from berth.testing.cli import Berth
-from berth.testing.daemons import AgentProcess, ControlPlaneProcess, HollowAgentsProcess
+from berth.testing.daemons import AgentProcess, ControlPlaneProcess, HollowAgentsProcess, JoinFlags
 from berth.testing.waiting import wait_until
 
 CLUSTER = "logs"
@@ -102,9 +102,20 @@ def _touch(task_id: str, path: str) -> None:
 class Follower:
     """`berth logs -f` in a process of its own; its stdout lines arrive on a queue."""
 
-    def __init__(self, server: str, *args: str) -> None:
+    def __init__(self, berth: Berth, *args: str) -> None:
+        config = ["--config", str(berth.config)] if berth.config is not None else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "berth.cli.main", "--server", server, "logs", "--follow", *args],
+            [
+                sys.executable,
+                "-m",
+                "berth.cli.main",
+                "--server",
+                berth.server,
+                *config,
+                "logs",
+                "--follow",
+                *args,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -159,7 +170,7 @@ def test_logs_of_a_task_tail_follow_escape_and_kept_last_lines(
         "logs", short, "--cluster", CLUSTER, "--since", "1h", "--tail", "1"
     ).stdout.splitlines() == [HOSTILE_SHOWN]
 
-    follower = Follower(berth.server, short, "--cluster", CLUSTER, "--tail", "1")
+    follower = Follower(berth, short, "--cluster", CLUSTER, "--tail", "1")
     try:
         assert follower.until(HOSTILE_SHOWN, 20) == [HOSTILE_SHOWN]
         _touch(task_id, "/tmp/go")
@@ -223,7 +234,7 @@ def test_service_logs_prefix_each_line_with_its_task(
             return agent.log_path.read_text(errors="replace").count("why=cancelled")
 
         before = cancelled()
-        follower = Follower(berth.server, "--service", "echoer", "--cluster", CLUSTER)
+        follower = Follower(berth, "--service", "echoer", "--cluster", CLUSTER)
         try:
             assert {follower.lines.get(timeout=20) for _ in lines} == set(lines)
         finally:
@@ -258,7 +269,7 @@ def test_a_bad_logs_request_is_refused_in_one_line(berth: Berth) -> None:
 
 @pytest.fixture()
 def hollow(plane: ControlPlaneProcess, tmp_path: Path) -> Iterator[HollowAgentsProcess]:
-    process = HollowAgentsProcess(tmp_path / "hollow.log", plane.address, 1)
+    process = HollowAgentsProcess(tmp_path / "hollow.log", plane.address, 1, join=JoinFlags.of(plane))
     process.start()
     try:
         yield process

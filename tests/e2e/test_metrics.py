@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from berth.testing.cli import Berth
-from berth.testing.daemons import REPO, AgentProcess, ControlPlaneProcess, free_port
+from berth.testing.daemons import REPO, AgentProcess, ControlPlaneProcess, JoinFlags, free_port
 from berth.testing.waiting import wait_until
 
 
@@ -31,12 +31,13 @@ def value(text: str, name: str) -> float:
 def daemons(tmp_path: Path, test_image: str) -> Iterator[tuple[ControlPlaneProcess, AgentProcess, int, int]]:
     cp_port, agent_port = free_port(), free_port()
     plane = ControlPlaneProcess(tmp_path / "cp", ["--metrics-listen", f"127.0.0.1:{cp_port}"])
+    plane.start()
     agent = AgentProcess(
         tmp_path / "agent",
         plane.address,
         ["--no-service-network", "--metrics-listen", f"127.0.0.1:{agent_port}"],
+        join=JoinFlags.of(plane),
     )
-    plane.start()
     agent.start()
     agent.wait_registered()
     try:

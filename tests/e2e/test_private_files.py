@@ -22,5 +22,11 @@ def test_the_control_planes_data_directory_is_private(controlplane: ControlPlane
     }
 
 
-def test_the_agents_data_directory_and_node_id_are_private(agent: AgentProcess) -> None:
-    assert (oct(_mode(agent.data_dir)), oct(_mode(agent.data_dir / "node-id"))) == ("0o700", "0o600")
+def test_the_agents_data_directory_key_and_certificates_are_private(agent: AgentProcess) -> None:
+    data = agent.data_dir
+    assert {name: oct(_mode(data / name)) for name in ["", "node.key", "node.crt", "ca.crt"]} == {
+        "": "0o700",
+        "node.key": "0o600",
+        "node.crt": "0o600",
+        "ca.crt": "0o600",
+    }

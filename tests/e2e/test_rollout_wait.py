@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from berth.testing.cli import Berth
-from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess
+from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess, JoinFlags
 from berth.testing.waiting import wait_until
 
 DESIRED = 3
@@ -32,7 +32,11 @@ ROLLOUT_TIMEOUT = 120
 @pytest.fixture()
 def berth(plane: ControlPlaneProcess, tmp_path: Path) -> Iterator[Berth]:
     hollow = HollowAgentsProcess(
-        tmp_path / "hollow.log", plane.address, 3, ["--fail-image", "broken:1", "--healthy-after", "600"]
+        tmp_path / "hollow.log",
+        plane.address,
+        3,
+        ["--fail-image", "broken:1", "--healthy-after", "600"],
+        join=JoinFlags.of(plane),
     )
     hollow.start()
     try:
@@ -133,7 +137,9 @@ def test_wait_gives_up_with_124_on_a_held_deployment_and_1_for_a_superseded_one(
 def test_wait_rides_out_a_control_plane_restart(plane: ControlPlaneProcess, tmp_path: Path) -> None:
     # Health checks pass 8 s after a task starts: long enough to kill and restart the control plane
     # while the deployment waits for health.
-    hollow = HollowAgentsProcess(tmp_path / "hollow.log", plane.address, 3, ["--healthy-after", "8"])
+    hollow = HollowAgentsProcess(
+        tmp_path / "hollow.log", plane.address, 3, ["--healthy-after", "8"], join=JoinFlags.of(plane)
+    )
     hollow.start()
     try:
         berth = Berth.of(plane)
@@ -142,7 +148,15 @@ def test_wait_rides_out_a_control_plane_restart(plane: ControlPlaneProcess, tmp_
         _register(berth, tmp_path, "web:2", health_check=True)
         berth.ok("service", "update", "web", "--task-definition", "web:2")
         # A process of its own: the in-process runner swaps sys.stdout, so it cannot run in a thread.
-        cli = [sys.executable, "-m", "berth.cli.main", "--server", plane.address]
+        cli = [
+            sys.executable,
+            "-m",
+            "berth.cli.main",
+            "--server",
+            plane.address,
+            "--config",
+            str(plane.admin_config),
+        ]
         waiter = subprocess.Popen(
             [*cli, "service", "wait", "web", "--timeout", str(ROLLOUT_TIMEOUT)],
             stdout=subprocess.PIPE,

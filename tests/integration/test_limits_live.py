@@ -13,6 +13,7 @@ import pytest
 
 from berth.testing.cli import Berth
 from berth.testing.daemons import REPO, ControlPlaneProcess
+from berth.testing.members import Member, join
 from berth.testing.waiting import wait_until
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import agent_pb2_grpc, operator_pb2_grpc
@@ -116,27 +117,28 @@ def test_exposed_ports_can_be_taken_back(berth: Berth) -> None:
 
 
 def _register(
-    stub: agent_pb2_grpc.AgentServiceStub, name: str, node_id: str = ""
+    plane: ControlPlaneProcess, name: str, member: Member | None = None
 ) -> agent_pb.RegisterResponse:
-    return stub.Register(
-        agent_pb.RegisterRequest(
-            node_id=node_id, name=name, address="10.9.0.1", cpu_units=1024, memory_mib=512
-        ),
-        timeout=10,
-    )
+    """Register as a node: a new one joined for it, or `member` again."""
+    member = member or join(plane, name)
+    with member.channel(plane.address) as channel:
+        return agent_pb2_grpc.AgentServiceStub(channel).Register(
+            agent_pb.RegisterRequest(name=name, address="10.9.0.1", cpu_units=1024, memory_mib=512),
+            timeout=10,
+        )
 
 
 def test_new_registrations_are_rate_limited_and_nodes_can_be_removed(
     plane: ControlPlaneProcess, berth: Berth
 ) -> None:
-    agents = agent_pb2_grpc.AgentServiceStub(grpc.insecure_channel(plane.address))
-    registered = [_register(agents, f"h{i}") for i in range(BURST)]
+    members = [join(plane, f"h{i}") for i in range(BURST)]
+    registered = [_register(plane, f"h{i}", member) for i, member in enumerate(members)]
     with pytest.raises(grpc.RpcError) as refused:
-        _register(agents, "one-too-many")
+        _register(plane, "one-too-many")
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "--register-rate" in (refused.value.details() or "")
     # A node that is already known refreshes its record freely.
-    _register(agents, "h0", registered[0].node_id)
+    assert _register(plane, "h0", members[0]).node_id == registered[0].node_id
 
     listed = berth.ok("node", "list", "-o", "json").json()["nodes"]
     assert len(listed) == BURST
@@ -148,8 +150,8 @@ def test_new_registrations_are_rate_limited_and_nodes_can_be_removed(
     assert gone.exit_code == 1 and "does not exist" in gone.stderr
 
 
-async def _create_many(address: str, count: int, concurrency: int) -> list[pb.Service]:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def _create_many(plane: ControlPlaneProcess, count: int, concurrency: int) -> list[pb.Service]:
+    async with plane.admin_aio_channel() as channel:
         stub = operator_pb2_grpc.OperatorStub(channel)
         gate = asyncio.Semaphore(concurrency)
 
@@ -166,7 +168,7 @@ async def _create_many(address: str, count: int, concurrency: int) -> list[pb.Se
 def test_300_services_created_32_at_a_time_all_succeed_with_distinct_vips_then_the_quota_holds(
     plane: ControlPlaneProcess, berth: Berth
 ) -> None:
-    created = asyncio.run(_create_many(plane.address, 300, 32))
+    created = asyncio.run(_create_many(plane, 300, 32))
     assert len({s.vip for s in created}) == 300
     listed = berth.ok("service", "list", "-o", "json").json()["services"]
     # Quota 310 with "web" and these 300: nine more fit, the tenth is refused.
@@ -183,8 +185,8 @@ def test_a_node_down_longer_than_node_gc_after_is_collected(tmp_path: Path) -> N
     plane = ControlPlaneProcess(tmp_path / "data", ["--node-grace", "1", "--node-gc-after", "1"])
     plane.start()
     try:
-        agents = agent_pb2_grpc.AgentServiceStub(grpc.insecure_channel(plane.address))
-        gone = _register(agents, "gone")  # registering is a heartbeat; none follow
+        member = join(plane, "gone")
+        gone = _register(plane, "gone", member)  # registering is a heartbeat; none follow
         berth = Berth.of(plane)
 
         def names() -> set[str]:
@@ -196,7 +198,7 @@ def test_a_node_down_longer_than_node_gc_after_is_collected(tmp_path: Path) -> N
         wait_until(lambda: names() == set() or None, 20, "the DOWN node to be collected")
         assert "event=node_collected" in plane.log_path.read_text()
         # Its agent coming back registers it again, as a new record.
-        back = _register(agents, "gone", gone.node_id)
+        back = _register(plane, "gone", member)
         assert back.node_id == gone.node_id
         wait_until(lambda: names() == {"gone"} or None, 5, "the node to be listed again")
     finally:

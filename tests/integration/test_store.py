@@ -27,7 +27,7 @@ async def etcd(tmp_path: Path) -> AsyncIterator[EmbeddedEtcd]:
 
 @pytest.fixture()
 async def store(etcd: EmbeddedEtcd) -> AsyncIterator[Store]:
-    client = Store([etcd.endpoint], prefix="/test/")
+    client = Store([etcd.endpoint], prefix="/test/", tls=etcd.client_tls)
     await client.connect()
     yield client
     await client.close()

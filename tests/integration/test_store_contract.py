@@ -45,7 +45,7 @@ async def subject(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         return
     server = EmbeddedEtcd(tmp_path)
     await server.start()
-    store = Store([server.endpoint], prefix="/contract/")
+    store = Store([server.endpoint], prefix="/contract/", tls=server.client_tls)
     await store.connect()
 
     async def wait(lease: int, key: str) -> None:

@@ -5,8 +5,10 @@ all with hand-built messages and a scripted clock: no server."""
 
 from __future__ import annotations
 
+import datetime
 import io
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,10 +16,12 @@ import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
+from berth import pki
 from berth.cli import deployments, rollout, rollout_watch
 from berth.cli.main import app
 from berth.cli.rollout import Outcome
 from berth.cli.services import update_request
+from berth.clientconfig import ClientConfig
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
 from berth.v1 import resources_pb2 as pb
@@ -205,10 +209,18 @@ class _FakeStub:
 
 
 @pytest.fixture()
-def stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[_FakeStub]:
+def stub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[_FakeStub]:
     fake = _FakeStub([_described(DONE_3, counts=ALL_SIX)])
     monkeypatch.setattr(operator_pb2_grpc, "OperatorStub", lambda _channel: fake)
     monkeypatch.setattr(rollout_watch, "POLL", 0.0)
+    # Credentials the CLI can load (the fake stub never dials).
+    ca = pki.create_ca("unit")
+    bundle = pki.issue_with_key(ca, "user", "admin", datetime.timedelta(hours=1))
+    config = tmp_path / "config"
+    ClientConfig(
+        "127.0.0.1:1", "admin", ca.certificate.decode(), bundle.certificate.decode(), bundle.key.decode()
+    ).save(config)
+    monkeypatch.setenv("BERTH_CONFIG", str(config))
     yield fake
 
 

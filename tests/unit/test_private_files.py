@@ -64,13 +64,6 @@ def test_tighten_ignores_a_missing_file(tmp_path: Path) -> None:
     assert not (tmp_path / "absent").exists()
 
 
-def test_the_agents_node_id_and_data_dir_are_private(tmp_path: Path) -> None:
-    data = tmp_path / "agent"
-    host.save_node_id(data, "node-1")
-    assert host.load_node_id(data) == "node-1"
-    assert (mode(data), mode(data / "node-id")) == (0o700, 0o600)
-
-
 def test_an_older_agents_loose_node_id_and_data_dir_are_tightened_at_start(tmp_path: Path) -> None:
     data = tmp_path / "agent"
     data.mkdir(mode=0o755)
