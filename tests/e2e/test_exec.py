@@ -41,7 +41,7 @@ SHELL = [
         "memory": 32,
         "essential": False,
         "entryPoint": ["sh", "-c"],
-        "command": ["echo side > /tmp/who; " + LOOP],
+        "command": ["mkdir -p /tmp; echo side > /tmp/who; " + LOOP],
         "stopTimeout": 2,
     },
 ]
