@@ -11,8 +11,9 @@ While the control plane is unreachable the agent keeps running what it has
 
 Up the stream go, in this order of priority: a heartbeat when due (liveness
 never waits behind other traffic), status reports, then log chunks
-(`agent.logs`), which wait for room in a small queue so a busy container's
-output slows down rather than piling up in memory.
+(`agent.logs`) and `berth exec` output (`agent.execs`), which wait for room
+in a small queue so a busy container's output slows down rather than piling
+up in memory.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 
 from agent.credentials import RENEW_TIMEOUT, CredentialStore, NodeCredentials, renew
+from agent.execs import ExecSessions
 from agent.logs import LogStreams
 from agent.supervisor import TaskSupervisor
 from berth import pki
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 
 AGENT_VERSION = "0.1.0"
 
-# Log chunks waiting to go up the stream.
+# Log chunks and exec output waiting to go up the stream.
 LOG_OUTBOX = 16
 
 
@@ -57,6 +59,10 @@ class Outbox:
 
     async def chunk(self, chunk: pb.LogChunk) -> None:
         await self._chunks.put(agent_pb.AgentMessage(log_chunk=chunk))
+        self._ready.set()
+
+    async def exec_output(self, output: pb.ExecOutput) -> None:
+        await self._chunks.put(agent_pb.AgentMessage(exec_output=output))
         self._ready.set()
 
     async def next(self, timeout: float) -> agent_pb.AgentMessage | None:
@@ -247,9 +253,15 @@ class ControlPlaneSession:
             self._supervisor.assignment,
             outbox.chunk,
         )
+        execs = ExecSessions(
+            self._supervisor.driver,
+            lambda: self._supervisor.observed,
+            self._supervisor.assignment,
+            outbox.exec_output,
+        )
         call = stub.Connect(self._outgoing(response.node_id, response.heartbeat_interval or 2.0, outbox))
         log.info("event=connected server=%s node=%s", self._server, response.node_id)
-        reader = asyncio.create_task(self._read(call, logs))
+        reader = asyncio.create_task(self._read(call, logs, execs))
         renewal = asyncio.create_task(self._renew_when_due(channel, credentials))
         try:
             await asyncio.wait({reader, renewal}, return_when=asyncio.FIRST_COMPLETED)
@@ -263,6 +275,7 @@ class ControlPlaneSession:
                     await asyncio.wait_for(asyncio.shield(renewal), RENEW_TIMEOUT + 5)
             renewal.cancel()
             await asyncio.gather(reader, renewal, return_exceptions=True)
+            await execs.close()
             await logs.close()
         if self.credentials is not credentials:
             raise CertificateRenewed()
@@ -273,6 +286,7 @@ class ControlPlaneSession:
         self,
         call: grpc.aio.StreamStreamCall[agent_pb.AgentMessage, agent_pb.ControlMessage],
         logs: LogStreams,
+        execs: ExecSessions,
     ) -> None:
         async for message in call:
             if message.HasField("desired_state"):
@@ -280,6 +294,8 @@ class ControlPlaneSession:
                 self._supervisor.set_desired(message.desired_state)
                 if self._on_desired is not None:
                     self._on_desired(message.desired_state)
+            elif message.HasField("exec_input"):
+                execs.handle(message)
             else:
                 logs.handle(message)
 

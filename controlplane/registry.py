@@ -3,11 +3,13 @@
 Kept in memory only (metrics never go to etcd); a short window per
 node is enough for `berth node list` and, later, autoscaling. Besides its
 desired state, a stream carries requests to the agent (log requests,
-`controlplane.logs`): `send` queues one and wakes the stream's sender.
+`controlplane.logs`; exec input, `controlplane.execs`): `send` queues one and
+wakes the stream's sender, which sets `drained` each time it has sent them all.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ class AgentSession:
     # Requests for the agent, sent ahead of the next desired state; `wake` is set by the stream.
     requests: deque[agent_pb.ControlMessage] = field(default_factory=deque)
     wake: Callable[[], None] = lambda: None
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
 
     def send(self, message: agent_pb.ControlMessage) -> None:
         self.requests.append(message)

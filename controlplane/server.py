@@ -119,6 +119,7 @@ class ControlPlane:
                 membership,
                 logs=operations.logs.router,
                 secret_values=operations.secret_values,
+                execs=operations.execs.router,
             ),
             server,
         )

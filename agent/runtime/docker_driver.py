@@ -38,6 +38,7 @@ from agent.runtime.docker_events import (
     EventStream,
     parse_event,
 )
+from agent.runtime.docker_exec import DockerExec
 from agent.runtime.docker_spec import DEFAULT_PIDS_LIMIT, ContainerSpec, container_specs
 from agent.runtime.docker_state import ContainerLedger, ListedContainer
 from agent.runtime.driver import (
@@ -48,6 +49,7 @@ from agent.runtime.driver import (
     ChangeFeeds,
     ContainerHealth,
     ContainerPhase,
+    ExecSpec,
     LogQuery,
     ObservedContainer,
     ObservedTask,
@@ -310,6 +312,13 @@ class DockerDriver:
                 # Wakes a thread blocked reading a quiet follower's socket.
                 with contextlib.suppress(Exception):
                     stream.close()
+
+    # -- exec --------------------------------------------------------------
+
+    async def exec(self, runtime_id: str, spec: ExecSpec) -> DockerExec:
+        """A command in the container (`agent.runtime.docker_exec`)."""
+        async with self._semaphore:
+            return await asyncio.to_thread(DockerExec.start, self._client.api, runtime_id, spec)
 
     # -- change feed -----------------------------------------------------
 

@@ -92,6 +92,42 @@ class LogQuery:
     tail: int = 0
 
 
+@dataclass(frozen=True)
+class ExecSpec:
+    """A command to run in a running container (`berth exec`)."""
+
+    command: tuple[str, ...]
+    # Allocate a terminal: output then arrives as "stdout" only, stderr merged into it.
+    tty: bool = False
+    # Keep the command's stdin open for `ExecProcess.write`.
+    stdin: bool = False
+    rows: int = 0
+    columns: int = 0
+
+
+class ExecProcess(Protocol):
+    """A command running in a container; every method is safe to call after it ended."""
+
+    def output(self) -> AsyncIterator[tuple[str, bytes]]:
+        """("stdout" or "stderr", at most berth.execlimits.MAX_CHUNK bytes) as written, until
+        the command's output ends; raises Unavailable when it cannot be read."""
+
+    async def write(self, data: bytes) -> None:
+        """Bytes for the command's stdin (dropped once stdin is closed)."""
+
+    async def close_stdin(self) -> None:
+        """The command reads end of file."""
+
+    async def resize(self, rows: int, columns: int) -> None:
+        """The terminal's new size (with a tty; ignored without)."""
+
+    async def exit_code(self) -> int:
+        """Once the output ended: the command's exit code; raises Unavailable when unknown."""
+
+    async def close(self) -> None:
+        """Stop relaying (the caller went away); idempotent."""
+
+
 class StartFailed(Exception):
     """The task could not be started; the message is the ECS-style stopped reason."""
 
@@ -119,6 +155,10 @@ class TaskDriver(Protocol):
         container stops or the caller stops iterating. Raises Unavailable when it cannot be read
         (the container is gone). Blocking reads never run on the event loop.
         """
+
+    async def exec(self, runtime_id: str, spec: ExecSpec) -> ExecProcess:
+        """Start a command in a running container; raises Unavailable when it cannot be started.
+        Blocking calls never run on the event loop."""
 
     def changes(self, node_id: str) -> AsyncIterator[str]:
         """Yields the id of one of this node's tasks each time a container of it starts, dies,

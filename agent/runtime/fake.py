@@ -13,6 +13,10 @@ many seconds after their start; `set_health` scripts any change.
 Every container "writes" one line when it starts (`started_line`), and
 `write` scripts more; `container_logs` reads them back like the engine's
 log (`--tail`, `--follow` until the container exits; `since` is ignored).
+
+`exec` knows three commands: `echo ARGS...` (prints them), `cat` (copies
+stdin to stdout until it ends) and `exit N`; anything else exits 127 with
+a line on stderr, as a shell would.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from agent.runtime.driver import (
     ChangeFeeds,
     ContainerHealth,
     ContainerPhase,
+    ExecSpec,
     LogQuery,
     ObservedContainer,
     ObservedTask,
@@ -66,6 +71,7 @@ class FakeDriver:
         # runtime id -> the lines its container wrote, and a wake-up for followers.
         self._output: dict[str, list[str]] = {}
         self._written: dict[str, asyncio.Event] = {}
+        self.execs: list[ExecSpec] = []
 
     async def list_tasks(self, node_id: str) -> dict[str, ObservedTask]:
         return dict(self._tasks.get(node_id, {}))
@@ -222,12 +228,60 @@ class FakeDriver:
                 yield list(lines[read:])
             read = len(lines)
 
+    async def exec(self, runtime_id: str, spec: ExecSpec) -> FakeExec:
+        container = self._container(runtime_id)
+        if container is None or container.phase is not ContainerPhase.RUNNING:
+            raise Unavailable(f"container {runtime_id} is not running")
+        self.execs.append(spec)
+        return FakeExec(spec)
+
     async def changes(self, node_id: str) -> AsyncIterator[str]:
         async for task_id in self._feeds.follow(node_id):
             yield task_id
 
     async def close(self) -> None:
         return None
+
+
+class FakeExec:
+    """A command of the fake driver's (see the module docstring)."""
+
+    def __init__(self, spec: ExecSpec) -> None:
+        self.spec = spec
+        self.sizes: list[tuple[int, int]] = []
+        self.closed = False
+        self._stdin: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._code = 0
+
+    async def output(self) -> AsyncIterator[tuple[str, bytes]]:
+        program, *args = self.spec.command
+        if program == "echo":
+            yield "stdout", (" ".join(args) + "\n").encode()
+        elif program == "cat":
+            while (data := await self._stdin.get()) is not None:
+                yield "stdout", data
+        elif program == "exit" and len(args) == 1 and args[0].isdigit():
+            self._code = int(args[0]) % 256
+        else:
+            yield ("stdout" if self.spec.tty else "stderr"), f"{program}: not found\n".encode()
+            self._code = 127
+
+    async def write(self, data: bytes) -> None:
+        if self.spec.stdin:
+            self._stdin.put_nowait(data)
+
+    async def close_stdin(self) -> None:
+        self._stdin.put_nowait(None)
+
+    async def resize(self, rows: int, columns: int) -> None:
+        self.sizes.append((rows, columns))
+
+    async def exit_code(self) -> int:
+        return self._code
+
+    async def close(self) -> None:
+        self.closed = True
+        self._stdin.put_nowait(None)
 
 
 def started_line(container: str, task_id: str) -> str:

@@ -9,7 +9,18 @@ from pathlib import Path
 import typer
 
 from berth import clientconfig
-from berth.cli import clusters, jointokens, logs, nodes, secrets, services, taskdefs, tasks, users
+from berth.cli import (
+    clusters,
+    execute,
+    jointokens,
+    logs,
+    nodes,
+    secrets,
+    services,
+    taskdefs,
+    tasks,
+    users,
+)
 from berth.cli.client import CliContext
 from berth.cli.options import command_group
 
@@ -23,6 +34,7 @@ app.add_typer(jointokens.app, name="join-token")
 app.add_typer(users.app, name="user")
 app.add_typer(secrets.app, name="secret")
 app.command("logs")(logs.logs)
+app.command("exec")(execute.exec_)
 
 
 def _print_version(value: bool) -> None:

@@ -304,6 +304,7 @@ class AgentMessage(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     LOG_CHUNK_FIELD_NUMBER: _builtins.int
+    EXEC_OUTPUT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
@@ -312,6 +313,10 @@ class AgentMessage(_message.Message):
     def heartbeat(self) -> Global___Heartbeat: ...
     @_builtins.property
     def log_chunk(self) -> _resources_pb2.LogChunk: ...
+    @_builtins.property
+    def exec_output(self) -> _resources_pb2.ExecOutput:
+        """Output and exit of a command started by an ExecInput (same request_id)."""
+
     def __init__(
         self,
         *,
@@ -319,12 +324,13 @@ class AgentMessage(_message.Message):
         status: Global___TaskStatusReport | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
         log_chunk: _resources_pb2.LogChunk | None = ...,
+        exec_output: _resources_pb2.ExecOutput | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "heartbeat", b"heartbeat", "hello", b"hello", "log_chunk", b"log_chunk", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "exec_output", b"exec_output", "heartbeat", b"heartbeat", "hello", b"hello", "log_chunk", b"log_chunk", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "heartbeat", b"heartbeat", "hello", b"hello", "log_chunk", b"log_chunk", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "exec_output", b"exec_output", "heartbeat", b"heartbeat", "hello", b"hello", "log_chunk", b"log_chunk", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "status", "heartbeat", "log_chunk"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "status", "heartbeat", "log_chunk", "exec_output"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -468,24 +474,30 @@ class ControlMessage(_message.Message):
     DESIRED_STATE_FIELD_NUMBER: _builtins.int
     LOG_REQUEST_FIELD_NUMBER: _builtins.int
     LOG_CANCEL_FIELD_NUMBER: _builtins.int
+    EXEC_INPUT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def desired_state(self) -> Global___DesiredState: ...
     @_builtins.property
     def log_request(self) -> Global___LogRequest: ...
     @_builtins.property
     def log_cancel(self) -> Global___LogCancel: ...
+    @_builtins.property
+    def exec_input(self) -> _resources_pb2.ExecInput:
+        """Start, feed or cancel a command in a task's container (`berth exec`)."""
+
     def __init__(
         self,
         *,
         desired_state: Global___DesiredState | None = ...,
         log_request: Global___LogRequest | None = ...,
         log_cancel: Global___LogCancel | None = ...,
+        exec_input: _resources_pb2.ExecInput | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "desired_state", b"desired_state", "log_cancel", b"log_cancel", "log_request", b"log_request"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "desired_state", b"desired_state", "exec_input", b"exec_input", "log_cancel", b"log_cancel", "log_request", b"log_request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "desired_state", b"desired_state", "log_cancel", b"log_cancel", "log_request", b"log_request"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "desired_state", b"desired_state", "exec_input", b"exec_input", "log_cancel", b"log_cancel", "log_request", b"log_request"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["desired_state", "log_request", "log_cancel"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["desired_state", "log_request", "log_cancel", "exec_input"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 

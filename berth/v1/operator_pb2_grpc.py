@@ -201,6 +201,11 @@ class OperatorStub:
                 request_serializer=berth_dot_v1_dot_operator__pb2.DeleteSecretRequest.SerializeToString,
                 response_deserializer=berth_dot_v1_dot_operator__pb2.SecretInfo.FromString,
                 _registered_method=True)
+        self.Exec = channel.stream_stream(
+                '/berth.v1.Operator/Exec',
+                request_serializer=berth_dot_v1_dot_resources__pb2.ExecInput.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_resources__pb2.ExecOutput.FromString,
+                _registered_method=True)
 
 
 class OperatorServicer:
@@ -413,6 +418,14 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Exec(self, request_iterator, context):
+        """`berth exec`: the first message is `start` (what to run where), then stdin and
+        window sizes; output comes back as it is written, `exit` last.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -580,6 +593,11 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.DeleteSecret,
                     request_deserializer=berth_dot_v1_dot_operator__pb2.DeleteSecretRequest.FromString,
                     response_serializer=berth_dot_v1_dot_operator__pb2.SecretInfo.SerializeToString,
+            ),
+            'Exec': grpc.stream_stream_rpc_method_handler(
+                    servicer.Exec,
+                    request_deserializer=berth_dot_v1_dot_resources__pb2.ExecInput.FromString,
+                    response_serializer=berth_dot_v1_dot_resources__pb2.ExecOutput.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1473,6 +1491,33 @@ class Operator:
             '/berth.v1.Operator/DeleteSecret',
             berth_dot_v1_dot_operator__pb2.DeleteSecretRequest.SerializeToString,
             berth_dot_v1_dot_operator__pb2.SecretInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exec(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/berth.v1.Operator/Exec',
+            berth_dot_v1_dot_resources__pb2.ExecInput.SerializeToString,
+            berth_dot_v1_dot_resources__pb2.ExecOutput.FromString,
             options,
             channel_credentials,
             insecure,

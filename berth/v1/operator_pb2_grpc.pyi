@@ -76,6 +76,10 @@ class OperatorStub:
     """Secrets (values go in, never out)."""
     ListSecrets: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListSecretsRequest, _operator_pb2.ListSecretsResponse]
     DeleteSecret: _grpc.UnaryUnaryMultiCallable[_operator_pb2.DeleteSecretRequest, _operator_pb2.SecretInfo]
+    Exec: _grpc.StreamStreamMultiCallable[_resources_pb2.ExecInput, _resources_pb2.ExecOutput]
+    """`berth exec`: the first message is `start` (what to run where), then stdin and
+    window sizes; output comes back as it is written, `exit` last.
+    """
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -123,6 +127,10 @@ class OperatorAsyncStub(OperatorStub):
     """Secrets (values go in, never out)."""
     ListSecrets: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListSecretsRequest, _operator_pb2.ListSecretsResponse]  # type: ignore[assignment]
     DeleteSecret: _aio.UnaryUnaryMultiCallable[_operator_pb2.DeleteSecretRequest, _operator_pb2.SecretInfo]  # type: ignore[assignment]
+    Exec: _aio.StreamStreamMultiCallable[_resources_pb2.ExecInput, _resources_pb2.ExecOutput]  # type: ignore[assignment]
+    """`berth exec`: the first message is `start` (what to run where), then stdin and
+    window sizes; output comes back as it is written, `exit` last.
+    """
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -365,5 +373,15 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         request: _operator_pb2.DeleteSecretRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_operator_pb2.SecretInfo, _abc.Awaitable[_operator_pb2.SecretInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def Exec(
+        self,
+        request_iterator: _MaybeAsyncIterator[_resources_pb2.ExecInput],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_resources_pb2.ExecOutput], _abc.AsyncIterator[_resources_pb2.ExecOutput]]:
+        """`berth exec`: the first message is `start` (what to run where), then stdin and
+        window sizes; output comes back as it is written, `exit` last.
+        """
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1517,3 +1517,180 @@ class Secret(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Secret: _TypeAlias = Secret  # noqa: Y015
+
+@_typing.final
+class TerminalSize(_message.Message):
+    """`berth exec`: a command run in a running task's container (see controlplane/execs.py)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROWS_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
+    rows: _builtins.int
+    columns: _builtins.int
+    def __init__(
+        self,
+        *,
+        rows: _builtins.int = ...,
+        columns: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TerminalSize: _TypeAlias = TerminalSize  # noqa: Y015
+
+@_typing.final
+class ExecStart(_message.Message):
+    """What to run. From the operator: `task` is a task id or a unique prefix and
+    request_id is empty; to the agent: the control plane sets request_id and
+    the full task id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CLUSTER_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    TTY_FIELD_NUMBER: _builtins.int
+    STDIN_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    cluster: _builtins.str
+    task: _builtins.str
+    container: _builtins.str
+    """A container of the task; empty: its first essential container."""
+    tty: _builtins.bool
+    """Allocate a terminal (stdout and stderr then arrive merged, as stdout)."""
+    stdin: _builtins.bool
+    """Keep the command's stdin open for `stdin` messages."""
+    @_builtins.property
+    def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def size(self) -> Global___TerminalSize: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        cluster: _builtins.str = ...,
+        task: _builtins.str = ...,
+        container: _builtins.str = ...,
+        command: _abc.Iterable[_builtins.str] | None = ...,
+        tty: _builtins.bool = ...,
+        stdin: _builtins.bool = ...,
+        size: Global___TerminalSize | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["size", b"size"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "command", b"command", "container", b"container", "request_id", b"request_id", "size", b"size", "stdin", b"stdin", "task", b"task", "tty", b"tty"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecStart: _TypeAlias = ExecStart  # noqa: Y015
+
+@_typing.final
+class ExecInput(_message.Message):
+    """Toward the command: the first message is `start`, then stdin and window sizes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    STDIN_FIELD_NUMBER: _builtins.int
+    STDIN_END_FIELD_NUMBER: _builtins.int
+    RESIZE_FIELD_NUMBER: _builtins.int
+    CANCEL_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    stdin: _builtins.bytes
+    stdin_end: _builtins.bool
+    """No more stdin: the command reads end of file."""
+    cancel: _builtins.bool
+    """Control plane to agent only: the caller went away; stop relaying."""
+    @_builtins.property
+    def start(self) -> Global___ExecStart: ...
+    @_builtins.property
+    def resize(self) -> Global___TerminalSize: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        start: Global___ExecStart | None = ...,
+        stdin: _builtins.bytes = ...,
+        stdin_end: _builtins.bool = ...,
+        resize: Global___TerminalSize | None = ...,
+        cancel: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "cancel", b"cancel", "resize", b"resize", "start", b"start", "stdin", b"stdin", "stdin_end", b"stdin_end"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "cancel", b"cancel", "request_id", b"request_id", "resize", b"resize", "start", b"start", "stdin", b"stdin", "stdin_end", b"stdin_end"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["start", "stdin", "stdin_end", "resize", "cancel"]  # noqa: Y015
+    _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
+
+Global___ExecInput: _TypeAlias = ExecInput  # noqa: Y015
+
+@_typing.final
+class ExecOutput(_message.Message):
+    """From the command: `started` at once, then output, then `exit` last."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    STARTED_FIELD_NUMBER: _builtins.int
+    STDOUT_FIELD_NUMBER: _builtins.int
+    STDERR_FIELD_NUMBER: _builtins.int
+    EXIT_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    started: _builtins.str
+    """The container the command runs in."""
+    stdout: _builtins.bytes
+    stderr: _builtins.bytes
+    @_builtins.property
+    def exit(self) -> Global___ExecExit: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        started: _builtins.str = ...,
+        stdout: _builtins.bytes = ...,
+        stderr: _builtins.bytes = ...,
+        exit: Global___ExecExit | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "exit", b"exit", "started", b"started", "stderr", b"stderr", "stdout", b"stdout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "exit", b"exit", "request_id", b"request_id", "started", b"started", "stderr", b"stderr", "stdout", b"stdout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["started", "stdout", "stderr", "exit"]  # noqa: Y015
+    _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
+
+Global___ExecOutput: _TypeAlias = ExecOutput  # noqa: Y015
+
+@_typing.final
+class ExecExit(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """The command's exit code (meaningful when error is empty)."""
+    error: _builtins.str
+    """Why the command could not run, or its result cannot be known."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "error", b"error"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecExit: _TypeAlias = ExecExit  # noqa: Y015

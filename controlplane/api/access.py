@@ -11,7 +11,11 @@ from the table needs admin (a new RPC is closed until someone decides).
 
 Every call that needs more than viewer is written to the audit log, allowed
 or not, with who, what, when and the result: one JSON object a line, in a
-private file of the replica that served it (`<data-dir>/audit.log`).
+private file of the replica that served it (`<data-dir>/audit.log`). A
+streaming call is written when it starts and again when it ends; for one
+with a request stream (Exec), what it acts on is its first message, so an
+exec's entries name the task, container and command, and the last one the
+command's exit code.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import functools
 import inspect
 import json
 import logging
+import shlex
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -113,7 +118,21 @@ class AuditLog:
 
 
 # Fields that say what a call acted on; never values (a secret's value is never logged).
-_TARGET_FIELDS = ("cluster", "name", "family", "task_definition", "id", "node", "service", "task_id", "role")
+_TARGET_FIELDS = (
+    "cluster",
+    "name",
+    "family",
+    "task_definition",
+    "id",
+    "node",
+    "service",
+    "task_id",
+    "role",
+    "task",
+    "container",
+)
+# An exec's command is recorded, up to this many characters (quoted as a shell would).
+_COMMAND_SHOWN = 1000
 
 
 def _target(request: Message | None) -> str:
@@ -125,6 +144,9 @@ def _target(request: Message | None) -> str:
             value = getattr(request, field)
             if isinstance(value, str) and value:
                 parts.append(f"{field}={value[:100]}")
+    if "command" in request.DESCRIPTOR.fields_by_name:
+        command: list[str] = list(getattr(request, "command"))  # noqa: B009
+        parts.append(f"command={shlex.join(command)[:_COMMAND_SHOWN]}")
     return " ".join(parts)
 
 
@@ -203,17 +225,73 @@ def _guard_unary(method: Handler, name: str, access_of: Callable[[Any], Access])
 
 
 def _guard_stream(method: Handler, name: str, access_of: Callable[[Any], Access]) -> Handler:
+    """A streaming RPC: checked like a unary one. With a request stream (Exec), its first
+    message says what the call does: it is what the audit log records, at the start and
+    again with the result (the last response's `exit`, when it has one)."""
+
     @functools.wraps(method)
-    async def wrapper(self: Any, request: Message, context: Context) -> AsyncIterator[Any]:
+    async def wrapper(self: Any, request: Any, context: Context) -> AsyncIterator[Any]:
         access = access_of(self)
+        audited = required_role(name) != "viewer"
+        subject: Message | None = request if isinstance(request, Message) else None
+        if subject is None:
+            first = await anext(aiter(request), None)
+            subject = _opening(first)
+            request = _replay(first, request)
+        user = "?"
         try:
-            access.check(context, name)
+            user = access.check(context, name).name
         except BerthError as error:
+            if audited:
+                access.audit.write(_who(context), name, subject, f"denied: {error}")
             await abort_for(context, error, name)
-        async for item in method(self, request, context):
-            yield item
+        if audited:
+            access.audit.write(user, name, subject, "started")
+        last = None
+        try:
+            async for item in method(self, request, context):
+                last = item
+                yield item
+        except BaseException as error:
+            if audited:
+                access.audit.write(user, name, subject, _outcome(context, error))
+            raise
+        if audited:
+            access.audit.write(user, name, subject, "ok" + _result(last))
 
     return wrapper
+
+
+def _opening(first: Message | None) -> Message | None:
+    """What a request stream's first message asks for: the message set in its oneof, if any."""
+    if first is None:
+        return None
+    for oneof in first.DESCRIPTOR.oneofs:
+        chosen = first.WhichOneof(oneof.name)
+        if chosen is not None and isinstance(getattr(first, chosen), Message):
+            opening: Message = getattr(first, chosen)
+            return opening
+    return first
+
+
+async def _replay(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    if first is None:
+        return
+    yield first
+    async for item in rest:
+        yield item
+
+
+def _result(last: Any) -> str:
+    """The outcome a stream's last response carries (an exec's exit), for the audit log."""
+    if not isinstance(last, Message) or "exit" not in last.DESCRIPTOR.fields_by_name:
+        return ""
+    if not last.HasField("exit"):
+        return ""
+    exit_: Any = getattr(last, "exit")  # noqa: B009
+    if exit_.error:
+        return f": {exit_.error}"[:300]
+    return f": exit code {exit_.code}"
 
 
 def _who(context: Context) -> str:

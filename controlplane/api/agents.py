@@ -5,7 +5,8 @@ whenever it changes: every message is a complete snapshot, so a reconnect
 needs no replay. Up come status reports, handed to `controlplane.status`,
 and heartbeats, which refresh the node's lease (`controlplane.liveness`).
 Log requests go down the same stream ahead of the next snapshot, and the
-agent's log chunks come up it, routed to their readers (`controlplane.logs`).
+agent's log chunks come up it, routed to their readers (`controlplane.logs`);
+so do `berth exec`'s commands, their input and output (`controlplane.execs`).
 Everything an agent sends is checked first (`controlplane.validation.
 agent_reports`): an invalid report is dropped, counted and logged, and the
 stream goes on.
@@ -28,6 +29,7 @@ from controlplane.api import peers
 from controlplane.api.errors import Context, grpc_errors
 from controlplane.cache import ClusterCache
 from controlplane.desired import DesiredStates
+from controlplane.execs import ExecRouter
 from controlplane.liveness import NodeLeases
 from controlplane.logs import LogRouter
 from controlplane.metrics import AGENT_MESSAGES_REJECTED, AGENTS_CONNECTED
@@ -57,6 +59,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         membership: Membership,
         logs: LogRouter | None = None,
         secret_values: SecretValues | None = None,
+        execs: ExecRouter | None = None,
     ) -> None:
         self._membership = membership
         self._cache = cache
@@ -68,6 +71,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         self._service_cidr = service_cidr
         self._desired = DesiredStates(cache, secret_values)
         self._logs = logs if logs is not None else LogRouter(agents)
+        self._execs = execs if execs is not None else ExecRouter(agents)
 
     @grpc_errors
     async def Register(
@@ -147,6 +151,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                     await context.abort(error.grpc_code, str(error))
                 while session.requests:
                     yield session.requests.popleft()
+                session.drained.set()
                 fingerprint, state = self._desired.build(node_id)
                 if fingerprint != last_sent:
                     yield agent_pb.ControlMessage(desired_state=state)
@@ -161,6 +166,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 await receiver
             self._agents.disconnected(session)
             self._logs.disconnected(session)
+            self._execs.disconnected(session)
             AGENTS_CONNECTED.set(len(self._agents.connected_ids()))
             if not self._agents.is_connected(node_id):
                 self._leases.forget(node_id)
@@ -176,6 +182,9 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 elif body == "log_chunk":
                     if self._valid(session.node_id, "log_chunk", message.log_chunk):
                         self._logs.deliver(session, message.log_chunk)
+                elif body == "exec_output":
+                    if self._valid(session.node_id, "exec_output", message.exec_output):
+                        self._execs.deliver(session, message.exec_output)
                 elif body == "heartbeat":
                     metrics = message.heartbeat.metrics if message.heartbeat.HasField("metrics") else None
                     if metrics is not None and not self._valid(session.node_id, "heartbeat", metrics):
@@ -189,7 +198,10 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                         )
 
     def _valid(
-        self, node_id: str, kind: str, part: agent_pb.TaskStatusReport | pb.NodeMetrics | pb.LogChunk
+        self,
+        node_id: str,
+        kind: str,
+        part: agent_pb.TaskStatusReport | pb.NodeMetrics | pb.LogChunk | pb.ExecOutput,
     ) -> bool:
         """Check one part of an agent's message; an invalid one is counted, logged once and dropped."""
         try:
@@ -197,6 +209,8 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 agent_reports.check_status_report(part)
             elif isinstance(part, pb.LogChunk):
                 agent_reports.check_log_chunk(part)
+            elif isinstance(part, pb.ExecOutput):
+                agent_reports.check_exec_output(part)
             else:
                 node = self._cache.node(node_id)
                 cpu_units = node.value.cpu_units if node is not None else agent_reports.MAX_CPU_UNITS

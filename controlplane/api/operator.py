@@ -221,6 +221,15 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         async for chunk in self._ops.logs.stream(request):
             yield chunk
 
+    # -- exec ------------------------------------------------------------------
+
+    @grpc_stream_errors
+    async def Exec(
+        self, request_iterator: AsyncIterator[pb.ExecInput], context: Context
+    ) -> AsyncIterator[pb.ExecOutput]:
+        async for output in self._ops.execs.run(request_iterator):
+            yield output
+
     # -- membership ------------------------------------------------------------
 
     @grpc_errors

@@ -14,9 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controlplane.cache import ClusterCache
+from controlplane.execs import ExecRouter
 from controlplane.limits import Limits
 from controlplane.logs import LogRouter
 from controlplane.operations.clusters import Clusters
+from controlplane.operations.execs import Execs
 from controlplane.operations.logs import Logs
 from controlplane.operations.nodes import Nodes
 from controlplane.operations.secrets import Secrets, SecretValues
@@ -39,6 +41,7 @@ class Operations:
     logs: Logs
     secrets: Secrets
     secret_values: SecretValues
+    execs: Execs
 
     @classmethod
     def build(
@@ -74,4 +77,5 @@ class Operations:
             logs=Logs(tasks, LogRouter(agents)),
             secrets=Secrets(store, master_key),
             secret_values=SecretValues(cache, master_key),
+            execs=Execs(tasks, ExecRouter(agents)),
         )

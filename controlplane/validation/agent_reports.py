@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from google.protobuf import timestamp_pb2
 
-from berth import loglines
+from berth import execlimits, loglines
 from berth.errors import InvalidArgument
 from berth.names import check_dns_label
 from berth.v1 import agent_pb2 as agent_pb
@@ -262,6 +262,25 @@ def check_log_chunk(chunk: pb.LogChunk) -> None:
     if total > loglines.MAX_CHUNK_CHARS:
         raise InvalidArgument(f"a log chunk holds {total} characters: at most {loglines.MAX_CHUNK_CHARS}")
     _check_reason("error", chunk.error)
+
+
+def check_exec_output(output: pb.ExecOutput) -> None:
+    """A piece of a command's output, or its exit, answering an ExecInput (routed by request_id)."""
+    if not _REQUEST_ID.fullmatch(output.request_id):
+        raise InvalidArgument(
+            f"request id {shown(output.request_id)} is invalid: a request id is 32 hex digits"
+        )
+    body = output.WhichOneof("body")
+    if body is None:
+        raise InvalidArgument("an exec output must carry started, stdout, stderr or exit")
+    if body == "started":
+        _check_text("started", output.started, _CONTAINER_NAME, 255, "letters, digits, '_' or '-'")
+    elif body in ("stdout", "stderr"):
+        size = len(getattr(output, body))
+        if size > execlimits.MAX_CHUNK:
+            raise InvalidArgument(f"an exec output holds {size} bytes: at most {execlimits.MAX_CHUNK}")
+    else:
+        _check_reason("exit.error", output.exit.error)
 
 
 def _check_timestamp(field: str, stamp: timestamp_pb2.Timestamp) -> None:
