@@ -1364,16 +1364,24 @@ class NodeIdentity(_message.Message):
     REVOKED_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     JOINED_AT_FIELD_NUMBER: _builtins.int
+    PREVIOUS_SERIAL_FIELD_NUMBER: _builtins.int
+    RENEWED_AT_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     serial: _builtins.str
     """The certificate's serial number, hex."""
     revoked: _builtins.bool
     name: _builtins.str
     """The name given at join."""
+    previous_serial: _builtins.str
+    """The certificate before the last renewal, still accepted for a short
+    while: a node whose renewal answer was lost is not locked out.
+    """
     @_builtins.property
     def not_after(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def joined_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def renewed_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -1383,10 +1391,12 @@ class NodeIdentity(_message.Message):
         revoked: _builtins.bool = ...,
         name: _builtins.str = ...,
         joined_at: _timestamp_pb2.Timestamp | None = ...,
+        previous_serial: _builtins.str = ...,
+        renewed_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["joined_at", b"joined_at", "not_after", b"not_after"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["joined_at", b"joined_at", "not_after", b"not_after", "renewed_at", b"renewed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["joined_at", b"joined_at", "name", b"name", "node_id", b"node_id", "not_after", b"not_after", "revoked", b"revoked", "serial", b"serial"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["joined_at", b"joined_at", "name", b"name", "node_id", b"node_id", "not_after", b"not_after", "previous_serial", b"previous_serial", "renewed_at", b"renewed_at", "revoked", b"revoked", "serial", b"serial"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

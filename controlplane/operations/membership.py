@@ -39,6 +39,9 @@ DEFAULT_TTL = 3600
 MAX_TTL = 365 * 86400
 MAX_USES = 100_000
 MAX_DESCRIPTION = 200
+# Seconds the certificate a node renewed away stays valid: if the answer to its
+# renewal was lost, it can renew again with the old one instead of rejoining.
+RENEWAL_GRACE = 300
 # The same words for every refused token: a caller learns nothing about which tokens exist.
 REFUSED = "the join token is not valid (unknown, expired, used up or revoked): create a new one"
 
@@ -174,6 +177,8 @@ class Membership:
         def replace(identity: pb.NodeIdentity) -> pb.NodeIdentity | None:
             if identity.revoked:
                 raise PermissionDenied(f"node {node_id} was removed; its certificate is revoked")
+            identity.previous_serial = identity.serial
+            identity.renewed_at.CopyFrom(now())
             identity.serial = f"{serial:x}"
             identity.not_after.FromDatetime(pki.identity(certificate).not_after)
             return identity
@@ -202,7 +207,11 @@ class Membership:
         current = self._cache.node_identity(peer.name)
         if current is None or current.value.revoked:
             raise PermissionDenied(f"node {peer.name} is not a member (removed, or never joined)")
-        if current.value.serial != f"{peer.serial:x}":
+        serial = f"{peer.serial:x}"
+        if serial != current.value.serial and not (
+            serial == current.value.previous_serial
+            and now().seconds < current.value.renewed_at.seconds + RENEWAL_GRACE
+        ):
             raise PermissionDenied(f"node {peer.name} presented a certificate that was replaced or revoked")
         return peer.name
 
