@@ -60,6 +60,30 @@ _UNSUPPORTED_CONTAINER_FIELDS = frozenset(
 IGNORED_DOCUMENT_FIELDS = frozenset(
     {"taskRoleArn", "executionRoleArn", "requiresCompatibilities", "tags", "runtimePlatform"}
 )
+# Fields of describe output (AWS's and Berth's own), pasted back into a register
+# document: the registry sets them, so they are ignored, with a note.
+READ_ONLY_DOCUMENT_FIELDS = frozenset(
+    {
+        "taskDefinitionArn",
+        "revision",
+        "status",
+        "requiresAttributes",
+        "compatibilities",
+        "registeredAt",
+        "registeredBy",
+        "deregisteredAt",
+    }
+)
+NETWORK_MODES: dict[str, pb.NetworkMode.ValueType] = {
+    "bridge": pb.NETWORK_MODE_BRIDGE,
+    "host": pb.NETWORK_MODE_HOST,
+    "none": pb.NETWORK_MODE_NONE,
+    "awsvpc": pb.NETWORK_MODE_AWSVPC,
+}
+AWSVPC_NOTE = (
+    "networkMode awsvpc is AWS's own (an interface per task): Berth runs the task in bridge mode, "
+    "its containers reachable through their port mappings"
+)
 _UNSUPPORTED_DOCUMENT_FIELDS = frozenset(
     {
         "volumes",
@@ -101,6 +125,48 @@ HEALTH_START_PERIOD = (0, 300, 0)
 HEALTH_COMMAND_KINDS = ("CMD", "CMD-SHELL")
 
 
+def _int_or_string(value: Any) -> Any:
+    # ECS writes task-level cpu and memory as strings ("256"), and exports often
+    # carry container numbers as strings too; accept both.
+    # ASCII digits only: "²".isdigit() is true, and int("²") raises.
+    if isinstance(value, str) and len(value) <= 16 and value.strip().isascii() and value.strip().isdigit():
+        return int(value)
+    return value
+
+
+# ECS's task-level forms with a unit: "1 vCPU", "0.25 vcpu", "2 GB", "512 MiB".
+_WITH_UNIT = re.compile(r"\s*([0-9]{1,7})(?:\.([0-9]{1,4}))?\s?([A-Za-z]{2,4})\s*")
+_CPU_UNITS = {"vcpu": 1024}
+_MEMORY_UNITS = {"gb": 1024, "gib": 1024, "mb": 1, "mib": 1}
+
+
+def _with_unit(value: Any, units: dict[str, int], what: str) -> Any:
+    value = _int_or_string(value)
+    if not isinstance(value, str) or len(value) > 32:
+        return value
+    match = _WITH_UNIT.fullmatch(value)
+    if match is None or match.group(3).lower() not in units:
+        raise ValueError(f"{what} {shown(value)} is not a number: write {_EXAMPLES[what]}")
+    whole, fraction, unit = match.group(1), match.group(2) or "", match.group(3).lower()
+    # Exact decimal arithmetic: 0.25 vCPU is 256 units, 0.3 vCPU is refused rather than rounded.
+    scaled = (int(whole) * 10 ** len(fraction) + int(fraction or "0")) * units[unit]
+    if scaled % 10 ** len(fraction):
+        raise ValueError(f"{what} {shown(value)} is not a whole number of {_BASE[what]}")
+    return scaled // 10 ** len(fraction)
+
+
+_EXAMPLES = {"cpu": '"256" or "0.25 vCPU"', "memory": '"512", "512 MiB" or "1 GB"'}
+_BASE = {"cpu": "CPU units", "memory": "MiB"}
+
+
+def _task_cpu(value: Any) -> Any:
+    return _with_unit(value, _CPU_UNITS, "cpu")
+
+
+def _task_memory(value: Any) -> Any:
+    return _with_unit(value, _MEMORY_UNITS, "memory")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=False)
 
@@ -121,6 +187,8 @@ class _PortMapping(_Strict):
     protocol: Literal["tcp", "udp"] = "tcp"
     name: str = Field(default="", max_length=64)
     app_protocol: Literal["http", "http2", "grpc"] | None = Field(default=None, alias="appProtocol")
+
+    _coerce = field_validator("container_port", "host_port", mode="before")(_int_or_string)
 
 
 class _HealthCheck(_Strict):
@@ -151,13 +219,9 @@ class _ContainerDefinition(_Strict):
     health_check: _HealthCheck | None = Field(default=None, alias="healthCheck")
     secrets: list[_SecretReference] = Field(default_factory=list, max_length=MAX_SECRETS)
 
-
-def _int_or_string(value: Any) -> Any:
-    # ECS writes task-level cpu and memory as strings ("256"); accept both.
-    # ASCII digits only: "²".isdigit() is true, and int("²") raises.
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        return int(value)
-    return value
+    _coerce = field_validator("cpu", "memory", "memory_reservation", "stop_timeout", mode="before")(
+        _int_or_string
+    )
 
 
 class _RegisterDocument(_Strict):
@@ -167,9 +231,12 @@ class _RegisterDocument(_Strict):
     )
     cpu: int | None = Field(default=None, ge=0, le=MAX_CPU_UNITS)
     memory: int | None = Field(default=None, ge=MIN_MEMORY_MIB, le=MAX_MEMORY_MIB)
-    network_mode: Literal["bridge"] | None = Field(default=None, alias="networkMode")
+    network_mode: Literal["bridge", "host", "none", "awsvpc"] | None = Field(
+        default=None, alias="networkMode"
+    )
 
-    _coerce = field_validator("cpu", "memory", mode="before")(_int_or_string)
+    _coerce_cpu = field_validator("cpu", mode="before")(_task_cpu)
+    _coerce_memory = field_validator("memory", mode="before")(_task_memory)
 
 
 def _one_line(error: ValidationError, where: str) -> InvalidArgument:
@@ -192,18 +259,30 @@ def _one_line(error: ValidationError, where: str) -> InvalidArgument:
 
 
 def _reject_unsupported(doc: dict[str, Any], unsupported: frozenset[str], where: str) -> None:
-    for field in doc:
-        if field in unsupported:
+    for field, value in doc.items():
+        # An empty list or object asks for nothing (console exports write "volumes": []).
+        if field in unsupported and value not in ([], {}):
             raise InvalidArgument(f"{where}.{field}: this ECS field is not supported by Berth yet")
+
+
+def _present(doc: dict[str, Any], unsupported: frozenset[str]) -> dict[str, Any]:
+    """The fields that ask for something: explicit nulls are absent (as AWS reads them), and
+    so are empty lists and objects of fields Berth does not implement."""
+    return {
+        key: value
+        for key, value in doc.items()
+        if value is not None and not (key in unsupported and value in ([], {}))
+    }
 
 
 def _container_to_proto(raw: Any, index: int) -> pb.ContainerDefinition:
     where = f"containerDefinitions[{index}]"
     if not isinstance(raw, dict):
         raise InvalidArgument(f"{where}: expected a JSON object")
+    raw = _without_nulls(raw)
     _reject_unsupported(raw, _UNSUPPORTED_CONTAINER_FIELDS, where)
     try:
-        model = _ContainerDefinition.model_validate(raw)
+        model = _ContainerDefinition.model_validate(_present(raw, _UNSUPPORTED_CONTAINER_FIELDS))
     except ValidationError as error:
         raise _one_line(error, where) from None
     return pb.ContainerDefinition(
@@ -241,6 +320,15 @@ def _container_to_proto(raw: Any, index: int) -> pb.ContainerDefinition:
     )
 
 
+def _without_nulls(value: Any) -> Any:
+    """Explicit nulls in objects, at any depth, read as absent fields (as AWS reads them)."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(item) for item in value]
+    return value
+
+
 def load_json(text: str, source: str) -> Any:
     try:
         return json.loads(text)
@@ -264,16 +352,33 @@ def parse_container_definitions(data: Any) -> list[pb.ContainerDefinition]:
 
 
 def parse_register_document(data: Any) -> tuple[pb.TaskDefinition, list[str]]:
-    """Convert a whole register-task-definition document; also return ignored fields."""
+    """Convert a whole register-task-definition document (or describe output pasted back);
+    also return the notes a user should read: what was ignored, what runs differently."""
+    if isinstance(data, dict) and set(data) <= {"taskDefinition", "tags"} and "taskDefinition" in data:
+        # `aws ecs describe-task-definition` output: the document sits under "taskDefinition".
+        data = data["taskDefinition"]
     if not isinstance(data, dict):
         raise InvalidArgument("the task definition document must be a JSON object")
+    data = {k: v for k, v in data.items() if v is not None}
     _reject_unsupported(data, _UNSUPPORTED_DOCUMENT_FIELDS, "taskDefinition")
+    notes = []
     ignored = sorted(field for field in data if field in IGNORED_DOCUMENT_FIELDS)
-    relevant = {k: v for k, v in data.items() if k not in IGNORED_DOCUMENT_FIELDS}
+    if ignored:
+        notes.append(f"{', '.join(ignored)}: AWS-only, Berth ignores {'them' if len(ignored) > 1 else 'it'}")
+    read_only = sorted(field for field in data if field in READ_ONLY_DOCUMENT_FIELDS)
+    if read_only:
+        notes.append(f"{', '.join(read_only)}: read-only fields of describe output, ignored")
+    relevant = {
+        k: v
+        for k, v in _present(data, _UNSUPPORTED_DOCUMENT_FIELDS).items()
+        if k not in IGNORED_DOCUMENT_FIELDS and k not in READ_ONLY_DOCUMENT_FIELDS
+    }
     try:
         doc = _RegisterDocument.model_validate(relevant)
     except ValidationError as error:
         raise _one_line(error, "taskDefinition") from None
+    if doc.network_mode == "awsvpc":
+        notes.append(AWSVPC_NOTE)
     task_definition = pb.TaskDefinition(
         family=doc.family,
         container_definitions=[
@@ -281,9 +386,10 @@ def parse_register_document(data: Any) -> tuple[pb.TaskDefinition, list[str]]:
         ],
         cpu=doc.cpu or 0,
         memory=doc.memory or 0,
+        network_mode=NETWORK_MODES[doc.network_mode] if doc.network_mode else pb.NETWORK_MODE_UNSPECIFIED,
     )
     validate_task_definition(task_definition)
-    return task_definition, ignored
+    return task_definition, notes
 
 
 def _printable(text: str) -> bool:
@@ -467,6 +573,7 @@ def validate_task_definition(td: pb.TaskDefinition) -> None:
             f"task memory {td.memory} is out of range: use {MIN_MEMORY_MIB}-{MAX_MEMORY_MIB} MiB"
         )
     validate_containers(td.container_definitions, td.memory)
+    _check_network_mode(td)
     cpu = sum(c.cpu for c in td.container_definitions)
     memory = sum(c.memory_reservation or c.memory for c in td.container_definitions)
     if cpu > MAX_CPU_UNITS:
@@ -482,6 +589,29 @@ def validate_task_definition(td: pb.TaskDefinition) -> None:
         raise InvalidArgument(
             f"the task definition is {size} bytes: the limit is {MAX_DEFINITION_BYTES} (64 KiB, as in ECS)"
         )
+
+
+def _check_network_mode(td: pb.TaskDefinition) -> None:
+    if td.network_mode not in pb.NetworkMode.values():
+        raise InvalidArgument(f"networkMode {td.network_mode} is unknown: use bridge, host, none or awsvpc")
+    mappings = [(i, p) for i, c in enumerate(td.container_definitions) for p in c.port_mappings]
+    if td.network_mode == pb.NETWORK_MODE_NONE and mappings:
+        raise InvalidArgument(
+            f"containerDefinitions[{mappings[0][0]}].portMappings: "
+            "networkMode none has no network to map ports on"
+        )
+    if td.network_mode == pb.NETWORK_MODE_HOST:
+        seen: set[tuple[int, int]] = set()
+        for i, p in mappings:
+            where = f"containerDefinitions[{i}].portMappings"
+            if p.host_port and p.host_port != p.container_port:
+                raise InvalidArgument(
+                    f"{where}: with networkMode host, hostPort ({p.host_port}) must be absent or equal "
+                    f"containerPort ({p.container_port})"
+                )
+            if (p.container_port, p.protocol) in seen:
+                raise InvalidArgument(f"{where}: containerPort {p.container_port} is used twice on the host")
+            seen.add((p.container_port, p.protocol))
 
 
 def health_checked(td: pb.TaskDefinition) -> bool:
@@ -501,7 +631,80 @@ def task_reservation(td: pb.TaskDefinition) -> tuple[int, int]:
 
 
 def static_host_ports(td: pb.TaskDefinition) -> list[tuple[int, int]]:
-    """The (hostPort, protocol) pairs a task of this definition needs free on its node."""
+    """The (hostPort, protocol) pairs a task of this definition needs free on its node.
+
+    In host mode every containerPort is a port of the host's own."""
+    if td.network_mode == pb.NETWORK_MODE_HOST:
+        return [(p.container_port, p.protocol) for c in td.container_definitions for p in c.port_mappings]
     return [
         (p.host_port, p.protocol) for c in td.container_definitions for p in c.port_mappings if p.host_port
     ]
+
+
+_NETWORK_MODE_NAMES = {value: name for name, value in NETWORK_MODES.items()}
+
+
+def _ecs_container(c: pb.ContainerDefinition) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": c.name, "image": c.image}
+    if c.cpu:
+        out["cpu"] = c.cpu
+    if c.memory:
+        out["memory"] = c.memory
+    if c.memory_reservation:
+        out["memoryReservation"] = c.memory_reservation
+    out["essential"] = c.essential
+    if c.port_mappings:
+        mappings = []
+        for p in c.port_mappings:
+            mapping: dict[str, Any] = {"containerPort": p.container_port}
+            if p.host_port:
+                mapping["hostPort"] = p.host_port
+            mapping["protocol"] = "udp" if p.protocol == pb.UDP else "tcp"
+            if p.name:
+                mapping["name"] = p.name
+            mappings.append(mapping)
+        out["portMappings"] = mappings
+    if c.environment:
+        out["environment"] = [{"name": e.name, "value": e.value} for e in c.environment]
+    if c.secrets:
+        out["secrets"] = [{"name": r.name, "valueFrom": r.value_from} for r in c.secrets]
+    if c.entry_point:
+        out["entryPoint"] = list(c.entry_point)
+    if c.command:
+        out["command"] = list(c.command)
+    if c.stop_timeout:
+        out["stopTimeout"] = c.stop_timeout
+    if c.HasField("health_check"):
+        check = c.health_check
+        out["healthCheck"] = {
+            "command": list(check.command),
+            "interval": check.interval,
+            "timeout": check.timeout,
+            "retries": check.retries,
+            "startPeriod": check.start_period,
+        }
+    return out
+
+
+def to_ecs_document(td: pb.TaskDefinition) -> dict[str, Any]:
+    """A stored task definition in ECS's describe shape: camelCase fields, lowercase
+    protocols, numbers only where set, task cpu/memory as ECS's strings. Registering it
+    again (`--cli-input-json`) gives the same definition; the read-only fields at the end
+    (revision, status, registeredAt) are ignored then, with a note."""
+    out: dict[str, Any] = {
+        "family": td.family,
+        "containerDefinitions": [_ecs_container(c) for c in td.container_definitions],
+    }
+    if td.cpu:
+        out["cpu"] = str(td.cpu)
+    if td.memory:
+        out["memory"] = str(td.memory)
+    if td.network_mode:
+        out["networkMode"] = _NETWORK_MODE_NAMES.get(td.network_mode, "bridge")
+    if td.revision:
+        out["revision"] = td.revision
+    if td.status:
+        out["status"] = pb.TaskDefinitionStatus.Name(td.status)
+    if td.HasField("registered_at"):
+        out["registeredAt"] = td.registered_at.ToJsonString()
+    return out

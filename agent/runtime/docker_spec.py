@@ -50,6 +50,16 @@ def healthcheck(check: pb.HealthCheck) -> dict[str, Any]:
     }
 
 
+def docker_network_mode(mode: pb.NetworkMode.ValueType) -> str:
+    """Docker's network mode for ECS's: awsvpc runs as bridge (Berth gives a task no
+    interface of its own); "" leaves the engine's default bridge."""
+    if mode == pb.NETWORK_MODE_HOST:
+        return "host"
+    if mode == pb.NETWORK_MODE_NONE:
+        return "none"
+    return ""
+
+
 def container_name(task_id: str, name: str) -> str:
     # Unique per task and container: Docker itself refuses a duplicate start.
     return f"berth-{task_id}-{name}"
@@ -78,6 +88,8 @@ class ContainerSpec:
     security_opt: tuple[str, ...] = SECURITY_OPTIONS
     # The SDK's healthcheck option; None: none of Berth's (the image's own HEALTHCHECK applies).
     healthcheck: dict[str, Any] | None = None
+    # Docker's network mode: "" (the engine's bridge), "host" or "none".
+    network_mode: str = ""
 
     def create_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the SDK's `containers.create(image, ...)`; unset options are left out."""
@@ -90,6 +102,8 @@ class ContainerSpec:
             "detach": True,
             "security_opt": list(self.security_opt),
         }
+        if self.network_mode:
+            options["network_mode"] = self.network_mode
         if self.pids_limit > 0:
             options["pids_limit"] = self.pids_limit
         if self.dns:
@@ -127,6 +141,10 @@ def container_specs(
         group.container: {v.name: v.value for v in group.environment}
         for group in assignment.secret_environment
     }
+    network_mode = docker_network_mode(td.network_mode)
+    # On the host's network a container's ports are the host's own (nothing to publish), and
+    # Docker refuses DNS servers there as it does without a network.
+    bridged = not network_mode
     specs = []
     for definition in td.container_definitions:
         stop_timeout = definition.stop_timeout or DEFAULT_STOP_TIMEOUT
@@ -151,20 +169,25 @@ def container_specs(
                 # The task's secrets (resolved for this node by the control plane) join its environment.
                 environment={e.name: e.value for e in definition.environment}
                 | secrets.get(definition.name, {}),
-                ports={
-                    f"{p.container_port}/{protocol_name(p.protocol)}": (p.host_port or None)
-                    for p in definition.port_mappings
-                },
+                ports=(
+                    {
+                        f"{p.container_port}/{protocol_name(p.protocol)}": (p.host_port or None)
+                        for p in definition.port_mappings
+                    }
+                    if bridged
+                    else {}
+                ),
                 cpu_shares=max(definition.cpu, MIN_CPU_SHARES),
                 command=tuple(definition.command),
                 entrypoint=tuple(definition.entry_point),
                 memory_mib=definition.memory,
                 memory_reservation_mib=definition.memory_reservation,
-                dns=tuple(dns_servers),
+                dns=tuple(dns_servers) if bridged else (),
                 pids_limit=max(pids_limit, 0),
                 healthcheck=(
                     healthcheck(definition.health_check) if definition.HasField("health_check") else None
                 ),
+                network_mode=network_mode,
             )
         )
     return specs

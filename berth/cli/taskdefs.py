@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 
 import typer
+import yaml
 from rich.text import Text
 
 from berth.cli.client import CliContext, api_errors, fail, read_argument_file
 from berth.cli.options import command_group
-from berth.cli.output import OutputOption, age, data_console, emit, emit_one, say
+from berth.cli.output import OutputOption, age, data_console, emit, say
 from berth.errors import InvalidArgument
 from berth.names import protocol_name
-from berth.taskdef import load_json, parse_container_definitions, parse_register_document
+from berth.taskdef import load_json, parse_container_definitions, parse_register_document, to_ecs_document
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 
@@ -27,9 +28,9 @@ def _request(
     try:
         if cli_input_json:
             text = read_argument_file(cli_input_json, "--cli-input-json")
-            td, ignored = parse_register_document(load_json(text, "--cli-input-json"))
-            for field in ignored:
-                say(f"note: {field} is an AWS-only field; Berth ignores it", err=True)
+            td, notes = parse_register_document(load_json(text, "--cli-input-json"))
+            for note in notes:
+                say(f"note: {note}", err=True)
             if family:
                 td.family = family
         else:
@@ -43,7 +44,11 @@ def _request(
     except InvalidArgument as error:
         raise fail(str(error)) from None
     return api.RegisterTaskDefinitionRequest(
-        family=td.family, container_definitions=td.container_definitions, cpu=td.cpu, memory=td.memory
+        family=td.family,
+        container_definitions=td.container_definitions,
+        cpu=td.cpu,
+        memory=td.memory,
+        network_mode=td.network_mode,
     )
 
 
@@ -102,7 +107,9 @@ def describe(
     task_definition: str = typer.Argument(..., metavar="TASK_DEFINITION", help="FAMILY or FAMILY:REVISION"),
     output: str = OutputOption,
 ) -> None:
-    """Show one task definition (the newest active revision if none is given)."""
+    """Show one task definition (the newest active revision if none is given).
+
+    -o json and -o yaml print it in ECS's shape, which `register --cli-input-json` takes back."""
     cli: CliContext = ctx.obj
     with api_errors(cli):
         td = cli.stub.DescribeTaskDefinition(
@@ -111,9 +118,12 @@ def describe(
 
     def show() -> None:
         console = data_console()
+        document = to_ecs_document(td)
         console.print(
             Text.assemble(
-                (f"{td.family}:{td.revision}", "bold"), f"  {pb.TaskDefinitionStatus.Name(td.status)}"
+                (f"{td.family}:{td.revision}", "bold"),
+                f"  {pb.TaskDefinitionStatus.Name(td.status)}",
+                f"  networkMode={document.get('networkMode', 'bridge')}",
             )
         )
         for c in td.container_definitions:
@@ -136,7 +146,12 @@ def describe(
                 # A reference only: the value never leaves the control plane except to the task's node.
                 console.print(f"    secret {reference.name} from {reference.value_from}")
 
-    emit_one(output, td, show)
+    if output == "json":
+        print(json.dumps(to_ecs_document(td), indent=2))
+    elif output == "yaml":
+        print(yaml.safe_dump(to_ecs_document(td), sort_keys=False), end="")
+    else:
+        show()
 
 
 @app.command("deregister")

@@ -102,9 +102,11 @@ class RegisterTaskDefinitionRequest(_message.Message):
     CONTAINER_DEFINITIONS_FIELD_NUMBER: _builtins.int
     CPU_FIELD_NUMBER: _builtins.int
     MEMORY_FIELD_NUMBER: _builtins.int
+    NETWORK_MODE_FIELD_NUMBER: _builtins.int
     family: _builtins.str
     cpu: _builtins.int
     memory: _builtins.int
+    network_mode: _resources_pb2.NetworkMode.ValueType
     @_builtins.property
     def container_definitions(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ContainerDefinition]: ...
     def __init__(
@@ -114,10 +116,11 @@ class RegisterTaskDefinitionRequest(_message.Message):
         container_definitions: _abc.Iterable[_resources_pb2.ContainerDefinition] | None = ...,
         cpu: _builtins.int = ...,
         memory: _builtins.int = ...,
+        network_mode: _resources_pb2.NetworkMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_definitions", b"container_definitions", "cpu", b"cpu", "family", b"family", "memory", b"memory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_definitions", b"container_definitions", "cpu", b"cpu", "family", b"family", "memory", b"memory", "network_mode", b"network_mode"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

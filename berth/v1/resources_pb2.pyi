@@ -61,6 +61,34 @@ HEALTHY: HealthStatus.ValueType  # 1
 UNHEALTHY: HealthStatus.ValueType  # 2
 Global___HealthStatus: _TypeAlias = HealthStatus  # noqa: Y015
 
+class _NetworkMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _NetworkModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NetworkMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    NETWORK_MODE_UNSPECIFIED: _NetworkMode.ValueType  # 0
+    NETWORK_MODE_BRIDGE: _NetworkMode.ValueType  # 1
+    NETWORK_MODE_HOST: _NetworkMode.ValueType  # 2
+    """The host's network stack: no port mapping, each containerPort is a host port."""
+    NETWORK_MODE_NONE: _NetworkMode.ValueType  # 3
+    """No network at all (loopback only); no port mappings."""
+    NETWORK_MODE_AWSVPC: _NetworkMode.ValueType  # 4
+    """Accepted as written for AWS and run as bridge: Berth gives a task no interface of its own."""
+
+class NetworkMode(_NetworkMode, metaclass=_NetworkModeEnumTypeWrapper):
+    """ECS's task networkMode. UNSPECIFIED (definitions stored before the field) is bridge."""
+
+NETWORK_MODE_UNSPECIFIED: NetworkMode.ValueType  # 0
+NETWORK_MODE_BRIDGE: NetworkMode.ValueType  # 1
+NETWORK_MODE_HOST: NetworkMode.ValueType  # 2
+"""The host's network stack: no port mapping, each containerPort is a host port."""
+NETWORK_MODE_NONE: NetworkMode.ValueType  # 3
+"""No network at all (loopback only); no port mappings."""
+NETWORK_MODE_AWSVPC: NetworkMode.ValueType  # 4
+"""Accepted as written for AWS and run as bridge: Berth gives a task no interface of its own."""
+Global___NetworkMode: _TypeAlias = NetworkMode  # noqa: Y015
+
 class _TaskDefinitionStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -426,12 +454,14 @@ class TaskDefinition(_message.Message):
     REGISTERED_AT_FIELD_NUMBER: _builtins.int
     CPU_FIELD_NUMBER: _builtins.int
     MEMORY_FIELD_NUMBER: _builtins.int
+    NETWORK_MODE_FIELD_NUMBER: _builtins.int
     family: _builtins.str
     revision: _builtins.int
     status: Global___TaskDefinitionStatus.ValueType
     cpu: _builtins.int
     """Task-level reservations (0 = sum of the containers')."""
     memory: _builtins.int
+    network_mode: Global___NetworkMode.ValueType
     @_builtins.property
     def container_definitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerDefinition]: ...
     @_builtins.property
@@ -446,10 +476,11 @@ class TaskDefinition(_message.Message):
         registered_at: _timestamp_pb2.Timestamp | None = ...,
         cpu: _builtins.int = ...,
         memory: _builtins.int = ...,
+        network_mode: Global___NetworkMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["registered_at", b"registered_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_definitions", b"container_definitions", "cpu", b"cpu", "family", b"family", "memory", b"memory", "registered_at", b"registered_at", "revision", b"revision", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_definitions", b"container_definitions", "cpu", b"cpu", "family", b"family", "memory", b"memory", "network_mode", b"network_mode", "registered_at", b"registered_at", "revision", b"revision", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

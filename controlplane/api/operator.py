@@ -63,6 +63,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
                 container_definitions=request.container_definitions,
                 cpu=request.cpu,
                 memory=request.memory,
+                network_mode=request.network_mode,
             )
         )
 
