@@ -135,7 +135,7 @@ def _int_or_string(value: Any) -> Any:
 
 
 # ECS's task-level forms with a unit: "1 vCPU", "0.25 vcpu", "2 GB", "512 MiB".
-_WITH_UNIT = re.compile(r"\s*([0-9]{1,7})(?:\.([0-9]{1,4}))?\s?([A-Za-z]{2,4})\s*")
+_WITH_UNIT = re.compile(r" *([0-9]{1,7})(?:\.([0-9]{1,4}))? ?([A-Za-z]{2,4}) *")
 _CPU_UNITS = {"vcpu": 1024}
 _MEMORY_UNITS = {"gb": 1024, "gib": 1024, "mb": 1, "mib": 1}
 
