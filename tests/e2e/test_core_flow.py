@@ -78,7 +78,7 @@ def test_cli_input_json_registers_a_whole_ecs_document(berth: Berth, tmp_path: P
     result = berth.ok("taskdef", "register", "--cli-input-json", f"file://{path}")
     assert "registered doc:1" in result.stdout
     described = berth.ok("taskdef", "describe", "doc", "-o", "json").json()
-    assert described["memory"] == 128
+    assert described["memory"] == "128"  # ECS describes task-level numbers as strings
     assert described["containerDefinitions"][0]["portMappings"][0]["containerPort"] == 8080
     yaml_out = yaml.safe_load(berth.ok("taskdef", "describe", "doc:1", "-o", "yaml").stdout)
     assert yaml_out == described, "-o yaml holds the same object as -o json"
