@@ -43,6 +43,7 @@ from agent.runtime.docker_spec import DEFAULT_PIDS_LIMIT, ContainerSpec, contain
 from agent.runtime.docker_state import ContainerLedger, ListedContainer
 from agent.runtime.driver import (
     DEFAULT_STOP_TIMEOUT,
+    LABEL_HOST_PORTS,
     LABEL_MANAGED,
     LABEL_NODE,
     LABEL_TASK_ID,
@@ -196,6 +197,9 @@ class DockerDriver:
                         spec.stop_timeout,
                         bindings=docker_state.bindings_from_inspect(
                             spec.definition_name, container.attrs["NetworkSettings"].get("Ports")
+                        )
+                        or docker_state.host_bindings(
+                            spec.definition_name, spec.labels.get(LABEL_HOST_PORTS, "")
                         ),
                         health=(
                             ContainerHealth.STARTING if spec.healthcheck is not None else ContainerHealth.NONE

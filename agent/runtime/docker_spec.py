@@ -17,6 +17,7 @@ from agent.runtime.driver import (
     LABEL_CLUSTER,
     LABEL_CONTAINER,
     LABEL_ESSENTIAL,
+    LABEL_HOST_PORTS,
     LABEL_MANAGED,
     LABEL_NODE,
     LABEL_SERVICE,
@@ -148,6 +149,15 @@ def container_specs(
     specs = []
     for definition in td.container_definitions:
         stop_timeout = definition.stop_timeout or DEFAULT_STOP_TIMEOUT
+        host_ports = (
+            {
+                LABEL_HOST_PORTS: ",".join(
+                    f"{p.container_port}/{protocol_name(p.protocol)}" for p in definition.port_mappings
+                )
+            }
+            if network_mode == "host" and definition.port_mappings
+            else {}
+        )
         specs.append(
             ContainerSpec(
                 image=definition.image,
@@ -165,7 +175,8 @@ def container_specs(
                     LABEL_SERVICE: assignment.service,
                     LABEL_TASK_DEFINITION: f"{td.family}:{td.revision}",
                     LABEL_NODE: node_id,
-                },
+                }
+                | host_ports,
                 # The task's secrets (resolved for this node by the control plane) join its environment.
                 environment={e.name: e.value for e in definition.environment}
                 | secrets.get(definition.name, {}),

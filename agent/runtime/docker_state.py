@@ -36,6 +36,7 @@ from agent.runtime.driver import (
     DEFAULT_STOP_TIMEOUT,
     LABEL_CONTAINER,
     LABEL_ESSENTIAL,
+    LABEL_HOST_PORTS,
     LABEL_NODE,
     LABEL_STOP_TIMEOUT,
     LABEL_TASK_ID,
@@ -88,6 +89,27 @@ def bindings_from_list(name: str, ports: Iterable[Mapping[str, Any]]) -> tuple[p
             bind_ip=ip,
         )
     return tuple(found[k] for k in sorted(found))
+
+
+def host_bindings(name: str, label: str) -> tuple[pb.NetworkBinding, ...]:
+    """A host-network container's ports (its LABEL_HOST_PORTS label, "80/tcp,53/udp"): each is a
+    host port of the same number. Anything malformed in the label is skipped."""
+    found = []
+    for item in label.split(",")[:100]:
+        number, _, protocol = item.partition("/")
+        if not (number.isascii() and number.isdigit() and len(number) <= 5 and protocol in ("tcp", "udp")):
+            continue
+        port = int(number)
+        if 1 <= port <= 65535:
+            found.append(
+                pb.NetworkBinding(
+                    container_name=name,
+                    container_port=port,
+                    host_port=port,
+                    protocol=pb.UDP if protocol == "udp" else pb.TCP,
+                )
+            )
+    return tuple(found)
 
 
 def bindings_from_inspect(
@@ -160,7 +182,8 @@ def from_summary(summary: Mapping[str, Any]) -> ListedContainer | None:
         essential=labels.get(LABEL_ESSENTIAL, "true") == "true",
         stop_timeout=int(labels.get(LABEL_STOP_TIMEOUT, DEFAULT_STOP_TIMEOUT)),
         state=summary.get("State", ""),
-        bindings=bindings_from_list(name, summary.get("Ports") or []),
+        bindings=bindings_from_list(name, summary.get("Ports") or [])
+        or host_bindings(name, str(labels.get(LABEL_HOST_PORTS, ""))),
         health=health_from_status(str(summary.get("Status") or "")),
     )
 

@@ -32,6 +32,9 @@ LABEL_CLUSTER = "berth.cluster"
 LABEL_SERVICE = "berth.service"
 LABEL_TASK_DEFINITION = "berth.task-definition"
 LABEL_NODE = "berth.node-id"
+# Host network mode only: the ports the container serves on the host itself ("80/tcp,53/udp"),
+# which Docker does not list as published.
+LABEL_HOST_PORTS = "berth.host-ports"
 
 DEFAULT_STOP_TIMEOUT = 30
 

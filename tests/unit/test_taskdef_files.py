@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from agent.runtime.docker_spec import container_specs
+from agent.runtime.docker_state import from_summary, host_bindings
+from agent.runtime.driver import LABEL_HOST_PORTS
 from berth.errors import InvalidArgument
 from berth.taskdef import (
     AWSVPC_NOTE,
@@ -367,3 +369,32 @@ def test_a_rich_definition_round_trips_in_ecs_shape() -> None:
     # Numbers only where set: no "cpu": 0 or "memory": 0 that would register differently.
     assert side == {"name": "side", "image": "busybox", "memoryReservation": 16, "essential": False}
     assert (shown["revision"], shown["status"]) == (7, "ACTIVE")
+
+
+def test_host_mode_ports_are_remembered_on_the_container_and_reported_as_bindings() -> None:
+    mappings = [{"containerPort": 80}, {"containerPort": 53, "protocol": "udp"}]
+    td, _ = parse_register_document(web(portMappings=mappings) | {"networkMode": "host"})
+    td.revision = 1
+    (spec,) = container_specs(agent_pb.TaskAssignment(task_id="t1", task_definition=td), "node-1")
+    assert spec.labels[LABEL_HOST_PORTS] == "80/tcp,53/udp"
+    # Docker lists no published ports on the host's network: the label says what the task serves.
+    listed = from_summary({"Id": "c1", "Labels": spec.labels, "Ports": [], "State": "running"})
+    assert listed is not None
+    assert [(b.container_port, b.host_port, b.protocol) for b in listed.bindings] == [
+        (80, 80, pb.TCP),
+        (53, 53, pb.UDP),
+    ]
+
+
+def test_bridge_containers_carry_no_host_ports_label() -> None:
+    assert (
+        LABEL_HOST_PORTS
+        not in container_specs(
+            agent_pb.TaskAssignment(task_id="t1", task_definition=parse_register_document(doc())[0]), "n"
+        )[0].labels
+    )
+
+
+@pytest.mark.parametrize("label", ["", "x", "80", "80/sctp", "0/tcp", "70000/tcp", "²/tcp", "-1/udp", ",,,"])
+def test_a_malformed_host_ports_label_yields_no_bindings(label: str) -> None:
+    assert host_bindings("web", label) == ()
