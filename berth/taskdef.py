@@ -320,12 +320,16 @@ def _container_to_proto(raw: Any, index: int) -> pb.ContainerDefinition:
     )
 
 
-def _without_nulls(value: Any) -> Any:
-    """Explicit nulls in objects, at any depth, read as absent fields (as AWS reads them)."""
+def _without_nulls(value: Any, depth: int = 4) -> Any:
+    """Explicit nulls in objects read as absent fields (as AWS reads them), down to `depth`
+    levels (a container's fields are at most three deep); deeper input is left to the schema,
+    so hostile nesting costs no recursion here."""
+    if depth <= 0:
+        return value
     if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+        return {k: _without_nulls(v, depth - 1) for k, v in value.items() if v is not None}
     if isinstance(value, list):
-        return [_without_nulls(item) for item in value]
+        return [_without_nulls(item, depth - 1) for item in value]
     return value
 
 

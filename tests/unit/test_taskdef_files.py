@@ -128,6 +128,15 @@ def test_nulls_are_absent_at_every_level() -> None:
     assert notes == []
 
 
+def test_deeply_nested_input_is_one_refusal_not_a_crash() -> None:
+    nested: Any = None
+    for _ in range(900):
+        nested = [nested]
+    with pytest.raises(InvalidArgument) as error:
+        parse_register_document(web(healthCheck={"command": nested}))
+    assert "containerDefinitions[0].healthCheck.command" in str(error.value)
+
+
 def test_read_only_fields_of_describe_output_are_ignored_with_a_note() -> None:
     td, notes = parse_register_document(
         doc(
