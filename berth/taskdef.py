@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from berth.errors import InvalidArgument
 from berth.names import check_family, shown
 from berth.secretnames import MAX_REFERENCE_LENGTH, parse_reference
+from berth.taskdef_process import ProcessSettings, check_process_settings
 from berth.v1 import resources_pb2 as pb
 
 # ECS fields Berth recognises but does not implement yet: a clear "not
@@ -31,26 +32,13 @@ _UNSUPPORTED_CONTAINER_FIELDS = frozenset(
         "logConfiguration",
         "dependsOn",
         "startTimeout",
-        "hostname",
-        "user",
-        "workingDirectory",
         "disableNetworking",
-        "privileged",
-        "readonlyRootFilesystem",
-        "dnsServers",
-        "dnsSearchDomains",
-        "extraHosts",
-        "dockerSecurityOptions",
         "interactive",
         "pseudoTerminal",
-        "dockerLabels",
-        "ulimits",
-        "linuxParameters",
         "environmentFiles",
         "resourceRequirements",
         "firelensConfiguration",
         "repositoryCredentials",
-        "systemControls",
         "credentialSpecs",
         "restartPolicy",
         "versionConsistency",
@@ -282,10 +270,11 @@ def _container_to_proto(raw: Any, index: int) -> pb.ContainerDefinition:
     raw = _without_nulls(raw)
     _reject_unsupported(raw, _UNSUPPORTED_CONTAINER_FIELDS, where)
     try:
-        model = _ContainerDefinition.model_validate(_present(raw, _UNSUPPORTED_CONTAINER_FIELDS))
+        settings, rest = ProcessSettings.take(_present(raw, _UNSUPPORTED_CONTAINER_FIELDS))
+        model = _ContainerDefinition.model_validate(rest)
     except ValidationError as error:
         raise _one_line(error, where) from None
-    return pb.ContainerDefinition(
+    container = pb.ContainerDefinition(
         name=model.name,
         image=model.image,
         cpu=model.cpu,
@@ -318,6 +307,8 @@ def _container_to_proto(raw: Any, index: int) -> pb.ContainerDefinition:
             else None
         ),
     )
+    settings.apply(container, where)
+    return container
 
 
 def _without_nulls(value: Any, depth: int = 4) -> Any:
@@ -544,6 +535,7 @@ def validate_containers(containers: Sequence[pb.ContainerDefinition], task_memor
         _check_secrets(where, c)
         _check_numbers(where, c, task_memory)
         _check_health_check(where, c)
+        check_process_settings(where, c)
         mappings += len(c.port_mappings)
         if mappings > MAX_PORT_MAPPINGS:
             raise InvalidArgument(f"a task definition has at most {MAX_PORT_MAPPINGS} port mappings")

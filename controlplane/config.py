@@ -41,6 +41,11 @@ class ControlPlaneSettings:
     metrics_listen: str | None = None
     # Registries task definitions' images may come from (lower case); empty: any.
     allowed_registries: tuple[str, ...] = ()
+    # Task definitions may ask for privileged, dockerSecurityOptions, extra
+    # capabilities and real-time ulimits (--allow-privileged), or host devices
+    # (--allow-devices); both off by default.
+    allow_privileged: bool = False
+    allow_devices: bool = False
     # Ports below 1024 that `berth service expose` may use (none by default).
     lb_allowed_ports: list[int] = field(default_factory=list)
     # More host ports no service may be exposed on (agents' metrics port, ...).

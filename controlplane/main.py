@@ -59,6 +59,15 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         help="registries images may come from, REGISTRY[,REGISTRY] (e.g. docker.io,ghcr.io); empty: any",
     )
     parser.add_argument(
+        "--allow-privileged",
+        action="store_true",
+        help="task definitions may use privileged, dockerSecurityOptions, capabilities beyond "
+        "Docker's defaults and real-time ulimits",
+    )
+    parser.add_argument(
+        "--allow-devices", action="store_true", help="task definitions may map host devices (linuxParameters)"
+    )
+    parser.add_argument(
         "--lb-allowed-ports", default="", help="ports below 1024 services may be exposed on, e.g. 80,443"
     )
     parser.add_argument(
@@ -161,6 +170,8 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         service_cidr=args.service_cidr,
         metrics_listen=args.metrics_listen,
         allowed_registries=normalize_registries(args.allowed_registries.split(",")),
+        allow_privileged=args.allow_privileged,
+        allow_devices=args.allow_devices,
         lb_allowed_ports=lb_allowed_ports,
         lb_reserved_ports=lb_reserved_ports,
         node_gc_after=args.node_gc_after,

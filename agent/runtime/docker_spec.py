@@ -1,4 +1,5 @@
-"""How a task assignment becomes Docker containers (pure): names, labels, limits, ports, DNS.
+"""How a task assignment becomes Docker containers (pure): names, labels, limits, ports, DNS,
+and ECS's process and security settings (user, hostname, ulimits, linuxParameters, ...).
 
 `container_specs` turns one assignment into one `ContainerSpec` per container
 definition; `ContainerSpec.create_kwargs` is exactly what the driver hands to
@@ -91,6 +92,22 @@ class ContainerSpec:
     healthcheck: dict[str, Any] | None = None
     # Docker's network mode: "" (the engine's bridge), "host" or "none".
     network_mode: str = ""
+    # ECS's process and security settings; empty or unset: the image's and the engine's defaults.
+    user: str = ""
+    working_dir: str = ""
+    hostname: str = ""
+    read_only: bool = False
+    ulimits: tuple[tuple[str, int, int], ...] = ()  # (name, soft, hard); -1 = unlimited
+    extra_hosts: tuple[str, ...] = ()  # "hostname:address"
+    dns_search: tuple[str, ...] = ()
+    sysctls: dict[str, str] = field(default_factory=dict)
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    init: bool = False
+    shm_size_mib: int = 0
+    tmpfs: dict[str, str] = field(default_factory=dict)  # container path -> mount options
+    devices: tuple[str, ...] = ()  # "host:container:rwm"
+    privileged: bool = False
 
     def create_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the SDK's `containers.create(image, ...)`; unset options are left out."""
@@ -122,7 +139,81 @@ class ContainerSpec:
                 key: list(value) if isinstance(value, list) else value
                 for key, value in self.healthcheck.items()
             }
+        options.update(self._process_options())
         return options
+
+    def _process_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        for key, value in (
+            ("user", self.user),
+            ("working_dir", self.working_dir),
+            ("hostname", self.hostname),
+            ("read_only", self.read_only),
+            ("init", self.init),
+            ("privileged", self.privileged),
+        ):
+            if value:
+                options[key] = value
+        if self.ulimits:
+            options["ulimits"] = [{"name": n, "soft": s, "hard": h} for n, s, h in self.ulimits]
+        for key, items in (
+            ("extra_hosts", self.extra_hosts),
+            ("dns_search", self.dns_search),
+            ("cap_add", self.cap_add),
+            ("cap_drop", self.cap_drop),
+            ("devices", self.devices),
+        ):
+            if items:
+                options[key] = list(items)
+        if self.sysctls:
+            options["sysctls"] = dict(self.sysctls)
+        if self.tmpfs:
+            options["tmpfs"] = dict(self.tmpfs)
+        if self.shm_size_mib:
+            options["shm_size"] = f"{self.shm_size_mib}m"
+        return options
+
+
+def _tmpfs_options(mount: pb.TmpfsMount) -> str:
+    return ",".join([f"size={mount.size}m", *mount.mount_options])
+
+
+def _device(device: pb.DeviceMapping) -> str:
+    # ECS: no permissions listed means all three.
+    permissions = set(device.permissions) or {"read", "write", "mknod"}
+    letters = "".join(
+        letter for letter, name in (("r", "read"), ("w", "write"), ("m", "mknod")) if name in permissions
+    )
+    return f"{device.host_path}:{device.container_path or device.host_path}:{letters}"
+
+
+def _process_settings(
+    definition: pb.ContainerDefinition, dns_servers: Sequence[str], bridged: bool
+) -> dict[str, Any]:
+    """ContainerSpec's fields for ECS's process and security settings of one container."""
+    linux = definition.linux_parameters
+    return {
+        "user": definition.user,
+        "working_dir": definition.working_directory,
+        "hostname": definition.hostname,
+        "read_only": definition.readonly_root_filesystem,
+        "ulimits": tuple((u.name, u.soft_limit, u.hard_limit) for u in definition.ulimits),
+        "extra_hosts": tuple(f"{h.hostname}:{h.ip_address}" for h in definition.extra_hosts),
+        # The task's own resolvers replace the node's Berth DNS, as ECS's dnsServers replace the VPC's;
+        # off the bridge (host, none) the engine takes no resolvers at all.
+        "dns": (tuple(definition.dns_servers) or tuple(dns_servers)) if bridged else (),
+        "dns_search": tuple(definition.dns_search_domains),
+        "sysctls": {s.namespace: s.value for s in definition.system_controls},
+        "cap_add": tuple(linux.capabilities_add),
+        "cap_drop": tuple(linux.capabilities_drop),
+        "init": linux.init_process_enabled,
+        "shm_size_mib": linux.shared_memory_size,
+        "tmpfs": {t.container_path: _tmpfs_options(t) for t in linux.tmpfs},
+        "devices": tuple(_device(d) for d in linux.devices),
+        "privileged": definition.privileged,
+        # Berth's own options first: the task's (allowed by --allow-privileged) add to them.
+        "security_opt": SECURITY_OPTIONS + tuple(definition.docker_security_options),
+    }
 
 
 def container_specs(
@@ -165,7 +256,10 @@ def container_specs(
                 definition_name=definition.name,
                 essential=definition.essential,
                 stop_timeout=stop_timeout,
-                labels={
+                # The task's dockerLabels never override Berth's own (berth.* keys are refused at
+                # registration; Berth's are written last all the same).
+                labels=dict(definition.docker_labels)
+                | {
                     LABEL_MANAGED: "true",
                     LABEL_TASK_ID: assignment.task_id,
                     LABEL_CONTAINER: definition.name,
@@ -193,12 +287,12 @@ def container_specs(
                 entrypoint=tuple(definition.entry_point),
                 memory_mib=definition.memory,
                 memory_reservation_mib=definition.memory_reservation,
-                dns=tuple(dns_servers) if bridged else (),
                 pids_limit=max(pids_limit, 0),
                 healthcheck=(
                     healthcheck(definition.health_check) if definition.HasField("health_check") else None
                 ),
                 network_mode=network_mode,
+                **_process_settings(definition, dns_servers, bridged),
             )
         )
     return specs

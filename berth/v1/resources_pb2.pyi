@@ -339,6 +339,26 @@ class ContainerDefinition(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class DockerLabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     IMAGE_FIELD_NUMBER: _builtins.int
     CPU_FIELD_NUMBER: _builtins.int
@@ -352,6 +372,19 @@ class ContainerDefinition(_message.Message):
     STOP_TIMEOUT_FIELD_NUMBER: _builtins.int
     HEALTH_CHECK_FIELD_NUMBER: _builtins.int
     SECRETS_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    WORKING_DIRECTORY_FIELD_NUMBER: _builtins.int
+    HOSTNAME_FIELD_NUMBER: _builtins.int
+    READONLY_ROOT_FILESYSTEM_FIELD_NUMBER: _builtins.int
+    ULIMITS_FIELD_NUMBER: _builtins.int
+    DOCKER_LABELS_FIELD_NUMBER: _builtins.int
+    EXTRA_HOSTS_FIELD_NUMBER: _builtins.int
+    DNS_SERVERS_FIELD_NUMBER: _builtins.int
+    DNS_SEARCH_DOMAINS_FIELD_NUMBER: _builtins.int
+    SYSTEM_CONTROLS_FIELD_NUMBER: _builtins.int
+    LINUX_PARAMETERS_FIELD_NUMBER: _builtins.int
+    PRIVILEGED_FIELD_NUMBER: _builtins.int
+    DOCKER_SECURITY_OPTIONS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     image: _builtins.str
     cpu: _builtins.int
@@ -363,6 +396,16 @@ class ContainerDefinition(_message.Message):
     essential: _builtins.bool
     stop_timeout: _builtins.int
     """Seconds between SIGTERM and SIGKILL when the task stops (0 = default 30)."""
+    user: _builtins.str
+    """Process and security settings (ECS names; checked in berth.taskdef_process).
+    "user", "uid", "user:group" or "uid:gid"; empty: the image's.
+    """
+    working_directory: _builtins.str
+    """Absolute path; empty: the image's."""
+    hostname: _builtins.str
+    readonly_root_filesystem: _builtins.bool
+    privileged: _builtins.bool
+    """Registered only where the control plane runs with --allow-privileged."""
     @_builtins.property
     def port_mappings(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortMapping]: ...
     @_builtins.property
@@ -381,6 +424,28 @@ class ContainerDefinition(_message.Message):
         kept here as references only; the value reaches only the task's node.
         """
 
+    @_builtins.property
+    def ulimits(self) -> _containers.RepeatedCompositeFieldContainer[Global___Ulimit]: ...
+    @_builtins.property
+    def docker_labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Never a "berth." key: those are Berth's own."""
+
+    @_builtins.property
+    def extra_hosts(self) -> _containers.RepeatedCompositeFieldContainer[Global___HostEntry]: ...
+    @_builtins.property
+    def dns_servers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Addresses, normalized; when set they replace the node's Berth DNS."""
+
+    @_builtins.property
+    def dns_search_domains(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def system_controls(self) -> _containers.RepeatedCompositeFieldContainer[Global___SystemControl]:
+        """Namespaced sysctls only (net.*, kernel.shm*/msg*/sem)."""
+
+    @_builtins.property
+    def linux_parameters(self) -> Global___LinuxParameters: ...
+    @_builtins.property
+    def docker_security_options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -397,14 +462,201 @@ class ContainerDefinition(_message.Message):
         stop_timeout: _builtins.int = ...,
         health_check: Global___HealthCheck | None = ...,
         secrets: _abc.Iterable[Global___SecretReference] | None = ...,
+        user: _builtins.str = ...,
+        working_directory: _builtins.str = ...,
+        hostname: _builtins.str = ...,
+        readonly_root_filesystem: _builtins.bool = ...,
+        ulimits: _abc.Iterable[Global___Ulimit] | None = ...,
+        docker_labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        extra_hosts: _abc.Iterable[Global___HostEntry] | None = ...,
+        dns_servers: _abc.Iterable[_builtins.str] | None = ...,
+        dns_search_domains: _abc.Iterable[_builtins.str] | None = ...,
+        system_controls: _abc.Iterable[Global___SystemControl] | None = ...,
+        linux_parameters: Global___LinuxParameters | None = ...,
+        privileged: _builtins.bool = ...,
+        docker_security_options: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["health_check", b"health_check"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["health_check", b"health_check", "linux_parameters", b"linux_parameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "cpu", b"cpu", "entry_point", b"entry_point", "environment", b"environment", "essential", b"essential", "health_check", b"health_check", "image", b"image", "memory", b"memory", "memory_reservation", b"memory_reservation", "name", b"name", "port_mappings", b"port_mappings", "secrets", b"secrets", "stop_timeout", b"stop_timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "cpu", b"cpu", "dns_search_domains", b"dns_search_domains", "dns_servers", b"dns_servers", "docker_labels", b"docker_labels", "docker_security_options", b"docker_security_options", "entry_point", b"entry_point", "environment", b"environment", "essential", b"essential", "extra_hosts", b"extra_hosts", "health_check", b"health_check", "hostname", b"hostname", "image", b"image", "linux_parameters", b"linux_parameters", "memory", b"memory", "memory_reservation", b"memory_reservation", "name", b"name", "port_mappings", b"port_mappings", "privileged", b"privileged", "readonly_root_filesystem", b"readonly_root_filesystem", "secrets", b"secrets", "stop_timeout", b"stop_timeout", "system_controls", b"system_controls", "ulimits", b"ulimits", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ContainerDefinition: _TypeAlias = ContainerDefinition  # noqa: Y015
+
+@_typing.final
+class Ulimit(_message.Message):
+    """ECS's ulimit: a resource limit name (nofile, nproc, ...); -1 = unlimited."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SOFT_LIMIT_FIELD_NUMBER: _builtins.int
+    HARD_LIMIT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    soft_limit: _builtins.int
+    hard_limit: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        soft_limit: _builtins.int = ...,
+        hard_limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hard_limit", b"hard_limit", "name", b"name", "soft_limit", b"soft_limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Ulimit: _TypeAlias = Ulimit  # noqa: Y015
+
+@_typing.final
+class HostEntry(_message.Message):
+    """An /etc/hosts line: hostname -> address (normalized)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOSTNAME_FIELD_NUMBER: _builtins.int
+    IP_ADDRESS_FIELD_NUMBER: _builtins.int
+    hostname: _builtins.str
+    ip_address: _builtins.str
+    def __init__(
+        self,
+        *,
+        hostname: _builtins.str = ...,
+        ip_address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "ip_address", b"ip_address"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostEntry: _TypeAlias = HostEntry  # noqa: Y015
+
+@_typing.final
+class SystemControl(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    value: _builtins.str
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SystemControl: _TypeAlias = SystemControl  # noqa: Y015
+
+@_typing.final
+class LinuxParameters(_message.Message):
+    """ECS's linuxParameters."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAPABILITIES_ADD_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_DROP_FIELD_NUMBER: _builtins.int
+    INIT_PROCESS_ENABLED_FIELD_NUMBER: _builtins.int
+    SHARED_MEMORY_SIZE_FIELD_NUMBER: _builtins.int
+    TMPFS_FIELD_NUMBER: _builtins.int
+    DEVICES_FIELD_NUMBER: _builtins.int
+    init_process_enabled: _builtins.bool
+    shared_memory_size: _builtins.int
+    """MiB of /dev/shm; 0: the engine's default."""
+    @_builtins.property
+    def capabilities_add(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Capability names as ECS writes them ("NET_ADMIN", "ALL"), without CAP_."""
+
+    @_builtins.property
+    def capabilities_drop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def tmpfs(self) -> _containers.RepeatedCompositeFieldContainer[Global___TmpfsMount]: ...
+    @_builtins.property
+    def devices(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeviceMapping]:
+        """Registered only where the control plane runs with --allow-devices."""
+
+    def __init__(
+        self,
+        *,
+        capabilities_add: _abc.Iterable[_builtins.str] | None = ...,
+        capabilities_drop: _abc.Iterable[_builtins.str] | None = ...,
+        init_process_enabled: _builtins.bool = ...,
+        shared_memory_size: _builtins.int = ...,
+        tmpfs: _abc.Iterable[Global___TmpfsMount] | None = ...,
+        devices: _abc.Iterable[Global___DeviceMapping] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities_add", b"capabilities_add", "capabilities_drop", b"capabilities_drop", "devices", b"devices", "init_process_enabled", b"init_process_enabled", "shared_memory_size", b"shared_memory_size", "tmpfs", b"tmpfs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LinuxParameters: _TypeAlias = LinuxParameters  # noqa: Y015
+
+@_typing.final
+class TmpfsMount(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_PATH_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    MOUNT_OPTIONS_FIELD_NUMBER: _builtins.int
+    container_path: _builtins.str
+    size: _builtins.int
+    """MiB."""
+    @_builtins.property
+    def mount_options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        container_path: _builtins.str = ...,
+        size: _builtins.int = ...,
+        mount_options: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_path", b"container_path", "mount_options", b"mount_options", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TmpfsMount: _TypeAlias = TmpfsMount  # noqa: Y015
+
+@_typing.final
+class DeviceMapping(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_PATH_FIELD_NUMBER: _builtins.int
+    CONTAINER_PATH_FIELD_NUMBER: _builtins.int
+    PERMISSIONS_FIELD_NUMBER: _builtins.int
+    host_path: _builtins.str
+    container_path: _builtins.str
+    """Empty: the same as host_path."""
+    @_builtins.property
+    def permissions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Of "read", "write", "mknod"; empty: all three (as in ECS)."""
+
+    def __init__(
+        self,
+        *,
+        host_path: _builtins.str = ...,
+        container_path: _builtins.str = ...,
+        permissions: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_path", b"container_path", "host_path", b"host_path", "permissions", b"permissions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeviceMapping: _TypeAlias = DeviceMapping  # noqa: Y015
 
 @_typing.final
 class HealthCheck(_message.Message):

@@ -28,6 +28,7 @@ from controlplane.operations.tasks import Tasks
 from controlplane.registry import AgentRegistry
 from controlplane.sealing import MasterKey
 from controlplane.store import StoreAPI
+from controlplane.validation.privileges import PrivilegePolicy
 from controlplane.vips import VipAllocator
 
 
@@ -52,13 +53,14 @@ class Operations:
         service_cidr: str,
         allowed_registries: tuple[str, ...] = (),
         limits: Limits | None = None,
+        privileges: PrivilegePolicy | None = None,
         master_key: MasterKey | None = None,
     ) -> Operations:
         """master_key: the secrets' master key (None: a fresh one in memory, for unit tests)."""
         limits = limits or Limits()
         master_key = master_key or MasterKey.generate()
         clusters = Clusters(store, cache, limits.quotas)
-        taskdefs = TaskDefinitions(store, limits.quotas, allowed_registries)
+        taskdefs = TaskDefinitions(store, limits.quotas, allowed_registries, privileges)
         tasks = Tasks(store, cache, clusters, taskdefs)
         return cls(
             clusters=clusters,

@@ -12,23 +12,30 @@ from berth.v1 import resources_pb2 as pb
 from controlplane.limits import Quotas
 from controlplane.store import RETRY, Retry, StoreAPI, keys, optimistic
 from controlplane.validation.images import check_task_definition_images
+from controlplane.validation.privileges import PrivilegePolicy
 
 log = logging.getLogger(__name__)
 
 
 class TaskDefinitions:
     def __init__(
-        self, store: StoreAPI, quotas: Quotas | None = None, allowed_registries: tuple[str, ...] = ()
+        self,
+        store: StoreAPI,
+        quotas: Quotas | None = None,
+        allowed_registries: tuple[str, ...] = (),
+        privileges: PrivilegePolicy | None = None,
     ) -> None:
         self._store = store
         self._quotas = quotas or Quotas()
         self._allowed_registries = allowed_registries  # empty: any registry
+        self._privileges = privileges or PrivilegePolicy()  # default: nothing privileged
 
     async def register(self, td: pb.TaskDefinition) -> pb.TaskDefinition:
         """Validate and store as the family's next revision."""
         td.status = pb.ACTIVE
         validate_task_definition(td)
         check_task_definition_images(td, self._allowed_registries)
+        self._privileges.check(td)
 
         async def attempt() -> pb.TaskDefinition | Retry:
             existing, _ = await self._store.scan(keys.taskdef_family(td.family), pb.TaskDefinition)
