@@ -20,6 +20,7 @@ from berth.errors import InvalidArgument
 from berth.names import check_family, shown
 from berth.secretnames import MAX_REFERENCE_LENGTH, parse_reference
 from berth.taskdef_process import ProcessSettings, check_process_settings
+from berth.taskdef_process import to_ecs as process_settings_to_ecs
 from berth.v1 import resources_pb2 as pb
 
 # ECS fields Berth recognises but does not implement yet: a clear "not
@@ -679,6 +680,7 @@ def _ecs_container(c: pb.ContainerDefinition) -> dict[str, Any]:
             "retries": check.retries,
             "startPeriod": check.start_period,
         }
+    out.update(process_settings_to_ecs(c))
     return out
 
 

@@ -562,3 +562,64 @@ def privilege_refusal(td: pb.TaskDefinition, allow_privileged: bool, allow_devic
                 f"{where}.linuxParameters.devices is refused: the control plane runs without --allow-devices"
             )
     return None
+
+
+def to_ecs(c: pb.ContainerDefinition) -> dict[str, Any]:
+    """These settings of a stored container in ECS's JSON (only those set): the inverse of
+    `ProcessSettings.apply`, so a described definition registers again unchanged."""
+    out: dict[str, Any] = {}
+    for key, value in (
+        ("user", c.user),
+        ("workingDirectory", c.working_directory),
+        ("hostname", c.hostname),
+    ):
+        if value:
+            out[key] = value
+    if c.readonly_root_filesystem:
+        out["readonlyRootFilesystem"] = True
+    if c.ulimits:
+        out["ulimits"] = [
+            {"name": u.name, "softLimit": u.soft_limit, "hardLimit": u.hard_limit} for u in c.ulimits
+        ]
+    if c.docker_labels:
+        out["dockerLabels"] = dict(sorted(c.docker_labels.items()))
+    if c.extra_hosts:
+        out["extraHosts"] = [{"hostname": h.hostname, "ipAddress": h.ip_address} for h in c.extra_hosts]
+    if c.dns_servers:
+        out["dnsServers"] = list(c.dns_servers)
+    if c.dns_search_domains:
+        out["dnsSearchDomains"] = list(c.dns_search_domains)
+    if c.system_controls:
+        out["systemControls"] = [{"namespace": s.namespace, "value": s.value} for s in c.system_controls]
+    if c.privileged:
+        out["privileged"] = True
+    if c.docker_security_options:
+        out["dockerSecurityOptions"] = list(c.docker_security_options)
+    if c.HasField("linux_parameters"):
+        linux = c.linux_parameters
+        parameters: dict[str, Any] = {}
+        if linux.capabilities_add or linux.capabilities_drop:
+            parameters["capabilities"] = {
+                "add": list(linux.capabilities_add),
+                "drop": list(linux.capabilities_drop),
+            }
+        if linux.init_process_enabled:
+            parameters["initProcessEnabled"] = True
+        if linux.shared_memory_size:
+            parameters["sharedMemorySize"] = linux.shared_memory_size
+        if linux.tmpfs:
+            parameters["tmpfs"] = [
+                {"containerPath": t.container_path, "size": t.size, "mountOptions": list(t.mount_options)}
+                for t in linux.tmpfs
+            ]
+        if linux.devices:
+            parameters["devices"] = [
+                {
+                    "hostPath": d.host_path,
+                    "containerPath": d.container_path,
+                    "permissions": list(d.permissions),
+                }
+                for d in linux.devices
+            ]
+        out["linuxParameters"] = parameters
+    return out

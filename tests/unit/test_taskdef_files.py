@@ -408,3 +408,38 @@ def test_bridge_containers_carry_no_host_ports_label() -> None:
 @pytest.mark.parametrize("label", ["", "x", "80", "80/sctp", "0/tcp", "70000/tcp", "²/tcp", "-1/udp", ",,,"])
 def test_a_malformed_host_ports_label_yields_no_bindings(label: str) -> None:
     assert host_bindings("web", label) == ()
+
+
+def test_process_and_security_settings_round_trip() -> None:
+    td, _ = parse_register_document(
+        {
+            "family": "settings",
+            "containerDefinitions": [
+                {
+                    "name": "app",
+                    "image": "busybox",
+                    "memory": 64,
+                    "user": "1000:1000",
+                    "workingDirectory": "/srv",
+                    "hostname": "app-1",
+                    "readonlyRootFilesystem": True,
+                    "ulimits": [{"name": "nofile", "softLimit": 1024, "hardLimit": 4096}],
+                    "dockerLabels": {"team": "web", "tier": "front"},
+                    "extraHosts": [{"hostname": "db.local", "ipAddress": "10.0.0.5"}],
+                    "dnsServers": ["10.0.0.2"],
+                    "dnsSearchDomains": ["example.internal"],
+                    "systemControls": [{"namespace": "net.core.somaxconn", "value": "1024"}],
+                    "linuxParameters": {
+                        "capabilities": {"drop": ["NET_RAW"]},
+                        "initProcessEnabled": True,
+                        "sharedMemorySize": 128,
+                        "tmpfs": [{"containerPath": "/run", "size": 16, "mountOptions": ["noexec"]}],
+                    },
+                }
+            ],
+        }
+    )
+    again, shown, _ = _round_trip(td)
+    assert again == td
+    (app,) = shown["containerDefinitions"]
+    assert app["linuxParameters"]["initProcessEnabled"] is True and app["user"] == "1000:1000"
