@@ -32,7 +32,7 @@ continues a deployment where it was. Everything here is pure.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -133,25 +133,30 @@ def primary(service: pb.Service) -> pb.Deployment | None:
     return None
 
 
-def owner(task: pb.Task, service: pb.Service) -> int:
-    """The id of the deployment a task belongs to (0: none still listed).
+def owners(service: pb.Service) -> Callable[[pb.Task], int]:
+    """The id of the deployment a task belongs to (0: none still listed), as a function
+    built once per service, since it is asked for every task on every pass.
 
     Tasks started before deployments existed carry no id: they belong to the
     deployment of their task definition, the PRIMARY first.
     """
     ids = {d.id for d in service.deployments}
-    if task.deployment_id:
-        return task.deployment_id if task.deployment_id in ids else 0
-    ordered = sorted(service.deployments, key=lambda d: d.status != pb.PRIMARY)
-    for deployment in ordered:
-        if deployment.task_definition == task.task_definition:
-            return deployment.id
-    return 0
+    by_definition: dict[str, int] = {}
+    # The one written last wins: the PRIMARY, else the newest (the list is newest first).
+    for deployment in sorted(reversed(service.deployments), key=lambda d: d.status == pb.PRIMARY):
+        by_definition[deployment.task_definition] = deployment.id
+
+    def owner_of(task: pb.Task) -> int:
+        if task.deployment_id:
+            return task.deployment_id if task.deployment_id in ids else 0
+        return by_definition.get(task.task_definition, 0)
+
+    return owner_of
 
 
-def is_failure(task: pb.Task) -> bool:
-    """A task that stopped by itself, or for failing its health check."""
-    return backoff.is_failure(task)
+def owner(task: pb.Task, service: pb.Service) -> int:
+    """`owners(service)` for one task."""
+    return owners(service)(task)
 
 
 def new_deployment(service: pb.Service, task_definition: str, at: Timestamp) -> pb.Service:
@@ -248,16 +253,17 @@ def account(service: pb.Service, tasks: Iterable[pb.Task], at: Timestamp) -> Cha
     if current is None:  # not written by Berth; heal by making the newest PRIMARY
         current = updated.deployments[0]
         current.status = pb.PRIMARY
-    owners = {t.id: owner(t, updated) for t in tasks}
-    mine = [t for t in tasks if owners[t.id] == current.id]
+    owner_of = owners(updated)
+    mine = [t for t in tasks if owner_of(t) == current.id]
     if current.rollout_state == pb.IN_PROGRESS:
         _count_failures(current, mine)
         threshold = failure_threshold(updated.desired_count)
         if config.circuit_breaker and not current.rolled_back_from and current.failed_tasks >= threshold:
             events.extend(_trip(updated, current, threshold, config, at))
             current = primary(updated) or current
-            mine = [t for t in tasks if owner(t, updated) == current.id]
-    others_live = any(t.last_status != pb.STOPPED for t in tasks if owner(t, updated) != current.id)
+            owner_of = owners(updated)  # the PRIMARY may have changed (a rollback)
+            mine = [t for t in tasks if owner_of(t) == current.id]
+    others_live = any(t.last_status != pb.STOPPED for t in tasks if owner_of(t) != current.id)
     deregistering = any(t.HasField("deregistered_at") and t.last_status != pb.STOPPED for t in mine)
     serving = sum(1 for t in mine if _serving(t))
     live_mine = sum(1 for t in mine if t.last_status != pb.STOPPED and t.desired_status == pb.DESIRED_RUNNING)
@@ -292,7 +298,7 @@ def account(service: pb.Service, tasks: Iterable[pb.Task], at: Timestamp) -> Cha
 
 def _count_failures(deployment: pb.Deployment, tasks: list[pb.Task]) -> None:
     accounted = _seconds(deployment.last_failure_at)
-    for task in sorted((t for t in tasks if is_failure(t)), key=lambda t: _seconds(t.stopped_at)):
+    for task in sorted((t for t in tasks if backoff.is_failure(t)), key=lambda t: _seconds(t.stopped_at)):
         if _seconds(task.stopped_at) > accounted:
             deployment.failed_tasks += 1
             deployment.last_failure_at.CopyFrom(task.stopped_at)
@@ -343,7 +349,8 @@ def _rollback_target(service: pb.Service, failed: pb.Deployment) -> pb.Deploymen
 def _drop_finished(service: pb.Service, tasks: list[pb.Task]) -> None:
     """Drop ACTIVE deployments with no live task, except a rollback target still needed."""
     current = primary(service)
-    live = {owner(t, service) for t in tasks if t.last_status != pb.STOPPED}
+    owner_of = owners(service)
+    live = {owner_of(t) for t in tasks if t.last_status != pb.STOPPED}
     needed = None
     if current is not None and current.rollout_state == pb.IN_PROGRESS and not current.rolled_back_from:
         target = _rollback_target(service, current)

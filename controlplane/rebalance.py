@@ -49,6 +49,7 @@ def settled(service: pb.Service, tasks: list[pb.Task], draining: frozenset[str],
     ):
         return False
     live = [t for t in tasks if t.last_status != pb.STOPPED]
+    owner_of = deployments.owners(service)
     return len(live) == service.desired_count and all(
         lifecycle.is_active(t)
         and t.last_status == pb.RUNNING
@@ -56,7 +57,7 @@ def settled(service: pb.Service, tasks: list[pb.Task], draining: frozenset[str],
         and not t.HasField("deregistered_at")
         and not t.rebalancing
         and t.node_id not in draining
-        and deployments.owner(t, service) == current.id
+        and owner_of(t) == current.id
         for t in live
     )
 

@@ -108,7 +108,8 @@ def decide(
             decision.waiting = True
     active = [t for t in active if not t.HasField("deregistered_at")]
     current = deployments.primary(service)
-    mine = [t for t in active if current is None or deployments.owner(t, service) == current.id]
+    owner_of = deployments.owners(service)
+    mine = [t for t in active if current is None or owner_of(t) == current.id]
     mine_ids = {t.id for t in mine}
     old = [t for t in active if t.id not in mine_ids]
     # Tasks to move (a draining node, or rebalancing) are replaced before they leave.
@@ -132,7 +133,7 @@ def decide(
         decision.held = missing
     elif missing > 0:
         rolling = current is not None and any(
-            t.last_status != pb.STOPPED and deployments.owner(t, service) != current.id for t in tasks
+            t.last_status != pb.STOPPED and owner_of(t) != current.id for t in tasks
         )
         if rolling:
             # Everything not yet STOPPED (old tasks deregistering or stopping

@@ -188,18 +188,6 @@ class Membership:
         log.info("event=node_certificate_renewed node=%s", node_id)
         return certificate
 
-    async def revoke_node(self, node_id: str) -> None:
-        """`berth node remove`: the node's certificate is refused from now on."""
-
-        def revoke(identity: pb.NodeIdentity) -> pb.NodeIdentity | None:
-            if identity.revoked:
-                return None
-            identity.revoked = True
-            return identity
-
-        await self._store.update(keys.identity(node_id), pb.NodeIdentity, revoke)
-        log.info("event=node_certificate_revoked node=%s", node_id)
-
     def check_node(self, peer: pki.Identity) -> str:
         """The node id a verified node certificate may act as; PermissionDenied if it may not."""
         if peer.kind != "node":

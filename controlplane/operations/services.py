@@ -23,7 +23,7 @@ from berth.errors import (
 from berth.names import check_dns_label, port_text, service_dns_name
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
-from controlplane import deployments, lifecycle
+from controlplane import backoff, deployments, lifecycle
 from controlplane.cache import ClusterCache
 from controlplane.endpoints import endpoints, not_ready, resolve_ports, serves_health
 from controlplane.events import EventLog
@@ -49,15 +49,16 @@ def _started(service: pb.Service) -> str:
 def deployment_counts(service: pb.Service, tasks: list[pb.Task]) -> list[api.DeploymentCounts]:
     """Each listed deployment's tasks: its share of the desired count, and how they are doing."""
     counts = {d.id: api.DeploymentCounts(id=d.id) for d in service.deployments}
+    owner_of = deployments.owners(service)
     for task in tasks:
-        found = counts.get(deployments.owner(task, service))
+        found = counts.get(owner_of(task))
         if found is None:
             continue
         live = lifecycle.is_active(task)
         found.running_count += live and task.last_status == pb.RUNNING
         found.pending_count += live and task.last_status == pb.PENDING
         found.healthy_count += live and task.last_status == pb.RUNNING and serves_health(task)
-        found.failed_count += deployments.is_failure(task)
+        found.failed_count += backoff.is_failure(task)
         # An older deployment's share is what it still runs.
         found.desired_count += live
     current = deployments.primary(service)

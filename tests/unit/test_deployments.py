@@ -230,10 +230,8 @@ def test_a_bad_revision_trips_the_breaker_and_rolls_back(bad: str) -> None:
 
 def test_unhealthy_stops_count_as_failures() -> None:
     task = pb.Task(last_status=pb.STOPPED, stop_code=pb.SERVICE_SCHEDULER_INITIATED, failed_health_check=True)
-    assert deployments.is_failure(task)
-    assert not deployments.is_failure(
-        pb.Task(last_status=pb.STOPPED, stop_code=pb.SERVICE_SCHEDULER_INITIATED)
-    )
+    assert backoff.is_failure(task)
+    assert not backoff.is_failure(pb.Task(last_status=pb.STOPPED, stop_code=pb.SERVICE_SCHEDULER_INITIATED))
 
 
 @pytest.mark.parametrize(("desired", "threshold"), [(1, 3), (6, 3), (7, 4), (10, 5), (1000, 200)])
