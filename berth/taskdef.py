@@ -264,7 +264,9 @@ def _present(doc: dict[str, Any], unsupported: frozenset[str]) -> dict[str, Any]
     }
 
 
-def _container_to_proto(raw: Any, index: int) -> pb.ContainerDefinition:
+def _container_to_proto(raw: Any, index: int, notes: list[str]) -> pb.ContainerDefinition:
+    """One container definition as a message; what the user should read about it goes to `notes`
+    (each note starts with the container's place, so a note on a ten-container file is findable)."""
     where = f"containerDefinitions[{index}]"
     if not isinstance(raw, dict):
         raise InvalidArgument(f"{where}: expected a JSON object")
@@ -334,15 +336,19 @@ def load_json(text: str, source: str) -> Any:
         ) from None
 
 
-def parse_container_definitions(data: Any) -> list[pb.ContainerDefinition]:
-    """Convert a parsed ECS `containerDefinitions` array into protobuf messages."""
+def parse_container_definitions(
+    data: Any, notes: list[str] | None = None
+) -> list[pb.ContainerDefinition]:
+    """Convert a parsed ECS `containerDefinitions` array into protobuf messages; the notes a
+    user should read (what runs differently than on AWS) are appended to `notes` when given."""
     if not isinstance(data, list) or not data:
         raise InvalidArgument("containerDefinitions must be a non-empty JSON array of objects")
     if len(data) > MAX_CONTAINERS:
         raise InvalidArgument(
             f"containerDefinitions has {len(data)} containers: a task definition has at most {MAX_CONTAINERS}"
         )
-    containers = [_container_to_proto(raw, i) for i, raw in enumerate(data)]
+    said: list[str] = [] if notes is None else notes
+    containers = [_container_to_proto(raw, i, said) for i, raw in enumerate(data)]
     validate_containers(containers)
     return containers
 
@@ -378,7 +384,7 @@ def parse_register_document(data: Any) -> tuple[pb.TaskDefinition, list[str]]:
     task_definition = pb.TaskDefinition(
         family=doc.family,
         container_definitions=[
-            _container_to_proto(raw, i) for i, raw in enumerate(doc.container_definitions)
+            _container_to_proto(raw, i, notes) for i, raw in enumerate(doc.container_definitions)
         ],
         cpu=doc.cpu or 0,
         memory=doc.memory or 0,

@@ -37,10 +37,15 @@ def _request(
             if not family:
                 raise fail("--family is required with --container-definitions")
             text = read_argument_file(container_definitions or "", "--container-definitions")
+            notes = []
             td = pb.TaskDefinition(
                 family=family,
-                container_definitions=parse_container_definitions(load_json(text, "--container-definitions")),
+                container_definitions=parse_container_definitions(
+                    load_json(text, "--container-definitions"), notes
+                ),
             )
+            for note in notes:
+                say(f"note: {note}", err=True)
     except InvalidArgument as error:
         raise fail(str(error)) from None
     return api.RegisterTaskDefinitionRequest(

@@ -89,14 +89,27 @@ class Tasks:
         return task
 
     async def stop(self, cluster_name: str, ref: str, reason: str) -> pb.Task:
+        """Ask for the task to stop; stopping a task already stopping or stopped changes nothing.
+
+        The scheduler and the agent write a new task all the time (placement,
+        PENDING, RUNNING, health), so the request is re-applied to fresh state
+        under the store's one retry policy instead of failing on the first race.
+        """
         if len(reason) > MAX_REASON:
             raise InvalidArgument(f"the stop reason is {len(reason)} characters: the limit is {MAX_REASON}")
-        task, revision = await self.find(cluster_name, ref)
+        task, _ = await self.find(cluster_name, ref)
         reason = reason or "Task stopped by user"
-        updated = lifecycle.request_stop(task, pb.USER_INITIATED, reason)
-        if updated is None:
-            return task
-        if await self._store.put_if_unchanged(keys.task(task.id), updated, revision) is None:
-            raise Conflict(f"task {task.id} changed while stopping it; try again")
-        log.info("event=task_stop_requested task=%s reason=%r", task.id, reason)
-        return updated
+        requested = False
+
+        def request(current: pb.Task) -> pb.Task | None:
+            nonlocal requested
+            updated = lifecycle.request_stop(current, pb.USER_INITIATED, reason)
+            requested = updated is not None
+            return updated
+
+        stored = await self._store.update(keys.task(task.id), pb.Task, request)
+        if stored is None:
+            raise NotFound(f"task {ref} does not exist in cluster {task.cluster!r}")
+        if requested:
+            log.info("event=task_stop_requested task=%s reason=%r", task.id, reason)
+        return stored

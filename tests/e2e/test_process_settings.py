@@ -84,7 +84,11 @@ def test_process_settings_reach_the_engine_and_the_container(
         assert run("id -g") == (0, "1000")
         assert run("pwd") == (0, "/var")
         assert run("hostname") == (0, "berth-e2e-host")
-        assert run("ulimit -n") == (0, "1024")
+        # The kernel's view of the task's process (under docker-init, PID 1) and of a process
+        # started in the container: soft and hard limits both as the task definition says.
+        for process in ("1", "self"):
+            code, limits = run(f"grep 'Max open files' /proc/{process}/limits")
+            assert code == 0 and limits.split()[3:5] == ["1024", "2048"], limits
         code, hosts = run("cat /etc/hosts")
         assert code == 0 and "10.1.2.3\tdb.internal" in hosts
         # The init process (docker-init) is PID 1, the task's shell its child.
