@@ -9,12 +9,12 @@ have all stopped, so no container is left behind.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from berth.clock import now
 from berth.errors import (
     AlreadyExists,
-    Conflict,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -144,9 +144,29 @@ class Services:
             raise NotFound(f"service {name!r} does not exist in cluster {cluster!r}")
         return cluster, found.value, found.mod_revision
 
-    async def _write(self, cluster: str, service: pb.Service, revision: int, doing: str) -> None:
-        if await self._store.put_if_unchanged(keys.service(cluster, service.name), service, revision) is None:
-            raise Conflict(f"service {service.name!r} changed while {doing} it; try again")
+    async def _change(
+        self, cluster_name: str, name: str, mutate: Callable[[str, pb.Service], pb.Service]
+    ) -> tuple[str, pb.Service]:
+        """Apply `mutate(cluster, service)` to the service's current record and write it.
+
+        The service controller writes the record all the time (deployment
+        counts, rollout state, backoff), so an operator's change is re-applied
+        to fresh state under the store's one retry policy rather than failing
+        on the first race. `mutate` may raise to refuse; it then writes nothing.
+        """
+        cluster, _, _ = await self.existing(cluster_name, name)
+        key = keys.service(cluster, name)
+
+        async def attempt() -> pb.Service | Retry:
+            found = await self._store.get(key, pb.Service)
+            if found is None:
+                raise NotFound(f"service {name!r} does not exist in cluster {cluster!r}")
+            updated = mutate(cluster, found.value)
+            if await self._store.put_if_unchanged(key, updated, found.mod_revision) is None:
+                return RETRY
+            return updated
+
+        return cluster, await optimistic(attempt, what=f"service {name!r}")
 
     async def create(self, spec: ServiceSpec) -> pb.Service:
         name = check_dns_label("service", spec.name)
@@ -247,27 +267,32 @@ class Services:
         A task definition other than the PRIMARY's (or `force_new_deployment`)
         starts a deployment; everything is checked before anything is written.
         """
-        cluster, service, revision = await self.existing(cluster_name, name)
-        if service.status != pb.SERVICE_ACTIVE:
-            raise FailedPrecondition(f"service {service.name!r} is being deleted")
-        if change.desired_count is not None:
-            service.desired_count = desired_count(change.desired_count, self._quotas.tasks_per_service)
-        service.deployment_configuration.CopyFrom(
-            deployments.configure(deployments.configuration(service), change.deployment)
-        )
-        current = deployments.primary(service)
-        target = current.task_definition if current else service.task_definition
-        if change.task_definition:
-            td = await self._taskdefs.resolve(change.task_definition)
-            # The service's ports stay what they are for every deployment, so
-            # old and new tasks serve the same container ports side by side.
-            resolve_ports(service.ports, td)
-            target = lifecycle.task_definition_ref(td)
-        started = change.force_new_deployment or current is None or target != current.task_definition
-        if started:
-            service = deployments.new_deployment(service, target, now())
-        service.updated_at.CopyFrom(now())
-        await self._write(cluster, service, revision, "updating")
+        td = await self._taskdefs.resolve(change.task_definition) if change.task_definition else None
+        started = False
+
+        def apply(cluster: str, service: pb.Service) -> pb.Service:
+            nonlocal started
+            if service.status != pb.SERVICE_ACTIVE:
+                raise FailedPrecondition(f"service {service.name!r} is being deleted")
+            if change.desired_count is not None:
+                service.desired_count = desired_count(change.desired_count, self._quotas.tasks_per_service)
+            service.deployment_configuration.CopyFrom(
+                deployments.configure(deployments.configuration(service), change.deployment)
+            )
+            current = deployments.primary(service)
+            target = current.task_definition if current else service.task_definition
+            if td is not None:
+                # The service's ports stay what they are for every deployment, so
+                # old and new tasks serve the same container ports side by side.
+                resolve_ports(service.ports, td)
+                target = lifecycle.task_definition_ref(td)
+            started = change.force_new_deployment or current is None or target != current.task_definition
+            if started:
+                service = deployments.new_deployment(service, target, now())
+            service.updated_at.CopyFrom(now())
+            return service
+
+        cluster, service = await self._change(cluster_name, name, apply)
         log.info(
             "event=service_updated cluster=%s service=%s desired=%d taskdef=%s deployment=%s",
             cluster,
@@ -281,11 +306,13 @@ class Services:
         return service
 
     async def delete(self, cluster_name: str, name: str) -> pb.Service:
-        cluster, service, revision = await self.existing(cluster_name, name)
-        service.status = pb.SERVICE_DRAINING
-        service.desired_count = 0
-        service.updated_at.CopyFrom(now())
-        await self._write(cluster, service, revision, "deleting")
+        def drain(cluster: str, service: pb.Service) -> pb.Service:
+            service.status = pb.SERVICE_DRAINING
+            service.desired_count = 0
+            service.updated_at.CopyFrom(now())
+            return service
+
+        cluster, service = await self._change(cluster_name, name, drain)
         log.info("event=service_deleting cluster=%s service=%s", cluster, service.name)
         return service
 
@@ -302,26 +329,31 @@ class Services:
         if kind != "LoadBalancer":
             raise InvalidArgument(f"expose type {kind!r} is not supported: use LoadBalancer")
         self._ports.check(port)
-        cluster, service, revision = await self.existing(cluster_name, name)
-        self._check_not_a_host_port(port, protocol)
-        target = service_port or port
-        if not any(p.port == target and p.protocol == protocol for p in service.ports):
-            known = ", ".join(str(p.port) for p in service.ports) or "none; create it with --port"
-            raise InvalidArgument(f"service {service.name} has no port {target} (its ports: {known})")
-        # The port opens on every host, so it must be free across all services.
-        for other in self._cache.services():
-            same = other.value.name == service.name and other.value.cluster == cluster
-            for lb in other.value.load_balancers:
-                if lb.port == port and lb.protocol == protocol and not same:
-                    raise AlreadyExists(
-                        f"port {port} is already exposed by service {other.value.name} "
-                        f"in cluster {other.value.cluster}"
-                    )
-        kept = [lb for lb in service.load_balancers if not (lb.port == port and lb.protocol == protocol)]
-        del service.load_balancers[:]
-        service.load_balancers.extend(kept)
-        service.load_balancers.append(pb.LoadBalancerPort(port=port, service_port=target, protocol=protocol))
-        await self._write(cluster, service, revision, "exposing")
+
+        def open_port(cluster: str, service: pb.Service) -> pb.Service:
+            self._check_not_a_host_port(port, protocol)
+            target = service_port or port
+            if not any(p.port == target and p.protocol == protocol for p in service.ports):
+                known = ", ".join(str(p.port) for p in service.ports) or "none; create it with --port"
+                raise InvalidArgument(f"service {service.name} has no port {target} (its ports: {known})")
+            # The port opens on every host, so it must be free across all services.
+            for other in self._cache.services():
+                same = other.value.name == service.name and other.value.cluster == cluster
+                for lb in other.value.load_balancers:
+                    if lb.port == port and lb.protocol == protocol and not same:
+                        raise AlreadyExists(
+                            f"port {port} is already exposed by service {other.value.name} "
+                            f"in cluster {other.value.cluster}"
+                        )
+            kept = [lb for lb in service.load_balancers if not (lb.port == port and lb.protocol == protocol)]
+            del service.load_balancers[:]
+            service.load_balancers.extend(kept)
+            service.load_balancers.append(
+                pb.LoadBalancerPort(port=port, service_port=target, protocol=protocol)
+            )
+            return service
+
+        cluster, service = await self._change(cluster_name, name, open_port)
         log.info("event=service_exposed cluster=%s service=%s port=%d", cluster, service.name, port)
         return service
 
@@ -329,18 +361,21 @@ class Services:
         self, cluster_name: str, name: str, port: int, protocol: pb.TransportProtocol.ValueType
     ) -> pb.Service:
         """Close a load-balancer port `expose` opened; the agents drop its rules."""
-        cluster, service, revision = await self.existing(cluster_name, name)
-        kept = [lb for lb in service.load_balancers if not (lb.port == port and lb.protocol == protocol)]
-        if len(kept) == len(service.load_balancers):
-            exposed = ", ".join(port_text(lb.port, lb.protocol) for lb in service.load_balancers)
-            raise NotFound(
-                f"service {service.name} is not exposed on port {port_text(port, protocol)} "
-                f"(exposed on: {exposed or 'no ports'})"
-            )
-        del service.load_balancers[:]
-        service.load_balancers.extend(kept)
-        service.updated_at.CopyFrom(now())
-        await self._write(cluster, service, revision, "unexposing")
+
+        def close_port(cluster: str, service: pb.Service) -> pb.Service:
+            kept = [lb for lb in service.load_balancers if not (lb.port == port and lb.protocol == protocol)]
+            if len(kept) == len(service.load_balancers):
+                exposed = ", ".join(port_text(lb.port, lb.protocol) for lb in service.load_balancers)
+                raise NotFound(
+                    f"service {service.name} is not exposed on port {port_text(port, protocol)} "
+                    f"(exposed on: {exposed or 'no ports'})"
+                )
+            del service.load_balancers[:]
+            service.load_balancers.extend(kept)
+            service.updated_at.CopyFrom(now())
+            return service
+
+        cluster, service = await self._change(cluster_name, name, close_port)
         log.info("event=service_unexposed cluster=%s service=%s port=%d", cluster, service.name, port)
         return service
 
