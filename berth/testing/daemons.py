@@ -28,7 +28,7 @@ from berth import pki
 from berth.clientconfig import ClientConfig, channel_options
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
-from controlplane.store import EtcdTLS, Store
+from controlplane.store import EtcdTLS, Store, keys
 from controlplane.store.tls import EmbeddedFiles
 
 REPO = Path(__file__).resolve().parents[2]
@@ -188,6 +188,30 @@ class ControlPlaneProcess(Daemon):
             return revision, {f"/berth/{e.key}".encode(): e.value or b"" for e in entries}
 
         return asyncio.run(read())
+
+    def operator_records(self) -> dict[bytes, bytes]:
+        """The records operators' calls write (clusters, task definitions, services, tasks, VIPs,
+        secrets, users, join tokens): what a refused call must leave unchanged. Not what the
+        control plane and agents keep writing on their own (events, leader, heartbeats,
+        identities), so a comparison cannot fail at random while the plane is busy."""
+        _, entries = self.etcd_snapshot()
+        return {key: value for key, value in entries.items() if key.startswith(OPERATOR_RECORDS)}
+
+
+# Key prefixes of the records only operators' calls create or change (see operator_records).
+OPERATOR_RECORDS = tuple(
+    f"/berth/{prefix}".encode()
+    for prefix in (
+        keys.CLUSTERS,
+        keys.TASKDEFS,
+        keys.SERVICES,
+        keys.TASKS,
+        keys.VIPS,
+        keys.SECRETS,
+        keys.USERS,
+        keys.JOIN_TOKENS,
+    )
+)
 
 
 @dataclass(frozen=True)

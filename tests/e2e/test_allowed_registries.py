@@ -31,7 +31,7 @@ def _definitions(tmp_path: Path, image: str) -> str:
 
 def test_an_image_from_another_registry_is_refused(plane: ControlPlaneProcess, tmp_path: Path) -> None:
     berth = Berth.of(plane)
-    before = plane.etcd_snapshot()
+    before = plane.operator_records()
     result = berth(
         "taskdef",
         "register",
@@ -45,7 +45,7 @@ def test_an_image_from_another_registry_is_refused(plane: ControlPlaneProcess, t
         "error: image 'evil.example/x' is from registry 'evil.example', "
         "not in --allowed-registries (docker.io, ghcr.io)"
     )
-    assert plane.etcd_snapshot() == before
+    assert plane.operator_records() == before
 
 
 @pytest.mark.parametrize("image", ["busybox", "library/busybox:1.36", "ghcr.io/org/app:1", "docker.io/x/y"])

@@ -209,9 +209,9 @@ def test_bad_input_is_refused_cleanly(
     case: str, prepared: Berth, controlplane: ControlPlaneProcess, tmp_path: Path
 ) -> None:
     build_args, message = CASES[case]
-    before = controlplane.etcd_snapshot()
+    before = controlplane.operator_records()
     prepared(*build_args(tmp_path)).assert_refused(message)
-    assert controlplane.etcd_snapshot() == before, "bad input must not write to etcd"
+    assert controlplane.operator_records() == before, "bad input must not write to etcd"
 
 
 def test_output_format_is_checked(prepared: Berth) -> None:
