@@ -1,0 +1,132 @@
+"""Environment files on the agent's host: find, read and parse a task's `environmentFiles`.
+
+Each file named `arn:aws:s3:::BUCKET/KEY.env` is read from the agent's
+`--environment-files-dir` as `DIR/BUCKET/KEY.env`. The path is resolved
+(symbolic links followed) and must stay under DIR; only a regular file of at
+most MAX_FILE_BYTES is read. Parsing follows ECS: one `VARIABLE=VALUE` per
+line, split at the first '='; blank lines and lines starting with '#' are
+skipped; no quote or escape processing. A line without '=' is skipped as
+ECS's agent skips it (Docker's env-file would copy that variable from the
+agent's own environment, which a task must never see).
+
+Precedence, as in ECS: `environment` (and `secrets`) win over every file, and
+among files the first one that sets a variable wins.
+
+Any failure raises StartFailed with one line naming the container, the file
+and what to fix: the task stops as TASK_FAILED_TO_START, nothing crashes.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from agent.runtime.driver import StartFailed
+from berth.errors import InvalidArgument
+from berth.names import shown
+from berth.taskdef_envfiles import relative_path
+from berth.v1 import resources_pb2 as pb
+
+MAX_FILE_BYTES = 256 * 1024
+MAX_VARIABLES = 1000  # per container, all its files together
+MAX_NAME_LENGTH = 255
+MAX_VALUE_LENGTH = 32_768
+
+
+def parse(text: str, source: str) -> list[tuple[str, str]]:
+    """The (name, value) pairs of one file's text, in order (pure); StartFailed on a bad line."""
+    pairs = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        name, _, value = line.partition("=")
+        if (
+            not name
+            or len(name) > MAX_NAME_LENGTH
+            or not name.isprintable()
+            or any(ch.isspace() for ch in name)
+        ):
+            raise StartFailed(
+                f"{source} line {number}: variable name {shown(name[:100])} is invalid: use "
+                f"1-{MAX_NAME_LENGTH} characters without spaces or control characters"
+            )
+        if len(value) > MAX_VALUE_LENGTH or "\0" in value:
+            raise StartFailed(
+                f"{source} line {number}: the value of {name} must be at most {MAX_VALUE_LENGTH} "
+                "characters, without NUL"
+            )
+        pairs.append((name, value))
+    return pairs
+
+
+def merge(files: list[list[tuple[str, str]]]) -> dict[str, str]:
+    """The variables of a container's files in order, the first file to set one winning (pure)."""
+    merged: dict[str, str] = {}
+    for pairs in files:
+        for name, value in pairs:
+            merged.setdefault(name, value)
+    return merged
+
+
+def _read(path: Path, source: str) -> str:
+    try:
+        # O_NONBLOCK: a FIFO placed there must not hang the agent; it is refused below.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise StartFailed(f"{source}: the file {path} does not exist on this host") from None
+    except OSError as error:
+        raise StartFailed(f"{source}: the file {path} cannot be opened: {error.strerror}") from None
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise StartFailed(f"{source}: {path} is not a regular file")
+        data = file.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise StartFailed(f"{source}: the file {path} is larger than {MAX_FILE_BYTES // 1024} KiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise StartFailed(f"{source}: the file {path} is not UTF-8 text") from None
+
+
+def locate(directory: Path, value: str, source: str) -> Path:
+    """The file an ARN names under directory, resolved; StartFailed if it leaves the directory."""
+    try:
+        relative = relative_path(value)
+    except InvalidArgument as error:  # validated at registration; a record written otherwise
+        raise StartFailed(f"{source}: {error}") from None
+    root = directory.resolve()
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        raise StartFailed(f"{source}: {relative} leads outside --environment-files-dir")
+    return path
+
+
+def container_files(directory: Path | None, c: pb.ContainerDefinition) -> dict[str, str]:
+    """One container's variables from its environment files (blocking: run it in a worker thread)."""
+    if not c.environment_files:
+        return {}
+    if directory is None:
+        raise StartFailed(
+            f"container {c.name}: environmentFiles need an agent started with --environment-files-dir"
+        )
+    files = []
+    for i, file in enumerate(c.environment_files):
+        source = f"container {c.name} environmentFiles[{i}]"
+        files.append(parse(_read(locate(directory, file.value, source), source), source))
+    merged = merge(files)
+    if len(merged) > MAX_VARIABLES:
+        raise StartFailed(
+            f"container {c.name}: its environment files set {len(merged)} variables; "
+            f"the limit is {MAX_VARIABLES}"
+        )
+    return merged
+
+
+def task_files(directory: Path | None, td: pb.TaskDefinition) -> dict[str, dict[str, str]]:
+    """Each container's variables from its environment files, by container name (blocking)."""
+    return {
+        c.name: variables for c in td.container_definitions if (variables := container_files(directory, c))
+    }
