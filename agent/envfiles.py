@@ -78,11 +78,15 @@ def _read(path: Path, source: str) -> str:
         raise StartFailed(f"{source}: the file {path} does not exist on this host") from None
     except OSError as error:
         raise StartFailed(f"{source}: the file {path} cannot be opened: {error.strerror}") from None
-    with os.fdopen(fd, "rb") as file:
-        info = os.fstat(file.fileno())
-        if not stat.S_ISREG(info.st_mode):
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise StartFailed(f"{source}: {path} is not a regular file")
-        data = file.read(MAX_FILE_BYTES + 1)
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            data = file.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        raise StartFailed(f"{source}: the file {path} cannot be read: {error.strerror}") from None
+    finally:
+        os.close(fd)
     if len(data) > MAX_FILE_BYTES:
         raise StartFailed(f"{source}: the file {path} is larger than {MAX_FILE_BYTES // 1024} KiB")
     try:
