@@ -1,9 +1,11 @@
-"""Environment files on the agent's host: find, read and parse a task's `environmentFiles`.
+"""Environment files on the agent: find, read and parse a task's `environmentFiles`.
 
 Each file named `arn:aws:s3:::BUCKET/KEY.env` is read from the agent's
 `--environment-files-dir` as `DIR/BUCKET/KEY.env`. The path is resolved
 (symbolic links followed) and must stay under DIR; only a regular file of at
-most MAX_FILE_BYTES is read. Parsing follows ECS: one `VARIABLE=VALUE` per
+most MAX_FILE_BYTES is read. A file that is a Berth secret arrives resolved
+in the assignment (`environment_file_secrets`, for this node only); it is
+parsed the same way and never logged or kept. Parsing follows ECS: one `VARIABLE=VALUE` per
 line, split at the first '='; blank lines and lines starting with '#' are
 skipped; no quote or escape processing. A line without '=' is skipped as
 ECS's agent skips it (Docker's env-file would copy that variable from the
@@ -25,7 +27,8 @@ from pathlib import Path
 from agent.runtime.driver import StartFailed
 from berth.errors import InvalidArgument
 from berth.names import shown
-from berth.taskdef_envfiles import relative_path
+from berth.taskdef_envfiles import relative_path, secret_source
+from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
 MAX_FILE_BYTES = 256 * 1024
@@ -108,18 +111,33 @@ def locate(directory: Path, value: str, source: str) -> Path:
     return path
 
 
-def container_files(directory: Path | None, c: pb.ContainerDefinition) -> dict[str, str]:
-    """One container's variables from its environment files (blocking: run it in a worker thread)."""
-    if not c.environment_files:
-        return {}
+def _text(directory: Path | None, value: str, resolved: dict[str, str], source: str) -> str:
+    try:
+        is_secret = secret_source(value) is not None
+    except InvalidArgument as error:  # validated at registration; a record written otherwise
+        raise StartFailed(f"{source}: {error}") from None
+    if is_secret:
+        if value not in resolved:
+            raise StartFailed(f"{source}: the control plane sent no value for the secret {value}")
+        text = resolved[value]
+        if len(text.encode()) > MAX_FILE_BYTES:
+            raise StartFailed(f"{source}: the secret is larger than {MAX_FILE_BYTES // 1024} KiB")
+        return text
     if directory is None:
-        raise StartFailed(
-            f"container {c.name}: environmentFiles need an agent started with --environment-files-dir"
-        )
+        raise StartFailed(f"{source}: an S3 file needs an agent started with --environment-files-dir")
+    return _read(locate(directory, value, source), source)
+
+
+def container_files(
+    directory: Path | None, c: pb.ContainerDefinition, resolved: dict[str, str] | None = None
+) -> dict[str, str]:
+    """One container's variables from its environment files (blocking: run it in a worker thread).
+
+    resolved: the text of its files that are Berth secrets, by the file's value."""
     files = []
     for i, file in enumerate(c.environment_files):
         source = f"container {c.name} environmentFiles[{i}]"
-        files.append(parse(_read(locate(directory, file.value, source), source), source))
+        files.append(parse(_text(directory, file.value, resolved or {}, source), source))
     merged = merge(files)
     if len(merged) > MAX_VARIABLES:
         raise StartFailed(
@@ -129,8 +147,19 @@ def container_files(directory: Path | None, c: pb.ContainerDefinition) -> dict[s
     return merged
 
 
-def task_files(directory: Path | None, td: pb.TaskDefinition) -> dict[str, dict[str, str]]:
+def task_files(directory: Path | None, assignment: agent_pb.TaskAssignment) -> dict[str, dict[str, str]]:
     """Each container's variables from its environment files, by container name (blocking)."""
-    return {
-        c.name: variables for c in td.container_definitions if (variables := container_files(directory, c))
+    resolved = {
+        group.container: {pair.name: pair.value for pair in group.environment}
+        for group in assignment.environment_file_secrets
     }
+    return {
+        c.name: variables
+        for c in assignment.task_definition.container_definitions
+        if c.environment_files and (variables := container_files(directory, c, resolved.get(c.name)))
+    }
+
+
+def needs_reading(td: pb.TaskDefinition) -> bool:
+    """Some container of the task has environment files (files or secrets)."""
+    return any(c.environment_files for c in td.container_definitions)

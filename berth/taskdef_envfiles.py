@@ -1,12 +1,20 @@
 """ECS's `environmentFiles` of a container definition: parse, bound, check, describe.
 
 ECS loads each file from S3 (`{"value": "arn:aws:s3:::BUCKET/KEY.env", "type":
-"s3"}`). Berth reads no S3: an agent started with `--environment-files-dir DIR`
-reads `DIR/BUCKET/KEY.env` on its own host (`agent.envfiles`), so operators
-put the files there (synced from S3, or written by configuration management).
-The ARN is kept as written, so describe shows it and it registers again
-unchanged. `relative_path` is the one place that turns an ARN into a path, and
-it only yields normalised relative paths: no empty, "." or ".." segments.
+"s3"}`). Berth reads no S3. A `value` is either
+
+- an S3 object ARN: an agent started with `--environment-files-dir DIR` reads
+  `DIR/BUCKET/KEY.env` on its own host (`agent.envfiles`), so operators put the
+  files there (synced from S3, or written by configuration management); or
+- a Berth secret reference, written as in `secrets[].valueFrom` (a Berth name,
+  an SSM parameter or Secrets Manager ARN; `berth.secretnames`): the secret's
+  value is the file's text, resolved by the control plane for the task's node
+  only, like the container's `secrets`.
+
+`type` stays ECS's only value, "s3". The value is kept as written, so describe
+shows it and it registers again unchanged. `relative_path` is the one place
+that turns an ARN into a path, and it only yields normalised relative paths:
+no empty, "." or ".." segments.
 """
 
 from __future__ import annotations
@@ -19,11 +27,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from berth.errors import InvalidArgument
 from berth.names import shown
+from berth.secretnames import SecretSource, parse_reference
 from berth.v1 import resources_pb2 as pb
 
 FIELD = "environmentFiles"
 MAX_FILES = 10  # ECS: up to ten environment files
 MAX_ARN_LENGTH = 1024
+_S3 = re.compile(r"arn:aws(?:-cn|-us-gov)?:s3:")
 _ARN = re.compile(r"arn:aws(?:-cn|-us-gov)?:s3:::([^/]*)/(.*)")
 # S3's bucket names: 3-63 lowercase letters, digits, '.' and '-', starting and ending alphanumeric.
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -78,6 +88,27 @@ def relative_path(value: str) -> PurePosixPath:
     return PurePosixPath(bucket, *segments)
 
 
+def secret_source(value: str) -> SecretSource | None:
+    """The Berth secret a value names, or None for an S3 ARN (a file on the agent's host);
+    InvalidArgument if it is neither."""
+    if _S3.match(value):
+        return None
+    try:
+        return parse_reference(value)
+    except InvalidArgument as error:
+        if value.startswith("arn:"):
+            raise
+        raise InvalidArgument(
+            f"{shown(value[:300])} is neither an S3 object ARN (arn:aws:s3:::BUCKET/PATH/FILE.env) nor "
+            "a Berth secret (a secret name, or an SSM parameter / Secrets Manager ARN)"
+        ) from error
+
+
+def names_secrets(c: pb.ContainerDefinition) -> bool:
+    """Some of the container's environment files are Berth secrets."""
+    return any(_S3.match(f.value) is None for f in c.environment_files)
+
+
 def check_environment_files(where: str, c: pb.ContainerDefinition) -> None:
     """Check one container's environmentFiles (every client: the gRPC API too)."""
     if len(c.environment_files) > MAX_FILES:
@@ -90,18 +121,25 @@ def check_environment_files(where: str, c: pb.ContainerDefinition) -> None:
         if file.type != "s3":
             raise InvalidArgument(f"{here}.type {shown(file.type[:64])} is invalid: the only type is s3")
         try:
-            relative_path(file.value)
+            if secret_source(file.value) is None:
+                relative_path(file.value)
         except InvalidArgument as error:
             raise InvalidArgument(f"{here}.value: {error}") from None
 
 
 def notes(where: str, c: pb.ContainerDefinition) -> list[str]:
     """Where each file will be read, said at registration."""
-    return [
-        f"{where}.environmentFiles[{i}]: Berth reads no S3; each agent reads "
-        f"--environment-files-dir/{relative_path(file.value)} on its own host when the task starts"
-        for i, file in enumerate(c.environment_files)
-    ]
+    said = []
+    for i, file in enumerate(c.environment_files):
+        source = secret_source(file.value)
+        said.append(
+            f"{where}.environmentFiles[{i}]: Berth reads no S3; each agent reads "
+            f"--environment-files-dir/{relative_path(file.value)} on its own host when the task starts"
+            if source is None
+            else f"{where}.environmentFiles[{i}]: read from the Berth secret {source.name}"
+            f"{f' (its JSON key {source.json_key})' if source.json_key else ''} when the task starts"
+        )
+    return said
 
 
 def to_ecs(c: pb.ContainerDefinition) -> dict[str, Any]:

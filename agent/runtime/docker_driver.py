@@ -246,10 +246,9 @@ class DockerDriver:
             # Called in the worker thread right after each start; recorded on the loop.
             loop.call_soon_threadsafe(self._ledger.started, node_id, container)
 
-        td = assignment.task_definition
         file_environment = (
-            await asyncio.to_thread(envfiles.task_files, self._environment_files_dir, td)
-            if any(c.environment_files for c in td.container_definitions)
+            await asyncio.to_thread(envfiles.task_files, self._environment_files_dir, assignment)
+            if envfiles.needs_reading(assignment.task_definition)
             else {}
         )
         specs = container_specs(

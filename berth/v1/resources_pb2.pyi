@@ -2063,7 +2063,8 @@ Global___LogConfiguration: _TypeAlias = LogConfiguration  # noqa: Y015
 @_typing.final
 class EnvironmentFile(_message.Message):
     """One of ECS's environmentFiles: an S3 ARN, read by the agent from
-    --environment-files-dir/BUCKET/KEY.
+    --environment-files-dir/BUCKET/KEY; or a Berth secret reference (as in `secrets`),
+    whose value is the file's text, resolved by the control plane for the task's node.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -1,7 +1,8 @@
 """ECS's environmentFiles on real Docker: an agent started with --environment-files-dir reads
 arn:aws:s3:::BUCKET/KEY.env from DIR/BUCKET/KEY.env; the container sees the variables, its
-`environment` wins over the files and the first file wins over later ones; a missing file stops
-the task as TASK_FAILED_TO_START with a reason that names it."""
+`environment` wins over the files and the first file wins over later ones; a file that is a
+Berth secret reaches the container too; a missing file stops the task as TASK_FAILED_TO_START
+with a reason that names it."""
 
 from __future__ import annotations
 
@@ -124,3 +125,32 @@ def test_a_missing_file_stops_the_task_as_failed_to_start(
     # Nothing was created, and the agent still runs.
     assert not [c for c in envagent.containers(all=True) if c.labels.get("berth.task-id") == task_id]
     assert envagent.process is not None and envagent.process.poll() is None
+
+
+def test_a_file_that_is_a_berth_secret_reaches_the_container(
+    berth: Berth, envagent: AgentProcess, tmp_path: Path
+) -> None:
+    berth("cluster", "create", CLUSTER)
+    berth.ok("secret", "put", "/envfiles/shop.env", input="A=from-secret\nC=also-secret\n")
+    try:
+        container = _container("vault", [], environment=[{"name": "C", "value": "from-environment"}])
+        container["environmentFiles"] = [
+            {"value": "arn:aws:ssm:eu-west-1:123456789012:parameter/envfiles/shop.env", "type": "s3"}
+        ]
+        task_id, notes = _run(berth, tmp_path, "envsecret", container)
+        try:
+            assert notes.splitlines() == [
+                "note: containerDefinitions[0].environmentFiles[0]: read from the Berth secret "
+                "/envfiles/shop.env when the task starts"
+            ]
+
+            def output() -> list[str] | None:
+                lines = berth("logs", task_id[:12], "--cluster", CLUSTER).stdout.splitlines()
+                return lines if "end" in lines else None
+
+            shown, _ = wait_until(output, 60, "the task's output")
+            assert shown == ["A=from-secret", "B=", "C=from-environment", "Q=", "end"]
+        finally:
+            berth("task", "stop", task_id, "--cluster", CLUSTER)
+    finally:
+        berth("secret", "delete", "/envfiles/shop.env")

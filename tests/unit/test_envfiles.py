@@ -33,13 +33,25 @@ def _container(files: list[Any], notes: list[str] | None = None) -> pb.Container
     return c
 
 
-def test_registration_keeps_the_arn_and_says_where_the_agent_reads_it() -> None:
+def test_registration_keeps_the_value_and_says_where_the_file_is_read() -> None:
     notes: list[str] = []
-    c = _container([{"value": ARN, "type": "s3"}], notes)
-    assert [(f.value, f.type) for f in c.environment_files] == [(ARN, "s3")]
+    secret = "arn:aws:secretsmanager:eu-west-1:123:secret:shop-env-AbCdEf:dotenv::"
+    c = _container(
+        [{"value": ARN, "type": "s3"}, {"value": secret, "type": "s3"}, {"value": "/shop/env", "type": "s3"}],
+        notes,
+    )
+    assert [(f.value, f.type) for f in c.environment_files] == [
+        (ARN, "s3"),
+        (secret, "s3"),
+        ("/shop/env", "s3"),
+    ]
     assert notes == [
         "containerDefinitions[0].environmentFiles[0]: Berth reads no S3; each agent reads "
-        "--environment-files-dir/my-bucket/app/prod.env on its own host when the task starts"
+        "--environment-files-dir/my-bucket/app/prod.env on its own host when the task starts",
+        "containerDefinitions[0].environmentFiles[1]: read from the Berth secret shop-env "
+        "(its JSON key dotenv) when the task starts",
+        "containerDefinitions[0].environmentFiles[2]: read from the Berth secret /shop/env "
+        "when the task starts",
     ]
 
 
@@ -61,7 +73,10 @@ def test_describe_shows_the_files_and_registers_again_unchanged() -> None:
 @pytest.mark.parametrize(
     ("files", "expected"),
     [
-        ([{"value": "s3://b/x.env", "type": "s3"}], "is not an S3 object ARN"),
+        ([{"value": "s3://b/x.env", "type": "s3"}], "is neither an S3 object ARN"),
+        ([{"value": "arn:aws:s3:bucket/x.env", "type": "s3"}], "is not an S3 object ARN"),
+        ([{"value": "arn:aws:ssm:eu-west-1:1:nothing/x", "type": "s3"}], "an SSM ARN names parameter/NAME"),
+        ([{"value": "app//prod.env", "type": "s3"}], "is neither an S3 object ARN"),
         ([{"value": "arn:aws:s3:::b/../x.env", "type": "s3"}], "the bucket name"),
         ([{"value": "arn:aws:s3:::bucket/../../etc/x.env", "type": "s3"}], "none empty, '.' or '..'"),
         ([{"value": "arn:aws:s3:::bucket/a//x.env", "type": "s3"}], "none empty, '.' or '..'"),
@@ -161,6 +176,11 @@ def _write(root: Path, relative: str, text: str) -> None:
     path.write_text(text)
 
 
+def _assignment(*containers: pb.ContainerDefinition, **fields: Any) -> agent_pb.TaskAssignment:
+    td = pb.TaskDefinition(family="web", revision=1, container_definitions=containers)
+    return agent_pb.TaskAssignment(task_id="t1", task_definition=td, **fields)
+
+
 def test_files_are_read_from_the_directory_and_environment_wins(tmp_path: Path) -> None:
     _write(tmp_path, "my-bucket/app/prod.env", "A=file\nB=file\nS=file\n")
     _write(tmp_path, "my-bucket/app/more.env", "B=second\nC=second\n")
@@ -170,26 +190,43 @@ def test_files_are_read_from_the_directory_and_environment_wins(tmp_path: Path) 
         environment=[pb.KeyValuePair(name="A", value="environment")],
         secrets=[pb.SecretReference(name="S", value_from="s")],
     )
-    td = pb.TaskDefinition(family="web", revision=1, container_definitions=[c])
-    files = envfiles.task_files(tmp_path, td)
-    assert files == {"app": {"A": "file", "B": "file", "S": "file", "C": "second"}}
-    assignment = agent_pb.TaskAssignment(
-        task_id="t1",
-        task_definition=td,
+    assignment = _assignment(
+        c,
         secret_environment=[
             agent_pb.ContainerSecrets(
                 container="app", environment=[pb.KeyValuePair(name="S", value="secret")]
             )
         ],
     )
+    files = envfiles.task_files(tmp_path, assignment)
+    assert files == {"app": {"A": "file", "B": "file", "S": "file", "C": "second"}}
     (spec,) = container_specs(assignment, "node-1", file_environment=files)
     assert spec.environment == {"A": "environment", "B": "file", "S": "secret", "C": "second"}
 
 
+def test_a_file_that_is_a_berth_secret_comes_resolved_and_needs_no_directory() -> None:
+    secret = "arn:aws:ssm:eu-west-1:123:parameter/shop/prod.env"
+    assignment = _assignment(
+        _definition(secret, "shared-env"),
+        environment_file_secrets=[
+            agent_pb.ContainerSecrets(
+                container="app",
+                environment=[
+                    pb.KeyValuePair(name=secret, value="# from a secret\nA=1\nB=1\n"),
+                    pb.KeyValuePair(name="shared-env", value="B=2\nC=2\n"),
+                ],
+            )
+        ],
+    )
+    assert envfiles.task_files(None, assignment) == {"app": {"A": "1", "B": "1", "C": "2"}}
+    unresolved = _assignment(_definition(secret))
+    with pytest.raises(StartFailed, match="the control plane sent no value for the secret"):
+        envfiles.task_files(None, unresolved)
+
+
 def test_a_missing_file_fails_the_start_with_a_clear_reason(tmp_path: Path) -> None:
-    td = pb.TaskDefinition(family="web", container_definitions=[_definition(ARN)])
     with pytest.raises(StartFailed) as caught:
-        envfiles.task_files(tmp_path, td)
+        envfiles.task_files(tmp_path, _assignment(_definition(ARN)))
     assert str(caught.value) == (
         f"container app environmentFiles[0]: the file {tmp_path.resolve()}/my-bucket/app/prod.env "
         "does not exist on this host"
@@ -197,10 +234,9 @@ def test_a_missing_file_fails_the_start_with_a_clear_reason(tmp_path: Path) -> N
 
 
 def test_without_a_directory_the_start_fails_naming_the_flag() -> None:
-    td = pb.TaskDefinition(family="web", container_definitions=[_definition(ARN)])
     with pytest.raises(StartFailed, match="--environment-files-dir"):
-        envfiles.task_files(None, td)
-    assert envfiles.task_files(None, pb.TaskDefinition(family="web")) == {}
+        envfiles.task_files(None, _assignment(_definition(ARN)))
+    assert envfiles.task_files(None, _assignment()) == {}
 
 
 def test_a_symbolic_link_out_of_the_directory_is_refused(tmp_path: Path) -> None:
