@@ -26,7 +26,6 @@ from pathlib import Path
 
 from agent.runtime.driver import StartFailed
 from berth.errors import InvalidArgument
-from berth.names import shown
 from berth.taskdef_envfiles import relative_path, secret_source
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
@@ -51,14 +50,15 @@ def parse(text: str, source: str) -> list[tuple[str, str]]:
             or not name.isprintable()
             or any(ch.isspace() for ch in name)
         ):
+            # The line is not echoed: a file may be a secret, and a stopped reason is not.
             raise StartFailed(
-                f"{source} line {number}: variable name {shown(name[:100])} is invalid: use "
-                f"1-{MAX_NAME_LENGTH} characters without spaces or control characters"
+                f"{source} line {number}: the variable name is invalid: use 1-{MAX_NAME_LENGTH} "
+                "characters without spaces or control characters before the '='"
             )
         if len(value) > MAX_VALUE_LENGTH or "\0" in value:
             raise StartFailed(
-                f"{source} line {number}: the value of {name} must be at most {MAX_VALUE_LENGTH} "
-                "characters, without NUL"
+                f"{source} line {number}: the value must be at most {MAX_VALUE_LENGTH} characters, "
+                "without NUL"
             )
         pairs.append((name, value))
     return pairs

@@ -105,6 +105,11 @@ DRIVERS = (*ENGINE_DRIVERS, *AWS_DRIVERS)
 _FIRELENS_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _SIZE = re.compile(r"[1-9][0-9]{0,8}[kmg]?")
 _COUNT = re.compile(r"[1-9][0-9]{0,3}")
+# Network destinations only: a unix socket would reach a daemon on the host (its engine, its etcd).
+_HOST_PORT = r"(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.-]{1,253})(:[0-9]{1,5})?"
+_SYSLOG_ADDRESS = re.compile(rf"(udp|tcp|tcp\+tls)://{_HOST_PORT}")
+_GELF_ADDRESS = re.compile(rf"(udp|tcp)://{_HOST_PORT}")
+_FLUENTD_ADDRESS = re.compile(rf"(tcp://)?{_HOST_PORT}")
 _BOOLEAN = frozenset({"true", "false"})
 # Values with a shape the engine would otherwise refuse only when the task starts.
 _VALUE_SHAPES: dict[str, tuple[re.Pattern[str] | frozenset[str], str]] = {
@@ -120,6 +125,9 @@ _VALUE_SHAPES: dict[str, tuple[re.Pattern[str] | frozenset[str], str]] = {
     "fluentd-async": (_BOOLEAN, "true or false"),
     "fluentd-async-connect": (_BOOLEAN, "true or false"),
     "syslog-tls-skip-verify": (_BOOLEAN, "true or false"),
+    "syslog-address": (_SYSLOG_ADDRESS, "udp://, tcp:// or tcp+tls://HOST:PORT (no unix socket on the host)"),
+    "gelf-address": (_GELF_ADDRESS, "udp:// or tcp://HOST:PORT"),
+    "fluentd-address": (_FLUENTD_ADDRESS, "HOST:PORT or tcp://HOST:PORT (no unix socket on the host)"),
 }
 
 

@@ -79,6 +79,9 @@ def test_json_file_options_reach_dockers_log_config_with_placeholders_untouched(
         {"logDriver": "journald", "options": {"tag": "x", "labels": "team"}},
         {"logDriver": "fluentd", "options": {"fluentd-address": "127.0.0.1:24224", "fluentd-async": "true"}},
         {"logDriver": "gelf", "options": {"gelf-address": "udp://127.0.0.1:12201", "mode": "non-blocking"}},
+        {"logDriver": "gelf", "options": {"gelf-address": "tcp://[::1]:12201"}},
+        {"logDriver": "syslog", "options": {"syslog-address": "tcp+tls://logs.example.com:6514"}},
+        {"logDriver": "fluentd", "options": {"fluentd-address": "tcp://fluentd.internal:24224"}},
         {"logDriver": "json-file"},
     ],
 )
@@ -132,6 +135,15 @@ def test_describe_shows_the_configuration_as_registered_and_registers_again_unch
         ({"logDriver": "json-file", "options": {"max-file": "0"}}, "options[max-file] '0' is invalid"),
         ({"logDriver": "gelf", "options": {"mode": "fast"}}, "use blocking or non-blocking"),
         ({"logDriver": "syslog", "options": {"syslog-tls-key": "/etc/shadow"}}, "names a file on the host"),
+        (
+            {"logDriver": "syslog", "options": {"syslog-address": "unix:///var/run/docker.sock"}},
+            "no unix socket on the host",
+        ),
+        (
+            {"logDriver": "fluentd", "options": {"fluentd-address": "unix:///run/etcd.sock"}},
+            "no unix socket on the host",
+        ),
+        ({"logDriver": "gelf", "options": {"gelf-address": "127.0.0.1:12201"}}, "use udp:// or tcp://"),
         ({"logDriver": "json-file", "options": {"tag": "a\nb"}}, "options[tag]: the value must be"),
         ({"logDriver": "json-file", "options": {"tag": "x" * 1025}}, "options[tag]: the value must be"),
         (
