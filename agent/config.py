@@ -28,6 +28,8 @@ class AgentSettings:
     dns_upstream: str | None = None
     # Processes per container (no-fork-bomb guard); 0: the engine's default (unlimited).
     pids_limit: int = DEFAULT_PIDS_LIMIT
+    # Where tasks' environmentFiles (arn:aws:s3:::BUCKET/KEY) are read, as DIR/BUCKET/KEY; None: nowhere.
+    environment_files_dir: Path | None = None
     # Networks (CIDRs) whose clients the DNS also answers, besides loopback, the
     # host's own addresses and the engine's container networks.
     dns_allow: tuple[str, ...] = ()

@@ -132,6 +132,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
         default=DEFAULT_PIDS_LIMIT,
         help="processes per container; 0 or -1: the engine's default (unlimited)",
     )
+    parser.add_argument(
+        "--environment-files-dir",
+        type=Path,
+        default=None,
+        help="directory holding tasks' environmentFiles: arn:aws:s3:::BUCKET/KEY.env is read from "
+        "DIR/BUCKET/KEY.env (default: none; such tasks fail to start)",
+    )
     limits = DNSLimits()
     parser.add_argument(
         "--dns-allow",
@@ -179,6 +186,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
             split_address(args.join_server)
         except InvalidArgument as error:
             parser.error(f"--join-server: {error}")
+    if args.environment_files_dir is not None and not args.environment_files_dir.is_dir():
+        parser.error(f"--environment-files-dir {args.environment_files_dir}: not a directory")
     if args.pids_limit < -1:
         parser.error(f"--pids-limit {args.pids_limit}: give a number of processes, or 0 or -1 for no limit")
     settings = AgentSettings(
@@ -196,6 +205,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
         dns_port=args.dns_port,
         dns_upstream=args.dns_upstream,
         pids_limit=args.pids_limit,
+        environment_files_dir=args.environment_files_dir,
         dns_allow=tuple(args.dns_allow),
         dns_workers=args.dns_workers,
         dns_queue=args.dns_queue,
@@ -304,6 +314,7 @@ async def run(settings: AgentSettings) -> None:
         settings.docker_concurrency,
         dns_servers=container_dns,
         pids_limit=settings.pids_limit,
+        environment_files_dir=settings.environment_files_dir,
     )
     if settings.service_network:
         try:

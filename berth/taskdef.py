@@ -19,6 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from berth.errors import InvalidArgument
 from berth.names import check_family, shown
 from berth.secretnames import MAX_REFERENCE_LENGTH, parse_reference
+from berth.taskdef_envfiles import EnvironmentFiles, check_environment_files
+from berth.taskdef_envfiles import notes as environment_files_notes
+from berth.taskdef_envfiles import to_ecs as environment_files_to_ecs
+from berth.taskdef_logging import LogSettings, check_log_configuration
+from berth.taskdef_logging import note as log_configuration_note
+from berth.taskdef_logging import to_ecs as log_configuration_to_ecs
 from berth.taskdef_process import ProcessSettings, check_process_settings
 from berth.taskdef_process import to_ecs as process_settings_to_ecs
 from berth.v1 import resources_pb2 as pb
@@ -30,13 +36,11 @@ _UNSUPPORTED_CONTAINER_FIELDS = frozenset(
         "links",
         "mountPoints",
         "volumesFrom",
-        "logConfiguration",
         "dependsOn",
         "startTimeout",
         "disableNetworking",
         "interactive",
         "pseudoTerminal",
-        "environmentFiles",
         "resourceRequirements",
         "firelensConfiguration",
         "repositoryCredentials",
@@ -274,6 +278,8 @@ def _container_to_proto(raw: Any, index: int, notes: list[str]) -> pb.ContainerD
     _reject_unsupported(raw, _UNSUPPORTED_CONTAINER_FIELDS, where)
     try:
         settings, rest = ProcessSettings.take(_present(raw, _UNSUPPORTED_CONTAINER_FIELDS))
+        logging, rest = LogSettings.take(rest)
+        environment_files, rest = EnvironmentFiles.take(rest)
         model = _ContainerDefinition.model_validate(rest)
     except ValidationError as error:
         raise _one_line(error, where) from None
@@ -311,6 +317,14 @@ def _container_to_proto(raw: Any, index: int, notes: list[str]) -> pb.ContainerD
         ),
     )
     settings.apply(container, where)
+    if logging is not None:
+        logging.apply(container)
+    environment_files.apply(container)
+    check_log_configuration(where, container)
+    check_environment_files(where, container)
+    if (said := log_configuration_note(where, container)) is not None:
+        notes.append(said)
+    notes.extend(environment_files_notes(where, container))
     return container
 
 
@@ -336,9 +350,7 @@ def load_json(text: str, source: str) -> Any:
         ) from None
 
 
-def parse_container_definitions(
-    data: Any, notes: list[str] | None = None
-) -> list[pb.ContainerDefinition]:
+def parse_container_definitions(data: Any, notes: list[str] | None = None) -> list[pb.ContainerDefinition]:
     """Convert a parsed ECS `containerDefinitions` array into protobuf messages; the notes a
     user should read (what runs differently than on AWS) are appended to `notes` when given."""
     if not isinstance(data, list) or not data:
@@ -543,6 +555,8 @@ def validate_containers(containers: Sequence[pb.ContainerDefinition], task_memor
         _check_numbers(where, c, task_memory)
         _check_health_check(where, c)
         check_process_settings(where, c)
+        check_log_configuration(where, c)
+        check_environment_files(where, c)
         mappings += len(c.port_mappings)
         if mappings > MAX_PORT_MAPPINGS:
             raise InvalidArgument(f"a task definition has at most {MAX_PORT_MAPPINGS} port mappings")
@@ -687,6 +701,8 @@ def _ecs_container(c: pb.ContainerDefinition) -> dict[str, Any]:
             "startPeriod": check.start_period,
         }
     out.update(process_settings_to_ecs(c))
+    out.update(log_configuration_to_ecs(c))
+    out.update(environment_files_to_ecs(c))
     return out
 
 

@@ -23,7 +23,7 @@ from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 from controlplane.cache import ClusterCache
 from controlplane.endpoints import route
-from controlplane.operations.secrets import PULL_FAILED, SecretUnavailable, SecretValues
+from controlplane.operations.secrets import PULL_FAILED, SecretUnavailable, SecretValues, names_any
 
 
 class DesiredStates:
@@ -80,7 +80,7 @@ class DesiredStates:
             if td is None:
                 continue
             starting = task.desired_status == pb.DESIRED_RUNNING
-            secrets = starting and any(c.secrets for c in td.value.container_definitions)
+            secrets = starting and names_any(td.value)
             secret_revisions = self._secrets.revisions(td.value) if secrets and self._secrets else ()
             version = (versioned.mod_revision, td.mod_revision, secret_revisions)
             cached = self._assignments.get(task.id)
@@ -114,5 +114,6 @@ class DesiredStates:
             return
         try:
             assignment.secret_environment.extend(self._secrets.environment(td))
+            assignment.environment_file_secrets.extend(self._secrets.environment_files(td))
         except SecretUnavailable as error:
             assignment.secrets_error = str(error)

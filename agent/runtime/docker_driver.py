@@ -25,11 +25,13 @@ import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import docker
 import docker.errors
 
+from agent import envfiles
 from agent.runtime import docker_state
 from agent.runtime.docker_events import (
     WATCHED_ACTIONS,
@@ -64,11 +66,24 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# What the engine says when a container's log driver cannot be read back (Docker 20.10 reads
+# every driver through its "dual logging" cache unless that is disabled).
+UNREADABLE_DRIVER = "does not support reading"
 # Batches of lines a container's reader thread may run ahead of its consumer.
 LOG_BATCHES = 8
 
 # Opens Docker's event stream: (base URL, filters) -> a blocking source of raw events.
 OpenEvents = Callable[[str, dict[str, list[str]]], EventSource]
+
+
+def unreadable_reason(error: docker.errors.APIError) -> str:
+    """One line for an engine that refuses to read a container's output back."""
+    if UNREADABLE_DRIVER in str(error.explanation or error):
+        return (
+            "this container's log driver keeps no copy the engine can read back (the engine's "
+            "dual-logging cache is off for it): its output went only to the driver's destination"
+        )
+    return f"docker: {error}"
 
 
 class DockerDriver:
@@ -80,11 +95,15 @@ class DockerDriver:
         client: docker.DockerClient | None = None,
         open_events: OpenEvents = EventStream,
         pids_limit: int = DEFAULT_PIDS_LIMIT,
+        environment_files_dir: Path | None = None,
     ) -> None:
         """client and open_events default to the real engine at base_url (tests pass fakes).
 
         pids_limit: processes per container (0 or less: the engine's default).
+        environment_files_dir: where tasks' environmentFiles are read (None: nowhere, such a
+        task fails to start).
         """
+        self._environment_files_dir = environment_files_dir
         self._base_url = base_url
         # The host's Berth DNS, so containers resolve SERVICE.CLUSTER.berth.
         self._dns_servers = tuple(dns_servers or ())
@@ -227,7 +246,14 @@ class DockerDriver:
             # Called in the worker thread right after each start; recorded on the loop.
             loop.call_soon_threadsafe(self._ledger.started, node_id, container)
 
-        specs = container_specs(assignment, node_id, self._dns_servers, self._pids_limit)
+        file_environment = (
+            await asyncio.to_thread(envfiles.task_files, self._environment_files_dir, assignment)
+            if envfiles.needs_reading(assignment.task_definition)
+            else {}
+        )
+        specs = container_specs(
+            assignment, node_id, self._dns_servers, self._pids_limit, file_environment=file_environment
+        )
         await self._call(self._start_blocking, specs, started)
 
     # -- stopping --------------------------------------------------------
@@ -296,6 +322,9 @@ class DockerDriver:
                 hand_over(None)
             except docker.errors.NotFound:
                 hand_over(Unavailable(f"container {runtime_id[:12]} is gone"))
+            except docker.errors.APIError as error:
+                if not stopped.is_set():
+                    hand_over(Unavailable(unreadable_reason(error)))
             except Exception as error:  # the reader learns why; the thread ends either way
                 if not stopped.is_set():
                     hand_over(Unavailable(f"docker: {error}"))

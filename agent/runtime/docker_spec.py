@@ -9,7 +9,7 @@ what a restarted agent later adopts its containers by.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from agent.runtime.driver import (
     LABEL_TASK_ID,
 )
 from berth.names import protocol_name
+from berth.taskdef_logging import docker_log_config
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
@@ -108,6 +109,8 @@ class ContainerSpec:
     tmpfs: dict[str, str] = field(default_factory=dict)  # container path -> mount options
     devices: tuple[str, ...] = ()  # "host:container:rwm"
     privileged: bool = False
+    # The SDK's log_config ({"type", "config"}); None: the engine's default driver.
+    log_config: dict[str, Any] | None = None
 
     def create_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the SDK's `containers.create(image, ...)`; unset options are left out."""
@@ -140,6 +143,9 @@ class ContainerSpec:
                 for key, value in self.healthcheck.items()
             }
         options.update(self._process_options())
+        if self.log_config is not None:
+            config = dict(self.log_config["config"])
+            options["log_config"] = {"type": self.log_config["type"], "config": config}
         return options
 
     def _process_options(self) -> dict[str, Any]:
@@ -221,12 +227,15 @@ def container_specs(
     node_id: str,
     dns_servers: Sequence[str] = (),
     pids_limit: int = DEFAULT_PIDS_LIMIT,
+    file_environment: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[ContainerSpec]:
     """The containers of one task on one node, in task-definition order.
 
     dns_servers: the host's Berth DNS, so containers resolve SERVICE.CLUSTER.berth
     (empty: Docker's default resolver).
     pids_limit: processes per container (0 or less: the engine's default).
+    file_environment: each container's variables from its environment files (agent.envfiles),
+    by container name; its `environment` and `secrets` win over them, as in ECS.
     """
     td = assignment.task_definition
     secrets = {
@@ -272,7 +281,8 @@ def container_specs(
                 }
                 | host_ports,
                 # The task's secrets (resolved for this node by the control plane) join its environment.
-                environment={e.name: e.value for e in definition.environment}
+                environment=dict((file_environment or {}).get(definition.name, {}))
+                | {e.name: e.value for e in definition.environment}
                 | secrets.get(definition.name, {}),
                 ports=(
                     {
@@ -292,6 +302,7 @@ def container_specs(
                     healthcheck(definition.health_check) if definition.HasField("health_check") else None
                 ),
                 network_mode=network_mode,
+                log_config=docker_log_config(definition),
                 **_process_settings(definition, dns_servers, bridged),
             )
         )

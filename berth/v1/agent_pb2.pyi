@@ -353,6 +353,7 @@ class TaskAssignment(_message.Message):
     HEALTH_STATUS_FIELD_NUMBER: _builtins.int
     SECRET_ENVIRONMENT_FIELD_NUMBER: _builtins.int
     SECRETS_ERROR_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_FILE_SECRETS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     desired_status: _resources_pb2.DesiredStatus.ValueType
     last_status: _resources_pb2.TaskStatus.ValueType
@@ -375,6 +376,13 @@ class TaskAssignment(_message.Message):
         (never logged, never stored by the agent).
         """
 
+    @_builtins.property
+    def environment_file_secrets(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerSecrets]:
+        """The contents of the containers' environmentFiles that name Berth secrets, resolved for
+        this node only like secret_environment: each pair's name is the file's value as
+        registered, its value the .env text (the agent parses it).
+        """
+
     def __init__(
         self,
         *,
@@ -389,10 +397,11 @@ class TaskAssignment(_message.Message):
         health_status: _resources_pb2.HealthStatus.ValueType = ...,
         secret_environment: _abc.Iterable[Global___ContainerSecrets] | None = ...,
         secrets_error: _builtins.str = ...,
+        environment_file_secrets: _abc.Iterable[Global___ContainerSecrets] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["task_definition", b"task_definition"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "desired_status", b"desired_status", "health_status", b"health_status", "last_status", b"last_status", "secret_environment", b"secret_environment", "secrets_error", b"secrets_error", "service", b"service", "stop_code", b"stop_code", "stopped_reason", b"stopped_reason", "task_definition", b"task_definition", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "desired_status", b"desired_status", "environment_file_secrets", b"environment_file_secrets", "health_status", b"health_status", "last_status", b"last_status", "secret_environment", b"secret_environment", "secrets_error", b"secrets_error", "service", b"service", "stop_code", b"stop_code", "stopped_reason", b"stopped_reason", "task_definition", b"task_definition", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

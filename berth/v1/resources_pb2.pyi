@@ -385,6 +385,8 @@ class ContainerDefinition(_message.Message):
     LINUX_PARAMETERS_FIELD_NUMBER: _builtins.int
     PRIVILEGED_FIELD_NUMBER: _builtins.int
     DOCKER_SECURITY_OPTIONS_FIELD_NUMBER: _builtins.int
+    LOG_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_FILES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     image: _builtins.str
     cpu: _builtins.int
@@ -446,6 +448,18 @@ class ContainerDefinition(_message.Message):
     def linux_parameters(self) -> Global___LinuxParameters: ...
     @_builtins.property
     def docker_security_options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def log_configuration(self) -> Global___LogConfiguration:
+        """ECS's logConfiguration as registered (checked in berth.taskdef_logging); unset: the
+        engine's default driver, which `berth logs` reads.
+        """
+
+    @_builtins.property
+    def environment_files(self) -> _containers.RepeatedCompositeFieldContainer[Global___EnvironmentFile]:
+        """ECS's environmentFiles as registered (checked in berth.taskdef_envfiles); the agent
+        reads each from its --environment-files-dir.
+        """
+
     def __init__(
         self,
         *,
@@ -475,10 +489,12 @@ class ContainerDefinition(_message.Message):
         linux_parameters: Global___LinuxParameters | None = ...,
         privileged: _builtins.bool = ...,
         docker_security_options: _abc.Iterable[_builtins.str] | None = ...,
+        log_configuration: Global___LogConfiguration | None = ...,
+        environment_files: _abc.Iterable[Global___EnvironmentFile] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["health_check", b"health_check", "linux_parameters", b"linux_parameters"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["health_check", b"health_check", "linux_parameters", b"linux_parameters", "log_configuration", b"log_configuration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "cpu", b"cpu", "dns_search_domains", b"dns_search_domains", "dns_servers", b"dns_servers", "docker_labels", b"docker_labels", "docker_security_options", b"docker_security_options", "entry_point", b"entry_point", "environment", b"environment", "essential", b"essential", "extra_hosts", b"extra_hosts", "health_check", b"health_check", "hostname", b"hostname", "image", b"image", "linux_parameters", b"linux_parameters", "memory", b"memory", "memory_reservation", b"memory_reservation", "name", b"name", "port_mappings", b"port_mappings", "privileged", b"privileged", "readonly_root_filesystem", b"readonly_root_filesystem", "secrets", b"secrets", "stop_timeout", b"stop_timeout", "system_controls", b"system_controls", "ulimits", b"ulimits", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "cpu", b"cpu", "dns_search_domains", b"dns_search_domains", "dns_servers", b"dns_servers", "docker_labels", b"docker_labels", "docker_security_options", b"docker_security_options", "entry_point", b"entry_point", "environment", b"environment", "environment_files", b"environment_files", "essential", b"essential", "extra_hosts", b"extra_hosts", "health_check", b"health_check", "hostname", b"hostname", "image", b"image", "linux_parameters", b"linux_parameters", "log_configuration", b"log_configuration", "memory", b"memory", "memory_reservation", b"memory_reservation", "name", b"name", "port_mappings", b"port_mappings", "privileged", b"privileged", "readonly_root_filesystem", b"readonly_root_filesystem", "secrets", b"secrets", "stop_timeout", b"stop_timeout", "system_controls", b"system_controls", "ulimits", b"ulimits", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1987,3 +2003,87 @@ class ExecExit(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExecExit: _TypeAlias = ExecExit  # noqa: Y015
+
+@_typing.final
+class LogConfiguration(_message.Message):
+    """ECS's logConfiguration. Engine drivers (json-file, local, syslog, journald, fluentd, gelf)
+    reach Docker's LogConfig with their options; awslogs and awsfirelens are kept as written
+    and run on the engine's default driver (Berth's own log path).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class OptionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    LOG_DRIVER_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    SECRET_OPTIONS_FIELD_NUMBER: _builtins.int
+    log_driver: _builtins.str
+    @_builtins.property
+    def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Passed untouched (placeholders such as {{.Name}} or ${ECS_TASK_ID} included)."""
+
+    @_builtins.property
+    def secret_options(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecretReference]:
+        """Accepted for awslogs and awsfirelens only, and not applied (they name AWS credentials)."""
+
+    def __init__(
+        self,
+        *,
+        log_driver: _builtins.str = ...,
+        options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        secret_options: _abc.Iterable[Global___SecretReference] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["log_driver", b"log_driver", "options", b"options", "secret_options", b"secret_options"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogConfiguration: _TypeAlias = LogConfiguration  # noqa: Y015
+
+@_typing.final
+class EnvironmentFile(_message.Message):
+    """One of ECS's environmentFiles: an S3 ARN, read by the agent from
+    --environment-files-dir/BUCKET/KEY; or a Berth secret reference (as in `secrets`),
+    whose value is the file's text, resolved by the control plane for the task's node.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUE_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    value: _builtins.str
+    type: _builtins.str
+    """Always "s3", as in ECS."""
+    def __init__(
+        self,
+        *,
+        value: _builtins.str = ...,
+        type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["type", b"type", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnvironmentFile: _TypeAlias = EnvironmentFile  # noqa: Y015

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from berth.clock import now
 from berth.errors import FailedPrecondition, InvalidArgument, NotFound
 from berth.secretnames import SecretSource, parse_reference, storage_name
+from berth.taskdef_envfiles import names_secrets
+from berth.taskdef_envfiles import secret_source as environment_file_source
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
@@ -154,8 +156,10 @@ class SecretValues:
         part of an assignment's version, so a put or delete rebuilds it."""
         found = []
         for container in definition.container_definitions:
-            for reference in container.secrets:
-                record = self._cache.secret(_source(reference).name)
+            sources = [_source(reference) for reference in container.secrets]
+            sources += [s for f in container.environment_files if (s := _file_source(f)) is not None]
+            for source in sources:
+                record = self._cache.secret(source.name)
                 found.append(record.mod_revision if record is not None else 0)
         return tuple(found)
 
@@ -170,6 +174,20 @@ class SecretValues:
                 for reference in container.secrets
             ]
             result.append(agent_pb.ContainerSecrets(container=container.name, environment=variables))
+        return result
+
+    def environment_files(self, definition: pb.TaskDefinition) -> list[agent_pb.ContainerSecrets]:
+        """The text of each container's environment files that are Berth secrets, by the file's
+        value as registered; SecretUnavailable names the first that is missing."""
+        result = []
+        for container in definition.container_definitions:
+            files = [
+                pb.KeyValuePair(name=file.value, value=self._value(source))
+                for file in container.environment_files
+                if (source := _file_source(file)) is not None
+            ]
+            if files:
+                result.append(agent_pb.ContainerSecrets(container=container.name, environment=files))
         return result
 
     def _value(self, source: SecretSource) -> str:
@@ -205,6 +223,20 @@ class SecretValues:
             ) from None
         self._opened[name] = _Opened(record.mod_revision, value)
         return value
+
+
+def names_any(definition: pb.TaskDefinition) -> bool:
+    """A task of this definition needs secrets resolved: its `secrets`, or environment files
+    that are Berth secrets."""
+    return any(c.secrets or names_secrets(c) for c in definition.container_definitions)
+
+
+def _file_source(file: pb.EnvironmentFile) -> SecretSource | None:
+    # Validated at registration; a record written some other way fails to resolve, not crash.
+    try:
+        return environment_file_source(file.value)
+    except InvalidArgument:
+        return SecretSource(name="")
 
 
 def _source(reference: pb.SecretReference) -> SecretSource:

@@ -1,0 +1,296 @@
+"""ECS's `logConfiguration` of a container definition: parse, bound, check, describe.
+
+Drivers the engine has (`json-file`, `local`, `syslog`, `journald`, `fluentd`,
+`gelf`) reach Docker's LogConfig with their options, each option name checked
+against Docker's documented keys for that driver. `awslogs` and `awsfirelens`
+are AWS's own destinations: they are kept as written (so describe shows them
+and they register again unchanged) and the container logs to the engine's
+default driver, Berth's own log path, which `berth logs` reads.
+
+Option values pass through untouched: runtime placeholders (`{{.Name}}`,
+`{{.ID}}`, which Docker expands in `tag`, and `${ECS_TASK_ID}`, which it does
+not) reach the engine as written. Options naming files on the host (syslog's
+TLS certificates and key) are refused: a task definition never reaches host
+files through its log driver.
+
+`secretOptions` are accepted for awslogs and awsfirelens (they carry AWS
+credentials, which have nowhere to go on Berth) and not applied; the engine
+drivers document no option that is a credential, so there they are refused.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from berth.errors import InvalidArgument
+from berth.names import shown
+from berth.secretnames import MAX_REFERENCE_LENGTH, parse_reference
+from berth.v1 import resources_pb2 as pb
+
+FIELD = "logConfiguration"
+MAX_OPTIONS = 32
+MAX_OPTION_NAME_LENGTH = 64
+MAX_OPTION_VALUE_LENGTH = 1024
+MAX_SECRET_OPTIONS = 16
+
+# Options every engine driver takes (the engine's own: delivery mode and its buffer).
+_COMMON = frozenset({"mode", "max-buffer-size"})
+# Which container metadata a driver attaches to each line, and the line's tag.
+_METADATA = frozenset({"labels", "labels-regex", "env", "env-regex", "tag"})
+# The engine's "dual logging" cache, which lets `docker logs` read drivers that cannot.
+_CACHE = frozenset({"cache-disabled", "cache-max-size", "cache-max-file", "cache-compress"})
+_ROTATION = frozenset({"max-size", "max-file", "compress"})
+
+# Docker's documented option keys per driver (Docker 20.10).
+ENGINE_DRIVERS: dict[str, frozenset[str]] = {
+    "json-file": _COMMON | _ROTATION | _METADATA,
+    "local": _COMMON | _ROTATION,
+    "syslog": _COMMON
+    | _METADATA
+    | _CACHE
+    | {"syslog-address", "syslog-facility", "syslog-format", "syslog-tls-skip-verify"},
+    "journald": _COMMON | _METADATA | _CACHE,
+    "fluentd": _COMMON
+    | _METADATA
+    | _CACHE
+    | {
+        "fluentd-address",
+        "fluentd-async",
+        "fluentd-async-connect",
+        "fluentd-buffer-limit",
+        "fluentd-retry-wait",
+        "fluentd-max-retries",
+        "fluentd-sub-second-precision",
+        "fluentd-request-ack",
+    },
+    "gelf": _COMMON
+    | _METADATA
+    | _CACHE
+    | {
+        "gelf-address",
+        "gelf-compression-type",
+        "gelf-compression-level",
+        "gelf-tcp-max-reconnect",
+        "gelf-tcp-reconnect-delay",
+    },
+}
+# Options that name a file on the host, which the engine would read.
+_HOST_FILE_OPTIONS = frozenset({"syslog-tls-ca-cert", "syslog-tls-cert", "syslog-tls-key"})
+# AWS's drivers, mapped onto Berth's own log path.
+AWSLOGS_OPTIONS = frozenset(
+    {
+        "awslogs-region",
+        "awslogs-endpoint",
+        "awslogs-group",
+        "awslogs-stream",
+        "awslogs-stream-prefix",
+        "awslogs-create-group",
+        "awslogs-datetime-format",
+        "awslogs-multiline-pattern",
+        "awslogs-credentials-endpoint",
+        "awslogs-force-flush-interval-seconds",
+        "awslogs-max-buffered-events",
+        "awslogs-format",
+        "tag",
+        "mode",
+        "max-buffer-size",
+    }
+)
+AWS_DRIVERS = ("awslogs", "awsfirelens")
+DRIVERS = (*ENGINE_DRIVERS, *AWS_DRIVERS)
+# Fluent Bit / Fluentd output keys under awsfirelens: free-form names (Name, Match, log_group_name).
+_FIRELENS_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+_SIZE = re.compile(r"[1-9][0-9]{0,8}[kmg]?")
+_COUNT = re.compile(r"[1-9][0-9]{0,3}")
+# Network destinations only: a unix socket would reach a daemon on the host (its engine, its etcd).
+_HOST_PORT = r"(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.-]{1,253})(:[0-9]{1,5})?"
+_SYSLOG_ADDRESS = re.compile(rf"(udp|tcp|tcp\+tls)://{_HOST_PORT}")
+_GELF_ADDRESS = re.compile(rf"(udp|tcp)://{_HOST_PORT}")
+_FLUENTD_ADDRESS = re.compile(rf"(tcp://)?{_HOST_PORT}")
+_BOOLEAN = frozenset({"true", "false"})
+# Values with a shape the engine would otherwise refuse only when the task starts.
+_VALUE_SHAPES: dict[str, tuple[re.Pattern[str] | frozenset[str], str]] = {
+    "max-size": (_SIZE, "a size such as 10m (k, m or g)"),
+    "max-file": (_COUNT, "a count of files, 1-9999"),
+    "max-buffer-size": (_SIZE, "a size such as 4m (k, m or g)"),
+    "cache-max-size": (_SIZE, "a size such as 20m (k, m or g)"),
+    "cache-max-file": (_COUNT, "a count of files, 1-9999"),
+    "mode": (frozenset({"blocking", "non-blocking"}), "blocking or non-blocking"),
+    "compress": (_BOOLEAN, "true or false"),
+    "cache-disabled": (_BOOLEAN, "true or false"),
+    "cache-compress": (_BOOLEAN, "true or false"),
+    "fluentd-async": (_BOOLEAN, "true or false"),
+    "fluentd-async-connect": (_BOOLEAN, "true or false"),
+    "syslog-tls-skip-verify": (_BOOLEAN, "true or false"),
+    "syslog-address": (_SYSLOG_ADDRESS, "udp://, tcp:// or tcp+tls://HOST:PORT (no unix socket on the host)"),
+    "gelf-address": (_GELF_ADDRESS, "udp:// or tcp://HOST:PORT"),
+    "fluentd-address": (_FLUENTD_ADDRESS, "HOST:PORT or tcp://HOST:PORT (no unix socket on the host)"),
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=False)
+
+
+class _SecretOption(_Strict):
+    name: str = Field(max_length=MAX_OPTION_NAME_LENGTH)
+    value_from: str = Field(alias="valueFrom", max_length=MAX_REFERENCE_LENGTH)
+
+
+class LogSettings(_Strict):
+    """The JSON schema of `logConfiguration`: types and bounds (meaning: check_log_configuration)."""
+
+    log_driver: str = Field(alias="logDriver", max_length=32)
+    options: dict[str, str] = Field(default_factory=dict, max_length=MAX_OPTIONS)
+    secret_options: list[_SecretOption] = Field(
+        default_factory=list, alias="secretOptions", max_length=MAX_SECRET_OPTIONS
+    )
+
+    @classmethod
+    def take(cls, raw: dict[str, Any]) -> tuple[LogSettings | None, dict[str, Any]]:
+        """Split a container definition: its logConfiguration (validated; None if absent), and
+        every other field."""
+        rest = {key: value for key, value in raw.items() if key != FIELD}
+        # Validated through a holder, so an error's location starts with "logConfiguration".
+        return _Holder.model_validate({FIELD: raw.get(FIELD)}).log_configuration, rest
+
+    def apply(self, c: pb.ContainerDefinition) -> None:
+        c.log_configuration.CopyFrom(
+            pb.LogConfiguration(
+                log_driver=self.log_driver,
+                options=self.options,
+                secret_options=[
+                    pb.SecretReference(name=s.name, value_from=s.value_from) for s in self.secret_options
+                ],
+            )
+        )
+
+
+class _Holder(_Strict):
+    log_configuration: LogSettings | None = Field(default=None, alias="logConfiguration")
+
+
+def note(where: str, c: pb.ContainerDefinition) -> str | None:
+    """What a user should read about this container's logging at registration, if anything."""
+    if not c.HasField("log_configuration"):
+        return None
+    driver = c.log_configuration.log_driver
+    unapplied = " and its secretOptions are" if c.log_configuration.secret_options else " is"
+    if driver == "awslogs":
+        return (
+            f"{where}.logConfiguration: awslogs runs on Berth's own log path (the engine's default "
+            f"driver; read it with berth logs): no CloudWatch log group or stream is written, each "
+            f"awslogs option{unapplied} kept as written but not applied"
+        )
+    if driver == "awsfirelens":
+        return (
+            f"{where}.logConfiguration: awsfirelens runs on Berth's own log path (the engine's default "
+            f"driver; read it with berth logs): no FireLens routing is applied, each option{unapplied} "
+            "kept as written but not applied"
+        )
+    return None
+
+
+def _clean(text: str) -> bool:
+    return text.isprintable() and "\0" not in text
+
+
+def _check_option(where: str, driver: str, key: str, value: str) -> None:
+    if not key or len(key) > MAX_OPTION_NAME_LENGTH or not _clean(key) or any(ch.isspace() for ch in key):
+        raise InvalidArgument(
+            f"{where}.options: name {shown(key[:100])} is invalid: use 1-{MAX_OPTION_NAME_LENGTH} "
+            "printable characters"
+        )
+    if key in _HOST_FILE_OPTIONS:
+        raise InvalidArgument(
+            f"{where}.options: {key} names a file on the host, which a task definition may not reach; "
+            "use syslog over udp or tcp, or tcp+tls with the host's own trust store"
+        )
+    if driver == "awsfirelens":
+        known = _FIRELENS_KEY.fullmatch(key) is not None
+    elif driver == "awslogs":
+        known = key in AWSLOGS_OPTIONS
+    else:
+        known = key in ENGINE_DRIVERS[driver]
+    if not known:
+        allowed = AWSLOGS_OPTIONS if driver == "awslogs" else ENGINE_DRIVERS.get(driver, frozenset())
+        hint = (
+            "use letters, digits, '_', '.' and '-'"
+            if driver == "awsfirelens"
+            else f"{driver} takes {', '.join(sorted(allowed))}"
+        )
+        raise InvalidArgument(f"{where}.options: {shown(key)} is not an option of {driver}: {hint}")
+    if len(value) > MAX_OPTION_VALUE_LENGTH or not _clean(value):
+        raise InvalidArgument(
+            f"{where}.options[{key}]: the value must be at most {MAX_OPTION_VALUE_LENGTH} printable "
+            "characters"
+        )
+    shape = _VALUE_SHAPES.get(key)
+    if shape is not None and driver in ENGINE_DRIVERS:
+        accepted, said = shape
+        fits = value in accepted if isinstance(accepted, frozenset) else accepted.fullmatch(value) is not None
+        if not fits:
+            raise InvalidArgument(f"{where}.options[{key}] {shown(value)} is invalid: use {said}")
+
+
+def check_log_configuration(where: str, c: pb.ContainerDefinition) -> None:
+    """Check one container's logConfiguration (every client: the gRPC API too)."""
+    if not c.HasField("log_configuration"):
+        return
+    config = c.log_configuration
+    where = f"{where}.logConfiguration"
+    driver = config.log_driver
+    if driver not in DRIVERS:
+        raise InvalidArgument(
+            f"{where}.logDriver {shown(driver[:64])} is not supported: use {', '.join(DRIVERS)}"
+        )
+    if len(config.options) > MAX_OPTIONS:
+        raise InvalidArgument(
+            f"{where}.options has {len(config.options)} entries: the limit is {MAX_OPTIONS}"
+        )
+    for key, value in sorted(config.options.items()):
+        _check_option(where, driver, key, value)
+    if not config.secret_options:
+        return
+    if driver not in AWS_DRIVERS:
+        raise InvalidArgument(
+            f"{where}.secretOptions: {driver} takes no credentials; secretOptions are accepted with "
+            "awslogs and awsfirelens only (and not applied)"
+        )
+    if len(config.secret_options) > MAX_SECRET_OPTIONS:
+        raise InvalidArgument(f"{where}.secretOptions: at most {MAX_SECRET_OPTIONS} entries")
+    for option in config.secret_options:
+        if not option.name or len(option.name) > MAX_OPTION_NAME_LENGTH or not _clean(option.name):
+            raise InvalidArgument(
+                f"{where}.secretOptions: name {shown(option.name[:100])} is invalid: use "
+                f"1-{MAX_OPTION_NAME_LENGTH} printable characters"
+            )
+        try:
+            parse_reference(option.value_from)
+        except InvalidArgument as error:
+            raise InvalidArgument(f"{where}.secretOptions[{option.name}].valueFrom: {error}") from None
+
+
+def docker_log_config(c: pb.ContainerDefinition) -> dict[str, Any] | None:
+    """The SDK's `log_config` for this container, or None for the engine's default driver
+    (no logConfiguration, awslogs, awsfirelens)."""
+    if not c.HasField("log_configuration") or c.log_configuration.log_driver not in ENGINE_DRIVERS:
+        return None
+    config = c.log_configuration
+    return {"type": config.log_driver, "config": dict(sorted(config.options.items()))}
+
+
+def to_ecs(c: pb.ContainerDefinition) -> dict[str, Any]:
+    """The logConfiguration as registered, in ECS's JSON (the inverse of `LogSettings.apply`)."""
+    if not c.HasField("log_configuration"):
+        return {}
+    config = c.log_configuration
+    out: dict[str, Any] = {"logDriver": config.log_driver}
+    if config.options:
+        out["options"] = dict(sorted(config.options.items()))
+    if config.secret_options:
+        out["secretOptions"] = [{"name": s.name, "valueFrom": s.value_from} for s in config.secret_options]
+    return {FIELD: out}
