@@ -25,7 +25,7 @@ Empty lists and objects, and false, ask for nothing and get no note.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -67,7 +67,9 @@ class _RepositoryCredentials(_Strict):
 
 class _FirelensConfiguration(_Strict):
     type: Literal["fluentbit", "fluentd"]
-    options: dict[str, str] = Field(default_factory=dict, max_length=MAX_OPTIONS)
+    options: dict[
+        Annotated[str, Field(max_length=255)], Annotated[str, Field(max_length=MAX_OPTION_LENGTH)]
+    ] = Field(default_factory=dict, max_length=MAX_OPTIONS)
 
 
 class _ResourceRequirement(_Strict):
@@ -84,7 +86,9 @@ class _AwsContainerFields(_Strict):
     resource_requirements: list[_ResourceRequirement] = Field(
         default_factory=list, alias="resourceRequirements", max_length=MAX_ITEMS
     )
-    credential_specs: list[str] = Field(default_factory=list, alias="credentialSpecs", max_length=MAX_ITEMS)
+    credential_specs: list[Annotated[str, Field(max_length=MAX_ARN_LENGTH)]] = Field(
+        default_factory=list, alias="credentialSpecs", max_length=MAX_ITEMS
+    )
 
 
 class _PlacementConstraint(_Strict):

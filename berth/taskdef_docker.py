@@ -16,7 +16,7 @@ the others join.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +32,7 @@ DOCUMENT_FIELDS = frozenset({"pidMode", "ipcMode"})
 PID_MODES = ("host", "task")
 IPC_MODES = ("host", "task", "none")
 MAX_LINKS = 10  # a task has at most 10 containers, so at most 9 others to link to
+MAX_LINK_LENGTH = 511  # "name:alias", each up to 255 characters
 # ECS: a link is "name" or "name:alias"; each up to 255 letters, digits, '-' or '_'.
 _LINK_PART = r"[A-Za-z0-9_-]{1,255}"
 _LINK = re.compile(rf"({_LINK_PART})(?::({_LINK_PART}))?")
@@ -47,7 +48,9 @@ class DockerOptions(_Strict):
     interactive: bool = False
     pseudo_terminal: bool = Field(default=False, alias="pseudoTerminal")
     disable_networking: bool = Field(default=False, alias="disableNetworking")
-    links: list[str] = Field(default_factory=list, max_length=MAX_LINKS)
+    links: list[Annotated[str, Field(max_length=MAX_LINK_LENGTH)]] = Field(
+        default_factory=list, max_length=MAX_LINKS
+    )
 
     @classmethod
     def take(cls, raw: dict[str, Any]) -> tuple[DockerOptions, dict[str, Any]]:
@@ -105,7 +108,7 @@ def _check_links(td: pb.TaskDefinition) -> None:
             raise InvalidArgument(f"{where}: a container with disableNetworking has no network to link on")
         aliases: set[str] = set()
         for link in c.links:
-            if len(link) > 511 or _LINK.fullmatch(link) is None:
+            if len(link) > MAX_LINK_LENGTH or _LINK.fullmatch(link) is None:
                 raise InvalidArgument(
                     f'{where}: {shown(link)} is invalid: write "name" or "name:alias" '
                     "(letters, digits, '-' and '_')"

@@ -144,6 +144,7 @@ MALFORMED = [
     (doc(web(repositoryCredentials={"credentialsparameter": "arn"})), "credentialsParameter: required"),
     (doc(web(firelensConfiguration={"type": "logstash"})), "[0].firelensConfiguration.type"),
     (doc(web(firelensConfiguration={"type": "fluentbit", "options": {"k": 1}})), "firelensConfiguration"),
+    (doc(web(firelensConfiguration={"type": "fluentd", "options": {"k": "v" * 5000}})), ".options"),
     (doc(web(versionConsistency="maybe")), "containerDefinitions[0].versionConsistency"),
     (doc(web(resourceRequirements=[{"type": "TPU", "value": "1"}])), "[0].resourceRequirements[0].type"),
     (doc(placementConstraints=[{"type": "distinctInstance"}]), "taskDefinition.placementConstraints[0].type"),

@@ -57,6 +57,7 @@ def test_the_options_are_stored_and_round_trip_through_describe(
 
 REFUSED = [
     (doc(web(interactive="perhaps")), "containerDefinitions[0].interactive"),
+    (doc(web("db"), web(links=["db:" + "x" * 600])), "containerDefinitions[1].links[0]"),
     (doc(pidMode="container"), "taskDefinition.pidMode"),
     (doc(ipcMode="shareable"), "taskDefinition.ipcMode"),
     (doc(web(links=["db"])), "containerDefinitions[0].links: 'db' is not another container of this task"),
