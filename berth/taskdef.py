@@ -19,6 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from berth.errors import InvalidArgument
 from berth.names import check_family, shown
 from berth.secretnames import MAX_REFERENCE_LENGTH, parse_reference
+from berth.taskdef_aws import take_container as take_aws_container
+from berth.taskdef_aws import take_document as take_aws_document
+from berth.taskdef_docker import DockerOptions, Namespaces, check_docker_options, namespaces_to_ecs
+from berth.taskdef_docker import to_ecs as docker_options_to_ecs
 from berth.taskdef_envfiles import EnvironmentFiles, check_environment_files
 from berth.taskdef_envfiles import notes as environment_files_notes
 from berth.taskdef_envfiles import to_ecs as environment_files_to_ecs
@@ -33,20 +37,11 @@ from berth.v1 import resources_pb2 as pb
 # supported" beats silently ignoring something the operator relies on.
 _UNSUPPORTED_CONTAINER_FIELDS = frozenset(
     {
-        "links",
         "mountPoints",
         "volumesFrom",
         "dependsOn",
         "startTimeout",
-        "disableNetworking",
-        "interactive",
-        "pseudoTerminal",
-        "resourceRequirements",
-        "firelensConfiguration",
-        "repositoryCredentials",
-        "credentialSpecs",
         "restartPolicy",
-        "versionConsistency",
     }
 )
 # Document fields that only mean something on AWS; accepted and ignored.
@@ -77,18 +72,7 @@ AWSVPC_NOTE = (
     "networkMode awsvpc is AWS's own (an interface per task): Berth runs the task in bridge mode, "
     "its containers reachable through their port mappings"
 )
-_UNSUPPORTED_DOCUMENT_FIELDS = frozenset(
-    {
-        "volumes",
-        "placementConstraints",
-        "pidMode",
-        "ipcMode",
-        "proxyConfiguration",
-        "inferenceAccelerators",
-        "ephemeralStorage",
-        "enableFaultInjection",
-    }
-)
+_UNSUPPORTED_DOCUMENT_FIELDS = frozenset({"volumes"})
 _CONTAINER_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
 # ECS: port mapping names are up to 64 lowercase letters, digits, '_' or '-', not starting with '-'.
 _PORT_NAME = re.compile(r"[a-z0-9_][a-z0-9_-]{0,63}")
@@ -277,12 +261,15 @@ def _container_to_proto(raw: Any, index: int, notes: list[str]) -> pb.ContainerD
     raw = _without_nulls(raw)
     _reject_unsupported(raw, _UNSUPPORTED_CONTAINER_FIELDS, where)
     try:
-        settings, rest = ProcessSettings.take(_present(raw, _UNSUPPORTED_CONTAINER_FIELDS))
+        aws_notes, present = take_aws_container(_present(raw, _UNSUPPORTED_CONTAINER_FIELDS), where)
+        options, present = DockerOptions.take(present)
+        settings, rest = ProcessSettings.take(present)
         logging, rest = LogSettings.take(rest)
         environment_files, rest = EnvironmentFiles.take(rest)
         model = _ContainerDefinition.model_validate(rest)
     except ValidationError as error:
         raise _one_line(error, where) from None
+    notes.extend(aws_notes)
     container = pb.ContainerDefinition(
         name=model.name,
         image=model.image,
@@ -317,6 +304,7 @@ def _container_to_proto(raw: Any, index: int, notes: list[str]) -> pb.ContainerD
         ),
     )
     settings.apply(container, where)
+    options.apply(container)
     if logging is not None:
         logging.apply(container)
     environment_files.apply(container)
@@ -362,6 +350,7 @@ def parse_container_definitions(data: Any, notes: list[str] | None = None) -> li
     said: list[str] = [] if notes is None else notes
     containers = [_container_to_proto(raw, i, said) for i, raw in enumerate(data)]
     validate_containers(containers)
+    check_docker_options(pb.TaskDefinition(container_definitions=containers))
     return containers
 
 
@@ -387,12 +376,16 @@ def parse_register_document(data: Any) -> tuple[pb.TaskDefinition, list[str]]:
         for k, v in _present(data, _UNSUPPORTED_DOCUMENT_FIELDS).items()
         if k not in IGNORED_DOCUMENT_FIELDS and k not in READ_ONLY_DOCUMENT_FIELDS
     }
+    containers = relevant.get("containerDefinitions")
     try:
+        aws_notes, relevant = take_aws_document(relevant, containers if isinstance(containers, list) else [])
+        namespaces, relevant = Namespaces.take(relevant)
         doc = _RegisterDocument.model_validate(relevant)
     except ValidationError as error:
         raise _one_line(error, "taskDefinition") from None
     if doc.network_mode == "awsvpc":
         notes.append(AWSVPC_NOTE)
+    notes.extend(aws_notes)
     task_definition = pb.TaskDefinition(
         family=doc.family,
         container_definitions=[
@@ -402,6 +395,7 @@ def parse_register_document(data: Any) -> tuple[pb.TaskDefinition, list[str]]:
         memory=doc.memory or 0,
         network_mode=NETWORK_MODES[doc.network_mode] if doc.network_mode else pb.NETWORK_MODE_UNSPECIFIED,
     )
+    namespaces.apply(task_definition)
     validate_task_definition(task_definition)
     return task_definition, notes
 
@@ -591,6 +585,7 @@ def validate_task_definition(td: pb.TaskDefinition) -> None:
         )
     validate_containers(td.container_definitions, td.memory)
     _check_network_mode(td)
+    check_docker_options(td)
     cpu = sum(c.cpu for c in td.container_definitions)
     memory = sum(c.memory_reservation or c.memory for c in td.container_definitions)
     if cpu > MAX_CPU_UNITS:
@@ -703,6 +698,7 @@ def _ecs_container(c: pb.ContainerDefinition) -> dict[str, Any]:
     out.update(process_settings_to_ecs(c))
     out.update(log_configuration_to_ecs(c))
     out.update(environment_files_to_ecs(c))
+    out.update(docker_options_to_ecs(c))
     return out
 
 
@@ -721,6 +717,7 @@ def to_ecs_document(td: pb.TaskDefinition) -> dict[str, Any]:
         out["memory"] = str(td.memory)
     if td.network_mode:
         out["networkMode"] = _NETWORK_MODE_NAMES.get(td.network_mode, "bridge")
+    out.update(namespaces_to_ecs(td))
     if td.revision:
         out["revision"] = td.revision
     if td.status:

@@ -27,6 +27,7 @@ from agent.runtime.driver import (
     LABEL_TASK_ID,
 )
 from berth.names import protocol_name
+from berth.taskdef_docker import link_target
 from berth.taskdef_logging import docker_log_config
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
@@ -111,6 +112,13 @@ class ContainerSpec:
     privileged: bool = False
     # The SDK's log_config ({"type", "config"}); None: the engine's default driver.
     log_config: dict[str, Any] | None = None
+    # Plain Docker options (berth.taskdef_docker): stdin kept open, a TTY, links as
+    # {Docker container name: alias}, the PID and IPC namespaces ("" = the container's own).
+    stdin_open: bool = False
+    tty: bool = False
+    links: dict[str, str] = field(default_factory=dict)
+    pid_mode: str = ""
+    ipc_mode: str = ""
 
     def create_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the SDK's `containers.create(image, ...)`; unset options are left out."""
@@ -146,6 +154,21 @@ class ContainerSpec:
         if self.log_config is not None:
             config = dict(self.log_config["config"])
             options["log_config"] = {"type": self.log_config["type"], "config": config}
+        options.update(self._docker_options())
+        return options
+
+    def _docker_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        for key, value in (
+            ("stdin_open", self.stdin_open),
+            ("tty", self.tty),
+            ("pid_mode", self.pid_mode),
+            ("ipc_mode", self.ipc_mode),
+        ):
+            if value:
+                options[key] = value
+        if self.links:
+            options["links"] = dict(self.links)
         return options
 
     def _process_options(self) -> dict[str, Any]:
@@ -222,6 +245,33 @@ def _process_settings(
     }
 
 
+def _namespace(mode: str, holder: str, is_holder: bool, shareable: str) -> str:
+    """Docker's pid_mode/ipc_mode for ECS's: "task" shares the first container's namespace."""
+    if mode == "task":
+        return shareable if is_holder else f"container:{holder}"
+    return mode  # "", "host" or (IPC) "none"
+
+
+def _docker_options(
+    assignment: agent_pb.TaskAssignment, index: int, definition: pb.ContainerDefinition
+) -> dict[str, Any]:
+    """ContainerSpec's fields for ECS's plain Docker options of one container."""
+    td = assignment.task_definition
+    holder = container_name(assignment.task_id, td.container_definitions[0].name)
+    links = {}
+    for link in definition.links:
+        target, alias = link_target(link)
+        links[container_name(assignment.task_id, target)] = alias
+    return {
+        "stdin_open": definition.interactive,
+        "tty": definition.pseudo_terminal,
+        "links": links,
+        # Docker keeps a container's own PID namespace private already; IPC needs "shareable".
+        "pid_mode": _namespace(td.pid_mode, holder, index == 0, ""),
+        "ipc_mode": _namespace(td.ipc_mode, holder, index == 0, "shareable"),
+    }
+
+
 def container_specs(
     assignment: agent_pb.TaskAssignment,
     node_id: str,
@@ -247,7 +297,10 @@ def container_specs(
     # Docker refuses DNS servers there as it does without a network.
     bridged = not network_mode
     specs = []
-    for definition in td.container_definitions:
+    for index, definition in enumerate(td.container_definitions):
+        # disableNetworking: this container alone runs without a network.
+        own_network = "none" if definition.disable_networking else network_mode
+        own_bridged = bridged and not definition.disable_networking
         stop_timeout = definition.stop_timeout or DEFAULT_STOP_TIMEOUT
         host_ports = (
             {
@@ -289,7 +342,7 @@ def container_specs(
                         f"{p.container_port}/{protocol_name(p.protocol)}": (p.host_port or None)
                         for p in definition.port_mappings
                     }
-                    if bridged
+                    if own_bridged
                     else {}
                 ),
                 cpu_shares=max(definition.cpu, MIN_CPU_SHARES),
@@ -301,9 +354,10 @@ def container_specs(
                 healthcheck=(
                     healthcheck(definition.health_check) if definition.HasField("health_check") else None
                 ),
-                network_mode=network_mode,
+                network_mode=own_network,
                 log_config=docker_log_config(definition),
-                **_process_settings(definition, dns_servers, bridged),
+                **_process_settings(definition, dns_servers, own_bridged),
+                **_docker_options(assignment, index, definition),
             )
         )
     return specs

@@ -54,6 +54,8 @@ def _request(
         cpu=td.cpu,
         memory=td.memory,
         network_mode=td.network_mode,
+        pid_mode=td.pid_mode,
+        ipc_mode=td.ipc_mode,
     )
 
 

@@ -387,6 +387,10 @@ class ContainerDefinition(_message.Message):
     DOCKER_SECURITY_OPTIONS_FIELD_NUMBER: _builtins.int
     LOG_CONFIGURATION_FIELD_NUMBER: _builtins.int
     ENVIRONMENT_FILES_FIELD_NUMBER: _builtins.int
+    INTERACTIVE_FIELD_NUMBER: _builtins.int
+    PSEUDO_TERMINAL_FIELD_NUMBER: _builtins.int
+    DISABLE_NETWORKING_FIELD_NUMBER: _builtins.int
+    LINKS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     image: _builtins.str
     cpu: _builtins.int
@@ -408,6 +412,14 @@ class ContainerDefinition(_message.Message):
     readonly_root_filesystem: _builtins.bool
     privileged: _builtins.bool
     """Registered only where the control plane runs with --allow-privileged."""
+    interactive: _builtins.bool
+    """Plain Docker options (checked in berth.taskdef_docker).
+    ECS's interactive: stdin kept open.
+    """
+    pseudo_terminal: _builtins.bool
+    """ECS's pseudoTerminal: a TTY is allocated."""
+    disable_networking: _builtins.bool
+    """ECS's disableNetworking: this container alone runs without a network."""
     @_builtins.property
     def port_mappings(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortMapping]: ...
     @_builtins.property
@@ -460,6 +472,12 @@ class ContainerDefinition(_message.Message):
         reads each from its --environment-files-dir.
         """
 
+    @_builtins.property
+    def links(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """ECS's links, "name" or "name:alias": Docker links on the bridge to
+        containers of the same task listed before this one.
+        """
+
     def __init__(
         self,
         *,
@@ -491,10 +509,14 @@ class ContainerDefinition(_message.Message):
         docker_security_options: _abc.Iterable[_builtins.str] | None = ...,
         log_configuration: Global___LogConfiguration | None = ...,
         environment_files: _abc.Iterable[Global___EnvironmentFile] | None = ...,
+        interactive: _builtins.bool = ...,
+        pseudo_terminal: _builtins.bool = ...,
+        disable_networking: _builtins.bool = ...,
+        links: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["health_check", b"health_check", "linux_parameters", b"linux_parameters", "log_configuration", b"log_configuration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "cpu", b"cpu", "dns_search_domains", b"dns_search_domains", "dns_servers", b"dns_servers", "docker_labels", b"docker_labels", "docker_security_options", b"docker_security_options", "entry_point", b"entry_point", "environment", b"environment", "environment_files", b"environment_files", "essential", b"essential", "extra_hosts", b"extra_hosts", "health_check", b"health_check", "hostname", b"hostname", "image", b"image", "linux_parameters", b"linux_parameters", "log_configuration", b"log_configuration", "memory", b"memory", "memory_reservation", b"memory_reservation", "name", b"name", "port_mappings", b"port_mappings", "privileged", b"privileged", "readonly_root_filesystem", b"readonly_root_filesystem", "secrets", b"secrets", "stop_timeout", b"stop_timeout", "system_controls", b"system_controls", "ulimits", b"ulimits", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "cpu", b"cpu", "disable_networking", b"disable_networking", "dns_search_domains", b"dns_search_domains", "dns_servers", b"dns_servers", "docker_labels", b"docker_labels", "docker_security_options", b"docker_security_options", "entry_point", b"entry_point", "environment", b"environment", "environment_files", b"environment_files", "essential", b"essential", "extra_hosts", b"extra_hosts", "health_check", b"health_check", "hostname", b"hostname", "image", b"image", "interactive", b"interactive", "links", b"links", "linux_parameters", b"linux_parameters", "log_configuration", b"log_configuration", "memory", b"memory", "memory_reservation", b"memory_reservation", "name", b"name", "port_mappings", b"port_mappings", "privileged", b"privileged", "pseudo_terminal", b"pseudo_terminal", "readonly_root_filesystem", b"readonly_root_filesystem", "secrets", b"secrets", "stop_timeout", b"stop_timeout", "system_controls", b"system_controls", "ulimits", b"ulimits", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -723,6 +745,8 @@ class TaskDefinition(_message.Message):
     CPU_FIELD_NUMBER: _builtins.int
     MEMORY_FIELD_NUMBER: _builtins.int
     NETWORK_MODE_FIELD_NUMBER: _builtins.int
+    PID_MODE_FIELD_NUMBER: _builtins.int
+    IPC_MODE_FIELD_NUMBER: _builtins.int
     family: _builtins.str
     revision: _builtins.int
     status: Global___TaskDefinitionStatus.ValueType
@@ -730,6 +754,12 @@ class TaskDefinition(_message.Message):
     """Task-level reservations (0 = sum of the containers')."""
     memory: _builtins.int
     network_mode: Global___NetworkMode.ValueType
+    pid_mode: _builtins.str
+    """ECS's pidMode and ipcMode: "" (each container its own), "host" (needs
+    --allow-privileged) or "task" (shared by the task's containers); ipcMode
+    also "none". Checked in berth.taskdef_docker.
+    """
+    ipc_mode: _builtins.str
     @_builtins.property
     def container_definitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerDefinition]: ...
     @_builtins.property
@@ -745,10 +775,12 @@ class TaskDefinition(_message.Message):
         cpu: _builtins.int = ...,
         memory: _builtins.int = ...,
         network_mode: Global___NetworkMode.ValueType = ...,
+        pid_mode: _builtins.str = ...,
+        ipc_mode: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["registered_at", b"registered_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_definitions", b"container_definitions", "cpu", b"cpu", "family", b"family", "memory", b"memory", "network_mode", b"network_mode", "registered_at", b"registered_at", "revision", b"revision", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_definitions", b"container_definitions", "cpu", b"cpu", "family", b"family", "ipc_mode", b"ipc_mode", "memory", b"memory", "network_mode", b"network_mode", "pid_mode", b"pid_mode", "registered_at", b"registered_at", "revision", b"revision", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

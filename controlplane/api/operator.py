@@ -64,6 +64,8 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
                 cpu=request.cpu,
                 memory=request.memory,
                 network_mode=request.network_mode,
+                pid_mode=request.pid_mode,
+                ipc_mode=request.ipc_mode,
             )
         )
 

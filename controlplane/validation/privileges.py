@@ -1,7 +1,8 @@
 """The cluster's policy on privileged containers (`--allow-privileged`, `--allow-devices`).
 
 Off by default: a task definition asking for `privileged`, `dockerSecurityOptions`,
-capabilities beyond Docker's defaults, real-time ulimits or host devices is refused at
+capabilities beyond Docker's defaults, real-time ulimits, the host's PID or IPC namespace
+(pidMode/ipcMode host) or host devices is refused at
 registration, in one line naming the flag (berth.taskdef_process.privilege_refusal says why).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from berth.errors import InvalidArgument
+from berth.taskdef_docker import namespace_refusal
 from berth.taskdef_process import privilege_refusal
 from berth.v1 import resources_pb2 as pb
 
@@ -20,6 +22,8 @@ class PrivilegePolicy:
     allow_devices: bool = False
 
     def check(self, td: pb.TaskDefinition) -> None:
-        reason = privilege_refusal(td, self.allow_privileged, self.allow_devices)
+        reason = privilege_refusal(td, self.allow_privileged, self.allow_devices) or namespace_refusal(
+            td, self.allow_privileged
+        )
         if reason is not None:
             raise InvalidArgument(reason)

@@ -55,7 +55,7 @@ def test_register_document_accepts_ecs_strings_and_ignores_aws_only_fields() -> 
         ([{"name": "w", "image": "x", "memry": 64}], "containerDefinitions[0].memry: unknown field 'memry'"),
         ([{"name": "w", "memory": 64}], "containerDefinitions[0].image: required field is missing"),
         ([{"name": "w", "image": "x", "cpu": -1}], "containerDefinitions[0].cpu"),
-        ([{"name": "w", "image": "x", "links": ["db"]}], "not supported by Berth yet"),
+        ([{"name": "w", "image": "x", "memory": 64, "links": ["db"]}], "[0].links: 'db' is not another"),
         ([{"name": "w", "image": "x", "portMappings": [{"containerPort": 70000}]}], "containerPort"),
         ([], "non-empty JSON array"),
         ({"name": "w"}, "non-empty JSON array"),

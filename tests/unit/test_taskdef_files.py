@@ -183,7 +183,6 @@ def test_empty_unsupported_container_lists_register(field: str) -> None:
     [
         (doc(volumes=[{"name": "data"}]), "taskDefinition.volumes: this ECS field"),
         (web(mountPoints=[{"sourceVolume": "d", "containerPath": "/d"}]), "[0].mountPoints: this ECS field"),
-        (web(links=["db"]), "containerDefinitions[0].links: this ECS field"),
         ({"taskDefinition": "x"}, "must be a JSON object"),
     ],
 )  # fmt: skip

@@ -1,0 +1,168 @@
+"""AWS-only fields: accepted with a note that says what Berth does instead, or refused with the
+reason; malformed ones refused naming the field; nothing of them is stored (tables)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from berth.errors import InvalidArgument
+from berth.taskdef import parse_container_definitions, parse_register_document, to_ecs_document
+from berth.taskdef_aws import (
+    EPHEMERAL_STORAGE_NOTE,
+    FAULT_INJECTION_NOTE,
+    FIRELENS_NOTE,
+    PLACEMENT_CONSTRAINTS_NOTE,
+    PROXY_CONFIGURATION_NOTE,
+    REPOSITORY_CREDENTIALS_NOTE,
+    VERSION_CONSISTENCY_NOTE,
+)
+
+
+def web(**fields: Any) -> dict[str, Any]:
+    return {"name": "web", "image": "web:1", "memory": 64} | fields
+
+
+def doc(*containers: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {"family": "app", "containerDefinitions": list(containers) or [web()]} | fields
+
+
+PLAIN, _ = parse_register_document(doc())
+
+CONTAINER_NOTES = [
+    (
+        {"repositoryCredentials": {"credentialsParameter": "arn:aws:secretsmanager:us-east-1:1:secret:x"}},
+        REPOSITORY_CREDENTIALS_NOTE,
+    ),
+    (
+        {"firelensConfiguration": {"type": "fluentbit", "options": {"enable-ecs-log-metadata": "true"}}},
+        FIRELENS_NOTE,
+    ),
+    ({"firelensConfiguration": {"type": "fluentd"}}, FIRELENS_NOTE),
+    ({"versionConsistency": "enabled"}, VERSION_CONSISTENCY_NOTE),
+]
+
+
+@pytest.mark.parametrize(("fields", "note"), CONTAINER_NOTES)
+def test_aws_only_container_fields_are_accepted_with_a_note_naming_the_container(
+    fields: dict[str, Any], note: str
+) -> None:
+    td, notes = parse_register_document(doc(web(), web(name="side", **fields)))
+    assert notes == [f"containerDefinitions[1].{note}"]
+    # Nothing stored: the definition is the one without the field, and describe shows none of it.
+    assert td == parse_register_document(doc(web(), web(name="side")))[0]
+    assert not set(fields) & set(to_ecs_document(td)["containerDefinitions"][1])
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"versionConsistency": "disabled"},
+        {"resourceRequirements": []},
+        {"credentialSpecs": []},
+        {"repositoryCredentials": None, "firelensConfiguration": None},
+    ],
+)
+def test_container_fields_that_ask_for_nothing_get_no_note(fields: dict[str, Any]) -> None:
+    notes: list[str] = []
+    parse_container_definitions([web(**fields)], notes)
+    assert notes == []
+
+
+DOCUMENT_NOTES = [
+    (
+        {"placementConstraints": [{"type": "memberOf", "expression": "attribute:ecs.instance-type =~ t2.*"}]},
+        PLACEMENT_CONSTRAINTS_NOTE,
+    ),
+    (
+        {
+            "proxyConfiguration": {
+                "type": "APPMESH",
+                "containerName": "web",
+                "properties": [{"name": "AppPorts", "value": "9080"}],
+            }
+        },
+        PROXY_CONFIGURATION_NOTE,
+    ),
+    ({"ephemeralStorage": {"sizeInGiB": 30}}, EPHEMERAL_STORAGE_NOTE),
+    ({"ephemeralStorage": {"sizeInGiB": "30"}}, EPHEMERAL_STORAGE_NOTE),
+    ({"enableFaultInjection": True}, FAULT_INJECTION_NOTE),
+]
+
+
+@pytest.mark.parametrize(("fields", "note"), DOCUMENT_NOTES)
+def test_aws_only_task_fields_are_accepted_with_a_note(fields: dict[str, Any], note: str) -> None:
+    td, notes = parse_register_document(doc(**fields))
+    assert notes == [note]
+    assert td == PLAIN
+    assert not set(fields) & set(to_ecs_document(td))
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"placementConstraints": []},
+        {"inferenceAccelerators": []},
+        {"enableFaultInjection": False},
+        {"proxyConfiguration": None, "ephemeralStorage": None},
+    ],
+)
+def test_task_fields_that_ask_for_nothing_get_no_note(fields: dict[str, Any]) -> None:
+    assert parse_register_document(doc(**fields))[1] == []
+
+
+REFUSED = [
+    (
+        doc(web(resourceRequirements=[{"type": "GPU", "value": "1"}])),
+        "containerDefinitions[0].resourceRequirements: GPU is refused: Berth does not schedule GPUs",
+    ),
+    (
+        doc(web(resourceRequirements=[{"type": "InferenceAccelerator", "value": "device_1"}])),
+        "containerDefinitions[0].resourceRequirements: InferenceAccelerator is refused",
+    ),
+    (
+        doc(web(credentialSpecs=["credentialspecdomainless:arn:aws:s3:::bucket/spec.json"])),
+        "containerDefinitions[0].credentialSpecs is refused: these are Windows gMSA credentials",
+    ),
+    (
+        doc(inferenceAccelerators=[{"deviceName": "device_1", "deviceType": "eia2.medium"}]),
+        "taskDefinition.inferenceAccelerators is refused: Elastic Inference accelerators exist only on AWS",
+    ),
+]
+
+
+@pytest.mark.parametrize(("document", "message"), REFUSED)
+def test_what_berth_cannot_honour_is_refused_with_the_reason(document: Any, message: str) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        parse_register_document(document)
+    assert message in str(refused.value)
+
+
+MALFORMED = [
+    (doc(web(repositoryCredentials={"credentialsParameter": "x" * 3000})), "[0].repositoryCredentials"),
+    (doc(web(repositoryCredentials={"credentialsparameter": "arn"})), "credentialsParameter: required"),
+    (doc(web(firelensConfiguration={"type": "logstash"})), "[0].firelensConfiguration.type"),
+    (doc(web(firelensConfiguration={"type": "fluentbit", "options": {"k": 1}})), "firelensConfiguration"),
+    (doc(web(firelensConfiguration={"type": "fluentd", "options": {"k": "v" * 5000}})), ".options"),
+    (doc(web(versionConsistency="maybe")), "containerDefinitions[0].versionConsistency"),
+    (doc(web(resourceRequirements=[{"type": "TPU", "value": "1"}])), "[0].resourceRequirements[0].type"),
+    (doc(placementConstraints=[{"type": "distinctInstance"}]), "taskDefinition.placementConstraints[0].type"),
+    (doc(placementConstraints=[{"type": "memberOf"}] * 11), "taskDefinition.placementConstraints"),
+    (doc(ephemeralStorage={"sizeInGiB": 20}), "taskDefinition.ephemeralStorage.sizeInGiB"),
+    (doc(ephemeralStorage={"sizeInGiB": 10**30}), "taskDefinition.ephemeralStorage.sizeInGiB"),
+    (doc(enableFaultInjection="perhaps"), "taskDefinition.enableFaultInjection"),
+    (
+        doc(proxyConfiguration={"type": "APPMESH", "containerName": "envoy"}),
+        "taskDefinition.proxyConfiguration.containerName: 'envoy' is not a container of this task",
+    ),
+    (doc(proxyConfiguration={"type": "ISTIO", "containerName": "web"}), "proxyConfiguration.type"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("document", "message"), MALFORMED)
+def test_malformed_aws_only_fields_are_refused_naming_the_field(document: Any, message: str) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        parse_register_document(document)
+    assert message in str(refused.value)
+    assert "\n" not in str(refused.value)
