@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from berth.errors import InvalidArgument
 from berth.names import check_family, shown
 from berth.secretnames import MAX_REFERENCE_LENGTH, parse_reference
+from berth.taskdef_aws import IGNORED_DOCUMENT_FIELDS, check_kept_container, check_kept_document
 from berth.taskdef_aws import take_container as take_aws_container
 from berth.taskdef_aws import take_document as take_aws_document
 from berth.taskdef_docker import DockerOptions, Namespaces, check_docker_options, namespaces_to_ecs
@@ -45,9 +46,6 @@ _UNSUPPORTED_CONTAINER_FIELDS = frozenset(
     }
 )
 # Document fields that only mean something on AWS; accepted and ignored.
-IGNORED_DOCUMENT_FIELDS = frozenset(
-    {"taskRoleArn", "executionRoleArn", "requiresCompatibilities", "tags", "runtimePlatform"}
-)
 # Fields of describe output (AWS's and Berth's own), pasted back into a register
 # document: the registry sets them, so they are ignored, with a note.
 READ_ONLY_DOCUMENT_FIELDS = frozenset(
@@ -261,7 +259,7 @@ def _container_to_proto(raw: Any, index: int, notes: list[str]) -> pb.ContainerD
     raw = _without_nulls(raw)
     _reject_unsupported(raw, _UNSUPPORTED_CONTAINER_FIELDS, where)
     try:
-        aws_notes, present = take_aws_container(_present(raw, _UNSUPPORTED_CONTAINER_FIELDS), where)
+        aws_notes, aws_only, present = take_aws_container(_present(raw, _UNSUPPORTED_CONTAINER_FIELDS), where)
         options, present = DockerOptions.take(present)
         settings, rest = ProcessSettings.take(present)
         logging, rest = LogSettings.take(rest)
@@ -303,6 +301,7 @@ def _container_to_proto(raw: Any, index: int, notes: list[str]) -> pb.ContainerD
             else None
         ),
     )
+    container.aws_only_fields = aws_only
     settings.apply(container, where)
     options.apply(container)
     if logging is not None:
@@ -374,11 +373,13 @@ def parse_register_document(data: Any) -> tuple[pb.TaskDefinition, list[str]]:
     relevant = {
         k: v
         for k, v in _present(data, _UNSUPPORTED_DOCUMENT_FIELDS).items()
-        if k not in IGNORED_DOCUMENT_FIELDS and k not in READ_ONLY_DOCUMENT_FIELDS
+        if k not in READ_ONLY_DOCUMENT_FIELDS
     }
     containers = relevant.get("containerDefinitions")
     try:
-        aws_notes, relevant = take_aws_document(relevant, containers if isinstance(containers, list) else [])
+        aws_notes, aws_only, relevant = take_aws_document(
+            relevant, containers if isinstance(containers, list) else []
+        )
         namespaces, relevant = Namespaces.take(relevant)
         doc = _RegisterDocument.model_validate(relevant)
     except ValidationError as error:
@@ -394,6 +395,7 @@ def parse_register_document(data: Any) -> tuple[pb.TaskDefinition, list[str]]:
         cpu=doc.cpu or 0,
         memory=doc.memory or 0,
         network_mode=NETWORK_MODES[doc.network_mode] if doc.network_mode else pb.NETWORK_MODE_UNSPECIFIED,
+        aws_only_fields=aws_only,
     )
     namespaces.apply(task_definition)
     validate_task_definition(task_definition)
@@ -584,6 +586,9 @@ def validate_task_definition(td: pb.TaskDefinition) -> None:
             f"task memory {td.memory} is out of range: use {MIN_MEMORY_MIB}-{MAX_MEMORY_MIB} MiB"
         )
     validate_containers(td.container_definitions, td.memory)
+    for index, container in enumerate(td.container_definitions):
+        check_kept_container(f"containerDefinitions[{index}]", container.aws_only_fields)
+    check_kept_document(td.aws_only_fields, [c.name for c in td.container_definitions])
     _check_network_mode(td)
     check_docker_options(td)
     cpu = sum(c.cpu for c in td.container_definitions)
@@ -699,6 +704,8 @@ def _ecs_container(c: pb.ContainerDefinition) -> dict[str, Any]:
     out.update(log_configuration_to_ecs(c))
     out.update(environment_files_to_ecs(c))
     out.update(docker_options_to_ecs(c))
+    if c.aws_only_fields:
+        out.update(json.loads(c.aws_only_fields))
     return out
 
 
@@ -718,6 +725,8 @@ def to_ecs_document(td: pb.TaskDefinition) -> dict[str, Any]:
     if td.network_mode:
         out["networkMode"] = _NETWORK_MODE_NAMES.get(td.network_mode, "bridge")
     out.update(namespaces_to_ecs(td))
+    if td.aws_only_fields:
+        out.update(json.loads(td.aws_only_fields))
     if td.revision:
         out["revision"] = td.revision
     if td.status:

@@ -2,9 +2,11 @@
 it refuses, with the reason.
 
 A field Berth can do without (the task runs as its author meant) is accepted, checked for
-shape and bounds, and answered with a note that says what Berth does instead; it is not
-stored, since it changes nothing Berth does. A field whose absence would change what the
-task does (a GPU, a Windows credential) is refused, saying why.
+shape and bounds, and answered with a note that says what Berth does instead. It changes
+nothing Berth does, but it is kept as registered (JSON text in the definition's
+`aws_only_fields`), so `describe -o json` shows the document the user registered. A field
+whose absence would change what the task does (a GPU, a Windows credential) is refused,
+saying why.
 
     container field           Berth
     repositoryCredentials     note: the agent's engine pulls with the credentials it is logged in with
@@ -25,9 +27,10 @@ Empty lists and objects, and false, ask for nothing and get no note.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from berth.errors import InvalidArgument
 from berth.names import shown
@@ -55,6 +58,14 @@ MAX_ARN_LENGTH = 2048
 MAX_OPTIONS = 100  # firelensConfiguration.options entries
 MAX_OPTION_LENGTH = 4096
 MAX_ITEMS = 10  # constraints, accelerators, requirements, properties
+# The kept fields of one container or one document, as JSON text (the whole definition is at
+# most 64 KiB anyway; this bounds what a gRPC client may put in the field directly).
+MAX_KEPT_BYTES = 16_384
+# Document fields that only mean something on AWS and need no note of their own (the parser
+# names them in one "AWS-only, Berth ignores ..." note); kept as registered like the rest.
+IGNORED_DOCUMENT_FIELDS = frozenset(
+    {"taskRoleArn", "executionRoleArn", "requiresCompatibilities", "tags", "runtimePlatform"}
+)
 
 
 class _Strict(BaseModel):
@@ -154,8 +165,9 @@ EPHEMERAL_STORAGE_NOTE = (
 FAULT_INJECTION_NOTE = "enableFaultInjection: Berth has no fault-injection endpoints; ignored"
 
 
-def take_container(raw: dict[str, Any], where: str) -> tuple[list[str], dict[str, Any]]:
-    """Split a container definition: the notes its AWS-only fields get, and every other field.
+def take_container(raw: dict[str, Any], where: str) -> tuple[list[str], str, dict[str, Any]]:
+    """Split a container definition: the notes its AWS-only fields get, those fields as
+    registered (JSON text, "" for none), and every other field.
 
     Raises InvalidArgument for a field Berth refuses, pydantic's ValidationError for a
     malformed one (the caller names the field)."""
@@ -179,15 +191,20 @@ def take_container(raw: dict[str, Any], where: str) -> tuple[list[str], dict[str
         notes.append(f"{where}.{FIRELENS_NOTE}")
     if fields.version_consistency == "enabled":
         notes.append(f"{where}.{VERSION_CONSISTENCY_NOTE}")
-    return notes, rest
+    return notes, _kept({k: v for k, v in raw.items() if k in CONTAINER_FIELDS}), rest
 
 
-def take_document(doc: dict[str, Any], containers: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
-    """Split a register document: the notes its AWS-only fields get, and every other field.
+def take_document(
+    doc: dict[str, Any], containers: list[dict[str, Any]]
+) -> tuple[list[str], str, dict[str, Any]]:
+    """Split a register document: the notes its AWS-only fields get (IGNORED_DOCUMENT_FIELDS
+    get theirs from the caller), all its AWS-only fields as registered (JSON text, "" for none),
+    and every other field.
 
     Raises as take_container does."""
     fields = _AwsDocumentFields.model_validate({k: v for k, v in doc.items() if k in DOCUMENT_FIELDS})
-    rest = {k: v for k, v in doc.items() if k not in DOCUMENT_FIELDS}
+    kept = _kept({k: v for k, v in doc.items() if k in DOCUMENT_FIELDS or k in IGNORED_DOCUMENT_FIELDS})
+    rest = {k: v for k, v in doc.items() if k not in DOCUMENT_FIELDS and k not in IGNORED_DOCUMENT_FIELDS}
     if fields.inference_accelerators:
         raise InvalidArgument(
             "taskDefinition.inferenceAccelerators is refused: Elastic Inference accelerators exist "
@@ -209,4 +226,55 @@ def take_document(doc: dict[str, Any], containers: list[dict[str, Any]]) -> tupl
         notes.append(EPHEMERAL_STORAGE_NOTE)
     if fields.enable_fault_injection:
         notes.append(FAULT_INJECTION_NOTE)
-    return notes, rest
+    return notes, kept, rest
+
+
+def _kept(fields: dict[str, Any]) -> str:
+    if not fields:
+        return ""
+    text = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+    if len(text.encode()) > MAX_KEPT_BYTES:
+        raise InvalidArgument(
+            f"the AWS-only fields ({', '.join(sorted(fields))}) take {len(text.encode())} bytes: "
+            f"the limit is {MAX_KEPT_BYTES}"
+        )
+    return text
+
+
+def _parse_kept(text: str, where: str, allowed: frozenset[str]) -> dict[str, Any]:
+    """The kept fields a gRPC client sent: a bounded JSON object of allowed fields only."""
+    if len(text.encode()) > MAX_KEPT_BYTES:
+        raise InvalidArgument(f"{where}: AWS-only fields take more than {MAX_KEPT_BYTES} bytes")
+    try:
+        fields = json.loads(text)
+    except (ValueError, RecursionError):
+        raise InvalidArgument(f"{where}: AWS-only fields are not a JSON object") from None
+    if not isinstance(fields, dict) or not fields:
+        raise InvalidArgument(f"{where}: AWS-only fields are not a non-empty JSON object")
+    unknown = sorted(set(fields) - allowed)
+    if unknown:
+        raise InvalidArgument(f"{where}: {shown(unknown[0])} is not an AWS-only field Berth keeps")
+    return fields
+
+
+def check_kept_container(where: str, text: str) -> None:
+    """Check a container's kept AWS-only fields as the parser would (registration re-checks
+    what a gRPC client sent unchecked). Raises InvalidArgument."""
+    if text:
+        try:
+            take_container(_parse_kept(text, where, CONTAINER_FIELDS), where)
+        except ValidationError as error:
+            message = error.errors()[0]["msg"]
+            raise InvalidArgument(f"{where}: AWS-only fields are malformed: {message}") from None
+
+
+def check_kept_document(text: str, container_names: list[str]) -> None:
+    """The document-level counterpart of check_kept_container."""
+    if text:
+        fields = _parse_kept(text, "taskDefinition", DOCUMENT_FIELDS | IGNORED_DOCUMENT_FIELDS)
+        try:
+            take_document(fields, [{"name": name} for name in container_names])
+        except ValidationError as error:
+            raise InvalidArgument(
+                f"taskDefinition: AWS-only fields are malformed: {error.errors()[0]['msg']}"
+            ) from None

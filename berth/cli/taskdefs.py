@@ -56,6 +56,7 @@ def _request(
         network_mode=td.network_mode,
         pid_mode=td.pid_mode,
         ipc_mode=td.ipc_mode,
+        aws_only_fields=td.aws_only_fields,
     )
 
 

@@ -105,6 +105,7 @@ class RegisterTaskDefinitionRequest(_message.Message):
     NETWORK_MODE_FIELD_NUMBER: _builtins.int
     PID_MODE_FIELD_NUMBER: _builtins.int
     IPC_MODE_FIELD_NUMBER: _builtins.int
+    AWS_ONLY_FIELDS_FIELD_NUMBER: _builtins.int
     family: _builtins.str
     cpu: _builtins.int
     memory: _builtins.int
@@ -112,6 +113,7 @@ class RegisterTaskDefinitionRequest(_message.Message):
     pid_mode: _builtins.str
     """As TaskDefinition's."""
     ipc_mode: _builtins.str
+    aws_only_fields: _builtins.str
     @_builtins.property
     def container_definitions(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ContainerDefinition]: ...
     def __init__(
@@ -124,10 +126,11 @@ class RegisterTaskDefinitionRequest(_message.Message):
         network_mode: _resources_pb2.NetworkMode.ValueType = ...,
         pid_mode: _builtins.str = ...,
         ipc_mode: _builtins.str = ...,
+        aws_only_fields: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_definitions", b"container_definitions", "cpu", b"cpu", "family", b"family", "ipc_mode", b"ipc_mode", "memory", b"memory", "network_mode", b"network_mode", "pid_mode", b"pid_mode"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aws_only_fields", b"aws_only_fields", "container_definitions", b"container_definitions", "cpu", b"cpu", "family", b"family", "ipc_mode", b"ipc_mode", "memory", b"memory", "network_mode", b"network_mode", "pid_mode", b"pid_mode"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

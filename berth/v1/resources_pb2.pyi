@@ -391,6 +391,7 @@ class ContainerDefinition(_message.Message):
     PSEUDO_TERMINAL_FIELD_NUMBER: _builtins.int
     DISABLE_NETWORKING_FIELD_NUMBER: _builtins.int
     LINKS_FIELD_NUMBER: _builtins.int
+    AWS_ONLY_FIELDS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     image: _builtins.str
     cpu: _builtins.int
@@ -420,6 +421,10 @@ class ContainerDefinition(_message.Message):
     """ECS's pseudoTerminal: a TTY is allocated."""
     disable_networking: _builtins.bool
     """ECS's disableNetworking: this container alone runs without a network."""
+    aws_only_fields: _builtins.str
+    """The AWS-only fields accepted with a note (berth.taskdef_aws), as registered: a JSON
+    object, so describe shows them; Berth acts on none of them.
+    """
     @_builtins.property
     def port_mappings(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortMapping]: ...
     @_builtins.property
@@ -513,10 +518,11 @@ class ContainerDefinition(_message.Message):
         pseudo_terminal: _builtins.bool = ...,
         disable_networking: _builtins.bool = ...,
         links: _abc.Iterable[_builtins.str] | None = ...,
+        aws_only_fields: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["health_check", b"health_check", "linux_parameters", b"linux_parameters", "log_configuration", b"log_configuration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "cpu", b"cpu", "disable_networking", b"disable_networking", "dns_search_domains", b"dns_search_domains", "dns_servers", b"dns_servers", "docker_labels", b"docker_labels", "docker_security_options", b"docker_security_options", "entry_point", b"entry_point", "environment", b"environment", "environment_files", b"environment_files", "essential", b"essential", "extra_hosts", b"extra_hosts", "health_check", b"health_check", "hostname", b"hostname", "image", b"image", "interactive", b"interactive", "links", b"links", "linux_parameters", b"linux_parameters", "log_configuration", b"log_configuration", "memory", b"memory", "memory_reservation", b"memory_reservation", "name", b"name", "port_mappings", b"port_mappings", "privileged", b"privileged", "pseudo_terminal", b"pseudo_terminal", "readonly_root_filesystem", b"readonly_root_filesystem", "secrets", b"secrets", "stop_timeout", b"stop_timeout", "system_controls", b"system_controls", "ulimits", b"ulimits", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aws_only_fields", b"aws_only_fields", "command", b"command", "cpu", b"cpu", "disable_networking", b"disable_networking", "dns_search_domains", b"dns_search_domains", "dns_servers", b"dns_servers", "docker_labels", b"docker_labels", "docker_security_options", b"docker_security_options", "entry_point", b"entry_point", "environment", b"environment", "environment_files", b"environment_files", "essential", b"essential", "extra_hosts", b"extra_hosts", "health_check", b"health_check", "hostname", b"hostname", "image", b"image", "interactive", b"interactive", "links", b"links", "linux_parameters", b"linux_parameters", "log_configuration", b"log_configuration", "memory", b"memory", "memory_reservation", b"memory_reservation", "name", b"name", "port_mappings", b"port_mappings", "privileged", b"privileged", "pseudo_terminal", b"pseudo_terminal", "readonly_root_filesystem", b"readonly_root_filesystem", "secrets", b"secrets", "stop_timeout", b"stop_timeout", "system_controls", b"system_controls", "ulimits", b"ulimits", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -747,6 +753,7 @@ class TaskDefinition(_message.Message):
     NETWORK_MODE_FIELD_NUMBER: _builtins.int
     PID_MODE_FIELD_NUMBER: _builtins.int
     IPC_MODE_FIELD_NUMBER: _builtins.int
+    AWS_ONLY_FIELDS_FIELD_NUMBER: _builtins.int
     family: _builtins.str
     revision: _builtins.int
     status: Global___TaskDefinitionStatus.ValueType
@@ -760,6 +767,8 @@ class TaskDefinition(_message.Message):
     also "none". Checked in berth.taskdef_docker.
     """
     ipc_mode: _builtins.str
+    aws_only_fields: _builtins.str
+    """The task's AWS-only fields (taskRoleArn, tags, ...), as registered: a JSON object."""
     @_builtins.property
     def container_definitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerDefinition]: ...
     @_builtins.property
@@ -777,10 +786,11 @@ class TaskDefinition(_message.Message):
         network_mode: Global___NetworkMode.ValueType = ...,
         pid_mode: _builtins.str = ...,
         ipc_mode: _builtins.str = ...,
+        aws_only_fields: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["registered_at", b"registered_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_definitions", b"container_definitions", "cpu", b"cpu", "family", b"family", "ipc_mode", b"ipc_mode", "memory", b"memory", "network_mode", b"network_mode", "pid_mode", b"pid_mode", "registered_at", b"registered_at", "revision", b"revision", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aws_only_fields", b"aws_only_fields", "container_definitions", b"container_definitions", "cpu", b"cpu", "family", b"family", "ipc_mode", b"ipc_mode", "memory", b"memory", "network_mode", b"network_mode", "pid_mode", b"pid_mode", "registered_at", b"registered_at", "revision", b"revision", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

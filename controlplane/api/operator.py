@@ -66,6 +66,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
                 network_mode=request.network_mode,
                 pid_mode=request.pid_mode,
                 ipc_mode=request.ipc_mode,
+                aws_only_fields=request.aws_only_fields,
             )
         )
 

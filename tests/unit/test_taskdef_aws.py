@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 
 from berth.errors import InvalidArgument
-from berth.taskdef import parse_container_definitions, parse_register_document, to_ecs_document
+from berth.taskdef import (
+    parse_container_definitions,
+    parse_register_document,
+    to_ecs_document,
+    validate_task_definition,
+)
 from berth.taskdef_aws import (
     EPHEMERAL_STORAGE_NOTE,
     FAULT_INJECTION_NOTE,
@@ -50,9 +55,11 @@ def test_aws_only_container_fields_are_accepted_with_a_note_naming_the_container
 ) -> None:
     td, notes = parse_register_document(doc(web(), web(name="side", **fields)))
     assert notes == [f"containerDefinitions[1].{note}"]
-    # Nothing stored: the definition is the one without the field, and describe shows none of it.
+    # Kept as registered and shown by describe; otherwise the definition is the one without it.
+    shown = to_ecs_document(td)["containerDefinitions"][1]
+    assert {k: shown[k] for k in fields} == fields
+    td.container_definitions[1].ClearField("aws_only_fields")
     assert td == parse_register_document(doc(web(), web(name="side")))[0]
-    assert not set(fields) & set(to_ecs_document(td)["containerDefinitions"][1])
 
 
 @pytest.mark.parametrize(
@@ -95,8 +102,11 @@ DOCUMENT_NOTES = [
 def test_aws_only_task_fields_are_accepted_with_a_note(fields: dict[str, Any], note: str) -> None:
     td, notes = parse_register_document(doc(**fields))
     assert notes == [note]
+    # Kept as registered and shown by describe; otherwise the definition is the plain one.
+    shown = to_ecs_document(td)
+    assert {k: shown[k] for k in fields} == fields
+    td.ClearField("aws_only_fields")
     assert td == PLAIN
-    assert not set(fields) & set(to_ecs_document(td))
 
 
 @pytest.mark.parametrize(
@@ -164,5 +174,44 @@ MALFORMED = [
 def test_malformed_aws_only_fields_are_refused_naming_the_field(document: Any, message: str) -> None:
     with pytest.raises(InvalidArgument) as refused:
         parse_register_document(document)
+    assert message in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+def test_ignored_task_fields_are_kept_as_registered_and_shown_by_describe() -> None:
+    fields = {
+        "taskRoleArn": "arn:aws:iam::1:role/app",
+        "requiresCompatibilities": ["FARGATE"],
+        "tags": [{"key": "team", "value": "web"}],
+    }
+    td, notes = parse_register_document(doc(**fields))
+    assert notes == ["requiresCompatibilities, tags, taskRoleArn: AWS-only, Berth ignores them"]
+    shown = to_ecs_document(td)
+    assert {k: shown[k] for k in fields} == fields
+    assert parse_register_document(shown)[0] == td
+
+
+@pytest.mark.parametrize(
+    ("container_fields", "task_fields", "message"),
+    [
+        ("not json", "", "AWS-only fields are not a JSON object"),
+        ("[]", "", "not a non-empty JSON object"),
+        ('{"privileged": true}', "", "'privileged' is not an AWS-only field Berth keeps"),
+        ('{"resourceRequirements": [{"type": "GPU", "value": "1"}]}', "", "GPU is refused"),
+        ('{"firelensConfiguration": {"type": "nope"}}', "", "AWS-only fields are malformed"),
+        ("", '{"containerDefinitions": []}', "'containerDefinitions' is not an AWS-only field"),
+        ("", '{"proxyConfiguration": {"containerName": "ghost"}}', "not a container of this task"),
+        ("", '{"taskRoleArn": "' + "a" * 20_000 + '"}', "AWS-only fields take more than"),
+    ],
+)
+def test_kept_fields_from_a_grpc_client_are_checked_on_registration(
+    container_fields: str, task_fields: str, message: str
+) -> None:
+    """A client may skip the CLI and fill the kept JSON itself: registration checks it."""
+    td, _ = parse_register_document(doc())
+    td.container_definitions[0].aws_only_fields = container_fields
+    td.aws_only_fields = task_fields
+    with pytest.raises(InvalidArgument) as refused:
+        validate_task_definition(td)
     assert message in str(refused.value)
     assert "\n" not in str(refused.value)
