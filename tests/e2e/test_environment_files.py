@@ -6,6 +6,7 @@ Berth secret reaches the container too; a missing file or a symbolic-link loop s
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterator
@@ -140,7 +141,7 @@ def test_a_bad_file_stops_only_its_own_task_as_failed_to_start(
                 "symbolic link or a non-directory: links are not followed",
             ),
         ):
-            task, _ = wait_until(lambda task_id=task_id: stopped(task_id), 60, "the task STOPPED")
+            task, _ = wait_until(functools.partial(stopped, task_id), 60, "the task STOPPED")
             assert task["stopCode"] == "TASK_FAILED_TO_START", task
             assert task["stoppedReason"] == reason, task
             assert str(files_dir) not in json.dumps(task)

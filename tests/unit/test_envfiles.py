@@ -321,7 +321,7 @@ def test_a_directory_swapped_for_a_link_while_opening_is_not_followed(
             swapped.append(True)
         return fd
 
-    monkeypatch.setattr(envfiles.os, "open", racing_open)
+    monkeypatch.setattr(os, "open", racing_open)
     variables = envfiles.container_files(root, _definition("arn:aws:s3:::bucket/x.env"))
     monkeypatch.undo()
     assert swapped and variables == {"A": "inside"}
