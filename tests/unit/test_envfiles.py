@@ -346,9 +346,9 @@ def test_only_small_regular_utf8_files_are_read(tmp_path: Path) -> None:
         ("big", "is larger than 256 KiB"),
         ("latin1", "is not UTF-8 text"),
     ):
-        c = _definition(f"arn:aws:s3:::bucket/{name}.env")
-        with pytest.raises(StartFailed, match=expected):
-            envfiles.container_files(tmp_path, c)
+        message = _refused(tmp_path, f"arn:aws:s3:::bucket/{name}.env")
+        assert message.startswith(f"container app environmentFiles[0]: the file bucket/{name}.env ")
+        assert expected in message
 
 
 def test_too_many_variables_fail_the_start(tmp_path: Path) -> None:
