@@ -123,7 +123,10 @@ _ADDRESSES = {
 }
 # Drivers with no safe default destination: fluentd's is the host's own localhost:24224, and
 # gelf has none (Docker requires it).
-_REQUIRED = {"fluentd": "fluentd-address", "gelf": "gelf-address"}
+_REQUIRED = {
+    "fluentd": ("fluentd-address", " (its default is the host's own localhost:24224)"),
+    "gelf": ("gelf-address", ""),
+}
 # What json-file keeps for awslogs and awsfirelens: bounded on disk, read by `berth logs`.
 _AWS_LOG_FILES = 3
 _AWS_LOG_FILE_MIB = 10
@@ -314,12 +317,9 @@ def check_log_configuration(where: str, c: pb.ContainerDefinition) -> None:
         )
     for key, value in sorted(config.options.items()):
         _check_option(where, driver, key, value)
-    required = _REQUIRED.get(driver)
-    if required is not None and required not in config.options:
-        raise InvalidArgument(
-            f"{where}.options: {driver} needs {required}, the network address to send to (a "
-            "default would be the host itself)"
-        )
+    required, default = _REQUIRED.get(driver, ("", ""))
+    if required and required not in config.options:
+        raise InvalidArgument(f"{where}.options: {driver} needs {required}, the address to send to{default}")
     if not config.secret_options:
         return
     if driver not in AWS_DRIVERS:
