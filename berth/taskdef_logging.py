@@ -4,14 +4,19 @@ Drivers the engine has (`json-file`, `local`, `syslog`, `journald`, `fluentd`,
 `gelf`) reach Docker's LogConfig with their options, each option name checked
 against Docker's documented keys for that driver. `awslogs` and `awsfirelens`
 are AWS's own destinations: they are kept as written (so describe shows them
-and they register again unchanged) and the container logs to the engine's
-default driver, Berth's own log path, which `berth logs` reads.
+and they register again unchanged) and the container logs to Berth's own log
+path: json-file with bounded rotation (AWS_LOG_ROTATION), which `berth logs`
+reads and which keeps the host's disk bounded.
 
 Option values pass through untouched: runtime placeholders (`{{.Name}}`,
 `{{.ID}}`, which Docker expands in `tag`, and `${ECS_TASK_ID}`, which it does
 not) reach the engine as written. Options naming files on the host (syslog's
 TLS certificates and key) are refused: a task definition never reaches host
-files through its log driver.
+files through its log driver. Log destinations are network addresses (no unix
+socket), and since the engine connects from the host's own network namespace,
+loopback, link-local and unspecified addresses and `localhost` are refused, as
+are IPv4 addresses in spellings other than dotted a.b.c.d; fluentd and gelf
+need an explicit address (fluentd's default is the host's localhost:24224).
 
 `secretOptions` are accepted for awslogs and awsfirelens (they carry AWS
 credentials, which have nowhere to go on Berth) and not applied; the engine
@@ -20,6 +25,7 @@ drivers document no option that is a credential, so there they are refused.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 
@@ -106,10 +112,26 @@ _FIRELENS_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _SIZE = re.compile(r"[1-9][0-9]{0,8}[kmg]?")
 _COUNT = re.compile(r"[1-9][0-9]{0,3}")
 # Network destinations only: a unix socket would reach a daemon on the host (its engine, its etcd).
-_HOST_PORT = r"(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.-]{1,253})(:[0-9]{1,5})?"
+_HOST_PORT = r"(?:\[(?P<ip6>[0-9A-Fa-f:.]{2,45})\]|(?P<host>[A-Za-z0-9.-]{1,253}))(?::(?P<port>[0-9]{1,5}))?"
 _SYSLOG_ADDRESS = re.compile(rf"(udp|tcp|tcp\+tls)://{_HOST_PORT}")
 _GELF_ADDRESS = re.compile(rf"(udp|tcp)://{_HOST_PORT}")
 _FLUENTD_ADDRESS = re.compile(rf"(tcp://)?{_HOST_PORT}")
+_ADDRESSES = {
+    "syslog-address": _SYSLOG_ADDRESS,
+    "gelf-address": _GELF_ADDRESS,
+    "fluentd-address": _FLUENTD_ADDRESS,
+}
+# Drivers with no safe default destination: fluentd's is the host's own localhost:24224, and
+# gelf has none (Docker requires it).
+_REQUIRED = {
+    "fluentd": ("fluentd-address", " (its default is the host's own localhost:24224)"),
+    "gelf": ("gelf-address", ""),
+}
+# What json-file keeps for awslogs and awsfirelens: bounded on disk, read by `berth logs`.
+_AWS_LOG_FILES = 3
+_AWS_LOG_FILE_MIB = 10
+AWS_LOG_ROTATION = {"max-size": f"{_AWS_LOG_FILE_MIB}m", "max-file": str(_AWS_LOG_FILES)}
+_OWN_PATH = f"json-file, at most {_AWS_LOG_FILES} files of {_AWS_LOG_FILE_MIB} MiB per container"
 _BOOLEAN = frozenset({"true", "false"})
 # Values with a shape the engine would otherwise refuse only when the task starts.
 _VALUE_SHAPES: dict[str, tuple[re.Pattern[str] | frozenset[str], str]] = {
@@ -181,14 +203,14 @@ def note(where: str, c: pb.ContainerDefinition) -> str | None:
     unapplied = " and its secretOptions are" if c.log_configuration.secret_options else " is"
     if driver == "awslogs":
         return (
-            f"{where}.logConfiguration: awslogs runs on Berth's own log path (the engine's default "
-            f"driver; read it with berth logs): no CloudWatch log group or stream is written, each "
+            f"{where}.logConfiguration: awslogs runs on Berth's own log path ({_OWN_PATH}; read it "
+            f"with berth logs): no CloudWatch log group or stream is written, each "
             f"awslogs option{unapplied} kept as written but not applied"
         )
     if driver == "awsfirelens":
         return (
-            f"{where}.logConfiguration: awsfirelens runs on Berth's own log path (the engine's default "
-            f"driver; read it with berth logs): no FireLens routing is applied, each option{unapplied} "
+            f"{where}.logConfiguration: awsfirelens runs on Berth's own log path ({_OWN_PATH}; read "
+            f"it with berth logs): no FireLens routing is applied, each option{unapplied} "
             "kept as written but not applied"
         )
     return None
@@ -196,6 +218,42 @@ def note(where: str, c: pb.ContainerDefinition) -> str | None:
 
 def _clean(text: str) -> bool:
     return text.isprintable() and "\0" not in text
+
+
+def _host_refusal(matched: re.Match[str]) -> str | None:
+    """Why a log destination may not be used, or None: the engine connects from the host's own
+    network namespace, where loopback and link-local addresses reach the host's own daemons and
+    its cloud metadata."""
+    port = matched.group("port")
+    if port is not None and not 1 <= int(port) <= 65535:
+        return f"the port {port} is not 1-65535"
+    host = matched.group("ip6") or matched.group("host") or ""
+    if matched.group("ip6") is None:
+        name = host.rstrip(".").lower()
+        if name == "localhost" or name.endswith(".localhost"):
+            return f"{host} is the host itself, as the engine sends from the host's network"
+        last = name.rsplit(".", 1)[-1]
+        if not (last.isdigit() or last.startswith("0x")):
+            return None  # a DNS name
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        # No DNS name ends in a number: 127.1, 0x7f.1, 2130706433 and the like are IPv4 in
+        # other spellings, which resolvers accept.
+        return f"{host} is neither a DNS name nor an IP address written a.b.c.d or [IPv6]"
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    for refused, said in (
+        (address.is_loopback, "a loopback address"),
+        (address.is_link_local, "a link-local address"),
+        (address.is_unspecified, "the unspecified address"),
+    ):
+        if refused:
+            return (
+                f"{host} is {said}: the engine sends from the host's own network, where it reaches "
+                "the host itself"
+            )
+    return None
 
 
 def _check_option(where: str, driver: str, key: str, value: str) -> None:
@@ -234,6 +292,12 @@ def _check_option(where: str, driver: str, key: str, value: str) -> None:
         fits = value in accepted if isinstance(accepted, frozenset) else accepted.fullmatch(value) is not None
         if not fits:
             raise InvalidArgument(f"{where}.options[{key}] {shown(value)} is invalid: use {said}")
+    address = _ADDRESSES.get(key)
+    if address is not None and driver in ENGINE_DRIVERS:
+        matched = address.fullmatch(value)
+        refusal = _host_refusal(matched) if matched is not None else None
+        if refusal is not None:
+            raise InvalidArgument(f"{where}.options[{key}] {shown(value)} is refused: {refusal}")
 
 
 def check_log_configuration(where: str, c: pb.ContainerDefinition) -> None:
@@ -253,6 +317,9 @@ def check_log_configuration(where: str, c: pb.ContainerDefinition) -> None:
         )
     for key, value in sorted(config.options.items()):
         _check_option(where, driver, key, value)
+    required, default = _REQUIRED.get(driver, ("", ""))
+    if required and required not in config.options:
+        raise InvalidArgument(f"{where}.options: {driver} needs {required}, the address to send to{default}")
     if not config.secret_options:
         return
     if driver not in AWS_DRIVERS:
@@ -272,15 +339,6 @@ def check_log_configuration(where: str, c: pb.ContainerDefinition) -> None:
             parse_reference(option.value_from)
         except InvalidArgument as error:
             raise InvalidArgument(f"{where}.secretOptions[{option.name}].valueFrom: {error}") from None
-
-
-def docker_log_config(c: pb.ContainerDefinition) -> dict[str, Any] | None:
-    """The SDK's `log_config` for this container, or None for the engine's default driver
-    (no logConfiguration, awslogs, awsfirelens)."""
-    if not c.HasField("log_configuration") or c.log_configuration.log_driver not in ENGINE_DRIVERS:
-        return None
-    config = c.log_configuration
-    return {"type": config.log_driver, "config": dict(sorted(config.options.items()))}
 
 
 def to_ecs(c: pb.ContainerDefinition) -> dict[str, Any]:

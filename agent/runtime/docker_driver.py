@@ -247,7 +247,7 @@ class DockerDriver:
             loop.call_soon_threadsafe(self._ledger.started, node_id, container)
 
         file_environment = (
-            await asyncio.to_thread(envfiles.task_files, self._environment_files_dir, assignment)
+            await self._call(envfiles.task_files, self._environment_files_dir, assignment)
             if envfiles.needs_reading(assignment.task_definition)
             else {}
         )

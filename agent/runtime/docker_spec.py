@@ -28,7 +28,7 @@ from agent.runtime.driver import (
 )
 from berth.names import protocol_name
 from berth.taskdef_docker import link_target
-from berth.taskdef_logging import docker_log_config
+from berth.taskdef_logging import AWS_DRIVERS, AWS_LOG_ROTATION, ENGINE_DRIVERS
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
@@ -201,6 +201,20 @@ class ContainerSpec:
         if self.shm_size_mib:
             options["shm_size"] = f"{self.shm_size_mib}m"
         return options
+
+
+def docker_log_config(c: pb.ContainerDefinition) -> dict[str, Any] | None:
+    """The SDK's `log_config` for a container: its engine driver with its options; json-file with
+    bounded rotation for awslogs and awsfirelens (Berth's own log path); None, the engine's
+    default driver, without a logConfiguration."""
+    if not c.HasField("log_configuration"):
+        return None
+    config = c.log_configuration
+    if config.log_driver in AWS_DRIVERS:
+        return {"type": "json-file", "config": dict(AWS_LOG_ROTATION)}
+    if config.log_driver not in ENGINE_DRIVERS:  # refused at registration; a record written otherwise
+        return None
+    return {"type": config.log_driver, "config": dict(sorted(config.options.items()))}
 
 
 def _tmpfs_options(mount: pb.TmpfsMount) -> str:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from berth.clock import now
 from berth.errors import FailedPrecondition, InvalidArgument, NotFound
+from berth.names import shown
 from berth.secretnames import SecretSource, parse_reference, storage_name
 from berth.taskdef_envfiles import names_secrets
 from berth.taskdef_envfiles import secret_source as environment_file_source
@@ -157,7 +158,7 @@ class SecretValues:
         found = []
         for container in definition.container_definitions:
             sources = [_source(reference) for reference in container.secrets]
-            sources += [s for f in container.environment_files if (s := _file_source(f)) is not None]
+            sources += [s for f in container.environment_files if (s := _known_file_source(f)) is not None]
             for source in sources:
                 record = self._cache.secret(source.name)
                 found.append(record.mod_revision if record is not None else 0)
@@ -232,11 +233,24 @@ def names_any(definition: pb.TaskDefinition) -> bool:
 
 
 def _file_source(file: pb.EnvironmentFile) -> SecretSource | None:
-    # Validated at registration; a record written some other way fails to resolve, not crash.
+    """The secret an environment file names, None for a file on the agent's host.
+
+    Validated at registration; a record written some other way fails its task's start with a
+    reason that names the bad value (SecretUnavailable), and crashes nothing."""
     try:
         return environment_file_source(file.value)
-    except InvalidArgument:
-        return SecretSource(name="")
+    except InvalidArgument as error:
+        raise SecretUnavailable(
+            f"{PULL_FAILED}: the environment file {shown(file.value[:300])} is invalid: {error}"
+        ) from None
+
+
+def _known_file_source(file: pb.EnvironmentFile) -> SecretSource | None:
+    """As _file_source, None for an invalid value (whose start fails in environment_files)."""
+    try:
+        return _file_source(file)
+    except SecretUnavailable:
+        return None
 
 
 def _source(reference: pb.SecretReference) -> SecretSource:

@@ -1,12 +1,14 @@
 """ECS's environmentFiles on real Docker: an agent started with --environment-files-dir reads
 arn:aws:s3:::BUCKET/KEY.env from DIR/BUCKET/KEY.env; the container sees the variables, its
 `environment` wins over the files and the first file wins over later ones; a file that is a
-Berth secret reaches the container too; a missing file stops the task as TASK_FAILED_TO_START
-with a reason that names it."""
+Berth secret reaches the container too; a missing file or a symbolic-link loop stops its own task
+(only that one) as TASK_FAILED_TO_START with a reason that names the file as registered."""
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,25 +108,59 @@ def test_the_container_sees_the_files_variables_and_environment_wins(
         berth("task", "stop", task_id, "--cluster", CLUSTER)
 
 
-def test_a_missing_file_stops_the_task_as_failed_to_start(
-    berth: Berth, envagent: AgentProcess, tmp_path: Path
+def test_a_bad_file_stops_only_its_own_task_as_failed_to_start(
+    berth: Berth, envagent: AgentProcess, files_dir: Path, tmp_path: Path
 ) -> None:
+    """A missing file and a symbolic-link loop each stop their task with a reason naming the file
+    as registered (no host path); a task next to them with a good file starts."""
+    (files_dir / "looping").mkdir()
+    os.symlink("spin.env", files_dir / "looping" / "spin.env")
+    (files_dir / "fine").mkdir()
+    (files_dir / "fine" / "ok.env").write_text("A=fine\n")
     berth("cluster", "create", CLUSTER)
-    task_id, _ = _run(berth, tmp_path, "envmissing", _container("lost", ["config-bucket/nowhere.env"]))
+    missing, _ = _run(berth, tmp_path, "envmissing", _container("lost", ["config-bucket/nowhere.env"]))
+    looping, _ = _run(berth, tmp_path, "envloop", _container("loop", ["looping/spin.env"]))
+    good, _ = _run(berth, tmp_path, "envgood", _container("good", ["fine/ok.env"]))
+    try:
 
-    def stopped() -> dict[str, Any] | None:
-        task: dict[str, Any] = berth.ok(
-            "task", "describe", task_id, "--cluster", CLUSTER, "-o", "json"
-        ).json()
-        return task if task["lastStatus"] == "STOPPED" else None
+        def stopped(task_id: str) -> dict[str, Any] | None:
+            task: dict[str, Any] = berth.ok(
+                "task", "describe", task_id, "--cluster", CLUSTER, "-o", "json"
+            ).json()
+            return task if task["lastStatus"] == "STOPPED" else None
 
-    task, _ = wait_until(stopped, 60, "the task STOPPED")
-    assert task["stopCode"] == "TASK_FAILED_TO_START", task
-    assert task["stoppedReason"].startswith("container lost environmentFiles[0]: the file "), task
-    assert task["stoppedReason"].endswith("/config-bucket/nowhere.env does not exist on this host"), task
-    # Nothing was created, and the agent still runs.
-    assert not [c for c in envagent.containers(all=True) if c.labels.get("berth.task-id") == task_id]
-    assert envagent.process is not None and envagent.process.poll() is None
+        for task_id, reason in (
+            (
+                missing,
+                "container lost environmentFiles[0]: the file config-bucket/nowhere.env does not "
+                "exist on this host",
+            ),
+            (
+                looping,
+                "container loop environmentFiles[0]: the file looping/spin.env is, or is under, a "
+                "symbolic link or a non-directory: links are not followed",
+            ),
+        ):
+            task, _ = wait_until(functools.partial(stopped, task_id), 60, "the task STOPPED")
+            assert task["stopCode"] == "TASK_FAILED_TO_START", task
+            assert task["stoppedReason"] == reason, task
+            assert str(files_dir) not in json.dumps(task)
+            # Nothing was created for it.
+            assert not [c for c in envagent.containers(all=True) if c.labels.get("berth.task-id") == task_id]
+
+        def output() -> list[str] | None:
+            lines = berth("logs", good[:12], "--cluster", CLUSTER).stdout.splitlines()
+            return lines if "end" in lines else None
+
+        shown, _ = wait_until(output, 60, "the good task's output")
+        assert shown == ["A=fine", "B=", "C=", "Q=", "end"]
+        described = berth.ok("task", "describe", good, "--cluster", CLUSTER, "-o", "json").json()
+        assert described["lastStatus"] == "RUNNING", described
+        # The agent still runs.
+        assert envagent.process is not None and envagent.process.poll() is None
+    finally:
+        for task_id in (missing, looping, good):
+            berth("task", "stop", task_id, "--cluster", CLUSTER)
 
 
 def test_a_file_that_is_a_berth_secret_reaches_the_container(

@@ -1,8 +1,9 @@
 """ECS's logConfiguration on real Docker: json-file's options (a placeholder in the tag
 included) reach the engine's LogConfig and `berth logs` shows the output; a syslog container is
 read back through the engine's dual-logging cache (and with the cache off, `berth logs` says so
-in one line); awslogs registers with its note, runs on the
-engine's default driver, `berth logs` shows its output and describe shows awslogs as written."""
+in one line); a destination on the host itself (loopback, link-local, fluentd's default) is
+refused at registration; awslogs registers with its note, runs on json-file with bounded
+rotation, `berth logs` shows its output and describe shows awslogs as written."""
 
 from __future__ import annotations
 
@@ -44,6 +45,26 @@ def tasks(berth: Berth, agent: AgentProcess) -> Iterator[list[str]]:
     yield started
     for task_id in started:
         berth("task", "stop", task_id, "--cluster", CLUSTER)
+
+
+@pytest.fixture(scope="module")
+def sink(agent: AgentProcess, test_image: str) -> Iterator[str]:
+    """The address of a container this module starts, for syslog's UDP: the engine sends from the
+    host's network, where loopback is refused; a container of our own receives (and drops) it."""
+    client = docker.DockerClient(base_url=agent.docker_url)
+    container = None
+    try:
+        container = client.containers.run(
+            test_image, ["sleep", "3600"], detach=True, labels={"berth.test": "log-sink"}
+        )
+        container.reload()
+        address: str = container.attrs["NetworkSettings"]["IPAddress"]
+        assert address, container.attrs["NetworkSettings"]
+        yield address
+    finally:
+        if container is not None:
+            container.remove(force=True)
+        client.close()
 
 
 def _run(
@@ -97,10 +118,10 @@ def test_json_file_options_reach_the_engine_and_berth_logs_shows_the_output(
 
 
 def test_a_syslog_container_is_read_back_through_the_engines_cache(
-    berth: Berth, agent: AgentProcess, tasks: list[str], tmp_path: Path
+    berth: Berth, agent: AgentProcess, tasks: list[str], tmp_path: Path, sink: str
 ) -> None:
-    # UDP to loopback's discard port: delivered nowhere, never leaves the machine.
-    log = {"logDriver": "syslog", "options": {"syslog-address": "udp://127.0.0.1:9", "tag": "{{.Name}}"}}
+    # UDP to the module's own container: delivered nowhere, never leaves the machine.
+    log = {"logDriver": "syslog", "options": {"syslog-address": f"udp://{sink}:9", "tag": "{{.Name}}"}}
     task_id, _ = _run(berth, tmp_path, "syslogged", _chatty("syslogged", log), tasks)
     assert _shown(berth, task_id, "syslogged-line-3") == [f"syslogged-line-{i}" for i in (1, 2, 3)]
     assert _log_config(agent, task_id)["Type"] == "syslog"
@@ -120,27 +141,51 @@ def test_awslogs_registers_with_its_note_and_berth_logs_shows_the_output(
     }
     task_id, notes = _run(berth, tmp_path, "awslogged", _chatty("awslogged", log), tasks)
     assert notes.splitlines() == [
-        "note: containerDefinitions[0].logConfiguration: awslogs runs on Berth's own log path (the "
-        "engine's default driver; read it with berth logs): no CloudWatch log group or stream is "
-        "written, each awslogs option is kept as written but not applied"
+        "note: containerDefinitions[0].logConfiguration: awslogs runs on Berth's own log path "
+        "(json-file, at most 3 files of 10 MiB per container; read it with berth logs): no "
+        "CloudWatch log group or stream is written, each awslogs option is kept as written but not "
+        "applied"
     ]
     assert _shown(berth, task_id, "awslogged-line-3") == [f"awslogged-line-{i}" for i in (1, 2, 3)]
-    engine = docker.DockerClient(base_url=agent.docker_url)
-    try:
-        default = engine.info()["LoggingDriver"]
-    finally:
-        engine.close()
-    assert _log_config(agent, task_id) == {"Type": default, "Config": {}}
+    # json-file with bounded rotation, whatever the engine's default driver is.
+    assert _log_config(agent, task_id) == {
+        "Type": "json-file",
+        "Config": {"max-size": "10m", "max-file": "3"},
+    }
     described = berth.ok("taskdef", "describe", "awslogged", "-o", "json").json()
     assert described["containerDefinitions"][0]["logConfiguration"] == log
 
 
+def test_a_log_destination_on_the_host_itself_is_refused_at_registration(
+    berth: Berth, tmp_path: Path
+) -> None:
+    for family, log, refusal in (
+        (
+            "tohost",
+            {"logDriver": "syslog", "options": {"syslog-address": "tcp://127.0.0.1:2379"}},
+            "options[syslog-address] 'tcp://127.0.0.1:2379' is refused: 127.0.0.1 is a loopback address",
+        ),
+        (
+            "tometadata",
+            {"logDriver": "gelf", "options": {"gelf-address": "udp://169.254.169.254:80"}},
+            "169.254.169.254 is a link-local address",
+        ),
+        ("fluentdefault", {"logDriver": "fluentd"}, "fluentd needs fluentd-address"),
+    ):
+        path = tmp_path / f"{family}.json"
+        path.write_text(json.dumps([_chatty(family, log)]))
+        result = berth("taskdef", "register", "--family", family, "--container-definitions", f"file://{path}")
+        result.assert_refused(refusal)
+    # Nothing was registered, so nothing can run.
+    assert berth("taskdef", "describe", "tohost").exit_code != 0
+
+
 def test_a_driver_that_cannot_be_read_back_is_said_in_one_line(
-    berth: Berth, agent: AgentProcess, tasks: list[str], tmp_path: Path
+    berth: Berth, agent: AgentProcess, tasks: list[str], tmp_path: Path, sink: str
 ) -> None:
     log = {
         "logDriver": "syslog",
-        "options": {"syslog-address": "udp://127.0.0.1:9", "cache-disabled": "true"},
+        "options": {"syslog-address": f"udp://{sink}:9", "cache-disabled": "true"},
     }
     task_id, _ = _run(berth, tmp_path, "unreadable", _chatty("unreadable", log), tasks)
     wait_until(

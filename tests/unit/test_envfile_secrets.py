@@ -91,3 +91,24 @@ async def test_host_files_alone_need_no_secrets(store: MemoryStore, cache: Clust
     _, state = DesiredStates(cache, None).build("n1")
     (assignment,) = state.tasks
     assert not assignment.secrets_error and not assignment.environment_file_secrets
+
+
+async def test_an_invalid_value_written_past_registration_fails_naming_the_value(
+    store: MemoryStore, cache: ClusterCache
+) -> None:
+    """A record no registration checked: its start fails with a reason that names the value, not
+    an empty secret name."""
+    bad = pb.TaskDefinition()
+    bad.CopyFrom(DEFINITION)
+    bad.container_definitions[0].environment_files[0].value = "s3://bucket/x.env"
+    await put(store, keys.taskdef("web", 1), bad)
+    await put(store, keys.task("t1"), _task("n1"))
+    await caught_up(cache, store)
+    _, state = DesiredStates(cache, SecretValues(cache, MasterKey.generate())).build("n1")
+    (assignment,) = state.tasks
+    assert assignment.secrets_error.startswith(
+        f"{PULL_FAILED}: the environment file 's3://bucket/x.env' is invalid: 's3://bucket/x.env' is "
+        "neither an S3 object ARN"
+    )
+    assert "secret  does not exist" not in assignment.secrets_error
+    assert not assignment.environment_file_secrets

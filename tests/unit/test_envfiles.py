@@ -118,43 +118,64 @@ def test_parsing_follows_ecs_no_quotes_comments_and_first_equals() -> None:
         "# a comment\n"
         "\n"
         "A=1\n"
-        "  B=two words  \n"
+        "B=two words  \n"
         'QUOTED="kept"\n'
         "URL=postgres://u:p@h/db?x=1\n"
-        "EMPTY=\n"
         "NO_EQUALS_IS_SKIPPED\n"
         "   # indented comment\n"
         "PLACEHOLDER=${HOME}\r\n"
+        "LAST"
     )
-    assert envfiles.parse(text, "f") == [
-        ("A", "1"),
-        ("B", "two words"),
-        ("QUOTED", '"kept"'),
-        ("URL", "postgres://u:p@h/db?x=1"),
-        ("EMPTY", ""),
-        ("PLACEHOLDER", "${HOME}"),
-    ]
+    assert envfiles.parse(text, "f") == {
+        "A": "1",
+        "B": "two words  ",  # spaces are part of the value, as in ECS
+        "QUOTED": '"kept"',
+        "URL": "postgres://u:p@h/db?x=1",
+        "PLACEHOLDER": "${HOME}",
+    }
+
+
+def test_an_empty_name_or_value_is_skipped_as_ecs_skips_it() -> None:
+    assert envfiles.parse("EMPTY=\n=value\nA=1\n=\n", "f") == {"A": "1"}
+
+
+def test_within_one_file_the_last_line_wins() -> None:
+    assert envfiles.parse("A=1\nB=1\nA=2\n", "f") == {"A": "2", "B": "1"}
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"),
+    "separator", ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\r"]
+)
+def test_only_a_newline_ends_a_line_so_a_value_cannot_set_another_variable(separator: str) -> None:
+    value = f"foo{separator}PATH=/evil"
+    assert envfiles.parse(f"A={value}\n", "f") == {"A": value}
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
     [
-        ("=value\n", "the variable name is invalid"),
-        ("A B=1\n", "the variable name is invalid"),
-        ("A =1\n", "the variable name is invalid"),
-        ("A=x\0y\n", "without NUL"),
+        ("SECRET NAME=hunter2-token", "the variable name is invalid"),
+        ("SECRETNAME =hunter2-token", "the variable name is invalid"),
+        ("  SECRETNAME=hunter2-token", "the variable name is invalid"),
+        ("SECRET\tNAME=hunter2-token", "the variable name is invalid"),
+        ("SECRETNAME=hunter2\0token", "without NUL"),
+        ("SECRETNAME=hunter2-token" + "x" * envfiles.MAX_VALUE_LENGTH, "at most 32768 characters"),
     ],
 )
-def test_a_bad_line_fails_the_start_naming_file_and_line(text: str, expected: str) -> None:
+def test_a_bad_line_fails_the_start_naming_file_and_line_never_echoing_it(line: str, expected: str) -> None:
     with pytest.raises(StartFailed) as caught:
-        envfiles.parse("OK=1\n" + text, "container app environmentFiles[0]")
-    assert str(caught.value).startswith("container app environmentFiles[0] line 2: ")
-    assert expected in str(caught.value)
-    assert "A B" not in str(caught.value)  # a line is never echoed: the file may be a secret
+        envfiles.parse("OK=1\n" + line + "\n", "container app environmentFiles[0]")
+    message = str(caught.value)
+    assert message.startswith("container app environmentFiles[0] line 2: ")
+    assert expected in message
+    # Neither the line, nor its name, nor its value: the file may be a secret.
+    name, _, value = line.partition("=")
+    for shown in (line, line.strip(), name.strip(), value[:20], "SECRET", "hunter2"):
+        assert shown not in message
 
 
 def test_the_first_file_to_set_a_variable_wins() -> None:
-    assert envfiles.merge([[("A", "1"), ("B", "1")], [("A", "2"), ("C", "2")]]) == {
+    assert envfiles.merge([{"A": "1", "B": "1"}, {"A": "2", "C": "2"}]) == {
         "A": "1",
         "B": "1",
         "C": "2",
@@ -225,13 +246,13 @@ def test_a_file_that_is_a_berth_secret_comes_resolved_and_needs_no_directory() -
         envfiles.task_files(None, unresolved)
 
 
-def test_a_missing_file_fails_the_start_with_a_clear_reason(tmp_path: Path) -> None:
+def test_a_missing_file_fails_the_start_naming_it_as_registered_not_by_host_path(tmp_path: Path) -> None:
     with pytest.raises(StartFailed) as caught:
         envfiles.task_files(tmp_path, _assignment(_definition(ARN)))
     assert str(caught.value) == (
-        f"container app environmentFiles[0]: the file {tmp_path.resolve()}/my-bucket/app/prod.env "
-        "does not exist on this host"
+        "container app environmentFiles[0]: the file my-bucket/app/prod.env does not exist on this host"
     )
+    assert str(tmp_path) not in str(caught.value)
 
 
 def test_without_a_directory_the_start_fails_naming_the_flag() -> None:
@@ -240,21 +261,77 @@ def test_without_a_directory_the_start_fails_naming_the_flag() -> None:
     assert envfiles.task_files(None, _assignment()) == {}
 
 
-def test_a_symbolic_link_out_of_the_directory_is_refused(tmp_path: Path) -> None:
+def _refused(root: Path, value: str) -> str:
+    with pytest.raises(StartFailed) as caught:
+        envfiles.container_files(root, _definition(value))
+    message = str(caught.value)
+    assert str(root) not in message
+    return message
+
+
+def test_symbolic_links_are_never_followed(tmp_path: Path) -> None:
+    root = tmp_path / "files"
+    (root / "bucket" / "real").mkdir(parents=True)
+    (root / "bucket" / "real" / "x.env").write_text("A=inside\n")
+    (tmp_path / "secret.env").write_text("ROOT_PASSWORD=x\n")
+    os.symlink(tmp_path / "secret.env", root / "bucket" / "out.env")  # a file outside
+    os.symlink(tmp_path, root / "escape")  # a directory outside
+    os.symlink("real/x.env", root / "bucket" / "in.env")  # even one that stays inside
+    os.symlink("real", root / "bucket" / "alias")
+    os.symlink("loop.env", root / "bucket" / "loop.env")  # a loop
+    os.symlink("b.env", root / "bucket" / "a.env")
+    os.symlink("a.env", root / "bucket" / "b.env")
+    os.symlink("spin", root / "bucket" / "spin")
+    for value in (
+        "arn:aws:s3:::bucket/out.env",
+        "arn:aws:s3:::escape/secret.env",
+        "arn:aws:s3:::bucket/in.env",
+        "arn:aws:s3:::bucket/alias/x.env",
+        "arn:aws:s3:::bucket/loop.env",
+        "arn:aws:s3:::bucket/a.env",
+        "arn:aws:s3:::bucket/spin/x.env",
+    ):
+        relative = value.removeprefix("arn:aws:s3:::")
+        assert _refused(root, value) == (
+            f"container app environmentFiles[0]: the file {relative} is, or is under, a symbolic "
+            "link or a non-directory: links are not followed"
+        )
+    assert envfiles.container_files(root, _definition("arn:aws:s3:::bucket/real/x.env")) == {"A": "inside"}
+
+
+def test_a_directory_swapped_for_a_link_while_opening_is_not_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a segment is open, the walk goes on from its descriptor: renaming it away and putting a
+    link in its place (a race with a check-then-open) reaches nothing outside."""
     root = tmp_path / "files"
     (root / "bucket").mkdir(parents=True)
-    (tmp_path / "secret.env").write_text("ROOT_PASSWORD=x\n")
-    os.symlink(tmp_path / "secret.env", root / "bucket" / "x.env")
-    os.symlink(tmp_path, root / "escape")
-    with pytest.raises(StartFailed, match="leads outside --environment-files-dir"):
-        envfiles.locate(root, "arn:aws:s3:::bucket/x.env", "f")
-    with pytest.raises(StartFailed, match="leads outside --environment-files-dir"):
-        envfiles.locate(root, "arn:aws:s3:::escape/secret.env", "f")
+    (root / "bucket" / "x.env").write_text("A=inside\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.env").write_text("A=outside\n")
+    real_open = os.open
+    swapped: list[bool] = []
+
+    def racing_open(path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        fd = real_open(path, flags, mode, dir_fd=dir_fd)
+        if path == "bucket" and not swapped:
+            os.rename(root / "bucket", root / "moved")
+            os.symlink(outside, root / "bucket")
+            swapped.append(True)
+        return fd
+
+    monkeypatch.setattr(os, "open", racing_open)
+    variables = envfiles.container_files(root, _definition("arn:aws:s3:::bucket/x.env"))
+    monkeypatch.undo()
+    assert swapped and variables == {"A": "inside"}
+    # And after the swap, the link is refused.
+    assert "links are not followed" in _refused(root, "arn:aws:s3:::bucket/x.env")
 
 
 def test_a_traversing_value_written_past_registration_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(StartFailed, match=r"none empty, '\.' or '\.\.'"):
-        envfiles.locate(tmp_path, "arn:aws:s3:::bucket/../../../etc/x.env", "f")
+    message = _refused(tmp_path, "arn:aws:s3:::bucket/../../../etc/x.env")
+    assert "none empty, '.' or '..'" in message
 
 
 def test_only_small_regular_utf8_files_are_read(tmp_path: Path) -> None:
@@ -269,12 +346,26 @@ def test_only_small_regular_utf8_files_are_read(tmp_path: Path) -> None:
         ("big", "is larger than 256 KiB"),
         ("latin1", "is not UTF-8 text"),
     ):
-        c = _definition(f"arn:aws:s3:::bucket/{name}.env")
-        with pytest.raises(StartFailed, match=expected):
-            envfiles.container_files(tmp_path, c)
+        message = _refused(tmp_path, f"arn:aws:s3:::bucket/{name}.env")
+        assert message.startswith(f"container app environmentFiles[0]: the file bucket/{name}.env ")
+        assert expected in message
 
 
 def test_too_many_variables_fail_the_start(tmp_path: Path) -> None:
     _write(tmp_path, "b-1/x.env", "".join(f"V{i}=1\n" for i in range(envfiles.MAX_VARIABLES + 1)))
     with pytest.raises(StartFailed, match="the limit is 1000"):
         envfiles.container_files(tmp_path, _definition("arn:aws:s3:::b-1/x.env"))
+
+
+def test_the_total_size_of_a_containers_variables_is_bounded(tmp_path: Path) -> None:
+    """Each file within its own limit, all of them together over the container's."""
+    arns = []
+    for i in range(3):
+        _write(tmp_path, f"b-1/{i}.env", "".join(f"V{i}_{j}=" + "x" * 30_000 + "\n" for j in range(3)))
+        arns.append(f"arn:aws:s3:::b-1/{i}.env")
+    assert len(envfiles.container_files(tmp_path, _definition(*arns[:2]))) == 6
+    with pytest.raises(StartFailed) as caught:
+        envfiles.container_files(tmp_path, _definition(*arns))
+    assert str(caught.value) == (
+        "container app: its environment files set 263 KiB of variables; the limit is 256 KiB"
+    )

@@ -75,13 +75,15 @@ def test_json_file_options_reach_dockers_log_config_with_placeholders_untouched(
     "log",
     [
         {"logDriver": "local", "options": {"max-size": "20m", "compress": "false"}},
-        {"logDriver": "syslog", "options": {"syslog-address": "udp://127.0.0.1:514", "tag": "{{.Name}}"}},
+        {"logDriver": "syslog", "options": {"syslog-address": "udp://10.0.0.5:514", "tag": "{{.Name}}"}},
         {"logDriver": "journald", "options": {"tag": "x", "labels": "team"}},
-        {"logDriver": "fluentd", "options": {"fluentd-address": "127.0.0.1:24224", "fluentd-async": "true"}},
-        {"logDriver": "gelf", "options": {"gelf-address": "udp://127.0.0.1:12201", "mode": "non-blocking"}},
-        {"logDriver": "gelf", "options": {"gelf-address": "tcp://[::1]:12201"}},
+        {"logDriver": "fluentd", "options": {"fluentd-address": "192.0.2.7:24224", "fluentd-async": "true"}},
+        {"logDriver": "gelf", "options": {"gelf-address": "udp://172.17.0.9:12201", "mode": "non-blocking"}},
+        {"logDriver": "gelf", "options": {"gelf-address": "tcp://[2001:db8::5]:65535"}},
         {"logDriver": "syslog", "options": {"syslog-address": "tcp+tls://logs.example.com:6514"}},
         {"logDriver": "fluentd", "options": {"fluentd-address": "tcp://fluentd.internal:24224"}},
+        {"logDriver": "syslog", "options": {"syslog-address": "udp://logs.internal.:1"}},
+        {"logDriver": "syslog"},
         {"logDriver": "json-file"},
     ],
 )
@@ -92,14 +94,16 @@ def test_every_engine_driver_reaches_docker_with_its_options(log: dict[str, Any]
 
 
 @pytest.mark.parametrize("driver", ["awslogs", "awsfirelens"])
-def test_aws_drivers_run_on_the_engines_default_driver_with_a_note(driver: str) -> None:
+def test_aws_drivers_run_on_json_file_with_bounded_rotation_and_a_note(driver: str) -> None:
     options = (
         AWSLOGS["options"] if driver == "awslogs" else {"Name": "datadog", "apikey": "x", "dd_tags": "a"}
     )
     c, notes = _parse({**AWSLOGS, "logDriver": driver, "options": options})
-    assert _log_config(c) is None  # Berth's own log path: what `berth logs` reads
+    # Berth's own log path: what `berth logs` reads, bounded on disk whatever the engine's default.
+    assert _log_config(c) == {"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}}
     (note,) = notes
     assert note.startswith("containerDefinitions[0].logConfiguration: ")
+    assert "json-file, at most 3 files of 10 MiB per container" in note
     assert "berth logs" in note and "not applied" in note and "secretOptions" in note
     assert ("CloudWatch" in note) == (driver == "awslogs")
     assert ("FireLens" in note) == (driver == "awsfirelens")
@@ -143,7 +147,10 @@ def test_describe_shows_the_configuration_as_registered_and_registers_again_unch
             {"logDriver": "fluentd", "options": {"fluentd-address": "unix:///run/etcd.sock"}},
             "no unix socket on the host",
         ),
-        ({"logDriver": "gelf", "options": {"gelf-address": "127.0.0.1:12201"}}, "use udp:// or tcp://"),
+        ({"logDriver": "gelf", "options": {"gelf-address": "10.0.0.1:12201"}}, "use udp:// or tcp://"),
+        ({"logDriver": "fluentd"}, "options: fluentd needs fluentd-address"),
+        ({"logDriver": "fluentd", "options": {"tag": "x"}}, "options: fluentd needs fluentd-address"),
+        ({"logDriver": "gelf", "options": {"mode": "blocking"}}, "options: gelf needs gelf-address"),
         ({"logDriver": "json-file", "options": {"tag": "a\nb"}}, "options[tag]: the value must be"),
         ({"logDriver": "json-file", "options": {"tag": "x" * 1025}}, "options[tag]: the value must be"),
         (
@@ -151,7 +158,11 @@ def test_describe_shows_the_configuration_as_registered_and_registers_again_unch
             "logConfiguration.options: Dictionary should have at most 32 items",
         ),
         (
-            {"logDriver": "gelf", "secretOptions": [{"name": "k", "valueFrom": "s"}]},
+            {
+                "logDriver": "gelf",
+                "options": {"gelf-address": "udp://10.0.0.1:12201"},
+                "secretOptions": [{"name": "k", "valueFrom": "s"}],
+            },
             "secretOptions: gelf takes no credentials",
         ),
         (
@@ -167,6 +178,42 @@ def test_refusals_name_the_field(log: dict[str, Any], expected: str) -> None:
     assert expected in message
 
 
+@pytest.mark.parametrize(
+    ("key", "address", "expected"),
+    [
+        ("syslog-address", "udp://127.0.0.1:514", "127.0.0.1 is a loopback address"),
+        ("syslog-address", "tcp://127.9.9.9", "127.9.9.9 is a loopback address"),
+        ("syslog-address", "tcp+tls://localhost:6514", "localhost is the host itself"),
+        ("syslog-address", "udp://LocalHost.:514", "LocalHost. is the host itself"),
+        ("syslog-address", "udp://etcd.localhost:514", "etcd.localhost is the host itself"),
+        ("syslog-address", "udp://[::1]:514", "::1 is a loopback address"),
+        ("syslog-address", "udp://[::ffff:127.0.0.1]:514", "::ffff:127.0.0.1 is a loopback address"),
+        ("syslog-address", "udp://0.0.0.0:514", "0.0.0.0 is the unspecified address"),
+        ("syslog-address", "udp://[::]:514", ":: is the unspecified address"),
+        ("gelf-address", "udp://169.254.169.254:80", "169.254.169.254 is a link-local address"),
+        ("gelf-address", "tcp://[fe80::1]:12201", "fe80::1 is a link-local address"),
+        ("fluentd-address", "127.0.0.1:24224", "127.0.0.1 is a loopback address"),
+        ("fluentd-address", "tcp://localhost:24224", "localhost is the host itself"),
+        ("fluentd-address", "127.1:24224", "127.1 is neither a DNS name nor an IP address"),
+        ("fluentd-address", "2130706433:24224", "2130706433 is neither a DNS name nor an IP address"),
+        ("fluentd-address", "0x7f.1:24224", "0x7f.1 is neither a DNS name nor an IP address"),
+        ("fluentd-address", "127.000.000.001:24224", "is neither a DNS name nor an IP address"),
+        ("syslog-address", "udp://10.0.0.1:0", "the port 0 is not 1-65535"),
+        ("gelf-address", "udp://10.0.0.1:65536", "the port 65536 is not 1-65535"),
+        ("fluentd-address", "fluentd:99999", "the port 99999 is not 1-65535"),
+    ],
+)
+def test_a_log_destination_on_the_host_itself_is_refused_with_the_reason(
+    key: str, address: str, expected: str
+) -> None:
+    driver = key.removesuffix("-address")
+    message = _refused({"logDriver": driver, "options": {key: address}})
+    assert message.startswith(
+        f"containerDefinitions[0].logConfiguration.options[{key}] '{address}' is refused: "
+    )
+    assert expected in message
+
+
 def test_the_control_plane_checks_a_message_no_cli_checked() -> None:
     """A gRPC client can skip the CLI: validate_task_definition refuses what the parser would."""
     for config in (
@@ -174,6 +221,8 @@ def test_the_control_plane_checks_a_message_no_cli_checked() -> None:
         pb.LogConfiguration(log_driver="json-file", options={"syslog-tls-key": "/etc/shadow"}),
         pb.LogConfiguration(log_driver="json-file", options={"max-size": "x"}),
         pb.LogConfiguration(log_driver="json-file", options={f"k{i}": "v" for i in range(40)}),
+        pb.LogConfiguration(log_driver="syslog", options={"syslog-address": "udp://127.0.0.1:514"}),
+        pb.LogConfiguration(log_driver="fluentd"),
         pb.LogConfiguration(
             log_driver="syslog", secret_options=[pb.SecretReference(name="a", value_from="b")]
         ),
