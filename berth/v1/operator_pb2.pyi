@@ -103,12 +103,15 @@ class RegisterTaskDefinitionRequest(_message.Message):
     CPU_FIELD_NUMBER: _builtins.int
     MEMORY_FIELD_NUMBER: _builtins.int
     NETWORK_MODE_FIELD_NUMBER: _builtins.int
+    VOLUMES_FIELD_NUMBER: _builtins.int
     family: _builtins.str
     cpu: _builtins.int
     memory: _builtins.int
     network_mode: _resources_pb2.NetworkMode.ValueType
     @_builtins.property
     def container_definitions(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ContainerDefinition]: ...
+    @_builtins.property
+    def volumes(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Volume]: ...
     def __init__(
         self,
         *,
@@ -117,10 +120,11 @@ class RegisterTaskDefinitionRequest(_message.Message):
         cpu: _builtins.int = ...,
         memory: _builtins.int = ...,
         network_mode: _resources_pb2.NetworkMode.ValueType = ...,
+        volumes: _abc.Iterable[_resources_pb2.Volume] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_definitions", b"container_definitions", "cpu", b"cpu", "family", b"family", "memory", b"memory", "network_mode", b"network_mode"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_definitions", b"container_definitions", "cpu", b"cpu", "family", b"family", "memory", b"memory", "network_mode", b"network_mode", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -40,6 +40,29 @@ TCP: TransportProtocol.ValueType  # 0
 UDP: TransportProtocol.ValueType  # 1
 Global___TransportProtocol: _TypeAlias = TransportProtocol  # noqa: Y015
 
+class _VolumeScope:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _VolumeScopeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_VolumeScope.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VOLUME_SCOPE_UNSPECIFIED: _VolumeScope.ValueType  # 0
+    """Stored as TASK (ECS's default); a gRPC client's unset scope reads as TASK too."""
+    VOLUME_SCOPE_TASK: _VolumeScope.ValueType  # 1
+    """Made when the task starts, removed with its containers."""
+    VOLUME_SCOPE_SHARED: _VolumeScope.ValueType  # 2
+    """One Docker volume of this name per node, kept across tasks."""
+
+class VolumeScope(_VolumeScope, metaclass=_VolumeScopeEnumTypeWrapper): ...
+
+VOLUME_SCOPE_UNSPECIFIED: VolumeScope.ValueType  # 0
+"""Stored as TASK (ECS's default); a gRPC client's unset scope reads as TASK too."""
+VOLUME_SCOPE_TASK: VolumeScope.ValueType  # 1
+"""Made when the task starts, removed with its containers."""
+VOLUME_SCOPE_SHARED: VolumeScope.ValueType  # 2
+"""One Docker volume of this name per node, kept across tasks."""
+Global___VolumeScope: _TypeAlias = VolumeScope  # noqa: Y015
+
 class _HealthStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -385,6 +408,8 @@ class ContainerDefinition(_message.Message):
     LINUX_PARAMETERS_FIELD_NUMBER: _builtins.int
     PRIVILEGED_FIELD_NUMBER: _builtins.int
     DOCKER_SECURITY_OPTIONS_FIELD_NUMBER: _builtins.int
+    MOUNT_POINTS_FIELD_NUMBER: _builtins.int
+    VOLUMES_FROM_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     image: _builtins.str
     cpu: _builtins.int
@@ -446,6 +471,14 @@ class ContainerDefinition(_message.Message):
     def linux_parameters(self) -> Global___LinuxParameters: ...
     @_builtins.property
     def docker_security_options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def mount_points(self) -> _containers.RepeatedCompositeFieldContainer[Global___MountPoint]:
+        """Storage (ECS names; checked in berth.taskdef_storage). Each names a task volume."""
+
+    @_builtins.property
+    def volumes_from(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeFrom]:
+        """Each names another container of the task; no cycles."""
+
     def __init__(
         self,
         *,
@@ -475,14 +508,199 @@ class ContainerDefinition(_message.Message):
         linux_parameters: Global___LinuxParameters | None = ...,
         privileged: _builtins.bool = ...,
         docker_security_options: _abc.Iterable[_builtins.str] | None = ...,
+        mount_points: _abc.Iterable[Global___MountPoint] | None = ...,
+        volumes_from: _abc.Iterable[Global___VolumeFrom] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["health_check", b"health_check", "linux_parameters", b"linux_parameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "cpu", b"cpu", "dns_search_domains", b"dns_search_domains", "dns_servers", b"dns_servers", "docker_labels", b"docker_labels", "docker_security_options", b"docker_security_options", "entry_point", b"entry_point", "environment", b"environment", "essential", b"essential", "extra_hosts", b"extra_hosts", "health_check", b"health_check", "hostname", b"hostname", "image", b"image", "linux_parameters", b"linux_parameters", "memory", b"memory", "memory_reservation", b"memory_reservation", "name", b"name", "port_mappings", b"port_mappings", "privileged", b"privileged", "readonly_root_filesystem", b"readonly_root_filesystem", "secrets", b"secrets", "stop_timeout", b"stop_timeout", "system_controls", b"system_controls", "ulimits", b"ulimits", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "cpu", b"cpu", "dns_search_domains", b"dns_search_domains", "dns_servers", b"dns_servers", "docker_labels", b"docker_labels", "docker_security_options", b"docker_security_options", "entry_point", b"entry_point", "environment", b"environment", "essential", b"essential", "extra_hosts", b"extra_hosts", "health_check", b"health_check", "hostname", b"hostname", "image", b"image", "linux_parameters", b"linux_parameters", "memory", b"memory", "memory_reservation", b"memory_reservation", "mount_points", b"mount_points", "name", b"name", "port_mappings", b"port_mappings", "privileged", b"privileged", "readonly_root_filesystem", b"readonly_root_filesystem", "secrets", b"secrets", "stop_timeout", b"stop_timeout", "system_controls", b"system_controls", "ulimits", b"ulimits", "user", b"user", "volumes_from", b"volumes_from", "working_directory", b"working_directory"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ContainerDefinition: _TypeAlias = ContainerDefinition  # noqa: Y015
+
+@_typing.final
+class MountPoint(_message.Message):
+    """ECS's mountPoints: a task volume at an absolute, normalized path in the container."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_VOLUME_FIELD_NUMBER: _builtins.int
+    CONTAINER_PATH_FIELD_NUMBER: _builtins.int
+    READ_ONLY_FIELD_NUMBER: _builtins.int
+    source_volume: _builtins.str
+    container_path: _builtins.str
+    read_only: _builtins.bool
+    def __init__(
+        self,
+        *,
+        source_volume: _builtins.str = ...,
+        container_path: _builtins.str = ...,
+        read_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_path", b"container_path", "read_only", b"read_only", "source_volume", b"source_volume"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MountPoint: _TypeAlias = MountPoint  # noqa: Y015
+
+@_typing.final
+class VolumeFrom(_message.Message):
+    """ECS's volumesFrom: every volume of another container of the same task."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_CONTAINER_FIELD_NUMBER: _builtins.int
+    READ_ONLY_FIELD_NUMBER: _builtins.int
+    source_container: _builtins.str
+    read_only: _builtins.bool
+    def __init__(
+        self,
+        *,
+        source_container: _builtins.str = ...,
+        read_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["read_only", b"read_only", "source_container", b"source_container"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeFrom: _TypeAlias = VolumeFrom  # noqa: Y015
+
+@_typing.final
+class Volume(_message.Message):
+    """ECS's task-level volume. Neither host nor docker_volume_configuration set: an
+    empty Docker volume made for the task and removed with it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    DOCKER_VOLUME_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def host(self) -> Global___VolumeHost:
+        """A bind mount of a host path (registered only under --allow-host-path)."""
+
+    @_builtins.property
+    def docker_volume_configuration(self) -> Global___VolumeDockerConfiguration: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        host: Global___VolumeHost | None = ...,
+        docker_volume_configuration: Global___VolumeDockerConfiguration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["docker_volume_configuration", b"docker_volume_configuration", "host", b"host"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["docker_volume_configuration", b"docker_volume_configuration", "host", b"host", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Volume: _TypeAlias = Volume  # noqa: Y015
+
+@_typing.final
+class VolumeHost(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_PATH_FIELD_NUMBER: _builtins.int
+    source_path: _builtins.str
+    """Absolute and normalized."""
+    def __init__(
+        self,
+        *,
+        source_path: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["source_path", b"source_path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeHost: _TypeAlias = VolumeHost  # noqa: Y015
+
+@_typing.final
+class VolumeDockerConfiguration(_message.Message):
+    """ECS's dockerVolumeConfiguration."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class DriverOptsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    AUTOPROVISION_FIELD_NUMBER: _builtins.int
+    DRIVER_FIELD_NUMBER: _builtins.int
+    DRIVER_OPTS_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    scope: Global___VolumeScope.ValueType
+    autoprovision: _builtins.bool
+    """Shared scope only: create the volume when missing (else a missing volume fails the start)."""
+    driver: _builtins.str
+    """Empty: Docker's "local"."""
+    @_builtins.property
+    def driver_opts(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Never a "berth." key: those are Berth's own."""
+
+    def __init__(
+        self,
+        *,
+        scope: Global___VolumeScope.ValueType = ...,
+        autoprovision: _builtins.bool = ...,
+        driver: _builtins.str = ...,
+        driver_opts: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["autoprovision", b"autoprovision", "driver", b"driver", "driver_opts", b"driver_opts", "labels", b"labels", "scope", b"scope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeDockerConfiguration: _TypeAlias = VolumeDockerConfiguration  # noqa: Y015
 
 @_typing.final
 class Ulimit(_message.Message):
@@ -707,6 +925,7 @@ class TaskDefinition(_message.Message):
     CPU_FIELD_NUMBER: _builtins.int
     MEMORY_FIELD_NUMBER: _builtins.int
     NETWORK_MODE_FIELD_NUMBER: _builtins.int
+    VOLUMES_FIELD_NUMBER: _builtins.int
     family: _builtins.str
     revision: _builtins.int
     status: Global___TaskDefinitionStatus.ValueType
@@ -718,6 +937,8 @@ class TaskDefinition(_message.Message):
     def container_definitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerDefinition]: ...
     @_builtins.property
     def registered_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Volume]: ...
     def __init__(
         self,
         *,
@@ -729,10 +950,11 @@ class TaskDefinition(_message.Message):
         cpu: _builtins.int = ...,
         memory: _builtins.int = ...,
         network_mode: Global___NetworkMode.ValueType = ...,
+        volumes: _abc.Iterable[Global___Volume] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["registered_at", b"registered_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_definitions", b"container_definitions", "cpu", b"cpu", "family", b"family", "memory", b"memory", "network_mode", b"network_mode", "registered_at", b"registered_at", "revision", b"revision", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_definitions", b"container_definitions", "cpu", b"cpu", "family", b"family", "memory", b"memory", "network_mode", b"network_mode", "registered_at", b"registered_at", "revision", b"revision", "status", b"status", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
