@@ -21,6 +21,8 @@ from berth.names import check_family, shown
 from berth.secretnames import MAX_REFERENCE_LENGTH, parse_reference
 from berth.taskdef_process import ProcessSettings, check_process_settings
 from berth.taskdef_process import to_ecs as process_settings_to_ecs
+from berth.taskdef_storage import ContainerStorage, check_storage, parse_volumes, volumes_to_ecs
+from berth.taskdef_storage import to_ecs as storage_to_ecs
 from berth.v1 import resources_pb2 as pb
 
 # ECS fields Berth recognises but does not implement yet: a clear "not
@@ -28,8 +30,6 @@ from berth.v1 import resources_pb2 as pb
 _UNSUPPORTED_CONTAINER_FIELDS = frozenset(
     {
         "links",
-        "mountPoints",
-        "volumesFrom",
         "logConfiguration",
         "dependsOn",
         "startTimeout",
@@ -75,7 +75,6 @@ AWSVPC_NOTE = (
 )
 _UNSUPPORTED_DOCUMENT_FIELDS = frozenset(
     {
-        "volumes",
         "placementConstraints",
         "pidMode",
         "ipcMode",
@@ -274,6 +273,7 @@ def _container_to_proto(raw: Any, index: int, notes: list[str]) -> pb.ContainerD
     _reject_unsupported(raw, _UNSUPPORTED_CONTAINER_FIELDS, where)
     try:
         settings, rest = ProcessSettings.take(_present(raw, _UNSUPPORTED_CONTAINER_FIELDS))
+        storage, rest = ContainerStorage.take(rest)
         model = _ContainerDefinition.model_validate(rest)
     except ValidationError as error:
         raise _one_line(error, where) from None
@@ -311,6 +311,7 @@ def _container_to_proto(raw: Any, index: int, notes: list[str]) -> pb.ContainerD
         ),
     )
     settings.apply(container, where)
+    storage.apply(container, where)
     return container
 
 
@@ -375,6 +376,7 @@ def parse_register_document(data: Any) -> tuple[pb.TaskDefinition, list[str]]:
         for k, v in _present(data, _UNSUPPORTED_DOCUMENT_FIELDS).items()
         if k not in IGNORED_DOCUMENT_FIELDS and k not in READ_ONLY_DOCUMENT_FIELDS
     }
+    volumes = parse_volumes(relevant.pop("volumes", []), notes)
     try:
         doc = _RegisterDocument.model_validate(relevant)
     except ValidationError as error:
@@ -389,6 +391,7 @@ def parse_register_document(data: Any) -> tuple[pb.TaskDefinition, list[str]]:
         cpu=doc.cpu or 0,
         memory=doc.memory or 0,
         network_mode=NETWORK_MODES[doc.network_mode] if doc.network_mode else pb.NETWORK_MODE_UNSPECIFIED,
+        volumes=volumes,
     )
     validate_task_definition(task_definition)
     return task_definition, notes
@@ -577,6 +580,7 @@ def validate_task_definition(td: pb.TaskDefinition) -> None:
         )
     validate_containers(td.container_definitions, td.memory)
     _check_network_mode(td)
+    check_storage(td)
     cpu = sum(c.cpu for c in td.container_definitions)
     memory = sum(c.memory_reservation or c.memory for c in td.container_definitions)
     if cpu > MAX_CPU_UNITS:
@@ -687,6 +691,7 @@ def _ecs_container(c: pb.ContainerDefinition) -> dict[str, Any]:
             "startPeriod": check.start_period,
         }
     out.update(process_settings_to_ecs(c))
+    out.update(storage_to_ecs(c))
     return out
 
 
@@ -705,6 +710,8 @@ def to_ecs_document(td: pb.TaskDefinition) -> dict[str, Any]:
         out["memory"] = str(td.memory)
     if td.network_mode:
         out["networkMode"] = _NETWORK_MODE_NAMES.get(td.network_mode, "bridge")
+    if td.volumes:
+        out["volumes"] = volumes_to_ecs(td)
     if td.revision:
         out["revision"] = td.revision
     if td.status:

@@ -54,6 +54,7 @@ def _request(
         cpu=td.cpu,
         memory=td.memory,
         network_mode=td.network_mode,
+        volumes=td.volumes,
     )
 
 

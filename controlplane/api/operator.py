@@ -64,6 +64,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
                 cpu=request.cpu,
                 memory=request.memory,
                 network_mode=request.network_mode,
+                volumes=request.volumes,
             )
         )
 
