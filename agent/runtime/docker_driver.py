@@ -41,6 +41,13 @@ from agent.runtime.docker_events import (
 from agent.runtime.docker_exec import DockerExec
 from agent.runtime.docker_spec import DEFAULT_PIDS_LIMIT, ContainerSpec, container_specs
 from agent.runtime.docker_state import ContainerLedger, ListedContainer
+from agent.runtime.docker_volumes import (
+    VolumeSpec,
+    creation_order,
+    ensure_volumes,
+    remove_task_volumes,
+    volume_specs,
+)
 from agent.runtime.driver import (
     DEFAULT_STOP_TIMEOUT,
     LABEL_HOST_PORTS,
@@ -174,15 +181,22 @@ class DockerDriver:
             raise StartFailed(f"CannotPullContainerError: {image}: {error}") from error
 
     def _start_blocking(
-        self, specs: list[ContainerSpec], on_started: Callable[[ObservedContainer], None]
+        self,
+        task_id: str,
+        specs: list[ContainerSpec],
+        volumes: list[VolumeSpec],
+        on_started: Callable[[ObservedContainer], None],
     ) -> None:
-        created: list[Any] = []
+        created: dict[str, Any] = {}  # Docker's container name -> container
         try:
             for spec in specs:
                 self._ensure_image(spec.image)
+            ensure_volumes(self._client, volumes)
+            # A container that takes another's volumes (volumesFrom) is created after it.
+            for spec in creation_order(specs):
+                created[spec.name] = self._create(spec)
             for spec in specs:
-                created.append(self._create(spec))
-            for container, spec in zip(created, specs, strict=True):
+                container = created[spec.name]
                 try:
                     container.start()
                 except docker.errors.APIError as error:
@@ -207,9 +221,11 @@ class DockerDriver:
                     )
                 )
         except StartFailed:
-            for container in created:
+            for container in created.values():
                 with contextlib.suppress(docker.errors.DockerException):
                     container.remove(force=True)
+            if volumes:
+                remove_task_volumes(self._client, task_id)
             raise
 
     def _create(self, spec: ContainerSpec) -> Any:
@@ -228,7 +244,8 @@ class DockerDriver:
             loop.call_soon_threadsafe(self._ledger.started, node_id, container)
 
         specs = container_specs(assignment, node_id, self._dns_servers, self._pids_limit)
-        await self._call(self._start_blocking, specs, started)
+        volumes = volume_specs(assignment, node_id)
+        await self._call(self._start_blocking, assignment.task_id, specs, volumes, started)
 
     # -- stopping --------------------------------------------------------
 
@@ -247,6 +264,8 @@ class DockerDriver:
         for container in self._containers_of(task_id):
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
+        # The task's own volumes go with its containers (shared ones stay).
+        remove_task_volumes(self._client, task_id)
 
     async def stop_task(self, task_id: str, timeout: int) -> None:
         await self._call(self._stop_blocking, task_id, timeout)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.runtime.docker_volumes import container_mounts
 from agent.runtime.driver import (
     DEFAULT_STOP_TIMEOUT,
     LABEL_CLUSTER,
@@ -108,6 +109,10 @@ class ContainerSpec:
     tmpfs: dict[str, str] = field(default_factory=dict)  # container path -> mount options
     devices: tuple[str, ...] = ()  # "host:container:rwm"
     privileged: bool = False
+    # ECS's mountPoints and volumesFrom (agent.runtime.docker_volumes):
+    # "SOURCE:PATH:ro|rw" and "CONTAINER:ro|rw".
+    binds: tuple[str, ...] = ()
+    volumes_from: tuple[str, ...] = ()
 
     def create_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the SDK's `containers.create(image, ...)`; unset options are left out."""
@@ -140,6 +145,10 @@ class ContainerSpec:
                 for key, value in self.healthcheck.items()
             }
         options.update(self._process_options())
+        if self.binds:
+            options["volumes"] = list(self.binds)
+        if self.volumes_from:
+            options["volumes_from"] = list(self.volumes_from)
         return options
 
     def _process_options(self) -> dict[str, Any]:
@@ -293,6 +302,7 @@ def container_specs(
                 ),
                 network_mode=network_mode,
                 **_process_settings(definition, dns_servers, bridged),
+                **container_mounts(definition, td, assignment.task_id, container_name),
             )
         )
     return specs

@@ -1,0 +1,219 @@
+"""A task's storage on the Docker engine: which volumes to make, how its containers mount them.
+
+Pure: `volume_specs` (the Docker volumes a task needs), `container_mounts` (one
+container's binds and volumes_from, as the SDK's `containers.create` takes them) and
+`creation_order` (a container that takes another's volumes is created after it).
+I/O, given the SDK client (blocking; the driver runs them in worker threads):
+`ensure_volumes` before the containers are created, `remove_task_volumes` after
+they are removed.
+
+Lifecycle, as ECS's:
+
+- an empty volume (no host path, no dockerVolumeConfiguration) and a `scope: task`
+  Docker volume are made for one task, named from the task id and the volume's name,
+  labelled with the task id, and removed with the task's containers (a stop that
+  removes, the sweep of tasks no longer desired, and a start that failed);
+- a `scope: shared` volume is the node's Docker volume of the volume's own name,
+  kept across tasks; with `autoprovision` it is made when missing, without it a
+  missing one fails the task's start;
+- a host path is a bind mount (the control plane's --allow-host-path judged it);
+  Docker creates a missing directory, as ECS's agent does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import docker.errors
+
+from agent.runtime.driver import LABEL_MANAGED, LABEL_NODE, LABEL_TASK_ID, StartFailed
+from berth.v1 import agent_pb2 as agent_pb
+from berth.v1 import resources_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+LOCAL_DRIVER = "local"
+# The volume's name in its task definition, on every volume Berth makes.
+LABEL_VOLUME = "berth.volume-name"
+# Docker keeps a local volume in a directory of that name: stay well inside NAME_MAX.
+_MAX_DOCKER_NAME = 200
+
+
+def task_volume_name(task_id: str, name: str) -> str:
+    """The Docker volume of one task's volume: unique per task, found again from both names."""
+    candidate = f"berth-{task_id}-{name}"
+    if len(candidate) <= _MAX_DOCKER_NAME:
+        return candidate
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    return f"berth-{task_id}-{name[:64]}-{digest}"
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """One Docker volume a task needs on its node."""
+
+    name: str  # Docker's volume name
+    driver: str = LOCAL_DRIVER
+    driver_opts: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    shared: bool = False  # kept across tasks (scope shared); else the task's own
+    autoprovision: bool = False  # shared only: make it when missing
+
+
+def _docker_source(volume: pb.Volume, task_id: str) -> str:
+    """What a mount of this volume names: a host path, a shared volume's name, or the task's own."""
+    if volume.HasField("host") and volume.host.source_path:
+        return volume.host.source_path
+    config = volume.docker_volume_configuration
+    if volume.HasField("docker_volume_configuration") and config.scope == pb.VOLUME_SCOPE_SHARED:
+        return volume.name
+    return task_volume_name(task_id, volume.name)
+
+
+def volume_specs(assignment: agent_pb.TaskAssignment, node_id: str) -> list[VolumeSpec]:
+    """The Docker volumes the task's containers mount (host paths need none); only those a
+    container mounts, as ECS makes them."""
+    td = assignment.task_definition
+    mounted = {m.source_volume for c in td.container_definitions for m in c.mount_points}
+    specs = []
+    for volume in td.volumes:
+        if volume.name not in mounted or (volume.HasField("host") and volume.host.source_path):
+            continue
+        config = volume.docker_volume_configuration
+        shared = volume.HasField("docker_volume_configuration") and config.scope == pb.VOLUME_SCOPE_SHARED
+        ours = {LABEL_MANAGED: "true", LABEL_VOLUME: volume.name}
+        if not shared:
+            ours |= {LABEL_TASK_ID: assignment.task_id, LABEL_NODE: node_id}
+        specs.append(
+            VolumeSpec(
+                name=_docker_source(volume, assignment.task_id),
+                driver=config.driver or LOCAL_DRIVER,
+                driver_opts=dict(config.driver_opts),
+                # The task's labels never override Berth's own (berth.* keys are refused at registration).
+                labels=dict(config.labels) | ours,
+                shared=shared,
+                autoprovision=shared and config.autoprovision,
+            )
+        )
+    return specs
+
+
+def _mode(read_only: bool) -> str:
+    return "ro" if read_only else "rw"
+
+
+def container_mounts(
+    definition: pb.ContainerDefinition,
+    td: pb.TaskDefinition,
+    task_id: str,
+    container_name: Callable[[str, str], str],
+) -> dict[str, Any]:
+    """ContainerSpec's `binds` ("SOURCE:PATH:ro|rw") and `volumes_from` ("CONTAINER:ro|rw");
+    container_name(task_id, name) is Docker's name of a container of the task."""
+    volumes = {v.name: v for v in td.volumes}
+    binds = tuple(
+        f"{_docker_source(volumes[m.source_volume], task_id)}:{m.container_path}:{_mode(m.read_only)}"
+        for m in definition.mount_points
+        if m.source_volume in volumes  # checked at registration; never a KeyError on the agent
+    )
+    volumes_from = tuple(
+        f"{container_name(task_id, v.source_container)}:{_mode(v.read_only)}" for v in definition.volumes_from
+    )
+    return {"binds": binds, "volumes_from": volumes_from}
+
+
+class _Creatable(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def volumes_from(self) -> tuple[str, ...]: ...
+
+
+T = TypeVar("T", bound=_Creatable)
+
+
+def creation_order(specs: Sequence[T]) -> list[T]:
+    """The specs in task-definition order, except that a container comes after the containers
+    it takes volumes from (Docker needs them to exist; cycles are refused at registration)."""
+    by_name = {spec.name: spec for spec in specs}
+    ordered: list[T] = []
+    placed: set[str] = set()
+
+    def place(spec: T, seen: frozenset[str]) -> None:
+        if spec.name in placed or spec.name in seen:
+            return
+        for source in spec.volumes_from:
+            dependency = by_name.get(source.rsplit(":", 1)[0])
+            if dependency is not None:
+                place(dependency, seen | {spec.name})
+        placed.add(spec.name)
+        ordered.append(spec)
+
+    for spec in specs:
+        place(spec, frozenset())
+    return ordered
+
+
+# -- I/O (blocking) ------------------------------------------------------------
+
+
+def _failed(volume: str, error: docker.errors.DockerException) -> StartFailed:
+    detail = getattr(error, "explanation", None) or error
+    return StartFailed(f"CannotCreateContainerError: volume {volume}: {detail}")
+
+
+def ensure_volumes(client: Any, specs: Sequence[VolumeSpec]) -> None:
+    """Make the task's volumes, and the shared ones it may make; raise StartFailed (ECS's
+    CannotCreateContainerError) for a missing shared volume without autoprovision."""
+    for spec in specs:
+        if spec.shared:
+            try:
+                existing = client.volumes.get(spec.name)
+            except docker.errors.NotFound:
+                existing = None
+            except docker.errors.DockerException as error:
+                raise _failed(spec.name, error) from error
+            if existing is not None:
+                driver = (existing.attrs or {}).get("Driver", spec.driver)
+                if driver != spec.driver:
+                    raise StartFailed(
+                        f"CannotCreateContainerError: shared volume {spec.name} exists with driver "
+                        f"{driver}, the task definition asks for {spec.driver}"
+                    )
+                continue
+            if not spec.autoprovision:
+                raise StartFailed(
+                    f"CannotCreateContainerError: shared volume {spec.name} does not exist on this node "
+                    "and autoprovision is false: create it (docker volume create) or set autoprovision"
+                )
+        try:
+            client.volumes.create(
+                name=spec.name, driver=spec.driver, driver_opts=spec.driver_opts, labels=spec.labels
+            )
+        except docker.errors.DockerException as error:
+            raise _failed(spec.name, error) from error
+        log.info("event=volume_created volume=%s shared=%s", spec.name, spec.shared)
+
+
+def remove_task_volumes(client: Any, task_id: str) -> None:
+    """Remove the task's own volumes (never a shared one: those carry no task id)."""
+    try:
+        volumes = client.volumes.list(filters={"label": f"{LABEL_TASK_ID}={task_id}"})
+    except docker.errors.DockerException as error:
+        log.warning("event=volume_list_failed task=%s error=%r", task_id, str(error))
+        return
+    for volume in volumes:
+        try:
+            volume.remove(force=True)
+            log.info("event=volume_removed task=%s volume=%s", task_id, volume.name)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.DockerException as error:
+            log.warning(
+                "event=volume_remove_failed task=%s volume=%s error=%r", task_id, volume.name, str(error)
+            )
