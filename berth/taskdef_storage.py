@@ -11,12 +11,18 @@ and `to_ecs` write them back in ECS's shape for the describe round trip.
 
 What Berth does with AWS's own volume kinds, and why:
 
-- `efsVolumeConfiguration` is refused. Mounting EFS off AWS would mean
-  guessing the region and the network path to `<fs>.efs.<region>.amazonaws.com`,
-  and silently dropping what the user asked for on top (IAM authorization,
-  access points, transit encryption). A refusal that says how to get the
-  same mount (an NFS `dockerVolumeConfiguration`) is more honest than a mount
-  that only half does what the file says.
+- `efsVolumeConfiguration` is accepted, with a note, and mounted the way ECS's own
+  agent mounts EFS without Amazon's mount helper: plain NFSv4.1 from
+  `<fileSystemId>.efs.<region>.amazonaws.com:<rootDirectory>` through Docker's local
+  driver, the region being the agent's (`--aws-region`, else AWS_REGION; a node
+  without one fails the task's start saying so). An EFS file system is reachable
+  only from its VPC, so this works for nodes on EC2 in that VPC, and nowhere else.
+  What needs Amazon's helper is not applied, and the note says which:
+  `transitEncryption` (Berth does not wrap NFS in TLS) and IAM authorization (a file
+  system whose policy requires IAM then refuses the mount: it fails closed).
+  An `accessPointId` is refused: mounting without the access point would hand the
+  task the file system's root and its own identity instead of the access point's
+  directory and enforced user, a wider grant than the file asks for.
 - `fsxWindowsFileServerConfiguration` is refused: Berth runs Linux hosts.
 - `configuredAtLaunch: true` is refused: such a volume is attached by ECS (Amazon
   EBS) when a task is launched, and Berth has nothing to attach. `false` is the default,
@@ -62,10 +68,12 @@ LOCAL_DRIVER = "local"
 # The local driver's network and memory file systems: their `device` is no path of the node.
 _REMOTE_TYPES = frozenset({"nfs", "nfs4", "cifs", "smb3", "tmpfs"})
 
-EFS_REFUSAL = (
-    "Amazon EFS is AWS's own and Berth does not run on AWS: mount the file system over NFS with "
-    'a dockerVolumeConfiguration instead (driver "local", driverOpts type "nfs", '
-    'o "addr=HOST,nfsvers=4.1", device ":/")'
+# An EFS file system id: "fs-" and 8 or 17 hex digits (a little slack for the future).
+_EFS_FILE_SYSTEM_ID = re.compile(r"fs-[0-9a-f]{8,40}")
+ACCESS_POINT_REFUSAL = (
+    "an EFS access point needs Amazon's efs-utils mount helper, which Berth does not run, and "
+    "mounting without it would grant more than the access point does: set rootDirectory to the "
+    "access point's directory instead"
 )
 FSX_REFUSAL = "FSx for Windows File Server volumes need Windows hosts: Berth runs Linux hosts"
 CONFIGURED_AT_LAUNCH_REFUSAL = (
@@ -135,14 +143,29 @@ class _DockerVolumeConfiguration(_Strict):
     labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_OPTIONS)
 
 
+class _EfsAuthorization(_Strict):
+    access_point_id: str = Field(default="", alias="accessPointId", max_length=64)
+    iam: Literal["ENABLED", "DISABLED"] | None = None
+
+
+class _EfsVolumeConfiguration(_Strict):
+    file_system_id: str = Field(alias="fileSystemId", max_length=64)
+    root_directory: str = Field(default="", alias="rootDirectory", max_length=MAX_PATH_LENGTH)
+    transit_encryption: Literal["ENABLED", "DISABLED"] | None = Field(default=None, alias="transitEncryption")
+    transit_encryption_port: int = Field(default=0, alias="transitEncryptionPort", ge=0, le=65535)
+    authorization_config: _EfsAuthorization | None = Field(default=None, alias="authorizationConfig")
+
+
 class _Volume(_Strict):
     name: str = Field(max_length=MAX_VOLUME_NAME_LENGTH)
     host: _Host | None = None
     docker_volume_configuration: _DockerVolumeConfiguration | None = Field(
         default=None, alias="dockerVolumeConfiguration"
     )
-    # AWS's own kinds: typed loosely here, refused below with the reason.
-    efs_volume_configuration: dict[str, Any] | None = Field(default=None, alias="efsVolumeConfiguration")
+    efs_volume_configuration: _EfsVolumeConfiguration | None = Field(
+        default=None, alias="efsVolumeConfiguration"
+    )
+    # AWS's own: typed loosely here, refused below with the reason.
     fsx_windows_file_server_configuration: dict[str, Any] | None = Field(
         default=None, alias="fsxWindowsFileServerConfiguration"
     )
@@ -196,8 +219,6 @@ def parse_volumes(raw: Any, notes: list[str]) -> list[pb.Volume]:
 
 
 def _volume_to_proto(model: _Volume, where: str, notes: list[str]) -> pb.Volume:
-    if model.efs_volume_configuration is not None:
-        raise InvalidArgument(f"{where}.efsVolumeConfiguration is refused: {EFS_REFUSAL}")
     if model.fsx_windows_file_server_configuration is not None:
         raise InvalidArgument(f"{where}.fsxWindowsFileServerConfiguration is refused: {FSX_REFUSAL}")
     if model.configured_at_launch:
@@ -205,8 +226,9 @@ def _volume_to_proto(model: _Volume, where: str, notes: list[str]) -> pb.Volume:
     volume = pb.Volume(name=model.name)
     source = model.host.source_path if model.host is not None else None
     config = model.docker_volume_configuration
-    if source and config is not None:
-        raise InvalidArgument(f"{where}: set host.sourcePath or dockerVolumeConfiguration, not both")
+    efs = model.efs_volume_configuration
+    if sum(kind for kind in (bool(source), config is not None, efs is not None)) > 1:
+        raise InvalidArgument(f"{where}: {_ONE_KIND}")
     if source:
         # An absent or empty sourcePath is ECS's empty volume: nothing of the host is mounted.
         volume.host.source_path = normal_path(f"{where}.host.sourcePath", source)
@@ -222,7 +244,50 @@ def _volume_to_proto(model: _Volume, where: str, notes: list[str]) -> pb.Volume:
                 labels=config.labels,
             )
         )
+    if efs is not None:
+        volume.efs_volume_configuration.CopyFrom(_efs_to_proto(efs, f"{where}.efsVolumeConfiguration"))
+        notes.append(efs_note(volume.efs_volume_configuration, f"{where}.efsVolumeConfiguration"))
     return volume
+
+
+_ONE_KIND = "set one of host.sourcePath, dockerVolumeConfiguration and efsVolumeConfiguration"
+
+
+def _efs_to_proto(efs: _EfsVolumeConfiguration, where: str) -> pb.VolumeEfsConfiguration:
+    authorization = efs.authorization_config
+    if authorization is not None and authorization.access_point_id:
+        raise InvalidArgument(f"{where}.authorizationConfig.accessPointId is refused: {ACCESS_POINT_REFUSAL}")
+    message = pb.VolumeEfsConfiguration(
+        file_system_id=efs.file_system_id,
+        root_directory=normal_path(f"{where}.rootDirectory", efs.root_directory)
+        if efs.root_directory
+        else "",
+        transit_encryption=efs.transit_encryption == "ENABLED",
+        transit_encryption_port=efs.transit_encryption_port,
+    )
+    if authorization is not None:
+        message.authorization_config.iam = authorization.iam == "ENABLED"
+    return message
+
+
+def efs_note(efs: pb.VolumeEfsConfiguration, where: str) -> str:
+    """What Berth does with an EFS volume, said at registration."""
+    not_applied = [
+        name
+        for name, asked in (
+            ("transitEncryption (the mount is plain NFS)", efs.transit_encryption),
+            ("IAM authorization", efs.authorization_config.iam),
+        )
+        if asked
+    ]
+    note = (
+        f"{where}: Berth mounts {efs.file_system_id}.efs.REGION.amazonaws.com:{efs.root_directory or '/'} "
+        "over NFSv4.1 from the node (REGION: the agent's --aws-region or AWS_REGION); the node must "
+        "reach the file system's mount targets"
+    )
+    if not_applied:
+        note += f"; not applied: {', '.join(not_applied)}"
+    return note
 
 
 # -- paths -------------------------------------------------------------------
@@ -285,10 +350,17 @@ def _check_volume(where: str, volume: pb.Volume) -> None:
             f"{where}.name {shown(volume.name)} is invalid: use 1-{MAX_VOLUME_NAME_LENGTH} letters, "
             "digits, '_' and '-'"
         )
-    if volume.HasField("host") and volume.HasField("docker_volume_configuration"):
-        raise InvalidArgument(f"{where}: set host.sourcePath or dockerVolumeConfiguration, not both")
+    kinds = (
+        volume.HasField("host"),
+        volume.HasField("docker_volume_configuration"),
+        volume.HasField("efs_volume_configuration"),
+    )
+    if sum(kinds) > 1:
+        raise InvalidArgument(f"{where}: {_ONE_KIND}")
     if volume.HasField("host") and volume.host.source_path:
         _check_normal(f"{where}.host.sourcePath", volume.host.source_path)
+    if volume.HasField("efs_volume_configuration"):
+        _check_efs(f"{where}.efsVolumeConfiguration", volume.efs_volume_configuration)
     if not volume.HasField("docker_volume_configuration"):
         return
     config = volume.docker_volume_configuration
@@ -310,6 +382,20 @@ def _check_volume(where: str, volume: pb.Volume) -> None:
     device = local_device(config)
     if device is not None:
         _check_normal(f"{here}.driverOpts.device", device)
+
+
+def _check_efs(where: str, efs: pb.VolumeEfsConfiguration) -> None:
+    if not _EFS_FILE_SYSTEM_ID.fullmatch(efs.file_system_id):
+        raise InvalidArgument(
+            f"{where}.fileSystemId {shown(efs.file_system_id)} is invalid: write an EFS file system id "
+            "(fs- and hex digits, e.g. fs-0123456789abcdef0)"
+        )
+    if efs.root_directory:
+        _check_normal(f"{where}.rootDirectory", efs.root_directory)
+    if efs.transit_encryption_port > 65535:
+        raise InvalidArgument(f"{where}.transitEncryptionPort {efs.transit_encryption_port} is not a port")
+    if efs.authorization_config.access_point_id:
+        raise InvalidArgument(f"{where}.authorizationConfig.accessPointId is refused: {ACCESS_POINT_REFUSAL}")
 
 
 def local_device(config: pb.VolumeDockerConfiguration) -> str | None:
@@ -338,7 +424,8 @@ def _check_container_storage(
         raise InvalidArgument(
             f"{where}.mountPoints has {len(c.mount_points)} entries: the limit is {MAX_MOUNT_POINTS}"
         )
-    paths: set[str] = set()
+    # A tmpfs (linuxParameters) and a volume on one path: Docker refuses the container.
+    paths: set[str] = {t.container_path for t in c.linux_parameters.tmpfs}
     for i, mount in enumerate(c.mount_points):
         here = f"{where}.mountPoints[{i}]"
         if mount.source_volume not in volumes:
@@ -444,7 +531,22 @@ def volumes_to_ecs(td: pb.TaskDefinition) -> list[dict[str, Any]]:
             if config.labels:
                 docker["labels"] = dict(sorted(config.labels.items()))
             item["dockerVolumeConfiguration"] = docker
+        if volume.HasField("efs_volume_configuration"):
+            item["efsVolumeConfiguration"] = _efs_to_ecs(volume.efs_volume_configuration)
         out.append(item)
+    return out
+
+
+def _efs_to_ecs(efs: pb.VolumeEfsConfiguration) -> dict[str, Any]:
+    out: dict[str, Any] = {"fileSystemId": efs.file_system_id}
+    if efs.root_directory:
+        out["rootDirectory"] = efs.root_directory
+    if efs.transit_encryption:
+        out["transitEncryption"] = "ENABLED"
+    if efs.transit_encryption_port:
+        out["transitEncryptionPort"] = efs.transit_encryption_port
+    if efs.HasField("authorization_config"):
+        out["authorizationConfig"] = {"iam": "ENABLED" if efs.authorization_config.iam else "DISABLED"}
     return out
 
 

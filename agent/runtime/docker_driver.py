@@ -87,15 +87,18 @@ class DockerDriver:
         client: docker.DockerClient | None = None,
         open_events: OpenEvents = EventStream,
         pids_limit: int = DEFAULT_PIDS_LIMIT,
+        aws_region: str = "",
     ) -> None:
         """client and open_events default to the real engine at base_url (tests pass fakes).
 
         pids_limit: processes per container (0 or less: the engine's default).
+        aws_region: the node's AWS region, for EFS volumes ("": none; such a task fails to start).
         """
         self._base_url = base_url
         # The host's Berth DNS, so containers resolve SERVICE.CLUSTER.berth.
         self._dns_servers = tuple(dns_servers or ())
         self._pids_limit = pids_limit
+        self._aws_region = aws_region
         self._client = client if client is not None else docker.DockerClient(base_url=base_url)
         self._open_events = open_events
         self._semaphore = asyncio.Semaphore(concurrency)
@@ -244,7 +247,7 @@ class DockerDriver:
             loop.call_soon_threadsafe(self._ledger.started, node_id, container)
 
         specs = container_specs(assignment, node_id, self._dns_servers, self._pids_limit)
-        volumes = volume_specs(assignment, node_id)
+        volumes = volume_specs(assignment, node_id, self._aws_region)
         await self._call(self._start_blocking, assignment.task_id, specs, volumes, started)
 
     # -- stopping --------------------------------------------------------

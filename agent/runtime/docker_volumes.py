@@ -17,13 +17,18 @@ Lifecycle, as ECS's:
   kept across tasks; with `autoprovision` it is made when missing, without it a
   missing one fails the task's start;
 - a host path is a bind mount (the control plane's --allow-host-path judged it);
-  Docker creates a missing directory, as ECS's agent does.
+  Docker creates a missing directory, as ECS's agent does;
+- an EFS volume is the task's own local-driver NFS volume, mounted as ECS's agent
+  mounts EFS without Amazon's helper (plain NFSv4.1 from
+  FILE_SYSTEM_ID.efs.REGION.amazonaws.com, REGION the agent's --aws-region); a node
+  without a region fails the start saying so.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -41,6 +46,10 @@ LOCAL_DRIVER = "local"
 LABEL_VOLUME = "berth.volume-name"
 # Docker keeps a local volume in a directory of that name: stay well inside NAME_MAX.
 _MAX_DOCKER_NAME = 200
+# The NFS options ECS's agent mounts EFS with when Amazon's mount helper is not used.
+EFS_NFS_OPTIONS = "nfsvers=4.1,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2,noresvport"
+# us-east-1, eu-central-2, us-gov-west-1, cn-north-1, ap-southeast-4.
+AWS_REGION = re.compile(r"[a-z]{2}(-[a-z]+){1,2}-[0-9]{1,2}")
 
 
 def task_volume_name(task_id: str, name: str) -> str:
@@ -74,9 +83,20 @@ def _docker_source(volume: pb.Volume, task_id: str) -> str:
     return task_volume_name(task_id, volume.name)
 
 
-def volume_specs(assignment: agent_pb.TaskAssignment, node_id: str) -> list[VolumeSpec]:
+def efs_driver_opts(efs: pb.VolumeEfsConfiguration, region: str) -> dict[str, str]:
+    """The local driver's options that mount an EFS file system over NFSv4.1 (Docker resolves
+    the address when the volume is first mounted)."""
+    return {
+        "type": "nfs",
+        "o": f"addr={efs.file_system_id}.efs.{region}.amazonaws.com,{EFS_NFS_OPTIONS}",
+        "device": f":{efs.root_directory or '/'}",
+    }
+
+
+def volume_specs(assignment: agent_pb.TaskAssignment, node_id: str, aws_region: str = "") -> list[VolumeSpec]:
     """The Docker volumes the task's containers mount (host paths need none); only those a
-    container mounts, as ECS makes them."""
+    container mounts, as ECS makes them. aws_region: the node's, for EFS volumes; without
+    one a task with an EFS volume fails to start (StartFailed) saying so."""
     td = assignment.task_definition
     mounted = {m.source_volume for c in td.container_definitions for m in c.mount_points}
     specs = []
@@ -88,6 +108,21 @@ def volume_specs(assignment: agent_pb.TaskAssignment, node_id: str) -> list[Volu
         ours = {LABEL_MANAGED: "true", LABEL_VOLUME: volume.name}
         if not shared:
             ours |= {LABEL_TASK_ID: assignment.task_id, LABEL_NODE: node_id}
+        if volume.HasField("efs_volume_configuration"):
+            efs = volume.efs_volume_configuration
+            if not aws_region:
+                raise StartFailed(
+                    f"CannotCreateContainerError: volume {volume.name}: EFS file system {efs.file_system_id} "
+                    "needs the node's AWS region: start the agent with --aws-region or AWS_REGION"
+                )
+            specs.append(
+                VolumeSpec(
+                    name=_docker_source(volume, assignment.task_id),
+                    driver_opts=efs_driver_opts(efs, aws_region),
+                    labels=ours,
+                )
+            )
+            continue
         specs.append(
             VolumeSpec(
                 name=_docker_source(volume, assignment.task_id),

@@ -581,6 +581,7 @@ class Volume(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     HOST_FIELD_NUMBER: _builtins.int
     DOCKER_VOLUME_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    EFS_VOLUME_CONFIGURATION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     @_builtins.property
     def host(self) -> Global___VolumeHost:
@@ -588,20 +589,87 @@ class Volume(_message.Message):
 
     @_builtins.property
     def docker_volume_configuration(self) -> Global___VolumeDockerConfiguration: ...
+    @_builtins.property
+    def efs_volume_configuration(self) -> Global___VolumeEfsConfiguration:
+        """Amazon EFS, mounted over NFSv4.1 by the node (see berth.taskdef_storage)."""
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         host: Global___VolumeHost | None = ...,
         docker_volume_configuration: Global___VolumeDockerConfiguration | None = ...,
+        efs_volume_configuration: Global___VolumeEfsConfiguration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["docker_volume_configuration", b"docker_volume_configuration", "host", b"host"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["docker_volume_configuration", b"docker_volume_configuration", "efs_volume_configuration", b"efs_volume_configuration", "host", b"host"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["docker_volume_configuration", b"docker_volume_configuration", "host", b"host", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["docker_volume_configuration", b"docker_volume_configuration", "efs_volume_configuration", b"efs_volume_configuration", "host", b"host", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Volume: _TypeAlias = Volume  # noqa: Y015
+
+@_typing.final
+class VolumeEfsConfiguration(_message.Message):
+    """ECS's efsVolumeConfiguration, kept as written for the round trip; the agent mounts
+    FILE_SYSTEM_ID.efs.REGION.amazonaws.com:ROOT_DIRECTORY over plain NFSv4.1.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_SYSTEM_ID_FIELD_NUMBER: _builtins.int
+    ROOT_DIRECTORY_FIELD_NUMBER: _builtins.int
+    TRANSIT_ENCRYPTION_FIELD_NUMBER: _builtins.int
+    TRANSIT_ENCRYPTION_PORT_FIELD_NUMBER: _builtins.int
+    AUTHORIZATION_CONFIG_FIELD_NUMBER: _builtins.int
+    file_system_id: _builtins.str
+    root_directory: _builtins.str
+    """Absolute and normalized; empty: "/"."""
+    transit_encryption: _builtins.bool
+    """Accepted and not applied (said in a note at registration)."""
+    transit_encryption_port: _builtins.int
+    @_builtins.property
+    def authorization_config(self) -> Global___VolumeEfsAuthorization: ...
+    def __init__(
+        self,
+        *,
+        file_system_id: _builtins.str = ...,
+        root_directory: _builtins.str = ...,
+        transit_encryption: _builtins.bool = ...,
+        transit_encryption_port: _builtins.int = ...,
+        authorization_config: Global___VolumeEfsAuthorization | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["authorization_config", b"authorization_config"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_config", b"authorization_config", "file_system_id", b"file_system_id", "root_directory", b"root_directory", "transit_encryption", b"transit_encryption", "transit_encryption_port", b"transit_encryption_port"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeEfsConfiguration: _TypeAlias = VolumeEfsConfiguration  # noqa: Y015
+
+@_typing.final
+class VolumeEfsAuthorization(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCESS_POINT_ID_FIELD_NUMBER: _builtins.int
+    IAM_FIELD_NUMBER: _builtins.int
+    access_point_id: _builtins.str
+    """Always empty: an access point is refused at registration (it needs Amazon's efs-utils)."""
+    iam: _builtins.bool
+    """Accepted and not applied (said in a note at registration)."""
+    def __init__(
+        self,
+        *,
+        access_point_id: _builtins.str = ...,
+        iam: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_point_id", b"access_point_id", "iam", b"iam"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeEfsAuthorization: _TypeAlias = VolumeEfsAuthorization  # noqa: Y015
 
 @_typing.final
 class VolumeHost(_message.Message):

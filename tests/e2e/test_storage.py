@@ -1,7 +1,8 @@
 """ECS's storage on real Docker: an empty volume two containers share (one writes, the other
 reads; read-only refuses writes), volumesFrom, a task-scoped Docker volume removed with its
 task while a shared one survives, a missing shared volume without autoprovision failing the
-start, and host paths judged by the control plane's --allow-host-path policy."""
+start, host paths judged by the control plane's --allow-host-path policy, and an EFS volume
+accepted with its note and failing the start on a node without an AWS region (no NFS traffic)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,17 @@ def host_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def controlplane(tmp_path_factory: pytest.TempPathFactory, host_root: Path) -> Iterator[ControlPlaneProcess]:
+def no_aws_region() -> Iterator[None]:
+    """The module's agent starts without a region: an EFS volume never makes it mount (no traffic)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("AWS_REGION", raising=False)
+        yield
+
+
+@pytest.fixture(scope="module")
+def controlplane(
+    tmp_path_factory: pytest.TempPathFactory, host_root: Path, no_aws_region: None
+) -> Iterator[ControlPlaneProcess]:
     """Overrides conftest's: the module's agent and CLI use a plane that allows one host path."""
     plane = ControlPlaneProcess(tmp_path_factory.mktemp("cp") / "data", ["--allow-host-path", str(host_root)])
     plane.start()
@@ -288,3 +299,40 @@ def test_an_allowed_host_path_is_mounted_and_the_container_sees_the_file(
 def _taskdefs(plane: ControlPlaneProcess) -> dict[bytes, bytes]:
     # What a registration writes (controllers keep writing other keys meanwhile).
     return {k: v for k, v in plane.etcd_snapshot()[1].items() if b"/taskdefs/" in k}
+
+
+def test_efs_is_accepted_with_its_note_and_a_node_without_a_region_fails_the_start(
+    berth: Berth, agent: AgentProcess, engine: docker.DockerClient, tmp_path: Path
+) -> None:
+    berth.ok("cluster", "create", "efs")
+    file_system = "fs-0123456789abcdef0"
+    volumes = [
+        {
+            "name": "shared",
+            "efsVolumeConfiguration": {
+                "fileSystemId": file_system,
+                "rootDirectory": "/app",
+                "transitEncryption": "ENABLED",
+            },
+        }
+    ]
+    app = _container("app", "sleep 5", mountPoints=[{"sourceVolume": "shared", "containerPath": "/mnt"}])
+    registered = berth.ok(
+        "taskdef", "register", "--cli-input-json", _document(tmp_path, "efs", volumes, [app])
+    )
+    assert registered.stderr.splitlines() == [
+        f"note: volumes[0].efsVolumeConfiguration: Berth mounts {file_system}.efs.REGION.amazonaws.com:/app "
+        "over NFSv4.1 from the node (REGION: the agent's --aws-region or AWS_REGION); the node must reach "
+        "the file system's mount targets; not applied: transitEncryption (the mount is plain NFS)"
+    ]
+    shown = berth.ok("taskdef", "describe", "efs", "-o", "json").json()
+    assert shown["volumes"] == volumes
+
+    result = berth("task", "run", "--cluster", "efs", "--task-definition", "efs", "--wait", "--timeout", "60")
+    assert result.exit_code == 1
+    assert (
+        "failed to start (TaskFailedToStart: CannotCreateContainerError: volume shared: EFS file system "
+        f"{file_system} needs the node's AWS region: start the agent with --aws-region or AWS_REGION)"
+    ) in result.stderr
+    (task,) = berth.tasks("efs")
+    assert _gone(engine, task["id"]) and not _task_volumes(engine, task["id"])

@@ -10,6 +10,7 @@ from typing import Any
 import docker.errors
 import pytest
 
+from agent.main import parse_args as agent_args
 from agent.runtime.docker_spec import container_name, container_specs
 from agent.runtime.docker_volumes import (
     VolumeSpec,
@@ -37,6 +38,8 @@ from controlplane.validation.host_paths import (
 )
 
 APP = {"name": "app", "image": "busybox", "memory": 64}
+EFS_ID = "fs-0123456789abcdef0"
+TMPFS = {"containerPath": "/tmp", "size": 8}
 SIDE = {"name": "side", "image": "busybox", "memory": 32, "essential": False}
 
 
@@ -133,14 +136,25 @@ def _mount(path: str = "/d", volume: str = "v", **more: Any) -> dict[str, Any]:
     ("document", "message"),
     [
         (doc([{"name": "v", "efsVolumeConfiguration": {"fileSystemId": "fs-1"}}]),
-         "volumes[0].efsVolumeConfiguration is refused: Amazon EFS is AWS's own"),
+         "volumes[0].efsVolumeConfiguration.fileSystemId 'fs-1' is invalid"),
+        (doc([{"name": "v", "efsVolumeConfiguration": {"fileSystemId": EFS_ID,
+                                                       "authorizationConfig": {"accessPointId": "fsap-1"}}}]),
+         "volumes[0].efsVolumeConfiguration.authorizationConfig.accessPointId is refused: an EFS access "
+         "point needs Amazon's efs-utils"),
+        (doc([{"name": "v", "efsVolumeConfiguration": {"fileSystemId": EFS_ID, "rootDirectory": "data"}}]),
+         "volumes[0].efsVolumeConfiguration.rootDirectory 'data' is invalid"),
+        (doc([{"name": "v", "efsVolumeConfiguration": {"fileSystemId": EFS_ID, "transitEncryption": "yes"}}]),
+         "volumes[0].efsVolumeConfiguration.transitEncryption: Input should be 'ENABLED' or 'DISABLED'"),
+        (doc([{"name": "v", "host": {"sourcePath": "/srv"},
+               "efsVolumeConfiguration": {"fileSystemId": EFS_ID}}]),
+         "volumes[0]: set one of host.sourcePath, dockerVolumeConfiguration and efsVolumeConfiguration"),
         (doc([{"name": "v", "fsxWindowsFileServerConfiguration": {"fileSystemId": "fs-1"}}]),
          "volumes[0].fsxWindowsFileServerConfiguration is refused: FSx for Windows File Server volumes "
          "need Windows hosts"),
         (doc([{"name": "v", "configuredAtLaunch": True}]),
          "volumes[0].configuredAtLaunch is refused: a volume configured at launch is attached by ECS"),
         (doc([{"name": "v", "host": {"sourcePath": "/srv"}, "dockerVolumeConfiguration": {}}]),
-         "volumes[0]: set host.sourcePath or dockerVolumeConfiguration, not both"),
+         "volumes[0]: set one of host.sourcePath, dockerVolumeConfiguration and efsVolumeConfiguration"),
         (doc([{"name": "v", "host": {"sourcePath": "srv/data"}}]), "volumes[0].host.sourcePath 'srv/data'"),
         (doc([{"name": "v", "host": {"sourcePath": "/srv/../etc"}}]), "without '..'"),
         (doc([{"name": "v", "host": {"sourcePath": "/srv:/etc"}}]), "without '..', ':'"),
@@ -176,6 +190,8 @@ def _mount(path: str = "/d", volume: str = "v", **more: Any) -> dict[str, Any]:
              APP | {"mountPoints": [{"sourceVolume": "v", "containerPath": "/d"},
                                     {"sourceVolume": "v", "containerPath": "/d/"}]}),
          "containerDefinitions[0].mountPoints[1].containerPath /d is mounted twice"),
+        (doc([{"name": "v"}], _mount(path="/tmp", linuxParameters={"tmpfs": [TMPFS]})),
+         "containerDefinitions[0].mountPoints[0].containerPath /tmp is mounted twice"),
         (doc([{"name": "v"}], APP | {"mountPoints": [{"sourceVolume": "v"}]}),
          "containerDefinitions[0].mountPoints[0].containerPath: required field is missing"),
         (doc([], APP | {"volumesFrom": [{"sourceContainer": "db"}]}),
@@ -209,6 +225,9 @@ def _td(volumes: list[pb.Volume], *mounts: pb.MountPoint) -> pb.TaskDefinition:
 
 
 UNKNOWN_SCOPE = pb.VolumeDockerConfiguration(scope=pb.VolumeScope.ValueType(7))
+ACCESS_POINT = pb.VolumeEfsConfiguration(
+    file_system_id=EFS_ID, authorization_config=pb.VolumeEfsAuthorization(access_point_id="fsap-1")
+)
 
 
 @pytest.mark.parametrize(
@@ -222,7 +241,9 @@ UNKNOWN_SCOPE = pb.VolumeDockerConfiguration(scope=pb.VolumeScope.ValueType(7))
          "volumes[0].dockerVolumeConfiguration.scope 7 is unknown"),
         (_td([pb.Volume(name="v", host=pb.VolumeHost(source_path="/a"),
                         docker_volume_configuration=pb.VolumeDockerConfiguration())]),
-         "not both"),
+         "set one of"),
+        (_td([pb.Volume(name="v", efs_volume_configuration=ACCESS_POINT)]),
+         "volumes[0].efsVolumeConfiguration.authorizationConfig.accessPointId is refused"),
     ],
 )  # fmt: skip
 def test_a_grpc_client_is_checked_too(td: pb.TaskDefinition, message: str) -> None:
@@ -496,3 +517,90 @@ def test_removal_takes_only_the_tasks_own_volumes() -> None:
     remove_task_volumes(FakeClient(volumes), "t1")
     assert volumes.listed == [{"label": "berth.task-id=t1"}]
     assert volumes.removed == ["berth-t1-data"]
+
+
+# -- EFS ----------------------------------------------------------------------------------------
+
+
+def _efs(**config: Any) -> dict[str, Any]:
+    volume = {"name": "shared", "efsVolumeConfiguration": {"fileSystemId": EFS_ID} | config}
+    return doc([volume], APP | {"mountPoints": [{"sourceVolume": "shared", "containerPath": "/mnt/efs"}]})
+
+
+def test_efs_is_accepted_with_a_note_saying_what_berth_does() -> None:
+    td, notes = parse_register_document(_efs(rootDirectory="/app//data/"))
+    assert td.volumes[0].efs_volume_configuration.root_directory == "/app/data"
+    assert notes == [
+        f"volumes[0].efsVolumeConfiguration: Berth mounts {EFS_ID}.efs.REGION.amazonaws.com:/app/data over "
+        "NFSv4.1 from the node (REGION: the agent's --aws-region or AWS_REGION); the node must reach the "
+        "file system's mount targets"
+    ]
+
+
+def test_efs_says_what_it_does_not_apply() -> None:
+    _, notes = parse_register_document(
+        _efs(transitEncryption="ENABLED", transitEncryptionPort=2049, authorizationConfig={"iam": "ENABLED"})
+    )
+    assert notes[0].endswith("; not applied: transitEncryption (the mount is plain NFS), IAM authorization")
+
+
+def test_efs_round_trips() -> None:
+    td, _ = parse_register_document(
+        _efs(rootDirectory="/", transitEncryption="ENABLED", authorizationConfig={"iam": "DISABLED"})
+    )
+    shown = json.loads(json.dumps(to_ecs_document(td)))
+    assert shown["volumes"] == [
+        {
+            "name": "shared",
+            "efsVolumeConfiguration": {
+                "fileSystemId": EFS_ID,
+                "rootDirectory": "/",
+                "transitEncryption": "ENABLED",
+                "authorizationConfig": {"iam": "DISABLED"},
+            },
+        }
+    ]
+    again, _ = parse_register_document(shown)
+    assert again == td
+
+
+def _efs_assignment() -> agent_pb.TaskAssignment:
+    td, _ = parse_register_document(_efs(rootDirectory="/exports"))
+    return agent_pb.TaskAssignment(task_id="t1", task_definition=td)
+
+
+def test_the_agent_mounts_efs_over_nfs_with_its_region() -> None:
+    (spec,) = volume_specs(_efs_assignment(), "n1", "eu-west-1")
+    assert spec.name == "berth-t1-shared" and not spec.shared
+    assert spec.driver == "local"
+    assert spec.driver_opts == {
+        "type": "nfs",
+        "o": f"addr={EFS_ID}.efs.eu-west-1.amazonaws.com,nfsvers=4.1,rsize=1048576,wsize=1048576,hard,"
+        "timeo=600,retrans=2,noresvport",
+        "device": ":/exports",
+    }
+    assert spec.labels["berth.task-id"] == "t1"  # removed with the task
+    (app,) = container_specs(_efs_assignment(), "n1")
+    assert app.create_kwargs()["volumes"] == ["berth-t1-shared:/mnt/efs:rw"]
+
+
+def test_without_a_region_the_start_fails_saying_so() -> None:
+    with pytest.raises(StartFailed, match="needs the node's AWS region: start the agent with --aws-region"):
+        volume_specs(_efs_assignment(), "n1", "")
+
+
+AGENT = ["--server", "127.0.0.1:7400", "--data-dir", "/tmp/x", "--name", "n1", "--address", "10.0.0.1"]
+
+
+def test_the_agents_region_comes_from_the_flag_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    assert agent_args(AGENT)[0].aws_region == ""
+    monkeypatch.setenv("AWS_REGION", "us-gov-west-1")
+    assert agent_args(AGENT)[0].aws_region == "us-gov-west-1"
+    assert agent_args([*AGENT, "--aws-region", "eu-central-2"])[0].aws_region == "eu-central-2"
+
+
+def test_a_bad_region_stops_the_agent(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        agent_args([*AGENT, "--aws-region", "eu-west-1.evil.example"])
+    assert "--aws-region 'eu-west-1.evil.example' is not an AWS region" in capsys.readouterr().err
