@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
@@ -46,6 +47,7 @@ from agent.runtime.docker_volumes import (
     creation_order,
     ensure_volumes,
     remove_task_volumes,
+    sweep_task_volumes,
     volume_specs,
 )
 from agent.runtime.driver import (
@@ -73,6 +75,8 @@ T = TypeVar("T")
 
 # Batches of lines a container's reader thread may run ahead of its consumer.
 LOG_BATCHES = 8
+# Seconds between sweeps of task volumes left behind (agent.runtime.docker_volumes).
+VOLUME_SWEEP_INTERVAL = 60.0
 
 # Opens Docker's event stream: (base URL, filters) -> a blocking source of raw events.
 OpenEvents = Callable[[str, dict[str, list[str]]], EventSource]
@@ -116,6 +120,10 @@ class DockerDriver:
         # Touched by worker threads only, one set operation at a time; a stale
         # entry costs one failed create, then a pull.
         self._present_images: set[str] = set()
+        # Tasks whose start is in flight (their volumes may exist before their containers),
+        # and when each node's task volumes left behind are next looked for. Event loop thread only.
+        self._starting: set[str] = set()
+        self._next_volume_sweep: dict[str, float] = {}
 
     async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         async with self._semaphore:
@@ -160,6 +168,14 @@ class DockerDriver:
             for container_id, state in (await self._call(self._inspect_states_blocking, sick)).items():
                 self._ledger.inspected_health(container_id, state)
         self._ledger.forget_missing(node_id, {c.id for c in listed}, listed_since)
+        due = self._next_volume_sweep.setdefault(node_id, time.monotonic() + VOLUME_SWEEP_INTERVAL)
+        if time.monotonic() >= due:
+            self._next_volume_sweep[node_id] = time.monotonic() + VOLUME_SWEEP_INTERVAL
+            live = {c.task_id for c in listed} | self._starting
+            try:
+                await self._call(sweep_task_volumes, self._client, node_id, live, time.time())
+            except Unavailable as error:  # the listing stands; the next sweep tries again
+                log.warning("event=volume_sweep_failed node=%s error=%r", node_id, str(error))
         return docker_state.by_task(
             (c.task_id, self._ledger.with_health_output(container))
             for c in listed
@@ -248,7 +264,11 @@ class DockerDriver:
 
         specs = container_specs(assignment, node_id, self._dns_servers, self._pids_limit)
         volumes = volume_specs(assignment, node_id, self._aws_region)
-        await self._call(self._start_blocking, assignment.task_id, specs, volumes, started)
+        self._starting.add(assignment.task_id)
+        try:
+            await self._call(self._start_blocking, assignment.task_id, specs, volumes, started)
+        finally:
+            self._starting.discard(assignment.task_id)
 
     # -- stopping --------------------------------------------------------
 

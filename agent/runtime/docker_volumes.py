@@ -5,7 +5,8 @@ container's binds and volumes_from, as the SDK's `containers.create` takes them)
 `creation_order` (a container that takes another's volumes is created after it).
 I/O, given the SDK client (blocking; the driver runs them in worker threads):
 `ensure_volumes` before the containers are created, `remove_task_volumes` after
-they are removed.
+they are removed, and `sweep_task_volumes` now and then for task volumes left
+behind (`stale_task_volumes` decides which).
 
 Lifecycle, as ECS's:
 
@@ -26,10 +27,12 @@ Lifecycle, as ECS's:
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import logging
+import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -48,6 +51,11 @@ LABEL_VOLUME = "berth.volume-name"
 _MAX_DOCKER_NAME = 200
 # The NFS options ECS's agent mounts EFS with when Amazon's mount helper is not used.
 EFS_NFS_OPTIONS = "nfsvers=4.1,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2,noresvport"
+# A task volume whose task has no container on the node any more (removed outside Berth, or
+# the agent stopped between removing the containers and their volumes) is swept once it is
+# this old, in seconds: a younger one may belong to a start in flight (a task's volumes are
+# made just before its containers).
+SWEEP_MIN_AGE = 120.0
 # us-east-1, eu-central-2, us-gov-west-1, cn-north-1, ap-southeast-4.
 AWS_REGION = re.compile(r"[a-z]{2}(-[a-z]+){1,2}-[0-9]{1,2}")
 
@@ -252,3 +260,50 @@ def remove_task_volumes(client: Any, task_id: str) -> None:
             log.warning(
                 "event=volume_remove_failed task=%s volume=%s error=%r", task_id, volume.name, str(error)
             )
+
+
+def stale_task_volumes(
+    volumes: Sequence[tuple[str, str, float]], live_tasks: Set[str], now: float
+) -> list[str]:
+    """Of (volume, task id, created at) on this node, the volumes to remove: their task has no
+    container here any more, and they are older than SWEEP_MIN_AGE."""
+    return [
+        name
+        for name, task_id, created in volumes
+        if task_id and task_id not in live_tasks and now - created >= SWEEP_MIN_AGE
+    ]
+
+
+def _created_at(text: str) -> float:
+    """Docker's CreatedAt (RFC 3339) as a Unix time; unreadable: never old enough to sweep."""
+    try:
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except (TypeError, ValueError):
+        return math.inf
+
+
+def sweep_task_volumes(client: Any, node_id: str, live_tasks: Set[str], now: float) -> list[str]:
+    """Remove this node's task volumes left behind by tasks with no container here any more
+    (never a shared volume: those carry no task id); return their names."""
+    volumes = client.volumes.list(filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_NODE}={node_id}"]})
+    found = {
+        volume.name: (volume, (volume.attrs.get("Labels") or {}).get(LABEL_TASK_ID, "")) for volume in volumes
+    }
+    stale = stale_task_volumes(
+        [
+            (name, task_id, _created_at(volume.attrs.get("CreatedAt", "")))
+            for name, (volume, task_id) in found.items()
+        ],
+        live_tasks,
+        now,
+    )
+    for name in stale:
+        volume, task_id = found[name]
+        try:
+            volume.remove(force=True)
+            log.info("event=volume_swept task=%s volume=%s", task_id, name)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.DockerException as error:
+            log.warning("event=volume_sweep_failed task=%s volume=%s error=%r", task_id, name, str(error))
+    return stale

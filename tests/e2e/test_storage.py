@@ -7,6 +7,7 @@ accepted with its note and failing the start on a node without an AWS region (no
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import docker
 import docker.errors
 import pytest
 
+from agent.runtime.docker_volumes import SWEEP_MIN_AGE, sweep_task_volumes
 from berth.testing.cli import Berth
 from berth.testing.daemons import AgentProcess, ControlPlaneProcess
 from berth.testing.waiting import wait_until
@@ -336,3 +338,23 @@ def test_efs_is_accepted_with_its_note_and_a_node_without_a_region_fails_the_sta
     ) in result.stderr
     (task,) = berth.tasks("efs")
     assert _gone(engine, task["id"]) and not _task_volumes(engine, task["id"])
+
+
+def test_the_sweep_finds_a_left_behind_task_volume_on_the_engine(engine: docker.DockerClient) -> None:
+    # As a volume is left when its task's containers are removed outside Berth: no container.
+    node = f"sweep-{uuid.uuid4().hex[:8]}"
+    name = f"berth-{node}-data"
+    labels = {"berth.managed": "true", "berth.node-id": node, "berth.task-id": node}
+    engine.volumes.create(name=name, labels=labels)
+    kept = f"berth-{node}-kept"
+    engine.volumes.create(name=kept, labels=labels | {"berth.task-id": "still-running"})
+    try:
+        now = time.time()
+        assert sweep_task_volumes(engine, node, {"still-running"}, now) == []  # too young yet
+        assert sweep_task_volumes(engine, node, {"still-running"}, now + SWEEP_MIN_AGE + 1) == [name]
+        with pytest.raises(docker.errors.NotFound):
+            engine.volumes.get(name)
+        engine.volumes.get(kept)
+    finally:
+        _remove_volume(engine, name)
+        _remove_volume(engine, kept)

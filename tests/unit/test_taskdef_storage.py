@@ -4,6 +4,7 @@ policy; and what the agent hands to Docker."""
 
 from __future__ import annotations
 
+import datetime
 import json
 from typing import Any
 
@@ -17,6 +18,8 @@ from agent.runtime.docker_volumes import (
     creation_order,
     ensure_volumes,
     remove_task_volumes,
+    stale_task_volumes,
+    sweep_task_volumes,
     task_volume_name,
     volume_specs,
 )
@@ -604,3 +607,51 @@ def test_a_bad_region_stops_the_agent(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit):
         agent_args([*AGENT, "--aws-region", "eu-west-1.evil.example"])
     assert "--aws-region 'eu-west-1.evil.example' is not an AWS region" in capsys.readouterr().err
+
+
+# -- task volumes left behind ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("volume", "swept"),
+    [
+        (("berth-gone-data", "gone", 1000.0), True),  # its task has no container here, and it is old
+        (("berth-live-data", "live", 1000.0), False),  # its task still has containers
+        (("berth-gone-new", "gone", 1000.0 + 3600 - 60), False),  # young: a start may be in flight
+        (("db", "", 1000.0), False),  # shared: no task id
+    ],
+)
+def test_stale_task_volumes(volume: tuple[str, str, float], swept: bool) -> None:
+    assert stale_task_volumes([volume], {"live"}, now=1000.0 + 3600) == ([volume[0]] if swept else [])
+
+
+class SweptVolume:
+    def __init__(self, engine: list[str], name: str, task_id: str, created: str) -> None:
+        self.name = name
+        self.attrs = {"Labels": {"berth.task-id": task_id} if task_id else None, "CreatedAt": created}
+        self._engine = engine
+
+    def remove(self, force: bool = False) -> None:
+        self._engine.append(self.name)
+
+
+def test_the_sweep_removes_only_old_volumes_of_tasks_gone_from_the_node() -> None:
+    removed: list[str] = []
+    listed: list[dict[str, Any]] = []
+
+    class Volumes:
+        def list(self, filters: dict[str, Any]) -> list[SweptVolume]:
+            listed.append(filters)
+            return [
+                SweptVolume(removed, "berth-gone-data", "gone", "2026-01-01T00:00:00Z"),
+                SweptVolume(removed, "berth-live-data", "live", "2026-01-01T00:00:00Z"),
+                SweptVolume(removed, "berth-odd-data", "odd", "yesterday"),  # unreadable: kept
+            ]
+
+    class Client:
+        volumes = Volumes()
+
+    now = datetime.datetime(2026, 1, 1, 1, tzinfo=datetime.UTC).timestamp()
+    assert sweep_task_volumes(Client(), "n1", {"live"}, now) == ["berth-gone-data"]
+    assert removed == ["berth-gone-data"]
+    assert listed == [{"label": ["berth.managed=true", "berth.node-id=n1"]}]
