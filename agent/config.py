@@ -42,3 +42,5 @@ class AgentSettings:
     ca_hash: str | None = None
     # The control plane's join listener, HOST:PORT; default: --server's host, the next port.
     join_server: str | None = None
+    # The node's AWS region, for EFS volumes (--aws-region, else AWS_REGION); "": none.
+    aws_region: str = ""

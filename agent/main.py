@@ -31,6 +31,7 @@ from agent.dns import DNSLimits, ServiceDNS, allowed_networks, parse_networks
 from agent.netfilter.iptables import ServiceNetwork, owned_rules, remove_owned_rules
 from agent.runtime.docker_driver import DockerDriver
 from agent.runtime.docker_spec import DEFAULT_PIDS_LIMIT
+from agent.runtime.docker_volumes import AWS_REGION
 from agent.session import AGENT_VERSION, ControlPlaneSession
 from agent.supervisor import TaskSupervisor
 from berth import logs, pki
@@ -139,6 +140,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
         help="directory holding tasks' environmentFiles: arn:aws:s3:::BUCKET/KEY.env is read from "
         "DIR/BUCKET/KEY.env (default: none; such tasks fail to start)",
     )
+    parser.add_argument(
+        "--aws-region",
+        default=None,
+        help="the node's AWS region, for tasks' EFS volumes; default: AWS_REGION, else none",
+    )
     limits = DNSLimits()
     parser.add_argument(
         "--dns-allow",
@@ -188,6 +194,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
             parser.error(f"--join-server: {error}")
     if args.environment_files_dir is not None and not args.environment_files_dir.is_dir():
         parser.error(f"--environment-files-dir {args.environment_files_dir}: not a directory")
+    aws_region = args.aws_region if args.aws_region is not None else os.environ.get("AWS_REGION", "")
+    if aws_region and not AWS_REGION.fullmatch(aws_region):
+        parser.error(f"--aws-region {aws_region!r} is not an AWS region (e.g. us-east-1)")
     if args.pids_limit < -1:
         parser.error(f"--pids-limit {args.pids_limit}: give a number of processes, or 0 or -1 for no limit")
     settings = AgentSettings(
@@ -214,6 +223,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
         join_token=args.join_token,
         ca_hash=args.ca_hash,
         join_server=args.join_server,
+        aws_region=aws_region,
     )
     return settings, args.metrics_listen
 
@@ -315,6 +325,7 @@ async def run(settings: AgentSettings) -> None:
         dns_servers=container_dns,
         pids_limit=settings.pids_limit,
         environment_files_dir=settings.environment_files_dir,
+        aws_region=settings.aws_region,
     )
     if settings.service_network:
         try:

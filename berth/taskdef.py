@@ -32,14 +32,14 @@ from berth.taskdef_logging import note as log_configuration_note
 from berth.taskdef_logging import to_ecs as log_configuration_to_ecs
 from berth.taskdef_process import ProcessSettings, check_process_settings
 from berth.taskdef_process import to_ecs as process_settings_to_ecs
+from berth.taskdef_storage import ContainerStorage, check_storage, parse_volumes, volumes_to_ecs
+from berth.taskdef_storage import to_ecs as storage_to_ecs
 from berth.v1 import resources_pb2 as pb
 
 # ECS fields Berth recognises but does not implement yet: a clear "not
 # supported" beats silently ignoring something the operator relies on.
 _UNSUPPORTED_CONTAINER_FIELDS = frozenset(
     {
-        "mountPoints",
-        "volumesFrom",
         "dependsOn",
         "startTimeout",
         "restartPolicy",
@@ -70,7 +70,7 @@ AWSVPC_NOTE = (
     "networkMode awsvpc is AWS's own (an interface per task): Berth runs the task in bridge mode, "
     "its containers reachable through their port mappings"
 )
-_UNSUPPORTED_DOCUMENT_FIELDS = frozenset({"volumes"})
+_UNSUPPORTED_DOCUMENT_FIELDS: frozenset[str] = frozenset()
 _CONTAINER_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
 # ECS: port mapping names are up to 64 lowercase letters, digits, '_' or '-', not starting with '-'.
 _PORT_NAME = re.compile(r"[a-z0-9_][a-z0-9_-]{0,63}")
@@ -264,6 +264,7 @@ def _container_to_proto(raw: Any, index: int, notes: list[str]) -> pb.ContainerD
         settings, rest = ProcessSettings.take(present)
         logging, rest = LogSettings.take(rest)
         environment_files, rest = EnvironmentFiles.take(rest)
+        storage, rest = ContainerStorage.take(rest)
         model = _ContainerDefinition.model_validate(rest)
     except ValidationError as error:
         raise _one_line(error, where) from None
@@ -312,6 +313,7 @@ def _container_to_proto(raw: Any, index: int, notes: list[str]) -> pb.ContainerD
     if (said := log_configuration_note(where, container)) is not None:
         notes.append(said)
     notes.extend(environment_files_notes(where, container))
+    storage.apply(container, where)
     return container
 
 
@@ -376,6 +378,7 @@ def parse_register_document(data: Any) -> tuple[pb.TaskDefinition, list[str]]:
         if k not in READ_ONLY_DOCUMENT_FIELDS
     }
     containers = relevant.get("containerDefinitions")
+    volumes = parse_volumes(relevant.pop("volumes", []), notes)
     try:
         aws_notes, aws_only, relevant = take_aws_document(
             relevant, containers if isinstance(containers, list) else []
@@ -396,6 +399,7 @@ def parse_register_document(data: Any) -> tuple[pb.TaskDefinition, list[str]]:
         memory=doc.memory or 0,
         network_mode=NETWORK_MODES[doc.network_mode] if doc.network_mode else pb.NETWORK_MODE_UNSPECIFIED,
         aws_only_fields=aws_only,
+        volumes=volumes,
     )
     namespaces.apply(task_definition)
     validate_task_definition(task_definition)
@@ -591,6 +595,7 @@ def validate_task_definition(td: pb.TaskDefinition) -> None:
     check_kept_document(td.aws_only_fields, [c.name for c in td.container_definitions])
     _check_network_mode(td)
     check_docker_options(td)
+    check_storage(td)
     cpu = sum(c.cpu for c in td.container_definitions)
     memory = sum(c.memory_reservation or c.memory for c in td.container_definitions)
     if cpu > MAX_CPU_UNITS:
@@ -706,6 +711,7 @@ def _ecs_container(c: pb.ContainerDefinition) -> dict[str, Any]:
     out.update(docker_options_to_ecs(c))
     if c.aws_only_fields:
         out.update(json.loads(c.aws_only_fields))
+    out.update(storage_to_ecs(c))
     return out
 
 
@@ -727,6 +733,8 @@ def to_ecs_document(td: pb.TaskDefinition) -> dict[str, Any]:
     out.update(namespaces_to_ecs(td))
     if td.aws_only_fields:
         out.update(json.loads(td.aws_only_fields))
+    if td.volumes:
+        out["volumes"] = volumes_to_ecs(td)
     if td.revision:
         out["revision"] = td.revision
     if td.status:

@@ -46,6 +46,8 @@ class ControlPlaneSettings:
     # (--allow-devices); both off by default.
     allow_privileged: bool = False
     allow_devices: bool = False
+    # Prefixes task definitions may mount host paths under (--allow-host-path); empty: none.
+    allowed_host_paths: tuple[str, ...] = ()
     # Ports below 1024 that `berth service expose` may use (none by default).
     lb_allowed_ports: list[int] = field(default_factory=list)
     # More host ports no service may be exposed on (agents' metrics port, ...).

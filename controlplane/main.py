@@ -17,6 +17,7 @@ from controlplane import tls
 from controlplane.config import ControlPlaneSettings
 from controlplane.limits import parse_ports
 from controlplane.server import ControlPlane
+from controlplane.validation.host_paths import normalize_prefixes
 from controlplane.validation.images import normalize_registries
 
 log = logging.getLogger("controlplane")
@@ -66,6 +67,14 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
     )
     parser.add_argument(
         "--allow-devices", action="store_true", help="task definitions may map host devices (linuxParameters)"
+    )
+    parser.add_argument(
+        "--allow-host-path",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="task definitions may mount host paths under this absolute PREFIX (volumes' host.sourcePath, "
+        "a local volume's bind device); repeatable; none by default",
     )
     parser.add_argument(
         "--lb-allowed-ports", default="", help="ports below 1024 services may be exposed on, e.g. 80,443"
@@ -152,6 +161,7 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
     try:
         lb_allowed_ports = parse_ports(args.lb_allowed_ports, "--lb-allowed-ports")
         lb_reserved_ports = parse_ports(args.lb_reserved_ports, "--lb-reserved-ports")
+        allowed_host_paths = normalize_prefixes(args.allow_host_path)
     except ValueError as error:
         parser.error(str(error))
     logs.configure(args.log_level)
@@ -172,6 +182,7 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         allowed_registries=normalize_registries(args.allowed_registries.split(",")),
         allow_privileged=args.allow_privileged,
         allow_devices=args.allow_devices,
+        allowed_host_paths=allowed_host_paths,
         lb_allowed_ports=lb_allowed_ports,
         lb_reserved_ports=lb_reserved_ports,
         node_gc_after=args.node_gc_after,

@@ -41,6 +41,7 @@ from controlplane.sealing import load_or_create_master_key
 from controlplane.status import StatusWriter
 from controlplane.store import Store
 from controlplane.store.embedded import EmbeddedEtcd
+from controlplane.validation.host_paths import HostPathPolicy
 from controlplane.validation.privileges import PrivilegePolicy
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class ControlPlane:
             allowed_registries=settings.allowed_registries,
             limits=self._limits(),
             privileges=PrivilegePolicy(settings.allow_privileged, settings.allow_devices),
+            host_paths=HostPathPolicy(settings.allowed_host_paths),
             master_key=master_key,
         )
 

@@ -15,21 +15,13 @@ EXPECTED_NOTES: dict[str, list[str]] = json.loads((CORPUS / "expected_notes.json
 FILES = sorted(path for path in CORPUS.glob("*.json") if path.name != "expected_notes.json")
 
 # Files using fields other branches implement; each mark goes when that branch is merged.
-_LOGGING = "logConfiguration from wt-logging"
-_STORAGE = "volumes, mountPoints, volumesFrom from wt-storage"
 _ORDER = "dependsOn from wt-order"
 PENDING: dict[str, str] = {
-    "ecs-agent-container-ordering-complete.json": f"{_STORAGE}; {_ORDER}",
-    "ecs-agent-container-ordering-healthy.json": f"{_STORAGE}; {_ORDER}",
-    "ecs-agent-datavolume.json": _STORAGE,
-    "ecs-agent-datavolume2.json": _STORAGE,
+    "ecs-agent-container-ordering-complete.json": _ORDER,
+    "ecs-agent-container-ordering-healthy.json": _ORDER,
     "ecs-agent-firelens-fluentbit.json": _ORDER,
     "ecs-agent-granular-stop-timeout.json": _ORDER,
-    "ecs-agent-task-local-vol.json": _STORAGE,
-    "ecs-agent-task-shared-vol-write.json": _STORAGE,
     "firelens-appmesh-envoy.json": _ORDER,
-    "firelens-efs-describe.json": _STORAGE,
-    "firelens-tail-shared-volume.json": _STORAGE,
 }
 
 

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +44,14 @@ from agent.runtime.docker_events import (
 from agent.runtime.docker_exec import DockerExec
 from agent.runtime.docker_spec import DEFAULT_PIDS_LIMIT, ContainerSpec, container_specs
 from agent.runtime.docker_state import ContainerLedger, ListedContainer
+from agent.runtime.docker_volumes import (
+    VolumeSpec,
+    creation_order,
+    ensure_volumes,
+    remove_task_volumes,
+    sweep_task_volumes,
+    volume_specs,
+)
 from agent.runtime.driver import (
     DEFAULT_STOP_TIMEOUT,
     LABEL_HOST_PORTS,
@@ -71,6 +80,8 @@ T = TypeVar("T")
 UNREADABLE_DRIVER = "does not support reading"
 # Batches of lines a container's reader thread may run ahead of its consumer.
 LOG_BATCHES = 8
+# Seconds between sweeps of task volumes left behind (agent.runtime.docker_volumes).
+VOLUME_SWEEP_INTERVAL = 60.0
 
 # Opens Docker's event stream: (base URL, filters) -> a blocking source of raw events.
 OpenEvents = Callable[[str, dict[str, list[str]]], EventSource]
@@ -96,18 +107,21 @@ class DockerDriver:
         open_events: OpenEvents = EventStream,
         pids_limit: int = DEFAULT_PIDS_LIMIT,
         environment_files_dir: Path | None = None,
+        aws_region: str = "",
     ) -> None:
         """client and open_events default to the real engine at base_url (tests pass fakes).
 
         pids_limit: processes per container (0 or less: the engine's default).
         environment_files_dir: where tasks' environmentFiles are read (None: nowhere, such a
         task fails to start).
+        aws_region: the node's AWS region, for EFS volumes ("": none; such a task fails to start).
         """
         self._environment_files_dir = environment_files_dir
         self._base_url = base_url
         # The host's Berth DNS, so containers resolve SERVICE.CLUSTER.berth.
         self._dns_servers = tuple(dns_servers or ())
         self._pids_limit = pids_limit
+        self._aws_region = aws_region
         self._client = client if client is not None else docker.DockerClient(base_url=base_url)
         self._open_events = open_events
         self._semaphore = asyncio.Semaphore(concurrency)
@@ -125,6 +139,10 @@ class DockerDriver:
         # Touched by worker threads only, one set operation at a time; a stale
         # entry costs one failed create, then a pull.
         self._present_images: set[str] = set()
+        # Tasks whose start is in flight (their volumes may exist before their containers),
+        # and when each node's task volumes left behind are next looked for. Event loop thread only.
+        self._starting: set[str] = set()
+        self._next_volume_sweep: dict[str, float] = {}
 
     async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         async with self._semaphore:
@@ -169,6 +187,14 @@ class DockerDriver:
             for container_id, state in (await self._call(self._inspect_states_blocking, sick)).items():
                 self._ledger.inspected_health(container_id, state)
         self._ledger.forget_missing(node_id, {c.id for c in listed}, listed_since)
+        due = self._next_volume_sweep.setdefault(node_id, time.monotonic() + VOLUME_SWEEP_INTERVAL)
+        if time.monotonic() >= due:
+            self._next_volume_sweep[node_id] = time.monotonic() + VOLUME_SWEEP_INTERVAL
+            live = {c.task_id for c in listed} | self._starting
+            try:
+                await self._call(sweep_task_volumes, self._client, node_id, live, time.time())
+            except Unavailable as error:  # the listing stands; the next sweep tries again
+                log.warning("event=volume_sweep_failed node=%s error=%r", node_id, str(error))
         return docker_state.by_task(
             (c.task_id, self._ledger.with_health_output(container))
             for c in listed
@@ -193,15 +219,22 @@ class DockerDriver:
             raise StartFailed(f"CannotPullContainerError: {image}: {error}") from error
 
     def _start_blocking(
-        self, specs: list[ContainerSpec], on_started: Callable[[ObservedContainer], None]
+        self,
+        task_id: str,
+        specs: list[ContainerSpec],
+        volumes: list[VolumeSpec],
+        on_started: Callable[[ObservedContainer], None],
     ) -> None:
-        created: list[Any] = []
+        created: dict[str, Any] = {}  # Docker's container name -> container
         try:
             for spec in specs:
                 self._ensure_image(spec.image)
+            ensure_volumes(self._client, volumes)
+            # A container that takes another's volumes (volumesFrom) is created after it.
+            for spec in creation_order(specs):
+                created[spec.name] = self._create(spec)
             for spec in specs:
-                created.append(self._create(spec))
-            for container, spec in zip(created, specs, strict=True):
+                container = created[spec.name]
                 try:
                     container.start()
                 except docker.errors.APIError as error:
@@ -226,9 +259,11 @@ class DockerDriver:
                     )
                 )
         except StartFailed:
-            for container in created:
+            for container in created.values():
                 with contextlib.suppress(docker.errors.DockerException):
                     container.remove(force=True)
+            if volumes:
+                remove_task_volumes(self._client, task_id)
             raise
 
     def _create(self, spec: ContainerSpec) -> Any:
@@ -254,7 +289,12 @@ class DockerDriver:
         specs = container_specs(
             assignment, node_id, self._dns_servers, self._pids_limit, file_environment=file_environment
         )
-        await self._call(self._start_blocking, specs, started)
+        volumes = volume_specs(assignment, node_id, self._aws_region)
+        self._starting.add(assignment.task_id)
+        try:
+            await self._call(self._start_blocking, assignment.task_id, specs, volumes, started)
+        finally:
+            self._starting.discard(assignment.task_id)
 
     # -- stopping --------------------------------------------------------
 
@@ -273,6 +313,8 @@ class DockerDriver:
         for container in self._containers_of(task_id):
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
+        # The task's own volumes go with its containers (shared ones stay).
+        remove_task_volumes(self._client, task_id)
 
     async def stop_task(self, task_id: str, timeout: int) -> None:
         await self._call(self._stop_blocking, task_id, timeout)

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.runtime.docker_volumes import container_mounts
 from agent.runtime.driver import (
     DEFAULT_STOP_TIMEOUT,
     LABEL_CLUSTER,
@@ -119,6 +120,10 @@ class ContainerSpec:
     links: dict[str, str] = field(default_factory=dict)
     pid_mode: str = ""
     ipc_mode: str = ""
+    # ECS's mountPoints and volumesFrom (agent.runtime.docker_volumes):
+    # "SOURCE:PATH:ro|rw" and "CONTAINER:ro|rw".
+    binds: tuple[str, ...] = ()
+    volumes_from: tuple[str, ...] = ()
 
     def create_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the SDK's `containers.create(image, ...)`; unset options are left out."""
@@ -154,6 +159,10 @@ class ContainerSpec:
         if self.log_config is not None:
             config = dict(self.log_config["config"])
             options["log_config"] = {"type": self.log_config["type"], "config": config}
+        if self.binds:
+            options["volumes"] = list(self.binds)
+        if self.volumes_from:
+            options["volumes_from"] = list(self.volumes_from)
         options.update(self._docker_options())
         return options
 
@@ -372,6 +381,7 @@ def container_specs(
                 log_config=docker_log_config(definition),
                 **_process_settings(definition, dns_servers, own_bridged),
                 **_docker_options(assignment, index, definition),
+                **container_mounts(definition, td, assignment.task_id, container_name),
             )
         )
     return specs

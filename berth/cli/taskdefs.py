@@ -57,6 +57,7 @@ def _request(
         pid_mode=td.pid_mode,
         ipc_mode=td.ipc_mode,
         aws_only_fields=td.aws_only_fields,
+        volumes=td.volumes,
     )
 
 

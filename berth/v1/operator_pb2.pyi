@@ -106,6 +106,7 @@ class RegisterTaskDefinitionRequest(_message.Message):
     PID_MODE_FIELD_NUMBER: _builtins.int
     IPC_MODE_FIELD_NUMBER: _builtins.int
     AWS_ONLY_FIELDS_FIELD_NUMBER: _builtins.int
+    VOLUMES_FIELD_NUMBER: _builtins.int
     family: _builtins.str
     cpu: _builtins.int
     memory: _builtins.int
@@ -116,6 +117,8 @@ class RegisterTaskDefinitionRequest(_message.Message):
     aws_only_fields: _builtins.str
     @_builtins.property
     def container_definitions(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ContainerDefinition]: ...
+    @_builtins.property
+    def volumes(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Volume]: ...
     def __init__(
         self,
         *,
@@ -127,10 +130,11 @@ class RegisterTaskDefinitionRequest(_message.Message):
         pid_mode: _builtins.str = ...,
         ipc_mode: _builtins.str = ...,
         aws_only_fields: _builtins.str = ...,
+        volumes: _abc.Iterable[_resources_pb2.Volume] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aws_only_fields", b"aws_only_fields", "container_definitions", b"container_definitions", "cpu", b"cpu", "family", b"family", "ipc_mode", b"ipc_mode", "memory", b"memory", "network_mode", b"network_mode", "pid_mode", b"pid_mode"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aws_only_fields", b"aws_only_fields", "container_definitions", b"container_definitions", "cpu", b"cpu", "family", b"family", "ipc_mode", b"ipc_mode", "memory", b"memory", "network_mode", b"network_mode", "pid_mode", b"pid_mode", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -40,6 +40,29 @@ TCP: TransportProtocol.ValueType  # 0
 UDP: TransportProtocol.ValueType  # 1
 Global___TransportProtocol: _TypeAlias = TransportProtocol  # noqa: Y015
 
+class _VolumeScope:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _VolumeScopeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_VolumeScope.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VOLUME_SCOPE_UNSPECIFIED: _VolumeScope.ValueType  # 0
+    """Stored as TASK (ECS's default); a gRPC client's unset scope reads as TASK too."""
+    VOLUME_SCOPE_TASK: _VolumeScope.ValueType  # 1
+    """Made when the task starts, removed with its containers."""
+    VOLUME_SCOPE_SHARED: _VolumeScope.ValueType  # 2
+    """One Docker volume of this name per node, kept across tasks."""
+
+class VolumeScope(_VolumeScope, metaclass=_VolumeScopeEnumTypeWrapper): ...
+
+VOLUME_SCOPE_UNSPECIFIED: VolumeScope.ValueType  # 0
+"""Stored as TASK (ECS's default); a gRPC client's unset scope reads as TASK too."""
+VOLUME_SCOPE_TASK: VolumeScope.ValueType  # 1
+"""Made when the task starts, removed with its containers."""
+VOLUME_SCOPE_SHARED: VolumeScope.ValueType  # 2
+"""One Docker volume of this name per node, kept across tasks."""
+Global___VolumeScope: _TypeAlias = VolumeScope  # noqa: Y015
+
 class _HealthStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -392,6 +415,8 @@ class ContainerDefinition(_message.Message):
     DISABLE_NETWORKING_FIELD_NUMBER: _builtins.int
     LINKS_FIELD_NUMBER: _builtins.int
     AWS_ONLY_FIELDS_FIELD_NUMBER: _builtins.int
+    MOUNT_POINTS_FIELD_NUMBER: _builtins.int
+    VOLUMES_FROM_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     image: _builtins.str
     cpu: _builtins.int
@@ -483,6 +508,14 @@ class ContainerDefinition(_message.Message):
         containers of the same task listed before this one.
         """
 
+    @_builtins.property
+    def mount_points(self) -> _containers.RepeatedCompositeFieldContainer[Global___MountPoint]:
+        """Storage (ECS names; checked in berth.taskdef_storage). Each names a task volume."""
+
+    @_builtins.property
+    def volumes_from(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeFrom]:
+        """Each names another container of the task; no cycles."""
+
     def __init__(
         self,
         *,
@@ -519,14 +552,267 @@ class ContainerDefinition(_message.Message):
         disable_networking: _builtins.bool = ...,
         links: _abc.Iterable[_builtins.str] | None = ...,
         aws_only_fields: _builtins.str = ...,
+        mount_points: _abc.Iterable[Global___MountPoint] | None = ...,
+        volumes_from: _abc.Iterable[Global___VolumeFrom] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["health_check", b"health_check", "linux_parameters", b"linux_parameters", "log_configuration", b"log_configuration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aws_only_fields", b"aws_only_fields", "command", b"command", "cpu", b"cpu", "disable_networking", b"disable_networking", "dns_search_domains", b"dns_search_domains", "dns_servers", b"dns_servers", "docker_labels", b"docker_labels", "docker_security_options", b"docker_security_options", "entry_point", b"entry_point", "environment", b"environment", "environment_files", b"environment_files", "essential", b"essential", "extra_hosts", b"extra_hosts", "health_check", b"health_check", "hostname", b"hostname", "image", b"image", "interactive", b"interactive", "links", b"links", "linux_parameters", b"linux_parameters", "log_configuration", b"log_configuration", "memory", b"memory", "memory_reservation", b"memory_reservation", "name", b"name", "port_mappings", b"port_mappings", "privileged", b"privileged", "pseudo_terminal", b"pseudo_terminal", "readonly_root_filesystem", b"readonly_root_filesystem", "secrets", b"secrets", "stop_timeout", b"stop_timeout", "system_controls", b"system_controls", "ulimits", b"ulimits", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aws_only_fields", b"aws_only_fields", "command", b"command", "cpu", b"cpu", "disable_networking", b"disable_networking", "dns_search_domains", b"dns_search_domains", "dns_servers", b"dns_servers", "docker_labels", b"docker_labels", "docker_security_options", b"docker_security_options", "entry_point", b"entry_point", "environment", b"environment", "environment_files", b"environment_files", "essential", b"essential", "extra_hosts", b"extra_hosts", "health_check", b"health_check", "hostname", b"hostname", "image", b"image", "interactive", b"interactive", "links", b"links", "linux_parameters", b"linux_parameters", "log_configuration", b"log_configuration", "memory", b"memory", "memory_reservation", b"memory_reservation", "mount_points", b"mount_points", "name", b"name", "port_mappings", b"port_mappings", "privileged", b"privileged", "pseudo_terminal", b"pseudo_terminal", "readonly_root_filesystem", b"readonly_root_filesystem", "secrets", b"secrets", "stop_timeout", b"stop_timeout", "system_controls", b"system_controls", "ulimits", b"ulimits", "user", b"user", "volumes_from", b"volumes_from", "working_directory", b"working_directory"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ContainerDefinition: _TypeAlias = ContainerDefinition  # noqa: Y015
+
+@_typing.final
+class MountPoint(_message.Message):
+    """ECS's mountPoints: a task volume at an absolute, normalized path in the container."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_VOLUME_FIELD_NUMBER: _builtins.int
+    CONTAINER_PATH_FIELD_NUMBER: _builtins.int
+    READ_ONLY_FIELD_NUMBER: _builtins.int
+    source_volume: _builtins.str
+    container_path: _builtins.str
+    read_only: _builtins.bool
+    def __init__(
+        self,
+        *,
+        source_volume: _builtins.str = ...,
+        container_path: _builtins.str = ...,
+        read_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_path", b"container_path", "read_only", b"read_only", "source_volume", b"source_volume"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MountPoint: _TypeAlias = MountPoint  # noqa: Y015
+
+@_typing.final
+class VolumeFrom(_message.Message):
+    """ECS's volumesFrom: every volume of another container of the same task."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_CONTAINER_FIELD_NUMBER: _builtins.int
+    READ_ONLY_FIELD_NUMBER: _builtins.int
+    source_container: _builtins.str
+    read_only: _builtins.bool
+    def __init__(
+        self,
+        *,
+        source_container: _builtins.str = ...,
+        read_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["read_only", b"read_only", "source_container", b"source_container"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeFrom: _TypeAlias = VolumeFrom  # noqa: Y015
+
+@_typing.final
+class Volume(_message.Message):
+    """ECS's task-level volume. Neither host nor docker_volume_configuration set: an
+    empty Docker volume made for the task and removed with it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    DOCKER_VOLUME_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    EFS_VOLUME_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def host(self) -> Global___VolumeHost:
+        """A bind mount of a host path (registered only under --allow-host-path)."""
+
+    @_builtins.property
+    def docker_volume_configuration(self) -> Global___VolumeDockerConfiguration: ...
+    @_builtins.property
+    def efs_volume_configuration(self) -> Global___VolumeEfsConfiguration:
+        """Amazon EFS, mounted over NFSv4.1 by the node (see berth.taskdef_storage)."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        host: Global___VolumeHost | None = ...,
+        docker_volume_configuration: Global___VolumeDockerConfiguration | None = ...,
+        efs_volume_configuration: Global___VolumeEfsConfiguration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["docker_volume_configuration", b"docker_volume_configuration", "efs_volume_configuration", b"efs_volume_configuration", "host", b"host"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["docker_volume_configuration", b"docker_volume_configuration", "efs_volume_configuration", b"efs_volume_configuration", "host", b"host", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Volume: _TypeAlias = Volume  # noqa: Y015
+
+@_typing.final
+class VolumeEfsConfiguration(_message.Message):
+    """ECS's efsVolumeConfiguration, kept as written for the round trip; the agent mounts
+    FILE_SYSTEM_ID.efs.REGION.amazonaws.com:ROOT_DIRECTORY over plain NFSv4.1.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_SYSTEM_ID_FIELD_NUMBER: _builtins.int
+    ROOT_DIRECTORY_FIELD_NUMBER: _builtins.int
+    TRANSIT_ENCRYPTION_FIELD_NUMBER: _builtins.int
+    TRANSIT_ENCRYPTION_PORT_FIELD_NUMBER: _builtins.int
+    AUTHORIZATION_CONFIG_FIELD_NUMBER: _builtins.int
+    file_system_id: _builtins.str
+    root_directory: _builtins.str
+    """Absolute and normalized; empty: "/"."""
+    transit_encryption: _builtins.bool
+    """Accepted and not applied (said in a note at registration)."""
+    transit_encryption_port: _builtins.int
+    @_builtins.property
+    def authorization_config(self) -> Global___VolumeEfsAuthorization: ...
+    def __init__(
+        self,
+        *,
+        file_system_id: _builtins.str = ...,
+        root_directory: _builtins.str = ...,
+        transit_encryption: _builtins.bool = ...,
+        transit_encryption_port: _builtins.int = ...,
+        authorization_config: Global___VolumeEfsAuthorization | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["authorization_config", b"authorization_config"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_config", b"authorization_config", "file_system_id", b"file_system_id", "root_directory", b"root_directory", "transit_encryption", b"transit_encryption", "transit_encryption_port", b"transit_encryption_port"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeEfsConfiguration: _TypeAlias = VolumeEfsConfiguration  # noqa: Y015
+
+@_typing.final
+class VolumeEfsAuthorization(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCESS_POINT_ID_FIELD_NUMBER: _builtins.int
+    IAM_FIELD_NUMBER: _builtins.int
+    access_point_id: _builtins.str
+    """Always empty: an access point is refused at registration (it needs Amazon's efs-utils)."""
+    iam: _builtins.bool
+    """Accepted and not applied (said in a note at registration)."""
+    def __init__(
+        self,
+        *,
+        access_point_id: _builtins.str = ...,
+        iam: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_point_id", b"access_point_id", "iam", b"iam"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeEfsAuthorization: _TypeAlias = VolumeEfsAuthorization  # noqa: Y015
+
+@_typing.final
+class VolumeHost(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_PATH_FIELD_NUMBER: _builtins.int
+    source_path: _builtins.str
+    """Absolute and normalized."""
+    def __init__(
+        self,
+        *,
+        source_path: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["source_path", b"source_path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeHost: _TypeAlias = VolumeHost  # noqa: Y015
+
+@_typing.final
+class VolumeDockerConfiguration(_message.Message):
+    """ECS's dockerVolumeConfiguration."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class DriverOptsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    AUTOPROVISION_FIELD_NUMBER: _builtins.int
+    DRIVER_FIELD_NUMBER: _builtins.int
+    DRIVER_OPTS_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    scope: Global___VolumeScope.ValueType
+    autoprovision: _builtins.bool
+    """Shared scope only: create the volume when missing (else a missing volume fails the start)."""
+    driver: _builtins.str
+    """Empty: Docker's "local"."""
+    @_builtins.property
+    def driver_opts(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Never a "berth." key: those are Berth's own."""
+
+    def __init__(
+        self,
+        *,
+        scope: Global___VolumeScope.ValueType = ...,
+        autoprovision: _builtins.bool = ...,
+        driver: _builtins.str = ...,
+        driver_opts: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["autoprovision", b"autoprovision", "driver", b"driver", "driver_opts", b"driver_opts", "labels", b"labels", "scope", b"scope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeDockerConfiguration: _TypeAlias = VolumeDockerConfiguration  # noqa: Y015
 
 @_typing.final
 class Ulimit(_message.Message):
@@ -754,6 +1040,7 @@ class TaskDefinition(_message.Message):
     PID_MODE_FIELD_NUMBER: _builtins.int
     IPC_MODE_FIELD_NUMBER: _builtins.int
     AWS_ONLY_FIELDS_FIELD_NUMBER: _builtins.int
+    VOLUMES_FIELD_NUMBER: _builtins.int
     family: _builtins.str
     revision: _builtins.int
     status: Global___TaskDefinitionStatus.ValueType
@@ -773,6 +1060,8 @@ class TaskDefinition(_message.Message):
     def container_definitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerDefinition]: ...
     @_builtins.property
     def registered_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Volume]: ...
     def __init__(
         self,
         *,
@@ -787,10 +1076,11 @@ class TaskDefinition(_message.Message):
         pid_mode: _builtins.str = ...,
         ipc_mode: _builtins.str = ...,
         aws_only_fields: _builtins.str = ...,
+        volumes: _abc.Iterable[Global___Volume] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["registered_at", b"registered_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aws_only_fields", b"aws_only_fields", "container_definitions", b"container_definitions", "cpu", b"cpu", "family", b"family", "ipc_mode", b"ipc_mode", "memory", b"memory", "network_mode", b"network_mode", "pid_mode", b"pid_mode", "registered_at", b"registered_at", "revision", b"revision", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aws_only_fields", b"aws_only_fields", "container_definitions", b"container_definitions", "cpu", b"cpu", "family", b"family", "ipc_mode", b"ipc_mode", "memory", b"memory", "network_mode", b"network_mode", "pid_mode", b"pid_mode", "registered_at", b"registered_at", "revision", b"revision", "status", b"status", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

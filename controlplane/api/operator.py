@@ -67,6 +67,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
                 pid_mode=request.pid_mode,
                 ipc_mode=request.ipc_mode,
                 aws_only_fields=request.aws_only_fields,
+                volumes=request.volumes,
             )
         )
 

@@ -28,6 +28,7 @@ from controlplane.operations.tasks import Tasks
 from controlplane.registry import AgentRegistry
 from controlplane.sealing import MasterKey
 from controlplane.store import StoreAPI
+from controlplane.validation.host_paths import HostPathPolicy
 from controlplane.validation.privileges import PrivilegePolicy
 from controlplane.vips import VipAllocator
 
@@ -55,12 +56,13 @@ class Operations:
         limits: Limits | None = None,
         privileges: PrivilegePolicy | None = None,
         master_key: MasterKey | None = None,
+        host_paths: HostPathPolicy | None = None,
     ) -> Operations:
         """master_key: the secrets' master key (None: a fresh one in memory, for unit tests)."""
         limits = limits or Limits()
         master_key = master_key or MasterKey.generate()
         clusters = Clusters(store, cache, limits.quotas)
-        taskdefs = TaskDefinitions(store, limits.quotas, allowed_registries, privileges)
+        taskdefs = TaskDefinitions(store, limits.quotas, allowed_registries, privileges, host_paths)
         tasks = Tasks(store, cache, clusters, taskdefs)
         return cls(
             clusters=clusters,

@@ -11,6 +11,7 @@ from berth.taskdef import validate_task_definition
 from berth.v1 import resources_pb2 as pb
 from controlplane.limits import Quotas
 from controlplane.store import RETRY, Retry, StoreAPI, keys, optimistic
+from controlplane.validation.host_paths import HostPathPolicy
 from controlplane.validation.images import check_task_definition_images
 from controlplane.validation.privileges import PrivilegePolicy
 
@@ -24,11 +25,13 @@ class TaskDefinitions:
         quotas: Quotas | None = None,
         allowed_registries: tuple[str, ...] = (),
         privileges: PrivilegePolicy | None = None,
+        host_paths: HostPathPolicy | None = None,
     ) -> None:
         self._store = store
         self._quotas = quotas or Quotas()
         self._allowed_registries = allowed_registries  # empty: any registry
         self._privileges = privileges or PrivilegePolicy()  # default: nothing privileged
+        self._host_paths = host_paths or HostPathPolicy()  # default: no host path
 
     async def register(self, td: pb.TaskDefinition) -> pb.TaskDefinition:
         """Validate and store as the family's next revision."""
@@ -36,6 +39,7 @@ class TaskDefinitions:
         validate_task_definition(td)
         check_task_definition_images(td, self._allowed_registries)
         self._privileges.check(td)
+        self._host_paths.check(td)
 
         async def attempt() -> pb.TaskDefinition | Retry:
             existing, _ = await self._store.scan(keys.taskdef_family(td.family), pb.TaskDefinition)

@@ -92,14 +92,25 @@ def test_a_fargate_document_as_found_registers_with_notes_and_round_trips(
     assert second == first
 
 
-def test_non_empty_volumes_are_refused_and_nothing_is_written(
+def test_a_host_path_volume_is_refused_by_the_default_policy_and_nothing_is_written(
     plane: ControlPlaneProcess, tmp_path: Path
 ) -> None:
     berth = Berth.of(plane)
     document = tmp_path / "volumes.json"
-    document.write_text(json.dumps(FARGATE | {"volumes": [{"name": "data", "host": {"sourcePath": "/srv"}}]}))
+    shop = {"name": "shop", "image": "berth-busybox:2", "memory": 64}
+    shop["mountPoints"] = [{"sourceVolume": "data", "containerPath": "/data"}]
+    document.write_text(
+        json.dumps(
+            {
+                "family": "shop",
+                "volumes": [{"name": "data", "host": {"sourcePath": "/srv"}}],
+                "containerDefinitions": [shop],
+            }
+        )
+    )
     berth("taskdef", "register", "--cli-input-json", f"file://{document}").assert_refused(
-        "taskDefinition.volumes: this ECS field is not supported by Berth yet"
+        "volumes[0].host.sourcePath /srv is refused by the host-path policy: the control plane allows no "
+        "host paths (start it with --allow-host-path PREFIX)"
     )
     assert berth.ok("taskdef", "list", "-o", "json").json() == {"taskDefinitions": []}
 
