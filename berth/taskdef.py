@@ -612,11 +612,7 @@ def _check_network_mode(td: pb.TaskDefinition) -> None:
     if td.network_mode not in pb.NetworkMode.values():
         raise InvalidArgument(f"networkMode {td.network_mode} is unknown: use bridge, host, none or awsvpc")
     mappings = [(i, p) for i, c in enumerate(td.container_definitions) for p in c.port_mappings]
-    if td.network_mode == pb.NETWORK_MODE_NONE and mappings:
-        raise InvalidArgument(
-            f"containerDefinitions[{mappings[0][0]}].portMappings: "
-            "networkMode none has no network to map ports on"
-        )
+    # What a container without a network may not ask for: berth.taskdef_namespaces.
     if td.network_mode == pb.NETWORK_MODE_HOST:
         seen: set[tuple[int, int]] = set()
         for i, p in mappings:

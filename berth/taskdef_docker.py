@@ -10,7 +10,8 @@ says why the cluster's policy refuses the host's namespaces.
 How they run (agent/runtime/docker_spec.py): `links` are Docker's legacy links
 on the engine's default bridge, where Berth runs bridge (and awsvpc) tasks; a
 task's shared PID or IPC namespace ("task") is its first container's, which
-the others join.
+the others join (so that container must be essential). What the other
+settings need of these namespaces is checked by berth.taskdef_namespaces.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from berth.errors import InvalidArgument
 from berth.names import shown
+from berth.taskdef_namespaces import check_namespaces
 from berth.v1 import resources_pb2 as pb
 
 # The container fields this module owns (the container parser hands them over).
@@ -136,19 +138,8 @@ def check_docker_options(td: pb.TaskDefinition) -> None:
         raise InvalidArgument(f"pidMode {shown(td.pid_mode)} is not one of host, task")
     if td.ipc_mode not in ("", *IPC_MODES):
         raise InvalidArgument(f"ipcMode {shown(td.ipc_mode)} is not one of host, task, none")
-    for i, c in enumerate(td.container_definitions):
-        if not c.disable_networking:
-            continue
-        where = f"containerDefinitions[{i}]"
-        if c.port_mappings:
-            raise InvalidArgument(
-                f"{where}.portMappings: the container has disableNetworking: no network to map ports on"
-            )
-        if c.dns_servers:
-            raise InvalidArgument(
-                f"{where}.dnsServers: the container has disableNetworking: no network to resolve on"
-            )
     _check_links(td)
+    check_namespaces(td)
 
 
 def namespace_refusal(td: pb.TaskDefinition, allow_privileged: bool) -> str | None:
