@@ -18,6 +18,7 @@ from berth.taskdef_aws import (
     EPHEMERAL_STORAGE_NOTE,
     FAULT_INJECTION_NOTE,
     FIRELENS_NOTE,
+    INFERENCE_ACCELERATORS_NOTE,
     PLACEMENT_CONSTRAINTS_NOTE,
     PROXY_CONFIGURATION_NOTE,
     REPOSITORY_CREDENTIALS_NOTE,
@@ -95,6 +96,10 @@ DOCUMENT_NOTES = [
     ({"ephemeralStorage": {"sizeInGiB": 30}}, EPHEMERAL_STORAGE_NOTE),
     ({"ephemeralStorage": {"sizeInGiB": "30"}}, EPHEMERAL_STORAGE_NOTE),
     ({"enableFaultInjection": True}, FAULT_INJECTION_NOTE),
+    (
+        {"inferenceAccelerators": [{"deviceName": "device_1", "deviceType": "eia2.medium"}]},
+        INFERENCE_ACCELERATORS_NOTE,
+    ),
 ]
 
 
@@ -135,10 +140,6 @@ REFUSED = [
         doc(web(credentialSpecs=["credentialspecdomainless:arn:aws:s3:::bucket/spec.json"])),
         "containerDefinitions[0].credentialSpecs is refused: these are Windows gMSA credentials",
     ),
-    (
-        doc(inferenceAccelerators=[{"deviceName": "device_1", "deviceType": "eia2.medium"}]),
-        "taskDefinition.inferenceAccelerators is refused: Elastic Inference accelerators exist only on AWS",
-    ),
 ]
 
 
@@ -162,6 +163,9 @@ MALFORMED = [
     (doc(ephemeralStorage={"sizeInGiB": 20}), "taskDefinition.ephemeralStorage.sizeInGiB"),
     (doc(ephemeralStorage={"sizeInGiB": 10**30}), "taskDefinition.ephemeralStorage.sizeInGiB"),
     (doc(enableFaultInjection="perhaps"), "taskDefinition.enableFaultInjection"),
+    (doc(inferenceAccelerators=[{"deviceName": "d1"}]), "taskDefinition.inferenceAccelerators[0].deviceType"),
+    (doc(inferenceAccelerators=[{"deviceName": "d" * 300, "deviceType": "eia2.medium"}]), "[0].deviceName"),
+    (doc(inferenceAccelerators=[{"deviceName": "d", "deviceType": "t"}] * 11), "inferenceAccelerators"),
     (
         doc(proxyConfiguration={"type": "APPMESH", "containerName": "envoy"}),
         "taskDefinition.proxyConfiguration.containerName: 'envoy' is not a container of this task",
