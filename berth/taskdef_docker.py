@@ -4,8 +4,9 @@ Container fields `interactive`, `pseudoTerminal`, `disableNetworking` and
 `links`; task fields `pidMode` and `ipcMode`. `DockerOptions` is the JSON
 schema of the container fields and `DockerOptions.apply` fills the protobuf
 message; `Namespaces` does the same for the task fields. `check_docker_options`
-checks a message's meaning, whichever client sent it, and `namespace_refusal`
-says why the cluster's policy refuses the host's namespaces.
+checks a message's meaning, whichever client sent it. The host's namespaces
+are a privilege: berth.taskdef_process.privilege_refusal refuses them without
+the cluster's policy.
 
 How they run (agent/runtime/docker_spec.py): `links` are Docker's legacy links
 on the engine's default bridge, where Berth runs bridge (and awsvpc) tasks; a
@@ -140,22 +141,6 @@ def check_docker_options(td: pb.TaskDefinition) -> None:
         raise InvalidArgument(f"ipcMode {shown(td.ipc_mode)} is not one of host, task, none")
     _check_links(td)
     check_namespaces(td)
-
-
-def namespace_refusal(td: pb.TaskDefinition, allow_privileged: bool) -> str | None:
-    """Why the cluster's policy refuses this task definition's namespaces; None: it does not.
-
-    The host's PID namespace lets a task see and signal every process of the node, the
-    host's IPC namespace reach its shared memory: as much as `privileged`, so the same flag."""
-    if allow_privileged:
-        return None
-    for field, mode in (("pidMode", td.pid_mode), ("ipcMode", td.ipc_mode)):
-        if mode == "host":
-            return (
-                f"{field} host is refused: the host's namespaces reach every process of the node; "
-                "the control plane runs without --allow-privileged"
-            )
-    return None
 
 
 def to_ecs(c: pb.ContainerDefinition) -> dict[str, Any]:
