@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from berth.errors import InvalidArgument
 from berth.names import shown
@@ -134,7 +134,8 @@ class _AwsDocumentFields(_Strict):
     )
     proxy_configuration: _ProxyConfiguration | None = Field(default=None, alias="proxyConfiguration")
     ephemeral_storage: _EphemeralStorage | None = Field(default=None, alias="ephemeralStorage")
-    enable_fault_injection: bool = Field(default=False, alias="enableFaultInjection")
+    # ECS takes a JSON boolean only (as for every boolean field Berth adds).
+    enable_fault_injection: StrictBool = Field(default=False, alias="enableFaultInjection")
     inference_accelerators: list[_InferenceAccelerator] = Field(
         default_factory=list, alias="inferenceAccelerators", max_length=MAX_ITEMS
     )

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from berth.errors import InvalidArgument
 from berth.names import shown
@@ -48,9 +48,10 @@ class _Strict(BaseModel):
 class DockerOptions(_Strict):
     """The JSON schema of the container fields in FIELDS (meaning: check_docker_options)."""
 
-    interactive: bool = False
-    pseudo_terminal: bool = Field(default=False, alias="pseudoTerminal")
-    disable_networking: bool = Field(default=False, alias="disableNetworking")
+    # ECS takes JSON booleans only: "yes", "on", "1" or 1 are refused, not read as true.
+    interactive: StrictBool = False
+    pseudo_terminal: StrictBool = Field(default=False, alias="pseudoTerminal")
+    disable_networking: StrictBool = Field(default=False, alias="disableNetworking")
     links: list[Annotated[str, Field(max_length=MAX_LINK_LENGTH)]] = Field(
         default_factory=list, max_length=MAX_LINKS
     )

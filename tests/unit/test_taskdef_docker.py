@@ -57,6 +57,10 @@ def test_the_options_are_stored_and_round_trip_through_describe(
 
 REFUSED = [
     (doc(web(interactive="perhaps")), "containerDefinitions[0].interactive"),
+    (doc(web(interactive="yes")), "containerDefinitions[0].interactive: Input should be a valid boolean"),
+    (doc(web(pseudoTerminal="on")), "[0].pseudoTerminal: Input should be a valid boolean"),
+    (doc(web(disableNetworking="true")), "[0].disableNetworking: Input should be a valid boolean"),
+    (doc(web(disableNetworking=1)), "[0].disableNetworking: Input should be a valid boolean"),
     (doc(web("db"), web(links=["db:" + "x" * 600])), "containerDefinitions[1].links[0]"),
     (doc(pidMode="container"), "taskDefinition.pidMode"),
     (doc(ipcMode="shareable"), "taskDefinition.ipcMode"),
