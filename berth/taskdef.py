@@ -357,8 +357,11 @@ def parse_register_document(data: Any) -> tuple[pb.TaskDefinition, list[str]]:
     """Convert a whole register-task-definition document (or describe output pasted back);
     also return the notes a user should read: what was ignored, what runs differently."""
     if isinstance(data, dict) and set(data) <= {"taskDefinition", "tags"} and "taskDefinition" in data:
-        # `aws ecs describe-task-definition` output: the document sits under "taskDefinition".
-        data = data["taskDefinition"]
+        # `aws ecs describe-task-definition` output: the document sits under "taskDefinition",
+        # and its tags (--include TAGS) beside it: they are the definition's, kept like its own.
+        wrapper_tags, data = data.get("tags"), data["taskDefinition"]
+        if wrapper_tags and isinstance(data, dict) and data.get("tags") is None:
+            data = data | {"tags": wrapper_tags}
     if not isinstance(data, dict):
         raise InvalidArgument("the task definition document must be a JSON object")
     data = {k: v for k, v in data.items() if v is not None}

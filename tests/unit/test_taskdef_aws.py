@@ -221,3 +221,10 @@ def test_kept_fields_from_a_grpc_client_are_checked_on_registration(
         validate_task_definition(td)
     assert message in str(refused.value)
     assert "\n" not in str(refused.value)
+
+
+def test_the_tags_of_describe_output_are_kept_with_the_definition() -> None:
+    tags = [{"key": "team", "value": "web"}]
+    td, notes = parse_register_document({"taskDefinition": doc(), "tags": tags})
+    assert notes == ["tags: AWS-only, Berth ignores it"]
+    assert to_ecs_document(td)["tags"] == tags
