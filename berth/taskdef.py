@@ -359,8 +359,11 @@ def parse_register_document(data: Any) -> tuple[pb.TaskDefinition, list[str]]:
     """Convert a whole register-task-definition document (or describe output pasted back);
     also return the notes a user should read: what was ignored, what runs differently."""
     if isinstance(data, dict) and set(data) <= {"taskDefinition", "tags"} and "taskDefinition" in data:
-        # `aws ecs describe-task-definition` output: the document sits under "taskDefinition".
-        data = data["taskDefinition"]
+        # `aws ecs describe-task-definition` output: the document sits under "taskDefinition",
+        # and its tags (--include TAGS) beside it: they are the definition's, kept like its own.
+        wrapper_tags, data = data.get("tags"), data["taskDefinition"]
+        if wrapper_tags and isinstance(data, dict) and data.get("tags") is None:
+            data = data | {"tags": wrapper_tags}
     if not isinstance(data, dict):
         raise InvalidArgument("the task definition document must be a JSON object")
     data = {k: v for k, v in data.items() if v is not None}
@@ -617,11 +620,7 @@ def _check_network_mode(td: pb.TaskDefinition) -> None:
     if td.network_mode not in pb.NetworkMode.values():
         raise InvalidArgument(f"networkMode {td.network_mode} is unknown: use bridge, host, none or awsvpc")
     mappings = [(i, p) for i, c in enumerate(td.container_definitions) for p in c.port_mappings]
-    if td.network_mode == pb.NETWORK_MODE_NONE and mappings:
-        raise InvalidArgument(
-            f"containerDefinitions[{mappings[0][0]}].portMappings: "
-            "networkMode none has no network to map ports on"
-        )
+    # What a container without a network may not ask for: berth.taskdef_namespaces.
     if td.network_mode == pb.NETWORK_MODE_HOST:
         seen: set[tuple[int, int]] = set()
         for i, p in mappings:

@@ -20,7 +20,8 @@ saying why.
     proxyConfiguration        note: App Mesh's; no proxy redirection, the proxy runs as an ordinary container
     ephemeralStorage          note: Fargate's; containers write to the node's disk
     enableFaultInjection      note (true): no fault-injection endpoints
-    inferenceAccelerators     refused: Elastic Inference accelerators exist only on AWS
+    inferenceAccelerators     note: Elastic Inference is AWS's; no accelerator is attached (a container
+                              asking for one through resourceRequirements is refused)
 
 Empty lists and objects, and false, ask for nothing and get no note.
 """
@@ -30,7 +31,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from berth.errors import InvalidArgument
 from berth.names import shown
@@ -133,7 +134,8 @@ class _AwsDocumentFields(_Strict):
     )
     proxy_configuration: _ProxyConfiguration | None = Field(default=None, alias="proxyConfiguration")
     ephemeral_storage: _EphemeralStorage | None = Field(default=None, alias="ephemeralStorage")
-    enable_fault_injection: bool = Field(default=False, alias="enableFaultInjection")
+    # ECS takes a JSON boolean only (as for every boolean field Berth adds).
+    enable_fault_injection: StrictBool = Field(default=False, alias="enableFaultInjection")
     inference_accelerators: list[_InferenceAccelerator] = Field(
         default_factory=list, alias="inferenceAccelerators", max_length=MAX_ITEMS
     )
@@ -161,6 +163,10 @@ PROXY_CONFIGURATION_NOTE = (
 )
 EPHEMERAL_STORAGE_NOTE = (
     "ephemeralStorage: Fargate's task storage: on Berth, containers write to the node's own disk"
+)
+INFERENCE_ACCELERATORS_NOTE = (
+    "inferenceAccelerators: Elastic Inference accelerators exist only on AWS: Berth attaches none; "
+    "a container that asks for one (resourceRequirements) is refused"
 )
 FAULT_INJECTION_NOTE = "enableFaultInjection: Berth has no fault-injection endpoints; ignored"
 
@@ -205,12 +211,9 @@ def take_document(
     fields = _AwsDocumentFields.model_validate({k: v for k, v in doc.items() if k in DOCUMENT_FIELDS})
     kept = _kept({k: v for k, v in doc.items() if k in DOCUMENT_FIELDS or k in IGNORED_DOCUMENT_FIELDS})
     rest = {k: v for k, v in doc.items() if k not in DOCUMENT_FIELDS and k not in IGNORED_DOCUMENT_FIELDS}
-    if fields.inference_accelerators:
-        raise InvalidArgument(
-            "taskDefinition.inferenceAccelerators is refused: Elastic Inference accelerators exist "
-            "only on AWS, and the task would run without one"
-        )
     notes = []
+    if fields.inference_accelerators:
+        notes.append(INFERENCE_ACCELERATORS_NOTE)
     if fields.placement_constraints:
         notes.append(PLACEMENT_CONSTRAINTS_NOTE)
     proxy = fields.proxy_configuration

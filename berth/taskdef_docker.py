@@ -4,13 +4,15 @@ Container fields `interactive`, `pseudoTerminal`, `disableNetworking` and
 `links`; task fields `pidMode` and `ipcMode`. `DockerOptions` is the JSON
 schema of the container fields and `DockerOptions.apply` fills the protobuf
 message; `Namespaces` does the same for the task fields. `check_docker_options`
-checks a message's meaning, whichever client sent it, and `namespace_refusal`
-says why the cluster's policy refuses the host's namespaces.
+checks a message's meaning, whichever client sent it. The host's namespaces
+are a privilege: berth.taskdef_process.privilege_refusal refuses them without
+the cluster's policy.
 
 How they run (agent/runtime/docker_spec.py): `links` are Docker's legacy links
 on the engine's default bridge, where Berth runs bridge (and awsvpc) tasks; a
 task's shared PID or IPC namespace ("task") is its first container's, which
-the others join.
+the others join (so that container must be essential). What the other
+settings need of these namespaces is checked by berth.taskdef_namespaces.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from berth.errors import InvalidArgument
 from berth.names import shown
+from berth.taskdef_namespaces import check_namespaces
 from berth.v1 import resources_pb2 as pb
 
 # The container fields this module owns (the container parser hands them over).
@@ -45,9 +48,10 @@ class _Strict(BaseModel):
 class DockerOptions(_Strict):
     """The JSON schema of the container fields in FIELDS (meaning: check_docker_options)."""
 
-    interactive: bool = False
-    pseudo_terminal: bool = Field(default=False, alias="pseudoTerminal")
-    disable_networking: bool = Field(default=False, alias="disableNetworking")
+    # ECS takes JSON booleans only: "yes", "on", "1" or 1 are refused, not read as true.
+    interactive: StrictBool = False
+    pseudo_terminal: StrictBool = Field(default=False, alias="pseudoTerminal")
+    disable_networking: StrictBool = Field(default=False, alias="disableNetworking")
     links: list[Annotated[str, Field(max_length=MAX_LINK_LENGTH)]] = Field(
         default_factory=list, max_length=MAX_LINKS
     )
@@ -136,35 +140,8 @@ def check_docker_options(td: pb.TaskDefinition) -> None:
         raise InvalidArgument(f"pidMode {shown(td.pid_mode)} is not one of host, task")
     if td.ipc_mode not in ("", *IPC_MODES):
         raise InvalidArgument(f"ipcMode {shown(td.ipc_mode)} is not one of host, task, none")
-    for i, c in enumerate(td.container_definitions):
-        if not c.disable_networking:
-            continue
-        where = f"containerDefinitions[{i}]"
-        if c.port_mappings:
-            raise InvalidArgument(
-                f"{where}.portMappings: the container has disableNetworking: no network to map ports on"
-            )
-        if c.dns_servers:
-            raise InvalidArgument(
-                f"{where}.dnsServers: the container has disableNetworking: no network to resolve on"
-            )
     _check_links(td)
-
-
-def namespace_refusal(td: pb.TaskDefinition, allow_privileged: bool) -> str | None:
-    """Why the cluster's policy refuses this task definition's namespaces; None: it does not.
-
-    The host's PID namespace lets a task see and signal every process of the node, the
-    host's IPC namespace reach its shared memory: as much as `privileged`, so the same flag."""
-    if allow_privileged:
-        return None
-    for field, mode in (("pidMode", td.pid_mode), ("ipcMode", td.ipc_mode)):
-        if mode == "host":
-            return (
-                f"{field} host is refused: the host's namespaces reach every process of the node; "
-                "the control plane runs without --allow-privileged"
-            )
-    return None
+    check_namespaces(td)
 
 
 def to_ecs(c: pb.ContainerDefinition) -> dict[str, Any]:

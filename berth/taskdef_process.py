@@ -7,7 +7,9 @@
 `ProcessSettings.apply` fills the protobuf message; `check_process_settings`
 checks a message's meaning, whichever client sent it. What only a cluster
 policy may allow (privileged, devices, security options, capabilities Docker
-does not grant by default) is refused at registration by `privilege_refusal`.
+does not grant by default, real-time ulimits, and the task's pidMode/ipcMode
+host) is refused at registration by `privilege_refusal`, the one owner of
+that policy.
 """
 
 from __future__ import annotations
@@ -534,7 +536,9 @@ def check_process_settings(where: str, c: pb.ContainerDefinition) -> None:
 
 
 def privilege_refusal(td: pb.TaskDefinition, allow_privileged: bool, allow_devices: bool) -> str | None:
-    """Why the cluster's policy refuses this task definition, naming the flag; None: it does not."""
+    """Why the cluster's policy refuses this task definition, naming the flag; None: it does not.
+
+    The whole policy: each container's privileges, then the task's host namespaces."""
     for i, c in enumerate(td.container_definitions):
         where = f"containerDefinitions[{i}]"
         if not allow_privileged:
@@ -560,6 +564,20 @@ def privilege_refusal(td: pb.TaskDefinition, allow_privileged: bool, allow_devic
         if not allow_devices and c.linux_parameters.devices:
             return (
                 f"{where}.linuxParameters.devices is refused: the control plane runs without --allow-devices"
+            )
+    if not allow_privileged:
+        return _host_namespace_refusal(td)
+    return None
+
+
+def _host_namespace_refusal(td: pb.TaskDefinition) -> str | None:
+    """The host's PID namespace lets a task see and signal every process of the node, the
+    host's IPC namespace reach its shared memory: as much as `privileged`, so the same flag."""
+    for field, mode in (("pidMode", td.pid_mode), ("ipcMode", td.ipc_mode)):
+        if mode == "host":
+            return (
+                f"{field} host is refused: the host's namespaces reach every process of the node; "
+                "the control plane runs without --allow-privileged"
             )
     return None
 

@@ -251,9 +251,11 @@ def _process_settings(
         "read_only": definition.readonly_root_filesystem,
         "ulimits": tuple((u.name, u.soft_limit, u.hard_limit) for u in definition.ulimits),
         "extra_hosts": tuple(f"{h.hostname}:{h.ip_address}" for h in definition.extra_hosts),
-        # The task's own resolvers replace the node's Berth DNS, as ECS's dnsServers replace the VPC's;
-        # off the bridge (host, none) the engine takes no resolvers at all.
-        "dns": (tuple(definition.dns_servers) or tuple(dns_servers)) if bridged else (),
+        # The task's own resolvers replace the node's Berth DNS, as ECS's dnsServers replace the VPC's.
+        # Off the bridge the node's Berth DNS is not given (host: the node's resolv.conf), but the
+        # task's own resolvers are: the engine writes them into the container's resolv.conf in host
+        # mode too (a container without a network may have none: berth.taskdef_namespaces).
+        "dns": tuple(definition.dns_servers) or (tuple(dns_servers) if bridged else ()),
         "dns_search": tuple(definition.dns_search_domains),
         "sysctls": {s.namespace: s.value for s in definition.system_controls},
         "cap_add": tuple(linux.capabilities_add),
@@ -316,12 +318,16 @@ def container_specs(
         for group in assignment.secret_environment
     }
     network_mode = docker_network_mode(td.network_mode)
-    # On the host's network a container's ports are the host's own (nothing to publish), and
-    # Docker refuses DNS servers there as it does without a network.
+    # On the host's network a container's ports are the host's own (nothing to publish), and it
+    # resolves with the node's resolv.conf unless it names its own dnsServers.
     bridged = not network_mode
     specs = []
     for index, definition in enumerate(td.container_definitions):
-        # disableNetworking: this container alone runs without a network.
+        # disableNetworking: this container alone runs without a network. ECS hands it to Docker as
+        # Config.NetworkDisabled; Berth uses network_mode "none" instead, on purpose: the same
+        # isolation (its own namespace, loopback only), but the engine still writes /etc/hosts
+        # (NetworkDisabled leaves it empty), and inspect says NetworkMode "none" rather than
+        # "default", so what runs is what an operator (and Berth's adoption) reads.
         own_network = "none" if definition.disable_networking else network_mode
         own_bridged = bridged and not definition.disable_networking
         stop_timeout = definition.stop_timeout or DEFAULT_STOP_TIMEOUT

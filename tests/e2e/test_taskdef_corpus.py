@@ -1,7 +1,8 @@
 """The corpus of real ECS task definitions (tests/data/taskdefs/corpus, sources in SOURCES.md)
 against a real control plane (real etcd, TLS; no Docker): every file registers unchanged through
-`berth taskdef register --cli-input-json`, printing exactly the notes a user should read, and
-`describe -o json` registers again as the same definition."""
+`berth taskdef register --cli-input-json`, printing exactly the notes a user should read;
+`describe -o json` shows every field as written (the AWS-only ones Berth keeps too) and registers
+again as the same definition."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ import pytest
 
 from berth.testing.cli import Berth
 from berth.testing.daemons import ControlPlaneProcess
-from tests.taskdef_corpus import EXPECTED_NOTES, cases
+from tests.taskdef_corpus import (
+    EXPECTED_NOTES,
+    aws_only_differences,
+    cases,
+    describe_differences,
+    registered_document,
+)
 
 _REGISTERED = re.compile(r"registered ([A-Za-z0-9_-]+):([0-9]+)")
 
@@ -42,6 +49,11 @@ def test_a_corpus_file_registers_unchanged_and_round_trips(
     assert notes == [f"note: {note}" for note in EXPECTED_NOTES[path.name]]
 
     first = _describe(berth, family, revision)
+    # describe shows every field as written (after Berth's normalisations), and the AWS-only
+    # fields Berth keeps exactly as written.
+    written = registered_document(path)
+    assert describe_differences(written, first) == []
+    assert aws_only_differences(written, first) == []
     shown = tmp_path / path.name
     shown.write_text(berth.ok("taskdef", "describe", f"{family}:{revision}", "-o", "json").stdout)
     again_family, again, _ = _register(berth, shown)

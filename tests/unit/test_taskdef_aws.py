@@ -18,6 +18,7 @@ from berth.taskdef_aws import (
     EPHEMERAL_STORAGE_NOTE,
     FAULT_INJECTION_NOTE,
     FIRELENS_NOTE,
+    INFERENCE_ACCELERATORS_NOTE,
     PLACEMENT_CONSTRAINTS_NOTE,
     PROXY_CONFIGURATION_NOTE,
     REPOSITORY_CREDENTIALS_NOTE,
@@ -95,6 +96,10 @@ DOCUMENT_NOTES = [
     ({"ephemeralStorage": {"sizeInGiB": 30}}, EPHEMERAL_STORAGE_NOTE),
     ({"ephemeralStorage": {"sizeInGiB": "30"}}, EPHEMERAL_STORAGE_NOTE),
     ({"enableFaultInjection": True}, FAULT_INJECTION_NOTE),
+    (
+        {"inferenceAccelerators": [{"deviceName": "device_1", "deviceType": "eia2.medium"}]},
+        INFERENCE_ACCELERATORS_NOTE,
+    ),
 ]
 
 
@@ -135,10 +140,6 @@ REFUSED = [
         doc(web(credentialSpecs=["credentialspecdomainless:arn:aws:s3:::bucket/spec.json"])),
         "containerDefinitions[0].credentialSpecs is refused: these are Windows gMSA credentials",
     ),
-    (
-        doc(inferenceAccelerators=[{"deviceName": "device_1", "deviceType": "eia2.medium"}]),
-        "taskDefinition.inferenceAccelerators is refused: Elastic Inference accelerators exist only on AWS",
-    ),
 ]
 
 
@@ -162,6 +163,11 @@ MALFORMED = [
     (doc(ephemeralStorage={"sizeInGiB": 20}), "taskDefinition.ephemeralStorage.sizeInGiB"),
     (doc(ephemeralStorage={"sizeInGiB": 10**30}), "taskDefinition.ephemeralStorage.sizeInGiB"),
     (doc(enableFaultInjection="perhaps"), "taskDefinition.enableFaultInjection"),
+    (doc(enableFaultInjection="true"), "enableFaultInjection: Input should be a valid boolean"),
+    (doc(enableFaultInjection=1), "enableFaultInjection: Input should be a valid boolean"),
+    (doc(inferenceAccelerators=[{"deviceName": "d1"}]), "taskDefinition.inferenceAccelerators[0].deviceType"),
+    (doc(inferenceAccelerators=[{"deviceName": "d" * 300, "deviceType": "eia2.medium"}]), "[0].deviceName"),
+    (doc(inferenceAccelerators=[{"deviceName": "d", "deviceType": "t"}] * 11), "inferenceAccelerators"),
     (
         doc(proxyConfiguration={"type": "APPMESH", "containerName": "envoy"}),
         "taskDefinition.proxyConfiguration.containerName: 'envoy' is not a container of this task",
@@ -215,3 +221,10 @@ def test_kept_fields_from_a_grpc_client_are_checked_on_registration(
         validate_task_definition(td)
     assert message in str(refused.value)
     assert "\n" not in str(refused.value)
+
+
+def test_the_tags_of_describe_output_are_kept_with_the_definition() -> None:
+    tags = [{"key": "team", "value": "web"}]
+    td, notes = parse_register_document({"taskDefinition": doc(), "tags": tags})
+    assert notes == ["tags: AWS-only, Berth ignores it"]
+    assert to_ecs_document(td)["tags"] == tags

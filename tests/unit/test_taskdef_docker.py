@@ -11,7 +11,7 @@ import pytest
 from agent.runtime.docker_spec import container_specs
 from berth.errors import InvalidArgument
 from berth.taskdef import parse_register_document, to_ecs_document, validate_task_definition
-from berth.taskdef_docker import namespace_refusal
+from berth.taskdef_process import privilege_refusal
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 from controlplane.validation.privileges import PrivilegePolicy
@@ -57,6 +57,10 @@ def test_the_options_are_stored_and_round_trip_through_describe(
 
 REFUSED = [
     (doc(web(interactive="perhaps")), "containerDefinitions[0].interactive"),
+    (doc(web(interactive="yes")), "containerDefinitions[0].interactive: Input should be a valid boolean"),
+    (doc(web(pseudoTerminal="on")), "[0].pseudoTerminal: Input should be a valid boolean"),
+    (doc(web(disableNetworking="true")), "[0].disableNetworking: Input should be a valid boolean"),
+    (doc(web(disableNetworking=1)), "[0].disableNetworking: Input should be a valid boolean"),
     (doc(web("db"), web(links=["db:" + "x" * 600])), "containerDefinitions[1].links[0]"),
     (doc(pidMode="container"), "taskDefinition.pidMode"),
     (doc(ipcMode="shareable"), "taskDefinition.ipcMode"),
@@ -122,17 +126,17 @@ def test_the_control_plane_checks_messages_that_skipped_the_cli(change: Any, mes
 def test_the_hosts_namespaces_need_allow_privileged(field: str, mode: str) -> None:
     td = pb.TaskDefinition(family="app")
     setattr(td, field, mode)
-    reason = namespace_refusal(td, allow_privileged=False)
+    reason = privilege_refusal(td, allow_privileged=False, allow_devices=False)
     assert reason is not None and "--allow-privileged" in reason
     with pytest.raises(InvalidArgument, match="--allow-privileged"):
         PrivilegePolicy().check(td)
-    assert namespace_refusal(td, allow_privileged=True) is None
+    assert privilege_refusal(td, allow_privileged=True, allow_devices=False) is None
     PrivilegePolicy(allow_privileged=True).check(td)
 
 
 @pytest.mark.parametrize("td", [pb.TaskDefinition(pid_mode="task"), pb.TaskDefinition(ipc_mode="none")])
 def test_task_namespaces_need_no_policy(td: pb.TaskDefinition) -> None:
-    assert namespace_refusal(td, allow_privileged=False) is None
+    assert privilege_refusal(td, allow_privileged=False, allow_devices=False) is None
 
 
 def _specs(document: dict[str, Any], dns: tuple[str, ...] = ("10.0.0.53",)) -> list[dict[str, Any]]:

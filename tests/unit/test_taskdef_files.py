@@ -256,7 +256,7 @@ def _spec(mode: str) -> dict[str, Any]:
     [
         ("bridge", None, {"80/tcp": None}, ["10.0.0.1"]),
         ("awsvpc", None, {"80/tcp": None}, ["10.0.0.1"]),  # run as bridge, as the note says
-        ("host", "host", {}, None),  # the host's own ports; Docker refuses dns here
+        ("host", "host", {}, None),  # the host's own ports and resolv.conf
         ("none", "none", {}, None),
     ],
 )
