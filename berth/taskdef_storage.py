@@ -262,9 +262,11 @@ def _efs_to_proto(efs: _EfsVolumeConfiguration, where: str) -> pb.VolumeEfsConfi
         root_directory=normal_path(f"{where}.rootDirectory", efs.root_directory)
         if efs.root_directory
         else "",
-        transit_encryption=efs.transit_encryption == "ENABLED",
         transit_encryption_port=efs.transit_encryption_port,
     )
+    if efs.transit_encryption is not None:
+        # Kept as written (ENABLED or DISABLED), so describe shows it again.
+        message.transit_encryption = efs.transit_encryption == "ENABLED"
     if authorization is not None:
         message.authorization_config.iam = authorization.iam == "ENABLED"
     return message
@@ -541,8 +543,8 @@ def _efs_to_ecs(efs: pb.VolumeEfsConfiguration) -> dict[str, Any]:
     out: dict[str, Any] = {"fileSystemId": efs.file_system_id}
     if efs.root_directory:
         out["rootDirectory"] = efs.root_directory
-    if efs.transit_encryption:
-        out["transitEncryption"] = "ENABLED"
+    if efs.HasField("transit_encryption"):
+        out["transitEncryption"] = "ENABLED" if efs.transit_encryption else "DISABLED"
     if efs.transit_encryption_port:
         out["transitEncryptionPort"] = efs.transit_encryption_port
     if efs.HasField("authorization_config"):

@@ -57,7 +57,9 @@ def registered_document(path: Path) -> dict[str, Any]:
 
 
 def _asks_for_nothing(value: Any) -> bool:
-    return value is None or value == [] or value == {}
+    # A zero number (cpu 0) asks for no reservation, as an absent one does.
+    zero = type(value) is int and value == 0
+    return value is None or value == [] or value == {} or zero
 
 
 def _same(written: Any, shown: Any) -> bool:
@@ -65,14 +67,17 @@ def _same(written: Any, shown: Any) -> bool:
         return written.strip() == str(shown)  # numbers written as strings are numbers
     if isinstance(written, int) and isinstance(shown, str) and not isinstance(written, bool):
         return str(written) == shown  # task cpu/memory are shown as ECS's strings
+    if isinstance(written, str) and isinstance(shown, str) and written.startswith("/") and written != "/":
+        return written.rstrip("/") == shown  # paths are normalised: "/data/" is "/data"
     return bool(written == shown)
 
 
 def describe_differences(written: Any, shown: Any, where: str = "taskDefinition") -> list[str]:
     """Where `describe -o json` does not show a field as it was written: every field of the
-    input must be there with an equal value. Berth's normalisations: explicit nulls and empty
-    lists or objects ask for nothing (shown absent); numbers written as strings are numbers; task
-    cpu and memory are shown as strings. Fields describe adds (defaults) are not differences."""
+    input must be there with an equal value. Berth's normalisations: explicit nulls, zeros and
+    empty lists or objects ask for nothing (shown absent); numbers written as strings are
+    numbers; task cpu and memory are shown as strings; paths lose a trailing "/".
+    Fields describe adds (defaults) are not differences."""
     if isinstance(written, dict) and isinstance(shown, dict):
         out = []
         for key, value in written.items():

@@ -670,7 +670,9 @@ class VolumeEfsConfiguration(_message.Message):
     root_directory: _builtins.str
     """Absolute and normalized; empty: "/"."""
     transit_encryption: _builtins.bool
-    """Accepted and not applied (said in a note at registration)."""
+    """Accepted and not applied (said in a note at registration).
+    Unset: not written (ECS's default, DISABLED).
+    """
     transit_encryption_port: _builtins.int
     @_builtins.property
     def authorization_config(self) -> Global___VolumeEfsAuthorization: ...
@@ -679,15 +681,17 @@ class VolumeEfsConfiguration(_message.Message):
         *,
         file_system_id: _builtins.str = ...,
         root_directory: _builtins.str = ...,
-        transit_encryption: _builtins.bool = ...,
+        transit_encryption: _builtins.bool | None = ...,
         transit_encryption_port: _builtins.int = ...,
         authorization_config: Global___VolumeEfsAuthorization | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["authorization_config", b"authorization_config"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_transit_encryption", b"_transit_encryption", "authorization_config", b"authorization_config", "transit_encryption", b"transit_encryption"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_config", b"authorization_config", "file_system_id", b"file_system_id", "root_directory", b"root_directory", "transit_encryption", b"transit_encryption", "transit_encryption_port", b"transit_encryption_port"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_transit_encryption", b"_transit_encryption", "authorization_config", b"authorization_config", "file_system_id", b"file_system_id", "root_directory", b"root_directory", "transit_encryption", b"transit_encryption", "transit_encryption_port", b"transit_encryption_port"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__transit_encryption: _TypeAlias = _typing.Literal["transit_encryption"]  # noqa: Y015
+    _WhichOneofArgType__transit_encryption: _TypeAlias = _typing.Literal["_transit_encryption", b"_transit_encryption"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__transit_encryption) -> _WhichOneofReturnType__transit_encryption | None: ...
 
 Global___VolumeEfsConfiguration: _TypeAlias = VolumeEfsConfiguration  # noqa: Y015
 
