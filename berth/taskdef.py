@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from berth.errors import InvalidArgument
 from berth.names import check_family, shown
 from berth.secretnames import MAX_REFERENCE_LENGTH, parse_reference
+from berth.taskdef_lifecycle import LifecycleSettings, check_lifecycle
+from berth.taskdef_lifecycle import to_ecs as lifecycle_to_ecs
 from berth.taskdef_process import ProcessSettings, check_process_settings
 from berth.taskdef_process import to_ecs as process_settings_to_ecs
 from berth.v1 import resources_pb2 as pb
@@ -31,8 +33,6 @@ _UNSUPPORTED_CONTAINER_FIELDS = frozenset(
         "mountPoints",
         "volumesFrom",
         "logConfiguration",
-        "dependsOn",
-        "startTimeout",
         "disableNetworking",
         "interactive",
         "pseudoTerminal",
@@ -41,7 +41,6 @@ _UNSUPPORTED_CONTAINER_FIELDS = frozenset(
         "firelensConfiguration",
         "repositoryCredentials",
         "credentialSpecs",
-        "restartPolicy",
         "versionConsistency",
     }
 )
@@ -274,6 +273,7 @@ def _container_to_proto(raw: Any, index: int, notes: list[str]) -> pb.ContainerD
     _reject_unsupported(raw, _UNSUPPORTED_CONTAINER_FIELDS, where)
     try:
         settings, rest = ProcessSettings.take(_present(raw, _UNSUPPORTED_CONTAINER_FIELDS))
+        lifecycle, rest = LifecycleSettings.take(rest)
         model = _ContainerDefinition.model_validate(rest)
     except ValidationError as error:
         raise _one_line(error, where) from None
@@ -311,6 +311,7 @@ def _container_to_proto(raw: Any, index: int, notes: list[str]) -> pb.ContainerD
         ),
     )
     settings.apply(container, where)
+    lifecycle.apply(container)
     return container
 
 
@@ -563,6 +564,7 @@ def validate_containers(containers: Sequence[pb.ContainerDefinition], task_memor
                 seen_host_ports.add(key)
     if not any(c.essential for c in containers):
         raise InvalidArgument("at least one container definition must be essential")
+    check_lifecycle(containers)
 
 
 def validate_task_definition(td: pb.TaskDefinition) -> None:
@@ -687,6 +689,7 @@ def _ecs_container(c: pb.ContainerDefinition) -> dict[str, Any]:
             "startPeriod": check.start_period,
         }
     out.update(process_settings_to_ecs(c))
+    out.update(lifecycle_to_ecs(c))
     return out
 
 
