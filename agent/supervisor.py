@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from agent import logs, reconciler
 from agent.metrics import TASK_START_FAILURES, TASKS_OBSERVED, TASKS_STARTED
-from agent.reconciler import Remove, Report, Start, Stop
+from agent.reconciler import Remove, Report, Restart, Start, Stop
 from agent.runtime.driver import ObservedTask, StartFailed, TaskDriver
 from berth.errors import Unavailable
 from berth.v1 import agent_pb2 as agent_pb
@@ -183,13 +183,13 @@ class TaskSupervisor:
         assert self._sink is not None
         self._sink(report)
 
-    def _launch(self, action: Start | Stop | Remove) -> None:
+    def _launch(self, action: Start | Stop | Remove | Restart) -> None:
         self._busy.add(action.task_id)
         running = asyncio.create_task(self._perform(action), name=f"{type(action).__name__}-{action.task_id}")
         self._actions.add(running)
         running.add_done_callback(self._actions.discard)
 
-    async def _perform(self, action: Start | Stop | Remove) -> None:
+    async def _perform(self, action: Start | Stop | Remove | Restart) -> None:
         task_id = action.task_id
         try:
             if isinstance(action, Start):
@@ -211,6 +211,10 @@ class TaskSupervisor:
                         task_id, pb.STOPPED, None, pb.TASK_FAILED_TO_START, str(error)
                     )
                     self._failed_starts[task_id] = failure
+            elif isinstance(action, Restart):
+                for runtime_id in action.runtime_ids:
+                    log.info("event=container_restarting task=%s container=%s", task_id, runtime_id[:12])
+                    await self.driver.restart_container(task_id, runtime_id)
             elif isinstance(action, Stop):
                 log.info("event=task_stopping task=%s timeout=%ds", task_id, action.timeout)
                 await self.driver.stop_task(task_id, action.timeout)

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 
+from agent import ordering
 from agent.runtime import docker_state
 from agent.runtime.docker_events import (
     WATCHED_ACTIONS,
@@ -46,6 +47,8 @@ from agent.runtime.driver import (
     LABEL_HOST_PORTS,
     LABEL_MANAGED,
     LABEL_NODE,
+    LABEL_START_ORDER,
+    LABEL_STOP_TIMEOUT,
     LABEL_TASK_ID,
     ChangeFeeds,
     ContainerHealth,
@@ -58,7 +61,9 @@ from agent.runtime.driver import (
 )
 from berth.errors import Unavailable
 from berth.loglines import LineSplitter
+from berth.taskdef_lifecycle import start_timeout
 from berth.v1 import agent_pb2 as agent_pb
+from berth.v1 import resources_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,8 @@ T = TypeVar("T")
 
 # Batches of lines a container's reader thread may run ahead of its consumer.
 LOG_BATCHES = 8
+# Seconds between two looks at a starting task's dependencies (dependsOn).
+DEPENDENCY_POLL = 0.5
 
 # Opens Docker's event stream: (base URL, filters) -> a blocking source of raw events.
 OpenEvents = Callable[[str, dict[str, list[str]]], EventSource]
@@ -149,9 +156,17 @@ class DockerDriver:
         if sick:
             for container_id, state in (await self._call(self._inspect_states_blocking, sick)).items():
                 self._ledger.inspected_health(container_id, state)
+        # An exit seen by its event only: its run time (restartPolicy) is inspected once.
+        untimed = {c.id for c in listed if (o := observed[c.id]) is not None and self._ledger.lacks_times(o)}
+        if untimed:
+            for container_id, state in (
+                await self._call(self._inspect_states_blocking, list(untimed))
+            ).items():
+                self._ledger.inspected_times(container_id, state)
+            observed.update({c.id: self._ledger.observe(c) for c in listed if c.id in untimed})
         self._ledger.forget_missing(node_id, {c.id for c in listed}, listed_since)
         return docker_state.by_task(
-            (c.task_id, self._ledger.with_health_output(container))
+            (c.task_id, self._ledger.with_lifecycle(self._ledger.with_health_output(container)))
             for c in listed
             if (container := observed[c.id])
         )
@@ -173,44 +188,47 @@ class DockerDriver:
         except docker.errors.DockerException as error:
             raise StartFailed(f"CannotPullContainerError: {image}: {error}") from error
 
-    def _start_blocking(
-        self, specs: list[ContainerSpec], on_started: Callable[[ObservedContainer], None]
-    ) -> None:
+    def _create_blocking(self, specs: list[ContainerSpec]) -> list[Any]:
+        """Pull what is missing and create every container (none started); on failure none is left."""
         created: list[Any] = []
         try:
             for spec in specs:
                 self._ensure_image(spec.image)
             for spec in specs:
                 created.append(self._create(spec))
-            for container, spec in zip(created, specs, strict=True):
-                try:
-                    container.start()
-                except docker.errors.APIError as error:
-                    raise StartFailed(f"CannotStartContainerError: {error.explanation or error}") from error
-                container.reload()  # inspect: authoritative, unlike the list
-                on_started(
-                    ObservedContainer(
-                        spec.definition_name,
-                        container.id,
-                        ContainerPhase.RUNNING,
-                        spec.essential,
-                        spec.stop_timeout,
-                        bindings=docker_state.bindings_from_inspect(
-                            spec.definition_name, container.attrs["NetworkSettings"].get("Ports")
-                        )
-                        or docker_state.host_bindings(
-                            spec.definition_name, spec.labels.get(LABEL_HOST_PORTS, "")
-                        ),
-                        health=(
-                            ContainerHealth.STARTING if spec.healthcheck is not None else ContainerHealth.NONE
-                        ),
-                    )
-                )
         except StartFailed:
-            for container in created:
-                with contextlib.suppress(docker.errors.DockerException):
-                    container.remove(force=True)
+            self._discard_blocking(created)
             raise
+        return created
+
+    def _discard_blocking(self, containers: list[Any]) -> None:
+        for container in containers:
+            with contextlib.suppress(docker.errors.DockerException):
+                container.remove(force=True)
+
+    def _start_one_blocking(
+        self, container: Any, spec: ContainerSpec, on_started: Callable[[ObservedContainer], None]
+    ) -> None:
+        try:
+            container.start()
+        except docker.errors.APIError as error:
+            raise StartFailed(f"CannotStartContainerError: {error.explanation or error}") from error
+        container.reload()  # inspect: authoritative, unlike the list
+        on_started(
+            ObservedContainer(
+                spec.definition_name,
+                container.id,
+                ContainerPhase.RUNNING,
+                spec.essential,
+                spec.stop_timeout,
+                bindings=docker_state.bindings_from_inspect(
+                    spec.definition_name, container.attrs["NetworkSettings"].get("Ports")
+                )
+                or docker_state.host_bindings(spec.definition_name, spec.labels.get(LABEL_HOST_PORTS, "")),
+                health=(ContainerHealth.STARTING if spec.healthcheck is not None else ContainerHealth.NONE),
+                started_at=docker_state.unix_time((container.attrs.get("State") or {}).get("StartedAt")),
+            )
+        )
 
     def _create(self, spec: ContainerSpec) -> Any:
         try:
@@ -227,8 +245,88 @@ class DockerDriver:
             # Called in the worker thread right after each start; recorded on the loop.
             loop.call_soon_threadsafe(self._ledger.started, node_id, container)
 
+        definitions = list(assignment.task_definition.container_definitions)
+        order = ordering.start_order(definitions)
         specs = container_specs(assignment, node_id, self._dns_servers, self._pids_limit)
-        await self._call(self._start_blocking, specs, started)
+        created = await self._call(self._create_blocking, specs)
+        try:
+            for index in order:
+                await self._await_dependencies(definitions[index], specs, created)
+                await self._call(self._start_one_blocking, created[index], specs[index], started)
+        except StartFailed:
+            await self._call(self._discard_blocking, created)
+            raise
+
+    async def _await_dependencies(
+        self, definition: pb.ContainerDefinition, specs: list[ContainerSpec], created: list[Any]
+    ) -> None:
+        """Return once `definition`'s dependsOn conditions are met; raise StartFailed when one never
+        can be, or after its startTimeout. Polls with short sleeps on the loop: no thread waits."""
+        if not definition.depends_on:
+            return
+        loop = asyncio.get_running_loop()
+        timeout = start_timeout(definition)
+        deadline = loop.time() + timeout
+        ids = {spec.definition_name: container.id for spec, container in zip(specs, created, strict=True)}
+        names = [d.container_name for d in definition.depends_on]
+        while True:
+            states = await self._call(self._inspect_states_blocking, [ids[name] for name in names])
+            for name in names:
+                if not states[ids[name]]:
+                    raise StartFailed(f"DependencyError: container {name} was removed while the task started")
+            seen = {name: seen_from_state(states[ids[name]]) for name in names}
+            verdict, why = ordering.waiting_on(definition, seen)
+            if verdict is ordering.Verdict.MET:
+                return
+            if verdict is ordering.Verdict.NEVER:
+                raise StartFailed(why)
+            if loop.time() >= deadline:
+                raise StartFailed(ordering.timed_out_reason(definition, why, timeout))
+            await asyncio.sleep(DEPENDENCY_POLL)
+
+    # -- restarting ------------------------------------------------------
+
+    def _restart_blocking(self, runtime_id: str) -> ObservedContainer:
+        self._client.api.start(runtime_id)
+        attrs = self._client.api.inspect_container(runtime_id)
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        listed = docker_state.from_summary({"Id": runtime_id, "Labels": labels, "State": "running"})
+        name = listed.name if listed is not None else ""
+        return ObservedContainer(
+            name,
+            runtime_id,
+            ContainerPhase.RUNNING,
+            listed.essential if listed is not None else True,
+            listed.stop_timeout if listed is not None else DEFAULT_STOP_TIMEOUT,
+            bindings=docker_state.bindings_from_inspect(
+                name, (attrs.get("NetworkSettings") or {}).get("Ports")
+            )
+            or docker_state.host_bindings(name, str(labels.get(LABEL_HOST_PORTS, ""))),
+            health=(
+                ContainerHealth.STARTING
+                if (attrs.get("Config") or {}).get("Healthcheck")
+                else ContainerHealth.NONE
+            ),
+            started_at=docker_state.unix_time((attrs.get("State") or {}).get("StartedAt")),
+        )
+
+    async def restart_container(self, task_id: str, runtime_id: str) -> None:
+        """`docker start` the exited container again (Docker's own restart policies cannot say
+        ignoredExitCodes or restartAttemptPeriod; the reconciler decided). A refusal is final:
+        the container then counts as an early exit, and its task stops if it is essential."""
+        node_id = next(iter(self._nodes), "")
+        try:
+            container = await self._call(self._restart_blocking, runtime_id)
+        except Unavailable:
+            self._ledger.restart_refused(runtime_id)
+            raise
+        self._ledger.restarted(node_id, container)
+        log.info(
+            "event=container_restarted task=%s container=%s id=%s",
+            task_id,
+            container.name,
+            runtime_id[:12],
+        )
 
     # -- stopping --------------------------------------------------------
 
@@ -237,10 +335,12 @@ class DockerDriver:
         return list(self._client.containers.list(all=True, filters={"label": f"{LABEL_TASK_ID}={task_id}"}))
 
     def _stop_blocking(self, task_id: str, timeout: int) -> None:
-        for container in self._containers_of(task_id):
+        # Dependents first (the reverse of the start order), each with its own stopTimeout.
+        containers = sorted(self._containers_of(task_id), key=_start_rank, reverse=True)
+        for container in containers:
             if container.status == "running":
                 with contextlib.suppress(docker.errors.NotFound):
-                    container.stop(timeout=timeout)
+                    container.stop(timeout=_own_timeout(container, timeout))
 
     def _remove_blocking(self, task_id: str, timeout: int) -> None:
         self._stop_blocking(task_id, timeout)
@@ -392,3 +492,33 @@ class DockerDriver:
                 self._events_stream.close()
         with contextlib.suppress(Exception):
             self._client.close()
+
+
+def seen_from_state(state: dict[str, Any]) -> ordering.Seen:
+    """A dependency as inspect's `State` shows it."""
+    status = str(state.get("Status", "exited"))
+    if status in ("running", "paused", "restarting"):
+        phase = ContainerPhase.RUNNING
+    elif status == "created":
+        phase = ContainerPhase.CREATED
+    else:
+        phase = ContainerPhase.EXITED
+    health = docker_state.health_from_word(str((state.get("Health") or {}).get("Status", "")))
+    exit_code = int(state.get("ExitCode", -1)) if phase is ContainerPhase.EXITED else None
+    return ordering.Seen(phase, exit_code, health)
+
+
+def _label_number(container: Any, label: str) -> int | None:
+    text = str((container.labels or {}).get(label, ""))
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 6 else None
+
+
+def _start_rank(container: Any) -> int:
+    rank = _label_number(container, LABEL_START_ORDER)
+    return rank if rank is not None else 0
+
+
+def _own_timeout(container: Any, timeout: int) -> int:
+    """The container's own stopTimeout (its label), never longer than the task's `timeout`."""
+    own = _label_number(container, LABEL_STOP_TIMEOUT)
+    return min(own, timeout) if own is not None else timeout

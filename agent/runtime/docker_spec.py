@@ -22,11 +22,13 @@ from agent.runtime.driver import (
     LABEL_MANAGED,
     LABEL_NODE,
     LABEL_SERVICE,
+    LABEL_START_ORDER,
     LABEL_STOP_TIMEOUT,
     LABEL_TASK_DEFINITION,
     LABEL_TASK_ID,
 )
 from berth.names import protocol_name
+from berth.taskdef_lifecycle import dependency_order
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
@@ -238,7 +240,10 @@ def container_specs(
     # Docker refuses DNS servers there as it does without a network.
     bridged = not network_mode
     specs = []
-    for definition in td.container_definitions:
+    # With dependsOn: each container's place in the start order, so a stop can go in reverse.
+    ordered = any(d.depends_on for d in td.container_definitions)
+    rank = {index: place for place, index in enumerate(dependency_order(td.container_definitions))}
+    for index, definition in enumerate(td.container_definitions):
         stop_timeout = definition.stop_timeout or DEFAULT_STOP_TIMEOUT
         host_ports = (
             {
@@ -270,6 +275,7 @@ def container_specs(
                     LABEL_TASK_DEFINITION: f"{td.family}:{td.revision}",
                     LABEL_NODE: node_id,
                 }
+                | ({LABEL_START_ORDER: str(rank[index])} if ordered else {})
                 | host_ports,
                 # The task's secrets (resolved for this node by the control plane) join its environment.
                 environment={e.name: e.value for e in definition.environment}

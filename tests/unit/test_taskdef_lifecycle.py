@@ -40,7 +40,7 @@ def init_sidecar_app(**app: Any) -> list[dict[str, Any]]:
 
 
 def test_an_init_container_and_a_healthy_sidecar_register() -> None:
-    init, sidecar, app = parse_container_definitions(
+    init, _sidecar, app = parse_container_definitions(
         init_sidecar_app(
             startTimeout="60",
             restartPolicy={"enabled": True, "ignoredExitCodes": [0, 143], "restartAttemptPeriod": 90},
