@@ -286,13 +286,14 @@ class DockerDriver:
 
     # -- restarting ------------------------------------------------------
 
-    def _restart_blocking(self, runtime_id: str) -> ObservedContainer:
+    def _restart_blocking(self, runtime_id: str) -> tuple[str, ObservedContainer]:
+        """Start the container again; its node (label) and what inspect shows of it now."""
         self._client.api.start(runtime_id)
         attrs = self._client.api.inspect_container(runtime_id)
         labels = (attrs.get("Config") or {}).get("Labels") or {}
         listed = docker_state.from_summary({"Id": runtime_id, "Labels": labels, "State": "running"})
         name = listed.name if listed is not None else ""
-        return ObservedContainer(
+        return listed.node_id if listed is not None else "", ObservedContainer(
             name,
             runtime_id,
             ContainerPhase.RUNNING,
@@ -314,9 +315,8 @@ class DockerDriver:
         """`docker start` the exited container again (Docker's own restart policies cannot say
         ignoredExitCodes or restartAttemptPeriod; the reconciler decided). A refusal is final:
         the container then counts as an early exit, and its task stops if it is essential."""
-        node_id = next(iter(self._nodes), "")
         try:
-            container = await self._call(self._restart_blocking, runtime_id)
+            node_id, container = await self._call(self._restart_blocking, runtime_id)
         except Unavailable:
             self._ledger.restart_refused(runtime_id)
             raise

@@ -8,15 +8,17 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import docker.errors
 import pytest
 
 from agent.runtime.docker_driver import DockerDriver, seen_from_state
 from agent.runtime.docker_events import ContainerEvent
 from agent.runtime.docker_state import ContainerLedger, ListedContainer, unix_time
 from agent.runtime.driver import ContainerHealth, ContainerPhase, ObservedContainer, StartFailed
+from berth.errors import Unavailable
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
-from tests.unit.test_docker_driver import FakeClient, FakeEngine, FakeEvents
+from tests.unit.test_docker_driver import FakeApi, FakeClient, FakeEngine, FakeEvents
 
 D = pb.ContainerDependency
 T0 = datetime(2026, 11, 27, 5, 0, 0, tzinfo=UTC).timestamp()
@@ -214,3 +216,69 @@ def test_the_ledger_forgets_restart_facts_with_the_container() -> None:
         "web", "c1", ContainerPhase.EXITED, True, 5, 1, started_at=1.0, finished_at=9.0
     )
     assert ledger.with_lifecycle(exited) == exited
+
+
+class RestartingApi(FakeApi):
+    """The fake engine's API, plus `start` (refused for ids in `refuse`) and labels in inspect."""
+
+    def __init__(self, engine: FakeEngine, refuse: set[str]) -> None:
+        super().__init__(engine)
+        self._fake_engine = engine
+        self.refuse = refuse
+        self.starts: list[str] = []
+
+    def start(self, container_id: str) -> None:
+        if container_id in self.refuse:
+            raise docker.errors.APIError("cannot start")
+        self.starts.append(container_id)
+        self._fake_engine.states[container_id] = {"Running": True, "StartedAt": "2026-11-27T05:10:00Z"}
+
+    def inspect_container(self, container_id: str) -> dict[str, Any]:
+        details = super().inspect_container(container_id)
+        labels = {"berth.task-id": "t1", "berth.node-id": "n1", "berth.container-name": "web"}
+        return {**details, "Config": {"Labels": labels}}
+
+
+async def test_a_restart_starts_the_same_container_and_is_believed_before_the_list_catches_up(
+    engine: FakeEngine,
+) -> None:
+    client: Any = FakeClient(engine)
+    api = RestartingApi(engine, refuse=set())
+    client.api = api
+    driver = DockerDriver("unix:///fake.sock", client=client, open_events=FakeEvents())
+    try:
+        engine.row("c1", "t1", "n1", "exited")
+        engine.states["c1"] = {
+            "ExitCode": 1,
+            "StartedAt": "2026-11-27T05:00:00Z",
+            "FinishedAt": "2026-11-27T05:01:05Z",
+        }
+        (dead,) = (await driver.list_tasks("n1"))["t1"].containers
+        assert (dead.phase, dead.finished_at - dead.started_at) == (ContainerPhase.EXITED, 65.0)
+
+        await driver.restart_container("t1", "c1")
+        assert api.starts == ["c1"]
+        (alive,) = (await driver.list_tasks("n1"))["t1"].containers  # the list still says exited
+        assert (alive.runtime_id, alive.phase, alive.restart_count) == ("c1", ContainerPhase.RUNNING, 1)
+    finally:
+        await driver.close()
+
+
+async def test_a_refused_restart_is_final(engine: FakeEngine) -> None:
+    client: Any = FakeClient(engine)
+    client.api = RestartingApi(engine, refuse={"c1"})
+    driver = DockerDriver("unix:///fake.sock", client=client, open_events=FakeEvents())
+    try:
+        engine.row("c1", "t1", "n1", "exited")
+        engine.states["c1"] = {
+            "ExitCode": 1,
+            "StartedAt": "2026-11-27T05:00:00Z",
+            "FinishedAt": "2026-11-27T05:01:05Z",
+        }
+        await driver.list_tasks("n1")
+        with pytest.raises(Unavailable):
+            await driver.restart_container("t1", "c1")
+        (dead,) = (await driver.list_tasks("n1"))["t1"].containers
+        assert dead.phase is ContainerPhase.EXITED and dead.finished_at == dead.started_at
+    finally:
+        await driver.close()
