@@ -85,6 +85,11 @@ def task_health(observed: ObservedTask, checked: frozenset[str]) -> pb.HealthSta
     return pb.HEALTH_UNKNOWN
 
 
+def restarts(observed: ObservedTask) -> int:
+    """Restarts in place of the task's containers, summed (compared with what etcd records)."""
+    return sum(c.restart_count for c in observed.containers)
+
+
 def checked_containers(assignment: agent_pb.TaskAssignment | None) -> frozenset[str]:
     if assignment is None:
         return frozenset()
@@ -182,7 +187,8 @@ def _plan_running(a: agent_pb.TaskAssignment, observed: ObservedTask | None) -> 
         return [Stop(a.task_id, observed.stop_timeout)]
     checked = checked_containers(a)
     if a.last_status == pb.PENDING or (
-        a.last_status == pb.RUNNING and task_health(observed, checked) != a.health_status
+        a.last_status == pb.RUNNING
+        and (task_health(observed, checked) != a.health_status or restarts(observed) != a.restarts)
     ):
         return [Report(report(a.task_id, pb.RUNNING, observed, checked=checked))]
     return []

@@ -42,9 +42,9 @@ class TaskSupervisor:
         self._revision = 0
         self._busy: set[str] = set()
         self._failed_starts: dict[str, agent_pb.TaskStatusReport] = {}
-        # (status, health, snapshot revision) last reported per task: one
-        # report per snapshot, not one per wake-up; a health change at once.
-        self._reported: dict[str, tuple[int, int, int]] = {}
+        # (status, health, restarts, snapshot revision) last reported per task: one
+        # report per snapshot, not one per wake-up; a health change or a restart at once.
+        self._reported: dict[str, tuple[int, int, int, int]] = {}
         self._sink: ReportSink | None = None
         # Last lines read from a stopped task's containers, so a re-report does not read again.
         self._kept: dict[str, pb.KeptOutput] = {}
@@ -155,8 +155,11 @@ class TaskSupervisor:
     # -- actions -------------------------------------------------------------
 
     def _due(self, report: agent_pb.TaskStatusReport) -> bool:
-        key = (report.last_status, report.health_status, self._revision)
-        return self._sink is not None and self._reported.get(report.task_id) != key
+        return self._sink is not None and self._reported.get(report.task_id) != self._key(report)
+
+    def _key(self, report: agent_pb.TaskStatusReport) -> tuple[int, int, int, int]:
+        restarts = sum(c.restart_count for c in report.containers)
+        return (report.last_status, report.health_status, restarts, self._revision)
 
     async def _keep_output(self, report: agent_pb.TaskStatusReport) -> None:
         """Attach a stopped task's last lines while its containers still exist."""
@@ -178,8 +181,7 @@ class TaskSupervisor:
     def _send(self, report: agent_pb.TaskStatusReport) -> None:
         if not self._due(report):
             return
-        key = (report.last_status, report.health_status, self._revision)
-        self._reported[report.task_id] = key
+        self._reported[report.task_id] = self._key(report)
         assert self._sink is not None
         self._sink(report)
 

@@ -174,10 +174,10 @@ def test_a_success_dependency_that_fails_stops_the_task_before_the_app_starts(
         _stop(berth, "order", task_id)
 
 
-# First run: serve for 62 s (past the 60 s restartAttemptPeriod), then fail. The same container
+# First run: run for 62 s (past the 60 s restartAttemptPeriod), then fail. The same container
 # started again finds its own marker file and fails early: not restarted, the task stops.
 # (The image, FROM scratch, has no /tmp.)
-RESTARTED = "if [ -f /tmp/ran ]; then sleep 2; exit 1; fi; mkdir -p /tmp; touch /tmp/ran; sleep 62; exit 1"
+RESTARTED = "if [ -f /tmp/ran ]; then sleep 10; exit 1; fi; mkdir -p /tmp; touch /tmp/ran; sleep 62; exit 1"
 
 
 def test_a_container_is_restarted_in_place_then_not_after_an_early_exit(
@@ -206,6 +206,14 @@ def test_a_container_is_restarted_in_place_then_not_after_an_early_exit(
         again, _ = wait_until(restarted, 120, "the container started again")
         assert again["Id"] == first["Id"], "restarted in place: the same container"
         assert len(_engine_containers(agent, task_id)) == 1
+
+        # Still the same RUNNING task, its restart recorded at once (the second run lasts 10 s).
+        def restart_recorded() -> dict[str, Any] | None:
+            task = _status(berth, "restarts", task_id, "RUNNING")
+            return task if task is not None and task["containers"][0].get("restartCount") == 1 else None
+
+        running, _ = wait_until(restart_recorded, 8, "the restart recorded on the RUNNING task")
+        assert running["containers"][0]["dockerId"] == first["Id"]
 
         stopped, _ = wait_until(
             lambda: _status(berth, "restarts", task_id, "STOPPED"), 60, "the task STOPPED"

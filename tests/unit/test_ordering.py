@@ -11,6 +11,7 @@ from agent.reconciler import Report, Restart, Stop, plan
 from agent.runtime.driver import ContainerHealth, ContainerPhase, ObservedContainer, ObservedTask
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
+from controlplane import lifecycle
 
 D = pb.ContainerDependency
 RUNNING, EXITED, CREATED = ContainerPhase.RUNNING, ContainerPhase.EXITED, ContainerPhase.CREATED
@@ -210,3 +211,24 @@ def test_the_restart_count_is_reported() -> None:
     (action,) = plan(assignment(pb.PENDING), task(web(RUNNING, restarts=2), log()), set(), {})
     assert isinstance(action, Report)
     assert [c.restart_count for c in action.report.containers] == [2, 0]
+
+
+def test_a_restart_is_reported_at_once_until_etcd_records_it() -> None:
+    restarted = task(web(RUNNING, restarts=1), log())
+    (action,) = plan(assignment(), restarted, set(), {})
+    assert isinstance(action, Report) and action.report.last_status == pb.RUNNING
+    recorded = assignment()
+    recorded["t"].restarts = 1
+    assert plan(recorded, restarted, set(), {}) == []
+
+
+def test_the_control_plane_writes_a_running_task_whose_containers_restarted() -> None:
+    running = pb.Task(id="t", node_id="n1", last_status=pb.RUNNING)
+    running.containers.add(name="web", restart_count=0)
+    report = agent_pb.TaskStatusReport(task_id="t", last_status=pb.RUNNING)
+    report.containers.add(name="web", restart_count=0)
+    assert lifecycle.apply_report(running, "n1", report) is None
+    report.containers[0].restart_count = 1
+    updated = lifecycle.apply_report(running, "n1", report)
+    assert updated is not None and updated.containers[0].restart_count == 1
+    assert updated.last_status == pb.RUNNING

@@ -300,6 +300,9 @@ async def test_a_container_is_restarted_in_place_until_it_exits_early(
     (again,) = supervisor.observed["t1"].containers
     assert again.runtime_id == first.runtime_id and again.phase.value == "running"
     assert driver.started == ["t1"]
+    # Reported at once, in the same snapshot revision: the control plane records the restart.
+    await eventually(lambda: any(c.restart_count == 1 for r in reports for c in r.containers))
+    assert statuses(reports, "t1") == [pb.RUNNING, pb.RUNNING]
 
     driver.exit_task("t1", 1, ran_for=5)  # an early exit: not restarted, the task stops
     await eventually(lambda: pb.STOPPED in statuses(reports, "t1"))
