@@ -31,7 +31,7 @@ import docker
 import docker.errors
 
 from agent import ordering
-from agent.runtime import docker_state
+from agent.runtime import docker_lifecycle, docker_state
 from agent.runtime.docker_events import (
     WATCHED_ACTIONS,
     ContainerEvent,
@@ -47,8 +47,6 @@ from agent.runtime.driver import (
     LABEL_HOST_PORTS,
     LABEL_MANAGED,
     LABEL_NODE,
-    LABEL_START_ORDER,
-    LABEL_STOP_TIMEOUT,
     LABEL_TASK_ID,
     ChangeFeeds,
     ContainerHealth,
@@ -274,7 +272,7 @@ class DockerDriver:
             for name in names:
                 if not states[ids[name]]:
                     raise StartFailed(f"DependencyError: container {name} was removed while the task started")
-            seen = {name: seen_from_state(states[ids[name]]) for name in names}
+            seen = {name: docker_lifecycle.seen(states[ids[name]]) for name in names}
             verdict, why = ordering.waiting_on(definition, seen)
             if verdict is ordering.Verdict.MET:
                 return
@@ -287,29 +285,9 @@ class DockerDriver:
     # -- restarting ------------------------------------------------------
 
     def _restart_blocking(self, runtime_id: str) -> tuple[str, ObservedContainer]:
-        """Start the container again; its node (label) and what inspect shows of it now."""
+        """Start the container again; its node and what inspect shows of it now."""
         self._client.api.start(runtime_id)
-        attrs = self._client.api.inspect_container(runtime_id)
-        labels = (attrs.get("Config") or {}).get("Labels") or {}
-        listed = docker_state.from_summary({"Id": runtime_id, "Labels": labels, "State": "running"})
-        name = listed.name if listed is not None else ""
-        return listed.node_id if listed is not None else "", ObservedContainer(
-            name,
-            runtime_id,
-            ContainerPhase.RUNNING,
-            listed.essential if listed is not None else True,
-            listed.stop_timeout if listed is not None else DEFAULT_STOP_TIMEOUT,
-            bindings=docker_state.bindings_from_inspect(
-                name, (attrs.get("NetworkSettings") or {}).get("Ports")
-            )
-            or docker_state.host_bindings(name, str(labels.get(LABEL_HOST_PORTS, ""))),
-            health=(
-                ContainerHealth.STARTING
-                if (attrs.get("Config") or {}).get("Healthcheck")
-                else ContainerHealth.NONE
-            ),
-            started_at=docker_state.unix_time((attrs.get("State") or {}).get("StartedAt")),
-        )
+        return docker_lifecycle.restarted(runtime_id, self._client.api.inspect_container(runtime_id))
 
     async def restart_container(self, task_id: str, runtime_id: str) -> None:
         """`docker start` the exited container again (Docker's own restart policies cannot say
@@ -336,11 +314,11 @@ class DockerDriver:
 
     def _stop_blocking(self, task_id: str, timeout: int) -> None:
         # Dependents first (the reverse of the start order), each with its own stopTimeout.
-        containers = sorted(self._containers_of(task_id), key=_start_rank, reverse=True)
+        containers = sorted(self._containers_of(task_id), key=docker_lifecycle.start_rank, reverse=True)
         for container in containers:
             if container.status == "running":
                 with contextlib.suppress(docker.errors.NotFound):
-                    container.stop(timeout=_own_timeout(container, timeout))
+                    container.stop(timeout=docker_lifecycle.own_timeout(container.labels, timeout))
 
     def _remove_blocking(self, task_id: str, timeout: int) -> None:
         self._stop_blocking(task_id, timeout)
@@ -492,33 +470,3 @@ class DockerDriver:
                 self._events_stream.close()
         with contextlib.suppress(Exception):
             self._client.close()
-
-
-def seen_from_state(state: dict[str, Any]) -> ordering.Seen:
-    """A dependency as inspect's `State` shows it."""
-    status = str(state.get("Status", "exited"))
-    if status in ("running", "paused", "restarting"):
-        phase = ContainerPhase.RUNNING
-    elif status == "created":
-        phase = ContainerPhase.CREATED
-    else:
-        phase = ContainerPhase.EXITED
-    health = docker_state.health_from_word(str((state.get("Health") or {}).get("Status", "")))
-    exit_code = int(state.get("ExitCode", -1)) if phase is ContainerPhase.EXITED else None
-    return ordering.Seen(phase, exit_code, health)
-
-
-def _label_number(container: Any, label: str) -> int | None:
-    text = str((container.labels or {}).get(label, ""))
-    return int(text) if text.isascii() and text.isdigit() and len(text) <= 6 else None
-
-
-def _start_rank(container: Any) -> int:
-    rank = _label_number(container, LABEL_START_ORDER)
-    return rank if rank is not None else 0
-
-
-def _own_timeout(container: Any, timeout: int) -> int:
-    """The container's own stopTimeout (its label), never longer than the task's `timeout`."""
-    own = _label_number(container, LABEL_STOP_TIMEOUT)
-    return min(own, timeout) if own is not None else timeout

@@ -11,7 +11,8 @@ from typing import Any
 import docker.errors
 import pytest
 
-from agent.runtime.docker_driver import DockerDriver, seen_from_state
+from agent.runtime import docker_lifecycle
+from agent.runtime.docker_driver import DockerDriver
 from agent.runtime.docker_events import ContainerEvent
 from agent.runtime.docker_state import ContainerLedger, ListedContainer, unix_time
 from agent.runtime.driver import ContainerHealth, ContainerPhase, ObservedContainer, StartFailed
@@ -142,7 +143,7 @@ async def test_other_work_goes_on_while_a_task_waits(driver: DockerDriver, engin
     ],
 )
 def test_a_dependency_as_inspect_shows_it(state: dict[str, Any], seen: tuple[Any, ...]) -> None:
-    found = seen_from_state(state)
+    found = docker_lifecycle.seen(state)
     assert (found.phase, found.exit_code, found.health) == seen
 
 
@@ -282,3 +283,44 @@ async def test_a_refused_restart_is_final(engine: FakeEngine) -> None:
         assert dead.phase is ContainerPhase.EXITED and dead.finished_at == dead.started_at
     finally:
         await driver.close()
+
+
+@pytest.mark.parametrize(
+    ("labels", "timeout", "own"),
+    [
+        ({"berth.stop-timeout": "2"}, 30, 2),
+        ({"berth.stop-timeout": "90"}, 30, 30),  # never longer than the task's
+        ({"berth.stop-timeout": "-1"}, 30, 30),
+        ({}, 30, 30),
+        (None, 5, 5),
+    ],
+)
+def test_each_container_stops_with_its_own_timeout(
+    labels: dict[str, str] | None, timeout: int, own: int
+) -> None:
+    assert docker_lifecycle.own_timeout(labels, timeout) == own
+
+
+def test_a_restarted_container_is_read_from_inspect() -> None:
+    labels = {
+        "berth.task-id": "t1",
+        "berth.node-id": "n1",
+        "berth.container-name": "web",
+        "berth.essential": "false",
+        "berth.stop-timeout": "7",
+    }
+    attrs = {
+        "Config": {"Labels": labels, "Healthcheck": {"Test": ["CMD", "true"]}},
+        "State": {"StartedAt": "2026-11-27T05:00:00Z"},
+        "NetworkSettings": {"Ports": {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "32770"}]}},
+    }
+    node, container = docker_lifecycle.restarted("c1", attrs)
+    assert node == "n1"
+    assert (container.name, container.phase, container.essential, container.stop_timeout) == (
+        "web",
+        ContainerPhase.RUNNING,
+        False,
+        7,
+    )
+    assert container.health is ContainerHealth.STARTING and container.started_at == T0
+    assert [(b.container_port, b.host_port) for b in container.bindings] == [(80, 32770)]
