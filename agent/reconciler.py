@@ -3,8 +3,10 @@
 `plan` compares the control plane's snapshot of this host with what the
 runtime shows and returns actions. It never starts a task twice: a task is
 started only while etcd still says PENDING and no container of it exists,
-and a container that exited is reported, never restarted (the service
-controller starts a replacement task instead, as ECS does).
+and a container that exited is reported, not restarted (the service
+controller starts a replacement task instead, as ECS does), unless its
+restartPolicy restarts it in place (`agent.ordering.restarts`). A
+non-essential container that exits leaves its task running.
 
 Health follows ECS: only the health checks of the task definition count (an
 image's own HEALTHCHECK is ignored), and `task_health` aggregates the
@@ -17,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from agent import ordering
 from agent.runtime.driver import ContainerHealth, ContainerPhase, ObservedContainer, ObservedTask
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
@@ -43,11 +46,19 @@ class Remove:
 
 
 @dataclass(frozen=True)
+class Restart:
+    """Start these exited containers of a running task again, in place (their restartPolicy)."""
+
+    task_id: str
+    runtime_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Report:
     report: agent_pb.TaskStatusReport
 
 
-Action = Start | Stop | Remove | Report
+Action = Start | Stop | Remove | Restart | Report
 
 
 _HEALTH = {ContainerHealth.HEALTHY: pb.HEALTHY, ContainerHealth.UNHEALTHY: pb.UNHEALTHY}
@@ -74,6 +85,11 @@ def task_health(observed: ObservedTask, checked: frozenset[str]) -> pb.HealthSta
     return pb.HEALTH_UNKNOWN
 
 
+def restarts(observed: ObservedTask) -> int:
+    """Restarts in place of the task's containers, summed (compared with what etcd records)."""
+    return sum(c.restart_count for c in observed.containers)
+
+
 def checked_containers(assignment: agent_pb.TaskAssignment | None) -> frozenset[str]:
     if assignment is None:
         return frozenset()
@@ -90,6 +106,7 @@ def _container_states(observed: ObservedTask, checked: frozenset[str]) -> list[p
             docker_id=c.runtime_id,
             reason=c.reason,
             health_status=container_health(c, checked),
+            restart_count=c.restart_count,
         )
         if state.health_status == pb.UNHEALTHY:
             state.health_output = c.health_output
@@ -141,7 +158,12 @@ def _plan_running(a: agent_pb.TaskAssignment, observed: ObservedTask | None) -> 
         return [
             Report(report(a.task_id, pb.STOPPED, None, pb.ESSENTIAL_CONTAINER_EXITED, CONTAINER_VANISHED))
         ]
-    essential_exited = any(c.essential and c.phase is ContainerPhase.EXITED for c in observed.containers)
+    restarting = ordering.restarts(a.task_definition.container_definitions, observed.containers)
+    essential_exited = any(
+        c.essential and c.phase is ContainerPhase.EXITED and c not in restarting for c in observed.containers
+    )
+    if restarting and not essential_exited:
+        return [Restart(a.task_id, tuple(c.runtime_id for c in restarting))]
     if essential_exited:
         if observed.any_running:
             return [Stop(a.task_id, observed.stop_timeout)]
@@ -165,7 +187,8 @@ def _plan_running(a: agent_pb.TaskAssignment, observed: ObservedTask | None) -> 
         return [Stop(a.task_id, observed.stop_timeout)]
     checked = checked_containers(a)
     if a.last_status == pb.PENDING or (
-        a.last_status == pb.RUNNING and task_health(observed, checked) != a.health_status
+        a.last_status == pb.RUNNING
+        and (task_health(observed, checked) != a.health_status or restarts(observed) != a.restarts)
     ):
         return [Report(report(a.task_id, pb.RUNNING, observed, checked=checked))]
     return []

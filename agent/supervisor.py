@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from agent import logs, reconciler
 from agent.metrics import TASK_START_FAILURES, TASKS_OBSERVED, TASKS_STARTED
-from agent.reconciler import Remove, Report, Start, Stop
+from agent.reconciler import Remove, Report, Restart, Start, Stop
 from agent.runtime.driver import ObservedTask, StartFailed, TaskDriver
 from berth.errors import Unavailable
 from berth.v1 import agent_pb2 as agent_pb
@@ -42,9 +42,9 @@ class TaskSupervisor:
         self._revision = 0
         self._busy: set[str] = set()
         self._failed_starts: dict[str, agent_pb.TaskStatusReport] = {}
-        # (status, health, snapshot revision) last reported per task: one
-        # report per snapshot, not one per wake-up; a health change at once.
-        self._reported: dict[str, tuple[int, int, int]] = {}
+        # (status, health, restarts, snapshot revision) last reported per task: one
+        # report per snapshot, not one per wake-up; a health change or a restart at once.
+        self._reported: dict[str, tuple[int, int, int, int]] = {}
         self._sink: ReportSink | None = None
         # Last lines read from a stopped task's containers, so a re-report does not read again.
         self._kept: dict[str, pb.KeptOutput] = {}
@@ -155,8 +155,11 @@ class TaskSupervisor:
     # -- actions -------------------------------------------------------------
 
     def _due(self, report: agent_pb.TaskStatusReport) -> bool:
-        key = (report.last_status, report.health_status, self._revision)
-        return self._sink is not None and self._reported.get(report.task_id) != key
+        return self._sink is not None and self._reported.get(report.task_id) != self._key(report)
+
+    def _key(self, report: agent_pb.TaskStatusReport) -> tuple[int, int, int, int]:
+        restarts = sum(c.restart_count for c in report.containers)
+        return (report.last_status, report.health_status, restarts, self._revision)
 
     async def _keep_output(self, report: agent_pb.TaskStatusReport) -> None:
         """Attach a stopped task's last lines while its containers still exist."""
@@ -178,18 +181,17 @@ class TaskSupervisor:
     def _send(self, report: agent_pb.TaskStatusReport) -> None:
         if not self._due(report):
             return
-        key = (report.last_status, report.health_status, self._revision)
-        self._reported[report.task_id] = key
+        self._reported[report.task_id] = self._key(report)
         assert self._sink is not None
         self._sink(report)
 
-    def _launch(self, action: Start | Stop | Remove) -> None:
+    def _launch(self, action: Start | Stop | Remove | Restart) -> None:
         self._busy.add(action.task_id)
         running = asyncio.create_task(self._perform(action), name=f"{type(action).__name__}-{action.task_id}")
         self._actions.add(running)
         running.add_done_callback(self._actions.discard)
 
-    async def _perform(self, action: Start | Stop | Remove) -> None:
+    async def _perform(self, action: Start | Stop | Remove | Restart) -> None:
         task_id = action.task_id
         try:
             if isinstance(action, Start):
@@ -211,6 +213,10 @@ class TaskSupervisor:
                         task_id, pb.STOPPED, None, pb.TASK_FAILED_TO_START, str(error)
                     )
                     self._failed_starts[task_id] = failure
+            elif isinstance(action, Restart):
+                for runtime_id in action.runtime_ids:
+                    log.info("event=container_restarting task=%s container=%s", task_id, runtime_id[:12])
+                    await self.driver.restart_container(task_id, runtime_id)
             elif isinstance(action, Stop):
                 log.info("event=task_stopping task=%s timeout=%ds", task_id, action.timeout)
                 await self.driver.stop_task(task_id, action.timeout)

@@ -27,6 +27,8 @@ from berth.taskdef_docker import to_ecs as docker_options_to_ecs
 from berth.taskdef_envfiles import EnvironmentFiles, check_environment_files
 from berth.taskdef_envfiles import notes as environment_files_notes
 from berth.taskdef_envfiles import to_ecs as environment_files_to_ecs
+from berth.taskdef_lifecycle import LifecycleSettings, check_lifecycle
+from berth.taskdef_lifecycle import to_ecs as lifecycle_to_ecs
 from berth.taskdef_logging import LogSettings, check_log_configuration
 from berth.taskdef_logging import note as log_configuration_note
 from berth.taskdef_logging import to_ecs as log_configuration_to_ecs
@@ -36,16 +38,6 @@ from berth.taskdef_storage import ContainerStorage, check_storage, parse_volumes
 from berth.taskdef_storage import to_ecs as storage_to_ecs
 from berth.v1 import resources_pb2 as pb
 
-# ECS fields Berth recognises but does not implement yet: a clear "not
-# supported" beats silently ignoring something the operator relies on.
-_UNSUPPORTED_CONTAINER_FIELDS = frozenset(
-    {
-        "dependsOn",
-        "startTimeout",
-        "restartPolicy",
-    }
-)
-# Document fields that only mean something on AWS; accepted and ignored.
 # Fields of describe output (AWS's and Berth's own), pasted back into a register
 # document: the registry sets them, so they are ignored, with a note.
 READ_ONLY_DOCUMENT_FIELDS = frozenset(
@@ -70,7 +62,6 @@ AWSVPC_NOTE = (
     "networkMode awsvpc is AWS's own (an interface per task): Berth runs the task in bridge mode, "
     "its containers reachable through their port mappings"
 )
-_UNSUPPORTED_DOCUMENT_FIELDS: frozenset[str] = frozenset()
 _CONTAINER_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
 # ECS: port mapping names are up to 64 lowercase letters, digits, '_' or '-', not starting with '-'.
 _PORT_NAME = re.compile(r"[a-z0-9_][a-z0-9_-]{0,63}")
@@ -233,21 +224,10 @@ def _one_line(error: ValidationError, where: str) -> InvalidArgument:
     return InvalidArgument(f"{path}: {' '.join(first['msg'].split())}")
 
 
-def _reject_unsupported(doc: dict[str, Any], unsupported: frozenset[str], where: str) -> None:
-    for field, value in doc.items():
-        # An empty list or object asks for nothing (console exports write "volumes": []).
-        if field in unsupported and value not in ([], {}):
-            raise InvalidArgument(f"{where}.{field}: this ECS field is not supported by Berth yet")
-
-
-def _present(doc: dict[str, Any], unsupported: frozenset[str]) -> dict[str, Any]:
-    """The fields that ask for something: explicit nulls are absent (as AWS reads them), and
-    so are empty lists and objects of fields Berth does not implement."""
-    return {
-        key: value
-        for key, value in doc.items()
-        if value is not None and not (key in unsupported and value in ([], {}))
-    }
+def _present(doc: dict[str, Any]) -> dict[str, Any]:
+    """The fields that are there: explicit nulls are absent, as AWS reads them. (Every field of
+    ECS's schema is known; one that is not is refused by the schema, naming it.)"""
+    return {key: value for key, value in doc.items() if value is not None}
 
 
 def _container_to_proto(raw: Any, index: int, notes: list[str]) -> pb.ContainerDefinition:
@@ -257,14 +237,14 @@ def _container_to_proto(raw: Any, index: int, notes: list[str]) -> pb.ContainerD
     if not isinstance(raw, dict):
         raise InvalidArgument(f"{where}: expected a JSON object")
     raw = _without_nulls(raw)
-    _reject_unsupported(raw, _UNSUPPORTED_CONTAINER_FIELDS, where)
     try:
-        aws_notes, aws_only, present = take_aws_container(_present(raw, _UNSUPPORTED_CONTAINER_FIELDS), where)
+        aws_notes, aws_only, present = take_aws_container(_present(raw), where)
         options, present = DockerOptions.take(present)
         settings, rest = ProcessSettings.take(present)
         logging, rest = LogSettings.take(rest)
         environment_files, rest = EnvironmentFiles.take(rest)
         storage, rest = ContainerStorage.take(rest)
+        lifecycle, rest = LifecycleSettings.take(rest)
         model = _ContainerDefinition.model_validate(rest)
     except ValidationError as error:
         raise _one_line(error, where) from None
@@ -314,6 +294,7 @@ def _container_to_proto(raw: Any, index: int, notes: list[str]) -> pb.ContainerD
         notes.append(said)
     notes.extend(environment_files_notes(where, container))
     storage.apply(container, where)
+    lifecycle.apply(container)
     return container
 
 
@@ -367,7 +348,6 @@ def parse_register_document(data: Any) -> tuple[pb.TaskDefinition, list[str]]:
     if not isinstance(data, dict):
         raise InvalidArgument("the task definition document must be a JSON object")
     data = {k: v for k, v in data.items() if v is not None}
-    _reject_unsupported(data, _UNSUPPORTED_DOCUMENT_FIELDS, "taskDefinition")
     notes = []
     ignored = sorted(field for field in data if field in IGNORED_DOCUMENT_FIELDS)
     if ignored:
@@ -377,7 +357,7 @@ def parse_register_document(data: Any) -> tuple[pb.TaskDefinition, list[str]]:
         notes.append(f"{', '.join(read_only)}: read-only fields of describe output, ignored")
     relevant = {
         k: v
-        for k, v in _present(data, _UNSUPPORTED_DOCUMENT_FIELDS).items()
+        for k, v in _present(data).items()
         if k not in READ_ONLY_DOCUMENT_FIELDS
     }
     containers = relevant.get("containerDefinitions")
@@ -580,6 +560,7 @@ def validate_containers(containers: Sequence[pb.ContainerDefinition], task_memor
                 seen_host_ports.add(key)
     if not any(c.essential for c in containers):
         raise InvalidArgument("at least one container definition must be essential")
+    check_lifecycle(containers)
 
 
 def validate_task_definition(td: pb.TaskDefinition) -> None:
@@ -711,6 +692,7 @@ def _ecs_container(c: pb.ContainerDefinition) -> dict[str, Any]:
     if c.aws_only_fields:
         out.update(json.loads(c.aws_only_fields))
     out.update(storage_to_ecs(c))
+    out.update(lifecycle_to_ecs(c))
     return out
 
 

@@ -95,6 +95,7 @@ class DesiredStates:
                     stop_code=task.stop_code,
                     stopped_reason=task.stopped_reason,
                     health_status=task.health_status,
+                    restarts=sum(c.restart_count for c in task.containers),
                 )
                 if secrets:
                     self._add_secrets(assignment, td.value)

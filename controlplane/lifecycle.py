@@ -20,7 +20,7 @@ new message (or None for "no change") and never does I/O.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from berth.clock import now
 from berth.taskdef import health_checked, task_reservation
@@ -97,6 +97,7 @@ def apply_report(task: pb.Task, node_id: str, report: agent_pb.TaskStatusReport)
         report.last_status == pb.RUNNING
         and task.last_status == pb.RUNNING
         and report.health_status == task.health_status
+        and _restarts(report.containers) == _restarts(task.containers)
     ):
         return None
     updated = pb.Task()
@@ -126,6 +127,11 @@ def apply_report(task: pb.Task, node_id: str, report: agent_pb.TaskStatusReport)
         updated.stop_code = report.stop_code or pb.ESSENTIAL_CONTAINER_EXITED
         updated.stopped_reason = report.stopped_reason
     return updated
+
+
+def _restarts(containers: Iterable[pb.ContainerState]) -> int:
+    """Restarts in place of a task's containers (restartPolicy): a change is worth a write."""
+    return sum(c.restart_count for c in containers)
 
 
 def is_active(task: pb.Task) -> bool:

@@ -19,14 +19,7 @@ EXPECTED_NOTES: dict[str, list[str]] = json.loads((CORPUS / "expected_notes.json
 FILES = sorted(path for path in CORPUS.glob("*.json") if path.name != "expected_notes.json")
 
 # Files using fields other branches implement; each mark goes when that branch is merged.
-_ORDER = "dependsOn from wt-order"
-PENDING: dict[str, str] = {
-    "ecs-agent-container-ordering-complete.json": _ORDER,
-    "ecs-agent-container-ordering-healthy.json": _ORDER,
-    "ecs-agent-firelens-fluentbit.json": _ORDER,
-    "ecs-agent-granular-stop-timeout.json": _ORDER,
-    "firelens-appmesh-envoy.json": _ORDER,
-}
+PENDING: dict[str, str] = {}
 
 
 def cases() -> list[Any]:

@@ -32,8 +32,8 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 
-from agent import envfiles
-from agent.runtime import docker_state
+from agent import envfiles, ordering
+from agent.runtime import docker_lifecycle, docker_state
 from agent.runtime.docker_events import (
     WATCHED_ACTIONS,
     ContainerEvent,
@@ -69,7 +69,9 @@ from agent.runtime.driver import (
 )
 from berth.errors import Unavailable
 from berth.loglines import LineSplitter
+from berth.taskdef_lifecycle import start_timeout
 from berth.v1 import agent_pb2 as agent_pb
+from berth.v1 import resources_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,8 @@ UNREADABLE_DRIVER = "does not support reading"
 LOG_BATCHES = 8
 # Seconds between sweeps of task volumes left behind (agent.runtime.docker_volumes).
 VOLUME_SWEEP_INTERVAL = 60.0
+# Seconds between two looks at a starting task's dependencies (dependsOn).
+DEPENDENCY_POLL = 0.5
 
 # Opens Docker's event stream: (base URL, filters) -> a blocking source of raw events.
 OpenEvents = Callable[[str, dict[str, list[str]]], EventSource]
@@ -186,6 +190,14 @@ class DockerDriver:
         if sick:
             for container_id, state in (await self._call(self._inspect_states_blocking, sick)).items():
                 self._ledger.inspected_health(container_id, state)
+        # An exit seen by its event only: its run time (restartPolicy) is inspected once.
+        untimed = {c.id for c in listed if (o := observed[c.id]) is not None and self._ledger.lacks_times(o)}
+        if untimed:
+            for container_id, state in (
+                await self._call(self._inspect_states_blocking, list(untimed))
+            ).items():
+                self._ledger.inspected_times(container_id, state)
+            observed.update({c.id: self._ledger.observe(c) for c in listed if c.id in untimed})
         self._ledger.forget_missing(node_id, {c.id for c in listed}, listed_since)
         due = self._next_volume_sweep.setdefault(node_id, time.monotonic() + VOLUME_SWEEP_INTERVAL)
         if time.monotonic() >= due:
@@ -196,7 +208,7 @@ class DockerDriver:
             except Unavailable as error:  # the listing stands; the next sweep tries again
                 log.warning("event=volume_sweep_failed node=%s error=%r", node_id, str(error))
         return docker_state.by_task(
-            (c.task_id, self._ledger.with_health_output(container))
+            (c.task_id, self._ledger.with_lifecycle(self._ledger.with_health_output(container)))
             for c in listed
             if (container := observed[c.id])
         )
@@ -218,13 +230,11 @@ class DockerDriver:
         except docker.errors.DockerException as error:
             raise StartFailed(f"CannotPullContainerError: {image}: {error}") from error
 
-    def _start_blocking(
-        self,
-        task_id: str,
-        specs: list[ContainerSpec],
-        volumes: list[VolumeSpec],
-        on_started: Callable[[ObservedContainer], None],
-    ) -> None:
+    def _create_blocking(
+        self, task_id: str, specs: list[ContainerSpec], volumes: list[VolumeSpec]
+    ) -> list[Any]:
+        """Pull what is missing, make the task's volumes and create every container (none
+        started), in `specs`' order; on failure nothing of the task is left."""
         created: dict[str, Any] = {}  # Docker's container name -> container
         try:
             for spec in specs:
@@ -233,38 +243,42 @@ class DockerDriver:
             # A container that takes another's volumes (volumesFrom) is created after it.
             for spec in creation_order(specs):
                 created[spec.name] = self._create(spec)
-            for spec in specs:
-                container = created[spec.name]
-                try:
-                    container.start()
-                except docker.errors.APIError as error:
-                    raise StartFailed(f"CannotStartContainerError: {error.explanation or error}") from error
-                container.reload()  # inspect: authoritative, unlike the list
-                on_started(
-                    ObservedContainer(
-                        spec.definition_name,
-                        container.id,
-                        ContainerPhase.RUNNING,
-                        spec.essential,
-                        spec.stop_timeout,
-                        bindings=docker_state.bindings_from_inspect(
-                            spec.definition_name, container.attrs["NetworkSettings"].get("Ports")
-                        )
-                        or docker_state.host_bindings(
-                            spec.definition_name, spec.labels.get(LABEL_HOST_PORTS, "")
-                        ),
-                        health=(
-                            ContainerHealth.STARTING if spec.healthcheck is not None else ContainerHealth.NONE
-                        ),
-                    )
-                )
         except StartFailed:
-            for container in created.values():
-                with contextlib.suppress(docker.errors.DockerException):
-                    container.remove(force=True)
-            if volumes:
-                remove_task_volumes(self._client, task_id)
+            self._discard_blocking(task_id, list(created.values()), bool(volumes))
             raise
+        return [created[spec.name] for spec in specs]
+
+    def _discard_blocking(self, task_id: str, containers: list[Any], volumes: bool) -> None:
+        """Remove a failed start's containers, and its task volumes when it has any."""
+        for container in containers:
+            with contextlib.suppress(docker.errors.DockerException):
+                container.remove(force=True)
+        if volumes:
+            remove_task_volumes(self._client, task_id)
+
+    def _start_one_blocking(
+        self, container: Any, spec: ContainerSpec, on_started: Callable[[ObservedContainer], None]
+    ) -> None:
+        try:
+            container.start()
+        except docker.errors.APIError as error:
+            raise StartFailed(f"CannotStartContainerError: {error.explanation or error}") from error
+        container.reload()  # inspect: authoritative, unlike the list
+        on_started(
+            ObservedContainer(
+                spec.definition_name,
+                container.id,
+                ContainerPhase.RUNNING,
+                spec.essential,
+                spec.stop_timeout,
+                bindings=docker_state.bindings_from_inspect(
+                    spec.definition_name, container.attrs["NetworkSettings"].get("Ports")
+                )
+                or docker_state.host_bindings(spec.definition_name, spec.labels.get(LABEL_HOST_PORTS, "")),
+                health=(ContainerHealth.STARTING if spec.healthcheck is not None else ContainerHealth.NONE),
+                started_at=docker_state.unix_time((container.attrs.get("State") or {}).get("StartedAt")),
+            )
+        )
 
     def _create(self, spec: ContainerSpec) -> Any:
         try:
@@ -286,15 +300,76 @@ class DockerDriver:
             if envfiles.needs_reading(assignment.task_definition)
             else {}
         )
+        definitions = list(assignment.task_definition.container_definitions)
+        order = ordering.start_order(definitions)
         specs = container_specs(
             assignment, node_id, self._dns_servers, self._pids_limit, file_environment=file_environment
         )
         volumes = volume_specs(assignment, node_id, self._aws_region)
+        # While it starts, the task's volumes are not swept (its containers may not exist yet).
         self._starting.add(assignment.task_id)
         try:
-            await self._call(self._start_blocking, assignment.task_id, specs, volumes, started)
+            created = await self._call(self._create_blocking, assignment.task_id, specs, volumes)
+            try:
+                for index in order:
+                    await self._await_dependencies(definitions[index], specs, created)
+                    await self._call(self._start_one_blocking, created[index], specs[index], started)
+            except StartFailed:
+                await self._call(self._discard_blocking, assignment.task_id, created, bool(volumes))
+                raise
         finally:
             self._starting.discard(assignment.task_id)
+
+    async def _await_dependencies(
+        self, definition: pb.ContainerDefinition, specs: list[ContainerSpec], created: list[Any]
+    ) -> None:
+        """Return once `definition`'s dependsOn conditions are met; raise StartFailed when one never
+        can be, or after its startTimeout. Polls with short sleeps on the loop: no thread waits."""
+        if not definition.depends_on:
+            return
+        loop = asyncio.get_running_loop()
+        timeout = start_timeout(definition)
+        deadline = loop.time() + timeout
+        ids = {spec.definition_name: container.id for spec, container in zip(specs, created, strict=True)}
+        names = [d.container_name for d in definition.depends_on]
+        while True:
+            states = await self._call(self._inspect_states_blocking, [ids[name] for name in names])
+            for name in names:
+                if not states[ids[name]]:
+                    raise StartFailed(f"DependencyError: container {name} was removed while the task started")
+            seen = {name: docker_lifecycle.seen(states[ids[name]]) for name in names}
+            verdict, why = ordering.waiting_on(definition, seen)
+            if verdict is ordering.Verdict.MET:
+                return
+            if verdict is ordering.Verdict.NEVER:
+                raise StartFailed(why)
+            if loop.time() >= deadline:
+                raise StartFailed(ordering.timed_out_reason(definition, why, timeout))
+            await asyncio.sleep(DEPENDENCY_POLL)
+
+    # -- restarting ------------------------------------------------------
+
+    def _restart_blocking(self, runtime_id: str) -> tuple[str, ObservedContainer]:
+        """Start the container again; its node and what inspect shows of it now."""
+        self._client.api.start(runtime_id)
+        return docker_lifecycle.restarted(runtime_id, self._client.api.inspect_container(runtime_id))
+
+    async def restart_container(self, task_id: str, runtime_id: str) -> None:
+        """`docker start` the exited container again (Docker's own restart policies cannot say
+        ignoredExitCodes or restartAttemptPeriod; the reconciler decided). A refusal is final:
+        the container then counts as an early exit, and its task stops if it is essential."""
+        try:
+            node_id, container = await self._call(self._restart_blocking, runtime_id)
+        except Unavailable:
+            self._ledger.restart_refused(runtime_id)
+            raise
+        self._ledger.restarted(node_id, container)
+        log.info(
+            "event=container_restarted task=%s container=%s id=%s",
+            task_id,
+            container.name,
+            runtime_id[:12],
+        )
 
     # -- stopping --------------------------------------------------------
 
@@ -303,10 +378,12 @@ class DockerDriver:
         return list(self._client.containers.list(all=True, filters={"label": f"{LABEL_TASK_ID}={task_id}"}))
 
     def _stop_blocking(self, task_id: str, timeout: int) -> None:
-        for container in self._containers_of(task_id):
+        # Dependents first (the reverse of the start order), each with its own stopTimeout.
+        containers = sorted(self._containers_of(task_id), key=docker_lifecycle.start_rank, reverse=True)
+        for container in containers:
             if container.status == "running":
                 with contextlib.suppress(docker.errors.NotFound):
-                    container.stop(timeout=timeout)
+                    container.stop(timeout=docker_lifecycle.own_timeout(container.labels, timeout))
 
     def _remove_blocking(self, task_id: str, timeout: int) -> None:
         self._stop_blocking(task_id, timeout)

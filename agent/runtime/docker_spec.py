@@ -23,12 +23,14 @@ from agent.runtime.driver import (
     LABEL_MANAGED,
     LABEL_NODE,
     LABEL_SERVICE,
+    LABEL_START_ORDER,
     LABEL_STOP_TIMEOUT,
     LABEL_TASK_DEFINITION,
     LABEL_TASK_ID,
 )
 from berth.names import protocol_name
 from berth.taskdef_docker import link_target
+from berth.taskdef_lifecycle import dependency_order
 from berth.taskdef_logging import AWS_DRIVERS, AWS_LOG_ROTATION, ENGINE_DRIVERS
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
@@ -322,6 +324,9 @@ def container_specs(
     # resolves with the node's resolv.conf unless it names its own dnsServers.
     bridged = not network_mode
     specs = []
+    # With dependsOn: each container's place in the start order, so a stop can go in reverse.
+    ordered = any(d.depends_on for d in td.container_definitions)
+    rank = {index: place for place, index in enumerate(dependency_order(td.container_definitions))}
     for index, definition in enumerate(td.container_definitions):
         # disableNetworking: this container alone runs without a network. ECS hands it to Docker as
         # Config.NetworkDisabled; Berth uses network_mode "none" instead, on purpose: the same
@@ -361,6 +366,7 @@ def container_specs(
                     LABEL_TASK_DEFINITION: f"{td.family}:{td.revision}",
                     LABEL_NODE: node_id,
                 }
+                | ({LABEL_START_ORDER: str(rank[index])} if ordered else {})
                 | host_ports,
                 # The task's secrets (resolved for this node by the control plane) join its environment.
                 environment=dict((file_environment or {}).get(definition.name, {}))

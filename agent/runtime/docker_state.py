@@ -7,12 +7,13 @@ container it is merged with what the agent learned meanwhile:
 
 - deaths, from `die` events (exit code; "OOMKilled" when an `oom` event came
   first). A death wins over a list that still says running, and it is final:
-  a container seen to die stays exited even if something starts it again,
-  because Berth never restarts a container (its task is stopped and
-  replaced, as ECS does);
+  a container seen to die stays exited even if something else starts it
+  again (only the agent's own restart, `restarted`, revives it);
 - starts, what inspect showed right after the agent's own start, believed
   until the list says "running" itself;
-- finished containers' exit details, inspected once (they never change);
+- finished containers' exit details, inspected once (they never change
+  until the agent restarts the container in place, its restartPolicy:
+  `restarted` then forgets the exit, and counts the restart);
 - health, from `health_status` events: the newest event wins over a list
   that may predate it (the list's "(healthy)" status text is used until an
   event is seen, e.g. after the agent restarts).
@@ -27,8 +28,10 @@ worker thread returns).
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from agent.runtime.docker_events import ContainerEvent
@@ -217,6 +220,24 @@ def merge(
     return finished
 
 
+_DOCKER_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
+
+
+def unix_time(text: Any) -> float:
+    """Docker's RFC 3339 time with nanoseconds ("2026-11-27T05:00:00.123456789Z") as Unix
+    seconds; 0.0 for Docker's zero time ("0001-01-01T00:00:00Z") or anything unreadable."""
+    match = _DOCKER_TIME.fullmatch(str(text or "").strip())
+    if match is None or match.group(1).startswith("0001-"):
+        return 0.0
+    zone = "+00:00" if match.group(3) == "Z" else match.group(3)
+    try:
+        whole = datetime.fromisoformat(match.group(1) + zone).timestamp()
+    except ValueError:
+        return 0.0
+    fraction = match.group(2) or "0"
+    return float(whole + int(fraction) / 10 ** len(fraction))
+
+
 def from_inspect(listed: ListedContainer, state: Mapping[str, Any]) -> ObservedContainer:
     """An exited container from inspect's `State` (empty when it vanished meanwhile)."""
     reason = OOM_KILLED if state.get("OOMKilled") else state.get("Error", "")
@@ -228,6 +249,8 @@ def from_inspect(listed: ListedContainer, state: Mapping[str, Any]) -> ObservedC
         listed.stop_timeout,
         exit_code=int(state.get("ExitCode", -1)),
         reason=reason,
+        started_at=unix_time(state.get("StartedAt")),
+        finished_at=unix_time(state.get("FinishedAt")),
     )
 
 
@@ -249,6 +272,11 @@ class ContainerLedger:
         self._health: dict[str, ContainerHealth] = {}
         # Per unhealthy container: its last check's output, inspected once per unhealthy spell.
         self._health_output: dict[str, str] = {}
+        # Restarts in place (restartPolicy): start/exit times of exits seen by event only, how
+        # often each container was restarted, and the ones whose restart the engine refused.
+        self._times: dict[str, tuple[float, float]] = {}
+        self._restarts: dict[str, int] = {}
+        self._restart_refused: set[str] = set()
         # Per container: its node (to forget only that node's containers) and
         # when it was last noted (to keep what a list taken earlier could not show).
         self._node: dict[str, str] = {}
@@ -316,9 +344,12 @@ class ContainerLedger:
                 self._finished,
                 self._health,
                 self._health_output,
+                self._times,
+                self._restarts,
             ):
                 facts.pop(container_id, None)
             self._oom_killed.discard(container_id)
+            self._restart_refused.discard(container_id)
             del self._node[container_id], self._noted_at[container_id]
 
     def forget_health(self) -> None:
@@ -342,6 +373,51 @@ class ContainerLedger:
 
     def inspected_health(self, container_id: str, state: Mapping[str, Any]) -> None:
         self._health_output[container_id] = health_output(state)
+
+    # -- restarts in place -----------------------------------------------------
+
+    def lacks_times(self, container: ObservedContainer) -> bool:
+        """Exited (seen by its die event only) and its start and exit times not yet inspected."""
+        return (
+            container.phase is ContainerPhase.EXITED
+            and not container.finished_at
+            and container.runtime_id not in self._times
+            and container.runtime_id not in self._finished  # inspected already
+        )
+
+    def inspected_times(self, container_id: str, state: Mapping[str, Any]) -> None:
+        if state.get("Running"):
+            # The die event predates the agent's own restart: the container runs again.
+            self._deaths.pop(container_id, None)
+            return
+        self._times[container_id] = (unix_time(state.get("StartedAt")), unix_time(state.get("FinishedAt")))
+
+    def with_lifecycle(self, container: ObservedContainer) -> ObservedContainer:
+        """The container with its times and restart count; a refused restart reads as an exit
+        that ran no time (never restarted again)."""
+        started, finished = container.started_at, container.finished_at
+        if container.phase is ContainerPhase.EXITED and not finished:
+            started, finished = self._times.get(container.runtime_id, (0.0, 0.0))
+        if container.runtime_id in self._restart_refused:
+            started = finished
+        return replace(
+            container,
+            started_at=started,
+            finished_at=finished,
+            restart_count=self._restarts.get(container.runtime_id, 0),
+        )
+
+    def restarted(self, node_id: str, container: ObservedContainer) -> None:
+        """The agent started this exited container again: forget its exit, count the restart."""
+        container_id = container.runtime_id
+        for facts in (self._deaths, self._finished, self._health, self._health_output, self._times):
+            facts.pop(container_id, None)  # type: ignore[attr-defined]
+        self._oom_killed.discard(container_id)
+        self._restarts[container_id] = self._restarts.get(container_id, 0) + 1
+        self.started(node_id, container)
+
+    def restart_refused(self, container_id: str) -> None:
+        self._restart_refused.add(container_id)
 
     def __len__(self) -> int:
         return len(self._noted_at)

@@ -35,6 +35,8 @@ LABEL_NODE = "berth.node-id"
 # Host network mode only: the ports the container serves on the host itself ("80/tcp,53/udp"),
 # which Docker does not list as published.
 LABEL_HOST_PORTS = "berth.host-ports"
+# The container's place in its task's start order (dependsOn): containers stop in reverse.
+LABEL_START_ORDER = "berth.start-order"
 
 DEFAULT_STOP_TIMEOUT = 30
 
@@ -68,6 +70,11 @@ class ObservedContainer:
     health: ContainerHealth = ContainerHealth.NONE
     # While unhealthy: what the last failed check said ("exit 1: ..."), when the runtime tells.
     health_output: str = ""
+    # Unix times of its last (re)start and, once exited, of its exit (0: unknown), and how often
+    # the agent restarted it in place (its restartPolicy; agent/ordering.py).
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    restart_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -144,13 +151,20 @@ class TaskDriver(Protocol):
         """
 
     async def start_task(self, assignment: agent_pb.TaskAssignment, node_id: str) -> None:
-        """Create and start all containers of the task, or raise StartFailed."""
+        """Create and start all containers of the task, or raise StartFailed (and leave none).
+
+        Containers start in dependency order (agent/ordering.py), each once its dependsOn
+        conditions are met; waiting never blocks the event loop or other tasks' starts."""
 
     async def stop_task(self, task_id: str, timeout: int) -> None:
-        """SIGTERM every running container, SIGKILL after `timeout` seconds."""
+        """SIGTERM every running container, SIGKILL after `timeout` seconds (dependents first)."""
 
     async def remove_task(self, task_id: str, timeout: int) -> None:
         """Remove the task's containers (stopping them first if needed)."""
+
+    async def restart_container(self, task_id: str, runtime_id: str) -> None:
+        """Start one exited container of the task again, in place (same container); raises
+        Unavailable when it cannot."""
 
     def container_logs(self, runtime_id: str, query: LogQuery) -> AsyncIterator[list[str]]:
         """One container's output as whole lines (`berth.loglines`: decoded, cut), stdout and

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -113,6 +114,7 @@ class FakeDriver:
                         if definition.HasField("health_check")
                         else ContainerHealth.NONE
                     ),
+                    started_at=time.time(),
                 )
             )
         self._tasks.setdefault(node_id, {})[assignment.task_id] = ObservedTask(
@@ -151,8 +153,12 @@ class FakeDriver:
         )
         self._changed(node_id, task_id)
 
-    def exit_task(self, task_id: str, exit_code: int) -> None:
-        """Script an exit, as if the task's processes ended by themselves."""
+    def exit_task(
+        self, task_id: str, exit_code: int, container: str = "", ran_for: float | None = None
+    ) -> None:
+        """Script an exit, as if the task's processes (or one container's) ended by themselves;
+        ran_for: seconds they ran since their last (re)start (default: as long as they did)."""
+        now = time.time()
         node_id = self._owner(task_id)
         if node_id is None:
             return
@@ -161,14 +167,46 @@ class FakeDriver:
         tasks[task_id] = ObservedTask(
             task_id,
             tuple(
-                replace(c, phase=ContainerPhase.EXITED, exit_code=exit_code, bindings=())
-                if c.phase is ContainerPhase.RUNNING
+                replace(
+                    c,
+                    phase=ContainerPhase.EXITED,
+                    exit_code=exit_code,
+                    bindings=(),
+                    started_at=c.started_at if ran_for is None else now - ran_for,
+                    finished_at=now,
+                )
+                if c.phase is ContainerPhase.RUNNING and container in ("", c.name)
                 else c
                 for c in task.containers
             ),
         )
         for c in task.containers:
             self._wake_readers(c.runtime_id)
+        self._changed(node_id, task_id)
+
+    async def restart_container(self, task_id: str, runtime_id: str) -> None:
+        """Start an exited container again, in place (its restart counted)."""
+        node_id = self._owner(task_id)
+        if node_id is None:
+            raise Unavailable(f"no such task: {task_id}")
+        tasks = self._tasks[node_id]
+        tasks[task_id] = ObservedTask(
+            task_id,
+            tuple(
+                replace(
+                    c,
+                    phase=ContainerPhase.RUNNING,
+                    exit_code=None,
+                    reason="",
+                    started_at=time.time(),
+                    finished_at=0.0,
+                    restart_count=c.restart_count + 1,
+                )
+                if c.runtime_id == runtime_id and c.phase is ContainerPhase.EXITED
+                else c
+                for c in tasks[task_id].containers
+            ),
+        )
         self._changed(node_id, task_id)
 
     async def stop_task(self, task_id: str, timeout: int) -> None:

@@ -354,6 +354,7 @@ class TaskAssignment(_message.Message):
     SECRET_ENVIRONMENT_FIELD_NUMBER: _builtins.int
     SECRETS_ERROR_FIELD_NUMBER: _builtins.int
     ENVIRONMENT_FILE_SECRETS_FIELD_NUMBER: _builtins.int
+    RESTARTS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     desired_status: _resources_pb2.DesiredStatus.ValueType
     last_status: _resources_pb2.TaskStatus.ValueType
@@ -367,6 +368,10 @@ class TaskAssignment(_message.Message):
     secrets_error: _builtins.str
     """Set when a secret could not be resolved: the agent does not start the
     task and reports it STOPPED (TASK_FAILED_TO_START) with this reason.
+    """
+    restarts: _builtins.int
+    """Restarts in place of the task's containers (restartPolicy), summed, as etcd
+    records them, so the agent re-reports a restart at once.
     """
     @_builtins.property
     def task_definition(self) -> _resources_pb2.TaskDefinition: ...
@@ -398,10 +403,11 @@ class TaskAssignment(_message.Message):
         secret_environment: _abc.Iterable[Global___ContainerSecrets] | None = ...,
         secrets_error: _builtins.str = ...,
         environment_file_secrets: _abc.Iterable[Global___ContainerSecrets] | None = ...,
+        restarts: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["task_definition", b"task_definition"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "desired_status", b"desired_status", "environment_file_secrets", b"environment_file_secrets", "health_status", b"health_status", "last_status", b"last_status", "secret_environment", b"secret_environment", "secrets_error", b"secrets_error", "service", b"service", "stop_code", b"stop_code", "stopped_reason", b"stopped_reason", "task_definition", b"task_definition", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "desired_status", b"desired_status", "environment_file_secrets", b"environment_file_secrets", "health_status", b"health_status", "last_status", b"last_status", "restarts", b"restarts", "secret_environment", b"secret_environment", "secrets_error", b"secrets_error", "service", b"service", "stop_code", b"stop_code", "stopped_reason", b"stopped_reason", "task_definition", b"task_definition", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

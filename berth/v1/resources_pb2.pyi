@@ -417,6 +417,9 @@ class ContainerDefinition(_message.Message):
     AWS_ONLY_FIELDS_FIELD_NUMBER: _builtins.int
     MOUNT_POINTS_FIELD_NUMBER: _builtins.int
     VOLUMES_FROM_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    START_TIMEOUT_FIELD_NUMBER: _builtins.int
+    RESTART_POLICY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     image: _builtins.str
     cpu: _builtins.int
@@ -450,6 +453,8 @@ class ContainerDefinition(_message.Message):
     """The AWS-only fields accepted with a note (berth.taskdef_aws), as registered: a JSON
     object, so describe shows them; Berth acts on none of them.
     """
+    start_timeout: _builtins.int
+    """Seconds to wait for depends_on before the task fails to start (0 = default 180)."""
     @_builtins.property
     def port_mappings(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortMapping]: ...
     @_builtins.property
@@ -516,6 +521,16 @@ class ContainerDefinition(_message.Message):
     def volumes_from(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeFrom]:
         """Each names another container of the task; no cycles."""
 
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerDependency]:
+        """Ordering and lifecycle (ECS names; checked in berth.taskdef_lifecycle).
+        Containers this one waits for before it starts (and outlives when the task stops).
+        """
+
+    @_builtins.property
+    def restart_policy(self) -> Global___RestartPolicy:
+        """Restart this container in place when it exits; unset = never."""
+
     def __init__(
         self,
         *,
@@ -554,10 +569,13 @@ class ContainerDefinition(_message.Message):
         aws_only_fields: _builtins.str = ...,
         mount_points: _abc.Iterable[Global___MountPoint] | None = ...,
         volumes_from: _abc.Iterable[Global___VolumeFrom] | None = ...,
+        depends_on: _abc.Iterable[Global___ContainerDependency] | None = ...,
+        start_timeout: _builtins.int = ...,
+        restart_policy: Global___RestartPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["health_check", b"health_check", "linux_parameters", b"linux_parameters", "log_configuration", b"log_configuration"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["health_check", b"health_check", "linux_parameters", b"linux_parameters", "log_configuration", b"log_configuration", "restart_policy", b"restart_policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aws_only_fields", b"aws_only_fields", "command", b"command", "cpu", b"cpu", "disable_networking", b"disable_networking", "dns_search_domains", b"dns_search_domains", "dns_servers", b"dns_servers", "docker_labels", b"docker_labels", "docker_security_options", b"docker_security_options", "entry_point", b"entry_point", "environment", b"environment", "environment_files", b"environment_files", "essential", b"essential", "extra_hosts", b"extra_hosts", "health_check", b"health_check", "hostname", b"hostname", "image", b"image", "interactive", b"interactive", "links", b"links", "linux_parameters", b"linux_parameters", "log_configuration", b"log_configuration", "memory", b"memory", "memory_reservation", b"memory_reservation", "mount_points", b"mount_points", "name", b"name", "port_mappings", b"port_mappings", "privileged", b"privileged", "pseudo_terminal", b"pseudo_terminal", "readonly_root_filesystem", b"readonly_root_filesystem", "secrets", b"secrets", "stop_timeout", b"stop_timeout", "system_controls", b"system_controls", "ulimits", b"ulimits", "user", b"user", "volumes_from", b"volumes_from", "working_directory", b"working_directory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aws_only_fields", b"aws_only_fields", "command", b"command", "cpu", b"cpu", "depends_on", b"depends_on", "disable_networking", b"disable_networking", "dns_search_domains", b"dns_search_domains", "dns_servers", b"dns_servers", "docker_labels", b"docker_labels", "docker_security_options", b"docker_security_options", "entry_point", b"entry_point", "environment", b"environment", "environment_files", b"environment_files", "essential", b"essential", "extra_hosts", b"extra_hosts", "health_check", b"health_check", "hostname", b"hostname", "image", b"image", "interactive", b"interactive", "links", b"links", "linux_parameters", b"linux_parameters", "log_configuration", b"log_configuration", "memory", b"memory", "memory_reservation", b"memory_reservation", "mount_points", b"mount_points", "name", b"name", "port_mappings", b"port_mappings", "privileged", b"privileged", "pseudo_terminal", b"pseudo_terminal", "readonly_root_filesystem", b"readonly_root_filesystem", "restart_policy", b"restart_policy", "secrets", b"secrets", "start_timeout", b"start_timeout", "stop_timeout", b"stop_timeout", "system_controls", b"system_controls", "ulimits", b"ulimits", "user", b"user", "volumes_from", b"volumes_from", "working_directory", b"working_directory"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -817,6 +835,90 @@ class VolumeDockerConfiguration(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VolumeDockerConfiguration: _TypeAlias = VolumeDockerConfiguration  # noqa: Y015
+
+@_typing.final
+class ContainerDependency(_message.Message):
+    """ECS's dependsOn entry: wait until `container_name` reaches `condition`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Condition:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ConditionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[ContainerDependency._Condition.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        CONDITION_UNSPECIFIED: ContainerDependency._Condition.ValueType  # 0
+        START: ContainerDependency._Condition.ValueType  # 1
+        """started"""
+        COMPLETE: ContainerDependency._Condition.ValueType  # 2
+        """exited (any code); never an essential container"""
+        SUCCESS: ContainerDependency._Condition.ValueType  # 3
+        """exited 0; never an essential container"""
+        HEALTHY: ContainerDependency._Condition.ValueType  # 4
+        """its healthCheck passed; it must have one"""
+
+    class Condition(_Condition, metaclass=_ConditionEnumTypeWrapper): ...
+    CONDITION_UNSPECIFIED: ContainerDependency.Condition.ValueType  # 0
+    START: ContainerDependency.Condition.ValueType  # 1
+    """started"""
+    COMPLETE: ContainerDependency.Condition.ValueType  # 2
+    """exited (any code); never an essential container"""
+    SUCCESS: ContainerDependency.Condition.ValueType  # 3
+    """exited 0; never an essential container"""
+    HEALTHY: ContainerDependency.Condition.ValueType  # 4
+    """its healthCheck passed; it must have one"""
+
+    CONTAINER_NAME_FIELD_NUMBER: _builtins.int
+    CONDITION_FIELD_NUMBER: _builtins.int
+    container_name: _builtins.str
+    condition: Global___ContainerDependency.Condition.ValueType
+    def __init__(
+        self,
+        *,
+        container_name: _builtins.str = ...,
+        condition: Global___ContainerDependency.Condition.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "container_name", b"container_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContainerDependency: _TypeAlias = ContainerDependency  # noqa: Y015
+
+@_typing.final
+class RestartPolicy(_message.Message):
+    """ECS's container restartPolicy: the agent restarts the same container (same task)
+    when it exits with a code not ignored, after running at least restart_attempt_period.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENABLED_FIELD_NUMBER: _builtins.int
+    IGNORED_EXIT_CODES_FIELD_NUMBER: _builtins.int
+    RESTART_ATTEMPT_PERIOD_FIELD_NUMBER: _builtins.int
+    enabled: _builtins.bool
+    restart_attempt_period: _builtins.int
+    """Seconds, 60-1800 (0 = default 300)."""
+    @_builtins.property
+    def ignored_exit_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Exit codes 0-255, at most 50."""
+
+    def __init__(
+        self,
+        *,
+        enabled: _builtins.bool = ...,
+        ignored_exit_codes: _abc.Iterable[_builtins.int] | None = ...,
+        restart_attempt_period: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "ignored_exit_codes", b"ignored_exit_codes", "restart_attempt_period", b"restart_attempt_period"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestartPolicy: _TypeAlias = RestartPolicy  # noqa: Y015
 
 @_typing.final
 class Ulimit(_message.Message):
@@ -1588,6 +1690,7 @@ class ContainerState(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     HEALTH_STATUS_FIELD_NUMBER: _builtins.int
     HEALTH_OUTPUT_FIELD_NUMBER: _builtins.int
+    RESTART_COUNT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     docker_id: _builtins.str
     last_status: Global___TaskStatus.ValueType
@@ -1599,6 +1702,8 @@ class ContainerState(_message.Message):
     """While UNHEALTHY: the last failed check's exit code and first line of
     output ("exit 1: curl: connection refused").
     """
+    restart_count: _builtins.int
+    """Times the agent restarted this container in place (its restartPolicy)."""
     def __init__(
         self,
         *,
@@ -1610,10 +1715,11 @@ class ContainerState(_message.Message):
         reason: _builtins.str = ...,
         health_status: Global___HealthStatus.ValueType = ...,
         health_output: _builtins.str = ...,
+        restart_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["docker_id", b"docker_id", "exit_code", b"exit_code", "has_exit_code", b"has_exit_code", "health_output", b"health_output", "health_status", b"health_status", "last_status", b"last_status", "name", b"name", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["docker_id", b"docker_id", "exit_code", b"exit_code", "has_exit_code", b"has_exit_code", "health_output", b"health_output", "health_status", b"health_status", "last_status", b"last_status", "name", b"name", "reason", b"reason", "restart_count", b"restart_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -124,6 +124,8 @@ class FakeApi:
 
     def inspect_container(self, container_id: str) -> dict[str, Any]:
         self._engine.inspected.append(container_id)
+        if container_id not in self._engine.states:
+            raise docker.errors.NotFound(f"No such container: {container_id}")  # as the engine says
         return {"State": self._engine.states[container_id]}
 
 

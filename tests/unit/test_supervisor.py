@@ -272,3 +272,41 @@ async def test_a_task_whose_containers_vanished_is_reported_stopped(
     await eventually(lambda: statuses(reports, "t1") == [pb.STOPPED])
     assert reports[0].stop_code == pb.ESSENTIAL_CONTAINER_EXITED
     assert driver.started == []
+
+
+# -- restartPolicy: a container restarted in place -----------------------------
+
+
+async def test_a_container_is_restarted_in_place_until_it_exits_early(
+    running: Callable[[TaskSupervisor], None],
+) -> None:
+    driver = FakeDriver()
+    supervisor = TaskSupervisor(driver, node_id="n1")
+    reports: list[agent_pb.TaskStatusReport] = []
+    supervisor.attach(reports.append)
+    task = assignment("t1")
+    task.task_definition.container_definitions[0].restart_policy.CopyFrom(
+        pb.RestartPolicy(enabled=True, ignored_exit_codes=[0], restart_attempt_period=60)
+    )
+    supervisor.set_desired(snapshot(1, task))
+    running(supervisor)
+    await eventually(lambda: statuses(reports, "t1") == [pb.RUNNING])
+    task.last_status = pb.RUNNING
+    supervisor.set_desired(snapshot(2, task))
+    ((first,),) = [t.containers for t in (await driver.list_tasks("n1")).values()]
+
+    driver.exit_task("t1", 1, ran_for=61)  # ran its period: restarted, same container, same task
+    await eventually(lambda: supervisor.observed["t1"].containers[0].restart_count == 1)
+    (again,) = supervisor.observed["t1"].containers
+    assert again.runtime_id == first.runtime_id and again.phase.value == "running"
+    assert driver.started == ["t1"]
+    # Reported at once, in the same snapshot revision: the control plane records the restart.
+    await eventually(lambda: any(c.restart_count == 1 for r in reports for c in r.containers))
+    assert statuses(reports, "t1") == [pb.RUNNING, pb.RUNNING]
+
+    driver.exit_task("t1", 1, ran_for=5)  # an early exit: not restarted, the task stops
+    await eventually(lambda: pb.STOPPED in statuses(reports, "t1"))
+    stopped = [r for r in reports if r.last_status == pb.STOPPED][-1]
+    assert stopped.stop_code == pb.ESSENTIAL_CONTAINER_EXITED
+    assert [(c.restart_count, c.exit_code) for c in stopped.containers] == [(1, 1)]
+    assert driver.started == ["t1"]

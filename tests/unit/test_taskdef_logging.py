@@ -166,8 +166,8 @@ def test_describe_shows_the_configuration_as_registered_and_registers_again_unch
             "secretOptions: gelf takes no credentials",
         ),
         (
-            {"logDriver": "awslogs", "secretOptions": [{"name": "k", "valueFrom": "a//b"}]},
-            "secretOptions[k].valueFrom: secret name",
+            {"logDriver": "awslogs", "secretOptions": [{"name": "k", "valueFrom": "a\x07b"}]},
+            "secretOptions[k].valueFrom: use 1-",
         ),
         ({"logDriver": "json-file", "extra": 1}, "logConfiguration.extra: unknown field"),
     ],
