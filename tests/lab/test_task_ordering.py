@@ -38,7 +38,8 @@ DOCUMENT = {
             "memory": 16,
             "stopTimeout": 2,
             "entryPoint": ["sh", "-c"],
-            "command": [f"sleep 1; touch /tmp/ready; {STAY}"],
+            # The lab's image has no /tmp of its own.
+            "command": [f"sleep 1; mkdir -p /tmp && touch /tmp/ready; {STAY}"],
             "healthCheck": {"command": ["CMD-SHELL", "test -f /tmp/ready"], "interval": 5, "retries": 1},
         },
         {
@@ -52,7 +53,7 @@ DOCUMENT = {
                 {"containerName": "sidecar", "condition": "HEALTHY"},
             ],
             "entryPoint": ["sh", "-c"],
-            "command": [f"cat /data/config.txt > /tmp/seen; {STAY}"],
+            "command": [f"mkdir -p /tmp && cat /data/config.txt > /tmp/seen; {STAY}"],
             "mountPoints": [{"sourceVolume": "shared", "containerPath": "/data", "readOnly": True}],
         },
     ],
