@@ -5,8 +5,13 @@ Task-level `volumes` (a host path, a Docker volume with
 share) and the containers' `mountPoints` and `volumesFrom`.
 `parse_volumes` and `ContainerStorage` are the JSON schema and fill the
 protobuf messages; `check_storage` checks a message's meaning, whichever client
-sent it; `host_paths` lists every path of the node a definition would mount
-(what the control plane's --allow-host-path policy judges); `volumes_to_ecs`
+sent it; `host_paths` lists every path of the node a definition binds (a volume's
+`host.sourcePath`, and the `device` of a local-driver volume: what the control
+plane's --allow-host-path policy judges) and `local_use` sorts a Docker volume's
+driver and options into what the control plane's volume-driver policy judges (by
+default only a plain local volume, a bounded tmpfs or a bind of such a device, so
+those paths are every path of the node a definition can mount; the drivers and
+options an operator allows beyond that are theirs to trust); `volumes_to_ecs`
 and `to_ecs` write them back in ECS's shape for the describe round trip.
 
 What Berth does with AWS's own volume kinds, and why:
@@ -17,9 +22,13 @@ What Berth does with AWS's own volume kinds, and why:
   driver, the region being the agent's (`--aws-region`, else AWS_REGION; a node
   without one fails the task's start saying so). An EFS file system is reachable
   only from its VPC, so this works for nodes on EC2 in that VPC, and nowhere else.
-  What needs Amazon's helper is not applied, and the note says which:
-  `transitEncryption` (Berth does not wrap NFS in TLS) and IAM authorization (a file
-  system whose policy requires IAM then refuses the mount: it fails closed).
+  EFS is allowed by the default volume-driver policy although it is a network file
+  system: the server is the user's explicit AWS intent and Berth builds its address
+  (`fs-...efs.REGION.amazonaws.com`) itself, so a task cannot point it elsewhere.
+  `transitEncryption: ENABLED` is refused: it needs Amazon's helper (TLS around NFS),
+  and mounting plain NFS instead would silently downgrade what the file asks for.
+  IAM authorization is not applied, and the note says so (a file system whose policy
+  requires IAM then refuses the mount: it fails closed).
   An `accessPointId` is refused: mounting without the access point would hand the
   task the file system's root and its own identity instead of the access point's
   directory and enforced user, a wider grant than the file asks for.
@@ -31,6 +40,7 @@ What Berth does with AWS's own volume kinds, and why:
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -60,16 +70,37 @@ _VOLUME_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
 # A shared volume keeps its own name on the node, and Docker's names start with a letter or digit.
 _DOCKER_VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 # "local", "rexray/ebs", "vieux/sshfs:latest".
-_DRIVER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}")
+DRIVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}")
 _OPTION_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 _CONTAINER_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
 _BERTH_LABELS = "berth."
+# Berth names its task volumes berth-TASK_ID-NAME: a shared volume must not name one.
+RESERVED_VOLUME_PREFIX = "berth-"
 LOCAL_DRIVER = "local"
+# The local driver's network file systems: the node's kernel mounts a server the task names.
+NETWORK_TYPES = frozenset({"nfs", "nfs4", "cifs", "smb3"})
 # The local driver's network and memory file systems: their `device` is no path of the node.
-_REMOTE_TYPES = frozenset({"nfs", "nfs4", "cifs", "smb3", "tmpfs"})
+_REMOTE_TYPES = NETWORK_TYPES | {"tmpfs"}
+# The local driver's options (anything else the driver refuses itself).
+_LOCAL_OPTION_KEYS = frozenset({"type", "o", "device"})
+# mount(2) flags a bind may carry: none names a path or another file system.
+_BIND_FLAGS = frozenset(
+    {"bind", "rbind", "ro", "rw", "nosuid", "nodev", "noexec", "noatime", "nodiratime", "relatime"}
+    | {"private", "rprivate", "slave", "rslave", "shared", "rshared"}
+)
+# tmpfs options with a bounded meaning (no path): size and inode count, mode and owner.
+_TMPFS_OPTIONS = frozenset({"size", "nr_inodes", "mode", "uid", "gid"})
+_TMPFS_REST = "nr_inodes, mode, uid, gid"
+MAX_TMPFS_BYTES = 64 << 30
+_TMPFS_SIZE = re.compile(r"([0-9]{1,15})([kmg]?)")
+_TMPFS_NUMBER = re.compile(r"[0-9]{1,10}")
 
 # An EFS file system id: "fs-" and 8 or 17 hex digits (a little slack for the future).
 _EFS_FILE_SYSTEM_ID = re.compile(r"fs-[0-9a-f]{8,40}")
+TRANSIT_ENCRYPTION_REFUSAL = (
+    "Berth mounts EFS as plain NFS (TLS needs Amazon's efs-utils mount helper, which Berth does not run): "
+    "set DISABLED, or mount the file system yourself"
+)
 ACCESS_POINT_REFUSAL = (
     "an EFS access point needs Amazon's efs-utils mount helper, which Berth does not run, and "
     "mounting without it would grant more than the access point does: set rootDirectory to the "
@@ -255,8 +286,6 @@ _ONE_KIND = "set one of host.sourcePath, dockerVolumeConfiguration and efsVolume
 
 def _efs_to_proto(efs: _EfsVolumeConfiguration, where: str) -> pb.VolumeEfsConfiguration:
     authorization = efs.authorization_config
-    if authorization is not None and authorization.access_point_id:
-        raise InvalidArgument(f"{where}.authorizationConfig.accessPointId is refused: {ACCESS_POINT_REFUSAL}")
     message = pb.VolumeEfsConfiguration(
         file_system_id=efs.file_system_id,
         root_directory=normal_path(f"{where}.rootDirectory", efs.root_directory)
@@ -269,19 +298,14 @@ def _efs_to_proto(efs: _EfsVolumeConfiguration, where: str) -> pb.VolumeEfsConfi
         message.transit_encryption = efs.transit_encryption == "ENABLED"
     if authorization is not None:
         message.authorization_config.iam = authorization.iam == "ENABLED"
+        message.authorization_config.access_point_id = authorization.access_point_id
+    _check_efs(where, message)  # what the file may not ask for, refused as for a gRPC client
     return message
 
 
 def efs_note(efs: pb.VolumeEfsConfiguration, where: str) -> str:
     """What Berth does with an EFS volume, said at registration."""
-    not_applied = [
-        name
-        for name, asked in (
-            ("transitEncryption (the mount is plain NFS)", efs.transit_encryption),
-            ("IAM authorization", efs.authorization_config.iam),
-        )
-        if asked
-    ]
+    not_applied = [name for name, asked in (("IAM authorization", efs.authorization_config.iam),) if asked]
     note = (
         f"{where}: Berth mounts {efs.file_system_id}.efs.REGION.amazonaws.com:{efs.root_directory or '/'} "
         "over NFSv4.1 from the node (REGION: the agent's --aws-region or AWS_REGION); the node must "
@@ -374,7 +398,12 @@ def _check_volume(where: str, volume: pb.Volume) -> None:
             f"{where}.name {shown(volume.name)} is invalid for scope shared: the node's Docker volume "
             "takes this name, and Docker's names start with a letter or digit"
         )
-    if config.driver and not _DRIVER.fullmatch(config.driver):
+    if config.scope == pb.VOLUME_SCOPE_SHARED and volume.name.lower().startswith(RESERVED_VOLUME_PREFIX):
+        raise InvalidArgument(
+            f"{where}.name {shown(volume.name)} is reserved for scope shared: names starting with "
+            f"{RESERVED_VOLUME_PREFIX!r} are Berth's own task volumes"
+        )
+    if config.driver and not DRIVER_NAME.fullmatch(config.driver):
         raise InvalidArgument(
             f"{here}.driver {shown(config.driver)} is invalid: use a Docker volume driver name "
             f"(letters, digits, '_', '.', ':', '/', '-'; up to {MAX_DRIVER_LENGTH})"
@@ -396,6 +425,8 @@ def _check_efs(where: str, efs: pb.VolumeEfsConfiguration) -> None:
         _check_normal(f"{where}.rootDirectory", efs.root_directory)
     if efs.transit_encryption_port > 65535:
         raise InvalidArgument(f"{where}.transitEncryptionPort {efs.transit_encryption_port} is not a port")
+    if efs.transit_encryption:
+        raise InvalidArgument(f"{where}.transitEncryption ENABLED is refused: {TRANSIT_ENCRYPTION_REFUSAL}")
     if efs.authorization_config.access_point_id:
         raise InvalidArgument(f"{where}.authorizationConfig.accessPointId is refused: {ACCESS_POINT_REFUSAL}")
 
@@ -417,6 +448,56 @@ def local_device(config: pb.VolumeDockerConfiguration) -> str | None:
     if kind in _REMOTE_TYPES and not binds:
         return None
     return device
+
+
+class LocalUse(enum.Enum):
+    """What a Docker volume's driver and options make the node do (the volume-driver policy's input)."""
+
+    PLAIN = "plain"  # Docker's local driver without options: a directory Docker owns
+    TMPFS = "tmpfs"  # memory, with bounded options
+    BIND = "bind"  # a bind of `device`, a path the host-path policy judges
+    NETWORK = "network"  # the node's kernel mounts a server the task names (nfs, cifs)
+    OTHER_OPTIONS = "other options"  # another file system type, or options naming paths
+    OTHER_DRIVER = "other driver"  # a volume plugin: whatever it does, with the node's privileges
+
+
+def local_use(config: pb.VolumeDockerConfiguration) -> tuple[LocalUse, str]:
+    """How this volume uses the node, and for OTHER_OPTIONS which option says so (one line)."""
+    if config.driver not in ("", LOCAL_DRIVER):
+        return LocalUse.OTHER_DRIVER, ""
+    options = dict(config.driver_opts)
+    if not options:
+        return LocalUse.PLAIN, ""
+    unknown = sorted(set(options) - _LOCAL_OPTION_KEYS)
+    if unknown:
+        return LocalUse.OTHER_OPTIONS, f"key {shown(unknown[0])} (the local driver takes type, o and device)"
+    kind = options.get("type", "")
+    parts = [part.strip() for part in options.get("o", "").split(",") if part.strip()]
+    if kind in NETWORK_TYPES:
+        return LocalUse.NETWORK, ""
+    if kind == "tmpfs":
+        for part in parts:
+            key, _, value = part.partition("=")
+            if key not in _TMPFS_OPTIONS or not _bounded_tmpfs_option(key, value):
+                return LocalUse.OTHER_OPTIONS, f"o {shown(part)} (tmpfs takes size up to 64g, {_TMPFS_REST})"
+        return LocalUse.TMPFS, ""
+    if kind in ("", "none") and {"bind", "rbind"} & set(parts) and "device" in options:
+        for part in parts:
+            if part not in _BIND_FLAGS:
+                return LocalUse.OTHER_OPTIONS, f"o {shown(part)} (a bind takes mount flags only)"
+        return LocalUse.BIND, ""
+    if kind:
+        return LocalUse.OTHER_OPTIONS, f"type {shown(kind)}"
+    return LocalUse.OTHER_OPTIONS, "without a type (a bind needs o=bind and a device)"
+
+
+def _bounded_tmpfs_option(key: str, value: str) -> bool:
+    if key != "size":
+        return bool(_TMPFS_NUMBER.fullmatch(value))
+    size = _TMPFS_SIZE.fullmatch(value.lower())
+    if size is None:
+        return False
+    return int(size.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[size.group(2)] <= MAX_TMPFS_BYTES
 
 
 def _check_container_storage(
@@ -498,8 +579,10 @@ def check_storage(td: pb.TaskDefinition) -> None:
 
 
 def host_paths(td: pb.TaskDefinition) -> list[tuple[str, str]]:
-    """Every path of the node this definition mounts, as (field, path): host.sourcePath, and
-    the device of a local-driver volume that binds one (see local_device)."""
+    """Every path of the node this definition binds, as (field, path): host.sourcePath, and
+    the device of a local-driver volume that binds one (see local_device). With the default
+    volume-driver policy (see local_use) nothing else of the node can be mounted; a driver or
+    local options the operator allows beyond it may reach more, on the operator's trust."""
     found = []
     for i, volume in enumerate(td.volumes):
         if volume.HasField("host") and volume.host.source_path:

@@ -48,6 +48,10 @@ class ControlPlaneSettings:
     allow_devices: bool = False
     # Prefixes task definitions may mount host paths under (--allow-host-path); empty: none.
     allowed_host_paths: tuple[str, ...] = ()
+    # Volume drivers allowed with any options (--allow-volume-driver), and the local
+    # driver's NFS/CIFS (--allow-network-volumes); by default neither.
+    allowed_volume_drivers: tuple[str, ...] = ()
+    allow_network_volumes: bool = False
     # Ports below 1024 that `berth service expose` may use (none by default).
     lb_allowed_ports: list[int] = field(default_factory=list)
     # More host ports no service may be exposed on (agents' metrics port, ...).

@@ -19,6 +19,7 @@ from controlplane.limits import parse_ports
 from controlplane.server import ControlPlane
 from controlplane.validation.host_paths import normalize_prefixes
 from controlplane.validation.images import normalize_registries
+from controlplane.validation.volume_drivers import normalize_drivers
 
 log = logging.getLogger("controlplane")
 
@@ -75,6 +76,21 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         metavar="PREFIX",
         help="task definitions may mount host paths under this absolute PREFIX (volumes' host.sourcePath, "
         "a local volume's bind device); repeatable; none by default",
+    )
+    parser.add_argument(
+        "--allow-volume-driver",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="task definitions may use this Docker volume driver with any options (local: any "
+        "type and options of Docker's local driver); repeatable; by default only the local driver "
+        "without options, type tmpfs, or a bind of an allowed host path",
+    )
+    parser.add_argument(
+        "--allow-network-volumes",
+        action="store_true",
+        help="task definitions may mount NFS/CIFS servers they name through the local driver "
+        "(EFS volumes are always allowed)",
     )
     parser.add_argument(
         "--lb-allowed-ports", default="", help="ports below 1024 services may be exposed on, e.g. 80,443"
@@ -162,6 +178,7 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         lb_allowed_ports = parse_ports(args.lb_allowed_ports, "--lb-allowed-ports")
         lb_reserved_ports = parse_ports(args.lb_reserved_ports, "--lb-reserved-ports")
         allowed_host_paths = normalize_prefixes(args.allow_host_path)
+        allowed_volume_drivers = normalize_drivers(args.allow_volume_driver)
     except ValueError as error:
         parser.error(str(error))
     logs.configure(args.log_level)
@@ -183,6 +200,8 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         allow_privileged=args.allow_privileged,
         allow_devices=args.allow_devices,
         allowed_host_paths=allowed_host_paths,
+        allowed_volume_drivers=allowed_volume_drivers,
+        allow_network_volumes=args.allow_network_volumes,
         lb_allowed_ports=lb_allowed_ports,
         lb_reserved_ports=lb_reserved_ports,
         node_gc_after=args.node_gc_after,

@@ -91,7 +91,9 @@ class ControlPlane:
             allowed_registries=settings.allowed_registries,
             limits=self._limits(),
             privileges=PrivilegePolicy(settings.allow_privileged, settings.allow_devices),
-            host_paths=HostPathPolicy(settings.allowed_host_paths),
+            host_paths=HostPathPolicy(
+                settings.allowed_host_paths, settings.allowed_volume_drivers, settings.allow_network_volumes
+            ),
             master_key=master_key,
         )
 

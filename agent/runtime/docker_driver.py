@@ -45,6 +45,7 @@ from agent.runtime.docker_exec import DockerExec
 from agent.runtime.docker_spec import DEFAULT_PIDS_LIMIT, ContainerSpec, container_specs
 from agent.runtime.docker_state import ContainerLedger, ListedContainer
 from agent.runtime.docker_volumes import (
+    EngineError,
     VolumeSpec,
     creation_order,
     ensure_volumes,
@@ -67,6 +68,7 @@ from agent.runtime.driver import (
     ObservedTask,
     StartFailed,
 )
+from agent.runtime.host_path_links import check_no_links
 from berth.errors import Unavailable
 from berth.loglines import LineSplitter
 from berth.taskdef_lifecycle import start_timeout
@@ -231,18 +233,23 @@ class DockerDriver:
             raise StartFailed(f"CannotPullContainerError: {image}: {error}") from error
 
     def _create_blocking(
-        self, task_id: str, specs: list[ContainerSpec], volumes: list[VolumeSpec]
+        self, td: pb.TaskDefinition, task_id: str, specs: list[ContainerSpec], volumes: list[VolumeSpec]
     ) -> list[Any]:
         """Pull what is missing, make the task's volumes and create every container (none
-        started), in `specs`' order; on failure nothing of the task is left."""
+        started), in `specs`' order; on failure (a refusal, or an engine that timed out or
+        hung up) nothing of the task is left and StartFailed says why."""
+        check_no_links(td)  # before anything of the task exists on the node
         created: dict[str, Any] = {}  # Docker's container name -> container
         try:
-            for spec in specs:
-                self._ensure_image(spec.image)
-            ensure_volumes(self._client, volumes)
-            # A container that takes another's volumes (volumesFrom) is created after it.
-            for spec in creation_order(specs):
-                created[spec.name] = self._create(spec)
+            try:
+                for spec in specs:
+                    self._ensure_image(spec.image)
+                ensure_volumes(self._client, volumes)
+                # A container that takes another's volumes (volumesFrom) is created after it.
+                for spec in creation_order(specs):
+                    created[spec.name] = self._create(spec)
+            except EngineError as error:
+                raise StartFailed(f"CannotCreateContainerError: docker: {error}") from error
         except StartFailed:
             self._discard_blocking(task_id, list(created.values()), bool(volumes))
             raise
@@ -251,7 +258,7 @@ class DockerDriver:
     def _discard_blocking(self, task_id: str, containers: list[Any], volumes: bool) -> None:
         """Remove a failed start's containers, and its task volumes when it has any."""
         for container in containers:
-            with contextlib.suppress(docker.errors.DockerException):
+            with contextlib.suppress(*EngineError):
                 container.remove(force=True)
         if volumes:
             remove_task_volumes(self._client, task_id)
@@ -261,9 +268,11 @@ class DockerDriver:
     ) -> None:
         try:
             container.start()
+            container.reload()  # inspect: authoritative, unlike the list
         except docker.errors.APIError as error:
             raise StartFailed(f"CannotStartContainerError: {error.explanation or error}") from error
-        container.reload()  # inspect: authoritative, unlike the list
+        except EngineError as error:  # a timeout or a broken connection: the start is not known
+            raise StartFailed(f"CannotStartContainerError: docker: {error}") from error
         on_started(
             ObservedContainer(
                 spec.definition_name,
@@ -309,7 +318,9 @@ class DockerDriver:
         # While it starts, the task's volumes are not swept (its containers may not exist yet).
         self._starting.add(assignment.task_id)
         try:
-            created = await self._call(self._create_blocking, assignment.task_id, specs, volumes)
+            created = await self._call(
+                self._create_blocking, assignment.task_definition, assignment.task_id, specs, volumes
+            )
             try:
                 for index in order:
                     await self._await_dependencies(definitions[index], specs, created)

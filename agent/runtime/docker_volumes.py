@@ -16,8 +16,11 @@ Lifecycle, as ECS's:
   removes, the sweep of tasks no longer desired, and a start that failed);
 - a `scope: shared` volume is the node's Docker volume of the volume's own name,
   kept across tasks; with `autoprovision` it is made when missing, without it a
-  missing one fails the task's start;
-- a host path is a bind mount (the control plane's --allow-host-path judged it);
+  missing one fails the task's start; an existing one that is a task's own volume
+  (it carries a task id) or binds a node path the definition does not declare fails
+  the start too (the control plane judged only what the definition says);
+- a host path is a bind mount (the control plane's --allow-host-path judged it, and
+  agent.runtime.host_path_links refuses a symbolic link on it when the task starts);
   Docker creates a missing directory, as ECS's agent does;
 - an EFS volume is the task's own local-driver NFS volume, mounted as ECS's agent
   mounts EFS without Amazon's helper (plain NFSv4.1 from
@@ -39,12 +42,13 @@ from typing import Any, Protocol, TypeVar
 import docker.errors
 
 from agent.runtime.driver import LABEL_MANAGED, LABEL_NODE, LABEL_TASK_ID, StartFailed
+from agent.runtime.host_path_links import check_device
+from berth.taskdef_storage import LOCAL_DRIVER, local_device
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-LOCAL_DRIVER = "local"
 # The volume's name in its task definition, on every volume Berth makes.
 LABEL_VOLUME = "berth.volume-name"
 # Docker keeps a local volume in a directory of that name: stay well inside NAME_MAX.
@@ -81,12 +85,18 @@ class VolumeSpec:
     autoprovision: bool = False  # shared only: make it when missing
 
 
+def _is_shared(volume: pb.Volume) -> bool:
+    return (
+        volume.HasField("docker_volume_configuration")
+        and volume.docker_volume_configuration.scope == pb.VOLUME_SCOPE_SHARED
+    )
+
+
 def _docker_source(volume: pb.Volume, task_id: str) -> str:
     """What a mount of this volume names: a host path, a shared volume's name, or the task's own."""
     if volume.HasField("host") and volume.host.source_path:
         return volume.host.source_path
-    config = volume.docker_volume_configuration
-    if volume.HasField("docker_volume_configuration") and config.scope == pb.VOLUME_SCOPE_SHARED:
+    if _is_shared(volume):
         return volume.name
     return task_volume_name(task_id, volume.name)
 
@@ -112,7 +122,7 @@ def volume_specs(assignment: agent_pb.TaskAssignment, node_id: str, aws_region: 
         if volume.name not in mounted or (volume.HasField("host") and volume.host.source_path):
             continue
         config = volume.docker_volume_configuration
-        shared = volume.HasField("docker_volume_configuration") and config.scope == pb.VOLUME_SCOPE_SHARED
+        shared = _is_shared(volume)
         ours = {LABEL_MANAGED: "true", LABEL_VOLUME: volume.name}
         if not shared:
             ours |= {LABEL_TASK_ID: assignment.task_id, LABEL_NODE: node_id}
@@ -205,9 +215,36 @@ def creation_order(specs: Sequence[T]) -> list[T]:
 # -- I/O (blocking) ------------------------------------------------------------
 
 
-def _failed(volume: str, error: docker.errors.DockerException) -> StartFailed:
+# What the SDK raises: its own errors, and requests' timeouts and connection errors (OSError).
+EngineError = (docker.errors.DockerException, OSError)
+
+
+def _failed(volume: str, error: Exception) -> StartFailed:
     detail = getattr(error, "explanation", None) or error
     return StartFailed(f"CannotCreateContainerError: volume {volume}: {detail}")
+
+
+def _check_existing_shared(spec: VolumeSpec, attrs: dict[str, Any]) -> None:
+    """An existing shared volume is used as it is, unless it is not what the definition says."""
+    driver = attrs.get("Driver", spec.driver)
+    if driver != spec.driver:
+        raise StartFailed(
+            f"CannotCreateContainerError: shared volume {spec.name} exists with driver "
+            f"{driver}, the task definition asks for {spec.driver}"
+        )
+    if LABEL_TASK_ID in (attrs.get("Labels") or {}):
+        raise StartFailed(
+            f"CannotCreateContainerError: shared volume {spec.name} is a task's own volume "
+            f"(it carries {LABEL_TASK_ID}): a shared volume must not name one"
+        )
+    options = dict(attrs.get("Options") or {})
+    if driver == LOCAL_DRIVER and local_device(pb.VolumeDockerConfiguration(driver_opts=options)) is not None:
+        if options != spec.driver_opts:
+            raise StartFailed(
+                f"CannotCreateContainerError: shared volume {spec.name} binds a path of the node that "
+                "its task definition does not declare (the host-path policy judged only what it declares)"
+            )
+        check_device(spec.name, options)
 
 
 def ensure_volumes(client: Any, specs: Sequence[VolumeSpec]) -> None:
@@ -219,15 +256,10 @@ def ensure_volumes(client: Any, specs: Sequence[VolumeSpec]) -> None:
                 existing = client.volumes.get(spec.name)
             except docker.errors.NotFound:
                 existing = None
-            except docker.errors.DockerException as error:
+            except EngineError as error:
                 raise _failed(spec.name, error) from error
             if existing is not None:
-                driver = (existing.attrs or {}).get("Driver", spec.driver)
-                if driver != spec.driver:
-                    raise StartFailed(
-                        f"CannotCreateContainerError: shared volume {spec.name} exists with driver "
-                        f"{driver}, the task definition asks for {spec.driver}"
-                    )
+                _check_existing_shared(spec, existing.attrs or {})
                 continue
             if not spec.autoprovision:
                 raise StartFailed(
@@ -238,7 +270,7 @@ def ensure_volumes(client: Any, specs: Sequence[VolumeSpec]) -> None:
             client.volumes.create(
                 name=spec.name, driver=spec.driver, driver_opts=spec.driver_opts, labels=spec.labels
             )
-        except docker.errors.DockerException as error:
+        except EngineError as error:
             raise _failed(spec.name, error) from error
         log.info("event=volume_created volume=%s shared=%s", spec.name, spec.shared)
 
@@ -247,7 +279,7 @@ def remove_task_volumes(client: Any, task_id: str) -> None:
     """Remove the task's own volumes (never a shared one: those carry no task id)."""
     try:
         volumes = client.volumes.list(filters={"label": f"{LABEL_TASK_ID}={task_id}"})
-    except docker.errors.DockerException as error:
+    except EngineError as error:
         log.warning("event=volume_list_failed task=%s error=%r", task_id, str(error))
         return
     for volume in volumes:
@@ -256,7 +288,7 @@ def remove_task_volumes(client: Any, task_id: str) -> None:
             log.info("event=volume_removed task=%s volume=%s", task_id, volume.name)
         except docker.errors.NotFound:
             pass
-        except docker.errors.DockerException as error:
+        except EngineError as error:
             log.warning(
                 "event=volume_remove_failed task=%s volume=%s error=%r", task_id, volume.name, str(error)
             )

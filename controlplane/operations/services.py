@@ -173,7 +173,7 @@ class Services:
         count = desired_count(spec.desired_count, self._quotas.tasks_per_service)
         cluster, cluster_revision = await self._clusters.existing(spec.cluster)
         self._check_service_quota(cluster)
-        td = await self._taskdefs.resolve(spec.task_definition)
+        td = await self._taskdefs.runnable(spec.task_definition)
         compile_strategy(spec.placement_strategy)
         compile_constraints(spec.placement_constraints)
         ports = resolve_ports(spec.ports, td)
@@ -267,7 +267,7 @@ class Services:
         A task definition other than the PRIMARY's (or `force_new_deployment`)
         starts a deployment; everything is checked before anything is written.
         """
-        td = await self._taskdefs.resolve(change.task_definition) if change.task_definition else None
+        td = await self._taskdefs.runnable(change.task_definition) if change.task_definition else None
         started = False
 
         def apply(cluster: str, service: pb.Service) -> pb.Service:

@@ -59,6 +59,13 @@ class TaskDefinitions:
         log.info("event=taskdef_registered taskdef=%s:%s", registered.family, registered.revision)
         return registered
 
+    async def runnable(self, ref: str) -> pb.TaskDefinition:
+        """resolve(ref), re-judged by today's host-path and volume-driver policy: an older
+        revision registered under a wider flag does not run once the operator narrowed it."""
+        td = await self.resolve(ref)
+        self._host_paths.check(td)
+        return td
+
     async def all(self, family: str = "") -> list[pb.TaskDefinition]:
         if family:
             check_family(family)

@@ -75,7 +75,7 @@ class Tasks:
     ) -> pb.Task:
         """Create one task that is not part of a service; the scheduler places it."""
         cluster, cluster_revision = await self._clusters.existing(cluster_name)
-        td = await self._taskdefs.resolve(task_definition)
+        td = await self._taskdefs.runnable(task_definition)
         compile_strategy(strategy)
         compile_constraints(constraints)
         task = lifecycle.new_task(cluster, td, "", strategy, constraints)

@@ -1,12 +1,16 @@
-"""The cluster's host-path policy (`--allow-host-path PREFIX`, repeatable; none by default).
+"""The cluster's host-path policy (`--allow-host-path PREFIX`, repeatable; none by default),
+and `HostPathPolicy`, which judges it with the volume-driver policy (volume_drivers).
 
 A host path reaches the node itself (its files, its Docker socket, its keys), so a task
 definition may mount one only under a prefix the operator configured. Judged at
-registration for every path `berth.taskdef_storage.host_paths` finds (a volume's
-`host.sourcePath`, and the `device` of a local-driver volume that binds one), by path
-components: `/srv/data` allows `/srv/data` and `/srv/data/app`, never `/srv/database`.
-Paths are normalized before they get here (absolute, no '..'), and prefixes when the
-control plane starts.
+registration, and again when a task is run or a service created or updated with the
+definition (so narrowing the flag also holds back old revisions), for every path
+`berth.taskdef_storage.host_paths` finds (a volume's `host.sourcePath`, and the `device` of a
+local-driver volume that binds one; with the default volume-driver policy nothing else of the
+node can be mounted), by path components: `/srv/data` allows `/srv/data` and `/srv/data/app`,
+never `/srv/database`. Paths are normalized before they get here (absolute, no '..'), and
+prefixes when the control plane starts. Strings only: a symbolic link on the node is the
+agent's to refuse when the task starts (agent.runtime.host_path_links).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from berth.errors import InvalidArgument
 from berth.taskdef_storage import host_paths, normal_path, path_components
 from berth.v1 import resources_pb2 as pb
+from controlplane.validation.volume_drivers import volume_driver_refusal
 
 FLAG = "--allow-host-path"
 
@@ -56,10 +61,19 @@ def host_path_refusal(td: pb.TaskDefinition, allowed: tuple[str, ...]) -> str | 
 
 @dataclass(frozen=True)
 class HostPathPolicy:
+    """What of the node a task definition may mount: host paths and volume drivers."""
+
     # Normalized absolute prefixes (normalize_prefixes); empty: no host path at all.
     allowed: tuple[str, ...] = ()
+    # Volume drivers allowed with any options (--allow-volume-driver).
+    volume_drivers: tuple[str, ...] = ()
+    # The local driver's nfs/cifs types (--allow-network-volumes).
+    network_volumes: bool = False
 
     def check(self, td: pb.TaskDefinition) -> None:
-        reason = host_path_refusal(td, self.allowed)
+        """Raise InvalidArgument naming the policy and its flag (registration, run, service)."""
+        reason = volume_driver_refusal(td, self.volume_drivers, self.network_volumes) or host_path_refusal(
+            td, self.allowed
+        )
         if reason is not None:
             raise InvalidArgument(reason)

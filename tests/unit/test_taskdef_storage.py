@@ -542,14 +542,28 @@ def test_efs_is_accepted_with_a_note_saying_what_berth_does() -> None:
 
 def test_efs_says_what_it_does_not_apply() -> None:
     _, notes = parse_register_document(
-        _efs(transitEncryption="ENABLED", transitEncryptionPort=2049, authorizationConfig={"iam": "ENABLED"})
+        _efs(transitEncryption="DISABLED", transitEncryptionPort=2049, authorizationConfig={"iam": "ENABLED"})
     )
-    assert notes[0].endswith("; not applied: transitEncryption (the mount is plain NFS), IAM authorization")
+    assert notes[0].endswith("; not applied: IAM authorization")
+
+
+def test_efs_transit_encryption_is_refused_not_downgraded_to_plain_nfs() -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        parse_register_document(_efs(transitEncryption="ENABLED"))
+    assert str(refused.value) == (
+        "volumes[0].efsVolumeConfiguration.transitEncryption ENABLED is refused: Berth mounts EFS as plain "
+        "NFS (TLS needs Amazon's efs-utils mount helper, which Berth does not run): set DISABLED, or mount "
+        "the file system yourself"
+    )
+    td, _ = parse_register_document(_efs(transitEncryption="DISABLED"))
+    td.volumes[0].efs_volume_configuration.transit_encryption = True  # a gRPC client skips the CLI
+    with pytest.raises(InvalidArgument, match="transitEncryption ENABLED is refused"):
+        validate_task_definition(td)
 
 
 def test_efs_round_trips() -> None:
     td, _ = parse_register_document(
-        _efs(rootDirectory="/", transitEncryption="ENABLED", authorizationConfig={"iam": "DISABLED"})
+        _efs(rootDirectory="/", transitEncryption="DISABLED", authorizationConfig={"iam": "DISABLED"})
     )
     shown = json.loads(json.dumps(to_ecs_document(td)))
     assert shown["volumes"] == [
@@ -558,7 +572,7 @@ def test_efs_round_trips() -> None:
             "efsVolumeConfiguration": {
                 "fileSystemId": EFS_ID,
                 "rootDirectory": "/",
-                "transitEncryption": "ENABLED",
+                "transitEncryption": "DISABLED",
                 "authorizationConfig": {"iam": "DISABLED"},
             },
         }
