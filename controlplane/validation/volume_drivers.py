@@ -20,6 +20,7 @@ so a task definition cannot point the mount anywhere else.
 
 from __future__ import annotations
 
+from berth.names import shown
 from berth.taskdef_storage import DRIVER_NAME, LOCAL_DRIVER, LocalUse, local_use
 from berth.v1 import resources_pb2 as pb
 
@@ -58,9 +59,9 @@ def volume_driver_refusal(
             )
         if use is LocalUse.NETWORK and not network:
             return (
-                f"{where}.driverOpts type {config.driver_opts['type']} is refused by the volume-driver "
-                "policy: a network volume makes the node's kernel mount any server the task names "
-                f"(start the control plane with {NETWORK_FLAG})"
+                f"{where}.driverOpts type {shown(config.driver_opts['type'])} is refused by the "
+                "volume-driver policy: a network volume makes the node's kernel mount any server the "
+                f"task names (start the control plane with {NETWORK_FLAG})"
             )
         if use is LocalUse.OTHER_OPTIONS:
             return (

@@ -1,8 +1,11 @@
 """ECS's storage on real Docker: an empty volume two containers share (one writes, the other
 reads; read-only refuses writes), volumesFrom, a task-scoped Docker volume removed with its
 task while a shared one survives, a missing shared volume without autoprovision failing the
-start, host paths judged by the control plane's --allow-host-path policy, and an EFS volume
-accepted with its note and failing the start on a node without an AWS region (no NFS traffic)."""
+start, host paths judged by the control plane's --allow-host-path policy (and a symbolic link
+on an allowed path failing the start), local volume options and drivers judged by the
+volume-driver policy, a shared volume naming a task's own refused, and an EFS volume accepted
+with its note and failing the start on a node without an AWS region (no NFS traffic), while
+transitEncryption ENABLED is refused."""
 
 from __future__ import annotations
 
@@ -181,7 +184,7 @@ def test_a_task_volume_goes_with_its_task_and_a_shared_one_stays(
     berth: Berth, agent: AgentProcess, engine: docker.DockerClient, tmp_path: Path
 ) -> None:
     berth.ok("cluster", "create", "scopes")
-    shared = f"berth-e2e-shared-{uuid.uuid4().hex[:8]}"
+    shared = f"e2e-shared-{uuid.uuid4().hex[:8]}"  # berth-: reserved for task volumes
     volumes = [
         {"name": "scratch", "dockerVolumeConfiguration": {"scope": "task", "labels": {"purpose": "e2e"}}},
         {"name": shared, "dockerVolumeConfiguration": {"scope": "shared", "autoprovision": True}},
@@ -227,7 +230,7 @@ def test_a_missing_shared_volume_without_autoprovision_fails_the_start(
     berth: Berth, agent: AgentProcess, engine: docker.DockerClient, tmp_path: Path
 ) -> None:
     berth.ok("cluster", "create", "missing")
-    absent = f"berth-e2e-absent-{uuid.uuid4().hex[:8]}"
+    absent = f"e2e-absent-{uuid.uuid4().hex[:8]}"
     volumes = [{"name": absent, "dockerVolumeConfiguration": {"scope": "shared", "autoprovision": False}}]
     app = _container("app", "sleep 5", mountPoints=[{"sourceVolume": absent, "containerPath": "/d"}])
     berth.ok("taskdef", "register", "--cli-input-json", _document(tmp_path, "missing", volumes, [app]))
@@ -314,7 +317,7 @@ def test_efs_is_accepted_with_its_note_and_a_node_without_a_region_fails_the_sta
             "efsVolumeConfiguration": {
                 "fileSystemId": file_system,
                 "rootDirectory": "/app",
-                "transitEncryption": "ENABLED",
+                "transitEncryption": "DISABLED",
             },
         }
     ]
@@ -325,7 +328,7 @@ def test_efs_is_accepted_with_its_note_and_a_node_without_a_region_fails_the_sta
     assert registered.stderr.splitlines() == [
         f"note: volumes[0].efsVolumeConfiguration: Berth mounts {file_system}.efs.REGION.amazonaws.com:/app "
         "over NFSv4.1 from the node (REGION: the agent's --aws-region or AWS_REGION); the node must reach "
-        "the file system's mount targets; not applied: transitEncryption (the mount is plain NFS)"
+        "the file system's mount targets"
     ]
     shown = berth.ok("taskdef", "describe", "efs", "-o", "json").json()
     assert shown["volumes"] == volumes
@@ -358,3 +361,128 @@ def test_the_sweep_finds_a_left_behind_task_volume_on_the_engine(engine: docker.
     finally:
         _remove_volume(engine, name)
         _remove_volume(engine, kept)
+
+
+def test_efs_transit_encryption_is_refused_and_nothing_is_written(
+    berth: Berth, controlplane: ControlPlaneProcess, tmp_path: Path
+) -> None:
+    before = _taskdefs(controlplane)
+    volumes = [
+        {
+            "name": "v",
+            "efsVolumeConfiguration": {
+                "fileSystemId": "fs-0123456789abcdef0",
+                "transitEncryption": "ENABLED",
+            },
+        }
+    ]
+    app = _container("app", "true", mountPoints=[{"sourceVolume": "v", "containerPath": "/mnt"}])
+    result = berth("taskdef", "register", "--cli-input-json", _document(tmp_path, "tls", volumes, [app]))
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "error: volumes[0].efsVolumeConfiguration.transitEncryption ENABLED is refused: Berth mounts EFS as "
+        "plain NFS (TLS needs Amazon's efs-utils mount helper, which Berth does not run): set DISABLED, or "
+        "mount the file system yourself"
+    )
+    assert _taskdefs(controlplane) == before
+
+
+@pytest.mark.parametrize(
+    ("config", "refusal"),
+    [
+        (
+            {
+                "driverOpts": {
+                    "type": "overlay",
+                    "device": "/srv/o",
+                    "o": "lowerdir=/,upperdir=/u,workdir=/w",
+                }
+            },
+            "volumes[0].dockerVolumeConfiguration.driverOpts type 'overlay' is refused by the volume-driver "
+            "policy",
+        ),
+        (
+            {"driverOpts": {"type": "nfs", "device": ":/", "o": "addr=127.0.0.1"}},
+            "volumes[0].dockerVolumeConfiguration.driverOpts type 'nfs' is refused by the volume-driver "
+            "policy: a network volume makes the node's kernel mount any server the task names (start the "
+            "control plane with --allow-network-volumes)",
+        ),
+        (
+            {"driver": "local-persist", "driverOpts": {"mountpoint": "/etc"}},
+            "volumes[0].dockerVolumeConfiguration.driver local-persist is refused by the volume-driver "
+            "policy",
+        ),
+        (
+            {"scope": "shared", "autoprovision": True},
+            "is reserved for scope shared: names starting with 'berth-' are Berth's own task volumes",
+        ),
+    ],
+)
+def test_volume_drivers_and_options_that_reach_the_node_are_refused_and_nothing_is_written(
+    berth: Berth, controlplane: ControlPlaneProcess, tmp_path: Path, config: dict[str, Any], refusal: str
+) -> None:
+    before = _taskdefs(controlplane)
+    name = "berth-0123456789abcdef0123456789abcdef-data" if config.get("scope") == "shared" else "v"
+    volumes = [{"name": name, "dockerVolumeConfiguration": config}]
+    app = _container("app", "true", mountPoints=[{"sourceVolume": name, "containerPath": "/v"}])
+    result = berth("taskdef", "register", "--cli-input-json", _document(tmp_path, "drivers", volumes, [app]))
+    assert result.exit_code == 1
+    assert refusal in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert _taskdefs(controlplane) == before
+
+
+def test_a_symbolic_link_on_an_allowed_host_path_fails_the_start_and_nothing_is_left(
+    berth: Berth, agent: AgentProcess, engine: docker.DockerClient, host_root: Path, tmp_path: Path
+) -> None:
+    # As a task with a writable mount of the allowed tree could make it: a link out of the tree.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("not for tasks\n")
+    link = host_root / f"link-{uuid.uuid4().hex[:8]}"
+    link.symlink_to(outside)
+    try:
+        berth.ok("cluster", "create", "links")
+        volumes = [{"name": "host", "host": {"sourcePath": f"{link}/sub"}}]
+        app = _container("app", "sleep 5", mountPoints=[{"sourceVolume": "host", "containerPath": "/h"}])
+        berth.ok("taskdef", "register", "--cli-input-json", _document(tmp_path, "links", volumes, [app]))
+        result = berth(
+            "task", "run", "--cluster", "links", "--task-definition", "links", "--wait", "--timeout", "60"
+        )
+        assert result.exit_code == 1
+        assert (
+            f"failed to start (TaskFailedToStart: CannotCreateContainerError: volumes[0].host.sourcePath "
+            f"{link}/sub: its component {link} is a symbolic link on this node, and Berth binds no symbolic "
+            "links (the host-path policy judges the path as written))"
+        ) in result.stderr
+        assert str(outside) not in result.stderr  # where the link points is not told
+        (task,) = berth.tasks("links")
+        assert _gone(engine, task["id"]) and not _task_volumes(engine, task["id"])
+        assert sorted(p.name for p in outside.iterdir()) == ["secret"]  # Docker made nothing there
+    finally:
+        link.unlink()
+
+
+def test_a_shared_volume_that_is_a_tasks_own_fails_the_start(
+    berth: Berth, agent: AgentProcess, engine: docker.DockerClient, tmp_path: Path
+) -> None:
+    # Made outside Berth with a task's label (the berth- prefix itself is refused at registration).
+    name = f"e2e-owned-{uuid.uuid4().hex[:8]}"
+    engine.volumes.create(name=name, labels={"berth.task-id": "0123456789abcdef0123456789abcdef"})
+    try:
+        berth.ok("cluster", "create", "owned")
+        volumes = [{"name": name, "dockerVolumeConfiguration": {"scope": "shared"}}]
+        app = _container("app", "sleep 5", mountPoints=[{"sourceVolume": name, "containerPath": "/d"}])
+        berth.ok("taskdef", "register", "--cli-input-json", _document(tmp_path, "owned", volumes, [app]))
+        result = berth(
+            "task", "run", "--cluster", "owned", "--task-definition", "owned", "--wait", "--timeout", "60"
+        )
+        assert result.exit_code == 1
+        assert (
+            f"CannotCreateContainerError: shared volume {name} is a task's own volume (it carries "
+            "berth.task-id): a shared volume must not name one"
+        ) in result.stderr
+        (task,) = berth.tasks("owned")
+        assert _gone(engine, task["id"])
+        engine.volumes.get(name)  # left as it was
+    finally:
+        _remove_volume(engine, name)
