@@ -145,9 +145,14 @@ class DockerDriver:
         # Touched by worker threads only, one set operation at a time; a stale
         # entry costs one failed create, then a pull.
         self._present_images: set[str] = set()
-        # Tasks whose start is in flight (their volumes may exist before their containers),
-        # and when each node's task volumes left behind are next looked for. Event loop thread only.
+        # Tasks whose start is in flight (their volumes may exist before their containers):
+        # added and discarded on the loop, read by the sweep's worker thread (one set operation
+        # at a time, atomic under the GIL). The sweep removes a volume, and a start makes its
+        # volumes, holding _volumes_guard (worker threads only; the loop never waits on it), so
+        # a start that begins while a volume of its task is removed remakes it afterwards.
         self._starting: set[str] = set()
+        self._volumes_guard = threading.Lock()
+        # When each node's task volumes left behind are next looked for. Event loop thread only.
         self._next_volume_sweep: dict[str, float] = {}
 
     async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -204,16 +209,28 @@ class DockerDriver:
         due = self._next_volume_sweep.setdefault(node_id, time.monotonic() + VOLUME_SWEEP_INTERVAL)
         if time.monotonic() >= due:
             self._next_volume_sweep[node_id] = time.monotonic() + VOLUME_SWEEP_INTERVAL
-            live = {c.task_id for c in listed} | self._starting
-            try:
-                await self._call(sweep_task_volumes, self._client, node_id, live, time.time())
-            except Unavailable as error:  # the listing stands; the next sweep tries again
-                log.warning("event=volume_sweep_failed node=%s error=%r", node_id, str(error))
+            await self._sweep_volumes(node_id, {c.task_id for c in listed})
         return docker_state.by_task(
             (c.task_id, self._ledger.with_lifecycle(self._ledger.with_health_output(container)))
             for c in listed
             if (container := observed[c.id])
         )
+
+    async def _sweep_volumes(self, node_id: str, live: set[str]) -> None:
+        """Remove task volumes left behind; whatever goes wrong, the node's listing stands
+        and the next sweep tries again."""
+        try:
+            await self._call(
+                sweep_task_volumes,
+                self._client,
+                node_id,
+                live,
+                time.time(),
+                self._starting.__contains__,
+                self._volumes_guard,
+            )
+        except Exception as error:
+            log.warning("event=volume_sweep_failed node=%s error=%r", node_id, str(error))
 
     # -- starting --------------------------------------------------------
 
@@ -244,7 +261,8 @@ class DockerDriver:
             try:
                 for spec in specs:
                     self._ensure_image(spec.image)
-                ensure_volumes(self._client, volumes)
+                with self._volumes_guard:
+                    ensure_volumes(self._client, volumes)
                 # A container that takes another's volumes (volumesFrom) is created after it.
                 for spec in creation_order(specs):
                     created[spec.name] = self._create(spec)

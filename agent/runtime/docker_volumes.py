@@ -30,12 +30,14 @@ Lifecycle, as ECS's:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import logging
 import math
 import re
 from collections.abc import Callable, Sequence, Set
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -314,9 +316,24 @@ def _created_at(text: str) -> float:
         return math.inf
 
 
-def sweep_task_volumes(client: Any, node_id: str, live_tasks: Set[str], now: float) -> list[str]:
+def _never(task_id: str) -> bool:
+    return False
+
+
+def sweep_task_volumes(
+    client: Any,
+    node_id: str,
+    live_tasks: Set[str],
+    now: float,
+    starting: Callable[[str], bool] = _never,
+    guard: AbstractContextManager[Any] | None = None,
+) -> list[str]:
     """Remove this node's task volumes left behind by tasks with no container here any more
-    (never a shared volume: those carry no task id); return their names."""
+    (never a shared volume: those carry no task id); return their names.
+
+    `starting(task_id)` is asked again right before each removal, inside `guard`: a start
+    that began after the volumes were listed keeps its volume, and a start that begins during
+    a removal makes its volumes (ensure_volumes, inside the same guard) only after it."""
     volumes = client.volumes.list(filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_NODE}={node_id}"]})
     found = {
         volume.name: (volume, (volume.attrs.get("Labels") or {}).get(LABEL_TASK_ID, "")) for volume in volumes
@@ -329,13 +346,18 @@ def sweep_task_volumes(client: Any, node_id: str, live_tasks: Set[str], now: flo
         live_tasks,
         now,
     )
+    swept = []
     for name in stale:
         volume, task_id = found[name]
-        try:
-            volume.remove(force=True)
-            log.info("event=volume_swept task=%s volume=%s", task_id, name)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.DockerException as error:
-            log.warning("event=volume_sweep_failed task=%s volume=%s error=%r", task_id, name, str(error))
-    return stale
+        with guard if guard is not None else contextlib.nullcontext():
+            if starting(task_id):
+                continue
+            try:
+                volume.remove(force=True)
+                swept.append(name)
+                log.info("event=volume_swept task=%s volume=%s", task_id, name)
+            except docker.errors.NotFound:
+                pass
+            except EngineError as error:
+                log.warning("event=volume_sweep_failed task=%s volume=%s error=%r", task_id, name, str(error))
+    return swept
