@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from berth.errors import InvalidArgument
 from berth.names import check_family, shown
+from berth.schema_errors import one_line
 from berth.secretnames import MAX_REFERENCE_LENGTH, parse_reference
 from berth.taskdef_aws import IGNORED_DOCUMENT_FIELDS, check_kept_container, check_kept_document
 from berth.taskdef_aws import take_container as take_aws_container
@@ -205,25 +206,6 @@ class _RegisterDocument(_Strict):
     _coerce_memory = field_validator("memory", mode="before")(_task_memory)
 
 
-def _one_line(error: ValidationError, where: str) -> InvalidArgument:
-    """Turn pydantic's first complaint into one line that names the field to fix."""
-    first = error.errors()[0]
-    path = where
-    for part in first["loc"]:
-        # A field name comes from the input: escape it, so the message stays one line.
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part.isidentifier() and len(part) <= 64:
-            path += f".{part}"
-        else:
-            path += f"[{shown(part)}]"
-    if first["type"] == "extra_forbidden":
-        return InvalidArgument(f"{path}: unknown field {shown(str(first['loc'][-1]))}")
-    if first["type"] == "missing":
-        return InvalidArgument(f"{path}: required field is missing")
-    return InvalidArgument(f"{path}: {' '.join(first['msg'].split())}")
-
-
 def _present(doc: dict[str, Any]) -> dict[str, Any]:
     """The fields that are there: explicit nulls are absent, as AWS reads them. (Every field of
     ECS's schema is known; one that is not is refused by the schema, naming it.)"""
@@ -247,7 +229,7 @@ def _container_to_proto(raw: Any, index: int, notes: list[str]) -> pb.ContainerD
         lifecycle, rest = LifecycleSettings.take(rest)
         model = _ContainerDefinition.model_validate(rest)
     except ValidationError as error:
-        raise _one_line(error, where) from None
+        raise one_line(error, where) from None
     notes.extend(aws_notes)
     container = pb.ContainerDefinition(
         name=model.name,
@@ -369,7 +351,7 @@ def parse_register_document(data: Any) -> tuple[pb.TaskDefinition, list[str]]:
         namespaces, relevant = Namespaces.take(relevant)
         doc = _RegisterDocument.model_validate(relevant)
     except ValidationError as error:
-        raise _one_line(error, "taskDefinition") from None
+        raise one_line(error, "taskDefinition") from None
     if doc.network_mode == "awsvpc":
         notes.append(AWSVPC_NOTE)
     notes.extend(aws_notes)

@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from berth.errors import InvalidArgument
 from berth.names import shown
+from berth.schema_errors import one_line
 from berth.v1 import resources_pb2 as pb
 
 # The JSON fields this module owns: of a container definition, and of the document.
@@ -213,23 +214,6 @@ def _without_nulls(value: Any, depth: int = 3) -> Any:
     return value
 
 
-def _one_line(error: ValidationError, where: str) -> InvalidArgument:
-    first = error.errors()[0]
-    path = where
-    for part in first["loc"]:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part.isidentifier() and len(part) <= 64:
-            path += f".{part}"
-        else:
-            path += f"[{shown(part)}]"
-    if first["type"] == "extra_forbidden":
-        return InvalidArgument(f"{path}: unknown field {shown(str(first['loc'][-1]))}")
-    if first["type"] == "missing":
-        return InvalidArgument(f"{path}: required field is missing")
-    return InvalidArgument(f"{path}: {' '.join(first['msg'].split())}")
-
-
 def parse_volumes(raw: Any, notes: list[str]) -> list[pb.Volume]:
     """The document's `volumes` as messages (paths normalized); notes for the user go to `notes`."""
     if not isinstance(raw, list):
@@ -244,7 +228,7 @@ def parse_volumes(raw: Any, notes: list[str]) -> list[pb.Volume]:
         try:
             model = _Volume.model_validate(_without_nulls(item))
         except ValidationError as error:
-            raise _one_line(error, where) from None
+            raise one_line(error, where) from None
         volumes.append(_volume_to_proto(model, where, notes))
     return volumes
 
