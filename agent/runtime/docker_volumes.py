@@ -44,7 +44,6 @@ from typing import Any, Protocol, TypeVar
 import docker.errors
 
 from agent.runtime.driver import LABEL_MANAGED, LABEL_NODE, LABEL_TASK_ID, StartFailed
-from agent.runtime.host_path_links import check_device
 from berth.taskdef_storage import LOCAL_DRIVER, local_device
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
@@ -241,12 +240,12 @@ def _check_existing_shared(spec: VolumeSpec, attrs: dict[str, Any]) -> None:
         )
     options = dict(attrs.get("Options") or {})
     if driver == LOCAL_DRIVER and local_device(pb.VolumeDockerConfiguration(driver_opts=options)) is not None:
+        # The same options as the definition's: its device was judged and walked for links.
         if options != spec.driver_opts:
             raise StartFailed(
                 f"CannotCreateContainerError: shared volume {spec.name} binds a path of the node that "
                 "its task definition does not declare (the host-path policy judged only what it declares)"
             )
-        check_device(spec.name, options)
 
 
 def ensure_volumes(client: Any, specs: Sequence[VolumeSpec]) -> None:

@@ -26,7 +26,7 @@ import stat
 from collections.abc import Callable
 
 from agent.runtime.driver import StartFailed
-from berth.taskdef_storage import host_paths, local_device
+from berth.taskdef_storage import host_paths
 from berth.v1 import resources_pb2 as pb
 
 # lstat(2), a seam for tests.
@@ -59,13 +59,6 @@ def check_no_links(td: pb.TaskDefinition, lstat: Lstat = os.lstat) -> None:
         link = link_in(path, lstat)
         if link is not None:
             raise StartFailed(_refusal(where, path, link))
-
-
-def check_device(name: str, options: dict[str, str], lstat: Lstat = os.lstat) -> None:
-    """The same for an existing shared volume whose options bind a node path."""
-    device = local_device(pb.VolumeDockerConfiguration(driver="local", driver_opts=options))
-    if device is not None and (link := link_in(device, lstat)) is not None:
-        raise StartFailed(_refusal(f"shared volume {name} device", device, link))
 
 
 def _refusal(where: str, path: str, link: str) -> str:
