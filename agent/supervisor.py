@@ -24,6 +24,7 @@ from agent.metrics import TASK_START_FAILURES, TASKS_OBSERVED, TASKS_STARTED
 from agent.reconciler import Remove, Report, Restart, Start, Stop
 from agent.runtime.driver import ObservedTask, StartFailed, TaskDriver
 from berth.errors import Unavailable
+from berth.taskdef_lifecycle import restart_total
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
@@ -158,8 +159,7 @@ class TaskSupervisor:
         return self._sink is not None and self._reported.get(report.task_id) != self._key(report)
 
     def _key(self, report: agent_pb.TaskStatusReport) -> tuple[int, int, int, int]:
-        restarts = sum(c.restart_count for c in report.containers)
-        return (report.last_status, report.health_status, restarts, self._revision)
+        return (report.last_status, report.health_status, restart_total(report.containers), self._revision)
 
     async def _keep_output(self, report: agent_pb.TaskStatusReport) -> None:
         """Attach a stopped task's last lines while its containers still exist."""
