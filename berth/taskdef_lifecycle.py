@@ -5,8 +5,10 @@ bounds) and `LifecycleSettings.apply` fills the protobuf message;
 `check_lifecycle` checks their meaning across the whole task (names that
 exist, no self-dependency, no cycle, HEALTHY only on a container with a
 healthCheck, COMPLETE/SUCCESS never on an essential one), whichever client
-sent it. `dependency_order` is the order in which a task's containers start
-(the agent's too); `to_ecs` writes the fields back in ECS's shape.
+sent it. `dependency_order` ranks a task's containers, each after those it
+depends on (the agent stops them in the reverse order; it starts each as soon
+as its conditions are met, `agent.ordering`); `to_ecs` writes the fields back
+in ECS's shape.
 """
 
 from __future__ import annotations
@@ -136,8 +138,8 @@ def restart_total(containers: Iterable[_Restarted]) -> int:
 
 
 def dependency_order(containers: Sequence[pb.ContainerDefinition]) -> list[int]:
-    """The indexes of the containers in the order they start: each after every container it
-    depends on, otherwise in task-definition order. Raises InvalidArgument on a cycle or an
+    """The indexes of the containers, each after every container it depends on, otherwise in
+    task-definition order (reversed, the order they stop in). Raises InvalidArgument on a cycle or an
     unknown name (check_lifecycle says which; the agent only ever sees checked definitions)."""
     index = {c.name: i for i, c in enumerate(containers)}
     waits_for: list[set[int]] = []
