@@ -1,14 +1,19 @@
-"""The order of a task's containers and when one may start or restart (pure).
+"""When a task's containers may start or restart, and the order they stop in (pure).
 
-A task's containers start in dependency order (`start_order`): each only once
-every container it `dependsOn` met its condition (`waiting_on`), and stop in
-the reverse order (`stop_order`: dependents first). A condition a dependency
-can never meet any more (SUCCESS after a non-zero exit, HEALTHY or START
-after an exit) fails the task's start at once, as does a wait longer than
-the dependent container's startTimeout.
+While a task starts, `next_step` looks at its containers as seen and says
+which to start now: every container not yet started whose `dependsOn`
+conditions are all met (`waiting_on`), so containers without dependencies
+start at once and one container's wait never holds up another, as in ECS.
+The start fails at once when a condition can never be met any more (SUCCESS
+after a non-zero exit, HEALTHY after an exit), or when a container waited on
+for COMPLETE, SUCCESS or HEALTHY has not got there within its own
+startTimeout from its own start (ECS's hasDependencyTimedOut; unset: the
+agent's default, `berth.taskdef_lifecycle.DEFAULT_START_TIMEOUT`).
+Containers stop in the reverse of the dependency order (`stop_order`:
+dependents first).
 
-`restart_due` is ECS's restartPolicy: a container that exited is restarted in
-place when its exit code is not ignored and it ran at least
+`due_restarts` is ECS's restartPolicy: a container that exited is restarted
+in place when its exit code is not ignored and it ran at least
 restartAttemptPeriod seconds since its last (re)start.
 """
 
@@ -19,7 +24,12 @@ from dataclasses import dataclass
 from enum import Enum
 
 from agent.runtime.driver import ContainerHealth, ContainerPhase, ObservedContainer
-from berth.taskdef_lifecycle import CONDITION_NAMES, dependency_order, restart_attempt_period
+from berth.taskdef_lifecycle import (
+    CONDITION_NAMES,
+    dependency_order,
+    restart_attempt_period,
+    start_timeout,
+)
 from berth.v1 import resources_pb2 as pb
 
 
@@ -87,20 +97,81 @@ def waiting_on(definition: pb.ContainerDefinition, seen: Mapping[str, Seen]) -> 
     return Verdict.MET, ""
 
 
-def timed_out_reason(definition: pb.ContainerDefinition, waiting: str, timeout: int) -> str:
+# The conditions a dependency must reach within its startTimeout (ECS): START has no limit.
+_TIMED_CONDITIONS = frozenset(
+    {pb.ContainerDependency.COMPLETE, pb.ContainerDependency.SUCCESS, pb.ContainerDependency.HEALTHY}
+)
+
+
+def timed_out_reason(
+    definition: pb.ContainerDefinition, dependency: pb.ContainerDependency, timeout: int
+) -> str:
+    name = dependency.container_name
     return (
-        f"DependencyTimeout: container {definition.name} waited {timeout}s (its startTimeout) for {waiting}"
+        f"DependencyTimeout: container {definition.name} waited for {name} to be "
+        f"{condition_name(dependency.condition)}, which {name} did not reach within {timeout}s of "
+        "its start (its startTimeout)"
     )
 
 
-def start_order(definitions: Sequence[pb.ContainerDefinition]) -> list[int]:
-    """Indexes of the task's containers in the order they start (dependencies first)."""
-    return dependency_order(definitions)
+def _timed_out(
+    definition: pb.ContainerDefinition,
+    by_name: Mapping[str, pb.ContainerDefinition],
+    seen: Mapping[str, Seen],
+    started_at: Mapping[str, float],
+    now: float,
+) -> str:
+    """Why `definition`'s wait is over, or "": a dependency it waits on for COMPLETE, SUCCESS or
+    HEALTHY has not met it within that dependency's own startTimeout from its own start."""
+    for dependency in definition.depends_on:
+        name = dependency.container_name
+        if dependency.condition not in _TIMED_CONDITIONS or name not in started_at:
+            continue  # START has no limit; one not started yet is on no clock
+        state = seen.get(name, Seen(ContainerPhase.CREATED))
+        if verdict(dependency.condition, state) is Verdict.MET:
+            continue
+        timeout = start_timeout(by_name[name])
+        if now - started_at[name] >= timeout:
+            return timed_out_reason(definition, dependency, timeout)
+    return ""
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a starting task does next: start these containers (indexes), or fail with `failed`."""
+
+    start: tuple[int, ...] = ()
+    failed: str = ""
+
+
+def next_step(
+    definitions: Sequence[pb.ContainerDefinition],
+    seen: Mapping[str, Seen],
+    started_at: Mapping[str, float],
+    now: float,
+) -> Step:
+    """Which of a starting task's containers to start now: every one not yet started (not in
+    `started_at`: name -> when it was started, on the clock of `now`) whose dependencies are all
+    met as `seen`; or the reason the start fails (a condition never met, a dependency's
+    startTimeout passed). Nothing to start and no failure: look again later (or all started)."""
+    by_name = {d.name: d for d in definitions}
+    start = []
+    for index, definition in enumerate(definitions):
+        if definition.name in started_at:
+            continue
+        result, why = waiting_on(definition, seen)
+        if result is Verdict.NEVER:
+            return Step(failed=why)
+        if result is Verdict.MET:
+            start.append(index)
+        elif reason := _timed_out(definition, by_name, seen, started_at, now):
+            return Step(failed=reason)
+    return Step(start=tuple(start))
 
 
 def stop_order(definitions: Sequence[pb.ContainerDefinition]) -> list[int]:
     """Indexes in the order they stop: dependents before what they depend on (ECS)."""
-    return list(reversed(start_order(definitions)))
+    return list(reversed(dependency_order(definitions)))
 
 
 def restart_due(policy: pb.RestartPolicy, exit_code: int | None, ran_for: float) -> bool:
@@ -114,7 +185,7 @@ def restart_due(policy: pb.RestartPolicy, exit_code: int | None, ran_for: float)
     return ran_for >= restart_attempt_period(policy)
 
 
-def restarts(
+def due_restarts(
     definitions: Sequence[pb.ContainerDefinition], containers: Sequence[ObservedContainer]
 ) -> list[ObservedContainer]:
     """The exited containers of a task that their restartPolicy restarts now."""

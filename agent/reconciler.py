@@ -5,7 +5,7 @@ runtime shows and returns actions. It never starts a task twice: a task is
 started only while etcd still says PENDING and no container of it exists,
 and a container that exited is reported, not restarted (the service
 controller starts a replacement task instead, as ECS does), unless its
-restartPolicy restarts it in place (`agent.ordering.restarts`). A
+restartPolicy restarts it in place (`agent.ordering.due_restarts`). A
 non-essential container that exits leaves its task running.
 
 Health follows ECS: only the health checks of the task definition count (an
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from agent import ordering
 from agent.runtime.driver import ContainerHealth, ContainerPhase, ObservedContainer, ObservedTask
+from berth.taskdef_lifecycle import restart_total
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
@@ -83,11 +84,6 @@ def task_health(observed: ObservedTask, checked: frozenset[str]) -> pb.HealthSta
     if states and all(state == pb.HEALTHY for state in states):
         return pb.HEALTHY
     return pb.HEALTH_UNKNOWN
-
-
-def restarts(observed: ObservedTask) -> int:
-    """Restarts in place of the task's containers, summed (compared with what etcd records)."""
-    return sum(c.restart_count for c in observed.containers)
 
 
 def checked_containers(assignment: agent_pb.TaskAssignment | None) -> frozenset[str]:
@@ -158,7 +154,7 @@ def _plan_running(a: agent_pb.TaskAssignment, observed: ObservedTask | None) -> 
         return [
             Report(report(a.task_id, pb.STOPPED, None, pb.ESSENTIAL_CONTAINER_EXITED, CONTAINER_VANISHED))
         ]
-    restarting = ordering.restarts(a.task_definition.container_definitions, observed.containers)
+    restarting = ordering.due_restarts(a.task_definition.container_definitions, observed.containers)
     essential_exited = any(
         c.essential and c.phase is ContainerPhase.EXITED and c not in restarting for c in observed.containers
     )
@@ -188,7 +184,10 @@ def _plan_running(a: agent_pb.TaskAssignment, observed: ObservedTask | None) -> 
     checked = checked_containers(a)
     if a.last_status == pb.PENDING or (
         a.last_status == pb.RUNNING
-        and (task_health(observed, checked) != a.health_status or restarts(observed) != a.restarts)
+        and (
+            task_health(observed, checked) != a.health_status
+            or restart_total(observed.containers) != a.restarts
+        )
     ):
         return [Report(report(a.task_id, pb.RUNNING, observed, checked=checked))]
     return []

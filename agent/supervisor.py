@@ -4,7 +4,10 @@ One loop: wake on a new desired state, a change to one of this node's tasks
 (the driver's per-node feed, followed from the moment the node id is known
 and re-opened if it changes) or a periodic resync; observe; plan; launch
 each action as its own asyncio task (a task id is busy until its action
-ends, so no two actions on one task overlap).
+ends, so no two actions on one task overlap). A start still in flight
+(waiting on a dependency) is cancelled as soon as a snapshot says the task
+is to stop or no longer holds it; the driver then removes what the start
+made, and the next pass stops or forgets the task as usual.
 A STOPPED report carries the last lines of the container that explains
 the stop (`agent.logs.kept_output`), read once before the containers go.
 Status reports go to whatever sink the current control-plane session set;
@@ -24,6 +27,7 @@ from agent.metrics import TASK_START_FAILURES, TASKS_OBSERVED, TASKS_STARTED
 from agent.reconciler import Remove, Report, Restart, Start, Stop
 from agent.runtime.driver import ObservedTask, StartFailed, TaskDriver
 from berth.errors import Unavailable
+from berth.taskdef_lifecycle import restart_total
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
@@ -50,6 +54,7 @@ class TaskSupervisor:
         self._kept: dict[str, pb.KeptOutput] = {}
         self._wake = asyncio.Event()
         self._actions: set[asyncio.Task[None]] = set()
+        self._starts: dict[str, asyncio.Task[None]] = {}  # task id -> its Start in flight
         self.observed: dict[str, ObservedTask] = {}
 
     # -- inputs --------------------------------------------------------------
@@ -63,6 +68,11 @@ class TaskSupervisor:
         for task_id in list(self._kept):
             if task_id not in self._desired:
                 del self._kept[task_id]
+        for task_id, start in list(self._starts.items()):
+            wanted = self._desired.get(task_id)
+            if wanted is None or wanted.desired_status == pb.DESIRED_STOPPED:
+                log.info("event=task_start_cancelled task=%s", task_id)
+                start.cancel()
         self._wake.set()
 
     def attach(self, sink: ReportSink) -> None:
@@ -158,8 +168,7 @@ class TaskSupervisor:
         return self._sink is not None and self._reported.get(report.task_id) != self._key(report)
 
     def _key(self, report: agent_pb.TaskStatusReport) -> tuple[int, int, int, int]:
-        restarts = sum(c.restart_count for c in report.containers)
-        return (report.last_status, report.health_status, restarts, self._revision)
+        return (report.last_status, report.health_status, restart_total(report.containers), self._revision)
 
     async def _keep_output(self, report: agent_pb.TaskStatusReport) -> None:
         """Attach a stopped task's last lines while its containers still exist."""
@@ -190,6 +199,13 @@ class TaskSupervisor:
         running = asyncio.create_task(self._perform(action), name=f"{type(action).__name__}-{action.task_id}")
         self._actions.add(running)
         running.add_done_callback(self._actions.discard)
+        if isinstance(action, Start):
+            self._starts[action.task_id] = running
+            running.add_done_callback(lambda done: self._start_ended(action.task_id, done))
+
+    def _start_ended(self, task_id: str, start: asyncio.Task[None]) -> None:
+        if self._starts.get(task_id) is start:
+            del self._starts[task_id]
 
     async def _perform(self, action: Start | Stop | Remove | Restart) -> None:
         task_id = action.task_id

@@ -5,14 +5,16 @@ bounds) and `LifecycleSettings.apply` fills the protobuf message;
 `check_lifecycle` checks their meaning across the whole task (names that
 exist, no self-dependency, no cycle, HEALTHY only on a container with a
 healthCheck, COMPLETE/SUCCESS never on an essential one), whichever client
-sent it. `dependency_order` is the order in which a task's containers start
-(the agent's too); `to_ecs` writes the fields back in ECS's shape.
+sent it. `dependency_order` ranks a task's containers, each after those it
+depends on (the agent stops them in the reverse order; it starts each as soon
+as its conditions are met, `agent.ordering`); `to_ecs` writes the fields back
+in ECS's shape.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from collections.abc import Iterable, Sequence
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -24,10 +26,14 @@ from berth.v1 import resources_pb2 as pb
 FIELDS = {"dependsOn": "depends_on", "startTimeout": "start_timeout", "restartPolicy": "restart_policy"}
 
 MAX_DEPENDENCIES = 10  # a task has at most 10 containers: one entry per other container is enough
-# startTimeout: ECS's bounds (2-120 s); unset, the ECS agent's default of 3 minutes.
+# startTimeout: how long a container that others wait on (COMPLETE, SUCCESS, HEALTHY) may take
+# to get there, from its own start (the ECS agent's hasDependencyTimedOut). ECS documents 2-120 s
+# for Fargate only and no bound for EC2; Berth takes 2 s to an hour. Unset, ECS waits without
+# limit; Berth's agent gives up after 10 minutes, so no start waits forever. (ECS's agent setting
+# ECS_CONTAINER_START_TIMEOUT is something else: how long one `docker start` call may take.)
 MIN_START_TIMEOUT = 2
-MAX_START_TIMEOUT = 120
-DEFAULT_START_TIMEOUT = 180
+MAX_START_TIMEOUT = 3600
+DEFAULT_START_TIMEOUT = 600
 # restartPolicy: ECS's bounds and default.
 MIN_RESTART_ATTEMPT_PERIOD = 60
 MAX_RESTART_ATTEMPT_PERIOD = 1800
@@ -66,7 +72,9 @@ class _RestartPolicy(_Strict):
     ignored_exit_codes: list[Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]] = Field(
         default_factory=list, alias="ignoredExitCodes", max_length=MAX_IGNORED_EXIT_CODES
     )
-    restart_attempt_period: int | None = Field(default=None, alias="restartAttemptPeriod", ge=0, le=2**31)
+    restart_attempt_period: int | None = Field(
+        default=None, alias="restartAttemptPeriod", ge=MIN_RESTART_ATTEMPT_PERIOD, le=2**31
+    )
 
     _coerce = field_validator("restart_attempt_period", mode="before")(_int_or_string)
 
@@ -77,7 +85,8 @@ class LifecycleSettings(_Strict):
     depends_on: list[_Dependency] = Field(
         default_factory=list, alias="dependsOn", max_length=MAX_DEPENDENCIES
     )
-    start_timeout: int | None = Field(default=None, alias="startTimeout", ge=0, le=2**31)
+    # An explicit 0 is refused, as ECS refuses it (stored, 0 would read as unset).
+    start_timeout: int | None = Field(default=None, alias="startTimeout", ge=MIN_START_TIMEOUT, le=2**31)
     restart_policy: _RestartPolicy | None = Field(default=None, alias="restartPolicy")
 
     _coerce = field_validator("start_timeout", mode="before")(_int_or_string)
@@ -108,7 +117,8 @@ class LifecycleSettings(_Strict):
 
 
 def start_timeout(c: pb.ContainerDefinition) -> int:
-    """Seconds the container waits for its dependencies."""
+    """Seconds the containers that wait on `c` give it, from its start, to be COMPLETE, SUCCESS
+    or HEALTHY (its own startTimeout, as in ECS; unset: DEFAULT_START_TIMEOUT)."""
     return c.start_timeout or DEFAULT_START_TIMEOUT
 
 
@@ -116,9 +126,20 @@ def restart_attempt_period(policy: pb.RestartPolicy) -> int:
     return policy.restart_attempt_period or DEFAULT_RESTART_ATTEMPT_PERIOD
 
 
+class _Restarted(Protocol):
+    @property
+    def restart_count(self) -> int: ...
+
+
+def restart_total(containers: Iterable[_Restarted]) -> int:
+    """A task's restarts in place (restartPolicy), summed over its containers: the agent's
+    observed containers, a status report's, or a stored task's."""
+    return sum(c.restart_count for c in containers)
+
+
 def dependency_order(containers: Sequence[pb.ContainerDefinition]) -> list[int]:
-    """The indexes of the containers in the order they start: each after every container it
-    depends on, otherwise in task-definition order. Raises InvalidArgument on a cycle or an
+    """The indexes of the containers, each after every container it depends on, otherwise in
+    task-definition order (reversed, the order they stop in). Raises InvalidArgument on a cycle or an
     unknown name (check_lifecycle says which; the agent only ever sees checked definitions)."""
     index = {c.name: i for i, c in enumerate(containers)}
     waits_for: list[set[int]] = []
@@ -178,7 +199,7 @@ def _check_container(
     if c.start_timeout and not MIN_START_TIMEOUT <= c.start_timeout <= MAX_START_TIMEOUT:
         raise InvalidArgument(
             f"{where}.startTimeout {c.start_timeout} is out of range: use "
-            f"{MIN_START_TIMEOUT}-{MAX_START_TIMEOUT} seconds, as in ECS"
+            f"{MIN_START_TIMEOUT}-{MAX_START_TIMEOUT} seconds"
         )
     if c.HasField("restart_policy"):
         _check_restart_policy(f"{where}.restartPolicy", c.restart_policy)

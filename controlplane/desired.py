@@ -19,6 +19,7 @@ then stops the task as TASK_FAILED_TO_START with that reason.
 from __future__ import annotations
 
 from berth.names import parse_task_definition_ref
+from berth.taskdef_lifecycle import restart_total
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 from controlplane.cache import ClusterCache
@@ -95,7 +96,7 @@ class DesiredStates:
                     stop_code=task.stop_code,
                     stopped_reason=task.stopped_reason,
                     health_status=task.health_status,
-                    restarts=sum(c.restart_count for c in task.containers),
+                    restarts=restart_total(task.containers),
                 )
                 if secrets:
                     self._add_secrets(assignment, td.value)

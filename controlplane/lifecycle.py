@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 
 from berth.clock import now
 from berth.taskdef import health_checked, task_reservation
+from berth.taskdef_lifecycle import restart_total
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
@@ -93,17 +94,18 @@ def apply_report(task: pb.Task, node_id: str, report: agent_pb.TaskStatusReport)
     """
     if task.node_id != node_id or task.last_status == pb.STOPPED:
         return None
+    containers = _kept_restart_counts(task.containers, report.containers)
     if (
         report.last_status == pb.RUNNING
         and task.last_status == pb.RUNNING
         and report.health_status == task.health_status
-        and _restarts(report.containers) == _restarts(task.containers)
+        and restart_total(containers) == restart_total(task.containers)
     ):
         return None
     updated = pb.Task()
     updated.CopyFrom(task)
     del updated.containers[:]
-    updated.containers.extend(report.containers)
+    updated.containers.extend(containers)
     del updated.network_bindings[:]
     updated.network_bindings.extend(report.network_bindings)
     if report.last_status == pb.RUNNING:
@@ -129,9 +131,20 @@ def apply_report(task: pb.Task, node_id: str, report: agent_pb.TaskStatusReport)
     return updated
 
 
-def _restarts(containers: Iterable[pb.ContainerState]) -> int:
-    """Restarts in place of a task's containers (restartPolicy): a change is worth a write."""
-    return sum(c.restart_count for c in containers)
+def _kept_restart_counts(
+    recorded: Iterable[pb.ContainerState], reported: Iterable[pb.ContainerState]
+) -> list[pb.ContainerState]:
+    """The reported containers, each with the larger of its reported and recorded restart count:
+    an agent counts restarts in memory only, so after its own restart it reports fewer, and a
+    count once recorded is never lowered."""
+    counts = {c.name: c.restart_count for c in recorded}
+    kept = []
+    for container in reported:
+        state = pb.ContainerState()
+        state.CopyFrom(container)
+        state.restart_count = max(state.restart_count, counts.get(state.name, 0))
+        kept.append(state)
+    return kept
 
 
 def is_active(task: pb.Task) -> bool:

@@ -55,12 +55,10 @@ from agent.runtime.docker_volumes import (
 )
 from agent.runtime.driver import (
     DEFAULT_STOP_TIMEOUT,
-    LABEL_HOST_PORTS,
     LABEL_MANAGED,
     LABEL_NODE,
     LABEL_TASK_ID,
     ChangeFeeds,
-    ContainerHealth,
     ContainerPhase,
     ExecSpec,
     LogQuery,
@@ -71,7 +69,6 @@ from agent.runtime.driver import (
 from agent.runtime.host_path_links import check_no_links
 from berth.errors import Unavailable
 from berth.loglines import LineSplitter
-from berth.taskdef_lifecycle import start_timeout
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
@@ -91,6 +88,11 @@ DEPENDENCY_POLL = 0.5
 
 # Opens Docker's event stream: (base URL, filters) -> a blocking source of raw events.
 OpenEvents = Callable[[str, dict[str, list[str]]], EventSource]
+
+
+class _RestartRefused(Exception):
+    """The engine refused to start an exited container again (not a DockerException, so that
+    `DockerDriver._call` passes it through unchanged)."""
 
 
 def unreadable_reason(error: docker.errors.APIError) -> str:
@@ -291,21 +293,10 @@ class DockerDriver:
             raise StartFailed(f"CannotStartContainerError: {error.explanation or error}") from error
         except EngineError as error:  # a timeout or a broken connection: the start is not known
             raise StartFailed(f"CannotStartContainerError: docker: {error}") from error
-        on_started(
-            ObservedContainer(
-                spec.definition_name,
-                container.id,
-                ContainerPhase.RUNNING,
-                spec.essential,
-                spec.stop_timeout,
-                bindings=docker_state.bindings_from_inspect(
-                    spec.definition_name, container.attrs["NetworkSettings"].get("Ports")
-                )
-                or docker_state.host_bindings(spec.definition_name, spec.labels.get(LABEL_HOST_PORTS, "")),
-                health=(ContainerHealth.STARTING if spec.healthcheck is not None else ContainerHealth.NONE),
-                started_at=docker_state.unix_time((container.attrs.get("State") or {}).get("StartedAt")),
-            )
+        _, observed = docker_lifecycle.after_start(
+            container.id, container.attrs, spec.labels, spec.healthcheck is not None
         )
+        on_started(observed)
 
     def _create(self, spec: ContainerSpec) -> Any:
         try:
@@ -327,77 +318,123 @@ class DockerDriver:
             if envfiles.needs_reading(assignment.task_definition)
             else {}
         )
-        definitions = list(assignment.task_definition.container_definitions)
-        order = ordering.start_order(definitions)
         specs = container_specs(
             assignment, node_id, self._dns_servers, self._pids_limit, file_environment=file_environment
         )
         volumes = volume_specs(assignment, node_id, self._aws_region)
+        # Every engine call of this start, run to its end even if the start is cancelled (its
+        # thread would anyway), so that the clean-up comes after them, not beside them.
+        calls: list[asyncio.Future[Any]] = []
+
+        async def engine(function: Callable[..., T], *args: Any) -> T:
+            call = asyncio.ensure_future(self._call(function, *args))
+            calls.append(call)
+            return await asyncio.shield(call)
+
         # While it starts, the task's volumes are not swept (its containers may not exist yet).
         self._starting.add(assignment.task_id)
         try:
-            created = await self._call(
+            created = await engine(
                 self._create_blocking, assignment.task_definition, assignment.task_id, specs, volumes
             )
-            try:
-                for index in order:
-                    await self._await_dependencies(definitions[index], specs, created)
-                    await self._call(self._start_one_blocking, created[index], specs[index], started)
-            except StartFailed:
-                await self._call(self._discard_blocking, assignment.task_id, created, bool(volumes))
-                raise
+            await self._start_when_ready(assignment, specs, created, started, engine)
+        except BaseException:
+            # Failed or cancelled (the task was stopped meanwhile): leave nothing behind.
+            await asyncio.shield(self._clean_up(assignment.task_id, calls, bool(volumes)))
+            raise
         finally:
             self._starting.discard(assignment.task_id)
 
-    async def _await_dependencies(
-        self, definition: pb.ContainerDefinition, specs: list[ContainerSpec], created: list[Any]
+    async def _clean_up(self, task_id: str, calls: list[asyncio.Future[Any]], volumes: bool) -> None:
+        """After a failed or cancelled start: once its engine calls ended, remove what it made."""
+        await asyncio.gather(*calls, return_exceptions=True)
+        if not calls:
+            return  # cancelled before anything was made
+        creating = calls[0]  # the create, always the first call
+        failure = None if creating.cancelled() else creating.exception()
+        if isinstance(failure, StartFailed):
+            return  # the create removed what it had made
+        created: list[Any] = creating.result() if not creating.cancelled() and failure is None else []
+        try:
+            await self._call(self._discard_blocking, task_id, created, volumes)
+        except Unavailable as error:  # what is left is removed as the task's leftovers later
+            log.warning("event=start_cleanup_failed task=%s error=%r", task_id, str(error))
+
+    async def _start_when_ready(
+        self,
+        assignment: agent_pb.TaskAssignment,
+        specs: list[ContainerSpec],
+        created: list[Any],
+        started: Callable[[ObservedContainer], None],
+        engine: Callable[..., Any],
     ) -> None:
-        """Return once `definition`'s dependsOn conditions are met; raise StartFailed when one never
-        can be, or after its startTimeout. Polls with short sleeps on the loop: no thread waits."""
-        if not definition.depends_on:
-            return
+        """Start every container once its dependsOn conditions are met (`ordering.next_step`):
+        all those ready at each look, so no container waits behind another's wait. Raises
+        StartFailed when a condition can never be met or a startTimeout passed. Polls with short
+        sleeps on the loop: no thread waits."""
         loop = asyncio.get_running_loop()
-        timeout = start_timeout(definition)
-        deadline = loop.time() + timeout
+        definitions = list(assignment.task_definition.container_definitions)
         ids = {spec.definition_name: container.id for spec, container in zip(specs, created, strict=True)}
-        names = [d.container_name for d in definition.depends_on]
-        while True:
-            states = await self._call(self._inspect_states_blocking, [ids[name] for name in names])
-            for name in names:
+        started_at: dict[str, float] = {}  # name -> when the agent started it (loop clock)
+        while len(started_at) < len(definitions):
+            # Look only at the started containers that a waiting one depends on.
+            watched = sorted(
+                {
+                    d.container_name
+                    for c in definitions
+                    if c.name not in started_at
+                    for d in c.depends_on
+                    if d.container_name in started_at
+                }
+            )
+            states = (
+                await engine(self._inspect_states_blocking, [ids[name] for name in watched])
+                if watched
+                else {}
+            )
+            seen = {}
+            for name in watched:
                 if not states[ids[name]]:
                     raise StartFailed(f"DependencyError: container {name} was removed while the task started")
-            seen = {name: docker_lifecycle.seen(states[ids[name]]) for name in names}
-            verdict, why = ordering.waiting_on(definition, seen)
-            if verdict is ordering.Verdict.MET:
-                return
-            if verdict is ordering.Verdict.NEVER:
-                raise StartFailed(why)
-            if loop.time() >= deadline:
-                raise StartFailed(ordering.timed_out_reason(definition, why, timeout))
-            await asyncio.sleep(DEPENDENCY_POLL)
+                seen[name] = docker_lifecycle.seen(states[ids[name]])
+            step = ordering.next_step(definitions, seen, started_at, loop.time())
+            if step.failed:
+                raise StartFailed(step.failed)
+            for index in step.start:
+                await engine(self._start_one_blocking, created[index], specs[index], started)
+                started_at[definitions[index].name] = loop.time()
+            if not step.start:
+                await asyncio.sleep(DEPENDENCY_POLL)
 
     # -- restarting ------------------------------------------------------
 
     def _restart_blocking(self, runtime_id: str) -> tuple[str, ObservedContainer]:
         """Start the container again; its node and what inspect shows of it now."""
-        self._client.api.start(runtime_id)
+        try:
+            self._client.api.start(runtime_id)
+        except docker.errors.APIError as error:
+            raise _RestartRefused(f"docker refused to start it again: {error}") from error
         return docker_lifecycle.restarted(runtime_id, self._client.api.inspect_container(runtime_id))
 
     async def restart_container(self, task_id: str, runtime_id: str) -> None:
         """`docker start` the exited container again (Docker's own restart policies cannot say
-        ignoredExitCodes or restartAttemptPeriod; the reconciler decided). A refusal is final:
-        the container then counts as an early exit, and its task stops if it is essential."""
+        ignoredExitCodes or restartAttemptPeriod; the reconciler decided). The engine's refusal
+        (an API error from start) is final: the container then counts as an early exit, and its
+        task stops if it is essential. Any other error (the engine unreachable) raises
+        Unavailable and leaves the exit as it was, so the next pass tries again."""
+        since = self._ledger.mark()  # deaths noted from here on are the new run's
         try:
             node_id, container = await self._call(self._restart_blocking, runtime_id)
-        except Unavailable:
+        except _RestartRefused as refused:
             self._ledger.restart_refused(runtime_id)
-            raise
-        self._ledger.restarted(node_id, container)
+            raise Unavailable(str(refused)) from refused
+        self._ledger.restarted(node_id, container, since)
         log.info(
-            "event=container_restarted task=%s container=%s id=%s",
+            "event=container_restarted task=%s container=%s id=%s running=%s",
             task_id,
             container.name,
             runtime_id[:12],
+            container.phase is ContainerPhase.RUNNING,
         )
 
     # -- stopping --------------------------------------------------------

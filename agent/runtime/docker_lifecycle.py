@@ -3,8 +3,8 @@
 A dependency's state from inspect's `State` (`seen`), a container's place in
 its task's start order and its own stopTimeout from its labels (`start_rank`,
 `own_timeout`: stops go dependents first), and a container the agent just
-started again, from inspect (`restarted`). The decisions themselves are
-`agent.ordering`'s.
+started or started again, from inspect (`after_start`: running, or already
+exited if it died at once). The decisions themselves are `agent.ordering`'s.
 """
 
 from __future__ import annotations
@@ -56,22 +56,36 @@ def own_timeout(labels: Mapping[str, str] | None, timeout: int) -> int:
     return min(own, timeout) if own is not None else timeout
 
 
-def restarted(runtime_id: str, attrs: Mapping[str, Any]) -> tuple[str, ObservedContainer]:
-    """The node and the running container, from inspect right after the agent started it again."""
-    labels = (attrs.get("Config") or {}).get("Labels") or {}
+def after_start(
+    runtime_id: str, attrs: Mapping[str, Any], labels: Mapping[str, str], health_checked: bool
+) -> tuple[str, ObservedContainer]:
+    """The node and the container, from inspect right after the agent (re)started it: running,
+    or exited already (inspect's State.Running false) with its exit code and times, so a
+    container that dies at once is never shown running. `labels`: the container's (its node,
+    name, essential, stopTimeout, host ports); `health_checked`: it has a health check."""
     listed = docker_state.from_summary({"Id": runtime_id, "Labels": labels, "State": "running"})
-    name = listed.name if listed is not None else ""
+    if listed is None:  # not Berth's: nothing to believe about it but its id
+        listed = docker_state.ListedContainer(runtime_id, "", "", "", True, DEFAULT_STOP_TIMEOUT, "")
+    state = attrs.get("State") or {}
+    if not state.get("Running"):
+        return listed.node_id, docker_state.from_inspect(listed, state)
     container = ObservedContainer(
-        name,
+        listed.name,
         runtime_id,
         ContainerPhase.RUNNING,
-        listed.essential if listed is not None else True,
-        listed.stop_timeout if listed is not None else DEFAULT_STOP_TIMEOUT,
-        bindings=docker_state.bindings_from_inspect(name, (attrs.get("NetworkSettings") or {}).get("Ports"))
-        or docker_state.host_bindings(name, str(labels.get(LABEL_HOST_PORTS, ""))),
-        health=ContainerHealth.STARTING
-        if (attrs.get("Config") or {}).get("Healthcheck")
-        else ContainerHealth.NONE,
-        started_at=docker_state.unix_time((attrs.get("State") or {}).get("StartedAt")),
+        listed.essential,
+        listed.stop_timeout,
+        bindings=docker_state.bindings_from_inspect(
+            listed.name, (attrs.get("NetworkSettings") or {}).get("Ports")
+        )
+        or docker_state.host_bindings(listed.name, str(labels.get(LABEL_HOST_PORTS, ""))),
+        health=ContainerHealth.STARTING if health_checked else ContainerHealth.NONE,
+        started_at=docker_state.unix_time(state.get("StartedAt")),
     )
-    return (listed.node_id if listed is not None else ""), container
+    return listed.node_id, container
+
+
+def restarted(runtime_id: str, attrs: Mapping[str, Any]) -> tuple[str, ObservedContainer]:
+    """`after_start` for a container started again: its labels and health check from inspect."""
+    config = attrs.get("Config") or {}
+    return after_start(runtime_id, attrs, config.get("Labels") or {}, bool(config.get("Healthcheck")))

@@ -8,9 +8,12 @@ container it is merged with what the agent learned meanwhile:
 - deaths, from `die` events (exit code; "OOMKilled" when an `oom` event came
   first). A death wins over a list that still says running, and it is final:
   a container seen to die stays exited even if something else starts it
-  again (only the agent's own restart, `restarted`, revives it);
+  again (only the agent's own restart, `restarted`, revives it, forgetting
+  only the deaths noted before it started the container again: a new run's
+  `die` is kept, however early it comes);
 - starts, what inspect showed right after the agent's own start, believed
-  until the list says "running" itself;
+  until the list says "running" itself (a container inspect already shows
+  exited is kept as finished instead);
 - finished containers' exit details, inspected once (they never change
   until the agent restarts the container in place, its restartPolicy:
   `restarted` then forgets the exit, and counts the restart);
@@ -72,6 +75,7 @@ class ListedContainer:
 class Death:
     exit_code: int
     reason: str = ""
+    noted_at: int = 0  # the ledger's clock when its event arrived (ContainerLedger.mark)
 
 
 def bindings_from_list(name: str, ports: Iterable[Mapping[str, Any]]) -> tuple[pb.NetworkBinding, ...]:
@@ -266,7 +270,7 @@ class ContainerLedger:
 
     def __init__(self) -> None:
         self._deaths: dict[str, Death] = {}
-        self._oom_killed: set[str] = set()
+        self._oom_killed: dict[str, int] = {}  # container -> when its oom event was noted
         self._just_started: dict[str, ObservedContainer] = {}
         self._finished: dict[str, ObservedContainer] = {}
         self._health: dict[str, ContainerHealth] = {}
@@ -292,20 +296,26 @@ class ContainerLedger:
         return next(self._clock)
 
     def record(self, event: ContainerEvent) -> None:
-        if event.action == "oom":
-            self._oom_killed.add(event.container_id)
-        elif event.action == "die":
-            reason = OOM_KILLED if event.container_id in self._oom_killed else ""
-            self._deaths[event.container_id] = Death(event.exit_code, reason)
-        elif event.action == "health_status":
-            self._health[event.container_id] = health_from_word(event.health)
-            self._health_output.pop(event.container_id, None)
-        else:
+        if event.action not in ("oom", "die", "health_status"):
             return
         self._note(event.container_id, event.node_id)
+        noted_at = self._noted_at[event.container_id]
+        if event.action == "oom":
+            self._oom_killed[event.container_id] = noted_at
+        elif event.action == "die":
+            reason = OOM_KILLED if event.container_id in self._oom_killed else ""
+            self._deaths[event.container_id] = Death(event.exit_code, reason, noted_at)
+        else:
+            self._health[event.container_id] = health_from_word(event.health)
+            self._health_output.pop(event.container_id, None)
 
     def started(self, node_id: str, container: ObservedContainer) -> None:
-        self._just_started[container.runtime_id] = container
+        """The agent started this container: believed (running) until the list catches up; one
+        inspect already showed exited is what the container finished as."""
+        if container.phase is ContainerPhase.EXITED:
+            self._finished[container.runtime_id] = container
+        else:
+            self._just_started[container.runtime_id] = container
         self._note(container.runtime_id, node_id)
 
     def observe(self, listed: ListedContainer) -> ObservedContainer | None:
@@ -348,7 +358,7 @@ class ContainerLedger:
                 self._restarts,
             ):
                 facts.pop(container_id, None)
-            self._oom_killed.discard(container_id)
+            self._oom_killed.pop(container_id, None)
             self._restart_refused.discard(container_id)
             del self._node[container_id], self._noted_at[container_id]
 
@@ -407,12 +417,19 @@ class ContainerLedger:
             restart_count=self._restarts.get(container.runtime_id, 0),
         )
 
-    def restarted(self, node_id: str, container: ObservedContainer) -> None:
-        """The agent started this exited container again: forget its exit, count the restart."""
+    def restarted(self, node_id: str, container: ObservedContainer, since: int) -> None:
+        """The agent started this exited container again (`since`: a mark taken before it asked
+        the engine): forget the previous run's exit, count the restart. A death or an oom noted
+        after the mark is the new run's and stays; `container` is what inspect showed after the
+        start (`docker_lifecycle.after_start`), exited already if the new run died at once."""
         container_id = container.runtime_id
-        for facts in (self._deaths, self._finished, self._health, self._health_output, self._times):
+        death = self._deaths.get(container_id)
+        if death is not None and death.noted_at < since:
+            del self._deaths[container_id]
+        if self._oom_killed.get(container_id, since) < since:
+            del self._oom_killed[container_id]
+        for facts in (self._finished, self._health, self._health_output, self._times):
             facts.pop(container_id, None)  # type: ignore[attr-defined]
-        self._oom_killed.discard(container_id)
         self._restarts[container_id] = self._restarts.get(container_id, 0) + 1
         self.started(node_id, container)
 

@@ -151,10 +151,11 @@ class TaskDriver(Protocol):
         """
 
     async def start_task(self, assignment: agent_pb.TaskAssignment, node_id: str) -> None:
-        """Create and start all containers of the task, or raise StartFailed (and leave none).
+        """Create and start all containers of the task, or raise StartFailed (and leave none
+        of them, nor its task volumes; a cancelled start leaves none either).
 
-        Containers start in dependency order (agent/ordering.py), each once its dependsOn
-        conditions are met; waiting never blocks the event loop or other tasks' starts."""
+        Each container starts as soon as its dependsOn conditions are met (agent/ordering.py),
+        those without any at once; waiting never blocks the event loop or other tasks' starts."""
 
     async def stop_task(self, task_id: str, timeout: int) -> None:
         """SIGTERM every running container, SIGKILL after `timeout` seconds (dependents first)."""

@@ -174,6 +174,80 @@ def test_a_success_dependency_that_fails_stops_the_task_before_the_app_starts(
         _stop(berth, "order", task_id)
 
 
+def test_a_container_without_dependencies_starts_while_another_waits(
+    berth: Berth, agent: AgentProcess, tmp_path: Path
+) -> None:
+    """The app waits for migrate's SUCCESS; migrate waits (at run time, through a shared volume)
+    for db, which depends on nothing: db must start at once, not behind the app's wait."""
+    document = {
+        "family": "migrating",
+        "volumes": [{"name": "shared"}],
+        "containerDefinitions": [
+            _container(
+                "app",
+                SERVE,
+                dependsOn=[{"containerName": "migrate", "condition": "SUCCESS"}],
+            ),
+            _container(
+                "migrate",
+                "until [ -f /data/db-up ]; do sleep 0.2; done; echo migrated",
+                essential=False,
+                startTimeout=60,
+                mountPoints=[{"sourceVolume": "shared", "containerPath": "/data"}],
+            ),
+            _container(
+                "db",
+                f"touch /data/db-up; {SERVE}",
+                mountPoints=[{"sourceVolume": "shared", "containerPath": "/data"}],
+            ),
+        ],
+    }
+    berth("cluster", "create", "order")
+    path = tmp_path / "migrating.json"
+    path.write_text(json.dumps(document))
+    berth.ok("taskdef", "register", "--cli-input-json", f"file://{path}")
+    task_id = berth.ok("task", "run", "--cluster", "order", "--task-definition", "migrating").stdout.strip()
+    try:
+        task, _ = wait_until(lambda: _status(berth, "order", task_id, "RUNNING"), 90, "the task RUNNING")
+        on_engine = _engine_containers(agent, task_id)
+        migrate, db, app = (on_engine[name]["State"] for name in ("migrate", "db", "app"))
+        assert (migrate["Status"], migrate["ExitCode"]) == ("exited", 0)
+        assert _time(db["StartedAt"]) <= _time(migrate["FinishedAt"]) <= _time(app["StartedAt"])
+        states = {c["name"]: c["lastStatus"] for c in task["containers"]}
+        assert states == {"app": "RUNNING", "migrate": "STOPPED", "db": "RUNNING"}
+    finally:
+        _stop(berth, "order", task_id)
+        wait_until(lambda: not _engine_containers(agent, task_id), 60, "the task's containers removed")
+
+
+def test_a_stop_while_a_container_waits_ends_the_start_and_removes_its_containers(
+    berth: Berth, agent: AgentProcess, tmp_path: Path
+) -> None:
+    """The user stops a task whose app waits for a dependency: the stop does not wait for the
+    dependency's startTimeout (here 10 minutes); the start ends and its containers go."""
+    containers = [
+        _container("init", "sleep 600", essential=False, startTimeout=600),
+        _container("app", SERVE, dependsOn=[{"containerName": "init", "condition": "COMPLETE"}]),
+    ]
+    task_id = _run(berth, tmp_path, "order", "waiting", containers)
+    try:
+        wait_until(
+            lambda: (
+                "init" in _engine_containers(agent, task_id)
+                and _engine_containers(agent, task_id)["init"]["State"]["Running"]
+            ),
+            60,
+            "init running, the app waiting",
+        )
+        assert _describe(berth, "order", task_id)["lastStatus"] == "PENDING"
+        _stop(berth, "order", task_id)
+        task, _ = wait_until(lambda: _status(berth, "order", task_id, "STOPPED"), 60, "the task STOPPED")
+        assert task["stopCode"] == "USER_INITIATED"
+        wait_until(lambda: not _engine_containers(agent, task_id), 30, "the task's containers removed")
+    finally:
+        _stop(berth, "order", task_id)
+
+
 # First run: run for 62 s (past the 60 s restartAttemptPeriod), then fail. The same container
 # started again finds its own marker file and fails early: not restarted, the task stops.
 # (The image, FROM scratch, has no /tmp.)

@@ -55,7 +55,15 @@ class FakeContainer:
         self._engine = engine
 
     def start(self) -> None:
-        self.attrs = {"NetworkSettings": {"Ports": {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "32768"}]}}}
+        """Inspect's view once started: running, or exited already (`FakeEngine.dies_at_once`)."""
+        code = self._engine.dies_at_once.get(self.id)
+        state: dict[str, Any] = {"Running": True, "StartedAt": "2026-11-27T05:00:00Z"}
+        if code is not None:
+            state = {**state, "Running": False, "ExitCode": code, "FinishedAt": "2026-11-27T05:00:00.1Z"}
+        self.attrs = {
+            "State": state,
+            "NetworkSettings": {"Ports": {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "32768"}]}},
+        }
 
     def reload(self) -> None:
         pass
@@ -73,6 +81,8 @@ class FakeEngine:
         self.inspected: list[str] = []
         self.created: list[FakeContainer] = []
         self.removed: list[str] = []
+        # Container id -> the exit code it dies with as soon as it is started.
+        self.dies_at_once: dict[str, int] = {}
         # Container id -> its output stream, and the arguments each logs call had.
         self.outputs: dict[str, FakeLogStream] = {}
         self.log_calls: list[dict[str, Any]] = []

@@ -4,6 +4,7 @@ engine client of test_docker_driver; and the ledger's facts about restarts (pure
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +20,14 @@ from agent.runtime.driver import ContainerHealth, ContainerPhase, ObservedContai
 from berth.errors import Unavailable
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
-from tests.unit.test_docker_driver import FakeApi, FakeClient, FakeEngine, FakeEvents
+from tests.unit.test_docker_driver import (
+    FakeApi,
+    FakeClient,
+    FakeContainer,
+    FakeContainers,
+    FakeEngine,
+    FakeEvents,
+)
 
 D = pb.ContainerDependency
 T0 = datetime(2026, 11, 27, 5, 0, 0, tzinfo=UTC).timestamp()
@@ -38,16 +46,16 @@ async def driver(engine: FakeEngine) -> AsyncIterator[DockerDriver]:
     await docker_driver.close()
 
 
-def ordered_task(condition: pb.ContainerDependency.Condition.ValueType, start_timeout: int = 0) -> Any:
+def ordered_task(condition: pb.ContainerDependency.Condition.ValueType, init_timeout: int = 0) -> Any:
+    """app waits for init (whose startTimeout is `init_timeout`)."""
     containers = [
         pb.ContainerDefinition(
             name="app",
             image="app:1",
             essential=True,
-            start_timeout=start_timeout,
             depends_on=[D(container_name="init", condition=condition)],
         ),
-        pb.ContainerDefinition(name="init", image="init:1", essential=False),
+        pb.ContainerDefinition(name="init", image="init:1", essential=False, start_timeout=init_timeout),
     ]
     return agent_pb.TaskAssignment(
         task_id="t1",
@@ -105,16 +113,102 @@ async def test_a_dependency_that_can_never_succeed_fails_the_start_and_removes_e
     assert started(engine) == [init.id]
 
 
-async def test_waiting_past_the_start_timeout_fails_the_start(
+async def test_a_dependency_past_its_own_start_timeout_fails_the_start(
     driver: DockerDriver, engine: FakeEngine
 ) -> None:
     engine.states["c2"] = {"Status": "running"}
-    starting = asyncio.create_task(driver.start_task(ordered_task(D.COMPLETE, start_timeout=2), "n1"))
-    with pytest.raises(
-        StartFailed, match=r"^DependencyTimeout: container app waited 2s .* for init to be COMPLETE$"
-    ):
+    starting = asyncio.create_task(driver.start_task(ordered_task(D.COMPLETE, init_timeout=2), "n1"))
+    with pytest.raises(StartFailed) as failed:
         await asyncio.wait_for(starting, 10)
+    assert str(failed.value) == (
+        "DependencyTimeout: container app waited for init to be COMPLETE, which init did not reach "
+        "within 2s of its start (its startTimeout)"
+    )
     assert len(engine.removed) == 2
+
+
+async def test_containers_whose_dependencies_are_met_do_not_wait_behind_a_waiting_one(
+    driver: DockerDriver, engine: FakeEngine
+) -> None:
+    """app waits for migrate's SUCCESS; migrate needs db up: db starts at once, beside migrate."""
+    containers = [
+        pb.ContainerDefinition(
+            name="app",
+            image="app:1",
+            essential=True,
+            depends_on=[D(container_name="migrate", condition=D.SUCCESS)],
+        ),
+        pb.ContainerDefinition(name="migrate", image="migrate:1", essential=False),
+        pb.ContainerDefinition(name="db", image="db:1", essential=True),
+    ]
+    assignment = agent_pb.TaskAssignment(
+        task_id="t1",
+        task_definition=pb.TaskDefinition(family="f", revision=1, container_definitions=containers),
+    )
+    engine.states["c2"] = {"Status": "running"}
+    starting = asyncio.create_task(driver.start_task(assignment, "n1"))
+    try:
+        await until(lambda: len(engine.created) == 3)
+        app, migrate, db = engine.created
+        await until(lambda: sorted(started(engine)) == sorted([migrate.id, db.id]))
+        await asyncio.sleep(1.2)
+        assert app.id not in started(engine)
+        engine.states[migrate.id] = {"Status": "exited", "ExitCode": 0}
+        await asyncio.wait_for(starting, 5)
+        assert sorted(started(engine)) == sorted([app.id, migrate.id, db.id])
+        assert engine.removed == []
+    finally:
+        starting.cancel()
+
+
+async def test_a_start_cancelled_while_it_waits_leaves_nothing_behind(
+    driver: DockerDriver, engine: FakeEngine
+) -> None:
+    """The task was stopped while its app waited: every container it made is removed."""
+    engine.states["c2"] = {"Status": "running"}
+    starting = asyncio.create_task(driver.start_task(ordered_task(D.COMPLETE), "n1"))
+    await until(lambda: len(engine.created) == 2)
+    app, init = engine.created
+    await until(lambda: started(engine) == [init.id])
+    await asyncio.sleep(0.7)  # waiting: a look or two at init
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    assert sorted(engine.removed) == sorted([app.id, init.id])
+    assert driver._starting == set()
+
+
+async def test_a_start_cancelled_while_its_containers_are_created_removes_them_once_made(
+    engine: FakeEngine,
+) -> None:
+    """The cancel comes while the create runs in its thread: the clean-up waits for it to end."""
+    created = threading.Event()
+    release = threading.Event()
+
+    class SlowContainers(FakeContainers):
+        def create(self, image: str, **kwargs: Any) -> FakeContainer:
+            container = super().create(image, **kwargs)
+            created.set()
+            release.wait(5)
+            return container
+
+    client: Any = FakeClient(engine)
+    client.containers = SlowContainers(engine)
+    slow = DockerDriver("unix:///fake.sock", client=client, open_events=FakeEvents())
+    try:
+        starting = asyncio.create_task(slow.start_task(ordered_task(D.COMPLETE), "n1"))
+        await until(created.is_set)
+        starting.cancel()
+        await asyncio.sleep(0.1)
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+        await until(lambda: len(engine.removed) == 2)
+        assert sorted(engine.removed) == sorted(c.id for c in engine.created)
+        assert started(engine) == []
+    finally:
+        release.set()
+        await slow.close()
 
 
 async def test_other_work_goes_on_while_a_task_waits(driver: DockerDriver, engine: FakeEngine) -> None:
@@ -179,17 +273,52 @@ def test_a_restart_revives_a_dead_container_and_is_counted() -> None:
     dead = ledger.with_lifecycle(dead)
     assert dead.finished_at - dead.started_at == 90.0 and not ledger.lacks_times(dead)
 
-    ledger.restarted("n1", ObservedContainer("web", "c1", ContainerPhase.RUNNING, True, 5, started_at=1.0))
+    since = ledger.mark()  # taken before the engine is asked to start it again
+    ledger.restarted(
+        "n1", ObservedContainer("web", "c1", ContainerPhase.RUNNING, True, 5, started_at=1.0), since
+    )
     for state in ("exited", "running"):  # the list lagging our restart, then caught up
         alive = ledger.observe(listed(state))
         assert alive is not None and alive.phase is ContainerPhase.RUNNING
         assert ledger.with_lifecycle(alive).restart_count == 1
 
 
+def test_the_new_run_dying_before_the_restart_is_noted_is_kept() -> None:
+    """The race: the restarted container dies, and its die event arrives, before the driver
+    notes the restart. The death is the new run's: the container reads exited, not running."""
+    ledger = ContainerLedger()
+    ledger.record(ContainerEvent("die", "c1", "t1", "n1", exit_code=1))  # the previous run
+    since = ledger.mark()
+    ledger.record(ContainerEvent("oom", "c1", "t1", "n1"))
+    ledger.record(ContainerEvent("die", "c1", "t1", "n1", exit_code=137))  # the new run, at once
+    ledger.restarted(
+        "n1", ObservedContainer("web", "c1", ContainerPhase.RUNNING, True, 5, started_at=1.0), since
+    )
+    for state in ("exited", "running"):
+        dead = ledger.observe(listed(state))
+        if dead is None:  # the list caught up: inspect tells
+            dead = ledger.inspected(listed(state), {"ExitCode": 137, "OOMKilled": True})
+        assert (dead.phase, dead.exit_code, dead.reason) == (ContainerPhase.EXITED, 137, "OOMKilled")
+        assert ledger.with_lifecycle(dead).restart_count == 1
+
+
+def test_a_restarted_container_inspect_shows_exited_is_not_shown_running() -> None:
+    """The new run died before the driver's inspect: it is what the container finished as."""
+    ledger = ContainerLedger()
+    since = ledger.mark()
+    exited = ObservedContainer(
+        "web", "c1", ContainerPhase.EXITED, True, 5, 1, started_at=100.0, finished_at=100.2
+    )
+    ledger.restarted("n1", exited, since)
+    dead = ledger.observe(listed("exited"))
+    assert dead is not None and (dead.phase, dead.exit_code) == (ContainerPhase.EXITED, 1)
+    assert ledger.with_lifecycle(dead).restart_count == 1
+
+
 def test_a_stale_die_event_after_a_restart_is_dropped_once_inspect_says_running() -> None:
     ledger = ContainerLedger()
-    ledger.restarted("n1", ObservedContainer("web", "c1", ContainerPhase.RUNNING, True, 5))
-    ledger.record(ContainerEvent("die", "c1", "t1", "n1", exit_code=1))  # of the previous run
+    ledger.restarted("n1", ObservedContainer("web", "c1", ContainerPhase.RUNNING, True, 5), ledger.mark())
+    ledger.record(ContainerEvent("die", "c1", "t1", "n1", exit_code=1))  # of the previous run, late
     stale = ledger.observe(listed("running"))
     assert stale is not None and ledger.lacks_times(stale)
     ledger.inspected_times("c1", {"Running": True, "StartedAt": "2026-11-27T05:00:00Z"})
@@ -209,7 +338,7 @@ def test_a_refused_restart_reads_as_an_exit_that_ran_no_time() -> None:
 
 def test_the_ledger_forgets_restart_facts_with_the_container() -> None:
     ledger = ContainerLedger()
-    ledger.restarted("n1", ObservedContainer("web", "c1", ContainerPhase.RUNNING, True, 5))
+    ledger.restarted("n1", ObservedContainer("web", "c1", ContainerPhase.RUNNING, True, 5), ledger.mark())
     ledger.restart_refused("c1")
     ledger.forget_missing("n1", set(), ledger.mark())
     assert len(ledger) == 0
@@ -226,13 +355,20 @@ class RestartingApi(FakeApi):
         super().__init__(engine)
         self._fake_engine = engine
         self.refuse = refuse
+        self.unreachable: set[str] = set()
         self.starts: list[str] = []
 
     def start(self, container_id: str) -> None:
         if container_id in self.refuse:
             raise docker.errors.APIError("cannot start")
+        if container_id in self.unreachable:
+            raise docker.errors.DockerException("Error while fetching server API version")
         self.starts.append(container_id)
-        self._fake_engine.states[container_id] = {"Running": True, "StartedAt": "2026-11-27T05:10:00Z"}
+        state: dict[str, Any] = {"Running": True, "StartedAt": "2026-11-27T05:10:00Z"}
+        code = self._fake_engine.dies_at_once.get(container_id)
+        if code is not None:  # dead before the driver's inspect
+            state = {**state, "Running": False, "ExitCode": code, "FinishedAt": "2026-11-27T05:10:00.2Z"}
+        self._fake_engine.states[container_id] = state
 
     def inspect_container(self, container_id: str) -> dict[str, Any]:
         details = super().inspect_container(container_id)
@@ -285,6 +421,54 @@ async def test_a_refused_restart_is_final(engine: FakeEngine) -> None:
         await driver.close()
 
 
+async def test_an_unreachable_engine_is_no_refusal_and_the_next_pass_restarts(engine: FakeEngine) -> None:
+    client: Any = FakeClient(engine)
+    api = client.api = RestartingApi(engine, refuse=set())
+    api.unreachable.add("c1")
+    driver = DockerDriver("unix:///fake.sock", client=client, open_events=FakeEvents())
+    try:
+        engine.row("c1", "t1", "n1", "exited")
+        engine.states["c1"] = {
+            "ExitCode": 1,
+            "StartedAt": "2026-11-27T05:00:00Z",
+            "FinishedAt": "2026-11-27T05:01:05Z",
+        }
+        await driver.list_tasks("n1")
+        with pytest.raises(Unavailable):
+            await driver.restart_container("t1", "c1")
+        (dead,) = (await driver.list_tasks("n1"))["t1"].containers
+        assert dead.finished_at - dead.started_at == 65.0  # still due for its restart
+        api.unreachable.clear()
+        await driver.restart_container("t1", "c1")
+        (alive,) = (await driver.list_tasks("n1"))["t1"].containers
+        assert (alive.phase, alive.restart_count) == (ContainerPhase.RUNNING, 1)
+    finally:
+        await driver.close()
+
+
+async def test_a_restarted_container_that_dies_before_inspect_is_not_shown_running(
+    engine: FakeEngine,
+) -> None:
+    client: Any = FakeClient(engine)
+    client.api = RestartingApi(engine, refuse=set())
+    driver = DockerDriver("unix:///fake.sock", client=client, open_events=FakeEvents())
+    try:
+        engine.row("c1", "t1", "n1", "exited")
+        engine.states["c1"] = {
+            "ExitCode": 1,
+            "StartedAt": "2026-11-27T05:00:00Z",
+            "FinishedAt": "2026-11-27T05:01:05Z",
+        }
+        await driver.list_tasks("n1")
+        engine.dies_at_once["c1"] = 3
+        await driver.restart_container("t1", "c1")
+        (dead,) = (await driver.list_tasks("n1"))["t1"].containers
+        assert (dead.phase, dead.exit_code, dead.restart_count) == (ContainerPhase.EXITED, 3, 1)
+        assert dead.finished_at - dead.started_at == pytest.approx(0.2)  # an early exit: not again
+    finally:
+        await driver.close()
+
+
 @pytest.mark.parametrize(
     ("labels", "timeout", "own"),
     [
@@ -311,7 +495,7 @@ def test_a_restarted_container_is_read_from_inspect() -> None:
     }
     attrs = {
         "Config": {"Labels": labels, "Healthcheck": {"Test": ["CMD", "true"]}},
-        "State": {"StartedAt": "2026-11-27T05:00:00Z"},
+        "State": {"Running": True, "StartedAt": "2026-11-27T05:00:00Z"},
         "NetworkSettings": {"Ports": {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "32770"}]}},
     }
     node, container = docker_lifecycle.restarted("c1", attrs)

@@ -73,3 +73,23 @@ def test_first_stop_reason_wins() -> None:
     )
     assert reported is not None
     assert (reported.stop_code, reported.stopped_reason) == (pb.USER_INITIATED, "by user")
+
+
+def test_a_recorded_restart_count_is_never_lowered_by_an_agent_that_restarted() -> None:
+    """The agent counts restarts in memory only: after its own restart it reports 0 again."""
+    running = pb.Task(id="t", node_id="n1", last_status=pb.RUNNING)
+    running.containers.add(name="web", restart_count=2)
+    running.containers.add(name="log", restart_count=0)
+    report = agent_pb.TaskStatusReport(task_id="t", last_status=pb.RUNNING)
+    report.containers.add(name="web", restart_count=0)
+    report.containers.add(name="log", restart_count=0)
+    assert lifecycle.apply_report(running, "n1", report) is None  # nothing to write
+    report.containers[1].restart_count = 1  # a restart counted since: recorded
+    updated = lifecycle.apply_report(running, "n1", report)
+    assert updated is not None
+    assert [c.restart_count for c in updated.containers] == [2, 1]
+    report.last_status = pb.STOPPED
+    report.containers[1].restart_count = 0
+    stopped = lifecycle.apply_report(updated, "n1", report)
+    assert stopped is not None and stopped.last_status == pb.STOPPED
+    assert [c.restart_count for c in stopped.containers] == [2, 1]

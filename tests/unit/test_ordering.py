@@ -75,20 +75,114 @@ def test_a_condition_that_can_never_be_met_fails_at_once_naming_container_and_co
     )
 
 
-def test_the_timeout_reason_names_the_container_and_what_it_waited_for() -> None:
-    assert ordering.timed_out_reason(app(), "sidecar to be HEALTHY", 30) == (
-        "DependencyTimeout: container app waited 30s (its startTimeout) for sidecar to be HEALTHY"
-    )
-
-
 def test_containers_stop_in_reverse_dependency_order() -> None:
     definitions = [
         pb.ContainerDefinition(name="app", depends_on=[D(container_name="db", condition=D.START)]),
         pb.ContainerDefinition(name="db"),
         pb.ContainerDefinition(name="log"),
     ]
-    assert ordering.start_order(definitions) == [1, 0, 2]
     assert ordering.stop_order(definitions) == [2, 0, 1]
+
+
+def container(
+    name: str, *dependencies: tuple[str, pb.ContainerDependency.Condition.ValueType], timeout: int = 0
+) -> pb.ContainerDefinition:
+    return pb.ContainerDefinition(
+        name=name,
+        start_timeout=timeout,
+        depends_on=[D(container_name=n, condition=condition) for n, condition in dependencies],
+    )
+
+
+# The review's case: the app waits for migrate's SUCCESS, and migrate needs db up (at run time,
+# not through dependsOn): db must not wait behind the app.
+MIGRATING = [container("app", ("migrate", D.SUCCESS)), container("migrate", timeout=30), container("db")]
+# A chain: app waits for init to COMPLETE, init for sidecar to be HEALTHY (no startTimeout: 600 s).
+CHAIN = [
+    container("app", ("init", D.COMPLETE)),
+    container("init", ("sidecar", D.HEALTHY)),
+    container("sidecar"),
+]
+HEALTHY = Seen(RUNNING, health=ContainerHealth.HEALTHY)
+TIMEOUT_30 = (
+    "DependencyTimeout: container app waited for migrate to be SUCCESS, which migrate did not reach "
+    "within 30s of its start (its startTimeout)"
+)
+
+
+@pytest.mark.parametrize(
+    ("definitions", "seen", "started_at", "now", "step"),
+    [
+        # Nothing started: every container without dependsOn starts at once, together.
+        (MIGRATING, {}, {}, 0.0, ordering.Step(start=(1, 2))),
+        (MIGRATING, {"migrate": Seen(RUNNING)}, {"migrate": 0.0, "db": 0.0}, 5.0, ordering.Step()),
+        (
+            MIGRATING,
+            {"migrate": Seen(EXITED, 0)},
+            {"migrate": 0.0, "db": 0.0},
+            5.0,
+            ordering.Step(start=(0,)),
+        ),
+        (
+            MIGRATING,
+            {"migrate": Seen(EXITED, 1)},
+            {"migrate": 0.0, "db": 0.0},
+            5.0,
+            ordering.Step(
+                failed="DependencyError: container app needs migrate to be SUCCESS, "
+                "but migrate exited with code 1"
+            ),
+        ),
+        # The timeout is migrate's own startTimeout, counted from migrate's start.
+        (MIGRATING, {"migrate": Seen(RUNNING)}, {"migrate": 10.0, "db": 0.0}, 39.9, ordering.Step()),
+        (
+            MIGRATING,
+            {"migrate": Seen(RUNNING)},
+            {"migrate": 10.0, "db": 0.0},
+            40.0,
+            ordering.Step(failed=TIMEOUT_30),
+        ),
+        (
+            MIGRATING,
+            {"migrate": Seen(EXITED, 0)},
+            {"migrate": 0.0, "db": 0.0},
+            999.0,
+            ordering.Step(start=(0,)),
+        ),
+        # All started: nothing left to do.
+        (MIGRATING, {}, {"app": 1.0, "migrate": 0.0, "db": 0.0}, 5.0, ordering.Step()),
+        (CHAIN, {}, {}, 0.0, ordering.Step(start=(2,))),
+        (CHAIN, {"sidecar": HEALTHY}, {"sidecar": 0.0}, 1.0, ordering.Step(start=(1,))),
+        # The app waits on init, which is not started: no clock runs for the app's wait.
+        (CHAIN, {"sidecar": Seen(RUNNING)}, {"sidecar": 0.0}, 599.0, ordering.Step()),
+        (
+            CHAIN,
+            {"sidecar": Seen(RUNNING)},
+            {"sidecar": 0.0},
+            600.0,
+            ordering.Step(
+                failed="DependencyTimeout: container init waited for sidecar to be HEALTHY, which sidecar "
+                "did not reach within 600s of its start (its startTimeout)"
+            ),
+        ),
+        # START has no time limit (ECS).
+        (
+            [container("app", ("db", D.START)), container("db", timeout=2)],
+            {"db": Seen(RUNNING)},
+            {"db": 0.0},
+            100.0,
+            ordering.Step(start=(0,)),
+        ),
+    ],
+)
+def test_every_container_whose_dependencies_are_met_starts_at_once(
+    definitions: list[pb.ContainerDefinition],
+    seen: dict[str, Seen],
+    started_at: dict[str, float],
+    now: float,
+    step: ordering.Step,
+) -> None:
+    assert ordering.next_step(definitions, seen, started_at, now) == step
 
 
 def policy(ignored: tuple[int, ...] = (), period: int = 0, enabled: bool = True) -> pb.RestartPolicy:

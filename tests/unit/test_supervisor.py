@@ -310,3 +310,57 @@ async def test_a_container_is_restarted_in_place_until_it_exits_early(
     assert stopped.stop_code == pb.ESSENTIAL_CONTAINER_EXITED
     assert [(c.restart_count, c.exit_code) for c in stopped.containers] == [(1, 1)]
     assert driver.started == ["t1"]
+
+
+class WaitingDriver(FakeDriver):
+    """A FakeDriver whose starts wait (as on a dependency) until cancelled or released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: set[str] = set()
+        self.cancelled: list[str] = []
+        self.release = asyncio.Event()
+
+    async def start_task(self, assignment: agent_pb.TaskAssignment, node_id: str) -> None:
+        self.waiting.add(assignment.task_id)
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled.append(assignment.task_id)
+            raise
+        finally:
+            self.waiting.discard(assignment.task_id)
+        await super().start_task(assignment, node_id)
+
+
+@pytest.mark.parametrize("dropped", [False, True])
+async def test_a_stop_cancels_a_start_that_waits(
+    running: Callable[[TaskSupervisor], None], dropped: bool
+) -> None:
+    """A user stop (or the task gone from the snapshot) does not wait for a waiting start."""
+    driver = WaitingDriver()
+    supervisor = TaskSupervisor(driver, "n1", resync_interval=60.0)
+    reports: list[agent_pb.TaskStatusReport] = []
+    supervisor.attach(reports.append)
+    supervisor.set_desired(snapshot(1, assignment("t1"), assignment("t2")))
+    running(supervisor)
+    await eventually(lambda: driver.waiting == {"t1", "t2"})
+
+    stopping = assignment("t1", desired=pb.DESIRED_STOPPED)
+    stopping.stop_code = pb.USER_INITIATED
+    stopping.stopped_reason = "Stopped by the user"
+    supervisor.set_desired(
+        snapshot(2, assignment("t2")) if dropped else snapshot(2, stopping, assignment("t2"))
+    )
+
+    await eventually(lambda: driver.cancelled == ["t1"])
+    assert driver.waiting == {"t2"}, "the other task's start goes on"
+    if not dropped:
+        await eventually(lambda: statuses(reports, "t1") == [pb.STOPPED])
+        assert (reports[-1].stop_code, reports[-1].stopped_reason) == (
+            pb.USER_INITIATED,
+            "Stopped by the user",
+        )
+    driver.release.set()
+    await eventually(lambda: driver.started == ["t2"])
+    assert "t1" not in await driver.list_tasks("n1")

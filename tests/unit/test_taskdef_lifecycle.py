@@ -108,16 +108,29 @@ def test_an_init_container_and_a_healthy_sidecar_register() -> None:
         ),
         (
             [container("a", startTimeout=1)],
-            "containerDefinitions[0].startTimeout 1 is out of range: use 2-120 seconds, as in ECS",
+            "containerDefinitions[0].startTimeout: Input should be greater than or equal to 2",
         ),
         (
-            [container("a", startTimeout=121)],
-            "containerDefinitions[0].startTimeout 121 is out of range: use 2-120 seconds, as in ECS",
+            [container("a", startTimeout=0)],  # ECS refuses it; stored, 0 would read as unset
+            "containerDefinitions[0].startTimeout: Input should be greater than or equal to 2",
+        ),
+        (
+            [container("a", startTimeout="0")],
+            "containerDefinitions[0].startTimeout: Input should be greater than or equal to 2",
+        ),
+        (
+            [container("a", startTimeout=3601)],
+            "containerDefinitions[0].startTimeout 3601 is out of range: use 2-3600 seconds",
         ),
         (
             [container("a", restartPolicy={"enabled": True, "restartAttemptPeriod": 59})],
-            "containerDefinitions[0].restartPolicy.restartAttemptPeriod 59 is out of range: "
-            "use 60-1800 seconds, as in ECS",
+            "containerDefinitions[0].restartPolicy.restartAttemptPeriod: Input should be greater "
+            "than or equal to 60",
+        ),
+        (
+            [container("a", restartPolicy={"enabled": True, "restartAttemptPeriod": 0})],
+            "containerDefinitions[0].restartPolicy.restartAttemptPeriod: Input should be greater "
+            "than or equal to 60",
         ),
         (
             [container("a", restartPolicy={"enabled": True, "restartAttemptPeriod": 1801})],
