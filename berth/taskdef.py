@@ -337,11 +337,7 @@ def parse_register_document(data: Any) -> tuple[pb.TaskDefinition, list[str]]:
     read_only = sorted(field for field in data if field in READ_ONLY_DOCUMENT_FIELDS)
     if read_only:
         notes.append(f"{', '.join(read_only)}: read-only fields of describe output, ignored")
-    relevant = {
-        k: v
-        for k, v in _present(data).items()
-        if k not in READ_ONLY_DOCUMENT_FIELDS
-    }
+    relevant = {k: v for k, v in _present(data).items() if k not in READ_ONLY_DOCUMENT_FIELDS}
     containers = relevant.get("containerDefinitions")
     volumes = parse_volumes(relevant.pop("volumes", []), notes)
     try:
