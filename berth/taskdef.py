@@ -14,11 +14,11 @@ import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
+from berth.ecs_schema import EcsModel, one_line
 from berth.errors import InvalidArgument
 from berth.names import check_family, shown
-from berth.schema_errors import one_line
 from berth.secretnames import MAX_REFERENCE_LENGTH, parse_reference
 from berth.taskdef_aws import IGNORED_DOCUMENT_FIELDS, check_kept_container, check_kept_document
 from berth.taskdef_aws import take_container as take_aws_container
@@ -134,21 +134,17 @@ def _task_memory(value: Any) -> Any:
     return _with_unit(value, _MEMORY_UNITS, "memory")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=False)
-
-
-class _KeyValue(_Strict):
+class _KeyValue(EcsModel):
     name: str = Field(max_length=MAX_NAME_LENGTH)
     value: str = Field(max_length=MAX_VALUE_LENGTH)
 
 
-class _SecretReference(_Strict):
+class _SecretReference(EcsModel):
     name: str = Field(max_length=MAX_NAME_LENGTH)
     value_from: str = Field(alias="valueFrom", max_length=MAX_REFERENCE_LENGTH)
 
 
-class _PortMapping(_Strict):
+class _PortMapping(EcsModel):
     container_port: int = Field(alias="containerPort", ge=1, le=65535)
     host_port: int = Field(default=0, alias="hostPort", ge=0, le=65535)
     protocol: Literal["tcp", "udp"] = "tcp"
@@ -158,7 +154,7 @@ class _PortMapping(_Strict):
     _coerce = field_validator("container_port", "host_port", mode="before")(_int_or_string)
 
 
-class _HealthCheck(_Strict):
+class _HealthCheck(EcsModel):
     # Only types and uint32 safety here; `_check_health_check` says ECS's limits in its own words.
     command: list[str] = Field(max_length=MAX_ARGUMENTS)
     interval: int = Field(default=HEALTH_INTERVAL[2], ge=0, le=2**31)
@@ -167,7 +163,7 @@ class _HealthCheck(_Strict):
     start_period: int = Field(default=HEALTH_START_PERIOD[2], alias="startPeriod", ge=0, le=2**31)
 
 
-class _ContainerDefinition(_Strict):
+class _ContainerDefinition(EcsModel):
     name: str = Field(max_length=255)
     image: str = Field(max_length=MAX_IMAGE_LENGTH)
     cpu: int = Field(default=0, ge=0, le=MAX_CPU_UNITS)
@@ -191,7 +187,7 @@ class _ContainerDefinition(_Strict):
     )
 
 
-class _RegisterDocument(_Strict):
+class _RegisterDocument(EcsModel):
     family: str = Field(max_length=255)
     container_definitions: list[dict[str, Any]] = Field(
         alias="containerDefinitions", min_length=1, max_length=MAX_CONTAINERS

@@ -31,8 +31,9 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import Field, StrictBool, ValidationError
 
+from berth.ecs_schema import EcsModel
 from berth.errors import InvalidArgument
 from berth.names import shown
 
@@ -69,27 +70,23 @@ IGNORED_DOCUMENT_FIELDS = frozenset(
 )
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=False)
-
-
-class _RepositoryCredentials(_Strict):
+class _RepositoryCredentials(EcsModel):
     credentials_parameter: str = Field(alias="credentialsParameter", max_length=MAX_ARN_LENGTH)
 
 
-class _FirelensConfiguration(_Strict):
+class _FirelensConfiguration(EcsModel):
     type: Literal["fluentbit", "fluentd"]
     options: dict[
         Annotated[str, Field(max_length=255)], Annotated[str, Field(max_length=MAX_OPTION_LENGTH)]
     ] = Field(default_factory=dict, max_length=MAX_OPTIONS)
 
 
-class _ResourceRequirement(_Strict):
+class _ResourceRequirement(EcsModel):
     type: Literal["GPU", "InferenceAccelerator"]
     value: str = Field(max_length=64)
 
 
-class _AwsContainerFields(_Strict):
+class _AwsContainerFields(EcsModel):
     repository_credentials: _RepositoryCredentials | None = Field(default=None, alias="repositoryCredentials")
     firelens_configuration: _FirelensConfiguration | None = Field(default=None, alias="firelensConfiguration")
     version_consistency: Literal["enabled", "disabled"] | None = Field(
@@ -103,32 +100,32 @@ class _AwsContainerFields(_Strict):
     )
 
 
-class _PlacementConstraint(_Strict):
+class _PlacementConstraint(EcsModel):
     type: Literal["memberOf"]
     expression: str = Field(default="", max_length=2000)
 
 
-class _ProxyProperty(_Strict):
+class _ProxyProperty(EcsModel):
     name: str = Field(max_length=255)
     value: str = Field(max_length=MAX_OPTION_LENGTH)
 
 
-class _ProxyConfiguration(_Strict):
+class _ProxyConfiguration(EcsModel):
     type: Literal["APPMESH"] = "APPMESH"
     container_name: str = Field(alias="containerName", max_length=255)
     properties: list[_ProxyProperty] = Field(default_factory=list, max_length=MAX_ITEMS)
 
 
-class _EphemeralStorage(_Strict):
+class _EphemeralStorage(EcsModel):
     size_in_gib: int = Field(alias="sizeInGiB", ge=21, le=200)
 
 
-class _InferenceAccelerator(_Strict):
+class _InferenceAccelerator(EcsModel):
     device_name: str = Field(alias="deviceName", max_length=255)
     device_type: str = Field(alias="deviceType", max_length=255)
 
 
-class _AwsDocumentFields(_Strict):
+class _AwsDocumentFields(EcsModel):
     placement_constraints: list[_PlacementConstraint] = Field(
         default_factory=list, alias="placementConstraints", max_length=MAX_ITEMS
     )

@@ -20,8 +20,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import Field, StrictBool
 
+from berth.ecs_schema import EcsModel
 from berth.errors import InvalidArgument
 from berth.names import shown
 from berth.taskdef_namespaces import check_namespaces
@@ -41,11 +42,7 @@ _LINK_PART = r"[A-Za-z0-9_-]{1,255}"
 _LINK = re.compile(rf"({_LINK_PART})(?::({_LINK_PART}))?")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=False)
-
-
-class DockerOptions(_Strict):
+class DockerOptions(EcsModel):
     """The JSON schema of the container fields in FIELDS (meaning: check_docker_options)."""
 
     # ECS takes JSON booleans only: "yes", "on", "1" or 1 are refused, not read as true.
@@ -70,7 +67,7 @@ class DockerOptions(_Strict):
         c.links.extend(self.links)
 
 
-class Namespaces(_Strict):
+class Namespaces(EcsModel):
     """The JSON schema of the task fields pidMode and ipcMode."""
 
     pid_mode: Literal["host", "task"] | None = Field(default=None, alias="pidMode")

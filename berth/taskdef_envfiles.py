@@ -23,8 +23,9 @@ import re
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from berth.ecs_schema import EcsModel
 from berth.errors import InvalidArgument
 from berth.names import shown
 from berth.secretnames import SecretSource, parse_reference
@@ -41,16 +42,12 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _SEGMENT = re.compile(r"[A-Za-z0-9_.\-+=@,!()]{1,255}")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=False)
-
-
-class _EnvironmentFile(_Strict):
+class _EnvironmentFile(EcsModel):
     value: str = Field(max_length=MAX_ARN_LENGTH)
     type: Literal["s3"]
 
 
-class EnvironmentFiles(_Strict):
+class EnvironmentFiles(EcsModel):
     """The JSON schema of `environmentFiles`: types and bounds (meaning: check_environment_files)."""
 
     files: list[_EnvironmentFile] = Field(

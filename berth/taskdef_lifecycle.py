@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from berth.ecs_schema import EcsModel
 from berth.errors import InvalidArgument
 from berth.names import shown
 from berth.v1 import resources_pb2 as pb
@@ -58,16 +59,12 @@ def _int_or_string(value: Any) -> Any:
     return value
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=False)
-
-
-class _Dependency(_Strict):
+class _Dependency(EcsModel):
     container_name: str = Field(alias="containerName", max_length=255)
     condition: Literal["START", "COMPLETE", "SUCCESS", "HEALTHY"]
 
 
-class _RestartPolicy(_Strict):
+class _RestartPolicy(EcsModel):
     enabled: bool
     ignored_exit_codes: list[Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]] = Field(
         default_factory=list, alias="ignoredExitCodes", max_length=MAX_IGNORED_EXIT_CODES
@@ -79,7 +76,7 @@ class _RestartPolicy(_Strict):
     _coerce = field_validator("restart_attempt_period", mode="before")(_int_or_string)
 
 
-class LifecycleSettings(_Strict):
+class LifecycleSettings(EcsModel):
     """The JSON schema of the fields in FIELDS: types and bounds (meaning: check_lifecycle)."""
 
     depends_on: list[_Dependency] = Field(

@@ -29,8 +29,9 @@ import ipaddress
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from berth.ecs_schema import EcsModel
 from berth.errors import InvalidArgument
 from berth.names import shown
 from berth.secretnames import MAX_REFERENCE_LENGTH
@@ -153,16 +154,12 @@ _VALUE_SHAPES: dict[str, tuple[re.Pattern[str] | frozenset[str], str]] = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=False)
-
-
-class _SecretOption(_Strict):
+class _SecretOption(EcsModel):
     name: str = Field(max_length=MAX_OPTION_NAME_LENGTH)
     value_from: str = Field(alias="valueFrom", max_length=MAX_REFERENCE_LENGTH)
 
 
-class LogSettings(_Strict):
+class LogSettings(EcsModel):
     """The JSON schema of `logConfiguration`: types and bounds (meaning: check_log_configuration)."""
 
     log_driver: str = Field(alias="logDriver", max_length=32)
@@ -191,7 +188,7 @@ class LogSettings(_Strict):
         )
 
 
-class _Holder(_Strict):
+class _Holder(EcsModel):
     log_configuration: LogSettings | None = Field(default=None, alias="logConfiguration")
 
 

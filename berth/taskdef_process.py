@@ -18,8 +18,9 @@ import ipaddress
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from berth.ecs_schema import EcsModel
 from berth.errors import InvalidArgument
 from berth.names import shown
 from berth.v1 import resources_pb2 as pb
@@ -199,32 +200,28 @@ _SECURITY_OPTION = re.compile(
 _BERTH_LABELS = "berth."
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=False)
-
-
-class _Ulimit(_Strict):
+class _Ulimit(EcsModel):
     name: str = Field(max_length=32)
     soft_limit: int = Field(alias="softLimit", ge=-1, le=MAX_ULIMIT)
     hard_limit: int = Field(alias="hardLimit", ge=-1, le=MAX_ULIMIT)
 
 
-class _HostEntry(_Strict):
+class _HostEntry(EcsModel):
     hostname: str = Field(max_length=MAX_DNS_NAME_LENGTH)
     ip_address: str = Field(alias="ipAddress", max_length=64)
 
 
-class _SystemControl(_Strict):
+class _SystemControl(EcsModel):
     namespace: str = Field(max_length=255)
     value: str = Field(max_length=MAX_SYSCTL_VALUE_LENGTH)
 
 
-class _Capabilities(_Strict):
+class _Capabilities(EcsModel):
     add: list[str] = Field(default_factory=list, max_length=len(CAPABILITIES))
     drop: list[str] = Field(default_factory=list, max_length=len(CAPABILITIES))
 
 
-class _Tmpfs(_Strict):
+class _Tmpfs(EcsModel):
     container_path: str = Field(alias="containerPath", max_length=MAX_PATH_LENGTH)
     size: int = Field(ge=1, le=MAX_TMPFS_MIB)
     mount_options: list[str] = Field(
@@ -232,13 +229,13 @@ class _Tmpfs(_Strict):
     )
 
 
-class _Device(_Strict):
+class _Device(EcsModel):
     host_path: str = Field(alias="hostPath", max_length=MAX_PATH_LENGTH)
     container_path: str = Field(default="", alias="containerPath", max_length=MAX_PATH_LENGTH)
     permissions: list[str] = Field(default_factory=list, max_length=3)
 
 
-class _LinuxParameters(_Strict):
+class _LinuxParameters(EcsModel):
     capabilities: _Capabilities | None = None
     init_process_enabled: bool = Field(default=False, alias="initProcessEnabled")
     shared_memory_size: int | None = Field(default=None, alias="sharedMemorySize", ge=1, le=MAX_SHM_MIB)
@@ -246,7 +243,7 @@ class _LinuxParameters(_Strict):
     devices: list[_Device] = Field(default_factory=list, max_length=MAX_LIST)
 
 
-class ProcessSettings(_Strict):
+class ProcessSettings(EcsModel):
     """The JSON schema of the fields in FIELDS: types and bounds (meaning: check_process_settings)."""
 
     user: str = Field(default="", max_length=MAX_USER_LENGTH)

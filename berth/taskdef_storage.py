@@ -45,11 +45,11 @@ import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from berth.ecs_schema import EcsModel, one_line
 from berth.errors import InvalidArgument
 from berth.names import shown
-from berth.schema_errors import one_line
 from berth.v1 import resources_pb2 as pb
 
 # The JSON fields this module owns: of a container definition, and of the document.
@@ -115,22 +115,18 @@ CONFIGURED_AT_LAUNCH_REFUSAL = (
 AUTOPROVISION_NOTE = "dockerVolumeConfiguration.autoprovision is only used with scope shared (ignored)"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=False)
-
-
-class _MountPoint(_Strict):
+class _MountPoint(EcsModel):
     source_volume: str = Field(alias="sourceVolume", max_length=MAX_VOLUME_NAME_LENGTH)
     container_path: str = Field(alias="containerPath", max_length=MAX_PATH_LENGTH)
     read_only: bool = Field(default=False, alias="readOnly")
 
 
-class _VolumeFrom(_Strict):
+class _VolumeFrom(EcsModel):
     source_container: str = Field(alias="sourceContainer", max_length=255)
     read_only: bool = Field(default=False, alias="readOnly")
 
 
-class ContainerStorage(_Strict):
+class ContainerStorage(EcsModel):
     """A container's `mountPoints` and `volumesFrom`: types and bounds (meaning: check_storage)."""
 
     mount_points: list[_MountPoint] = Field(
@@ -163,11 +159,11 @@ class ContainerStorage(_Strict):
         )
 
 
-class _Host(_Strict):
+class _Host(EcsModel):
     source_path: str | None = Field(default=None, alias="sourcePath", max_length=MAX_PATH_LENGTH)
 
 
-class _DockerVolumeConfiguration(_Strict):
+class _DockerVolumeConfiguration(EcsModel):
     scope: Literal["task", "shared"] = "task"
     autoprovision: bool = False
     driver: str = Field(default="", max_length=MAX_DRIVER_LENGTH)
@@ -175,12 +171,12 @@ class _DockerVolumeConfiguration(_Strict):
     labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_OPTIONS)
 
 
-class _EfsAuthorization(_Strict):
+class _EfsAuthorization(EcsModel):
     access_point_id: str = Field(default="", alias="accessPointId", max_length=64)
     iam: Literal["ENABLED", "DISABLED"] | None = None
 
 
-class _EfsVolumeConfiguration(_Strict):
+class _EfsVolumeConfiguration(EcsModel):
     file_system_id: str = Field(alias="fileSystemId", max_length=64)
     root_directory: str = Field(default="", alias="rootDirectory", max_length=MAX_PATH_LENGTH)
     transit_encryption: Literal["ENABLED", "DISABLED"] | None = Field(default=None, alias="transitEncryption")
@@ -188,7 +184,7 @@ class _EfsVolumeConfiguration(_Strict):
     authorization_config: _EfsAuthorization | None = Field(default=None, alias="authorizationConfig")
 
 
-class _Volume(_Strict):
+class _Volume(EcsModel):
     name: str = Field(max_length=MAX_VOLUME_NAME_LENGTH)
     host: _Host | None = None
     docker_volume_configuration: _DockerVolumeConfiguration | None = Field(

@@ -1,12 +1,20 @@
-"""Pydantic's complaints about a task definition's JSON as one line naming the field to fix
-(shared by berth.taskdef and the taskdef_* modules, which berth.taskdef imports)."""
+"""What the task-definition schemas (berth.taskdef and the taskdef_* modules) share: the
+pydantic base every ECS object is read with, and pydantic's complaints as one line naming
+the field to fix."""
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from berth.errors import InvalidArgument
 from berth.names import shown
+
+
+class EcsModel(BaseModel):
+    """An ECS JSON object: unknown fields refused (a misspelling is never ignored), fields by
+    their ECS (camelCase) alias or their Python name, numbers written as strings accepted."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=False)
 
 
 def one_line(error: ValidationError, where: str) -> InvalidArgument:
