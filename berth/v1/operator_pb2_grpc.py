@@ -206,6 +206,16 @@ class OperatorStub:
                 request_serializer=berth_dot_v1_dot_resources__pb2.ExecInput.SerializeToString,
                 response_deserializer=berth_dot_v1_dot_resources__pb2.ExecOutput.FromString,
                 _registered_method=True)
+        self.PutScalingPolicy = channel.unary_unary(
+                '/berth.v1.Operator/PutScalingPolicy',
+                request_serializer=berth_dot_v1_dot_operator__pb2.PutScalingPolicyRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_resources__pb2.Service.FromString,
+                _registered_method=True)
+        self.DeleteScalingPolicy = channel.unary_unary(
+                '/berth.v1.Operator/DeleteScalingPolicy',
+                request_serializer=berth_dot_v1_dot_operator__pb2.DeleteScalingPolicyRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_resources__pb2.Service.FromString,
+                _registered_method=True)
 
 
 class OperatorServicer:
@@ -426,6 +436,19 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutScalingPolicy(self, request, context):
+        """Target tracking: set (or replace) a service's scaling policy, or remove it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteScalingPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -598,6 +621,16 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.Exec,
                     request_deserializer=berth_dot_v1_dot_resources__pb2.ExecInput.FromString,
                     response_serializer=berth_dot_v1_dot_resources__pb2.ExecOutput.SerializeToString,
+            ),
+            'PutScalingPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutScalingPolicy,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.PutScalingPolicyRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_resources__pb2.Service.SerializeToString,
+            ),
+            'DeleteScalingPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteScalingPolicy,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.DeleteScalingPolicyRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_resources__pb2.Service.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1518,6 +1551,60 @@ class Operator:
             '/berth.v1.Operator/Exec',
             berth_dot_v1_dot_resources__pb2.ExecInput.SerializeToString,
             berth_dot_v1_dot_resources__pb2.ExecOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutScalingPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/PutScalingPolicy',
+            berth_dot_v1_dot_operator__pb2.PutScalingPolicyRequest.SerializeToString,
+            berth_dot_v1_dot_resources__pb2.Service.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteScalingPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/DeleteScalingPolicy',
+            berth_dot_v1_dot_operator__pb2.DeleteScalingPolicyRequest.SerializeToString,
+            berth_dot_v1_dot_resources__pb2.Service.FromString,
             options,
             channel_credentials,
             insecure,

@@ -80,6 +80,9 @@ class OperatorStub:
     """`berth exec`: the first message is `start` (what to run where), then stdin and
     window sizes; output comes back as it is written, `exit` last.
     """
+    PutScalingPolicy: _grpc.UnaryUnaryMultiCallable[_operator_pb2.PutScalingPolicyRequest, _resources_pb2.Service]
+    """Target tracking: set (or replace) a service's scaling policy, or remove it."""
+    DeleteScalingPolicy: _grpc.UnaryUnaryMultiCallable[_operator_pb2.DeleteScalingPolicyRequest, _resources_pb2.Service]
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -131,6 +134,9 @@ class OperatorAsyncStub(OperatorStub):
     """`berth exec`: the first message is `start` (what to run where), then stdin and
     window sizes; output comes back as it is written, `exit` last.
     """
+    PutScalingPolicy: _aio.UnaryUnaryMultiCallable[_operator_pb2.PutScalingPolicyRequest, _resources_pb2.Service]  # type: ignore[assignment]
+    """Target tracking: set (or replace) a service's scaling policy, or remove it."""
+    DeleteScalingPolicy: _aio.UnaryUnaryMultiCallable[_operator_pb2.DeleteScalingPolicyRequest, _resources_pb2.Service]  # type: ignore[assignment]
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -383,5 +389,20 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         """`berth exec`: the first message is `start` (what to run where), then stdin and
         window sizes; output comes back as it is written, `exit` last.
         """
+
+    @_abc_1.abstractmethod
+    def PutScalingPolicy(
+        self,
+        request: _operator_pb2.PutScalingPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.Service, _abc.Awaitable[_resources_pb2.Service]]:
+        """Target tracking: set (or replace) a service's scaling policy, or remove it."""
+
+    @_abc_1.abstractmethod
+    def DeleteScalingPolicy(
+        self,
+        request: _operator_pb2.DeleteScalingPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.Service, _abc.Awaitable[_resources_pb2.Service]]: ...
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

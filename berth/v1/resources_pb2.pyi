@@ -1330,6 +1330,8 @@ class Service(_message.Message):
     DEPLOYMENT_CONFIGURATION_FIELD_NUMBER: _builtins.int
     DEPLOYMENTS_FIELD_NUMBER: _builtins.int
     DEPLOYMENT_COUNT_FIELD_NUMBER: _builtins.int
+    SCALING_POLICY_FIELD_NUMBER: _builtins.int
+    SCALING_STATE_FIELD_NUMBER: _builtins.int
     cluster: _builtins.str
     name: _builtins.str
     task_definition: _builtins.str
@@ -1371,6 +1373,18 @@ class Service(_message.Message):
         rollback is dropped; the service's events keep its story.
         """
 
+    @_builtins.property
+    def scaling_policy(self) -> Global___ScalingPolicy:
+        """Target tracking (controlplane/autoscaling.py); unset: the desired count is
+        the operator's alone.
+        """
+
+    @_builtins.property
+    def scaling_state(self) -> Global___ScalingState:
+        """What the autoscaler remembers between passes, so a leader change continues
+        its stabilization windows instead of starting them over.
+        """
+
     def __init__(
         self,
         *,
@@ -1390,14 +1404,140 @@ class Service(_message.Message):
         deployment_configuration: Global___DeploymentConfiguration | None = ...,
         deployments: _abc.Iterable[Global___Deployment] | None = ...,
         deployment_count: _builtins.int = ...,
+        scaling_policy: Global___ScalingPolicy | None = ...,
+        scaling_state: Global___ScalingState | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "created_at", b"created_at", "deployment_configuration", b"deployment_configuration", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "created_at", b"created_at", "deployment_configuration", b"deployment_configuration", "scaling_policy", b"scaling_policy", "scaling_state", b"scaling_state", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "cluster", b"cluster", "created_at", b"created_at", "deployment_configuration", b"deployment_configuration", "deployment_count", b"deployment_count", "deployments", b"deployments", "desired_count", b"desired_count", "load_balancers", b"load_balancers", "name", b"name", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "ports", b"ports", "status", b"status", "task_definition", b"task_definition", "updated_at", b"updated_at", "vip", b"vip"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "cluster", b"cluster", "created_at", b"created_at", "deployment_configuration", b"deployment_configuration", "deployment_count", b"deployment_count", "deployments", b"deployments", "desired_count", b"desired_count", "load_balancers", b"load_balancers", "name", b"name", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "ports", b"ports", "scaling_policy", b"scaling_policy", "scaling_state", b"scaling_state", "status", b"status", "task_definition", b"task_definition", "updated_at", b"updated_at", "vip", b"vip"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Service: _TypeAlias = Service  # noqa: Y015
+
+@_typing.final
+class ScalingPolicy(_message.Message):
+    """A target-tracking policy: keep `metric`'s per-task average near `target`.
+    Stored with every default filled in (controlplane/operations/scaling.py).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METRIC_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    MIN_COUNT_FIELD_NUMBER: _builtins.int
+    MAX_COUNT_FIELD_NUMBER: _builtins.int
+    SCALE_OUT_WINDOW_FIELD_NUMBER: _builtins.int
+    SCALE_IN_WINDOW_FIELD_NUMBER: _builtins.int
+    MAX_STEP_OUT_FIELD_NUMBER: _builtins.int
+    WARMUP_FIELD_NUMBER: _builtins.int
+    TOLERANCE_FIELD_NUMBER: _builtins.int
+    metric: _builtins.str
+    """"cpu" or "memory" (percent of the tasks' reservation), or "custom:NAME"
+    (a pushed metric's per-task average).
+    """
+    target: _builtins.float
+    min_count: _builtins.int
+    max_count: _builtins.int
+    scale_out_window: _builtins.float
+    """Seconds: scale out to the lowest recommendation of this window, in to the
+    highest of the other (out fast, in slow).
+    """
+    scale_in_window: _builtins.float
+    max_step_out: _builtins.int
+    """Tasks added by one decision at most; 0: max(4, the current count)."""
+    warmup: _builtins.float
+    """Seconds a RUNNING task is left out of the average after it started."""
+    tolerance: _builtins.float
+    """No change while |observed / target - 1| <= tolerance (0.1 = 10 %)."""
+    def __init__(
+        self,
+        *,
+        metric: _builtins.str = ...,
+        target: _builtins.float = ...,
+        min_count: _builtins.int = ...,
+        max_count: _builtins.int = ...,
+        scale_out_window: _builtins.float = ...,
+        scale_in_window: _builtins.float = ...,
+        max_step_out: _builtins.int = ...,
+        warmup: _builtins.float = ...,
+        tolerance: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_count", b"max_count", "max_step_out", b"max_step_out", "metric", b"metric", "min_count", b"min_count", "scale_in_window", b"scale_in_window", "scale_out_window", b"scale_out_window", "target", b"target", "tolerance", b"tolerance", "warmup", b"warmup"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScalingPolicy: _TypeAlias = ScalingPolicy  # noqa: Y015
+
+@_typing.final
+class ScalingRecommendation(_message.Message):
+    """One recommendation: from `at` on (until the next one) the policy asked for `count`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AT_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    at: _builtins.float
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        at: _builtins.float = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "count", b"count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScalingRecommendation: _TypeAlias = ScalingRecommendation  # noqa: Y015
+
+@_typing.final
+class ScalingState(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECOMMENDATIONS_FIELD_NUMBER: _builtins.int
+    LAST_ACTION_AT_FIELD_NUMBER: _builtins.int
+    LAST_MESSAGE_FIELD_NUMBER: _builtins.int
+    LAST_HOLD_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    MISSING_SINCE_FIELD_NUMBER: _builtins.int
+    last_action_at: _builtins.float
+    """Unix seconds of the last change the autoscaler made (0: none)."""
+    last_message: _builtins.str
+    """The last decision an operator was told about, as its event says it."""
+    last_hold: _builtins.str
+    """What kind of hold was last reported, so a lasting hold is an event once."""
+    count: _builtins.int
+    """The desired count as the autoscaler last left it: a different one was set
+    by an operator, and the windows start again from it.
+    """
+    missing_since: _builtins.float
+    """Unix seconds since which the metric has had no sample (0: it has)."""
+    @_builtins.property
+    def recommendations(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScalingRecommendation]:
+        """The recommendations of the longest window, oldest first, a change point each."""
+
+    def __init__(
+        self,
+        *,
+        recommendations: _abc.Iterable[Global___ScalingRecommendation] | None = ...,
+        last_action_at: _builtins.float = ...,
+        last_message: _builtins.str = ...,
+        last_hold: _builtins.str = ...,
+        count: _builtins.int = ...,
+        missing_since: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "last_action_at", b"last_action_at", "last_hold", b"last_hold", "last_message", b"last_message", "missing_since", b"missing_since", "recommendations", b"recommendations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScalingState: _TypeAlias = ScalingState  # noqa: Y015
 
 @_typing.final
 class DeploymentConfiguration(_message.Message):
