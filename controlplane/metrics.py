@@ -36,3 +36,18 @@ OBJECT_FAILURES = Counter(
     "Objects (services, tasks, nodes) a controller failed on and skipped in a pass",
     ["controller", "kind"],
 )
+SCALING_DECISIONS = Counter(
+    "berth_scaling_decisions_total",
+    "Desired-count changes the autoscaler made, by service and direction (out, in)",
+    ["cluster", "service", "direction"],
+)
+SCALING_OBSERVED = Gauge(
+    "berth_scaling_observed",
+    "A scaled service's metric as the autoscaler last saw it (percent for cpu/memory)",
+    ["cluster", "service", "metric"],
+)
+SCALING_TARGET = Gauge(
+    "berth_scaling_target",
+    "A scaled service's target for its metric",
+    ["cluster", "service", "metric"],
+)

@@ -23,6 +23,8 @@ from controlplane.api.join import JoinService
 from controlplane.api.operator import OperatorService
 from controlplane.cache import ClusterCache
 from controlplane.config import ControlPlaneSettings
+from controlplane.autoscaling import MetricSource, NoMetrics
+from controlplane.controllers.autoscaler import Autoscaler
 from controlplane.controllers.housekeeping import Housekeeper
 from controlplane.controllers.loop import ControllerLoop
 from controlplane.controllers.nodes import NodeMonitor
@@ -59,6 +61,8 @@ class ControlPlane:
         self._join_server: grpc.aio.Server | None = None
         self._election: LeaderElection | None = None
         self._election_task: asyncio.Task[None] | None = None
+        # What the autoscaler observes (controlplane/autoscaling.py).
+        self.metric_source: MetricSource = NoMetrics()
 
     async def start(self) -> None:
         settings = self.settings
@@ -149,6 +153,7 @@ class ControlPlane:
                     NodeMonitor(store, cache, settings.node_grace, startup_hold=settings.node_grace + 2),
                     ServiceController(store, cache, events, scheduler, settings.crash_backoff),
                     scheduler,
+                    Autoscaler(store, cache, self.metric_source),
                     Housekeeper(
                         store,
                         cache,

@@ -1418,7 +1418,8 @@ Global___Service: _TypeAlias = Service  # noqa: Y015
 @_typing.final
 class ScalingPolicy(_message.Message):
     """A target-tracking policy: keep `metric`'s per-task average near `target`.
-    Stored with every default filled in (controlplane/operations/scaling.py).
+    Stored with every default filled in (controlplane/operations/scaling.py); in a
+    request an absent optional field takes its default.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1457,17 +1458,32 @@ class ScalingPolicy(_message.Message):
         target: _builtins.float = ...,
         min_count: _builtins.int = ...,
         max_count: _builtins.int = ...,
-        scale_out_window: _builtins.float = ...,
-        scale_in_window: _builtins.float = ...,
+        scale_out_window: _builtins.float | None = ...,
+        scale_in_window: _builtins.float | None = ...,
         max_step_out: _builtins.int = ...,
-        warmup: _builtins.float = ...,
-        tolerance: _builtins.float = ...,
+        warmup: _builtins.float | None = ...,
+        tolerance: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_scale_in_window", b"_scale_in_window", "_scale_out_window", b"_scale_out_window", "_tolerance", b"_tolerance", "_warmup", b"_warmup", "scale_in_window", b"scale_in_window", "scale_out_window", b"scale_out_window", "tolerance", b"tolerance", "warmup", b"warmup"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_count", b"max_count", "max_step_out", b"max_step_out", "metric", b"metric", "min_count", b"min_count", "scale_in_window", b"scale_in_window", "scale_out_window", b"scale_out_window", "target", b"target", "tolerance", b"tolerance", "warmup", b"warmup"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_scale_in_window", b"_scale_in_window", "_scale_out_window", b"_scale_out_window", "_tolerance", b"_tolerance", "_warmup", b"_warmup", "max_count", b"max_count", "max_step_out", b"max_step_out", "metric", b"metric", "min_count", b"min_count", "scale_in_window", b"scale_in_window", "scale_out_window", b"scale_out_window", "target", b"target", "tolerance", b"tolerance", "warmup", b"warmup"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__scale_in_window: _TypeAlias = _typing.Literal["scale_in_window"]  # noqa: Y015
+    _WhichOneofArgType__scale_in_window: _TypeAlias = _typing.Literal["_scale_in_window", b"_scale_in_window"]  # noqa: Y015
+    _WhichOneofReturnType__scale_out_window: _TypeAlias = _typing.Literal["scale_out_window"]  # noqa: Y015
+    _WhichOneofArgType__scale_out_window: _TypeAlias = _typing.Literal["_scale_out_window", b"_scale_out_window"]  # noqa: Y015
+    _WhichOneofReturnType__tolerance: _TypeAlias = _typing.Literal["tolerance"]  # noqa: Y015
+    _WhichOneofArgType__tolerance: _TypeAlias = _typing.Literal["_tolerance", b"_tolerance"]  # noqa: Y015
+    _WhichOneofReturnType__warmup: _TypeAlias = _typing.Literal["warmup"]  # noqa: Y015
+    _WhichOneofArgType__warmup: _TypeAlias = _typing.Literal["_warmup", b"_warmup"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__scale_in_window) -> _WhichOneofReturnType__scale_in_window | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__scale_out_window) -> _WhichOneofReturnType__scale_out_window | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tolerance) -> _WhichOneofReturnType__tolerance | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__warmup) -> _WhichOneofReturnType__warmup | None: ...
 
 Global___ScalingPolicy: _TypeAlias = ScalingPolicy  # noqa: Y015
 

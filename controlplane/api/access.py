@@ -74,6 +74,8 @@ DEPLOYER = {
     "DeleteSecret",
     "ListSecrets",
     "Exec",
+    "PutScalingPolicy",
+    "DeleteScalingPolicy",
 }
 
 

@@ -291,3 +291,15 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
     @grpc_errors
     async def DeleteSecret(self, request: api.DeleteSecretRequest, context: Context) -> api.SecretInfo:
         return await self._ops.secrets.delete(request.name, peers.identity(context).name)
+
+    # -- scaling -----------------------------------------------------------------
+
+    @grpc_errors
+    async def PutScalingPolicy(self, request: api.PutScalingPolicyRequest, context: Context) -> pb.Service:
+        return await self._ops.scaling.put(request.cluster, request.service, request.policy)
+
+    @grpc_errors
+    async def DeleteScalingPolicy(
+        self, request: api.DeleteScalingPolicyRequest, context: Context
+    ) -> pb.Service:
+        return await self._ops.scaling.delete(request.cluster, request.service)

@@ -21,6 +21,7 @@ from controlplane.operations.clusters import Clusters
 from controlplane.operations.execs import Execs
 from controlplane.operations.logs import Logs
 from controlplane.operations.nodes import Nodes
+from controlplane.operations.scaling import ScalingPolicies
 from controlplane.operations.secrets import Secrets, SecretValues
 from controlplane.operations.services import Services
 from controlplane.operations.taskdefs import TaskDefinitions
@@ -44,6 +45,7 @@ class Operations:
     secrets: Secrets
     secret_values: SecretValues
     execs: Execs
+    scaling: ScalingPolicies
 
     @classmethod
     def build(
@@ -64,22 +66,18 @@ class Operations:
         clusters = Clusters(store, cache, limits.quotas)
         taskdefs = TaskDefinitions(store, limits.quotas, allowed_registries, privileges, host_paths)
         tasks = Tasks(store, cache, clusters, taskdefs)
+        services = Services(
+            store, cache, clusters, taskdefs, VipAllocator(store, service_cidr), limits.quotas, limits.ports
+        )
         return cls(
             clusters=clusters,
             taskdefs=taskdefs,
-            services=Services(
-                store,
-                cache,
-                clusters,
-                taskdefs,
-                VipAllocator(store, service_cidr),
-                limits.quotas,
-                limits.ports,
-            ),
+            services=services,
             tasks=tasks,
             nodes=Nodes(store, cache, agents, limits.quotas, limits.registrations),
             logs=Logs(tasks, LogRouter(agents)),
             secrets=Secrets(store, master_key),
             secret_values=SecretValues(cache, master_key),
             execs=Execs(tasks, ExecRouter(agents)),
+            scaling=ScalingPolicies(store, services, limits.quotas),
         )
