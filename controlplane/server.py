@@ -21,9 +21,9 @@ from controlplane.api.access import Access, AuditLog
 from controlplane.api.agents import AgentService
 from controlplane.api.join import JoinService
 from controlplane.api.operator import OperatorService
+from controlplane.autoscaling import MetricSource, NoMetrics
 from controlplane.cache import ClusterCache
 from controlplane.config import ControlPlaneSettings
-from controlplane.autoscaling import MetricSource, NoMetrics
 from controlplane.controllers.autoscaler import Autoscaler
 from controlplane.controllers.housekeeping import Housekeeper
 from controlplane.controllers.loop import ControllerLoop
