@@ -9,8 +9,9 @@ The rule, in the order it is applied:
 1. **min and max always hold**: a desired count outside [min, max] (set by an
    operator, or a policy just tightened) is clamped at once.
 2. **An operator's count is the new start**: a desired count other than the
-   one the autoscaler last left starts the windows again from it, so a manual
-   `--desired-count` is not undone on the next pass (as ECS does).
+   one the autoscaler last left starts the windows again from it (that pass
+   does nothing else), so a manual `--desired-count` is not undone on the
+   next pass: scale-in waits a full scale-in window (as ECS continues from it).
 3. **Observe**: the Observation already leaves out tasks younger than the
    warm-up and tasks without a recent sample. Nothing counted: hold (all
    warming, or the metric missing: said in an event once it lasts
@@ -60,6 +61,8 @@ MISSING_GRACE = 30.0
 MAX_RECOMMENDATIONS = 100
 # Holds that end when samples are back (the next such hold is news again).
 _GONE_WITH_SAMPLES = ("warming", "missing", "no-tasks")
+# Floating point slack, so 66 / 60 is exactly the +10 % edge and 4 x 1.5 is 6.
+_EPSILON = 1e-9
 
 
 @dataclass(frozen=True)
@@ -120,17 +123,17 @@ def recommend(policy: pb.ScalingPolicy, current: int, observation: Observation) 
     """The count the metric asks for right now, before windows, steps and limits."""
     value, target = observation.value, policy.target
     ratio = value / target
-    if abs(ratio - 1) <= policy.tolerance:
+    if abs(ratio - 1) <= policy.tolerance + _EPSILON:
         return current
     if ratio > 1:
-        needed = math.ceil(observation.counted * value / target - 1e-9)
+        needed = math.ceil(observation.counted * value / target - _EPSILON)
         return max(current, needed)
     # Tasks without samples are taken as exactly at target.
     measured = observation.counted + observation.missing
     adjusted = (value * observation.counted + target * observation.missing) / measured
-    if abs(adjusted / target - 1) <= policy.tolerance:
+    if abs(adjusted / target - 1) <= policy.tolerance + _EPSILON:
         return current
-    return min(current, math.ceil(current * adjusted / target - 1e-9))
+    return min(current, math.ceil(current * adjusted / target - _EPSILON))
 
 
 def _window(state: pb.ScalingState, now: float, seconds: float) -> list[int]:
@@ -147,7 +150,9 @@ def _window(state: pb.ScalingState, now: float, seconds: float) -> list[int]:
 
 def _remember(state: pb.ScalingState, policy: pb.ScalingPolicy, now: float, count: int) -> None:
     """Add a change point; forget those no window can reach any more."""
-    if not state.recommendations or state.recommendations[-1].count != count:
+    if state.recommendations and state.recommendations[-1].at >= now:
+        state.recommendations[-1].count = count  # the same moment: this one replaces it
+    elif not state.recommendations or state.recommendations[-1].count != count:
         state.recommendations.append(pb.ScalingRecommendation(at=now, count=count))
     horizon = now - max(policy.scale_out_window, policy.scale_in_window)
     entries = list(state.recommendations)
@@ -205,7 +210,10 @@ def decide(
         where = f"below the minimum {low}" if current < low else f"above the maximum {high}"
         return _act(kept, now, clamped, f"desired count {current} is {where}: scaling to {clamped}")
     if kept.count != current or not kept.recommendations:
-        _restart(kept, now, current)  # an operator set it (or the policy is new)
+        # An operator set the count (or the policy is new): the windows start
+        # from it, and this pass records only that.
+        _restart(kept, now, current)
+        return Decision(None, "", False, kept)
     metric = policy.metric
     tasks = "task" if current == 1 else "tasks"
     if observation is not None and not (math.isfinite(observation.value) and observation.value >= 0):
