@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import typer
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from berth.cli import deployments, placement, rollout, rollout_watch
+from berth.cli import autoscale, deployments, placement, rollout, rollout_watch
 from berth.cli.client import CliContext, api_errors, fail, node_label, node_names
 from berth.cli.deployments import (
     CircuitBreakerOption,
@@ -206,6 +206,8 @@ def describe(
         console.print(
             f"deployment configuration: {deployments.configuration_line(deployments.configuration(s))}"
         )
+        for line in autoscale.describe_lines(s):
+            console.print(line)
         if s.deployments:
             console.print("deployments (PRIMARY first):")
             for line in deployments.deployment_lines(description):
@@ -492,3 +494,6 @@ def endpoints(
     )
     for task_id, why in sorted(response.not_ready.items()):
         say(f"not serving: task {task_id[:12]} ({why})")
+
+
+app.command("autoscale")(autoscale.autoscale)

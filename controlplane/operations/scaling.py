@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from berth.clock import now
 from berth.errors import FailedPrecondition, InvalidArgument, NotFound
+from berth.scaling import policy_line
 from berth.v1 import resources_pb2 as pb
 from controlplane import autoscaling
 from controlplane.events import EventLog
@@ -90,16 +91,6 @@ def checked(policy: pb.ScalingPolicy, tasks_per_service: int) -> pb.ScalingPolic
         )
     result.tolerance = tolerance
     return result
-
-
-def policy_line(policy: pb.ScalingPolicy) -> str:
-    unit = "%" if policy.metric in ("cpu", "memory") else " per task"
-    step = policy.max_step_out or "max(4, count)"
-    return (
-        f"{policy.metric} target {policy.target:.4g}{unit}, {policy.min_count}-{policy.max_count} tasks, "
-        f"windows out {policy.scale_out_window:g}s in {policy.scale_in_window:g}s, "
-        f"warm-up {policy.warmup:g}s, tolerance {policy.tolerance:.0%}, max step out {step}"
-    )
 
 
 class ScalingPolicies:
