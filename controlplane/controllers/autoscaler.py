@@ -38,8 +38,15 @@ DEFAULT_INTERVAL = 5.0
 
 
 def deploying(service: pb.Service) -> bool:
-    """A rollout is under way: an older deployment still has tasks, or the PRIMARY is rolling."""
-    return len(service.deployments) > 1 or any(d.rollout_state == pb.IN_PROGRESS for d in service.deployments)
+    """A rollout is replacing tasks: the PRIMARY is IN_PROGRESS and an older deployment is listed.
+
+    A service's only deployment being IN_PROGRESS (new, or not yet steady
+    after a scale-out) is no rollout: scale-in may go on."""
+    return (
+        len(service.deployments) > 1
+        and service.deployments[0].status == pb.PRIMARY
+        and service.deployments[0].rollout_state == pb.IN_PROGRESS
+    )
 
 
 class Autoscaler:

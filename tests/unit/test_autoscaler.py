@@ -6,15 +6,16 @@ import math
 from collections.abc import Sequence
 
 import pytest
+from prometheus_client import REGISTRY
 
 from berth.errors import InvalidArgument, NotFound
 from berth.v1 import resources_pb2 as pb
 from controlplane.autoscaling import NoMetrics, Observation
 from controlplane.cache import ClusterCache
-from controlplane.controllers.autoscaler import Autoscaler
+from controlplane.controllers.autoscaler import Autoscaler, deploying
 from controlplane.operations.scaling import ScalingPolicies, checked
 from controlplane.operations.services import ServiceChange, ServiceSpec
-from controlplane.store import Put, keys
+from controlplane.store import keys
 from controlplane.store.memory import MemoryStore
 from tests.unit.conftest import caught_up
 from tests.unit.test_operations import Ops, build
@@ -76,13 +77,8 @@ def test_a_custom_metric_may_have_a_large_target() -> None:
     assert checked(cpu_policy(metric="custom:queue_depth", target=5000.0), 100).target == 5000.0
 
 
-async def service_of(ops: Ops, name: str, desired: int = 1, rolled_out: bool = True) -> None:
-    """A service; `rolled_out`: its first deployment COMPLETED, as the service controller would."""
-    service = await ops.services.create(ServiceSpec("default", name, "web", desired))
-    if rolled_out:
-        service.deployments[0].rollout_state = pb.COMPLETED
-        store = ops.services._store
-        await store.commit([Put(keys.service("default", name), service)])
+async def service_of(ops: Ops, name: str, desired: int = 1) -> None:
+    await ops.services.create(ServiceSpec("default", name, "web", desired))
 
 
 async def test_a_refused_put_writes_nothing(store: MemoryStore, cache: ClusterCache) -> None:
@@ -194,11 +190,24 @@ async def test_scales_out_under_load_and_back_to_min_without_flapping(
     await run_for(autoscaler, store, cache, clock, 600)
     assert desired(cache, "web") == 1
 
+    labels = {"cluster": "default", "service": "web"}
+    assert REGISTRY.get_sample_value("berth_scaling_target", {**labels, "metric": "cpu"}) == 60.0
+    assert REGISTRY.get_sample_value("berth_scaling_observed", {**labels, "metric": "cpu"}) == 10.0
+    outs = REGISTRY.get_sample_value("berth_scaling_decisions_total", {**labels, "direction": "out"})
+    ins = REGISTRY.get_sample_value("berth_scaling_decisions_total", {**labels, "direction": "in"})
+    assert (outs, ins) == (1.0, 3.0)
+
     events = await scaling_events(store, "web")
     # Out once (1 -> 5), then in by halves at most (5 -> 3 -> 2 -> 1): bounded, no oscillation.
     assert events[0] == "cpu 250% > target 60%: scaling out from 1 to 5"
     assert len(events) <= 5, events
     assert all("scaling in" in e for e in events[1:]), events
+
+    # Without a policy, the service's gauges go.
+    await ScalingPolicies(store, ops.services).delete("default", "web")
+    await caught_up(cache, store)
+    await run_for(autoscaler, store, cache, clock, 5)
+    assert REGISTRY.get_sample_value("berth_scaling_target", {**labels, "metric": "cpu"}) is None
 
 
 async def test_one_services_failure_does_not_stop_the_others(store: MemoryStore, cache: ClusterCache) -> None:
@@ -251,3 +260,13 @@ async def test_without_samples_it_holds_and_says_so_once(store: MemoryStore, cac
     assert found is not None
     holds = [e.message for e in found.value.events if "samples" in e.message]
     assert holds == ["no cpu samples for 30s or more: holding at 2 tasks"]
+
+
+def test_only_a_rollout_replacing_tasks_holds_scale_in() -> None:
+    first = pb.Deployment(id=1, status=pb.PRIMARY, rollout_state=pb.IN_PROGRESS)
+    assert not deploying(pb.Service(deployments=[first]))  # a new service, or one just scaled out
+    old = pb.Deployment(id=1, status=pb.DEPLOYMENT_ACTIVE, rollout_state=pb.COMPLETED)
+    second = pb.Deployment(id=2, status=pb.PRIMARY, rollout_state=pb.IN_PROGRESS)
+    assert deploying(pb.Service(deployments=[second, old]))
+    failed = pb.Deployment(id=2, status=pb.PRIMARY, rollout_state=pb.FAILED)
+    assert not deploying(pb.Service(deployments=[failed, old]))
