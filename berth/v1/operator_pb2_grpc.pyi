@@ -80,6 +80,9 @@ class OperatorStub:
     """`berth exec`: the first message is `start` (what to run where), then stdin and
     window sizes; output comes back as it is written, `exit` last.
     """
+    PutMetric: _grpc.UnaryUnaryMultiCallable[_operator_pb2.PutMetricRequest, _operator_pb2.PutMetricResponse]
+    """Custom metrics (kept in memory by the replica that receives them, for auto-scaling)."""
+    ListMetrics: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListMetricsRequest, _operator_pb2.ListMetricsResponse]
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -131,6 +134,9 @@ class OperatorAsyncStub(OperatorStub):
     """`berth exec`: the first message is `start` (what to run where), then stdin and
     window sizes; output comes back as it is written, `exit` last.
     """
+    PutMetric: _aio.UnaryUnaryMultiCallable[_operator_pb2.PutMetricRequest, _operator_pb2.PutMetricResponse]  # type: ignore[assignment]
+    """Custom metrics (kept in memory by the replica that receives them, for auto-scaling)."""
+    ListMetrics: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListMetricsRequest, _operator_pb2.ListMetricsResponse]  # type: ignore[assignment]
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -383,5 +389,20 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         """`berth exec`: the first message is `start` (what to run where), then stdin and
         window sizes; output comes back as it is written, `exit` last.
         """
+
+    @_abc_1.abstractmethod
+    def PutMetric(
+        self,
+        request: _operator_pb2.PutMetricRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.PutMetricResponse, _abc.Awaitable[_operator_pb2.PutMetricResponse]]:
+        """Custom metrics (kept in memory by the replica that receives them, for auto-scaling)."""
+
+    @_abc_1.abstractmethod
+    def ListMetrics(
+        self,
+        request: _operator_pb2.ListMetricsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ListMetricsResponse, _abc.Awaitable[_operator_pb2.ListMetricsResponse]]: ...
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
