@@ -136,9 +136,7 @@ def test_good_names_pass(name: str) -> None:
     assert check_name(name) == name
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"), [("12", 12.0), (" -3.5\n", -3.5), ("1e12", 1e12), ("0", 0.0)]
-)
+@pytest.mark.parametrize(("text", "expected"), [("12", 12.0), (" -3.5\n", -3.5), ("1e12", 1e12), ("0", 0.0)])
 def test_values_parse_from_text(text: str, expected: float) -> None:
     assert parse_value(text) == expected
 
