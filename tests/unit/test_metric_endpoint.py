@@ -153,7 +153,11 @@ async def test_requests_over_loopback() -> None:
     async def task_at(address: str) -> str | None:
         return known.get(address)
 
-    endpoint = MetricEndpoint(task_at, lambda put: sent.append(put) is None, rates=TaskRates(10.0, 3.0))
+    def forward(put: agent_pb.MetricPut) -> bool:
+        sent.append(put)
+        return True
+
+    endpoint = MetricEndpoint(task_at, forward, rates=TaskRates(10.0, 3.0))
     _, port = await endpoint.start("127.0.0.1", 0)
     try:
         body = b"42"

@@ -5,6 +5,7 @@ on its own node. A refused put records nothing."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -97,7 +98,7 @@ async def test_an_agent_speaks_for_its_own_running_service_tasks_only(metrics: M
 
 
 def test_container_addresses_come_from_the_engine_list() -> None:
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "Labels": {"berth.task-id": RUNNING},
             "NetworkSettings": {"Networks": {"bridge": {"IPAddress": "172.17.0.5"}, "none": {}}},
