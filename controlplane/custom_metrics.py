@@ -34,6 +34,10 @@ MAX_SERVICES = 10_000
 MAX_NAMES_PER_SERVICE = 20
 # Per name: sources with a value (the service and its tasks): more tasks than one service runs.
 MAX_TASKS_PER_NAME = 1_000
+# Values kept in all (one per source): the bound on memory whatever the services do.
+MAX_SAMPLES = 200_000
+# Every so often a put forgets old values of every service, not only its own.
+FULL_PRUNE_EVERY = 60.0
 
 
 @dataclass(frozen=True)
@@ -59,12 +63,20 @@ class _Series:
     service_value: tuple[float, float] | None = None  # (value, time)
     task_values: dict[str, tuple[float, float]] = field(default_factory=dict)
 
-    def prune(self, oldest: float) -> None:
+    def prune(self, oldest: float) -> int:
+        """Forget values older than `oldest`; how many were forgotten."""
+        forgotten = 0
         if self.service_value is not None and self.service_value[1] < oldest:
             self.service_value = None
+            forgotten += 1
         stale = [task for task, (_, at) in self.task_values.items() if at < oldest]
         for task in stale:
             del self.task_values[task]
+        return forgotten + len(stale)
+
+    @property
+    def size(self) -> int:
+        return (self.service_value is not None) + len(self.task_values)
 
     @property
     def empty(self) -> bool:
@@ -77,12 +89,16 @@ class CustomMetrics:
     def __init__(self, retention: float = RETENTION) -> None:
         self._retention = retention
         self._services: dict[tuple[str, str], dict[str, _Series]] = {}
+        self._samples = 0
+        self._pruned_at = float("-inf")
 
     def put(self, cluster: str, service: str, name: str, value: float, now: float, task_id: str = "") -> None:
         """Record a value; raises InvalidArgument for a bad name or value and ResourceExhausted
         past a bound (then nothing is recorded)."""
         check_name(name)
         value = check_value(value)
+        if now - self._pruned_at >= FULL_PRUNE_EVERY:
+            self.prune(now)
         key = (cluster, service)
         names = self._services.get(key)
         if names is None:
@@ -102,12 +118,27 @@ class CustomMetrics:
                     f"(names expire {self._retention:.0f} s after their last value)"
                 )
             series = names[name] = _Series()
-        if not task_id:
+        new_source = series.service_value is None if not task_id else task_id not in series.task_values
+        if new_source:
+            if task_id and len(series.task_values) >= MAX_TASKS_PER_NAME:
+                self._drop_if_empty(key, name)
+                raise ResourceExhausted(f"metric {name} already has values from {MAX_TASKS_PER_NAME} tasks")
+            if self._samples >= MAX_SAMPLES:
+                self._drop_if_empty(key, name)
+                raise ResourceExhausted(f"the control plane already keeps {MAX_SAMPLES} custom metric values")
+            self._samples += 1
+        if task_id:
+            series.task_values[task_id] = (value, now)
+        else:
             series.service_value = (value, now)
-            return
-        if task_id not in series.task_values and len(series.task_values) >= MAX_TASKS_PER_NAME:
-            raise ResourceExhausted(f"metric {name} already has values from {MAX_TASKS_PER_NAME} tasks")
-        series.task_values[task_id] = (value, now)
+
+    def _drop_if_empty(self, key: tuple[str, str], name: str) -> None:
+        """A refused put leaves no empty series (nor service) behind."""
+        names = self._services.get(key, {})
+        if name in names and names[name].empty:
+            del names[name]
+        if not names:
+            self._services.pop(key, None)
 
     def observe(
         self, cluster: str, service: str, name: str, running_tasks: int, now: float, max_age: float = 60.0
@@ -149,8 +180,14 @@ class CustomMetrics:
 
     def prune(self, now: float) -> None:
         """Forget every value older than the retention."""
+        self._pruned_at = now
         for key in list(self._services):
             self._prune_service(key, now)
+
+    @property
+    def samples(self) -> int:
+        """Values kept (one per source and name)."""
+        return self._samples
 
     def _prune_service(self, key: tuple[str, str], now: float) -> None:
         names = self._services.get(key)
@@ -158,7 +195,7 @@ class CustomMetrics:
             return
         oldest = now - self._retention
         for name in list(names):
-            names[name].prune(oldest)
+            self._samples -= names[name].prune(oldest)
             if names[name].empty:
                 del names[name]
         if not names:

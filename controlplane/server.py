@@ -103,8 +103,10 @@ class ControlPlane:
         users = Users(store, ca, datetime.timedelta(days=365))
         await self._write_admin_config(ca, users)
         access = Access(cache, AuditLog(settings.data_dir / "audit.log"))
-        # In memory, per replica: values pushed through the API and the agents' streams.
-        metrics = Metrics(cache, CustomMetrics())
+        # In memory, per replica: values pushed through the API and the agents' streams
+        # (the auto-scaler reads custom_metrics.observe).
+        custom_metrics = CustomMetrics()
+        metrics = Metrics(cache, custom_metrics)
         operator = OperatorService(operations, access, membership, users, metrics)
         operator.advertise_join(settings.join_address)
 

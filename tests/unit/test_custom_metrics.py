@@ -8,6 +8,7 @@ import pytest
 
 from berth.errors import InvalidArgument, ResourceExhausted
 from berth.metric_values import check_name, check_task_id, parse_value
+from controlplane import custom_metrics
 from controlplane.custom_metrics import (
     MAX_NAMES_PER_SERVICE,
     MAX_TASKS_PER_NAME,
@@ -151,3 +152,21 @@ def test_bad_value_texts_are_refused(text: str) -> None:
 def test_bad_task_ids_are_refused(task_id: str) -> None:
     with pytest.raises(InvalidArgument):
         check_task_id(task_id)
+
+
+def test_values_in_all_are_bounded_and_counted_back_down_when_they_expire(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(custom_metrics, "MAX_SAMPLES", 3)
+    metrics = CustomMetrics()
+    metrics.put("default", "web", "rps", 1.0, now=0.0, task_id=T1)
+    metrics.put("default", "web", "rps", 1.0, now=0.0, task_id=T2)
+    metrics.put("default", "api", "queue_depth", 1.0, now=0.0)
+    metrics.put("default", "api", "queue_depth", 2.0, now=1.0)  # a known source: no new value kept
+    with pytest.raises(ResourceExhausted):
+        metrics.put("default", "db", "rps", 1.0, now=1.0, task_id=T3)
+    assert metrics.latest("default", "db", now=1.0) == []
+    assert metrics.samples == 3
+    # A put after the retention first forgets what expired.
+    metrics.put("default", "db", "rps", 1.0, now=RETENTION + 1.0, task_id=T3)
+    assert metrics.samples == 2  # api's queue_depth (put at 1.0) and db's rps
