@@ -44,3 +44,6 @@ class AgentSettings:
     join_server: str | None = None
     # The node's AWS region, for EFS volumes (--aws-region, else AWS_REGION); "": none.
     aws_region: str = ""
+    # Where containers push custom metrics (agent/metric_endpoint.py): HOST:PORT or
+    # bridge:PORT; None: nowhere.
+    metrics_push_listen: str | None = None

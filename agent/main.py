@@ -28,6 +28,7 @@ from agent.credentials import (
     split_address,
 )
 from agent.dns import DNSLimits, ServiceDNS, allowed_networks, parse_networks
+from agent.metric_endpoint import MetricEndpoint, parse_listen, start_endpoint
 from agent.netfilter.iptables import ServiceNetwork, owned_rules, remove_owned_rules
 from agent.runtime.docker_driver import DockerDriver
 from agent.runtime.docker_spec import DEFAULT_PIDS_LIMIT
@@ -126,6 +127,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
     )
     parser.add_argument("--resync-interval", type=float, default=30.0, help="seconds")
     parser.add_argument("--metrics-listen", default=None, help="Prometheus metrics address, HOST:PORT")
+    parser.add_argument(
+        "--metrics-push-listen",
+        default=None,
+        metavar="ADDRESS",
+        help="where this host's containers POST custom metrics (/v1/metrics/NAME): IP:PORT, or "
+        "bridge:PORT for the engine's bridge gateway; callers are known by their container's "
+        "address (default: off)",
+    )
     parser.add_argument("--log-level", default="info")
     parser.add_argument(
         "--pids-limit",
@@ -192,6 +201,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
             split_address(args.join_server)
         except InvalidArgument as error:
             parser.error(f"--join-server: {error}")
+    if args.metrics_push_listen is not None:
+        try:
+            parse_listen(args.metrics_push_listen)
+        except InvalidArgument as error:
+            parser.error(f"--metrics-push-listen: {error}")
     if args.environment_files_dir is not None and not args.environment_files_dir.is_dir():
         parser.error(f"--environment-files-dir {args.environment_files_dir}: not a directory")
     aws_region = args.aws_region if args.aws_region is not None else os.environ.get("AWS_REGION", "")
@@ -224,6 +238,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
         ca_hash=args.ca_hash,
         join_server=args.join_server,
         aws_region=aws_region,
+        metrics_push_listen=args.metrics_push_listen,
     )
     return settings, args.metrics_listen
 
@@ -404,6 +419,14 @@ async def run(settings: AgentSettings) -> None:
         settings.cpu_units,
         settings.memory_mib,
     )
+    endpoint: MetricEndpoint | None = None
+    push_listen = settings.metrics_push_listen
+    if push_listen:
+        try:
+            endpoint = await start_endpoint(push_listen, driver, node_id, session.push_metric)
+        except (OSError, BerthError) as error:
+            # Tasks run without it; say so and carry on.
+            log.error("event=metric_endpoint_unavailable listen=%s error=%r", push_listen, str(error))
     workers = [
         asyncio.create_task(supervisor.run(), name="supervisor"),
         asyncio.create_task(session.run(), name="session"),
@@ -419,6 +442,8 @@ async def run(settings: AgentSettings) -> None:
     for task in workers:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    if endpoint is not None:
+        await endpoint.close()
     await driver.close()
     if dns is not None:
         dns.stop()

@@ -13,7 +13,8 @@ Up the stream go, in this order of priority: a heartbeat when due (liveness
 never waits behind other traffic), status reports, then log chunks
 (`agent.logs`) and `berth exec` output (`agent.execs`), which wait for room
 in a small queue so a busy container's output slows down rather than piling
-up in memory.
+up in memory, and last custom metrics from the tasks' containers
+(`agent.metric_endpoint`), refused when their small queue is full.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ AGENT_VERSION = "0.1.0"
 
 # Log chunks and exec output waiting to go up the stream.
 LOG_OUTBOX = 16
+# Custom metrics waiting to go up the stream; beyond, a push is refused (its sender retries).
+METRIC_OUTBOX = 256
 
 
 class Outbox:
@@ -51,6 +54,7 @@ class Outbox:
     def __init__(self) -> None:
         self._reports: asyncio.Queue[agent_pb.AgentMessage] = asyncio.Queue()
         self._chunks: asyncio.Queue[agent_pb.AgentMessage] = asyncio.Queue(LOG_OUTBOX)
+        self._metrics: asyncio.Queue[agent_pb.AgentMessage] = asyncio.Queue(METRIC_OUTBOX)
         self._ready = asyncio.Event()
 
     def report(self, report: agent_pb.TaskStatusReport) -> None:
@@ -65,9 +69,18 @@ class Outbox:
         await self._chunks.put(agent_pb.AgentMessage(exec_output=output))
         self._ready.set()
 
+    def metric(self, put: agent_pb.MetricPut) -> bool:
+        """Queue a custom metric; False when the queue is full (nothing queued)."""
+        try:
+            self._metrics.put_nowait(agent_pb.AgentMessage(metric_put=put))
+        except asyncio.QueueFull:
+            return False
+        self._ready.set()
+        return True
+
     async def next(self, timeout: float) -> agent_pb.AgentMessage | None:
         """The next message by priority, or None when `timeout` passes with none."""
-        if self._reports.empty() and self._chunks.empty():
+        if self._reports.empty() and self._chunks.empty() and self._metrics.empty():
             self._ready.clear()
             try:
                 await asyncio.wait_for(self._ready.wait(), timeout)
@@ -77,6 +90,8 @@ class Outbox:
             return self._reports.get_nowait()
         if not self._chunks.empty():
             return self._chunks.get_nowait()
+        if not self._metrics.empty():
+            return self._metrics.get_nowait()
         return None
 
 
@@ -171,6 +186,8 @@ class ControlPlaneSession:
         self.connected = asyncio.Event()
         # True while a renewal is in flight or being stored: it must not be cut short.
         self._renewing = False
+        # The connected stream's outbox (None between connections).
+        self._outbox: Outbox | None = None
 
     async def run(self) -> None:
         backoff = BACKOFF_FIRST
@@ -245,7 +262,7 @@ class ControlPlaneSession:
         response = await stub.Register(self._registration, timeout=10)
         self._on_registered(response)
         self._supervisor.node_id = response.node_id
-        outbox = Outbox()
+        outbox = self._outbox = Outbox()
         self._supervisor.attach(outbox.report)
         logs = LogStreams(
             self._supervisor.driver,
@@ -266,6 +283,7 @@ class ControlPlaneSession:
         try:
             await asyncio.wait({reader, renewal}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self._outbox = None
             call.cancel()
             reader.cancel()
             if self._renewing:
@@ -281,6 +299,10 @@ class ControlPlaneSession:
             raise CertificateRenewed()
         reader.result()  # the stream's error, if it ended with one
         raise StreamClosed("the control plane closed the stream")
+
+    def push_metric(self, put: agent_pb.MetricPut) -> bool:
+        """Send a task's custom metric up the stream; False when not connected or no room."""
+        return self._outbox is not None and self._outbox.metric(put)
 
     async def _read(
         self,

@@ -30,6 +30,7 @@ from controlplane.controllers.loop import ControllerLoop
 from controlplane.controllers.nodes import NodeMonitor
 from controlplane.controllers.scheduling import SchedulingController
 from controlplane.controllers.services import ServiceController
+from controlplane.custom_metrics import CustomMetrics
 from controlplane.events import EventLog
 from controlplane.leader import LeaderElection
 from controlplane.limits import Limits, TokenBucket, port_policy
@@ -37,6 +38,7 @@ from controlplane.liveness import NodeLeases
 from controlplane.operations import Operations
 from controlplane.operations.clusters import ensure_default_cluster
 from controlplane.operations.membership import Membership, Users
+from controlplane.operations.metrics import Metrics
 from controlplane.operations.secrets import check_master_key
 from controlplane.registry import AgentRegistry
 from controlplane.sealing import load_or_create_master_key
@@ -105,7 +107,11 @@ class ControlPlane:
         users = Users(store, ca, datetime.timedelta(days=365))
         await self._write_admin_config(ca, users)
         access = Access(cache, AuditLog(settings.data_dir / "audit.log"))
-        operator = OperatorService(operations, access, membership, users)
+        # In memory, per replica: values pushed through the API and the agents' streams
+        # (the auto-scaler reads custom_metrics.observe).
+        custom_metrics = CustomMetrics()
+        metrics = Metrics(cache, custom_metrics)
+        operator = OperatorService(operations, access, membership, users, metrics)
         operator.advertise_join(settings.join_address)
 
         server = self._server = grpc.aio.server(
@@ -130,6 +136,7 @@ class ControlPlane:
                 logs=operations.logs.router,
                 secret_values=operations.secret_values,
                 execs=operations.execs.router,
+                metrics=metrics,
             ),
             server,
         )

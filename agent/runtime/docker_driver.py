@@ -599,6 +599,28 @@ class DockerDriver:
         """The subnets of the engine's networks (containers' source addresses, for Berth's DNS)."""
         return await self._call(self._subnets_blocking)
 
+    def _task_addresses_blocking(self, node_id: str) -> dict[str, str]:
+        summaries = self._client.api.containers(
+            filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_NODE}={node_id}"], "status": "running"}
+        )
+        return docker_state.task_addresses(summaries)
+
+    async def task_addresses(self, node_id: str) -> dict[str, str]:
+        """IP address -> task id of this node's running containers, on the engine's networks
+        (how the agent's metric endpoint knows which task is calling)."""
+        return await self._call(self._task_addresses_blocking, node_id)
+
+    def _bridge_gateway_blocking(self) -> str:
+        network = self._client.api.inspect_network("bridge")
+        for config in (network.get("IPAM") or {}).get("Config") or []:
+            if config.get("Gateway"):
+                return str(config["Gateway"])
+        raise Unavailable("docker's bridge network has no gateway address")
+
+    async def bridge_gateway(self) -> str:
+        """The host's address on the engine's default bridge: what its containers reach it at."""
+        return await self._call(self._bridge_gateway_blocking)
+
     async def close(self) -> None:
         self._closed.set()
         if self._events_stream is not None:

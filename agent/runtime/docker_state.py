@@ -438,3 +438,18 @@ class ContainerLedger:
 
     def __len__(self) -> int:
         return len(self._noted_at)
+
+
+def task_addresses(summaries: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """IP address -> task id, from container list rows (only rows with a task id and an address)."""
+    found: dict[str, str] = {}
+    for summary in summaries:
+        task_id = (summary.get("Labels") or {}).get(LABEL_TASK_ID)
+        if not task_id:
+            continue
+        networks = (summary.get("NetworkSettings") or {}).get("Networks") or {}
+        for network in networks.values():
+            address = (network or {}).get("IPAddress")
+            if address:
+                found[str(address)] = str(task_id)
+    return found

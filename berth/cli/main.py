@@ -14,6 +14,7 @@ from berth.cli import (
     execute,
     jointokens,
     logs,
+    metrics,
     nodes,
     secrets,
     services,
@@ -33,6 +34,7 @@ app.add_typer(nodes.app, name="node")
 app.add_typer(jointokens.app, name="join-token")
 app.add_typer(users.app, name="user")
 app.add_typer(secrets.app, name="secret")
+app.add_typer(metrics.app, name="metric")
 app.command("logs")(logs.logs)
 app.command("exec")(execute.exec_)
 

@@ -305,6 +305,7 @@ class AgentMessage(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     LOG_CHUNK_FIELD_NUMBER: _builtins.int
     EXEC_OUTPUT_FIELD_NUMBER: _builtins.int
+    METRIC_PUT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
@@ -317,6 +318,10 @@ class AgentMessage(_message.Message):
     def exec_output(self) -> _resources_pb2.ExecOutput:
         """Output and exit of a command started by an ExecInput (same request_id)."""
 
+    @_builtins.property
+    def metric_put(self) -> Global___MetricPut:
+        """A custom metric a container of one of this node's tasks pushed to the agent."""
+
     def __init__(
         self,
         *,
@@ -325,16 +330,44 @@ class AgentMessage(_message.Message):
         heartbeat: Global___Heartbeat | None = ...,
         log_chunk: _resources_pb2.LogChunk | None = ...,
         exec_output: _resources_pb2.ExecOutput | None = ...,
+        metric_put: Global___MetricPut | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "exec_output", b"exec_output", "heartbeat", b"heartbeat", "hello", b"hello", "log_chunk", b"log_chunk", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "exec_output", b"exec_output", "heartbeat", b"heartbeat", "hello", b"hello", "log_chunk", b"log_chunk", "metric_put", b"metric_put", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "exec_output", b"exec_output", "heartbeat", b"heartbeat", "hello", b"hello", "log_chunk", b"log_chunk", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "exec_output", b"exec_output", "heartbeat", b"heartbeat", "hello", b"hello", "log_chunk", b"log_chunk", "metric_put", b"metric_put", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "status", "heartbeat", "log_chunk", "exec_output"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "status", "heartbeat", "log_chunk", "exec_output", "metric_put"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___AgentMessage: _TypeAlias = AgentMessage  # noqa: Y015
+
+@_typing.final
+class MetricPut(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    name: _builtins.str
+    """[a-z][a-z0-9_]{0,62}"""
+    value: _builtins.float
+    """Finite, |value| <= 1e12."""
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        value: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "task_id", b"task_id", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MetricPut: _TypeAlias = MetricPut  # noqa: Y015
 
 @_typing.final
 class TaskAssignment(_message.Message):

@@ -216,6 +216,16 @@ class OperatorStub:
                 request_serializer=berth_dot_v1_dot_operator__pb2.DeleteScalingPolicyRequest.SerializeToString,
                 response_deserializer=berth_dot_v1_dot_resources__pb2.Service.FromString,
                 _registered_method=True)
+        self.PutMetric = channel.unary_unary(
+                '/berth.v1.Operator/PutMetric',
+                request_serializer=berth_dot_v1_dot_operator__pb2.PutMetricRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_operator__pb2.PutMetricResponse.FromString,
+                _registered_method=True)
+        self.ListMetrics = channel.unary_unary(
+                '/berth.v1.Operator/ListMetrics',
+                request_serializer=berth_dot_v1_dot_operator__pb2.ListMetricsRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_operator__pb2.ListMetricsResponse.FromString,
+                _registered_method=True)
 
 
 class OperatorServicer:
@@ -449,6 +459,19 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutMetric(self, request, context):
+        """Custom metrics (kept in memory by the replica that receives them, for auto-scaling).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMetrics(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -631,6 +654,16 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.DeleteScalingPolicy,
                     request_deserializer=berth_dot_v1_dot_operator__pb2.DeleteScalingPolicyRequest.FromString,
                     response_serializer=berth_dot_v1_dot_resources__pb2.Service.SerializeToString,
+            ),
+            'PutMetric': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutMetric,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.PutMetricRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_operator__pb2.PutMetricResponse.SerializeToString,
+            ),
+            'ListMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMetrics,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.ListMetricsRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_operator__pb2.ListMetricsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1605,6 +1638,60 @@ class Operator:
             '/berth.v1.Operator/DeleteScalingPolicy',
             berth_dot_v1_dot_operator__pb2.DeleteScalingPolicyRequest.SerializeToString,
             berth_dot_v1_dot_resources__pb2.Service.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutMetric(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/PutMetric',
+            berth_dot_v1_dot_operator__pb2.PutMetricRequest.SerializeToString,
+            berth_dot_v1_dot_operator__pb2.PutMetricResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/ListMetrics',
+            berth_dot_v1_dot_operator__pb2.ListMetricsRequest.SerializeToString,
+            berth_dot_v1_dot_operator__pb2.ListMetricsResponse.FromString,
             options,
             channel_credentials,
             insecure,

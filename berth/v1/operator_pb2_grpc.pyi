@@ -83,6 +83,9 @@ class OperatorStub:
     PutScalingPolicy: _grpc.UnaryUnaryMultiCallable[_operator_pb2.PutScalingPolicyRequest, _resources_pb2.Service]
     """Target tracking: set (or replace) a service's scaling policy, or remove it."""
     DeleteScalingPolicy: _grpc.UnaryUnaryMultiCallable[_operator_pb2.DeleteScalingPolicyRequest, _resources_pb2.Service]
+    PutMetric: _grpc.UnaryUnaryMultiCallable[_operator_pb2.PutMetricRequest, _operator_pb2.PutMetricResponse]
+    """Custom metrics (kept in memory by the replica that receives them, for auto-scaling)."""
+    ListMetrics: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListMetricsRequest, _operator_pb2.ListMetricsResponse]
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -137,6 +140,9 @@ class OperatorAsyncStub(OperatorStub):
     PutScalingPolicy: _aio.UnaryUnaryMultiCallable[_operator_pb2.PutScalingPolicyRequest, _resources_pb2.Service]  # type: ignore[assignment]
     """Target tracking: set (or replace) a service's scaling policy, or remove it."""
     DeleteScalingPolicy: _aio.UnaryUnaryMultiCallable[_operator_pb2.DeleteScalingPolicyRequest, _resources_pb2.Service]  # type: ignore[assignment]
+    PutMetric: _aio.UnaryUnaryMultiCallable[_operator_pb2.PutMetricRequest, _operator_pb2.PutMetricResponse]  # type: ignore[assignment]
+    """Custom metrics (kept in memory by the replica that receives them, for auto-scaling)."""
+    ListMetrics: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListMetricsRequest, _operator_pb2.ListMetricsResponse]  # type: ignore[assignment]
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -404,5 +410,20 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         request: _operator_pb2.DeleteScalingPolicyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.Service, _abc.Awaitable[_resources_pb2.Service]]: ...
+
+    @_abc_1.abstractmethod
+    def PutMetric(
+        self,
+        request: _operator_pb2.PutMetricRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.PutMetricResponse, _abc.Awaitable[_operator_pb2.PutMetricResponse]]:
+        """Custom metrics (kept in memory by the replica that receives them, for auto-scaling)."""
+
+    @_abc_1.abstractmethod
+    def ListMetrics(
+        self,
+        request: _operator_pb2.ListMetricsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ListMetricsResponse, _abc.Awaitable[_operator_pb2.ListMetricsResponse]]: ...
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

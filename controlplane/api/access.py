@@ -10,12 +10,13 @@ from the table needs admin (a new RPC is closed until someone decides).
     admin     + clusters, nodes, join tokens, users
 
 Every call that needs more than viewer is written to the audit log, allowed
-or not, with who, what, when and the result: one JSON object a line, in a
-private file of the replica that served it (`<data-dir>/audit.log`). A
-streaming call is written when it starts and again when it ends; for one
-with a request stream (Exec), what it acts on is its first message, so an
-exec's entries name the task, container and command, and the last one the
-command's exit code.
+or not (a successful PutMetric excepted: QUIET_WHEN_OK), with who, what,
+when and the result: one JSON object a line, in a private file of the
+replica that served it (`<data-dir>/audit.log`). A streaming call is
+written when it starts and again when it ends; for one with a request
+stream (Exec), what it acts on is its first message, so an exec's entries
+name the task, container and command, and the last one the command's exit
+code.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ VIEWER = {
     "ListNodes",
     "ListServiceEvents",
     "StreamLogs",
+    "ListMetrics",
 }
 DEPLOYER = {
     "RegisterTaskDefinition",
@@ -76,7 +78,11 @@ DEPLOYER = {
     "Exec",
     "PutScalingPolicy",
     "DeleteScalingPolicy",
+    "PutMetric",
 }
+# Calls too frequent to audit when they succeed (an application pushes a metric every few
+# seconds) and that change nothing durable; refused ones are still written.
+QUIET_WHEN_OK = {"PutMetric"}
 
 
 def required_role(method: str) -> str:
@@ -219,7 +225,7 @@ def _guard_unary(method: Handler, name: str, access_of: Callable[[Any], Access])
             if audited:
                 access.audit.write(user, name, request, _outcome(context, error))
             raise
-        if audited:
+        if audited and name not in QUIET_WHEN_OK:
             access.audit.write(user, name, request, "ok")
         return response
 

@@ -4,6 +4,7 @@ Down the stream goes the node's full desired state (`controlplane.desired`)
 whenever it changes: every message is a complete snapshot, so a reconnect
 needs no replay. Up come status reports, handed to `controlplane.status`,
 and heartbeats, which refresh the node's lease (`controlplane.liveness`).
+Custom metrics its tasks pushed go to `controlplane.operations.metrics`.
 Log requests go down the same stream ahead of the next snapshot, and the
 agent's log chunks come up it, routed to their readers (`controlplane.logs`);
 so do `berth exec`'s commands, their input and output (`controlplane.execs`).
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -34,6 +36,7 @@ from controlplane.liveness import NodeLeases
 from controlplane.logs import LogRouter
 from controlplane.metrics import AGENT_MESSAGES_REJECTED, AGENTS_CONNECTED
 from controlplane.operations.membership import Membership
+from controlplane.operations.metrics import Metrics
 from controlplane.operations.nodes import NodeFacts, Nodes
 from controlplane.operations.secrets import SecretValues
 from controlplane.registry import AgentRegistry, AgentSession
@@ -60,7 +63,9 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         logs: LogRouter | None = None,
         secret_values: SecretValues | None = None,
         execs: ExecRouter | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._membership = membership
         self._cache = cache
         self._nodes = nodes
@@ -185,6 +190,8 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 elif body == "exec_output":
                     if self._valid(session.node_id, "exec_output", message.exec_output):
                         self._execs.deliver(session, message.exec_output)
+                elif body == "metric_put":
+                    self._metric_put(session.node_id, message.metric_put)
                 elif body == "heartbeat":
                     metrics = message.heartbeat.metrics if message.heartbeat.HasField("metrics") else None
                     if metrics is not None and not self._valid(session.node_id, "heartbeat", metrics):
@@ -196,6 +203,16 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                         log.warning(
                             "event=heartbeat_not_recorded node=%s error=%r", session.node_id, str(error)
                         )
+
+    def _metric_put(self, node_id: str, put: agent_pb.MetricPut) -> None:
+        """A task's custom metric: recorded only for a task placed on this very node."""
+        if self._metrics is None:
+            return
+        try:
+            self._metrics.put_from_node(node_id, put, time.time())
+        except BerthError as error:
+            AGENT_MESSAGES_REJECTED.labels("metric_put").inc()
+            log.warning("event=agent_message_rejected node=%s kind=metric_put error=%r", node_id, str(error))
 
     def _valid(
         self,

@@ -6,9 +6,11 @@ Each method only translates: the work, validation included, is in
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 from berth import pki
+from berth.errors import FailedPrecondition
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
 from berth.v1 import resources_pb2 as pb
@@ -17,6 +19,7 @@ from controlplane.api.access import Access, guarded
 from controlplane.api.errors import Context, grpc_errors, grpc_stream_errors
 from controlplane.operations import Operations
 from controlplane.operations.membership import Membership, Users, public
+from controlplane.operations.metrics import Metrics
 from controlplane.operations.services import ServiceChange, ServiceSpec
 
 
@@ -24,8 +27,16 @@ from controlplane.operations.services import ServiceChange, ServiceSpec
 class OperatorService(operator_pb2_grpc.OperatorServicer):
     """Every RPC is checked against the caller's role and audited (`controlplane.api.access`)."""
 
-    def __init__(self, operations: Operations, access: Access, membership: Membership, users: Users) -> None:
+    def __init__(
+        self,
+        operations: Operations,
+        access: Access,
+        membership: Membership,
+        users: Users,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._ops = operations
+        self._metrics = metrics
         self.access = access
         self._membership = membership
         self._users = users
@@ -303,3 +314,29 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         self, request: api.DeleteScalingPolicyRequest, context: Context
     ) -> pb.Service:
         return await self._ops.scaling.delete(request.cluster, request.service)
+    # -- custom metrics ------------------------------------------------------------
+
+    def _custom_metrics(self) -> Metrics:
+        if self._metrics is None:
+            raise FailedPrecondition("this control plane keeps no custom metrics")
+        return self._metrics
+
+    @grpc_errors
+    async def PutMetric(self, request: api.PutMetricRequest, context: Context) -> api.PutMetricResponse:
+        self._custom_metrics().put(
+            request.cluster, request.service, request.name, request.value, request.task_id, time.time()
+        )
+        return api.PutMetricResponse()
+
+    @grpc_errors
+    async def ListMetrics(self, request: api.ListMetricsRequest, context: Context) -> api.ListMetricsResponse:
+        now = time.time()
+        samples = self._custom_metrics().latest(request.cluster, request.service, now)
+        return api.ListMetricsResponse(
+            samples=[
+                api.MetricSample(
+                    name=s.name, task_id=s.task_id, value=s.value, age_seconds=max(0.0, now - s.at)
+                )
+                for s in samples
+            ]
+        )
