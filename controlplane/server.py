@@ -35,6 +35,7 @@ from controlplane.events import EventLog
 from controlplane.leader import LeaderElection
 from controlplane.limits import Limits, TokenBucket, port_policy
 from controlplane.liveness import NodeLeases
+from controlplane.metric_sources import ServiceMetrics
 from controlplane.operations import Operations
 from controlplane.operations.clusters import ensure_default_cluster
 from controlplane.operations.membership import Membership, Users
@@ -111,6 +112,7 @@ class ControlPlane:
         # (the auto-scaler reads custom_metrics.observe).
         custom_metrics = CustomMetrics()
         metrics = Metrics(cache, custom_metrics)
+        self.metric_source = ServiceMetrics(custom_metrics, self.metric_source)
         operator = OperatorService(operations, access, membership, users, metrics)
         operator.advertise_join(settings.join_address)
 
