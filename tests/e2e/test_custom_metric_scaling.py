@@ -53,7 +53,7 @@ def test_a_pushed_queue_depth_scales_the_service_out_and_back_in(
     berth.ok("metric", "put", "worker", "queue_depth", "0")
     wait_until(lambda: _desired(berth, 1), 90, "back to 1 RUNNING task after the queue drained")
 
-    events = berth.ok("service", "describe", "worker").stdout
+    events = berth.ok("service", "describe", "worker").stdout.split("events (newest first):")[1]
     # Events are listed newest first.
     scalings = re.findall(r"scaling (out|in) from (\d+) to (\d+)", events)[::-1]
     assert scalings[0] == ("out", "1", "4"), events
