@@ -206,6 +206,11 @@ class OperatorStub:
                 request_serializer=berth_dot_v1_dot_resources__pb2.ExecInput.SerializeToString,
                 response_deserializer=berth_dot_v1_dot_resources__pb2.ExecOutput.FromString,
                 _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/berth.v1.Operator/GetUsage',
+                request_serializer=berth_dot_v1_dot_operator__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_operator__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
 
 
 class OperatorServicer:
@@ -426,6 +431,14 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUsage(self, request, context):
+        """`berth top`: nodes' and tasks' latest CPU and memory, and services' utilization
+        (from this replica's in-memory window; see controlplane/usage.py).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -598,6 +611,11 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.Exec,
                     request_deserializer=berth_dot_v1_dot_resources__pb2.ExecInput.FromString,
                     response_serializer=berth_dot_v1_dot_resources__pb2.ExecOutput.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.GetUsageRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_operator__pb2.GetUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1518,6 +1536,33 @@ class Operator:
             '/berth.v1.Operator/Exec',
             berth_dot_v1_dot_resources__pb2.ExecInput.SerializeToString,
             berth_dot_v1_dot_resources__pb2.ExecOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/GetUsage',
+            berth_dot_v1_dot_operator__pb2.GetUsageRequest.SerializeToString,
+            berth_dot_v1_dot_operator__pb2.GetUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -80,6 +80,10 @@ class OperatorStub:
     """`berth exec`: the first message is `start` (what to run where), then stdin and
     window sizes; output comes back as it is written, `exit` last.
     """
+    GetUsage: _grpc.UnaryUnaryMultiCallable[_operator_pb2.GetUsageRequest, _operator_pb2.GetUsageResponse]
+    """`berth top`: nodes' and tasks' latest CPU and memory, and services' utilization
+    (from this replica's in-memory window; see controlplane/usage.py).
+    """
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -130,6 +134,10 @@ class OperatorAsyncStub(OperatorStub):
     Exec: _aio.StreamStreamMultiCallable[_resources_pb2.ExecInput, _resources_pb2.ExecOutput]  # type: ignore[assignment]
     """`berth exec`: the first message is `start` (what to run where), then stdin and
     window sizes; output comes back as it is written, `exit` last.
+    """
+    GetUsage: _aio.UnaryUnaryMultiCallable[_operator_pb2.GetUsageRequest, _operator_pb2.GetUsageResponse]  # type: ignore[assignment]
+    """`berth top`: nodes' and tasks' latest CPU and memory, and services' utilization
+    (from this replica's in-memory window; see controlplane/usage.py).
     """
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
@@ -382,6 +390,16 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_resources_pb2.ExecOutput], _abc.AsyncIterator[_resources_pb2.ExecOutput]]:
         """`berth exec`: the first message is `start` (what to run where), then stdin and
         window sizes; output comes back as it is written, `exit` last.
+        """
+
+    @_abc_1.abstractmethod
+    def GetUsage(
+        self,
+        request: _operator_pb2.GetUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.GetUsageResponse, _abc.Awaitable[_operator_pb2.GetUsageResponse]]:
+        """`berth top`: nodes' and tasks' latest CPU and memory, and services' utilization
+        (from this replica's in-memory window; see controlplane/usage.py).
         """
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -59,6 +59,7 @@ VIEWER = {
     "ListNodes",
     "ListServiceEvents",
     "StreamLogs",
+    "GetUsage",
 }
 DEPLOYER = {
     "RegisterTaskDefinition",
