@@ -44,3 +44,5 @@ class AgentSettings:
     join_server: str | None = None
     # The node's AWS region, for EFS volumes (--aws-region, else AWS_REGION); "": none.
     aws_region: str = ""
+    # Seconds between samples of the tasks' CPU and memory (agent/usage.py).
+    usage_interval: float = 5.0

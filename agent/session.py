@@ -51,10 +51,16 @@ class Outbox:
     def __init__(self) -> None:
         self._reports: asyncio.Queue[agent_pb.AgentMessage] = asyncio.Queue()
         self._chunks: asyncio.Queue[agent_pb.AgentMessage] = asyncio.Queue(LOG_OUTBOX)
+        # Only the latest usage report waits: an older one is worth nothing once replaced.
+        self._usage: agent_pb.UsageReport | None = None
         self._ready = asyncio.Event()
 
     def report(self, report: agent_pb.TaskStatusReport) -> None:
         self._reports.put_nowait(agent_pb.AgentMessage(status=report))
+        self._ready.set()
+
+    def usage(self, report: agent_pb.UsageReport) -> None:
+        self._usage = report
         self._ready.set()
 
     async def chunk(self, chunk: pb.LogChunk) -> None:
@@ -67,7 +73,7 @@ class Outbox:
 
     async def next(self, timeout: float) -> agent_pb.AgentMessage | None:
         """The next message by priority, or None when `timeout` passes with none."""
-        if self._reports.empty() and self._chunks.empty():
+        if self._reports.empty() and self._chunks.empty() and self._usage is None:
             self._ready.clear()
             try:
                 await asyncio.wait_for(self._ready.wait(), timeout)
@@ -75,6 +81,9 @@ class Outbox:
                 return None
         if not self._reports.empty():
             return self._reports.get_nowait()
+        if self._usage is not None:
+            usage, self._usage = self._usage, None
+            return agent_pb.AgentMessage(usage=usage)
         if not self._chunks.empty():
             return self._chunks.get_nowait()
         return None
@@ -171,6 +180,12 @@ class ControlPlaneSession:
         self.connected = asyncio.Event()
         # True while a renewal is in flight or being stored: it must not be cut short.
         self._renewing = False
+        self._outbox: Outbox | None = None
+
+    def send_usage(self, report: agent_pb.UsageReport) -> None:
+        """Queue a usage report (agent.usage) on the current stream; dropped while disconnected."""
+        if self._outbox is not None:
+            self._outbox.usage(report)
 
     async def run(self) -> None:
         backoff = BACKOFF_FIRST
@@ -245,7 +260,7 @@ class ControlPlaneSession:
         response = await stub.Register(self._registration, timeout=10)
         self._on_registered(response)
         self._supervisor.node_id = response.node_id
-        outbox = Outbox()
+        outbox = self._outbox = Outbox()
         self._supervisor.attach(outbox.report)
         logs = LogStreams(
             self._supervisor.driver,
@@ -266,6 +281,7 @@ class ControlPlaneSession:
         try:
             await asyncio.wait({reader, renewal}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self._outbox = None
             call.cancel()
             reader.cancel()
             if self._renewing:
