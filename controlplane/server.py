@@ -9,6 +9,7 @@ import logging
 import secrets
 
 import grpc
+from prometheus_client import REGISTRY
 
 from berth import pki
 from berth.clientconfig import ClientConfig
@@ -41,6 +42,9 @@ from controlplane.sealing import load_or_create_master_key
 from controlplane.status import StatusWriter
 from controlplane.store import Store
 from controlplane.store.embedded import EmbeddedEtcd
+from controlplane.usage import UsageWindow
+from controlplane.usage_metrics import UsageCollector
+from controlplane.usage_view import UsageView
 from controlplane.validation.host_paths import HostPathPolicy
 from controlplane.validation.privileges import PrivilegePolicy
 
@@ -59,6 +63,7 @@ class ControlPlane:
         self._join_server: grpc.aio.Server | None = None
         self._election: LeaderElection | None = None
         self._election_task: asyncio.Task[None] | None = None
+        self._usage_collector: UsageCollector | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -101,7 +106,10 @@ class ControlPlane:
         users = Users(store, ca, datetime.timedelta(days=365))
         await self._write_admin_config(ca, users)
         access = Access(cache, AuditLog(settings.data_dir / "audit.log"))
-        operator = OperatorService(operations, access, membership, users)
+        usage = UsageWindow(lambda task_id: (found.value if (found := cache.task(task_id)) else None))
+        self._usage_collector = UsageCollector(agents, usage)
+        REGISTRY.register(self._usage_collector)
+        operator = OperatorService(operations, access, membership, users, UsageView(cache, agents, usage))
         operator.advertise_join(settings.join_address)
 
         server = self._server = grpc.aio.server(
@@ -126,6 +134,7 @@ class ControlPlane:
                 logs=operations.logs.router,
                 secret_values=operations.secret_values,
                 execs=operations.execs.router,
+                usage=usage,
             ),
             server,
         )
@@ -225,4 +234,7 @@ class ControlPlane:
             await self._store.close()
         if self._etcd is not None:
             await self._etcd.stop()
+        if self._usage_collector is not None:
+            REGISTRY.unregister(self._usage_collector)
+            self._usage_collector = None
         log.info("event=controlplane_stopped")

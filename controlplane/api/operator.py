@@ -18,14 +18,23 @@ from controlplane.api.errors import Context, grpc_errors, grpc_stream_errors
 from controlplane.operations import Operations
 from controlplane.operations.membership import Membership, Users, public
 from controlplane.operations.services import ServiceChange, ServiceSpec
+from controlplane.usage_view import UsageView
 
 
 @guarded(lambda service: service.access)
 class OperatorService(operator_pb2_grpc.OperatorServicer):
     """Every RPC is checked against the caller's role and audited (`controlplane.api.access`)."""
 
-    def __init__(self, operations: Operations, access: Access, membership: Membership, users: Users) -> None:
+    def __init__(
+        self,
+        operations: Operations,
+        access: Access,
+        membership: Membership,
+        users: Users,
+        usage: UsageView | None = None,
+    ) -> None:
         self._ops = operations
+        self._usage = usage
         self.access = access
         self._membership = membership
         self._users = users
@@ -291,3 +300,11 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
     @grpc_errors
     async def DeleteSecret(self, request: api.DeleteSecretRequest, context: Context) -> api.SecretInfo:
         return await self._ops.secrets.delete(request.name, peers.identity(context).name)
+
+    # -- usage (`berth top`) -------------------------------------------------
+
+    @grpc_errors
+    async def GetUsage(self, request: api.GetUsageRequest, context: Context) -> api.GetUsageResponse:
+        if self._usage is None:
+            return api.GetUsageResponse()
+        return self._usage.get(request)
