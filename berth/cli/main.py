@@ -19,6 +19,7 @@ from berth.cli import (
     services,
     taskdefs,
     tasks,
+    top,
     users,
 )
 from berth.cli.client import CliContext
@@ -35,6 +36,7 @@ app.add_typer(users.app, name="user")
 app.add_typer(secrets.app, name="secret")
 app.command("logs")(logs.logs)
 app.command("exec")(execute.exec_)
+app.command("top")(top.top)
 
 
 def _print_version(value: bool) -> None:
