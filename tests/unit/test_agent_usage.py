@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from agent.main import parse_args
 from agent.runtime.driver import ContainerPhase, ObservedContainer, ObservedTask
 from agent.usage import (
     CgroupFiles,
@@ -198,3 +199,20 @@ def test_running_containers_only() -> None:
         "t2": ObservedTask("t2", (ObservedContainer("web", "r3", ContainerPhase.EXITED, True),)),
     }
     assert running_containers(observed) == {"t1": [("web", "r1")]}
+
+
+SETTINGS = ["--server", "127.0.0.1:7400", "--data-dir", "/tmp/x", "--name", "n1", "--address", "10.0.0.1"]
+SIZES = ["--cpu-units", "1024", "--memory-mib", "512"]
+
+
+@pytest.mark.parametrize(("extra", "expected"), [([], 5.0), (["--usage-interval", "1"], 1.0)])
+def test_usage_interval(extra: list[str], expected: float) -> None:
+    settings, _ = parse_args([*SETTINGS, *SIZES, *extra])
+    assert settings.usage_interval == expected
+
+
+@pytest.mark.parametrize("bad", ["0.5", "61", "nan", "inf", "-1"])
+def test_usage_interval_out_of_bounds_is_refused(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args([*SETTINGS, *SIZES, "--usage-interval", bad])
+    assert "give 1 to 60 seconds" in capsys.readouterr().err
