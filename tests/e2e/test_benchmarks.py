@@ -30,4 +30,6 @@ def test_scheduler_benchmark_small() -> None:
 
 def test_usage_benchmark_small(test_image: str) -> None:
     output = _run("bench/usage.py", "--tasks", "3", "--seconds", "3")
-    assert re.search(r"agent with 3 running tasks, usage every 5 s, over 3 s: CPU [\d.]+% of one core", output)
+    assert re.search(
+        r"agent with 3 running tasks, usage every 5 s, over 3 s: CPU [\d.]+% of one core", output
+    )
