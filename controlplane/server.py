@@ -106,7 +106,7 @@ class ControlPlane:
         users = Users(store, ca, datetime.timedelta(days=365))
         await self._write_admin_config(ca, users)
         access = Access(cache, AuditLog(settings.data_dir / "audit.log"))
-        usage = UsageWindow(lambda task_id: (found.value if (found := cache.task(task_id)) else None))
+        usage = UsageWindow(lambda task_id: found.value if (found := cache.task(task_id)) else None)
         self._usage_collector = UsageCollector(agents, usage)
         REGISTRY.register(self._usage_collector)
         operator = OperatorService(operations, access, membership, users, UsageView(cache, agents, usage))

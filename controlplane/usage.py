@@ -163,6 +163,7 @@ class UsageWindow:
             )
             window = self._tasks.get(usage.task_id)
             if window is None or window.node_id != node_id:
+                self.forget(usage.task_id)  # placed elsewhere before: its old figures are not this node's
                 window = self._tasks[usage.task_id] = _TaskWindow(node_id, task.cluster, task.service)
             window.samples.append(TaskSample(usage.task_id, node_id, now, containers))
             kept.add(usage.task_id)
@@ -170,7 +171,9 @@ class UsageWindow:
             AGENT_MESSAGES_REJECTED.labels("usage_task").inc(refused)
             log.warning("event=usage_refused node=%s tasks=%d reason=%r", node_id, refused, "not this node's")
         for gone in self._by_node.get(node_id, set()) - kept:
-            self.forget(gone)
+            window = self._tasks.get(gone)
+            if window is not None and window.node_id == node_id:
+                self.forget(gone)
         if kept:
             self._by_node[node_id] = kept
         else:

@@ -116,6 +116,17 @@ def test_a_task_missing_from_its_nodes_next_report_is_forgotten() -> None:
     assert w.task_ids() == []
 
 
+def test_a_task_moved_to_another_node_keeps_its_new_figures() -> None:
+    moving = task(T1, node="n1")
+    w = u.UsageWindow({T1: moving}.get)
+    w.record("n1", report((T1, [("web", 1.0, 1)])), 1.0)
+    moving.node_id = "n2"
+    w.record("n2", report((T1, [("web", 2.0, 2)])), 2.0)
+    w.record("n1", report(), 3.0)  # the old node no longer runs it: that says nothing of n2's copy
+    sample = w.task_latest(T1)
+    assert sample is not None and sample.node_id == "n2" and len(w.container_samples(T1, "web")) == 1
+
+
 def test_window_is_bounded_in_count_and_time() -> None:
     w = window(task(T1), task(T2, node="n2"))
     for i in range(u.MAX_SAMPLES + 50):
