@@ -47,3 +47,5 @@ class AgentSettings:
     # Where containers push custom metrics (agent/metric_endpoint.py): HOST:PORT or
     # bridge:PORT; None: nowhere.
     metrics_push_listen: str | None = None
+    # Seconds between samples of the tasks' CPU and memory (agent/usage.py).
+    usage_interval: float = 5.0

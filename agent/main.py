@@ -15,6 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
+import docker
 from prometheus_client import start_http_server
 
 from agent import host
@@ -35,7 +36,8 @@ from agent.runtime.docker_spec import DEFAULT_PIDS_LIMIT
 from agent.runtime.docker_volumes import AWS_REGION
 from agent.session import AGENT_VERSION, ControlPlaneSession
 from agent.supervisor import TaskSupervisor
-from berth import logs, pki
+from agent.usage import DockerEngineStats, UsageSampler, run_usage
+from berth import logs, pki, usagelimits
 from berth.errors import BerthError, FailedPrecondition, InvalidArgument, Unavailable
 from berth.names import check_dns_label
 from berth.v1 import agent_pb2 as agent_pb
@@ -126,6 +128,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
         help="HOST[:PORT] other names are forwarded to; default: first nameserver of /etc/resolv.conf",
     )
     parser.add_argument("--resync-interval", type=float, default=30.0, help="seconds")
+    parser.add_argument(
+        "--usage-interval",
+        type=float,
+        default=usagelimits.DEFAULT_INTERVAL,
+        help="seconds between samples of the tasks' CPU and memory (1-60)",
+    )
     parser.add_argument("--metrics-listen", default=None, help="Prometheus metrics address, HOST:PORT")
     parser.add_argument(
         "--metrics-push-listen",
@@ -213,6 +221,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
         parser.error(f"--aws-region {aws_region!r} is not an AWS region (e.g. us-east-1)")
     if args.pids_limit < -1:
         parser.error(f"--pids-limit {args.pids_limit}: give a number of processes, or 0 or -1 for no limit")
+    if not usagelimits.MIN_INTERVAL <= args.usage_interval <= usagelimits.MAX_INTERVAL:
+        parser.error(f"--usage-interval {args.usage_interval}: give 1 to 60 seconds")
     settings = AgentSettings(
         server=args.server,
         data_dir=args.data_dir,
@@ -239,6 +249,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
         join_server=args.join_server,
         aws_region=aws_region,
         metrics_push_listen=args.metrics_push_listen,
+        usage_interval=args.usage_interval,
     )
     return settings, args.metrics_listen
 
@@ -430,6 +441,15 @@ async def run(settings: AgentSettings) -> None:
     workers = [
         asyncio.create_task(supervisor.run(), name="supervisor"),
         asyncio.create_task(session.run(), name="session"),
+        asyncio.create_task(
+            run_usage(
+                UsageSampler(DockerEngineStats(docker.APIClient(base_url=settings.docker_url))),
+                lambda: supervisor.observed,
+                session.send_usage,
+                settings.usage_interval,
+            ),
+            name="usage",
+        ),
     ]
     if network is not None:
         workers.append(asyncio.create_task(network.run(), name="service-network"))

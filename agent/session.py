@@ -55,10 +55,16 @@ class Outbox:
         self._reports: asyncio.Queue[agent_pb.AgentMessage] = asyncio.Queue()
         self._chunks: asyncio.Queue[agent_pb.AgentMessage] = asyncio.Queue(LOG_OUTBOX)
         self._metrics: asyncio.Queue[agent_pb.AgentMessage] = asyncio.Queue(METRIC_OUTBOX)
+        # Only the latest usage report waits: an older one is worth nothing once replaced.
+        self._usage: agent_pb.UsageReport | None = None
         self._ready = asyncio.Event()
 
     def report(self, report: agent_pb.TaskStatusReport) -> None:
         self._reports.put_nowait(agent_pb.AgentMessage(status=report))
+        self._ready.set()
+
+    def usage(self, report: agent_pb.UsageReport) -> None:
+        self._usage = report
         self._ready.set()
 
     async def chunk(self, chunk: pb.LogChunk) -> None:
@@ -80,7 +86,7 @@ class Outbox:
 
     async def next(self, timeout: float) -> agent_pb.AgentMessage | None:
         """The next message by priority, or None when `timeout` passes with none."""
-        if self._reports.empty() and self._chunks.empty() and self._metrics.empty():
+        if self._reports.empty() and self._chunks.empty() and self._metrics.empty() and self._usage is None:
             self._ready.clear()
             try:
                 await asyncio.wait_for(self._ready.wait(), timeout)
@@ -88,6 +94,9 @@ class Outbox:
                 return None
         if not self._reports.empty():
             return self._reports.get_nowait()
+        if self._usage is not None:
+            usage, self._usage = self._usage, None
+            return agent_pb.AgentMessage(usage=usage)
         if not self._chunks.empty():
             return self._chunks.get_nowait()
         if not self._metrics.empty():
@@ -188,6 +197,11 @@ class ControlPlaneSession:
         self._renewing = False
         # The connected stream's outbox (None between connections).
         self._outbox: Outbox | None = None
+
+    def send_usage(self, report: agent_pb.UsageReport) -> None:
+        """Queue a usage report (agent.usage) on the current stream; dropped while disconnected."""
+        if self._outbox is not None:
+            self._outbox.usage(report)
 
     async def run(self) -> None:
         backoff = BACKOFF_FIRST

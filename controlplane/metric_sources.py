@@ -9,8 +9,25 @@ from collections.abc import Sequence
 from berth.v1 import resources_pb2 as pb
 from controlplane.autoscaling import MetricSource, Observation
 from controlplane.custom_metrics import CustomMetrics
+from controlplane.usage import UsageWindow, service_utilization
 
 CUSTOM = "custom:"
+
+
+class UsageMetrics:
+    """A MetricSource for `cpu` and `memory`: the service's average percent of reservation
+    over its RUNNING tasks with a recent usage sample (controlplane.usage)."""
+
+    def __init__(self, window: UsageWindow) -> None:
+        self._window = window
+
+    def observe(
+        self, cluster: str, service: str, metric: str, tasks: Sequence[pb.Task], now: float, warmup: float
+    ) -> Observation | None:
+        seen = service_utilization(self._window, tasks, metric, now, warmup)
+        if seen is None:
+            return None
+        return Observation(seen.value, seen.counted, seen.warming, seen.missing)
 
 
 class ServiceMetrics:

@@ -9,6 +9,7 @@ import logging
 import secrets
 
 import grpc
+from prometheus_client import REGISTRY
 
 from berth import pki
 from berth.clientconfig import ClientConfig
@@ -35,7 +36,7 @@ from controlplane.events import EventLog
 from controlplane.leader import LeaderElection
 from controlplane.limits import Limits, TokenBucket, port_policy
 from controlplane.liveness import NodeLeases
-from controlplane.metric_sources import ServiceMetrics
+from controlplane.metric_sources import ServiceMetrics, UsageMetrics
 from controlplane.operations import Operations
 from controlplane.operations.clusters import ensure_default_cluster
 from controlplane.operations.membership import Membership, Users
@@ -46,6 +47,9 @@ from controlplane.sealing import load_or_create_master_key
 from controlplane.status import StatusWriter
 from controlplane.store import Store
 from controlplane.store.embedded import EmbeddedEtcd
+from controlplane.usage import UsageWindow
+from controlplane.usage_metrics import UsageCollector
+from controlplane.usage_view import UsageView
 from controlplane.validation.host_paths import HostPathPolicy
 from controlplane.validation.privileges import PrivilegePolicy
 
@@ -66,6 +70,7 @@ class ControlPlane:
         self._election_task: asyncio.Task[None] | None = None
         # What the autoscaler observes (controlplane/autoscaling.py).
         self.metric_source: MetricSource = NoMetrics()
+        self._usage_collector: UsageCollector | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -108,12 +113,17 @@ class ControlPlane:
         users = Users(store, ca, datetime.timedelta(days=365))
         await self._write_admin_config(ca, users)
         access = Access(cache, AuditLog(settings.data_dir / "audit.log"))
-        # In memory, per replica: values pushed through the API and the agents' streams
-        # (the auto-scaler reads custom_metrics.observe).
+        # In memory, per replica: custom metrics pushed through the API and the agents'
+        # streams, and the agents' usage reports; the auto-scaler observes both.
         custom_metrics = CustomMetrics()
         metrics = Metrics(cache, custom_metrics)
-        self.metric_source = ServiceMetrics(custom_metrics, self.metric_source)
-        operator = OperatorService(operations, access, membership, users, metrics)
+        usage = UsageWindow(lambda task_id: found.value if (found := cache.task(task_id)) else None)
+        self._usage_collector = UsageCollector(agents, usage)
+        REGISTRY.register(self._usage_collector)
+        self.metric_source = ServiceMetrics(custom_metrics, UsageMetrics(usage))
+        operator = OperatorService(
+            operations, access, membership, users, metrics, UsageView(cache, agents, usage)
+        )
         operator.advertise_join(settings.join_address)
 
         server = self._server = grpc.aio.server(
@@ -139,6 +149,7 @@ class ControlPlane:
                 secret_values=operations.secret_values,
                 execs=operations.execs.router,
                 metrics=metrics,
+                usage=usage,
             ),
             server,
         )
@@ -239,4 +250,7 @@ class ControlPlane:
             await self._store.close()
         if self._etcd is not None:
             await self._etcd.stop()
+        if self._usage_collector is not None:
+            REGISTRY.unregister(self._usage_collector)
+            self._usage_collector = None
         log.info("event=controlplane_stopped")

@@ -20,6 +20,7 @@ from berth.cli import (
     services,
     taskdefs,
     tasks,
+    top,
     users,
 )
 from berth.cli.client import CliContext
@@ -37,6 +38,7 @@ app.add_typer(secrets.app, name="secret")
 app.add_typer(metrics.app, name="metric")
 app.command("logs")(logs.logs)
 app.command("exec")(execute.exec_)
+app.command("top")(top.top)
 
 
 def _print_version(value: bool) -> None:

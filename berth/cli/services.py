@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import typer
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from berth.cli import autoscale, deployments, placement, rollout, rollout_watch
+from berth.cli import autoscale, deployments, placement, rollout, rollout_watch, top
 from berth.cli.client import CliContext, api_errors, fail, node_label, node_names
 from berth.cli.deployments import (
     CircuitBreakerOption,
@@ -208,6 +208,9 @@ def describe(
         )
         for line in autoscale.describe_lines(s):
             console.print(line)
+        utilization = top.service_utilization(cli, s.cluster, s.name)
+        if utilization is not None:
+            console.print(f"utilization:      {utilization}")
         if s.deployments:
             console.print("deployments (PRIMARY first):")
             for line in deployments.deployment_lines(description):

@@ -305,6 +305,7 @@ class AgentMessage(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     LOG_CHUNK_FIELD_NUMBER: _builtins.int
     EXEC_OUTPUT_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     METRIC_PUT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
@@ -319,6 +320,10 @@ class AgentMessage(_message.Message):
         """Output and exit of a command started by an ExecInput (same request_id)."""
 
     @_builtins.property
+    def usage(self) -> Global___UsageReport:
+        """CPU and memory of the tasks this host runs (agent/usage.py), every --usage-interval."""
+
+    @_builtins.property
     def metric_put(self) -> Global___MetricPut:
         """A custom metric a container of one of this node's tasks pushed to the agent."""
 
@@ -330,13 +335,14 @@ class AgentMessage(_message.Message):
         heartbeat: Global___Heartbeat | None = ...,
         log_chunk: _resources_pb2.LogChunk | None = ...,
         exec_output: _resources_pb2.ExecOutput | None = ...,
+        usage: Global___UsageReport | None = ...,
         metric_put: Global___MetricPut | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "exec_output", b"exec_output", "heartbeat", b"heartbeat", "hello", b"hello", "log_chunk", b"log_chunk", "metric_put", b"metric_put", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "exec_output", b"exec_output", "heartbeat", b"heartbeat", "hello", b"hello", "log_chunk", b"log_chunk", "metric_put", b"metric_put", "status", b"status", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "exec_output", b"exec_output", "heartbeat", b"heartbeat", "hello", b"hello", "log_chunk", b"log_chunk", "metric_put", b"metric_put", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "exec_output", b"exec_output", "heartbeat", b"heartbeat", "hello", b"hello", "log_chunk", b"log_chunk", "metric_put", b"metric_put", "status", b"status", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "status", "heartbeat", "log_chunk", "exec_output", "metric_put"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "status", "heartbeat", "log_chunk", "exec_output", "usage", "metric_put"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -368,6 +374,57 @@ class MetricPut(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MetricPut: _TypeAlias = MetricPut  # noqa: Y015
+
+@_typing.final
+class UsageReport(_message.Message):
+    """One sample of the host's tasks' usage. Only tasks assigned to the reporting
+    node are kept; at most 1,000 tasks of 10 containers each per report.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAMPLED_AT_FIELD_NUMBER: _builtins.int
+    TASKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sampled_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskUsage]: ...
+    def __init__(
+        self,
+        *,
+        sampled_at: _timestamp_pb2.Timestamp | None = ...,
+        tasks: _abc.Iterable[Global___TaskUsage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sampled_at", b"sampled_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sampled_at", b"sampled_at", "tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageReport: _TypeAlias = UsageReport  # noqa: Y015
+
+@_typing.final
+class TaskUsage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    CONTAINERS_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    @_builtins.property
+    def containers(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ContainerUsage]: ...
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        containers: _abc.Iterable[_resources_pb2.ContainerUsage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["containers", b"containers", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskUsage: _TypeAlias = TaskUsage  # noqa: Y015
 
 @_typing.final
 class TaskAssignment(_message.Message):

@@ -226,6 +226,11 @@ class OperatorStub:
                 request_serializer=berth_dot_v1_dot_operator__pb2.ListMetricsRequest.SerializeToString,
                 response_deserializer=berth_dot_v1_dot_operator__pb2.ListMetricsResponse.FromString,
                 _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/berth.v1.Operator/GetUsage',
+                request_serializer=berth_dot_v1_dot_operator__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_operator__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
 
 
 class OperatorServicer:
@@ -472,6 +477,14 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUsage(self, request, context):
+        """`berth top`: nodes' and tasks' latest CPU and memory, and services' utilization
+        (from this replica's in-memory window; see controlplane/usage.py).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -664,6 +677,11 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.ListMetrics,
                     request_deserializer=berth_dot_v1_dot_operator__pb2.ListMetricsRequest.FromString,
                     response_serializer=berth_dot_v1_dot_operator__pb2.ListMetricsResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.GetUsageRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_operator__pb2.GetUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1692,6 +1710,33 @@ class Operator:
             '/berth.v1.Operator/ListMetrics',
             berth_dot_v1_dot_operator__pb2.ListMetricsRequest.SerializeToString,
             berth_dot_v1_dot_operator__pb2.ListMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/GetUsage',
+            berth_dot_v1_dot_operator__pb2.GetUsageRequest.SerializeToString,
+            berth_dot_v1_dot_operator__pb2.GetUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

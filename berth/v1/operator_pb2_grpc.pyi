@@ -86,6 +86,10 @@ class OperatorStub:
     PutMetric: _grpc.UnaryUnaryMultiCallable[_operator_pb2.PutMetricRequest, _operator_pb2.PutMetricResponse]
     """Custom metrics (kept in memory by the replica that receives them, for auto-scaling)."""
     ListMetrics: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListMetricsRequest, _operator_pb2.ListMetricsResponse]
+    GetUsage: _grpc.UnaryUnaryMultiCallable[_operator_pb2.GetUsageRequest, _operator_pb2.GetUsageResponse]
+    """`berth top`: nodes' and tasks' latest CPU and memory, and services' utilization
+    (from this replica's in-memory window; see controlplane/usage.py).
+    """
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -143,6 +147,10 @@ class OperatorAsyncStub(OperatorStub):
     PutMetric: _aio.UnaryUnaryMultiCallable[_operator_pb2.PutMetricRequest, _operator_pb2.PutMetricResponse]  # type: ignore[assignment]
     """Custom metrics (kept in memory by the replica that receives them, for auto-scaling)."""
     ListMetrics: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListMetricsRequest, _operator_pb2.ListMetricsResponse]  # type: ignore[assignment]
+    GetUsage: _aio.UnaryUnaryMultiCallable[_operator_pb2.GetUsageRequest, _operator_pb2.GetUsageResponse]  # type: ignore[assignment]
+    """`berth top`: nodes' and tasks' latest CPU and memory, and services' utilization
+    (from this replica's in-memory window; see controlplane/usage.py).
+    """
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -425,5 +433,15 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         request: _operator_pb2.ListMetricsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_operator_pb2.ListMetricsResponse, _abc.Awaitable[_operator_pb2.ListMetricsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetUsage(
+        self,
+        request: _operator_pb2.GetUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.GetUsageResponse, _abc.Awaitable[_operator_pb2.GetUsageResponse]]:
+        """`berth top`: nodes' and tasks' latest CPU and memory, and services' utilization
+        (from this replica's in-memory window; see controlplane/usage.py).
+        """
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

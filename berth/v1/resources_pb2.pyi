@@ -2685,3 +2685,187 @@ class EnvironmentFile(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EnvironmentFile: _TypeAlias = EnvironmentFile  # noqa: Y015
+
+@_typing.final
+class ContainerUsage(_message.Message):
+    """One container's usage: CPU in CPU units (1024 = one core) over the last
+    sampling interval, memory in bytes (the engine's figure: page cache that
+    can be reclaimed, inactive_file, left out, as `docker stats` shows it).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CPU_UNITS_FIELD_NUMBER: _builtins.int
+    MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    cpu_units: _builtins.float
+    memory_bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        cpu_units: _builtins.float = ...,
+        memory_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_units", b"cpu_units", "memory_bytes", b"memory_bytes", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContainerUsage: _TypeAlias = ContainerUsage  # noqa: Y015
+
+@_typing.final
+class NodeUsage(_message.Message):
+    """One node's host usage, for `berth top`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    CPU_PERCENT_FIELD_NUMBER: _builtins.int
+    MEMORY_USED_BYTES_FIELD_NUMBER: _builtins.int
+    MEMORY_TOTAL_BYTES_FIELD_NUMBER: _builtins.int
+    TASKS_FIELD_NUMBER: _builtins.int
+    SAMPLED_AT_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    name: _builtins.str
+    cpu_percent: _builtins.float
+    memory_used_bytes: _builtins.int
+    memory_total_bytes: _builtins.int
+    tasks: _builtins.int
+    """Tasks placed on it and not stopped."""
+    @_builtins.property
+    def sampled_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        cpu_percent: _builtins.float = ...,
+        memory_used_bytes: _builtins.int = ...,
+        memory_total_bytes: _builtins.int = ...,
+        tasks: _builtins.int = ...,
+        sampled_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sampled_at", b"sampled_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_percent", b"cpu_percent", "memory_total_bytes", b"memory_total_bytes", "memory_used_bytes", b"memory_used_bytes", "name", b"name", "node_id", b"node_id", "sampled_at", b"sampled_at", "tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NodeUsage: _TypeAlias = NodeUsage  # noqa: Y015
+
+@_typing.final
+class TaskUsageSummary(_message.Message):
+    """One task's latest usage, with its utilization of its reservation (unset
+    when the task reserves none of that resource).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    CLUSTER_FIELD_NUMBER: _builtins.int
+    SERVICE_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    CONTAINERS_FIELD_NUMBER: _builtins.int
+    CPU_UNITS_FIELD_NUMBER: _builtins.int
+    MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    CPU_PERCENT_FIELD_NUMBER: _builtins.int
+    MEMORY_PERCENT_FIELD_NUMBER: _builtins.int
+    CPU_FIELD_NUMBER: _builtins.int
+    MEMORY_FIELD_NUMBER: _builtins.int
+    SAMPLED_AT_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    cluster: _builtins.str
+    service: _builtins.str
+    node_id: _builtins.str
+    cpu_units: _builtins.float
+    memory_bytes: _builtins.int
+    cpu_percent: _builtins.float
+    memory_percent: _builtins.float
+    cpu: _builtins.int
+    """The task's reservations: CPU units and MiB."""
+    memory: _builtins.int
+    @_builtins.property
+    def containers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerUsage]: ...
+    @_builtins.property
+    def sampled_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        cluster: _builtins.str = ...,
+        service: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        containers: _abc.Iterable[Global___ContainerUsage] | None = ...,
+        cpu_units: _builtins.float = ...,
+        memory_bytes: _builtins.int = ...,
+        cpu_percent: _builtins.float | None = ...,
+        memory_percent: _builtins.float | None = ...,
+        cpu: _builtins.int = ...,
+        memory: _builtins.int = ...,
+        sampled_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_percent", b"_cpu_percent", "_memory_percent", b"_memory_percent", "cpu_percent", b"cpu_percent", "memory_percent", b"memory_percent", "sampled_at", b"sampled_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_percent", b"_cpu_percent", "_memory_percent", b"_memory_percent", "cluster", b"cluster", "containers", b"containers", "cpu", b"cpu", "cpu_percent", b"cpu_percent", "cpu_units", b"cpu_units", "memory", b"memory", "memory_bytes", b"memory_bytes", "memory_percent", b"memory_percent", "node_id", b"node_id", "sampled_at", b"sampled_at", "service", b"service", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__cpu_percent: _TypeAlias = _typing.Literal["cpu_percent"]  # noqa: Y015
+    _WhichOneofArgType__cpu_percent: _TypeAlias = _typing.Literal["_cpu_percent", b"_cpu_percent"]  # noqa: Y015
+    _WhichOneofReturnType__memory_percent: _TypeAlias = _typing.Literal["memory_percent"]  # noqa: Y015
+    _WhichOneofArgType__memory_percent: _TypeAlias = _typing.Literal["_memory_percent", b"_memory_percent"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cpu_percent) -> _WhichOneofReturnType__cpu_percent | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_percent) -> _WhichOneofReturnType__memory_percent | None: ...
+
+Global___TaskUsageSummary: _TypeAlias = TaskUsageSummary  # noqa: Y015
+
+@_typing.final
+class ServiceUsage(_message.Message):
+    """A service's utilization: the average over its RUNNING tasks with a recent sample."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUSTER_FIELD_NUMBER: _builtins.int
+    SERVICE_FIELD_NUMBER: _builtins.int
+    CPU_PERCENT_FIELD_NUMBER: _builtins.int
+    MEMORY_PERCENT_FIELD_NUMBER: _builtins.int
+    COUNTED_FIELD_NUMBER: _builtins.int
+    WARMING_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
+    cluster: _builtins.str
+    service: _builtins.str
+    cpu_percent: _builtins.float
+    memory_percent: _builtins.float
+    counted: _builtins.int
+    """Tasks averaged, left out as warming up, and RUNNING without a recent sample."""
+    warming: _builtins.int
+    missing: _builtins.int
+    def __init__(
+        self,
+        *,
+        cluster: _builtins.str = ...,
+        service: _builtins.str = ...,
+        cpu_percent: _builtins.float | None = ...,
+        memory_percent: _builtins.float | None = ...,
+        counted: _builtins.int = ...,
+        warming: _builtins.int = ...,
+        missing: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_percent", b"_cpu_percent", "_memory_percent", b"_memory_percent", "cpu_percent", b"cpu_percent", "memory_percent", b"memory_percent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_percent", b"_cpu_percent", "_memory_percent", b"_memory_percent", "cluster", b"cluster", "counted", b"counted", "cpu_percent", b"cpu_percent", "memory_percent", b"memory_percent", "missing", b"missing", "service", b"service", "warming", b"warming"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__cpu_percent: _TypeAlias = _typing.Literal["cpu_percent"]  # noqa: Y015
+    _WhichOneofArgType__cpu_percent: _TypeAlias = _typing.Literal["_cpu_percent", b"_cpu_percent"]  # noqa: Y015
+    _WhichOneofReturnType__memory_percent: _TypeAlias = _typing.Literal["memory_percent"]  # noqa: Y015
+    _WhichOneofArgType__memory_percent: _TypeAlias = _typing.Literal["_memory_percent", b"_memory_percent"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cpu_percent) -> _WhichOneofReturnType__cpu_percent | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_percent) -> _WhichOneofReturnType__memory_percent | None: ...
+
+Global___ServiceUsage: _TypeAlias = ServiceUsage  # noqa: Y015

@@ -61,6 +61,7 @@ VIEWER = {
     "ListServiceEvents",
     "StreamLogs",
     "ListMetrics",
+    "GetUsage",
 }
 DEPLOYER = {
     "RegisterTaskDefinition",

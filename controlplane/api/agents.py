@@ -41,6 +41,7 @@ from controlplane.operations.nodes import NodeFacts, Nodes
 from controlplane.operations.secrets import SecretValues
 from controlplane.registry import AgentRegistry, AgentSession
 from controlplane.status import StatusWriter
+from controlplane.usage import UsageWindow
 from controlplane.validation import agent_reports
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,11 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         secret_values: SecretValues | None = None,
         execs: ExecRouter | None = None,
         metrics: Metrics | None = None,
+        usage: UsageWindow | None = None,
     ) -> None:
         self._metrics = metrics
         self._membership = membership
+        self._usage = usage
         self._cache = cache
         self._nodes = nodes
         self._agents = agents
@@ -192,6 +195,8 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                         self._execs.deliver(session, message.exec_output)
                 elif body == "metric_put":
                     self._metric_put(session.node_id, message.metric_put)
+                elif body == "usage":
+                    self._record_usage(session.node_id, message.usage)
                 elif body == "heartbeat":
                     metrics = message.heartbeat.metrics if message.heartbeat.HasField("metrics") else None
                     if metrics is not None and not self._valid(session.node_id, "heartbeat", metrics):
@@ -237,6 +242,16 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             log.warning("event=agent_message_rejected node=%s kind=%s error=%r", node_id, kind, str(error))
             return False
         return True
+
+    def _record_usage(self, node_id: str, report: agent_pb.UsageReport) -> None:
+        """Keep a usage report in the window (controlplane.usage); a malformed one is dropped whole."""
+        if self._usage is None:
+            return
+        try:
+            self._usage.record(node_id, report, time.time())
+        except InvalidArgument as error:
+            AGENT_MESSAGES_REJECTED.labels("usage").inc()
+            log.warning("event=agent_message_rejected node=%s kind=usage error=%r", node_id, str(error))
 
     @grpc_errors
     async def RenewCertificate(

@@ -21,6 +21,7 @@ from controlplane.operations import Operations
 from controlplane.operations.membership import Membership, Users, public
 from controlplane.operations.metrics import Metrics
 from controlplane.operations.services import ServiceChange, ServiceSpec
+from controlplane.usage_view import UsageView
 
 
 @guarded(lambda service: service.access)
@@ -34,9 +35,11 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         membership: Membership,
         users: Users,
         metrics: Metrics | None = None,
+        usage: UsageView | None = None,
     ) -> None:
         self._ops = operations
         self._metrics = metrics
+        self._usage = usage
         self.access = access
         self._membership = membership
         self._users = users
@@ -314,6 +317,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         self, request: api.DeleteScalingPolicyRequest, context: Context
     ) -> pb.Service:
         return await self._ops.scaling.delete(request.cluster, request.service)
+
     # -- custom metrics ------------------------------------------------------------
 
     def _custom_metrics(self) -> Metrics:
@@ -340,3 +344,11 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
                 for s in samples
             ]
         )
+
+    # -- usage (`berth top`) -------------------------------------------------
+
+    @grpc_errors
+    async def GetUsage(self, request: api.GetUsageRequest, context: Context) -> api.GetUsageResponse:
+        if self._usage is None:
+            return api.GetUsageResponse()
+        return self._usage.get(request)

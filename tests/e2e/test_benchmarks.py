@@ -26,3 +26,10 @@ def test_scheduler_benchmark_small() -> None:
     assert re.search(r"placements committed: \d+ per second \(1000 in", output)
     assert re.search(r"all 1000 RUNNING: [\d.]+ s", output)
     assert re.search(r"peak RSS: control plane \d+ MiB", output)
+
+
+def test_usage_benchmark_small(test_image: str) -> None:
+    output = _run("bench/usage.py", "--tasks", "3", "--seconds", "3")
+    assert re.search(
+        r"agent with 3 running tasks, usage every 5 s, over 3 s: CPU [\d.]+% of one core", output
+    )
