@@ -43,6 +43,7 @@ from controlplane.operations.membership import Membership, Users
 from controlplane.operations.metrics import Metrics
 from controlplane.operations.secrets import check_master_key
 from controlplane.registry import AgentRegistry
+from controlplane.rightsizing_view import RightsizingView
 from controlplane.sealing import load_or_create_master_key
 from controlplane.status import StatusWriter
 from controlplane.store import Store
@@ -122,7 +123,13 @@ class ControlPlane:
         REGISTRY.register(self._usage_collector)
         self.metric_source = ServiceMetrics(custom_metrics, UsageMetrics(usage))
         operator = OperatorService(
-            operations, access, membership, users, metrics, UsageView(cache, agents, usage)
+            operations,
+            access,
+            membership,
+            users,
+            metrics,
+            UsageView(cache, agents, usage),
+            RightsizingView(cache, usage),
         )
         operator.advertise_join(settings.join_address)
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import typer
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from berth.cli import autoscale, deployments, placement, rollout, rollout_watch, top
+from berth.cli import autoscale, deployments, placement, recommend, rollout, rollout_watch, top
 from berth.cli.client import CliContext, api_errors, fail, node_label, node_names
 from berth.cli.deployments import (
     CircuitBreakerOption,
@@ -500,3 +500,4 @@ def endpoints(
 
 
 app.command("autoscale")(autoscale.autoscale)
+app.command("recommend")(recommend.recommend)

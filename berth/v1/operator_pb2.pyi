@@ -1494,3 +1494,98 @@ class GetUsageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetUsageResponse: _TypeAlias = GetUsageResponse  # noqa: Y015
+
+@_typing.final
+class RecommendResourcesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUSTER_FIELD_NUMBER: _builtins.int
+    SERVICE_FIELD_NUMBER: _builtins.int
+    cluster: _builtins.str
+    service: _builtins.str
+    def __init__(
+        self,
+        *,
+        cluster: _builtins.str = ...,
+        service: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "service", b"service"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecommendResourcesRequest: _TypeAlias = RecommendResourcesRequest  # noqa: Y015
+
+@_typing.final
+class ContainerRecommendation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    CURRENT_CPU_FIELD_NUMBER: _builtins.int
+    CURRENT_MEMORY_MIB_FIELD_NUMBER: _builtins.int
+    RECOMMENDED_CPU_FIELD_NUMBER: _builtins.int
+    RECOMMENDED_MEMORY_MIB_FIELD_NUMBER: _builtins.int
+    SAMPLES_FIELD_NUMBER: _builtins.int
+    WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    container: _builtins.str
+    current_cpu: _builtins.int
+    """Now: cpu units, memoryReservation (else memory) in MiB; 0 = none."""
+    current_memory_mib: _builtins.int
+    recommended_cpu: _builtins.int
+    """Absent with `reason` when there is not enough data."""
+    recommended_memory_mib: _builtins.int
+    samples: _builtins.int
+    window_seconds: _builtins.float
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        container: _builtins.str = ...,
+        current_cpu: _builtins.int = ...,
+        current_memory_mib: _builtins.int = ...,
+        recommended_cpu: _builtins.int | None = ...,
+        recommended_memory_mib: _builtins.int | None = ...,
+        samples: _builtins.int = ...,
+        window_seconds: _builtins.float = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_recommended_cpu", b"_recommended_cpu", "_recommended_memory_mib", b"_recommended_memory_mib", "recommended_cpu", b"recommended_cpu", "recommended_memory_mib", b"recommended_memory_mib"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_recommended_cpu", b"_recommended_cpu", "_recommended_memory_mib", b"_recommended_memory_mib", "container", b"container", "current_cpu", b"current_cpu", "current_memory_mib", b"current_memory_mib", "reason", b"reason", "recommended_cpu", b"recommended_cpu", "recommended_memory_mib", b"recommended_memory_mib", "samples", b"samples", "window_seconds", b"window_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__recommended_cpu: _TypeAlias = _typing.Literal["recommended_cpu"]  # noqa: Y015
+    _WhichOneofArgType__recommended_cpu: _TypeAlias = _typing.Literal["_recommended_cpu", b"_recommended_cpu"]  # noqa: Y015
+    _WhichOneofReturnType__recommended_memory_mib: _TypeAlias = _typing.Literal["recommended_memory_mib"]  # noqa: Y015
+    _WhichOneofArgType__recommended_memory_mib: _TypeAlias = _typing.Literal["_recommended_memory_mib", b"_recommended_memory_mib"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__recommended_cpu) -> _WhichOneofReturnType__recommended_cpu | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__recommended_memory_mib) -> _WhichOneofReturnType__recommended_memory_mib | None: ...
+
+Global___ContainerRecommendation: _TypeAlias = ContainerRecommendation  # noqa: Y015
+
+@_typing.final
+class RecommendResourcesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_DEFINITION_FIELD_NUMBER: _builtins.int
+    CONTAINERS_FIELD_NUMBER: _builtins.int
+    task_definition: _builtins.str
+    """"family:revision" the recommendation is for (the PRIMARY deployment's)."""
+    @_builtins.property
+    def containers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerRecommendation]: ...
+    def __init__(
+        self,
+        *,
+        task_definition: _builtins.str = ...,
+        containers: _abc.Iterable[Global___ContainerRecommendation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["containers", b"containers", "task_definition", b"task_definition"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecommendResourcesResponse: _TypeAlias = RecommendResourcesResponse  # noqa: Y015

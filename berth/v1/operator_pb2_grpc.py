@@ -231,6 +231,11 @@ class OperatorStub:
                 request_serializer=berth_dot_v1_dot_operator__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=berth_dot_v1_dot_operator__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.RecommendResources = channel.unary_unary(
+                '/berth.v1.Operator/RecommendResources',
+                request_serializer=berth_dot_v1_dot_operator__pb2.RecommendResourcesRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_operator__pb2.RecommendResourcesResponse.FromString,
+                _registered_method=True)
 
 
 class OperatorServicer:
@@ -485,6 +490,14 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecommendResources(self, request, context):
+        """Right-sizing: per container of the service's primary task definition, its
+        reservation and what its measured usage suggests (controlplane/rightsizing.py).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -682,6 +695,11 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=berth_dot_v1_dot_operator__pb2.GetUsageRequest.FromString,
                     response_serializer=berth_dot_v1_dot_operator__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'RecommendResources': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecommendResources,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.RecommendResourcesRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_operator__pb2.RecommendResourcesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1737,6 +1755,33 @@ class Operator:
             '/berth.v1.Operator/GetUsage',
             berth_dot_v1_dot_operator__pb2.GetUsageRequest.SerializeToString,
             berth_dot_v1_dot_operator__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecommendResources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/RecommendResources',
+            berth_dot_v1_dot_operator__pb2.RecommendResourcesRequest.SerializeToString,
+            berth_dot_v1_dot_operator__pb2.RecommendResourcesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -90,6 +90,10 @@ class OperatorStub:
     """`berth top`: nodes' and tasks' latest CPU and memory, and services' utilization
     (from this replica's in-memory window; see controlplane/usage.py).
     """
+    RecommendResources: _grpc.UnaryUnaryMultiCallable[_operator_pb2.RecommendResourcesRequest, _operator_pb2.RecommendResourcesResponse]
+    """Right-sizing: per container of the service's primary task definition, its
+    reservation and what its measured usage suggests (controlplane/rightsizing.py).
+    """
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -150,6 +154,10 @@ class OperatorAsyncStub(OperatorStub):
     GetUsage: _aio.UnaryUnaryMultiCallable[_operator_pb2.GetUsageRequest, _operator_pb2.GetUsageResponse]  # type: ignore[assignment]
     """`berth top`: nodes' and tasks' latest CPU and memory, and services' utilization
     (from this replica's in-memory window; see controlplane/usage.py).
+    """
+    RecommendResources: _aio.UnaryUnaryMultiCallable[_operator_pb2.RecommendResourcesRequest, _operator_pb2.RecommendResourcesResponse]  # type: ignore[assignment]
+    """Right-sizing: per container of the service's primary task definition, its
+    reservation and what its measured usage suggests (controlplane/rightsizing.py).
     """
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
@@ -442,6 +450,16 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_operator_pb2.GetUsageResponse, _abc.Awaitable[_operator_pb2.GetUsageResponse]]:
         """`berth top`: nodes' and tasks' latest CPU and memory, and services' utilization
         (from this replica's in-memory window; see controlplane/usage.py).
+        """
+
+    @_abc_1.abstractmethod
+    def RecommendResources(
+        self,
+        request: _operator_pb2.RecommendResourcesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.RecommendResourcesResponse, _abc.Awaitable[_operator_pb2.RecommendResourcesResponse]]:
+        """Right-sizing: per container of the service's primary task definition, its
+        reservation and what its measured usage suggests (controlplane/rightsizing.py).
         """
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

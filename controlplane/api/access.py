@@ -62,6 +62,7 @@ VIEWER = {
     "StreamLogs",
     "ListMetrics",
     "GetUsage",
+    "RecommendResources",
 }
 DEPLOYER = {
     "RegisterTaskDefinition",

@@ -21,6 +21,7 @@ from controlplane.operations import Operations
 from controlplane.operations.membership import Membership, Users, public
 from controlplane.operations.metrics import Metrics
 from controlplane.operations.services import ServiceChange, ServiceSpec
+from controlplane.rightsizing_view import RightsizingView
 from controlplane.usage_view import UsageView
 
 
@@ -36,10 +37,12 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         users: Users,
         metrics: Metrics | None = None,
         usage: UsageView | None = None,
+        rightsizing: RightsizingView | None = None,
     ) -> None:
         self._ops = operations
         self._metrics = metrics
         self._usage = usage
+        self._rightsizing = rightsizing
         self.access = access
         self._membership = membership
         self._users = users
@@ -352,3 +355,11 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         if self._usage is None:
             return api.GetUsageResponse()
         return self._usage.get(request)
+
+    @grpc_errors
+    async def RecommendResources(
+        self, request: api.RecommendResourcesRequest, context: Context
+    ) -> api.RecommendResourcesResponse:
+        if self._rightsizing is None:
+            raise FailedPrecondition("this control plane keeps no usage window")
+        return self._rightsizing.recommend(request)
