@@ -51,3 +51,8 @@ SCALING_TARGET = Gauge(
     "A scaled service's target for its metric",
     ["cluster", "service", "metric"],
 )
+TASK_RECOVERY_SECONDS = Histogram(
+    "berth_task_recovery_seconds",
+    "Seconds from a service task's failure to its replacement RUNNING (measured by the leader)",
+    buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600),
+)

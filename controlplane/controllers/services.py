@@ -20,6 +20,7 @@ from controlplane.controllers.barrier import Barrier
 from controlplane.controllers.scheduling import SchedulingController
 from controlplane.endpoints import serves_health
 from controlplane.events import EventLog
+from controlplane.recovery import RecoveryClock
 from controlplane.store import Condition, Delete, Put, StoreAPI, Versioned, keys
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,7 @@ class ServiceController:
         self._scheduler = scheduler
         self._quiet: dict[tuple[str, str], object] = {}
         self._barrier = Barrier(type(self).__name__, events)
+        self._recovery = RecoveryClock()
 
     async def reconcile(self) -> int:
         """One pass over every service; returns the highest revision written (0: none)."""
@@ -217,6 +219,7 @@ class ServiceController:
             mark = len(self._new_tasks)
             try:
                 tasks = [t.value for t in self._cache.tasks_of_service(*key)]
+                self._recovery.look(key, tasks)
                 gate = backoff.OPEN
                 now = time.time()
                 if service.status == pb.SERVICE_ACTIVE:
@@ -267,6 +270,7 @@ class ServiceController:
                 self._quiet.pop(key, None)
         for gone in set(self._quiet) - seen:
             del self._quiet[gone]
+        self._recovery.forget(seen)
         # All services' new tasks are placed as one plan, written once each.
         written = max(written, await self._scheduler.place_and_commit(self._new_tasks))
         return written
