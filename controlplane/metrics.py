@@ -56,3 +56,8 @@ TASK_RECOVERY_SECONDS = Histogram(
     "Seconds from a service task's failure to its replacement RUNNING (measured by the leader)",
     buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600),
 )
+AGENT_STREAMS = Gauge(
+    "berth_agent_streams",
+    "Agent streams open on this replica (a reconnecting node may briefly hold two; "
+    "berth_agents_connected counts nodes)",
+)

@@ -34,7 +34,7 @@ from controlplane.desired import DesiredStates
 from controlplane.execs import ExecRouter
 from controlplane.liveness import NodeLeases
 from controlplane.logs import LogRouter
-from controlplane.metrics import AGENT_MESSAGES_REJECTED, AGENTS_CONNECTED
+from controlplane.metrics import AGENT_MESSAGES_REJECTED, AGENT_STREAMS, AGENTS_CONNECTED
 from controlplane.operations.membership import Membership
 from controlplane.operations.metrics import Metrics
 from controlplane.operations.nodes import NodeFacts, Nodes
@@ -146,6 +146,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         unsubscribe = self._cache.subscribe_node(node_id, wake.set)
         receiver.add_done_callback(lambda _: wake.set())
         session.wake = wake.set
+        AGENT_STREAMS.inc()
         try:
             last_sent: object = None
             while not receiver.done():
@@ -168,6 +169,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 # Coalesce a burst of changes into one snapshot.
                 await asyncio.sleep(COALESCE)
         finally:
+            AGENT_STREAMS.dec()
             unsubscribe()
             receiver.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

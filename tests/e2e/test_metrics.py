@@ -69,6 +69,8 @@ def test_metrics_follow_placements_and_starts(
     control = scrape(cp_port)
     assert value(control, "berth_leader") == 1
     assert value(control, "berth_agents_connected") == 1
+    assert value(control, "berth_agent_streams") == 1
+    assert value(control, "berth_task_recovery_seconds_count") == 0  # nothing failed
     assert value(control, "berth_task_status_reports_total") >= 2
     assert "berth_reconcile_seconds_bucket" in control
     agent = scrape(agent_port)
