@@ -15,7 +15,7 @@ import typer
 
 from berth.cli.client import CliContext, api_errors, fail
 from berth.cli.options import ClusterOption
-from berth.cli.output import Column, OutputOption, emit, say
+from berth.cli.output import Column, OutputOption, emit, emit_one, say
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 
@@ -102,7 +102,12 @@ def recommend(
     cli: CliContext = ctx.obj
     with api_errors(cli):
         response = cli.stub.RecommendResources(api.RecommendResourcesRequest(cluster=cluster, service=name))
-    emit(output, list(response.containers), COLUMNS, "containers")
+
+    def table() -> None:
+        say(f"task definition {response.task_definition}")
+        emit("table", list(response.containers), COLUMNS, "containers")
+
+    emit_one(output, response, table)
     if not apply:
         return
     with api_errors(cli):

@@ -58,6 +58,7 @@ def test_recommend_and_apply(daemons: tuple[ControlPlaneProcess, AgentProcess], 
     try:
         wait_until(lambda: berth.running_exactly("default", 1, "idle"), 30, "idle RUNNING")
         early = berth.ok("service", "recommend", "idle", "-o", "json").json()
+        assert early["taskDefinition"] == "idle:1"
         [row] = early["containers"]
         assert row["currentCpu"] == 512 and row["currentMemoryMib"] == 256
         if "recommendedCpu" not in row:
