@@ -86,7 +86,7 @@ def test_recommend_and_apply(daemons: tuple[ControlPlaneProcess, AgentProcess], 
         assert 6 <= container["memoryReservation"] < 256
         waited = berth("service", "wait", "idle", "--timeout", "90")
         assert waited.exit_code == 0, waited.stdout + waited.stderr
-        service = berth.ok("service", "describe", "idle", "-o", "json").json()
+        service = berth.ok("service", "describe", "idle", "-o", "json").json()["service"]
         primary = service["deployments"][0]
         assert primary["status"] == "PRIMARY" and primary["taskDefinition"] == "idle:2"
         assert primary["id"] == 2 and primary["rolloutState"] == "COMPLETED"
