@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import Callable
 
+from berth import metric_values
 from berth.clock import now
 from berth.errors import FailedPrecondition, InvalidArgument, NotFound
 from berth.scaling import policy_line
@@ -21,14 +22,14 @@ from controlplane import autoscaling
 from controlplane.events import EventLog
 from controlplane.limits import Quotas
 from controlplane.operations.services import Services
-from controlplane.store import RETRY, Retry, StoreAPI, keys, optimistic
+from controlplane.store import StoreAPI
 
 log = logging.getLogger(__name__)
 
-METRIC = re.compile(r"cpu|memory|custom:[a-z][a-z0-9_]{0,62}")
+METRIC = re.compile(rf"cpu|memory|custom:{metric_values.NAME.pattern}")
 # Percent of the reservation: above 100 % is legal (a task may use more CPU than it reserves).
 MAX_PERCENT_TARGET = 1000.0
-MAX_CUSTOM_TARGET = 1e12
+MAX_CUSTOM_TARGET = metric_values.MAX_ABS_VALUE
 MAX_WINDOW = 3600.0
 MAX_WARMUP = 3600.0
 MAX_TOLERANCE = 0.9
@@ -141,19 +142,14 @@ class ScalingPolicies:
     async def _change(
         self, cluster_name: str, name: str, mutate: Callable[[pb.Service], pb.Service]
     ) -> pb.Service:
-        cluster, _, _ = await self._services.existing(cluster_name, name)
-        key = keys.service(cluster, name)
+        """Apply `mutate` to the ACTIVE service's current record (Services.change retries races)."""
 
-        async def attempt() -> pb.Service | Retry:
-            found = await self._store.get(key, pb.Service)
-            if found is None:
-                raise NotFound(f"service {name!r} does not exist in cluster {cluster!r}")
-            if found.value.status != pb.SERVICE_ACTIVE:
+        def apply(cluster: str, service: pb.Service) -> pb.Service:
+            if service.status != pb.SERVICE_ACTIVE:
                 raise FailedPrecondition(f"service {name!r} is being deleted")
-            updated = mutate(found.value)
+            updated = mutate(service)
             updated.updated_at.CopyFrom(now())
-            if await self._store.put_if_unchanged(key, updated, found.mod_revision) is None:
-                return RETRY
             return updated
 
-        return await optimistic(attempt, what=f"service {name!r}")
+        _, service = await self._services.change(cluster_name, name, apply)
+        return service

@@ -144,7 +144,7 @@ class Services:
             raise NotFound(f"service {name!r} does not exist in cluster {cluster!r}")
         return cluster, found.value, found.mod_revision
 
-    async def _change(
+    async def change(
         self, cluster_name: str, name: str, mutate: Callable[[str, pb.Service], pb.Service]
     ) -> tuple[str, pb.Service]:
         """Apply `mutate(cluster, service)` to the service's current record and write it.
@@ -292,7 +292,7 @@ class Services:
             service.updated_at.CopyFrom(now())
             return service
 
-        cluster, service = await self._change(cluster_name, name, apply)
+        cluster, service = await self.change(cluster_name, name, apply)
         log.info(
             "event=service_updated cluster=%s service=%s desired=%d taskdef=%s deployment=%s",
             cluster,
@@ -312,7 +312,7 @@ class Services:
             service.updated_at.CopyFrom(now())
             return service
 
-        cluster, service = await self._change(cluster_name, name, drain)
+        cluster, service = await self.change(cluster_name, name, drain)
         log.info("event=service_deleting cluster=%s service=%s", cluster, service.name)
         return service
 
@@ -353,7 +353,7 @@ class Services:
             )
             return service
 
-        cluster, service = await self._change(cluster_name, name, open_port)
+        cluster, service = await self.change(cluster_name, name, open_port)
         log.info("event=service_exposed cluster=%s service=%s port=%d", cluster, service.name, port)
         return service
 
@@ -375,7 +375,7 @@ class Services:
             service.updated_at.CopyFrom(now())
             return service
 
-        cluster, service = await self._change(cluster_name, name, close_port)
+        cluster, service = await self.change(cluster_name, name, close_port)
         log.info("event=service_unexposed cluster=%s service=%s port=%d", cluster, service.name, port)
         return service
 
