@@ -11,7 +11,7 @@ import docker
 import pytest
 
 from berth.testing.cli import Berth
-from berth.testing.daemons import REPO, AgentProcess, ControlPlaneProcess, JoinFlags
+from berth.testing.daemons import REPO, AgentProcess, ControlPlaneProcess, HollowAgentsProcess, JoinFlags
 
 IMAGE = "berth-busybox:2"
 
@@ -76,3 +76,35 @@ def plane(tmp_path: Path) -> Iterator[ControlPlaneProcess]:
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture()
+def hollow(plane: ControlPlaneProcess, tmp_path: Path) -> Iterator[HollowAgentsProcess]:
+    """One hollow node joined to the test's own control plane (its tasks turn RUNNING at once)."""
+    process = HollowAgentsProcess(tmp_path / "hollow.log", plane.address, 1, join=JoinFlags.of(plane))
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop(timeout=15)
+
+
+@pytest.fixture()
+def sampled(tmp_path: Path, test_image: str) -> Iterator[tuple[ControlPlaneProcess, AgentProcess]]:
+    """A control plane and a real agent of the test's own, reporting task usage every second."""
+    plane = ControlPlaneProcess(tmp_path / "cp")
+    plane.start()
+    agent = AgentProcess(
+        tmp_path / "agent",
+        plane.address,
+        ["--no-service-network", "--usage-interval", "1"],
+        join=JoinFlags.of(plane),
+    )
+    agent.start()
+    agent.wait_registered()
+    try:
+        yield plane, agent
+    finally:
+        agent.stop()
+        agent.remove_containers()
+        plane.stop()

@@ -13,14 +13,12 @@ from __future__ import annotations
 import re
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
-import pytest
 
 from berth.testing.cli import Berth
-from berth.testing.daemons import AgentProcess, ControlPlaneProcess, JoinFlags
+from berth.testing.daemons import AgentProcess, ControlPlaneProcess
 from berth.testing.waiting import wait_until
 
 # Burns while /tmp/burn exists (rechecked every 100,000 steps), idles otherwise.
@@ -31,26 +29,6 @@ BURNER = (
 )
 
 
-@pytest.fixture()
-def daemons(tmp_path: Path, test_image: str) -> Iterator[tuple[ControlPlaneProcess, AgentProcess]]:
-    plane = ControlPlaneProcess(tmp_path / "cp")
-    plane.start()
-    agent = AgentProcess(
-        tmp_path / "agent",
-        plane.address,
-        ["--no-service-network", "--usage-interval", "1"],
-        join=JoinFlags.of(plane),
-    )
-    agent.start()
-    agent.wait_registered()
-    try:
-        yield plane, agent
-    finally:
-        agent.stop()
-        agent.remove_containers()
-        plane.stop()
-
-
 def _running(berth: Berth, count: int) -> list[dict[str, object]] | None:
     desired = berth.ok("service", "describe", "burner", "-o", "json").json()["service"]["desiredCount"]
     running = berth.running("default", "burner")
@@ -58,9 +36,9 @@ def _running(berth: Berth, count: int) -> list[dict[str, object]] | None:
 
 
 def test_cpu_load_scales_out_within_a_minute_and_back_to_the_minimum(
-    daemons: tuple[ControlPlaneProcess, AgentProcess], tmp_path: Path, test_image: str
+    sampled: tuple[ControlPlaneProcess, AgentProcess], tmp_path: Path, test_image: str
 ) -> None:
-    plane, agent = daemons
+    plane, agent = sampled
     berth = Berth.of(plane)
     berth.register(
         "burner",

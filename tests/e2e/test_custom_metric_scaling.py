@@ -6,24 +6,11 @@ the scale-in window, with a bounded number of scaling events (no oscillation).""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from berth.testing.cli import Berth
-from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess, JoinFlags
+from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess
 from berth.testing.waiting import wait_until
-
-
-@pytest.fixture()
-def hollow(plane: ControlPlaneProcess, tmp_path: Path) -> Iterator[HollowAgentsProcess]:
-    process = HollowAgentsProcess(tmp_path / "hollow.log", plane.address, 1, join=JoinFlags.of(plane))
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop(timeout=15)
 
 
 def _desired(berth: Berth, count: int) -> bool:

@@ -15,11 +15,9 @@ import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from berth.testing import members
 from berth.testing.cli import Berth
-from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess, JoinFlags
+from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess
 from berth.testing.waiting import wait_until
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import agent_pb2_grpc, operator_pb2_grpc
@@ -33,16 +31,6 @@ FORGED_TASK_ID = "t1\nts=1999-01-01T00:00:00.000Z level=error component=controlp
 
 def controls(text: str) -> list[str]:
     return [c for c in text if unicodedata.category(c) == "Cc"]
-
-
-@pytest.fixture()
-def hollow(plane: ControlPlaneProcess, tmp_path: Path) -> Iterator[HollowAgentsProcess]:
-    process = HollowAgentsProcess(tmp_path / "hollow.log", plane.address, 1, join=JoinFlags.of(plane))
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop(timeout=15)
 
 
 def test_a_hostile_stop_reason_is_shown_escaped_on_one_line(

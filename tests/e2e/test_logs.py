@@ -17,15 +17,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import docker
-import pytest
 
 from berth.testing.cli import Berth
-from berth.testing.daemons import AgentProcess, ControlPlaneProcess, HollowAgentsProcess, JoinFlags
+from berth.testing.daemons import AgentProcess, ControlPlaneProcess, HollowAgentsProcess
 from berth.testing.waiting import wait_until
 
 CLUSTER = "logs"
@@ -265,16 +263,6 @@ def test_a_bad_logs_request_is_refused_in_one_line(berth: Berth) -> None:
     assert "RFC 3339" in berth("logs", "abcdef", "--since", "yesterday").stderr
     berth("logs", "--service", "nope", "--cluster", "default").assert_refused("does not exist")
     berth("logs", "0123456789ab", "--cluster", "default").assert_refused("does not exist")
-
-
-@pytest.fixture()
-def hollow(plane: ControlPlaneProcess, tmp_path: Path) -> Iterator[HollowAgentsProcess]:
-    process = HollowAgentsProcess(tmp_path / "hollow.log", plane.address, 1, join=JoinFlags.of(plane))
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop(timeout=15)
 
 
 def test_hollow_logs_go_through_the_agent_stream_and_a_gone_agent_is_refused(

@@ -4,39 +4,16 @@ reservations and deploys it to completion."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from berth.testing.cli import Berth
-from berth.testing.daemons import AgentProcess, ControlPlaneProcess, JoinFlags
+from berth.testing.daemons import AgentProcess, ControlPlaneProcess
 from berth.testing.waiting import wait_until
 
 
-@pytest.fixture()
-def daemons(tmp_path: Path, test_image: str) -> Iterator[tuple[ControlPlaneProcess, AgentProcess]]:
-    plane = ControlPlaneProcess(tmp_path / "cp", [])
-    plane.start()
-    agent = AgentProcess(
-        tmp_path / "agent",
-        plane.address,
-        ["--no-service-network", "--usage-interval", "1"],
-        join=JoinFlags.of(plane),
-    )
-    agent.start()
-    agent.wait_registered()
-    try:
-        yield plane, agent
-    finally:
-        agent.stop()
-        agent.remove_containers()
-        plane.stop()
-
-
-def test_recommend_and_apply(daemons: tuple[ControlPlaneProcess, AgentProcess], tmp_path: Path) -> None:
-    plane, _ = daemons
+def test_recommend_and_apply(sampled: tuple[ControlPlaneProcess, AgentProcess], tmp_path: Path) -> None:
+    plane, _ = sampled
     berth = Berth.of(plane)
     berth.register(
         "idle",
