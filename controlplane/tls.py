@@ -83,13 +83,17 @@ class ServerCertificate:
             [(self._current.key, self._current.certificate)], root_certificates=self._ca.certificate
         )
 
-    def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
-        # Called by gRPC (on its own threads) before each new handshake: None keeps the current one.
+    def renew_if_due(self) -> bool:
+        """Replace the certificate when two thirds of its life are over; True when it was."""
         with self._lock:
             if datetime.datetime.now(datetime.UTC) < pki.renew_at(self._current.certificate):
-                return None
+                return False
             self._current = self._issue()
-            return self._configuration()
+            return True
+
+    def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        # Called by gRPC (on its own threads) before each new handshake: None keeps the current one.
+        return self._configuration() if self.renew_if_due() else None
 
     def credentials(self) -> grpc.ServerCredentials:
         """Mutual TLS: a client without a certificate from this CA does not get past the handshake."""

@@ -87,6 +87,11 @@ DEPLOYER = {
 QUIET_WHEN_OK = {"PutMetric"}
 
 
+def allowed(role: str, required: str) -> bool:
+    """A role at least as strong as `required` (an unknown role is allowed nothing)."""
+    return role in _RANK and _RANK[role] >= _RANK[required]
+
+
 def required_role(method: str) -> str:
     if method in VIEWER:
         return "viewer"
@@ -103,18 +108,22 @@ class AuditLog:
         self._lock = threading.Lock()
 
     def write(self, user: str, method: str, request: Message | None, result: str) -> None:
+        self.record(user, method, _target(request), result)
+
+    def record(self, user: str, call: str, target: str, result: str) -> None:
+        """One entry: `target` names what the call acted on, never a value."""
         entry = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "user": user,
-            "call": method,
-            "target": _target(request),
+            "call": call,
+            "target": target,
             "result": result,
         }
         line = json.dumps(entry, sort_keys=True) + "\n"
         log.info(
             "event=audit user=%s call=%s result=%s target=%s",
             user,
-            method,
+            call,
             result,
             escape_controls(entry["target"]),
         )
@@ -181,7 +190,7 @@ class Access:
         caller = self.caller(context)
         needed = required_role(method)
         role = self.role(caller.name)
-        if _RANK.get(role, -1) < _RANK[needed]:
+        if not allowed(role, needed):
             raise PermissionDenied(
                 f"user {caller.name} ({role or 'no role'}) may not {method}: it needs {needed}"
             )

@@ -20,7 +20,8 @@ from controlplane.api.errors import Context, grpc_errors, grpc_stream_errors
 from controlplane.operations import Operations
 from controlplane.operations.membership import Membership, Users, public
 from controlplane.operations.metrics import Metrics
-from controlplane.operations.services import ServiceChange, ServiceSpec
+from controlplane.operations.nodes import summary_message
+from controlplane.operations.services import ServiceChange, ServiceSpec, description
 from controlplane.rightsizing_view import RightsizingView
 from controlplane.usage_view import UsageView
 
@@ -131,16 +132,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
 
     @grpc_errors
     async def DescribeService(self, request: api.ServiceRef, context: Context) -> api.ServiceDescription:
-        state = await self._ops.services.describe(request.cluster, request.name)
-        return api.ServiceDescription(
-            service=state.service,
-            dns_name=state.dns_name,
-            exposed_addresses=state.exposed_addresses,
-            running_count=state.running_count,
-            pending_count=state.pending_count,
-            events=state.events,
-            deployment_counts=state.deployment_counts,
-        )
+        return description(await self._ops.services.describe(request.cluster, request.name))
 
     @grpc_errors
     async def UpdateService(self, request: api.UpdateServiceRequest, context: Context) -> pb.Service:
@@ -212,19 +204,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
 
     @grpc_errors
     async def ListNodes(self, request: api.ListNodesRequest, context: Context) -> api.ListNodesResponse:
-        nodes = []
-        for summary in self._ops.nodes.summaries():
-            message = api.NodeSummary(
-                node=summary.node,
-                cpu_reserved=summary.cpu_reserved,
-                memory_reserved=summary.memory_reserved,
-                running_tasks=summary.running_tasks,
-                connected=summary.connected,
-            )
-            if summary.metrics is not None:
-                message.metrics.CopyFrom(summary.metrics)
-            nodes.append(message)
-        return api.ListNodesResponse(nodes=nodes)
+        return api.ListNodesResponse(nodes=[summary_message(s) for s in self._ops.nodes.summaries()])
 
     @grpc_errors
     async def UpdateNodeStatus(self, request: api.UpdateNodeStatusRequest, context: Context) -> pb.Node:

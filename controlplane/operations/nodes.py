@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from berth.clock import now
 from berth.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
@@ -54,6 +55,20 @@ class NodeSummary:
     running_tasks: int
     connected: bool
     metrics: pb.NodeMetrics | None
+
+
+def summary_message(summary: NodeSummary) -> api.NodeSummary:
+    """The summary as the operator API's NodeSummary, which both doors render."""
+    message = api.NodeSummary(
+        node=summary.node,
+        cpu_reserved=summary.cpu_reserved,
+        memory_reserved=summary.memory_reserved,
+        running_tasks=summary.running_tasks,
+        connected=summary.connected,
+    )
+    if summary.metrics is not None:
+        message.metrics.CopyFrom(summary.metrics)
+    return message
 
 
 class Nodes:

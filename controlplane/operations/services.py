@@ -115,6 +115,19 @@ class ServiceState:
     deployment_counts: list[api.DeploymentCounts] = field(default_factory=list)
 
 
+def description(state: ServiceState) -> api.ServiceDescription:
+    """The state as the operator API's ServiceDescription, which both doors render."""
+    return api.ServiceDescription(
+        service=state.service,
+        dns_name=state.dns_name,
+        exposed_addresses=state.exposed_addresses,
+        running_count=state.running_count,
+        pending_count=state.pending_count,
+        events=state.events,
+        deployment_counts=state.deployment_counts,
+    )
+
+
 class Services:
     def __init__(
         self,
@@ -305,8 +318,19 @@ class Services:
             await self._events.record(cluster, service.name, _started(service))
         return service
 
-    async def delete(self, cluster_name: str, name: str) -> pb.Service:
+    async def delete(self, cluster_name: str, name: str, force: bool = True) -> pb.Service:
+        """Drain the service (desired count 0) and remove it once its tasks are gone.
+
+        force=False is ECS's DeleteService without `force`: a service still scaled above
+        zero is refused (checked on the record the delete writes over, so no scale-up slips in).
+        """
+
         def drain(cluster: str, service: pb.Service) -> pb.Service:
+            if not force and service.desired_count > 0 and service.status == pb.SERVICE_ACTIVE:
+                raise InvalidArgument(
+                    "The service cannot be stopped while it is scaled above 0: "
+                    "set its desired count to 0 first, or delete with force"
+                )
             service.status = pb.SERVICE_DRAINING
             service.desired_count = 0
             service.updated_at.CopyFrom(now())

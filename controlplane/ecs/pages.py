@@ -1,0 +1,50 @@
+"""`nextToken` / `maxResults` pagination of ECS's List* operations.
+
+Every listing is a sorted list of ARNs (or family names); a page is the next
+`maxResults` of them after the token's item. The token is that item, base64url
+encoded: opaque to clients as ECS's are, stateless for the replica (any replica
+continues any listing), and still correct when items are added or removed
+between pages (nothing is repeated; items added before the token are not seen,
+as with ECS).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from bisect import bisect_right
+from collections.abc import Sequence
+from typing import Any
+
+from controlplane.ecs.protocol import invalid
+
+MAX_TOKEN = 4096
+
+
+def _token(item: str) -> str:
+    return base64.urlsafe_b64encode(item.encode()).decode()
+
+
+def _after(token: str) -> str:
+    if len(token) > MAX_TOKEN:
+        raise invalid(f"nextToken is longer than {MAX_TOKEN} characters")
+    try:
+        return base64.urlsafe_b64decode(token.encode("ascii")).decode()
+    except (UnicodeError, ValueError, binascii.Error):
+        raise invalid("nextToken is not a token this API returned") from None
+
+
+def page(
+    params: dict[str, Any], items: Sequence[str], key: str, default_size: int = 100, max_size: int = 100
+) -> dict[str, Any]:
+    """`{key: [...], "nextToken": ...}` for the request's page of the sorted `items`."""
+    size = params.get("maxResults", default_size)
+    if not 1 <= size <= max_size:
+        raise invalid(f"maxResults must be between 1 and {max_size}")
+    ordered = sorted(items)
+    start = bisect_right(ordered, _after(params["nextToken"])) if params.get("nextToken") else 0
+    chunk = ordered[start : start + size]
+    answer: dict[str, Any] = {key: chunk}
+    if start + size < len(ordered):
+        answer["nextToken"] = _token(chunk[-1])
+    return answer

@@ -1,0 +1,49 @@
+"""ECS's TagResource, UntagResource and ListTagsForResource, for clusters, services,
+task definitions and tasks, each named by its ARN."""
+
+from __future__ import annotations
+
+from controlplane.operations.tags import Resource
+
+from berth.errors import BerthError
+from controlplane.ecs.backend import Answer, Backend, Operation, Params, call, operation, tag_list, tags_of
+from controlplane.ecs.errors import translate
+from controlplane.ecs.protocol import invalid
+
+MAX_KEYS = 50
+
+
+def _resource(backend: Backend, params: Params) -> Resource:
+    try:
+        kind, cluster, name = backend.arns.resource(params["resourceArn"])
+    except BerthError as error:
+        raise translate(error) from None
+    return Resource(kind=kind, cluster=cluster, name=name)  # type: ignore[arg-type]
+
+
+async def tag(backend: Backend, params: Params) -> Answer:
+    tags = tags_of(params)
+    if not tags:
+        raise invalid("tags must name at least one tag")
+    await call(backend.ops.tags.tag(_resource(backend, params), tags), "ResourceNotFoundException")
+    return {}
+
+
+async def untag(backend: Backend, params: Params) -> Answer:
+    keys: list[str] = params["tagKeys"]
+    if len(keys) > MAX_KEYS:
+        raise invalid(f"tagKeys may name at most {MAX_KEYS} keys")
+    await call(backend.ops.tags.untag(_resource(backend, params), keys), "ResourceNotFoundException")
+    return {}
+
+
+async def list_tags(backend: Backend, params: Params) -> Answer:
+    tags = await call(backend.ops.tags.list(_resource(backend, params)), "ResourceNotFoundException")
+    return {"tags": tag_list(tags)}
+
+
+OPERATIONS: dict[str, Operation] = {
+    "TagResource": operation("deployer", tag, supported=("resourceArn", "tags")),
+    "UntagResource": operation("deployer", untag, supported=("resourceArn", "tagKeys")),
+    "ListTagsForResource": operation("viewer", list_tags, supported=("resourceArn",)),
+}
