@@ -74,7 +74,7 @@ class Operations:
             taskdefs=taskdefs,
             services=services,
             tasks=tasks,
-            nodes=Nodes(store, cache, agents, limits.quotas, limits.registrations),
+            nodes=Nodes(store, cache, agents, limits.quotas, limits.registrations, clusters),
             logs=Logs(tasks, LogRouter(agents)),
             secrets=Secrets(store, master_key),
             secret_values=SecretValues(cache, master_key),

@@ -6,7 +6,8 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 
-from controlplane.scheduler.filters import DEFAULT_FILTERS
+from berth.names import DEFAULT_CLUSTER, node_cluster
+from controlplane.scheduler.filters import DEFAULT_FILTERS, SCOPE_FILTERS
 from controlplane.scheduler.model import (
     Filter,
     NodeState,
@@ -23,19 +24,39 @@ def _plural(count: int) -> str:
     return f"{count} node" if count == 1 else f"{count} nodes"
 
 
+def _scope(request: PlacementRequest, outside: int) -> str:
+    """The nodes the task may use, as the subject of its pending reason."""
+    if request.pinned_nodes:
+        return f"node the task is pinned to ({', '.join(sorted(request.pinned_nodes))})"
+    if outside or request.cluster != DEFAULT_CLUSTER:
+        return f"node of cluster {request.cluster}"
+    return "node"
+
+
 def explain(
     request: PlacementRequest, rejections: Counter[tuple[str, str]], filters: Sequence[Filter]
 ) -> str:
-    """One line an operator can act on, from rejections counted by (filter, reason)."""
-    if not rejections:
-        return "no nodes are registered"
-    details = "; ".join(f"{_plural(n)}: {reason}" for (_, reason), n in rejections.most_common())
-    by_filter = {name for name, _ in rejections}
+    """One line an operator can act on, from rejections counted by (filter, reason).
+
+    Nodes outside the task's scope (another cluster, not pinned) are not
+    candidates: the reason names the scope and details only the candidates.
+    """
+    outside = sum(n for (name, _), n in rejections.items() if name in SCOPE_FILTERS)
+    inside = Counter({key: n for key, n in rejections.items() if key[0] not in SCOPE_FILTERS})
+    scope = _scope(request, outside)
+    if not inside:
+        if request.pinned_nodes:
+            return f"no {scope} is registered in cluster {request.cluster}"
+        if outside:
+            return f"no {scope} is registered ({_plural(outside)} in other clusters)"
+        return "no nodes are registered" if scope == "node" else f"no {scope} is registered"
+    details = "; ".join(f"{_plural(n)}: {reason}" for (_, reason), n in inside.most_common())
+    by_filter = {name for name, _ in inside}
     if len(by_filter) == 1:
         (name,) = by_filter
         culprit = next(f for f in filters if f.name == name)
-        return f"no node has {culprit.shortfall(request)} ({details})"
-    return f"no node fits the task ({details})"
+        return f"no {scope} has {culprit.shortfall(request)} ({details})"
+    return f"no {scope} fits the task ({details})"
 
 
 def _feasible(
@@ -66,19 +87,24 @@ def place(
 
     With sample_size > 0 and more nodes than that, each task looks at a random
     sample first (the "power of k choices") and scans every node only when no
-    sampled node fits, so a big cluster costs O(k) per task, not O(nodes).
+    sampled node fits, so a big cluster costs O(k) per task, not O(nodes). The
+    sample is drawn from the task's own cluster's nodes.
     """
     rng = rng or random.Random()
     node_list = list(nodes)
     context = PlanContext.of(node_list)
+    by_cluster: dict[str, list[NodeState]] = {}
+    for state in node_list:
+        by_cluster.setdefault(node_cluster(state.node), []).append(state)
     plan = Plan()
     for request in requests:
         filters = DEFAULT_FILTERS + request.filters
         scorers = request.scorers or DEFAULT_SCORERS
         rejections: Counter[tuple[str, str]] = Counter()
         feasible: list[NodeState] = []
-        if 0 < sample_size < len(node_list):
-            feasible = _feasible(rng.sample(node_list, sample_size), request, filters, Counter())
+        pool = by_cluster.get(request.cluster, [])
+        if 0 < sample_size < len(pool) and not request.pinned_nodes:
+            feasible = _feasible(rng.sample(pool, sample_size), request, filters, Counter())
         if not feasible:
             feasible = _feasible(node_list, request, filters, rejections)
         if not feasible:
