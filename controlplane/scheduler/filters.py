@@ -14,7 +14,8 @@ def _port_text(port: tuple[int, int]) -> str:
 
 
 class InCluster:
-    """Only nodes of the task's own cluster; the others are out of its scope, not short of anything."""
+    """Only nodes of the request's cluster (the planner's `scope_cluster`: the task's own, or the
+    default for a cluster without nodes); the others are out of its scope, not short of anything."""
 
     name = "cluster"
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from berth.names import DEFAULT_CLUSTER, node_cluster
 from controlplane.scheduler.filters import DEFAULT_FILTERS, SCOPE_FILTERS
@@ -59,6 +60,18 @@ def explain(
     return f"no {scope} fits the task ({details})"
 
 
+def scope_cluster(cluster: str, nodes_by_cluster: Mapping[str, object]) -> str:
+    """The cluster whose nodes a task of `cluster` may use: its own, once it has any node
+    registered (of any status); until then the default cluster's.
+
+    Clusters long served as groupings of services over one pool of nodes (the quick
+    start, `berth cluster create prod` with every agent in `default`): a cluster
+    without nodes of its own keeps running there. Return `cluster` alone to make
+    every cluster strictly its own nodes' (ECS's rule).
+    """
+    return cluster if cluster in nodes_by_cluster else DEFAULT_CLUSTER
+
+
 def _feasible(
     nodes: Sequence[NodeState],
     request: PlacementRequest,
@@ -88,7 +101,7 @@ def place(
     With sample_size > 0 and more nodes than that, each task looks at a random
     sample first (the "power of k choices") and scans every node only when no
     sampled node fits, so a big cluster costs O(k) per task, not O(nodes). The
-    sample is drawn from the task's own cluster's nodes.
+    sample is drawn from the nodes of the task's cluster (see `scope_cluster`).
     """
     rng = rng or random.Random()
     node_list = list(nodes)
@@ -97,18 +110,25 @@ def place(
     for state in node_list:
         by_cluster.setdefault(node_cluster(state.node), []).append(state)
     plan = Plan()
-    for request in requests:
-        filters = DEFAULT_FILTERS + request.filters
-        scorers = request.scorers or DEFAULT_SCORERS
+    for asked in requests:
+        filters = DEFAULT_FILTERS + asked.filters
+        scorers = asked.scorers or DEFAULT_SCORERS
         rejections: Counter[tuple[str, str]] = Counter()
         feasible: list[NodeState] = []
-        pool = by_cluster.get(request.cluster, [])
+        scope = scope_cluster(asked.cluster, by_cluster)
+        request = asked if scope == asked.cluster else dataclasses.replace(asked, cluster=scope)
+        pool = by_cluster.get(scope, [])
         if 0 < sample_size < len(pool) and not request.pinned_nodes:
             feasible = _feasible(rng.sample(pool, sample_size), request, filters, Counter())
         if not feasible:
             feasible = _feasible(node_list, request, filters, rejections)
         if not feasible:
-            plan.failures.append(PlacementFailure(request.task_id, explain(request, rejections, filters)))
+            reason = explain(request, rejections, filters)
+            if request is not asked and any(name in SCOPE_FILTERS for name, _ in rejections):
+                reason = (
+                    f"cluster {asked.cluster} has no node of its own (its tasks use the default's): {reason}"
+                )
+            plan.failures.append(PlacementFailure(request.task_id, reason))
             continue
         best = max(
             feasible,

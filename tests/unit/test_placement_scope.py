@@ -75,11 +75,24 @@ def test_sampling_draws_from_the_tasks_own_cluster() -> None:
     assert [p.node_id for p in plan.placements] == ["b1"]
 
 
-def test_a_cluster_without_nodes_says_so() -> None:
-    plan = place([node("a1", "a"), node("d1")], [request(cluster="b")])
-    assert plan.failures[0].reason == "no node of cluster b is registered (2 nodes in other clusters)"
+def test_a_cluster_without_nodes_of_its_own_uses_the_default_clusters() -> None:
+    plan = place([node("a1", "a"), node("d1")], [request(f"t{i}", cluster="b") for i in range(2)])
+    assert [p.node_id for p in plan.placements] == ["d1", "d1"]
+    plan = place([node("a1", "a"), node("d1", memory=100)], [request(cluster="b", memory=512)])
+    assert plan.failures[0].reason == (
+        "cluster b has no node of its own (its tasks use the default's): "
+        "no node of cluster default has 512 MiB of free memory (1 node: insufficient memory)"
+    )
+    plan = place([node("a1", "a")], [request(cluster="b")])
+    assert plan.failures[0].reason == (
+        "cluster b has no node of its own (its tasks use the default's): "
+        "no node of cluster default is registered (1 node in other clusters)"
+    )
+    # One DOWN node makes the cluster's own nodes the only ones it uses.
+    plan = place([node("b1", "b", pb.DOWN), node("d1")], [request(cluster="b")])
+    assert plan.failures[0].reason == "no node of cluster b has the READY status (1 node: node DOWN)"
     plan = place([], [request(cluster="b")])
-    assert plan.failures[0].reason == "no node of cluster b is registered"
+    assert plan.failures[0].reason == "no nodes are registered"
 
 
 def test_the_reason_counts_only_the_clusters_own_nodes() -> None:
