@@ -48,7 +48,12 @@ def test_a_clusters_tasks_run_only_on_its_nodes_and_its_nodes_keep_it_from_delet
     plane: ControlPlaneProcess, tmp_path: Path
 ) -> None:
     berth = Berth.of(plane)
-    berth.ok("cluster", "create", "blue")
+    berth("cluster", "create", "red", "--tag", "aws:owner=me").assert_refused("is reserved")
+    berth.ok("cluster", "create", "blue", "--tag", "team=payments", "--tag", "tier=")
+    with plane.admin_channel() as channel:
+        clusters = operator_pb2_grpc.OperatorStub(channel).ListClusters(api.ListClustersRequest(), timeout=10)
+    assert [c.name for c in clusters.clusters] == ["blue", "default"]
+    assert [(t.key, t.value) for t in clusters.clusters[0].tags] == [("team", "payments"), ("tier", "")]
     with (
         hollow_nodes(plane, tmp_path / "red.log", 2, "default", "red"),
         hollow_nodes(plane, tmp_path / "blue.log", 2, "blue", "blue"),
