@@ -49,3 +49,5 @@ class AgentSettings:
     metrics_push_listen: str | None = None
     # Seconds between samples of the tasks' CPU and memory (agent/usage.py).
     usage_interval: float = 5.0
+    # The cluster this node joins (berth-agent --cluster); it must exist.
+    cluster: str = "default"

@@ -23,6 +23,7 @@ from agent.session import AGENT_VERSION, ControlPlaneSession
 from agent.supervisor import TaskSupervisor
 from berth import logs, pki
 from berth.errors import BerthError
+from berth.names import DEFAULT_CLUSTER, check_dns_label
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
@@ -101,6 +102,7 @@ async def run_hollow(
     attributes: dict[str, str],
     driver: FakeDriver,
     stop: asyncio.Event,
+    cluster: str = DEFAULT_CLUSTER,
 ) -> None:
     """COUNT nodes, each with its own key, certificate and mutual-TLS channel, until `stop`."""
     # Fetched and checked once: every node trusts the same pinned CA.
@@ -115,6 +117,7 @@ async def run_hollow(
             memory_mib=memory_mib,
             attributes={**attributes, "hollow-index": str(index)},
             agent_version=f"{AGENT_VERSION}-hollow",
+            cluster=cluster,
         )
         workers.append(
             asyncio.create_task(
@@ -142,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cpu-units", type=int, default=4096)
     parser.add_argument("--memory-mib", type=int, default=16384)
     parser.add_argument("--name-prefix", default="hollow")
+    parser.add_argument("--cluster", default=DEFAULT_CLUSTER, help="the cluster every hollow node joins")
     parser.add_argument("--attribute", action="append", default=[], help="KEY=VALUE, repeatable")
     parser.add_argument("--exit-after", type=float, default=None, help="every task exits after N seconds")
     parser.add_argument("--exit-code", type=int, default=0)
@@ -163,6 +167,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     logs.configure(args.log_level)
+    try:
+        check_dns_label("cluster", args.cluster)
+    except BerthError as error:
+        parser.error(str(error))
     attributes = dict(a.split("=", 1) for a in args.attribute)
     driver = FakeDriver(
         exit_after=args.exit_after,
@@ -192,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
             attributes,
             driver,
             stop,
+            args.cluster,
         )
 
     try:

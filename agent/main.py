@@ -39,7 +39,7 @@ from agent.supervisor import TaskSupervisor
 from agent.usage import DockerEngineStats, UsageSampler, run_usage
 from berth import logs, pki, usagelimits
 from berth.errors import BerthError, FailedPrecondition, InvalidArgument, Unavailable
-from berth.names import check_dns_label
+from berth.names import DEFAULT_CLUSTER, check_dns_label
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
@@ -104,6 +104,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
         help="the control plane's join listener, HOST:PORT; default: --server's host and the next port",
     )
     parser.add_argument("--name", default=None, help="node name (a DNS label); default: hostname")
+    parser.add_argument(
+        "--cluster",
+        default=DEFAULT_CLUSTER,
+        help="the cluster this node joins (it must exist: `berth cluster create NAME`)",
+    )
     parser.add_argument("--address", default=None, help="address other hosts reach this one at")
     parser.add_argument(
         "--attribute", action="append", type=_attribute, default=[], help="KEY=VALUE, repeatable"
@@ -197,6 +202,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
     name = args.name or host.default_name()
     try:
         check_dns_label("node", name)
+        check_dns_label("cluster", args.cluster)
     except InvalidArgument as error:
         parser.error(str(error))
     if args.ca_hash is not None:
@@ -250,6 +256,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
         aws_region=aws_region,
         metrics_push_listen=args.metrics_push_listen,
         usage_interval=args.usage_interval,
+        cluster=args.cluster,
     )
     return settings, args.metrics_listen
 
@@ -399,6 +406,7 @@ async def run(settings: AgentSettings) -> None:
         memory_mib=settings.memory_mib,
         attributes=settings.attributes,
         agent_version=AGENT_VERSION,
+        cluster=settings.cluster,
     )
 
     def registered(response: agent_pb.RegisterResponse) -> None:
@@ -422,10 +430,11 @@ async def run(settings: AgentSettings) -> None:
         on_desired=desired,
     )
     log.info(
-        "event=agent_started server=%s node=%s name=%s address=%s cpu_units=%d memory_mib=%d",
+        "event=agent_started server=%s node=%s name=%s cluster=%s address=%s cpu_units=%d memory_mib=%d",
         settings.server,
         node_id,
         settings.name,
+        settings.cluster,
         settings.address,
         settings.cpu_units,
         settings.memory_mib,

@@ -125,6 +125,15 @@ RENEW_RETRY_FIRST = 1.0
 RENEW_RETRY_CAP = 60.0
 
 REFUSALS = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+# A registration the control plane turned down (its cluster does not exist, the node
+# cannot move clusters yet): retried every few seconds, so it joins soon after the
+# operator fixes the cause, without a log line per second meanwhile.
+REJECTIONS = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION,
+)
+BACKOFF_REJECTED = 5.0
 
 
 def next_backoff(current: float, refused: bool) -> float:
@@ -226,6 +235,8 @@ class ControlPlaneSession:
                 refused = error.code() in REFUSALS
                 if refused:
                     backoff = max(backoff, BACKOFF_REFUSED_FIRST)
+                elif error.code() in REJECTIONS:
+                    backoff = max(backoff, BACKOFF_REJECTED)
                 self._log_failure(error, credentials, backoff)
             finally:
                 self.connected.clear()
@@ -248,8 +259,14 @@ class ControlPlaneSession:
                 "remove`?); to join again, delete node.key, node.crt and ca.crt from the data directory "
                 "and start the agent with a new --join-token",
             )
-        elif code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
-            log.error("event=session_rejected node=%s code=%s error=%r", node, code.name, error.details())
+        elif code in REJECTIONS:
+            log.error(
+                "event=session_rejected node=%s code=%s error=%r retry_in=%.1fs",
+                node,
+                code.name,
+                error.details(),
+                backoff,
+            )
         elif credentials.not_after <= self._now():
             log.error(
                 "event=certificate_expired server=%s node=%s expired=%s retry_in=%.1fs hint=%r",

@@ -63,3 +63,17 @@ class PermissionDenied(BerthError):
     """A known caller asked for something its identity or role does not allow."""
 
     grpc_code = grpc.StatusCode.PERMISSION_DENIED
+
+
+# Why a cluster cannot be deleted yet: distinct types, so the ECS API can name
+# ECS's own exception for each (ClusterContains...Exception).
+class ClusterHasServices(FailedPrecondition):
+    """The cluster still has services (active or draining)."""
+
+
+class ClusterHasTasks(FailedPrecondition):
+    """The cluster still has tasks that are not STOPPED."""
+
+
+class ClusterHasNodes(FailedPrecondition):
+    """The cluster still has nodes (container instances) registered."""

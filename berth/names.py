@@ -12,6 +12,10 @@ from berth.v1 import resources_pb2 as pb
 # int() sees it (int() refuses numbers over 4300 digits with a ValueError).
 MAX_REVISION = 99_999_999
 
+# The cluster that always exists: where names that say none belong, and
+# where records written before a field named a cluster belong.
+DEFAULT_CLUSTER = "default"
+
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 # ECS families allow letters, digits, hyphens and underscores, up to 255.
 _FAMILY = re.compile(r"[A-Za-z0-9_-]{1,255}")
@@ -74,3 +78,21 @@ def protocol_name(protocol: int) -> str:
 def port_text(port: int, protocol: int) -> str:
     """A port as operators write it: "80" for TCP, "53/udp" for UDP."""
     return f"{port}/udp" if protocol == pb.UDP else str(port)
+
+
+def node_cluster(node: pb.Node) -> str:
+    """The cluster a node belongs to ("" in records written before nodes had one: the default)."""
+    return node.cluster or DEFAULT_CLUSTER
+
+
+# ECS's startedBy: up to 128 letters, digits, hyphens and underscores.
+_STARTED_BY = re.compile(r"[A-Za-z0-9_-]{0,128}")
+
+
+def check_started_by(started_by: str) -> str:
+    """A task's startedBy ("" when not given), or a one-line error."""
+    if not _STARTED_BY.fullmatch(started_by):
+        raise InvalidArgument(
+            f"startedBy {shown(started_by)} is invalid: use up to 128 letters, digits, '-' or '_'"
+        )
+    return started_by

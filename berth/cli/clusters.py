@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from berth.cli.client import CliContext, api_errors
-from berth.cli.options import command_group
+from berth.cli.options import TagOption, command_group, tags
 from berth.cli.output import OutputOption, age, emit, say
 from berth.v1 import operator_pb2 as api
 
@@ -13,11 +13,15 @@ app = command_group("Clusters: named groups of services and tasks.")
 
 
 @app.command("create")
-def create(ctx: typer.Context, name: str = typer.Argument(..., metavar="NAME", help="a DNS label")) -> None:
+def create(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., metavar="NAME", help="a DNS label"),
+    tag: list[str] = TagOption,
+) -> None:
     """Create a cluster."""
     cli: CliContext = ctx.obj
     with api_errors(cli):
-        cluster = cli.stub.CreateCluster(api.CreateClusterRequest(name=name))
+        cluster = cli.stub.CreateCluster(api.CreateClusterRequest(name=name, tags=tags(tag)))
     say(f"cluster {cluster.name} created")
 
 

@@ -7,6 +7,7 @@ import typer
 from berth.cli.client import CliContext, api_errors
 from berth.cli.options import command_group
 from berth.cli.output import OutputOption, emit, say
+from berth.names import node_cluster
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 
@@ -19,17 +20,25 @@ def _status(summary: api.NodeSummary) -> str:
 
 
 @app.command("list")
-def list_(ctx: typer.Context, output: str = OutputOption) -> None:
-    """List nodes with their status and resources used and free."""
+def list_(
+    ctx: typer.Context,
+    cluster: str | None = typer.Option(
+        None, "--cluster", "-c", metavar="CLUSTER", help="only the nodes of this cluster (default: all)"
+    ),
+    output: str = OutputOption,
+) -> None:
+    """List nodes with their cluster, status and resources used and free."""
     cli: CliContext = ctx.obj
     with api_errors(cli):
-        nodes = cli.stub.ListNodes(api.ListNodesRequest()).nodes
+        listed = cli.stub.ListNodes(api.ListNodesRequest()).nodes
+    nodes = [s for s in listed if cluster is None or node_cluster(s.node) == cluster]
     emit(
         output,
         nodes,
         [
             ("ID", lambda s: s.node.id),
             ("NAME", lambda s: s.node.name),
+            ("CLUSTER", lambda s: node_cluster(s.node)),
             ("ADDRESS", lambda s: s.node.address),
             ("STATUS", _status),
             ("TASKS", lambda s: str(s.running_tasks)),

@@ -10,6 +10,8 @@ from typing import Any
 import typer
 from typer.core import TyperArgument, TyperCommand
 
+from berth.v1 import resources_pb2 as pb
+
 
 class _PlainArgument(TyperArgument):
     """An argument whose help shows its name alone (NAME, not NAME <str>).
@@ -64,6 +66,21 @@ def command_group(help: str, *, root: bool = False) -> typer.Typer:
         add_completion=root,
     )
 
+
+def tags(pairs: list[str]) -> list[pb.Tag]:
+    """`--tag KEY=VALUE` options as tags (VALUE may be empty); the control plane checks ECS's rules."""
+    found = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--tag {pair!r}: write KEY=VALUE")
+        found.append(pb.Tag(key=key, value=value))
+    return found
+
+
+TagOption = typer.Option(
+    [], "--tag", metavar="KEY=VALUE", help="a resource tag (repeatable; ECS's rules: at most 50)"
+)
 
 # One definition for every command that works inside a cluster.
 ClusterOption = typer.Option("default", "--cluster", "-c", metavar="CLUSTER", help="cluster name")

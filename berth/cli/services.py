@@ -19,7 +19,7 @@ from berth.cli.deployments import (
     RebalanceOption,
     RollbackOption,
 )
-from berth.cli.options import ClusterOption, command_group
+from berth.cli.options import ClusterOption, TagOption, command_group, tags
 from berth.cli.output import OutputOption, age, data_console, emit, emit_one, say
 from berth.cli.placement import PlacementConstraintsOption, PlacementStrategyOption
 from berth.names import protocol_name, shown
@@ -101,6 +101,7 @@ def create(
     rollback: bool | None = RollbackOption,
     deregistration_delay: int | None = DeregistrationDelayOption,
     rebalance: bool | None = RebalanceOption,
+    tag: list[str] = TagOption,
 ) -> None:
     """Create a service; with --port it gets a virtual IP and a DNS name.
 
@@ -124,6 +125,7 @@ def create(
             deregistration_delay=deregistration_delay,
             rebalance=rebalance,
         ),
+        tags=tags(tag),
     )
     with api_errors(cli):
         service = cli.stub.CreateService(request)

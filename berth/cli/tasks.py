@@ -9,7 +9,7 @@ import typer
 
 from berth.cli import placement
 from berth.cli.client import CliContext, api_errors, fail, node_label, node_names
-from berth.cli.options import ClusterOption, command_group
+from berth.cli.options import ClusterOption, TagOption, command_group, tags
 from berth.cli.output import (
     OutputOption,
     age,
@@ -160,6 +160,7 @@ def run(
     cluster: str = ClusterOption,
     placement_strategy: list[str] = PlacementStrategyOption,
     placement_constraints: list[str] = PlacementConstraintsOption,
+    tag: list[str] = TagOption,
     wait: bool = typer.Option(False, "--wait", help="wait until the task stops and exit with its exit code"),
     timeout: float = typer.Option(
         0.0, "--timeout", metavar="SECONDS", min=0, help="with --wait: give up after this long; 0: never"
@@ -179,6 +180,7 @@ def run(
         task_definition=task_definition,
         placement_strategy=placement.strategies(placement_strategy),
         placement_constraints=placement.constraints(placement_constraints),
+        tags=tags(tag),
     )
     with api_errors(cli):
         task = cli.stub.RunTask(request)

@@ -245,6 +245,7 @@ class HollowAgentsProcess(Daemon):
         extra_args: list[str] | None = None,
         *,
         join: JoinFlags,
+        cluster: str = "default",
     ) -> None:
         command = [
             sys.executable,
@@ -254,6 +255,8 @@ class HollowAgentsProcess(Daemon):
             server,
             "--count",
             str(count),
+            "--cluster",
+            cluster,
             *join.args(),
         ]
         super().__init__("hollow", [*command, *(extra_args or [])], log_path)
@@ -279,6 +282,7 @@ class AgentProcess(Daemon):
         address: str = "127.0.0.1",
         *,
         join: JoinFlags | None,
+        cluster: str = "default",
     ) -> None:
         self.data_dir = data_dir
         self._log_start = 0
@@ -295,6 +299,8 @@ class AgentProcess(Daemon):
             address,
             "--docker-url",
             docker_url,
+            "--cluster",
+            cluster,
             *(join.args() if join is not None else []),
             *(extra_args or []),
         ]

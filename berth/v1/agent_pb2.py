@@ -27,7 +27,7 @@ from berth.v1 import resources_pb2 as berth_dot_v1_dot_resources__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x62\x65rth/v1/agent.proto\x12\x08\x62\x65rth.v1\x1a\x18\x62\x65rth/v1/resources.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n\x0bJoinRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0b\n\x03\x63sr\x18\x02 \x01(\x0c\x12\x0c\n\x04name\x18\x03 \x01(\t\"L\n\x0cJoinResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x02 \x01(\x0c\x12\x16\n\x0e\x63\x61_certificate\x18\x03 \x01(\x0c\"&\n\x17RenewCertificateRequest\x12\x0b\n\x03\x63sr\x18\x01 \x01(\x0c\"/\n\x18RenewCertificateResponse\x12\x13\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0c\"\xf1\x01\n\x0fRegisterRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x11\n\tcpu_units\x18\x04 \x01(\r\x12\x12\n\nmemory_mib\x18\x05 \x01(\r\x12=\n\nattributes\x18\x06 \x03(\x0b\x32).berth.v1.RegisterRequest.AttributesEntry\x12\x15\n\ragent_version\x18\x07 \x01(\t\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"U\n\x10RegisterResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x1a\n\x12heartbeat_interval\x18\x02 \x01(\x01\x12\x14\n\x0cservice_cidr\x18\x03 \x01(\t\"\x18\n\x05Hello\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"\xf3\x02\n\x10TaskStatusReport\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12)\n\x0blast_status\x18\x02 \x01(\x0e\x32\x14.berth.v1.TaskStatus\x12,\n\ncontainers\x18\x03 \x03(\x0b\x32\x18.berth.v1.ContainerState\x12\x32\n\x10network_bindings\x18\x04 \x03(\x0b\x32\x18.berth.v1.NetworkBinding\x12%\n\tstop_code\x18\x05 \x01(\x0e\x32\x12.berth.v1.StopCode\x12\x16\n\x0estopped_reason\x18\x06 \x01(\t\x12\x15\n\rhas_exit_code\x18\x07 \x01(\x08\x12\x11\n\texit_code\x18\x08 \x01(\x05\x12-\n\rhealth_status\x18\t \x01(\x0e\x32\x16.berth.v1.HealthStatus\x12)\n\x0bkept_output\x18\n \x01(\x0b\x32\x14.berth.v1.KeptOutput\"9\n\tHeartbeat\x12&\n\x07metrics\x18\x01 \x01(\x0b\x32\x15.berth.v1.NodeMetricsJ\x04\x08\x02\x10\x03\"\xb9\x02\n\x0c\x41gentMessage\x12 \n\x05hello\x18\x01 \x01(\x0b\x32\x0f.berth.v1.HelloH\x00\x12,\n\x06status\x18\x02 \x01(\x0b\x32\x1a.berth.v1.TaskStatusReportH\x00\x12(\n\theartbeat\x18\x03 \x01(\x0b\x32\x13.berth.v1.HeartbeatH\x00\x12\'\n\tlog_chunk\x18\x04 \x01(\x0b\x32\x12.berth.v1.LogChunkH\x00\x12+\n\x0b\x65xec_output\x18\x05 \x01(\x0b\x32\x14.berth.v1.ExecOutputH\x00\x12&\n\x05usage\x18\x06 \x01(\x0b\x32\x15.berth.v1.UsageReportH\x00\x12)\n\nmetric_put\x18\x07 \x01(\x0b\x32\x13.berth.v1.MetricPutH\x00\x42\x06\n\x04\x62ody\"9\n\tMetricPut\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x01\"a\n\x0bUsageReport\x12.\n\nsampled_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x05tasks\x18\x02 \x03(\x0b\x32\x13.berth.v1.TaskUsage\"J\n\tTaskUsage\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12,\n\ncontainers\x18\x02 \x03(\x0b\x32\x18.berth.v1.ContainerUsage\"\xdf\x03\n\x0eTaskAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12/\n\x0e\x64\x65sired_status\x18\x02 \x01(\x0e\x32\x17.berth.v1.DesiredStatus\x12)\n\x0blast_status\x18\x03 \x01(\x0e\x32\x14.berth.v1.TaskStatus\x12\x31\n\x0ftask_definition\x18\x04 \x01(\x0b\x32\x18.berth.v1.TaskDefinition\x12\x0f\n\x07\x63luster\x18\x05 \x01(\t\x12\x0f\n\x07service\x18\x06 \x01(\t\x12%\n\tstop_code\x18\x07 \x01(\x0e\x32\x12.berth.v1.StopCode\x12\x16\n\x0estopped_reason\x18\x08 \x01(\t\x12-\n\rhealth_status\x18\t \x01(\x0e\x32\x16.berth.v1.HealthStatus\x12\x36\n\x12secret_environment\x18\n \x03(\x0b\x32\x1a.berth.v1.ContainerSecrets\x12\x15\n\rsecrets_error\x18\x0b \x01(\t\x12<\n\x18\x65nvironment_file_secrets\x18< \x03(\x0b\x32\x1a.berth.v1.ContainerSecrets\x12\x10\n\x08restarts\x18\x37 \x01(\r\"\xbb\x01\n\x0cServiceRoute\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03vip\x18\x03 \x01(\t\x12$\n\x05ports\x18\x04 \x03(\x0b\x32\x15.berth.v1.ServicePort\x12%\n\tendpoints\x18\x05 \x03(\x0b\x32\x12.berth.v1.Endpoint\x12\x32\n\x0eload_balancers\x18\x06 \x03(\x0b\x32\x1a.berth.v1.LoadBalancerPort\"q\n\x0c\x44\x65siredState\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\'\n\x05tasks\x18\x02 \x03(\x0b\x32\x18.berth.v1.TaskAssignment\x12&\n\x06routes\x18\x03 \x03(\x0b\x32\x16.berth.v1.ServiceRoute\"\xcc\x01\n\x0e\x43ontrolMessage\x12/\n\rdesired_state\x18\x01 \x01(\x0b\x32\x16.berth.v1.DesiredStateH\x00\x12+\n\x0blog_request\x18\x02 \x01(\x0b\x32\x14.berth.v1.LogRequestH\x00\x12)\n\nlog_cancel\x18\x03 \x01(\x0b\x32\x13.berth.v1.LogCancelH\x00\x12)\n\nexec_input\x18\x04 \x01(\x0b\x32\x13.berth.v1.ExecInputH\x00\x42\x06\n\x04\x62ody\"\x8d\x01\n\nLogRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04tail\x18\x06 \x01(\r\"\x1f\n\tLogCancel\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"R\n\x10\x43ontainerSecrets\x12\x11\n\tcontainer\x18\x01 \x01(\t\x12+\n\x0b\x65nvironment\x18\x02 \x03(\x0b\x32\x16.berth.v1.KeyValuePair2\xed\x01\n\x0c\x41gentService\x12\x41\n\x08Register\x12\x19.berth.v1.RegisterRequest\x1a\x1a.berth.v1.RegisterResponse\x12?\n\x07\x43onnect\x12\x16.berth.v1.AgentMessage\x1a\x18.berth.v1.ControlMessage(\x01\x30\x01\x12Y\n\x10RenewCertificate\x12!.berth.v1.RenewCertificateRequest\x1a\".berth.v1.RenewCertificateResponse2D\n\x0bJoinService\x12\x35\n\x04Join\x12\x15.berth.v1.JoinRequest\x1a\x16.berth.v1.JoinResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x62\x65rth/v1/agent.proto\x12\x08\x62\x65rth.v1\x1a\x18\x62\x65rth/v1/resources.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n\x0bJoinRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0b\n\x03\x63sr\x18\x02 \x01(\x0c\x12\x0c\n\x04name\x18\x03 \x01(\t\"L\n\x0cJoinResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x02 \x01(\x0c\x12\x16\n\x0e\x63\x61_certificate\x18\x03 \x01(\x0c\"&\n\x17RenewCertificateRequest\x12\x0b\n\x03\x63sr\x18\x01 \x01(\x0c\"/\n\x18RenewCertificateResponse\x12\x13\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0c\"\x82\x02\n\x0fRegisterRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x11\n\tcpu_units\x18\x04 \x01(\r\x12\x12\n\nmemory_mib\x18\x05 \x01(\r\x12=\n\nattributes\x18\x06 \x03(\x0b\x32).berth.v1.RegisterRequest.AttributesEntry\x12\x15\n\ragent_version\x18\x07 \x01(\t\x12\x0f\n\x07\x63luster\x18\x08 \x01(\t\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"U\n\x10RegisterResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x1a\n\x12heartbeat_interval\x18\x02 \x01(\x01\x12\x14\n\x0cservice_cidr\x18\x03 \x01(\t\"\x18\n\x05Hello\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"\xf3\x02\n\x10TaskStatusReport\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12)\n\x0blast_status\x18\x02 \x01(\x0e\x32\x14.berth.v1.TaskStatus\x12,\n\ncontainers\x18\x03 \x03(\x0b\x32\x18.berth.v1.ContainerState\x12\x32\n\x10network_bindings\x18\x04 \x03(\x0b\x32\x18.berth.v1.NetworkBinding\x12%\n\tstop_code\x18\x05 \x01(\x0e\x32\x12.berth.v1.StopCode\x12\x16\n\x0estopped_reason\x18\x06 \x01(\t\x12\x15\n\rhas_exit_code\x18\x07 \x01(\x08\x12\x11\n\texit_code\x18\x08 \x01(\x05\x12-\n\rhealth_status\x18\t \x01(\x0e\x32\x16.berth.v1.HealthStatus\x12)\n\x0bkept_output\x18\n \x01(\x0b\x32\x14.berth.v1.KeptOutput\"9\n\tHeartbeat\x12&\n\x07metrics\x18\x01 \x01(\x0b\x32\x15.berth.v1.NodeMetricsJ\x04\x08\x02\x10\x03\"\xb9\x02\n\x0c\x41gentMessage\x12 \n\x05hello\x18\x01 \x01(\x0b\x32\x0f.berth.v1.HelloH\x00\x12,\n\x06status\x18\x02 \x01(\x0b\x32\x1a.berth.v1.TaskStatusReportH\x00\x12(\n\theartbeat\x18\x03 \x01(\x0b\x32\x13.berth.v1.HeartbeatH\x00\x12\'\n\tlog_chunk\x18\x04 \x01(\x0b\x32\x12.berth.v1.LogChunkH\x00\x12+\n\x0b\x65xec_output\x18\x05 \x01(\x0b\x32\x14.berth.v1.ExecOutputH\x00\x12&\n\x05usage\x18\x06 \x01(\x0b\x32\x15.berth.v1.UsageReportH\x00\x12)\n\nmetric_put\x18\x07 \x01(\x0b\x32\x13.berth.v1.MetricPutH\x00\x42\x06\n\x04\x62ody\"9\n\tMetricPut\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x01\"a\n\x0bUsageReport\x12.\n\nsampled_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x05tasks\x18\x02 \x03(\x0b\x32\x13.berth.v1.TaskUsage\"J\n\tTaskUsage\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12,\n\ncontainers\x18\x02 \x03(\x0b\x32\x18.berth.v1.ContainerUsage\"\xdf\x03\n\x0eTaskAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12/\n\x0e\x64\x65sired_status\x18\x02 \x01(\x0e\x32\x17.berth.v1.DesiredStatus\x12)\n\x0blast_status\x18\x03 \x01(\x0e\x32\x14.berth.v1.TaskStatus\x12\x31\n\x0ftask_definition\x18\x04 \x01(\x0b\x32\x18.berth.v1.TaskDefinition\x12\x0f\n\x07\x63luster\x18\x05 \x01(\t\x12\x0f\n\x07service\x18\x06 \x01(\t\x12%\n\tstop_code\x18\x07 \x01(\x0e\x32\x12.berth.v1.StopCode\x12\x16\n\x0estopped_reason\x18\x08 \x01(\t\x12-\n\rhealth_status\x18\t \x01(\x0e\x32\x16.berth.v1.HealthStatus\x12\x36\n\x12secret_environment\x18\n \x03(\x0b\x32\x1a.berth.v1.ContainerSecrets\x12\x15\n\rsecrets_error\x18\x0b \x01(\t\x12<\n\x18\x65nvironment_file_secrets\x18< \x03(\x0b\x32\x1a.berth.v1.ContainerSecrets\x12\x10\n\x08restarts\x18\x37 \x01(\r\"\xbb\x01\n\x0cServiceRoute\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03vip\x18\x03 \x01(\t\x12$\n\x05ports\x18\x04 \x03(\x0b\x32\x15.berth.v1.ServicePort\x12%\n\tendpoints\x18\x05 \x03(\x0b\x32\x12.berth.v1.Endpoint\x12\x32\n\x0eload_balancers\x18\x06 \x03(\x0b\x32\x1a.berth.v1.LoadBalancerPort\"q\n\x0c\x44\x65siredState\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\'\n\x05tasks\x18\x02 \x03(\x0b\x32\x18.berth.v1.TaskAssignment\x12&\n\x06routes\x18\x03 \x03(\x0b\x32\x16.berth.v1.ServiceRoute\"\xcc\x01\n\x0e\x43ontrolMessage\x12/\n\rdesired_state\x18\x01 \x01(\x0b\x32\x16.berth.v1.DesiredStateH\x00\x12+\n\x0blog_request\x18\x02 \x01(\x0b\x32\x14.berth.v1.LogRequestH\x00\x12)\n\nlog_cancel\x18\x03 \x01(\x0b\x32\x13.berth.v1.LogCancelH\x00\x12)\n\nexec_input\x18\x04 \x01(\x0b\x32\x13.berth.v1.ExecInputH\x00\x42\x06\n\x04\x62ody\"\x8d\x01\n\nLogRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04tail\x18\x06 \x01(\r\"\x1f\n\tLogCancel\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"R\n\x10\x43ontainerSecrets\x12\x11\n\tcontainer\x18\x01 \x01(\t\x12+\n\x0b\x65nvironment\x18\x02 \x03(\x0b\x32\x16.berth.v1.KeyValuePair2\xed\x01\n\x0c\x41gentService\x12\x41\n\x08Register\x12\x19.berth.v1.RegisterRequest\x1a\x1a.berth.v1.RegisterResponse\x12?\n\x07\x43onnect\x12\x16.berth.v1.AgentMessage\x1a\x18.berth.v1.ControlMessage(\x01\x30\x01\x12Y\n\x10RenewCertificate\x12!.berth.v1.RenewCertificateRequest\x1a\".berth.v1.RenewCertificateResponse2D\n\x0bJoinService\x12\x35\n\x04Join\x12\x15.berth.v1.JoinRequest\x1a\x16.berth.v1.JoinResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,41 +45,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RENEWCERTIFICATERESPONSE']._serialized_start=268
   _globals['_RENEWCERTIFICATERESPONSE']._serialized_end=315
   _globals['_REGISTERREQUEST']._serialized_start=318
-  _globals['_REGISTERREQUEST']._serialized_end=559
-  _globals['_REGISTERREQUEST_ATTRIBUTESENTRY']._serialized_start=510
-  _globals['_REGISTERREQUEST_ATTRIBUTESENTRY']._serialized_end=559
-  _globals['_REGISTERRESPONSE']._serialized_start=561
-  _globals['_REGISTERRESPONSE']._serialized_end=646
-  _globals['_HELLO']._serialized_start=648
-  _globals['_HELLO']._serialized_end=672
-  _globals['_TASKSTATUSREPORT']._serialized_start=675
-  _globals['_TASKSTATUSREPORT']._serialized_end=1046
-  _globals['_HEARTBEAT']._serialized_start=1048
-  _globals['_HEARTBEAT']._serialized_end=1105
-  _globals['_AGENTMESSAGE']._serialized_start=1108
-  _globals['_AGENTMESSAGE']._serialized_end=1421
-  _globals['_METRICPUT']._serialized_start=1423
-  _globals['_METRICPUT']._serialized_end=1480
-  _globals['_USAGEREPORT']._serialized_start=1482
-  _globals['_USAGEREPORT']._serialized_end=1579
-  _globals['_TASKUSAGE']._serialized_start=1581
-  _globals['_TASKUSAGE']._serialized_end=1655
-  _globals['_TASKASSIGNMENT']._serialized_start=1658
-  _globals['_TASKASSIGNMENT']._serialized_end=2137
-  _globals['_SERVICEROUTE']._serialized_start=2140
-  _globals['_SERVICEROUTE']._serialized_end=2327
-  _globals['_DESIREDSTATE']._serialized_start=2329
-  _globals['_DESIREDSTATE']._serialized_end=2442
-  _globals['_CONTROLMESSAGE']._serialized_start=2445
-  _globals['_CONTROLMESSAGE']._serialized_end=2649
-  _globals['_LOGREQUEST']._serialized_start=2652
-  _globals['_LOGREQUEST']._serialized_end=2793
-  _globals['_LOGCANCEL']._serialized_start=2795
-  _globals['_LOGCANCEL']._serialized_end=2826
-  _globals['_CONTAINERSECRETS']._serialized_start=2828
-  _globals['_CONTAINERSECRETS']._serialized_end=2910
-  _globals['_AGENTSERVICE']._serialized_start=2913
-  _globals['_AGENTSERVICE']._serialized_end=3150
-  _globals['_JOINSERVICE']._serialized_start=3152
-  _globals['_JOINSERVICE']._serialized_end=3220
+  _globals['_REGISTERREQUEST']._serialized_end=576
+  _globals['_REGISTERREQUEST_ATTRIBUTESENTRY']._serialized_start=527
+  _globals['_REGISTERREQUEST_ATTRIBUTESENTRY']._serialized_end=576
+  _globals['_REGISTERRESPONSE']._serialized_start=578
+  _globals['_REGISTERRESPONSE']._serialized_end=663
+  _globals['_HELLO']._serialized_start=665
+  _globals['_HELLO']._serialized_end=689
+  _globals['_TASKSTATUSREPORT']._serialized_start=692
+  _globals['_TASKSTATUSREPORT']._serialized_end=1063
+  _globals['_HEARTBEAT']._serialized_start=1065
+  _globals['_HEARTBEAT']._serialized_end=1122
+  _globals['_AGENTMESSAGE']._serialized_start=1125
+  _globals['_AGENTMESSAGE']._serialized_end=1438
+  _globals['_METRICPUT']._serialized_start=1440
+  _globals['_METRICPUT']._serialized_end=1497
+  _globals['_USAGEREPORT']._serialized_start=1499
+  _globals['_USAGEREPORT']._serialized_end=1596
+  _globals['_TASKUSAGE']._serialized_start=1598
+  _globals['_TASKUSAGE']._serialized_end=1672
+  _globals['_TASKASSIGNMENT']._serialized_start=1675
+  _globals['_TASKASSIGNMENT']._serialized_end=2154
+  _globals['_SERVICEROUTE']._serialized_start=2157
+  _globals['_SERVICEROUTE']._serialized_end=2344
+  _globals['_DESIREDSTATE']._serialized_start=2346
+  _globals['_DESIREDSTATE']._serialized_end=2459
+  _globals['_CONTROLMESSAGE']._serialized_start=2462
+  _globals['_CONTROLMESSAGE']._serialized_end=2666
+  _globals['_LOGREQUEST']._serialized_start=2669
+  _globals['_LOGREQUEST']._serialized_end=2810
+  _globals['_LOGCANCEL']._serialized_start=2812
+  _globals['_LOGCANCEL']._serialized_end=2843
+  _globals['_CONTAINERSECRETS']._serialized_start=2845
+  _globals['_CONTAINERSECRETS']._serialized_end=2927
+  _globals['_AGENTSERVICE']._serialized_start=2930
+  _globals['_AGENTSERVICE']._serialized_end=3167
+  _globals['_JOINSERVICE']._serialized_start=3169
+  _globals['_JOINSERVICE']._serialized_end=3237
 # @@protoc_insertion_point(module_scope)

@@ -148,6 +148,7 @@ class RegisterRequest(_message.Message):
     MEMORY_MIB_FIELD_NUMBER: _builtins.int
     ATTRIBUTES_FIELD_NUMBER: _builtins.int
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
+    CLUSTER_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     """Must be empty or the id the agent's certificate names (it always wins)."""
     name: _builtins.str
@@ -155,6 +156,10 @@ class RegisterRequest(_message.Message):
     cpu_units: _builtins.int
     memory_mib: _builtins.int
     agent_version: _builtins.str
+    cluster: _builtins.str
+    """The cluster to join (a DNS label; empty: "default"). It must exist: an
+    unknown cluster is refused (NOT_FOUND) and the agent retries later.
+    """
     @_builtins.property
     def attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
@@ -167,10 +172,11 @@ class RegisterRequest(_message.Message):
         memory_mib: _builtins.int = ...,
         attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         agent_version: _builtins.str = ...,
+        cluster: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent_version", b"agent_version", "attributes", b"attributes", "cpu_units", b"cpu_units", "memory_mib", b"memory_mib", "name", b"name", "node_id", b"node_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent_version", b"agent_version", "attributes", b"attributes", "cluster", b"cluster", "cpu_units", b"cpu_units", "memory_mib", b"memory_mib", "name", b"name", "node_id", b"node_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

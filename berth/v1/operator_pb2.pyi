@@ -26,15 +26,21 @@ class CreateClusterRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Tag]:
+        """ECS's resource tags (berth/tags.py)."""
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        tags: _abc.Iterable[_resources_pb2.Tag] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -212,6 +218,7 @@ class CreateServiceRequest(_message.Message):
     PLACEMENT_CONSTRAINTS_FIELD_NUMBER: _builtins.int
     PORTS_FIELD_NUMBER: _builtins.int
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     cluster: _builtins.str
     name: _builtins.str
     task_definition: _builtins.str
@@ -226,6 +233,10 @@ class CreateServiceRequest(_message.Message):
     def deployment(self) -> Global___DeploymentOptions:
         """Fields left unset take the defaults."""
 
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Tag]:
+        """ECS's resource tags (berth/tags.py)."""
+
     def __init__(
         self,
         *,
@@ -237,10 +248,11 @@ class CreateServiceRequest(_message.Message):
         placement_constraints: _abc.Iterable[_resources_pb2.PlacementConstraint] | None = ...,
         ports: _abc.Iterable[_resources_pb2.ServicePort] | None = ...,
         deployment: Global___DeploymentOptions | None = ...,
+        tags: _abc.Iterable[_resources_pb2.Tag] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "deployment", b"deployment", "desired_count", b"desired_count", "name", b"name", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "ports", b"ports", "task_definition", b"task_definition"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "deployment", b"deployment", "desired_count", b"desired_count", "name", b"name", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "ports", b"ports", "tags", b"tags", "task_definition", b"task_definition"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -679,12 +691,17 @@ class RunTaskRequest(_message.Message):
     TASK_DEFINITION_FIELD_NUMBER: _builtins.int
     PLACEMENT_STRATEGY_FIELD_NUMBER: _builtins.int
     PLACEMENT_CONSTRAINTS_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     cluster: _builtins.str
     task_definition: _builtins.str
     @_builtins.property
     def placement_strategy(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.PlacementStrategy]: ...
     @_builtins.property
     def placement_constraints(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.PlacementConstraint]: ...
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Tag]:
+        """ECS's resource tags (berth/tags.py)."""
+
     def __init__(
         self,
         *,
@@ -692,10 +709,11 @@ class RunTaskRequest(_message.Message):
         task_definition: _builtins.str = ...,
         placement_strategy: _abc.Iterable[_resources_pb2.PlacementStrategy] | None = ...,
         placement_constraints: _abc.Iterable[_resources_pb2.PlacementConstraint] | None = ...,
+        tags: _abc.Iterable[_resources_pb2.Tag] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "task_definition", b"task_definition"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "tags", b"tags", "task_definition", b"task_definition"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

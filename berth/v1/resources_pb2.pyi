@@ -288,18 +288,24 @@ class Cluster(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tag]:
+        """ECS's resource tags (berth/tags.py: at most 50, keys unique)."""
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        tags: _abc.Iterable[Global___Tag] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "name", b"name", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1147,6 +1153,7 @@ class TaskDefinition(_message.Message):
     IPC_MODE_FIELD_NUMBER: _builtins.int
     AWS_ONLY_FIELDS_FIELD_NUMBER: _builtins.int
     VOLUMES_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     family: _builtins.str
     revision: _builtins.int
     status: Global___TaskDefinitionStatus.ValueType
@@ -1168,6 +1175,10 @@ class TaskDefinition(_message.Message):
     def registered_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Volume]: ...
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tag]:
+        """ECS's resource tags of this revision (berth/tags.py)."""
+
     def __init__(
         self,
         *,
@@ -1183,10 +1194,11 @@ class TaskDefinition(_message.Message):
         ipc_mode: _builtins.str = ...,
         aws_only_fields: _builtins.str = ...,
         volumes: _abc.Iterable[Global___Volume] | None = ...,
+        tags: _abc.Iterable[Global___Tag] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["registered_at", b"registered_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aws_only_fields", b"aws_only_fields", "container_definitions", b"container_definitions", "cpu", b"cpu", "family", b"family", "ipc_mode", b"ipc_mode", "memory", b"memory", "network_mode", b"network_mode", "pid_mode", b"pid_mode", "registered_at", b"registered_at", "revision", b"revision", "status", b"status", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aws_only_fields", b"aws_only_fields", "container_definitions", b"container_definitions", "cpu", b"cpu", "family", b"family", "ipc_mode", b"ipc_mode", "memory", b"memory", "network_mode", b"network_mode", "pid_mode", b"pid_mode", "registered_at", b"registered_at", "revision", b"revision", "status", b"status", "tags", b"tags", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1332,6 +1344,7 @@ class Service(_message.Message):
     DEPLOYMENT_COUNT_FIELD_NUMBER: _builtins.int
     SCALING_POLICY_FIELD_NUMBER: _builtins.int
     SCALING_STATE_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     cluster: _builtins.str
     name: _builtins.str
     task_definition: _builtins.str
@@ -1385,6 +1398,10 @@ class Service(_message.Message):
         its stabilization windows instead of starting them over.
         """
 
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tag]:
+        """ECS's resource tags (berth/tags.py)."""
+
     def __init__(
         self,
         *,
@@ -1406,10 +1423,11 @@ class Service(_message.Message):
         deployment_count: _builtins.int = ...,
         scaling_policy: Global___ScalingPolicy | None = ...,
         scaling_state: Global___ScalingState | None = ...,
+        tags: _abc.Iterable[Global___Tag] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "created_at", b"created_at", "deployment_configuration", b"deployment_configuration", "scaling_policy", b"scaling_policy", "scaling_state", b"scaling_state", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "cluster", b"cluster", "created_at", b"created_at", "deployment_configuration", b"deployment_configuration", "deployment_count", b"deployment_count", "deployments", b"deployments", "desired_count", b"desired_count", "load_balancers", b"load_balancers", "name", b"name", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "ports", b"ports", "scaling_policy", b"scaling_policy", "scaling_state", b"scaling_state", "status", b"status", "task_definition", b"task_definition", "updated_at", b"updated_at", "vip", b"vip"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "cluster", b"cluster", "created_at", b"created_at", "deployment_configuration", b"deployment_configuration", "deployment_count", b"deployment_count", "deployments", b"deployments", "desired_count", b"desired_count", "load_balancers", b"load_balancers", "name", b"name", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "ports", b"ports", "scaling_policy", b"scaling_policy", "scaling_state", b"scaling_state", "status", b"status", "tags", b"tags", "task_definition", b"task_definition", "updated_at", b"updated_at", "vip", b"vip"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1913,6 +1931,9 @@ class Task(_message.Message):
     FAILED_HEALTH_CHECK_FIELD_NUMBER: _builtins.int
     REBALANCING_FIELD_NUMBER: _builtins.int
     KEPT_OUTPUT_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    STARTED_BY_FIELD_NUMBER: _builtins.int
+    PINNED_NODES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     cluster: _builtins.str
     service: _builtins.str
@@ -1947,6 +1968,8 @@ class Task(_message.Message):
     """Chosen to move to a node with fewer of its service's tasks: a
     replacement starts first, then this task leaves (controlplane/rebalance.py).
     """
+    started_by: _builtins.str
+    """ECS's startedBy: who ran it (up to 128 letters, digits, '-' or '_'); empty: not said."""
     @_builtins.property
     def containers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerState]: ...
     @_builtins.property
@@ -1973,6 +1996,16 @@ class Task(_message.Message):
     def kept_output(self) -> Global___KeptOutput:
         """The last lines of one container's output, kept when the task stopped
         (its containers are removed then); gone with the record when purged.
+        """
+
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tag]:
+        """ECS's resource tags, given when the task was run (berth/tags.py)."""
+
+    @_builtins.property
+    def pinned_nodes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """ECS StartTask's containerInstances: the task is placed only on one of these
+        nodes (ids; empty: any node of its cluster).
         """
 
     def __init__(
@@ -2006,10 +2039,13 @@ class Task(_message.Message):
         failed_health_check: _builtins.bool = ...,
         rebalancing: _builtins.bool = ...,
         kept_output: Global___KeptOutput | None = ...,
+        tags: _abc.Iterable[Global___Tag] | None = ...,
+        started_by: _builtins.str = ...,
+        pinned_nodes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deregistered_at", b"deregistered_at", "kept_output", b"kept_output", "started_at", b"started_at", "stopped_at", b"stopped_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "containers", b"containers", "cpu", b"cpu", "created_at", b"created_at", "deployment_id", b"deployment_id", "deregistered_at", b"deregistered_at", "desired_status", b"desired_status", "exit_code", b"exit_code", "failed_health_check", b"failed_health_check", "has_exit_code", b"has_exit_code", "health_checked", b"health_checked", "health_status", b"health_status", "id", b"id", "kept_output", b"kept_output", "last_status", b"last_status", "memory", b"memory", "network_bindings", b"network_bindings", "node_id", b"node_id", "pending_reason", b"pending_reason", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "rebalancing", b"rebalancing", "service", b"service", "started_at", b"started_at", "stop_code", b"stop_code", "stopped_at", b"stopped_at", "stopped_reason", b"stopped_reason", "task_definition", b"task_definition"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "containers", b"containers", "cpu", b"cpu", "created_at", b"created_at", "deployment_id", b"deployment_id", "deregistered_at", b"deregistered_at", "desired_status", b"desired_status", "exit_code", b"exit_code", "failed_health_check", b"failed_health_check", "has_exit_code", b"has_exit_code", "health_checked", b"health_checked", "health_status", b"health_status", "id", b"id", "kept_output", b"kept_output", "last_status", b"last_status", "memory", b"memory", "network_bindings", b"network_bindings", "node_id", b"node_id", "pending_reason", b"pending_reason", "pinned_nodes", b"pinned_nodes", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "rebalancing", b"rebalancing", "service", b"service", "started_at", b"started_at", "started_by", b"started_by", "stop_code", b"stop_code", "stopped_at", b"stopped_at", "stopped_reason", b"stopped_reason", "tags", b"tags", "task_definition", b"task_definition"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2049,6 +2085,7 @@ class Node(_message.Message):
     REGISTERED_AT_FIELD_NUMBER: _builtins.int
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
     DOWN_SINCE_FIELD_NUMBER: _builtins.int
+    CLUSTER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     address: _builtins.str
@@ -2057,6 +2094,10 @@ class Node(_message.Message):
     memory_mib: _builtins.int
     status: Global___NodeStatus.ValueType
     agent_version: _builtins.str
+    cluster: _builtins.str
+    """The cluster the agent joined (berth-agent --cluster); "" in records written
+    before clusters had nodes reads as "default". Tasks of a cluster run only on its nodes.
+    """
     @_builtins.property
     def attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -2080,10 +2121,11 @@ class Node(_message.Message):
         registered_at: _timestamp_pb2.Timestamp | None = ...,
         agent_version: _builtins.str = ...,
         down_since: _timestamp_pb2.Timestamp | None = ...,
+        cluster: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["down_since", b"down_since", "registered_at", b"registered_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent_version", b"agent_version", "attributes", b"attributes", "cpu_units", b"cpu_units", "down_since", b"down_since", "id", b"id", "memory_mib", b"memory_mib", "name", b"name", "registered_at", b"registered_at", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent_version", b"agent_version", "attributes", b"attributes", "cluster", b"cluster", "cpu_units", b"cpu_units", "down_since", b"down_since", "id", b"id", "memory_mib", b"memory_mib", "name", b"name", "registered_at", b"registered_at", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2869,3 +2911,27 @@ class ServiceUsage(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_percent) -> _WhichOneofReturnType__memory_percent | None: ...
 
 Global___ServiceUsage: _TypeAlias = ServiceUsage  # noqa: Y015
+
+@_typing.final
+class Tag(_message.Message):
+    """ECS's resource tag: a key (1-128 characters) and a value (0-256); checked in berth/tags.py."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    value: _builtins.str
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Tag: _TypeAlias = Tag  # noqa: Y015

@@ -99,6 +99,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 memory_mib=request.memory_mib,
                 agent_version=request.agent_version,
                 attributes=dict(request.attributes),
+                cluster=request.cluster,
             )
         )
         # Registering counts as a heartbeat: the node is alive from now on.

@@ -57,7 +57,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
 
     @grpc_errors
     async def CreateCluster(self, request: api.CreateClusterRequest, context: Context) -> pb.Cluster:
-        return await self._ops.clusters.create(request.name)
+        return await self._ops.clusters.create(request.name, tags=request.tags)
 
     @grpc_errors
     async def ListClusters(
@@ -121,6 +121,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
                 placement_constraints=list(request.placement_constraints),
                 ports=list(request.ports),
                 deployment=request.deployment,
+                tags=list(request.tags),
             )
         )
 
@@ -194,6 +195,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
             request.task_definition,
             request.placement_strategy,
             request.placement_constraints,
+            tags=request.tags,
         )
 
     @grpc_errors

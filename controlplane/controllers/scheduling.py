@@ -14,7 +14,7 @@ import random
 from collections import Counter, defaultdict
 
 from berth.errors import InvalidArgument
-from berth.names import parse_task_definition_ref
+from berth.names import DEFAULT_CLUSTER, parse_task_definition_ref
 from berth.taskdef import static_host_ports
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
@@ -95,7 +95,15 @@ class SchedulingController:
         group = f"{task.cluster}/{task.service}" if task.service else f"{task.cluster}/task:{task.id}"
         filters, scorers = self._placement_rules(task)
         return PlacementRequest(
-            task.id, group, task.cpu, task.memory, self._ports(task.task_definition), filters, scorers
+            task.id,
+            group,
+            task.cpu,
+            task.memory,
+            self._ports(task.task_definition),
+            filters,
+            scorers,
+            cluster=task.cluster or DEFAULT_CLUSTER,
+            pinned_nodes=frozenset(task.pinned_nodes),
         )
 
     def probe(self, task: pb.Task) -> str | None:

@@ -24,6 +24,7 @@ from controlplane.operations.nodes import Nodes
 from controlplane.operations.scaling import ScalingPolicies
 from controlplane.operations.secrets import Secrets, SecretValues
 from controlplane.operations.services import Services
+from controlplane.operations.tags import Tags
 from controlplane.operations.taskdefs import TaskDefinitions
 from controlplane.operations.tasks import Tasks
 from controlplane.registry import AgentRegistry
@@ -46,6 +47,7 @@ class Operations:
     secret_values: SecretValues
     execs: Execs
     scaling: ScalingPolicies
+    tags: Tags
 
     @classmethod
     def build(
@@ -74,10 +76,11 @@ class Operations:
             taskdefs=taskdefs,
             services=services,
             tasks=tasks,
-            nodes=Nodes(store, cache, agents, limits.quotas, limits.registrations),
+            nodes=Nodes(store, cache, agents, limits.quotas, limits.registrations, clusters),
             logs=Logs(tasks, LogRouter(agents)),
             secrets=Secrets(store, master_key),
             secret_values=SecretValues(cache, master_key),
             execs=Execs(tasks, ExecRouter(agents)),
             scaling=ScalingPolicies(store, services, limits.quotas),
+            tags=Tags(store),
         )

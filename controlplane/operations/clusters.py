@@ -1,20 +1,32 @@
-"""Clusters: create, list, delete; the `default` cluster always exists."""
+"""Clusters: create, list, delete; the `default` cluster always exists.
+
+A cluster is deleted only when empty, as in ECS: no services, no tasks that are
+not STOPPED, no nodes registered in it (each refusal its own error type).
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
+from berth import tags as tag_rules
 from berth.clock import now
-from berth.errors import AlreadyExists, Conflict, FailedPrecondition, NotFound
-from berth.names import check_dns_label
+from berth.errors import (
+    AlreadyExists,
+    ClusterHasNodes,
+    ClusterHasServices,
+    ClusterHasTasks,
+    Conflict,
+    FailedPrecondition,
+    NotFound,
+)
+from berth.names import DEFAULT_CLUSTER, check_dns_label, node_cluster
 from berth.v1 import resources_pb2 as pb
 from controlplane.cache import ClusterCache
 from controlplane.limits import Quotas
 from controlplane.store import Condition, Delete, Put, StoreAPI, keys
 
 log = logging.getLogger(__name__)
-
-DEFAULT_CLUSTER = "default"
 
 
 async def ensure_default_cluster(store: StoreAPI) -> None:
@@ -44,12 +56,13 @@ class Clusters:
             raise NotFound(f"cluster {name!r} does not exist; create it with `berth cluster create {name}`")
         return name, found.mod_revision
 
-    async def create(self, name: str) -> pb.Cluster:
+    async def create(self, name: str, tags: Sequence[pb.Tag] = ()) -> pb.Cluster:
         name = check_dns_label("cluster", name)
+        checked_tags = tag_rules.check_tags(tags)
         self._quotas.check(
             "the number of clusters", len(self._cache.clusters()), self._quotas.clusters, "--max-clusters"
         )
-        cluster = pb.Cluster(name=name, created_at=now())
+        cluster = pb.Cluster(name=name, created_at=now(), tags=checked_tags)
         if await self._store.put_if_unchanged(keys.cluster(name), cluster, 0) is None:
             raise AlreadyExists(f"cluster {name!r} already exists")
         log.info("event=cluster_created cluster=%s", name)
@@ -60,7 +73,7 @@ class Clusters:
         return [c.value for c in clusters]
 
     async def delete(self, name: str) -> pb.Cluster:
-        """Delete an empty cluster; like ECS, one with services or live tasks is refused."""
+        """Delete an empty cluster; like ECS, one with services, live tasks or nodes is refused."""
         name, revision = await self.existing(name)
         if name == DEFAULT_CLUSTER:
             raise FailedPrecondition("the default cluster cannot be deleted")
@@ -82,12 +95,20 @@ class Clusters:
             if live:
                 shown = ", ".join(live[:5]) + (", ..." if len(live) > 5 else "")
                 left.append(f"{len(live)} task(s) not STOPPED ({shown})")
-            raise FailedPrecondition(
+            refusal = ClusterHasServices if services else ClusterHasTasks
+            raise refusal(
                 f"cluster {name!r} still has {' and '.join(left)}; "
                 "delete its services and stop its tasks first"
             )
-        # Creates of services and tasks compare the cluster's revision, so
-        # deleting it here makes any racing create fail.
+        # Nodes from etcd, not the cache: one that registered a moment ago counts.
+        nodes, _ = await self._store.scan(keys.NODES, pb.Node)
+        members = sum(1 for n in nodes if node_cluster(n.value) == name)
+        if members:
+            raise ClusterHasNodes(
+                f"cluster {name!r} still has {members} container instances; drain and remove them first"
+            )
+        # Creates of services and tasks and registrations of nodes compare the
+        # cluster's revision, so deleting it here makes any racing one fail.
         if (
             await self._store.commit([Delete(keys.cluster(name))], [Condition(keys.cluster(name), revision)])
             is None

@@ -1,4 +1,9 @@
-"""Nodes: registration by agents, summaries for operators, drain and activate."""
+"""Nodes: registration by agents, summaries for operators, drain and activate.
+
+A node belongs to the cluster its agent names when it registers (ECS's
+RegisterContainerInstance): the cluster must exist, and a node moves to
+another cluster only while it runs no task that is not STOPPED.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,13 @@ from dataclasses import dataclass
 
 from berth.clock import now
 from berth.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from berth.names import DEFAULT_CLUSTER, node_cluster
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
 from controlplane.limits import Quotas, TokenBucket
+from controlplane.operations.clusters import Clusters
 from controlplane.registry import AgentRegistry
 from controlplane.store import (
     RETRY,
@@ -45,6 +52,7 @@ class NodeFacts:
     memory_mib: int
     agent_version: str
     attributes: dict[str, str]
+    cluster: str = ""  # empty: the default cluster
 
 
 @dataclass(frozen=True)
@@ -79,12 +87,14 @@ class Nodes:
         agents: AgentRegistry,
         quotas: Quotas | None = None,
         registrations: TokenBucket | None = None,
+        clusters: Clusters | None = None,
     ) -> None:
         self._store = store
         self._cache = cache
         self._agents = agents
         self._quotas = quotas or Quotas()
         self._registrations = registrations
+        self._clusters = clusters or Clusters(store, cache, self._quotas)
 
     def _admit_registration(self, facts: NodeFacts) -> None:
         """Quota and rate limit for registrations that would add a node; known nodes pass."""
@@ -97,16 +107,55 @@ class Nodes:
                 "or raise the limit with berth-controlplane --register-rate / --register-burst"
             )
 
+    async def _cluster_condition(self, cluster: str) -> list[Condition]:
+        """The cluster must exist (NotFound says how to create it), and still when the record is written.
+
+        The default cluster always exists and is never deleted: nothing to compare.
+        """
+        if cluster == DEFAULT_CLUSTER:
+            return []
+        _, revision = await self._clusters.existing(cluster)
+        return [Condition(keys.cluster(cluster), revision)]
+
+    async def _move_condition(self, current: Versioned[pb.Node], cluster: str) -> list[Condition]:
+        """A node changes clusters only with no live task; the placement counter is compared,
+        so a task placed after this check makes the write fail and the check run again."""
+        node = current.value
+        counter = await self._store.get_raw(keys.placements(node.id))
+        await self._cache.wait_for_revision(max(current.mod_revision, counter.mod_revision if counter else 0))
+        live = [
+            t.value.id[:12] for t in self._cache.tasks_on_node(node.id) if t.value.last_status != pb.STOPPED
+        ]
+        if live:
+            shown = ", ".join(live[:5]) + (", ..." if len(live) > 5 else "")
+            old = node_cluster(node)
+            raise FailedPrecondition(
+                f"node {node.name} ({node.id}) is in cluster {old!r} and still has {len(live)} task(s) "
+                f"not STOPPED ({shown}), so it cannot move to cluster {cluster!r}: drain it in {old!r} "
+                f"(berth node drain) and wait, or start its agent with --cluster {old}"
+            )
+        return [Condition(keys.placements(node.id), counter.mod_revision if counter else 0)]
+
     async def register(self, facts: NodeFacts) -> pb.Node:
         """Create or refresh the node's record; its status is kept (liveness decides DOWN/READY)."""
         check_registration(facts)  # the address ends up in every host's rules: parsed, not trusted
+        cluster = facts.cluster or DEFAULT_CLUSTER
+        await self._cluster_condition(cluster)  # an unknown cluster spends no token either
         self._admit_registration(facts)  # after validation, so refused garbage spends no token
         name = facts.name
         node_id = facts.node_id or f"node-{uuid.uuid4().hex[:12]}"
         key = keys.node(node_id)
+        moved_from = ""
 
         async def attempt() -> pb.Node | Retry:
+            nonlocal moved_from
+            conditions = await self._cluster_condition(cluster)
             current = await self._store.get(key, pb.Node)
+            conditions.append(Condition(key, current.mod_revision if current else 0))
+            moved_from = ""
+            if current is not None and node_cluster(current.value) != cluster:
+                conditions.extend(await self._move_condition(current, cluster))
+                moved_from = node_cluster(current.value)
             node = pb.Node()
             if current is not None:
                 node.CopyFrom(current.value)
@@ -121,17 +170,21 @@ class Nodes:
             node.agent_version = facts.agent_version
             node.attributes.clear()
             node.attributes.update(facts.attributes)
+            node.cluster = cluster
             # A DOWN node turns READY with its first heartbeat (NodeLeases),
             # atomically with its liveness key.
-            if await self._store.put_if_unchanged(key, node, current.mod_revision if current else 0) is None:
+            if await self._store.commit([Put(key, node)], conditions) is None:
                 return RETRY
             return node
 
         node = await optimistic(attempt, what=f"node {node_id}")
+        if moved_from:
+            log.warning("event=node_moved node=%s from_cluster=%s cluster=%s", node.id, moved_from, cluster)
         log.info(
-            "event=node_registered node=%s name=%s address=%s cpu=%d memory_mib=%d",
+            "event=node_registered node=%s name=%s cluster=%s address=%s cpu=%d memory_mib=%d",
             node.id,
             node.name,
+            cluster,
             node.address,
             node.cpu_units,
             node.memory_mib,
@@ -145,11 +198,14 @@ class Nodes:
             or await self._store.get(keys.node(node_id), pb.Node) is not None
         )
 
-    def summaries(self) -> list[NodeSummary]:
-        """Every node with its reservations, running tasks and latest metrics, by name."""
+    def summaries(self, cluster: str = "") -> list[NodeSummary]:
+        """Every node (of `cluster`; "": of all) with its reservations, running tasks and
+        latest metrics, by name."""
         summaries = []
         for versioned in sorted(self._cache.nodes(), key=lambda n: n.value.name):
             node = versioned.value
+            if cluster and node_cluster(node) != cluster:
+                continue
             tasks = [
                 t.value for t in self._cache.tasks_on_node(node.id) if lifecycle.holds_resources(t.value)
             ]

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from berth import tags as tag_rules
 from berth.clock import now
 from berth.errors import (
     AlreadyExists,
@@ -90,6 +91,8 @@ class ServiceSpec:
     placement_constraints: list[pb.PlacementConstraint] = field(default_factory=list)
     ports: list[pb.ServicePort] = field(default_factory=list)
     deployment: api.DeploymentOptions = field(default_factory=api.DeploymentOptions)
+    # ECS's resource tags (berth.tags' rules).
+    tags: list[pb.Tag] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,7 @@ class Services:
         td = await self._taskdefs.runnable(spec.task_definition)
         compile_strategy(spec.placement_strategy)
         compile_constraints(spec.placement_constraints)
+        tags = tag_rules.check_tags(spec.tags)
         ports = resolve_ports(spec.ports, td)
         config = deployments.configure(deployments.defaults(), spec.deployment)
         service = pb.Service(
@@ -203,6 +207,7 @@ class Services:
             placement_constraints=spec.placement_constraints,
             ports=ports,
             deployment_configuration=config,
+            tags=tags,
         )
         service = deployments.new_deployment(service, service.task_definition, service.created_at)
         key = keys.service(cluster, name)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 
+from berth import tags as tag_rules
 from berth.clock import now
 from berth.errors import FailedPrecondition, InvalidArgument, NotFound
-from berth.names import check_family, parse_task_definition_ref
+from berth.names import check_family, parse_task_definition_ref, shown
 from berth.taskdef import validate_task_definition
 from berth.v1 import resources_pb2 as pb
 from controlplane.limits import Quotas
@@ -37,6 +38,9 @@ class TaskDefinitions:
         """Validate and store as the family's next revision."""
         td.status = pb.ACTIVE
         validate_task_definition(td)
+        tags = tag_rules.check_tags(td.tags)
+        del td.tags[:]
+        td.tags.extend(tags)
         check_task_definition_images(td, self._allowed_registries)
         self._privileges.check(td)
         self._host_paths.check(td)
@@ -72,6 +76,22 @@ class TaskDefinitions:
         prefix = keys.taskdef_family(family) if family else keys.TASKDEFS
         found, _ = await self._store.scan(prefix, pb.TaskDefinition)
         return [f.value for f in found]
+
+    async def families(self, status: str = "ACTIVE", prefix: str = "") -> list[str]:
+        """Family names starting with `prefix`, sorted, as ECS's ListTaskDefinitionFamilies
+        filters them: ACTIVE, families with an ACTIVE revision; INACTIVE, families whose
+        revisions are all INACTIVE; ALL, both."""
+        if status not in ("ACTIVE", "INACTIVE", "ALL"):
+            raise InvalidArgument(f"family status {shown(status)} is invalid: use ACTIVE, INACTIVE or ALL")
+        if prefix:
+            check_family(prefix)  # a prefix of a family is written like one
+        found, _ = await self._store.scan(keys.taskdef_families(prefix), pb.TaskDefinition)
+        active: dict[str, bool] = {}
+        for revision in found:
+            family = revision.value.family
+            active[family] = active.get(family, False) or revision.value.status == pb.ACTIVE
+        wanted = {"ACTIVE": (True,), "INACTIVE": (False,), "ALL": (True, False)}[status]
+        return sorted(family for family, is_active in active.items() if is_active in wanted)
 
     async def resolve(self, ref: str, require_active: bool = True) -> pb.TaskDefinition:
         """FAMILY:REVISION exactly, or FAMILY's newest ACTIVE revision."""

@@ -1,12 +1,13 @@
-"""Tasks: list, find by id or prefix, run one-off, stop."""
+"""Tasks: list, find by id or prefix, run one-off (optionally pinned to given nodes), stop."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 
-from berth.errors import Conflict, InvalidArgument, NotFound
-from berth.names import check_dns_label, shown
+from berth import tags as tag_rules
+from berth.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
+from berth.names import check_dns_label, check_started_by, node_cluster, shown
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
@@ -14,6 +15,7 @@ from controlplane.operations.clusters import Clusters
 from controlplane.operations.taskdefs import TaskDefinitions
 from controlplane.scheduler.policies import compile_constraints, compile_strategy
 from controlplane.store import Condition, Put, StoreAPI, keys
+from controlplane.validation.agent_reports import check_node_id
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,7 @@ log = logging.getLogger(__name__)
 MIN_PREFIX = 6
 ID_LENGTH = 32
 MAX_REASON = 255  # ECS: a stop reason is at most 255 characters
+MAX_PINNED_NODES = 10  # ECS StartTask: at most 10 container instances
 
 
 class Tasks:
@@ -72,21 +75,59 @@ class Tasks:
         task_definition: str,
         strategy: Sequence[pb.PlacementStrategy] = (),
         constraints: Sequence[pb.PlacementConstraint] = (),
+        *,
+        started_by: str = "",
+        tags: Sequence[pb.Tag] = (),
+        nodes: Sequence[str] = (),
     ) -> pb.Task:
-        """Create one task that is not part of a service; the scheduler places it."""
+        """Create one task that is not part of a service; the scheduler places it.
+
+        `nodes` (ECS StartTask's containerInstances): node ids of the cluster, each
+        READY now; the task is then placed only on one of them.
+        """
+        check_started_by(started_by)
+        checked_tags = tag_rules.check_tags(tags)
         cluster, cluster_revision = await self._clusters.existing(cluster_name)
         td = await self._taskdefs.runnable(task_definition)
         compile_strategy(strategy)
         compile_constraints(constraints)
+        pinned = await self._pinnable(cluster, nodes)
         task = lifecycle.new_task(cluster, td, "", strategy, constraints)
+        task.started_by = started_by
+        task.tags.extend(checked_tags)
+        task.pinned_nodes.extend(pinned)
         key = keys.task(task.id)
         created = await self._store.commit(
             [Put(key, task)], [Condition(key, 0), Condition(keys.cluster(cluster), cluster_revision)]
         )
         if created is None:
             raise Conflict(f"cluster {cluster!r} changed while starting the task; try again")
-        log.info("event=task_created task=%s cluster=%s taskdef=%s", task.id, cluster, task.task_definition)
+        log.info(
+            "event=task_created task=%s cluster=%s taskdef=%s started_by=%s pinned=%s",
+            task.id,
+            cluster,
+            task.task_definition,
+            started_by or "-",
+            ",".join(pinned) or "-",
+        )
         return task
+
+    async def _pinnable(self, cluster: str, nodes: Sequence[str]) -> list[str]:
+        """The node ids, deduplicated in order, once each is a READY node of the cluster."""
+        pinned = list(dict.fromkeys(nodes))
+        if len(pinned) > MAX_PINNED_NODES:
+            raise InvalidArgument(
+                f"{len(pinned)} nodes given to start the task on: the limit is {MAX_PINNED_NODES}"
+            )
+        for node_id in pinned:
+            check_node_id(node_id)
+            found = await self._store.get(keys.node(node_id), pb.Node)
+            if found is None or node_cluster(found.value) != cluster:
+                raise NotFound(f"node {node_id} does not exist in cluster {cluster!r}; see `berth node list`")
+            if found.value.status != pb.READY:
+                status = pb.NodeStatus.Name(found.value.status)
+                raise FailedPrecondition(f"node {node_id} is {status}: a task starts only on a READY node")
+        return pinned
 
     async def stop(self, cluster_name: str, ref: str, reason: str) -> pb.Task:
         """Ask for the task to stop; stopping a task already stopping or stopped changes nothing.

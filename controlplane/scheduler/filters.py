@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from berth.names import protocol_name
+from berth.names import node_cluster, protocol_name
 from berth.v1 import resources_pb2 as pb
 from controlplane.scheduler.expressions import AttributeClause
 from controlplane.scheduler.model import Filter, NodeState, PlacementRequest
@@ -11,6 +11,39 @@ from controlplane.scheduler.model import Filter, NodeState, PlacementRequest
 def _port_text(port: tuple[int, int]) -> str:
     number, protocol = port
     return f"{number}/{protocol_name(protocol)}"
+
+
+class InCluster:
+    """Only nodes of the request's cluster (the planner's `scope_cluster`: the task's own, or the
+    default for a cluster without nodes); the others are out of its scope, not short of anything."""
+
+    name = "cluster"
+
+    def reject(self, node: NodeState, request: PlacementRequest) -> str | None:
+        cluster = node_cluster(node.node)
+        return None if cluster == request.cluster else f"in cluster {cluster}"
+
+    def shortfall(self, request: PlacementRequest) -> str:
+        return f"cluster {request.cluster}"
+
+
+class PinnedNodes:
+    """A task started on given nodes (ECS StartTask) goes only to one of them."""
+
+    name = "pinned"
+
+    def reject(self, node: NodeState, request: PlacementRequest) -> str | None:
+        if not request.pinned_nodes or node.id in request.pinned_nodes:
+            return None
+        return "not a node the task is pinned to"
+
+    def shortfall(self, request: PlacementRequest) -> str:
+        return "one of the ids " + ", ".join(sorted(request.pinned_nodes))
+
+
+# Filters that say which nodes a task may use at all: nodes they reject are not
+# candidates that fell short, and a pending reason names the scope instead.
+SCOPE_FILTERS = frozenset({InCluster.name, PinnedNodes.name})
 
 
 class NodeReady:
@@ -88,4 +121,11 @@ class AttributeMatch:
         return f"attributes matching {self.expression!r}"
 
 
-DEFAULT_FILTERS: tuple[Filter, ...] = (NodeReady(), CpuFits(), MemoryFits(), HostPortsFree())
+DEFAULT_FILTERS: tuple[Filter, ...] = (
+    InCluster(),
+    PinnedNodes(),
+    NodeReady(),
+    CpuFits(),
+    MemoryFits(),
+    HostPortsFree(),
+)

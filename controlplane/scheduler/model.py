@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from berth.names import DEFAULT_CLUSTER
 from berth.v1 import resources_pb2 as pb
 
 Port = tuple[int, int]  # (host port, TransportProtocol)
@@ -71,6 +72,10 @@ class PlacementRequest:
     # Constraint filters beyond the defaults, and the strategy (None: spread).
     filters: tuple[Filter, ...] = ()
     scorers: tuple[Scorer, ...] = ()
+    # The task's cluster: only its nodes may take it.
+    cluster: str = DEFAULT_CLUSTER
+    # Node ids the task was started on (ECS StartTask); empty: any node of its cluster.
+    pinned_nodes: frozenset[str] = frozenset()
 
 
 class Filter(Protocol):

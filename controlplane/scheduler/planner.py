@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from controlplane.scheduler.filters import DEFAULT_FILTERS
+from berth.names import DEFAULT_CLUSTER, node_cluster
+from controlplane.scheduler.filters import DEFAULT_FILTERS, SCOPE_FILTERS
 from controlplane.scheduler.model import (
     Filter,
     NodeState,
@@ -23,19 +25,51 @@ def _plural(count: int) -> str:
     return f"{count} node" if count == 1 else f"{count} nodes"
 
 
+def _scope(request: PlacementRequest, outside: int) -> str:
+    """The nodes the task may use, as the subject of its pending reason."""
+    if request.pinned_nodes:
+        return f"node the task is pinned to ({', '.join(sorted(request.pinned_nodes))})"
+    if outside or request.cluster != DEFAULT_CLUSTER:
+        return f"node of cluster {request.cluster}"
+    return "node"
+
+
 def explain(
     request: PlacementRequest, rejections: Counter[tuple[str, str]], filters: Sequence[Filter]
 ) -> str:
-    """One line an operator can act on, from rejections counted by (filter, reason)."""
-    if not rejections:
-        return "no nodes are registered"
-    details = "; ".join(f"{_plural(n)}: {reason}" for (_, reason), n in rejections.most_common())
-    by_filter = {name for name, _ in rejections}
+    """One line an operator can act on, from rejections counted by (filter, reason).
+
+    Nodes outside the task's scope (another cluster, not pinned) are not
+    candidates: the reason names the scope and details only the candidates.
+    """
+    outside = sum(n for (name, _), n in rejections.items() if name in SCOPE_FILTERS)
+    inside = Counter({key: n for key, n in rejections.items() if key[0] not in SCOPE_FILTERS})
+    scope = _scope(request, outside)
+    if not inside:
+        if request.pinned_nodes:
+            return f"no {scope} is registered in cluster {request.cluster}"
+        if outside:
+            return f"no {scope} is registered ({_plural(outside)} in other clusters)"
+        return "no nodes are registered" if scope == "node" else f"no {scope} is registered"
+    details = "; ".join(f"{_plural(n)}: {reason}" for (_, reason), n in inside.most_common())
+    by_filter = {name for name, _ in inside}
     if len(by_filter) == 1:
         (name,) = by_filter
         culprit = next(f for f in filters if f.name == name)
-        return f"no node has {culprit.shortfall(request)} ({details})"
-    return f"no node fits the task ({details})"
+        return f"no {scope} has {culprit.shortfall(request)} ({details})"
+    return f"no {scope} fits the task ({details})"
+
+
+def scope_cluster(cluster: str, nodes_by_cluster: Mapping[str, object]) -> str:
+    """The cluster whose nodes a task of `cluster` may use: its own, once it has any node
+    registered (of any status); until then the default cluster's.
+
+    Clusters long served as groupings of services over one pool of nodes (the quick
+    start, `berth cluster create prod` with every agent in `default`): a cluster
+    without nodes of its own keeps running there. Return `cluster` alone to make
+    every cluster strictly its own nodes' (ECS's rule).
+    """
+    return cluster if cluster in nodes_by_cluster else DEFAULT_CLUSTER
 
 
 def _feasible(
@@ -66,23 +100,35 @@ def place(
 
     With sample_size > 0 and more nodes than that, each task looks at a random
     sample first (the "power of k choices") and scans every node only when no
-    sampled node fits, so a big cluster costs O(k) per task, not O(nodes).
+    sampled node fits, so a big cluster costs O(k) per task, not O(nodes). The
+    sample is drawn from the nodes of the task's cluster (see `scope_cluster`).
     """
     rng = rng or random.Random()
     node_list = list(nodes)
     context = PlanContext.of(node_list)
+    by_cluster: dict[str, list[NodeState]] = {}
+    for state in node_list:
+        by_cluster.setdefault(node_cluster(state.node), []).append(state)
     plan = Plan()
-    for request in requests:
-        filters = DEFAULT_FILTERS + request.filters
-        scorers = request.scorers or DEFAULT_SCORERS
+    for asked in requests:
+        filters = DEFAULT_FILTERS + asked.filters
+        scorers = asked.scorers or DEFAULT_SCORERS
         rejections: Counter[tuple[str, str]] = Counter()
         feasible: list[NodeState] = []
-        if 0 < sample_size < len(node_list):
-            feasible = _feasible(rng.sample(node_list, sample_size), request, filters, Counter())
+        scope = scope_cluster(asked.cluster, by_cluster)
+        request = asked if scope == asked.cluster else dataclasses.replace(asked, cluster=scope)
+        pool = by_cluster.get(scope, [])
+        if 0 < sample_size < len(pool) and not request.pinned_nodes:
+            feasible = _feasible(rng.sample(pool, sample_size), request, filters, Counter())
         if not feasible:
             feasible = _feasible(node_list, request, filters, rejections)
         if not feasible:
-            plan.failures.append(PlacementFailure(request.task_id, explain(request, rejections, filters)))
+            reason = explain(request, rejections, filters)
+            if request is not asked and any(name in SCOPE_FILTERS for name, _ in rejections):
+                reason = (
+                    f"cluster {asked.cluster} has no node of its own (its tasks use the default's): {reason}"
+                )
+            plan.failures.append(PlacementFailure(request.task_id, reason))
             continue
         best = max(
             feasible,

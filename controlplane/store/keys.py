@@ -45,6 +45,11 @@ def taskdef_family(family: str) -> str:
     return f"{TASKDEFS}{family}/"
 
 
+def taskdef_families(prefix: str) -> str:
+    """Every revision of every family whose name starts with `prefix`."""
+    return f"{TASKDEFS}{prefix}"
+
+
 def taskdef(family: str, revision: int) -> str:
     return f"{TASKDEFS}{family}/{revision:08d}"
 

@@ -143,6 +143,8 @@ def check_registration(facts: NodeFacts) -> None:
     if len(facts.name) > 63:
         raise InvalidArgument(f"node name {shown(facts.name)} is too long: a DNS label has 1-63 characters")
     check_dns_label("node", facts.name)
+    if facts.cluster:
+        check_dns_label("cluster", facts.cluster)
     check_node_address(facts.address)
     _check_range("cpu_units", facts.cpu_units, 1, MAX_CPU_UNITS)
     _check_range("memory_mib", facts.memory_mib, 1, MAX_MEMORY_MIB)

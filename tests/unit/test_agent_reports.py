@@ -52,6 +52,7 @@ def from_request(request: agent_pb.RegisterRequest) -> NodeFacts:
         memory_mib=request.memory_mib,
         agent_version=request.agent_version,
         attributes=dict(request.attributes),
+        cluster=request.cluster,
     )
 
 
@@ -86,6 +87,8 @@ def test_what_real_agents_register_is_accepted() -> None:
         ({"attributes": {"z one": "a"}}, "attribute name"),
         ({"attributes": {"zone": "a b"}}, "attribute zone value"),
         ({"attributes": {"zone": "a\n"}}, "attribute zone value"),
+        ({"cluster": "Blue"}, "cluster name 'Blue' is not a DNS label"),
+        ({"cluster": "c" * 1_000_000}, "cluster name"),
     ],
 )
 def test_bad_registrations_are_refused_in_one_short_line(changes: dict[str, object], message: str) -> None:
