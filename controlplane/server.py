@@ -18,6 +18,7 @@ from berth.errors import BerthError
 from berth.files import private_dir, write_private
 from berth.grpc_options import SERVER_OPTIONS
 from berth.v1 import agent_pb2_grpc, operator_pb2_grpc
+from berth.v1 import resources_pb2 as pb
 from controlplane import tls
 from controlplane.api.access import Access, AuditLog
 from controlplane.api.agents import AgentService
@@ -239,6 +240,7 @@ class ControlPlane:
             return
         endpoint = f"https://{settings.advertised.rpartition(':')[0]}:{port}"
         ca_bundle = admin_config.with_name(admin_config.name + "-ca.pem")
+        key: pb.AccessKey | None = None
         try:
             write_private(ca_bundle, ca.certificate)
             key, secret = await access_keys.create("admin", "controlplane")
@@ -246,6 +248,9 @@ class ControlPlane:
                 directory, AWS_PROFILE, endpoint, settings.ecs_region, key.id, secret, ca_bundle
             )
         except (BerthError, ProfileError, OSError) as error:
+            if key is not None:  # written nowhere: it would only use up one of admin's two keys
+                with contextlib.suppress(BerthError):
+                    await access_keys.delete(key.id)
             log.error(
                 "event=aws_profile_not_written dir=%s profile=%s error=%r", directory, AWS_PROFILE, str(error)
             )

@@ -272,6 +272,32 @@ async def test_the_first_start_writes_an_admin_key_as_the_profile(
     assert (tmp_path / "aws" / "credentials").read_text() == credentials
 
 
+async def test_a_profile_that_cannot_be_written_leaves_no_key_behind(
+    tmp_path: Path, store: MemoryStore, cache: ClusterCache, caplog: pytest.LogCaptureFixture
+) -> None:
+    await put(store, keys.user("admin"), pb.User(name="admin", role="admin"))
+    access_keys = AccessKeys(store, cache, MasterKey.generate())
+    (tmp_path / "aws").mkdir()
+    (tmp_path / "aws" / "credentials").write_text("[broken\n")
+    settings = ControlPlaneSettings(
+        listen="127.0.0.1:7400",
+        data_dir=tmp_path,
+        ecs_listen="127.0.0.1:7402",
+        aws_profile_dir=tmp_path / "aws",
+    )
+    with caplog.at_level(logging.INFO):
+        await ControlPlane(settings)._write_aws_profile(
+            pki.create_ca("t"), tmp_path / "admin.conf", access_keys
+        )
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        f"event=aws_profile_not_written dir={tmp_path / 'aws'} profile=berth "
+        f"error='{tmp_path / 'aws' / 'credentials'} is not a valid AWS config file "
+        "(MissingSectionHeaderError); left as it is'"
+    ]
+    assert await access_keys.all() == [], "the key written nowhere was kept"
+    assert (tmp_path / "aws" / "credentials").read_text() == "[broken\n"
+
+
 async def test_no_profile_without_the_ecs_api_or_a_directory(
     tmp_path: Path, store: MemoryStore, cache: ClusterCache
 ) -> None:
