@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import signal
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from prometheus_client import start_http_server
 from berth import logs
 from berth.errors import BerthError
 from controlplane import tls
-from controlplane.config import ControlPlaneSettings
+from controlplane.config import ControlPlaneSettings, default_ecs_listen
 from controlplane.limits import parse_ports
 from controlplane.server import ControlPlane
 from controlplane.validation.host_paths import normalize_prefixes
@@ -22,6 +23,9 @@ from controlplane.validation.images import normalize_registries
 from controlplane.validation.volume_drivers import normalize_drivers
 
 log = logging.getLogger("controlplane")
+
+_ECS_REGION = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
+_ECS_ACCOUNT = re.compile(r"[0-9]{12}")
 
 
 def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
@@ -157,7 +161,37 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         default="",
         help="HOST:PORT the CLI config and join instructions give (default: --listen, loopback for 0.0.0.0)",
     )
+    parser.add_argument(
+        "--ecs-listen",
+        default=None,
+        help="address of the ECS-compatible API (aws CLI, boto3), HOST:PORT, or 'off' "
+        "(default: --listen's host, its port + 2)",
+    )
+    parser.add_argument("--ecs-region", default="local", help="the region the ECS API's ARNs name")
+    parser.add_argument(
+        "--ecs-account", default="000000000000", help="the account (12 digits) the ECS API's ARNs name"
+    )
+    parser.add_argument(
+        "--aws-profile-dir",
+        default=None,
+        help="where to write the AWS profile 'berth' (credentials, config) with the admin config; "
+        "'none' writes none (default: ~/.aws when the admin config goes to its default place, else none)",
+    )
     args = parser.parse_args(argv)
+    if not _ECS_REGION.fullmatch(args.ecs_region):
+        parser.error("--ecs-region must be lowercase letters, digits and '-' (e.g. local, eu-west-1)")
+    if not _ECS_ACCOUNT.fullmatch(args.ecs_account):
+        parser.error("--ecs-account must be 12 digits")
+    ecs_listen = "" if args.ecs_listen == "off" else args.ecs_listen or default_ecs_listen(args.listen)
+    if ecs_listen and not ecs_listen.rpartition(":")[2].isdigit():
+        parser.error("--ecs-listen must be HOST:PORT or 'off'")
+    admin_config = (
+        None
+        if args.admin_config == "none"
+        else Path(args.admin_config)
+        if args.admin_config
+        else tls.home_config()
+    )
     etcd_files = [args.etcd_cacert, args.etcd_cert, args.etcd_key]
     if any(etcd_files) and not args.etcd:
         parser.error("--etcd-cacert, --etcd-cert and --etcd-key are for an external etcd: give --etcd too")
@@ -219,15 +253,26 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         join_listen=args.join_listen,
         pki_dir=args.pki_dir,
         certificate_lifetime=args.certificate_lifetime,
-        admin_config=(
-            None
-            if args.admin_config == "none"
-            else Path(args.admin_config)
-            if args.admin_config
-            else tls.home_config()
-        ),
+        admin_config=admin_config,
         advertise=args.advertise,
+        ecs_listen=ecs_listen,
+        ecs_region=args.ecs_region,
+        ecs_account=args.ecs_account,
+        aws_profile_dir=_aws_profile_dir(args.aws_profile_dir, admin_config),
     )
+
+
+def _aws_profile_dir(flag: str | None, admin_config: Path | None) -> Path | None:
+    """--aws-profile-dir; by default ~/.aws, but only for the admin config's home location:
+    a plane given its own --admin-config (tests, second clusters) leaves ~/.aws alone."""
+    if flag == "none":
+        return None
+    if flag:
+        return Path(flag)
+    home = tls.home_config()
+    if admin_config is None or home is None or admin_config != home:
+        return None
+    return home.parents[2] / ".aws"  # ~/.config/berth/config -> ~/.aws
 
 
 async def serve(settings: ControlPlaneSettings) -> None:

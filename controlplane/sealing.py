@@ -11,6 +11,10 @@ The master key is 32 random bytes in `<pki-dir>/secrets.key` (private),
 made at the first start like the CA and shared by replicas the same way
 (copy the PKI directory); it is never written to etcd, so a copy of etcd's
 data alone reveals no secret.
+
+Small values that are not secrets of tasks (an access key's secret) are
+sealed directly under the master key with `seal_bytes`, bound to a label
+that names what they belong to (e.g. the access key's id).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ MASTER_KEY_FILE = "secrets.key"
 KEY_BYTES = 32
 NONCE_BYTES = 12
 _CONTEXT = b"berth/secret/v1"
+_BYTES_CONTEXT = b"berth/sealed-bytes/v1"
 
 
 class SealError(Exception):
@@ -107,3 +112,20 @@ def unseal(master: MasterKey, name: str, record: pb.Secret) -> bytes:
         raise SealError(f"sealed under another master key ({record.key_id})")
     data_key = _decrypt(master.key, record.encrypted_key, _associated_data(b"key", name, record.version))
     return _decrypt(data_key, record.ciphertext, _associated_data(b"value", name, record.version))
+
+
+def _label_data(label: str) -> bytes:
+    return b"\0".join((_BYTES_CONTEXT, label.encode()))
+
+
+def seal_bytes(master: MasterKey, value: bytes, label: str) -> bytes:
+    """`value` encrypted under the master key, bound to `label` (what it belongs to)."""
+    return _encrypt(master.key, value, _label_data(label))
+
+
+def unseal_bytes(master: MasterKey, sealed: bytes, label: str, key_id: str = "") -> bytes:
+    """What `seal_bytes` sealed with the same label; SealError when it was sealed for another
+    label, under another master key (`key_id`, when the record names one) or tampered with."""
+    if key_id and key_id != master.key_id:
+        raise SealError(f"sealed under another master key ({key_id})")
+    return _decrypt(master.key, sealed, _label_data(label))

@@ -7,6 +7,7 @@ import contextlib
 import datetime
 import logging
 import secrets
+from pathlib import Path
 
 import grpc
 from prometheus_client import REGISTRY
@@ -14,15 +15,17 @@ from prometheus_client import REGISTRY
 from berth import pki
 from berth.clientconfig import ClientConfig
 from berth.errors import BerthError
-from berth.files import private_dir
+from berth.files import private_dir, write_private
 from berth.grpc_options import SERVER_OPTIONS
 from berth.v1 import agent_pb2_grpc, operator_pb2_grpc
+from berth.v1 import resources_pb2 as pb
 from controlplane import tls
 from controlplane.api.access import Access, AuditLog
 from controlplane.api.agents import AgentService
 from controlplane.api.join import JoinService
 from controlplane.api.operator import OperatorService
 from controlplane.autoscaling import MetricSource, NoMetrics
+from controlplane.aws_profile import ProfileError, write_aws_profile
 from controlplane.cache import ClusterCache
 from controlplane.config import ControlPlaneSettings
 from controlplane.controllers.autoscaler import Autoscaler
@@ -38,6 +41,7 @@ from controlplane.limits import Limits, TokenBucket, port_policy
 from controlplane.liveness import NodeLeases
 from controlplane.metric_sources import ServiceMetrics, UsageMetrics
 from controlplane.operations import Operations
+from controlplane.operations.access_keys import AccessKeys
 from controlplane.operations.clusters import ensure_default_cluster
 from controlplane.operations.membership import Membership, Users
 from controlplane.operations.metrics import Metrics
@@ -55,6 +59,9 @@ from controlplane.validation.host_paths import HostPathPolicy
 from controlplane.validation.privileges import PrivilegePolicy
 
 log = logging.getLogger(__name__)
+
+# The profile the quick start's `aws --profile berth ecs ...` uses.
+AWS_PROFILE = "berth"
 
 
 class ControlPlane:
@@ -112,7 +119,7 @@ class ControlPlane:
 
         membership = Membership(store, cache, ca, lifetime)
         users = Users(store, ca, datetime.timedelta(days=365))
-        await self._write_admin_config(ca, users)
+        await self._write_admin_config(ca, users, operations.access_keys)
         access = Access(cache, AuditLog(settings.data_dir / "audit.log"))
         # In memory, per replica: custom metrics pushed through the API and the agents'
         # streams, and the agents' usage reports; the auto-scaler observes both.
@@ -201,8 +208,9 @@ class ControlPlane:
             self._etcd is not None,
         )
 
-    async def _write_admin_config(self, ca: pki.KeyPair, users: Users) -> None:
-        """The administrator's credentials, so the CLI works at once (as k3s writes its kubeconfig).
+    async def _write_admin_config(self, ca: pki.KeyPair, users: Users, access_keys: AccessKeys) -> None:
+        """The administrator's credentials, so the CLI works at once (as k3s writes its kubeconfig),
+        and with them the AWS profile `berth` for the ECS-compatible API (`_write_aws_profile`).
 
         Written when the file is missing, or holds another cluster's CA (kept as `.old`)."""
         path = self.settings.admin_config
@@ -217,6 +225,43 @@ class ControlPlane:
             path.replace(path.with_name(path.name + ".old"))
         bundle = await users.issue_with_key("admin", "admin", "controlplane")
         tls.write_client_config(path, self.settings.advertised, ca, "admin", bundle)
+        await self._write_aws_profile(ca, path, access_keys)
+
+    async def _write_aws_profile(self, ca: pki.KeyPair, admin_config: Path, access_keys: AccessKeys) -> None:
+        """A new access key for admin, as the AWS profile `berth`, with the cluster CA (next to the
+        admin config) as its CA bundle. A failure is one error line: the cluster runs without it."""
+        settings = self.settings
+        directory = settings.aws_profile_dir
+        if directory is None:
+            return
+        port = settings.ecs_address.rpartition(":")[2]
+        if not settings.ecs_address or port == "0":
+            log.info("event=aws_profile_skipped reason=ecs_api_off_or_on_an_ephemeral_port")
+            return
+        endpoint = f"https://{settings.advertised.rpartition(':')[0]}:{port}"
+        ca_bundle = admin_config.with_name(admin_config.name + "-ca.pem")
+        key: pb.AccessKey | None = None
+        try:
+            write_private(ca_bundle, ca.certificate)
+            key, secret = await access_keys.create("admin", "controlplane")
+            write_aws_profile(
+                directory, AWS_PROFILE, endpoint, settings.ecs_region, key.id, secret, ca_bundle
+            )
+        except (BerthError, ProfileError, OSError) as error:
+            if key is not None:  # written nowhere: it would only use up one of admin's two keys
+                with contextlib.suppress(BerthError):
+                    await access_keys.delete(key.id)
+            log.error(
+                "event=aws_profile_not_written dir=%s profile=%s error=%r", directory, AWS_PROFILE, str(error)
+            )
+            return
+        log.info(
+            "event=aws_profile_written dir=%s profile=%s endpoint=%s key=%s",
+            directory,
+            AWS_PROFILE,
+            endpoint,
+            key.id,
+        )
 
     def _limits(self) -> Limits:
         settings = self.settings

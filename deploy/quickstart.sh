@@ -14,7 +14,9 @@
 # BERTH_SERVER (the control plane's address; default 127.0.0.1:7400),
 # BERTH_CONFIG (where the control plane writes the administrator's credentials
 # and the CLI finds them; default ~/.config/berth/config),
-# BERTH_SKIP_INSTALL=1 (everything is installed already: skip deploy/install.sh).
+# BERTH_SKIP_INSTALL=1 (everything is installed already: skip deploy/install.sh),
+# BERTH_AWS_PROFILE_DIR (where the first start writes the AWS profile `berth` for
+# the ECS-compatible API; default ~/.aws, and only with the default BERTH_CONFIG).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BERTH_HOME=${BERTH_HOME:-/var/lib/berth}
@@ -100,8 +102,11 @@ start_daemon() {
 step "starting the control plane (embedded etcd in $BERTH_HOME/controlplane) and an agent"
 # It creates the cluster CA at first start and writes the administrator's
 # credentials to $BERTH_CONFIG, where the CLI finds them by itself.
+# With them, an access key for admin as the AWS profile `berth` (aws CLI, boto3).
+aws_flags=()
+if [ -n "${BERTH_AWS_PROFILE_DIR:-}" ]; then aws_flags=(--aws-profile-dir "$BERTH_AWS_PROFILE_DIR"); fi
 start_daemon controlplane .venv/bin/berth-controlplane --listen "$BERTH_SERVER" \
-  --data-dir "$BERTH_HOME/controlplane" --admin-config "$BERTH_CONFIG"
+  --data-dir "$BERTH_HOME/controlplane" --admin-config "$BERTH_CONFIG" "${aws_flags[@]}"
 for _ in $(seq 1 100); do "$BERTH" cluster list >/dev/null 2>&1 && break; sleep 0.2; done
 # No --address: the agent takes this host's own address (the interface of the
 # default route), which containers reach, so service VIPs and DNS work from them.
@@ -149,11 +154,25 @@ step "Berth replaced it: the killed task is STOPPED with its exit code, a new on
 "$BERTH" task list --service web
 "$BERTH" service describe web
 
+# The ECS-compatible API, as the aws CLI and boto3 reach it: through the profile the
+# first start wrote (a later start keeps the credentials it finds and writes none).
+aws_dir=${BERTH_AWS_PROFILE_DIR:-$HOME/.aws}
+if grep -qs '^\[profile berth\]' "$aws_dir/config"; then
+  aws_env=""
+  if [ "$aws_dir" != "$HOME/.aws" ]; then
+    aws_env="AWS_CONFIG_FILE=$aws_dir/config AWS_SHARED_CREDENTIALS_FILE=$aws_dir/credentials "
+  fi
+  aws_hint="${aws_env}aws --profile berth ecs list-clusters   # the ECS API, as the aws CLI and boto3 see it"
+else
+  aws_hint="berth access-key create --user admin   # keys for the ECS API (aws CLI, boto3)"
+fi
+
 cat <<DONE
 
 The cluster keeps running. Try:
   export PATH=$PWD/.venv/bin:\$PATH   # credentials: $BERTH_CONFIG
   berth service update web --desired-count 5
   berth node list
+  $aws_hint
 Stop everything with: bash deploy/quickstart.sh down
 DONE

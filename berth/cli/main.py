@@ -10,6 +10,7 @@ import typer
 
 from berth import clientconfig
 from berth.cli import (
+    access_keys,
     clusters,
     execute,
     jointokens,
@@ -34,6 +35,7 @@ app.add_typer(tasks.app, name="task")
 app.add_typer(nodes.app, name="node")
 app.add_typer(jointokens.app, name="join-token")
 app.add_typer(users.app, name="user")
+app.add_typer(access_keys.app, name="access-key")
 app.add_typer(secrets.app, name="secret")
 app.add_typer(metrics.app, name="metric")
 app.command("logs")(logs.logs)

@@ -191,7 +191,7 @@ class ControlPlaneProcess(Daemon):
 
     def operator_records(self) -> dict[bytes, bytes]:
         """The records operators' calls write (clusters, task definitions, services, tasks, VIPs,
-        secrets, users, join tokens): what a refused call must leave unchanged. Not what the
+        secrets, users, join tokens, access keys): what a refused call must leave unchanged. Not what the
         control plane and agents keep writing on their own (events, leader, heartbeats,
         identities), so a comparison cannot fail at random while the plane is busy."""
         _, entries = self.etcd_snapshot()
@@ -210,6 +210,7 @@ OPERATOR_RECORDS = tuple(
         keys.SECRETS,
         keys.USERS,
         keys.JOIN_TOKENS,
+        keys.ACCESS_KEYS,
     )
 )
 

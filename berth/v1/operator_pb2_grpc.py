@@ -236,6 +236,21 @@ class OperatorStub:
                 request_serializer=berth_dot_v1_dot_operator__pb2.RecommendResourcesRequest.SerializeToString,
                 response_deserializer=berth_dot_v1_dot_operator__pb2.RecommendResourcesResponse.FromString,
                 _registered_method=True)
+        self.CreateAccessKey = channel.unary_unary(
+                '/berth.v1.Operator/CreateAccessKey',
+                request_serializer=berth_dot_v1_dot_operator__pb2.CreateAccessKeyRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_operator__pb2.CreatedAccessKey.FromString,
+                _registered_method=True)
+        self.ListAccessKeys = channel.unary_unary(
+                '/berth.v1.Operator/ListAccessKeys',
+                request_serializer=berth_dot_v1_dot_operator__pb2.ListAccessKeysRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_operator__pb2.ListAccessKeysResponse.FromString,
+                _registered_method=True)
+        self.DeleteAccessKey = channel.unary_unary(
+                '/berth.v1.Operator/DeleteAccessKey',
+                request_serializer=berth_dot_v1_dot_operator__pb2.DeleteAccessKeyRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_resources__pb2.AccessKey.FromString,
+                _registered_method=True)
 
 
 class OperatorServicer:
@@ -498,6 +513,25 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateAccessKey(self, request, context):
+        """Access keys for the ECS-compatible API (SigV4): the secret is shown once, at creation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAccessKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAccessKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -700,6 +734,21 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.RecommendResources,
                     request_deserializer=berth_dot_v1_dot_operator__pb2.RecommendResourcesRequest.FromString,
                     response_serializer=berth_dot_v1_dot_operator__pb2.RecommendResourcesResponse.SerializeToString,
+            ),
+            'CreateAccessKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAccessKey,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.CreateAccessKeyRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_operator__pb2.CreatedAccessKey.SerializeToString,
+            ),
+            'ListAccessKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccessKeys,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.ListAccessKeysRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_operator__pb2.ListAccessKeysResponse.SerializeToString,
+            ),
+            'DeleteAccessKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAccessKey,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.DeleteAccessKeyRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_resources__pb2.AccessKey.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1782,6 +1831,87 @@ class Operator:
             '/berth.v1.Operator/RecommendResources',
             berth_dot_v1_dot_operator__pb2.RecommendResourcesRequest.SerializeToString,
             berth_dot_v1_dot_operator__pb2.RecommendResourcesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAccessKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/CreateAccessKey',
+            berth_dot_v1_dot_operator__pb2.CreateAccessKeyRequest.SerializeToString,
+            berth_dot_v1_dot_operator__pb2.CreatedAccessKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccessKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/ListAccessKeys',
+            berth_dot_v1_dot_operator__pb2.ListAccessKeysRequest.SerializeToString,
+            berth_dot_v1_dot_operator__pb2.ListAccessKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAccessKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/DeleteAccessKey',
+            berth_dot_v1_dot_operator__pb2.DeleteAccessKeyRequest.SerializeToString,
+            berth_dot_v1_dot_resources__pb2.AccessKey.FromString,
             options,
             channel_credentials,
             insecure,

@@ -94,6 +94,10 @@ class OperatorStub:
     """Right-sizing: per container of the service's primary task definition, its
     reservation and what its measured usage suggests (controlplane/rightsizing.py).
     """
+    CreateAccessKey: _grpc.UnaryUnaryMultiCallable[_operator_pb2.CreateAccessKeyRequest, _operator_pb2.CreatedAccessKey]
+    """Access keys for the ECS-compatible API (SigV4): the secret is shown once, at creation."""
+    ListAccessKeys: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListAccessKeysRequest, _operator_pb2.ListAccessKeysResponse]
+    DeleteAccessKey: _grpc.UnaryUnaryMultiCallable[_operator_pb2.DeleteAccessKeyRequest, _resources_pb2.AccessKey]
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -159,6 +163,10 @@ class OperatorAsyncStub(OperatorStub):
     """Right-sizing: per container of the service's primary task definition, its
     reservation and what its measured usage suggests (controlplane/rightsizing.py).
     """
+    CreateAccessKey: _aio.UnaryUnaryMultiCallable[_operator_pb2.CreateAccessKeyRequest, _operator_pb2.CreatedAccessKey]  # type: ignore[assignment]
+    """Access keys for the ECS-compatible API (SigV4): the secret is shown once, at creation."""
+    ListAccessKeys: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListAccessKeysRequest, _operator_pb2.ListAccessKeysResponse]  # type: ignore[assignment]
+    DeleteAccessKey: _aio.UnaryUnaryMultiCallable[_operator_pb2.DeleteAccessKeyRequest, _resources_pb2.AccessKey]  # type: ignore[assignment]
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -461,5 +469,27 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         """Right-sizing: per container of the service's primary task definition, its
         reservation and what its measured usage suggests (controlplane/rightsizing.py).
         """
+
+    @_abc_1.abstractmethod
+    def CreateAccessKey(
+        self,
+        request: _operator_pb2.CreateAccessKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.CreatedAccessKey, _abc.Awaitable[_operator_pb2.CreatedAccessKey]]:
+        """Access keys for the ECS-compatible API (SigV4): the secret is shown once, at creation."""
+
+    @_abc_1.abstractmethod
+    def ListAccessKeys(
+        self,
+        request: _operator_pb2.ListAccessKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ListAccessKeysResponse, _abc.Awaitable[_operator_pb2.ListAccessKeysResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteAccessKey(
+        self,
+        request: _operator_pb2.DeleteAccessKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.AccessKey, _abc.Awaitable[_resources_pb2.AccessKey]]: ...
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

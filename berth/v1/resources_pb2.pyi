@@ -2935,3 +2935,45 @@ class Tag(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Tag: _TypeAlias = Tag  # noqa: Y015
+
+@_typing.final
+class AccessKey(_message.Message):
+    """An access key for the ECS-compatible API (SigV4): the id is public, the
+    secret is stored only sealed (AES-GCM under the control plane's master key,
+    bound to the key id), and a signature made with it acts as `user` with that
+    user's role.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    SEALED_SECRET_FIELD_NUMBER: _builtins.int
+    MASTER_KEY_ID_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    user: _builtins.str
+    sealed_secret: _builtins.bytes
+    master_key_id: _builtins.str
+    """Which master key sealed the secret (controlplane/sealing.py MasterKey.key_id)."""
+    created_by: _builtins.str
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        user: _builtins.str = ...,
+        sealed_secret: _builtins.bytes = ...,
+        master_key_id: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        created_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "created_by", b"created_by", "id", b"id", "master_key_id", b"master_key_id", "sealed_secret", b"sealed_secret", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccessKey: _TypeAlias = AccessKey  # noqa: Y015

@@ -7,7 +7,7 @@ from the table needs admin (a new RPC is closed until someone decides).
 
     viewer    reads: lists, describes, endpoints, events, logs
     deployer  + task definitions, services, tasks, secrets, exec
-    admin     + clusters, nodes, join tokens, users
+    admin     + clusters, nodes, join tokens, users, access keys (even listing them)
 
 Every call that needs more than viewer is written to the audit log, allowed
 or not (a successful PutMetric excepted: QUIET_WHEN_OK), with who, what,
@@ -149,6 +149,7 @@ _TARGET_FIELDS = (
     "role",
     "task",
     "container",
+    "user",
 )
 # An exec's command is recorded, up to this many characters (quoted as a shell would).
 _COMMAND_SHOWN = 1000

@@ -277,6 +277,25 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
     async def DeleteUser(self, request: api.DeleteUserRequest, context: Context) -> pb.User:
         return await self._users.delete(request.name, peers.identity(context).name)
 
+    # -- access keys (the ECS-compatible API's credentials) --------------------------
+
+    @grpc_errors
+    async def CreateAccessKey(
+        self, request: api.CreateAccessKeyRequest, context: Context
+    ) -> api.CreatedAccessKey:
+        key, secret = await self._ops.access_keys.create(request.user, peers.identity(context).name)
+        return api.CreatedAccessKey(key=key, secret_access_key=secret)
+
+    @grpc_errors
+    async def ListAccessKeys(
+        self, request: api.ListAccessKeysRequest, context: Context
+    ) -> api.ListAccessKeysResponse:
+        return api.ListAccessKeysResponse(keys=await self._ops.access_keys.all(request.user))
+
+    @grpc_errors
+    async def DeleteAccessKey(self, request: api.DeleteAccessKeyRequest, context: Context) -> pb.AccessKey:
+        return await self._ops.access_keys.delete(request.id)
+
     # -- secrets -----------------------------------------------------------------
 
     @grpc_errors

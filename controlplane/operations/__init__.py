@@ -17,6 +17,7 @@ from controlplane.cache import ClusterCache
 from controlplane.execs import ExecRouter
 from controlplane.limits import Limits
 from controlplane.logs import LogRouter
+from controlplane.operations.access_keys import AccessKeys
 from controlplane.operations.clusters import Clusters
 from controlplane.operations.execs import Execs
 from controlplane.operations.logs import Logs
@@ -48,6 +49,7 @@ class Operations:
     execs: Execs
     scaling: ScalingPolicies
     tags: Tags
+    access_keys: AccessKeys
 
     @classmethod
     def build(
@@ -62,7 +64,7 @@ class Operations:
         master_key: MasterKey | None = None,
         host_paths: HostPathPolicy | None = None,
     ) -> Operations:
-        """master_key: the secrets' master key (None: a fresh one in memory, for unit tests)."""
+        """master_key: seals secrets and access keys (None: a fresh one in memory, for unit tests)."""
         limits = limits or Limits()
         master_key = master_key or MasterKey.generate()
         clusters = Clusters(store, cache, limits.quotas)
@@ -83,4 +85,5 @@ class Operations:
             execs=Execs(tasks, ExecRouter(agents)),
             scaling=ScalingPolicies(store, services, limits.quotas),
             tags=Tags(store),
+            access_keys=AccessKeys(store, cache, master_key),
         )

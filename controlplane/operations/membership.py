@@ -29,7 +29,8 @@ from berth.errors import FailedPrecondition, InvalidArgument, NotFound, Permissi
 from berth.names import check_dns_label
 from berth.v1 import resources_pb2 as pb
 from controlplane.cache import ClusterCache
-from controlplane.store import Condition, Delete, Put, StoreAPI, keys
+from controlplane.operations.access_keys import keys_of
+from controlplane.store import Condition, Delete, Put, StoreAPI, Write, keys
 
 log = logging.getLogger(__name__)
 
@@ -270,12 +271,15 @@ class Users:
         found = await self._store.get(keys.user(name), pb.User)
         if found is None:
             raise NotFound(f"user {name} does not exist")
-        if (
-            await self._store.commit(
-                [Delete(keys.user(name))], [Condition(keys.user(name), found.mod_revision)]
-            )
-            is None
-        ):
+        # The user's access keys go in the same transaction. Creating a key re-writes
+        # the user's record, so the compare on it also fails if one was created meanwhile.
+        owned = await keys_of(self._store, name)
+        writes: list[Write] = [Delete(keys.user(name)), *(Delete(k.key) for k in owned)]
+        conditions = [
+            Condition(keys.user(name), found.mod_revision),
+            *(Condition(k.key, k.mod_revision) for k in owned),
+        ]
+        if await self._store.commit(writes, conditions) is None:
             raise FailedPrecondition(f"user {name} changed meanwhile; try again")
-        log.info("event=user_deleted user=%s by=%s", name, caller)
+        log.info("event=user_deleted user=%s by=%s access_keys_deleted=%d", name, caller, len(owned))
         return found.value

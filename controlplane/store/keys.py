@@ -14,6 +14,7 @@ jointokens/ID                   JoinToken (the secret only hashed)
 identities/NODE_ID              NodeIdentity (the certificate the node holds now)
 users/NAME                      User (role, certificate serials)
 secrets/NAME                    Secret (the value only encrypted; NAME may hold '/')
+accesskeys/ID                   AccessKey (the secret only sealed)
 
 Values are the protobuf messages named (berth/v1/resources.proto); alive/,
 placements/, vips/ and leader hold raw bytes.
@@ -35,6 +36,7 @@ JOIN_TOKENS = "jointokens/"
 IDENTITIES = "identities/"
 USERS = "users/"
 SECRETS = "secrets/"
+ACCESS_KEYS = "accesskeys/"
 
 
 def cluster(name: str) -> str:
@@ -100,3 +102,7 @@ def user(name: str) -> str:
 
 def secret(name: str) -> str:
     return f"{SECRETS}{name}"
+
+
+def access_key(key_id: str) -> str:
+    return f"{ACCESS_KEYS}{key_id}"
