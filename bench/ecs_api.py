@@ -59,7 +59,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="berth-bench-ecs-") as scratch:
         base = Path(scratch)
         plane = ControlPlaneProcess(
-            base / "cp", ["--ecs-listen", f"127.0.0.1:{free_port()}", "--aws-profile-dir", str(base / "aws")]
+            base / "cp", ["--aws-profile-dir", str(base / "aws")]
         )
         plane.start()
         hollow = HollowAgentsProcess(base / "hollow.log", plane.address, 1, join=JoinFlags.of(plane))

@@ -95,6 +95,9 @@ class ControlPlaneSettings:
     ecs_listen: str = ""
     ecs_region: str = "local"
     ecs_account: str = "000000000000"
+    # Serve the ECS API as plain HTTP (--ecs-insecure-http): only behind a TLS proxy or on
+    # loopback; by default it is HTTPS with the replica's API certificate.
+    ecs_insecure_http: bool = False
     # Where the AWS profile `berth` (controlplane/aws_profile.py) is written with the admin
     # config at first start; None: nowhere (main.py defaults it to ~/.aws only when the admin
     # config goes to its home location, so a test's plane never touches the machine's ~/.aws).

@@ -167,6 +167,11 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         help="address of the ECS-compatible API (aws CLI, boto3), HOST:PORT, or 'off' "
         "(default: --listen's host, its port + 2)",
     )
+    parser.add_argument(
+        "--ecs-insecure-http",
+        action="store_true",
+        help="serve the ECS API as plain HTTP instead of HTTPS (only behind a TLS proxy or on loopback)",
+    )
     parser.add_argument("--ecs-region", default="local", help="the region the ECS API's ARNs name")
     parser.add_argument(
         "--ecs-account", default="000000000000", help="the account (12 digits) the ECS API's ARNs name"
@@ -256,6 +261,7 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         admin_config=admin_config,
         advertise=args.advertise,
         ecs_listen=ecs_listen,
+        ecs_insecure_http=args.ecs_insecure_http,
         ecs_region=args.ecs_region,
         ecs_account=args.ecs_account,
         aws_profile_dir=_aws_profile_dir(args.aws_profile_dir, admin_config),

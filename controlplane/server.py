@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 
 from berth import pki
 from berth.clientconfig import ClientConfig
+from berth.ecs.arns import Arns
 from berth.errors import BerthError
 from berth.files import private_dir, write_private
 from berth.grpc_options import SERVER_OPTIONS
@@ -35,6 +36,8 @@ from controlplane.controllers.nodes import NodeMonitor
 from controlplane.controllers.scheduling import SchedulingController
 from controlplane.controllers.services import ServiceController
 from controlplane.custom_metrics import CustomMetrics
+from controlplane.ecs.backend import Backend
+from controlplane.ecs.server import EcsApi
 from controlplane.events import EventLog
 from controlplane.leader import LeaderElection
 from controlplane.limits import Limits, TokenBucket, port_policy
@@ -74,6 +77,7 @@ class ControlPlane:
         self._leases: NodeLeases | None = None
         self._server: grpc.aio.Server | None = None
         self._join_server: grpc.aio.Server | None = None
+        self._ecs: EcsApi | None = None
         self._election: LeaderElection | None = None
         self._election_task: asyncio.Task[None] | None = None
         # What the autoscaler observes (controlplane/autoscaling.py).
@@ -120,7 +124,8 @@ class ControlPlane:
         membership = Membership(store, cache, ca, lifetime)
         users = Users(store, ca, datetime.timedelta(days=365))
         await self._write_admin_config(ca, users, operations.access_keys)
-        access = Access(cache, AuditLog(settings.data_dir / "audit.log"))
+        audit = AuditLog(settings.data_dir / "audit.log")
+        access = Access(cache, audit)
         # In memory, per replica: custom metrics pushed through the API and the agents'
         # streams, and the agents' usage reports; the auto-scaler observes both.
         custom_metrics = CustomMetrics()
@@ -176,6 +181,15 @@ class ControlPlane:
         if join.add_secure_port(settings.join_address, tls.join_credentials(ca)) == 0:
             raise OSError(f"cannot listen on {settings.join_address} (--join-listen)")
         await join.start()
+        if settings.ecs_address:
+            self._ecs = EcsApi(
+                Backend(operations, cache, Arns(settings.ecs_region, settings.ecs_account)),
+                operations.access_keys.lookup,
+                audit,
+                None if settings.ecs_insecure_http else certificate,
+                settings.data_dir / "ecs-tls",
+            )
+            await self._ecs.start(settings.ecs_address)
 
         async def lead() -> None:
             # Built afresh on every election, so the node monitor's start-up
@@ -282,6 +296,8 @@ class ControlPlane:
 
     async def stop(self) -> None:
         log.info("event=controlplane_stopping")
+        if self._ecs is not None:
+            await self._ecs.stop()
         if self._join_server is not None:
             await self._join_server.stop(grace=1)
         if self._server is not None:

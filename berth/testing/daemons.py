@@ -98,6 +98,8 @@ class ControlPlaneProcess(Daemon):
         host, _, port = listen.rpartition(":")
         self.address = f"{host}:{port if port != '0' else free_port()}"
         self.join_address = f"{host}:{free_port()}"
+        # Its own free port: the default (--listen's port + 2) may be another test's.
+        self.ecs_address = f"{host}:{free_port()}"
         # The administrator's credentials, written by the control plane at first start.
         self.admin_config = data_dir.parent / f"{data_dir.name}-admin.conf"
         command = [
@@ -108,6 +110,8 @@ class ControlPlaneProcess(Daemon):
             self.address,
             "--join-listen",
             self.join_address,
+            "--ecs-listen",
+            self.ecs_address,
             "--admin-config",
             str(self.admin_config),
             "--data-dir",

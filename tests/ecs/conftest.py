@@ -10,7 +10,7 @@ import docker
 import pytest
 
 from berth.testing.cli import Berth
-from berth.testing.daemons import AgentProcess, ControlPlaneProcess, JoinFlags, free_port
+from berth.testing.daemons import AgentProcess, ControlPlaneProcess, JoinFlags
 from berth.testing.ecs import EcsClients
 
 CLUSTER = "shop"
@@ -19,10 +19,7 @@ CLUSTER = "shop"
 @pytest.fixture(scope="module")
 def ecs_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlaneProcess]:
     base = tmp_path_factory.mktemp("ecs")
-    plane = ControlPlaneProcess(
-        base / "data",
-        ["--ecs-listen", f"127.0.0.1:{free_port()}", "--aws-profile-dir", str(base / "aws")],
-    )
+    plane = ControlPlaneProcess(base / "data", ["--aws-profile-dir", str(base / "aws")])
     plane.start()
     yield plane
     plane.stop()
