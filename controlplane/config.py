@@ -16,6 +16,12 @@ def default_join_listen(listen: str) -> str:
     return f"{host}:{int(port) + 1}" if port.isdigit() and int(port) else f"{host}:0"
 
 
+def default_ecs_listen(listen: str) -> str:
+    """The ECS-compatible API next to the join listener: the same host, port + 2."""
+    host, _, port = listen.rpartition(":")
+    return f"{host}:{int(port) + 2}" if port.isdigit() and int(port) else f"{host}:0"
+
+
 @dataclass(frozen=True)
 class ControlPlaneSettings:
     listen: str
@@ -84,6 +90,11 @@ class ControlPlaneSettings:
     admin_config: Path | None = None
     # The address clients are told (configs, join instructions); empty: from listen.
     advertise: str = ""
+    # The ECS-compatible API (controlplane/ecs): where it listens ("" = off; the default
+    # is --listen's host with its port + 2), and the region and account its ARNs name.
+    ecs_listen: str = ""
+    ecs_region: str = "local"
+    ecs_account: str = "000000000000"
 
     @property
     def quotas(self) -> Quotas:
@@ -102,6 +113,13 @@ class ControlPlaneSettings:
     @property
     def join_address(self) -> str:
         return self.join_listen or default_join_listen(self.listen)
+
+    @property
+    def ecs_address(self) -> str:
+        """Where the ECS-compatible API listens; "" when it is off."""
+        if self.ecs_listen == "off":
+            return ""
+        return self.ecs_listen or default_ecs_listen(self.listen)
 
     @property
     def etcd_tls(self) -> EtcdTLS | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import signal
 import sys
 from pathlib import Path
@@ -22,6 +23,10 @@ from controlplane.validation.images import normalize_registries
 from controlplane.validation.volume_drivers import normalize_drivers
 
 log = logging.getLogger("controlplane")
+
+
+_ECS_REGION = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
+_ECS_ACCOUNT = re.compile(r"[0-9]{12}")
 
 
 def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
@@ -157,6 +162,15 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         default="",
         help="HOST:PORT the CLI config and join instructions give (default: --listen, loopback for 0.0.0.0)",
     )
+    parser.add_argument(
+        "--ecs-listen",
+        default="",
+        help="HOST:PORT of the ECS-compatible API, or 'off' (default: --listen's host, its port + 2)",
+    )
+    parser.add_argument("--ecs-region", default="local", help="the region the ECS API's ARNs name")
+    parser.add_argument(
+        "--ecs-account", default="000000000000", help="the account (12 digits) the ECS API's ARNs name"
+    )
     args = parser.parse_args(argv)
     etcd_files = [args.etcd_cacert, args.etcd_cert, args.etcd_key]
     if any(etcd_files) and not args.etcd:
@@ -172,6 +186,16 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         parser.error("--crash-backoff-first must be above 0 and at most --crash-backoff-max")
     if args.crash_backoff_reset <= 0:
         parser.error("--crash-backoff-reset must be above 0")
+    if not _ECS_REGION.fullmatch(args.ecs_region):
+        parser.error(
+            "--ecs-region: use 1-32 lowercase letters, digits or '-', not starting or ending with '-'"
+        )
+    if not _ECS_ACCOUNT.fullmatch(args.ecs_account):
+        parser.error("--ecs-account: use 12 digits")
+    if args.ecs_listen not in ("", "off"):
+        host, _, port = args.ecs_listen.rpartition(":")
+        if not (host and port.isascii() and port.isdigit() and len(port) <= 5 and int(port) <= 65535):
+            parser.error("--ecs-listen: write HOST:PORT (port 0-65535) or 'off'")
     if args.keep_failed_tasks < 1:
         parser.error("--keep-failed-tasks must be at least 1")
     try:
@@ -227,6 +251,9 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
             else tls.home_config()
         ),
         advertise=args.advertise,
+        ecs_listen=args.ecs_listen,
+        ecs_region=args.ecs_region,
+        ecs_account=args.ecs_account,
     )
 
 

@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 
 from berth import pki
 from berth.clientconfig import ClientConfig
+from berth.ecs.arns import Arns
 from berth.errors import BerthError
 from berth.files import private_dir
 from berth.grpc_options import SERVER_OPTIONS
@@ -130,6 +131,7 @@ class ControlPlane:
             metrics,
             UsageView(cache, agents, usage),
             RightsizingView(cache, usage),
+            Arns(settings.ecs_region, settings.ecs_account),
         )
         operator.advertise_join(settings.join_address)
 

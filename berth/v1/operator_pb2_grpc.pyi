@@ -94,6 +94,8 @@ class OperatorStub:
     """Right-sizing: per container of the service's primary task definition, its
     reservation and what its measured usage suggests (controlplane/rightsizing.py).
     """
+    GetApiSettings: _grpc.UnaryUnaryMultiCallable[_operator_pb2.GetApiSettingsRequest, _operator_pb2.ApiSettings]
+    """The region and account this control plane's ECS ARNs name (berth/ecs/arns.py)."""
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -159,6 +161,8 @@ class OperatorAsyncStub(OperatorStub):
     """Right-sizing: per container of the service's primary task definition, its
     reservation and what its measured usage suggests (controlplane/rightsizing.py).
     """
+    GetApiSettings: _aio.UnaryUnaryMultiCallable[_operator_pb2.GetApiSettingsRequest, _operator_pb2.ApiSettings]  # type: ignore[assignment]
+    """The region and account this control plane's ECS ARNs name (berth/ecs/arns.py)."""
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -461,5 +465,13 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         """Right-sizing: per container of the service's primary task definition, its
         reservation and what its measured usage suggests (controlplane/rightsizing.py).
         """
+
+    @_abc_1.abstractmethod
+    def GetApiSettings(
+        self,
+        request: _operator_pb2.GetApiSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ApiSettings, _abc.Awaitable[_operator_pb2.ApiSettings]]:
+        """The region and account this control plane's ECS ARNs name (berth/ecs/arns.py)."""
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

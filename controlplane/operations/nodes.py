@@ -54,6 +54,7 @@ class NodeSummary:
     running_tasks: int
     connected: bool
     metrics: pb.NodeMetrics | None
+    pending_tasks: int = 0
 
 
 class Nodes:
@@ -144,6 +145,7 @@ class Nodes:
                     cpu_reserved=sum(t.cpu for t in tasks),
                     memory_reserved=sum(t.memory for t in tasks),
                     running_tasks=sum(1 for t in tasks if t.last_status == pb.RUNNING),
+                    pending_tasks=sum(1 for t in tasks if t.last_status == pb.PENDING),
                     connected=self._agents.is_connected(node.id),
                     metrics=self._agents.metrics(node.id),
                 )
