@@ -7,6 +7,8 @@ import typer
 from berth.cli.client import CliContext, api_errors
 from berth.cli.options import command_group
 from berth.cli.output import OutputOption, emit, say
+from berth.ecs import shapes
+from berth.ecs.arns import Arns
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 
@@ -20,10 +22,12 @@ def _status(summary: api.NodeSummary) -> str:
 
 @app.command("list")
 def list_(ctx: typer.Context, output: str = OutputOption) -> None:
-    """List nodes with their status and resources used and free."""
+    """List nodes with their status and resources used and free (-o json|yaml: ECS's
+    ContainerInstance objects, under "containerInstances")."""
     cli: CliContext = ctx.obj
     with api_errors(cli):
         nodes = cli.stub.ListNodes(api.ListNodesRequest()).nodes
+        arns = cli.arns() if output != "table" else Arns()
     emit(
         output,
         nodes,
@@ -41,7 +45,8 @@ def list_(ctx: typer.Context, output: str = OutputOption) -> None:
                 lambda s: ",".join(f"{k}={v}" for k, v in sorted(s.node.attributes.items())) or "-",
             ),
         ],
-        "nodes",
+        "containerInstances",
+        lambda s: shapes.container_instance(arns, s.node, s),
     )
 
 

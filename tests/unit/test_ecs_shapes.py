@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import botocore.session
+import botocore.session  # type: ignore[import-untyped]
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -377,7 +377,7 @@ def test_container_instance() -> None:
 
 def test_botocore_parses_the_shapes() -> None:
     """What boto3 reads: the shapes go through botocore's JSON parser for each operation."""
-    from botocore.parsers import JSONParser
+    from botocore.parsers import JSONParser  # type: ignore[import-untyped]
 
     task = shapes.task(ARNS, _task())
     body = json.dumps({"tasks": [task], "failures": []}).encode()
