@@ -271,7 +271,7 @@ def test_unplaceable_task_stays_pending_and_says_why(
     assert "service big was unable to place a task because no node has 4000000 MiB of free memory" in text
     (task,) = berth.tasks("huge")
     assert task["lastStatus"] == "PENDING"
-    assert expected in task["pendingReason"]
+    assert expected in task["berth"]["pendingReason"]
     berth.ok("service", "delete", "big", "--cluster", "huge")
 
 
