@@ -28,6 +28,7 @@ _ECS_REGION = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
 _ECS_ACCOUNT = re.compile(r"[0-9]{12}")
 
 
+
 def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
     parser = argparse.ArgumentParser(
         prog="berth-controlplane", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -211,6 +212,16 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         parser.error("--crash-backoff-first must be above 0 and at most --crash-backoff-max")
     if args.crash_backoff_reset <= 0:
         parser.error("--crash-backoff-reset must be above 0")
+    if not _ECS_REGION.fullmatch(args.ecs_region):
+        parser.error(
+            "--ecs-region: use 1-32 lowercase letters, digits or '-', not starting or ending with '-'"
+        )
+    if not _ECS_ACCOUNT.fullmatch(args.ecs_account):
+        parser.error("--ecs-account: use 12 digits")
+    if args.ecs_listen not in ("", "off"):
+        host, _, port = args.ecs_listen.rpartition(":")
+        if not (host and port.isascii() and port.isdigit() and len(port) <= 5 and int(port) <= 65535):
+            parser.error("--ecs-listen: write HOST:PORT (port 0-65535) or 'off'")
     if args.keep_failed_tasks < 1:
         parser.error("--keep-failed-tasks must be at least 1")
     try:

@@ -142,6 +142,7 @@ class ControlPlane:
             metrics,
             UsageView(cache, agents, usage),
             RightsizingView(cache, usage),
+            Arns(settings.ecs_region, settings.ecs_account),
         )
         operator.advertise_join(settings.join_address)
 

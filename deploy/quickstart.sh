@@ -47,13 +47,14 @@ def read(*args):
     return json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
 
 for cluster in read("cluster", "list")["clusters"]:
-    name = cluster["name"]
+    name = cluster["clusterName"]
     for service in read("service", "list", "--cluster", name)["services"]:
-        print(f"  service {service['name']} in cluster {name} (desired count {service.get('desiredCount', 0)})")
+        print(f"  service {service['serviceName']} in cluster {name} (desired count {service['desiredCount']})")
     for task in read("task", "list", "--cluster", name)["tasks"]:
         if task["lastStatus"] != "STOPPED":
-            what = task.get("service") or "one-off"
-            print(f"  task {task['id'][:12]} in cluster {name} ({what}, {task['lastStatus']})")
+            what = task["berth"].get("service") or "one-off"
+            task_id = task["taskArn"].rsplit("/", 1)[1]
+            print(f"  task {task_id[:12]} in cluster {name} ({what}, {task['lastStatus']})")
 PY
 }
 
@@ -132,11 +133,11 @@ if ! "$BERTH" service describe web >/dev/null 2>&1; then
   "$BERTH" service create --name web --task-definition web --desired-count 2 --port 80:http
 fi
 running() { "$BERTH" task list --service web -o json | .venv/bin/python -c \
-  'import json,sys; print(" ".join(t["id"] for t in json.load(sys.stdin)["tasks"] if t["lastStatus"]=="RUNNING"))'; }
+  'import json,sys; print(" ".join(t["taskArn"].rsplit("/",1)[1] for t in json.load(sys.stdin)["tasks"] if t["lastStatus"]=="RUNNING"))'; }
 for _ in $(seq 1 100); do [ "$(running | wc -w)" -ge 2 ] && break; sleep 0.2; done
 "$BERTH" task list --service web
 port=$("$BERTH" task list --service web -o json | .venv/bin/python -c \
-  'import json,sys; print([t for t in json.load(sys.stdin)["tasks"] if t["lastStatus"]=="RUNNING"][0]["networkBindings"][0]["hostPort"])')
+  'import json,sys; print([b for t in json.load(sys.stdin)["tasks"] if t["lastStatus"]=="RUNNING" for c in t["containers"] for b in c["networkBindings"]][0]["hostPort"])')
 echo "GET http://127.0.0.1:$port/ -> $(wget -qO- "http://127.0.0.1:$port/" 2>/dev/null || curl -s "http://127.0.0.1:$port/")"
 
 step "killing one container with docker kill"

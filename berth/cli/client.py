@@ -12,6 +12,7 @@ import typer
 
 from berth.cli.output import say
 from berth.clientconfig import ClientConfig, secure_channel
+from berth.ecs.arns import Arns
 from berth.errors import BerthError
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
@@ -27,6 +28,7 @@ class CliContext:
     config_path: Path
     _config: ClientConfig | None = None
     _stub: operator_pb2_grpc.OperatorStub | None = None
+    _arns: Arns | None = None
 
     @property
     def config(self) -> ClientConfig:
@@ -44,6 +46,14 @@ class CliContext:
             config = self.config
             self._stub = operator_pb2_grpc.OperatorStub(secure_channel(self.server or DEFAULT_SERVER, config))
         return self._stub
+
+    def arns(self) -> Arns:
+        """The ARNs this control plane names (its region and account), asked once per command,
+        for `-o json|yaml` (ECS's shapes). Call it inside `api_errors`."""
+        if self._arns is None:
+            settings = self.stub.GetApiSettings(api.GetApiSettingsRequest())
+            self._arns = Arns(settings.region, settings.account)
+        return self._arns
 
 
 def node_names(cli: CliContext) -> dict[str, str]:

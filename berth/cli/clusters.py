@@ -7,6 +7,8 @@ import typer
 from berth.cli.client import CliContext, api_errors
 from berth.cli.options import TagOption, command_group, tags
 from berth.cli.output import OutputOption, age, emit, say
+from berth.ecs import shapes
+from berth.ecs.arns import Arns
 from berth.v1 import operator_pb2 as api
 
 app = command_group("Clusters: named groups of services and tasks.")
@@ -27,11 +29,18 @@ def create(
 
 @app.command("list")
 def list_(ctx: typer.Context, output: str = OutputOption) -> None:
-    """List clusters."""
+    """List clusters (-o json|yaml: ECS's Cluster objects, with their counts)."""
     cli: CliContext = ctx.obj
     with api_errors(cli):
-        clusters = cli.stub.ListClusters(api.ListClustersRequest()).clusters
-    emit(output, clusters, [("NAME", lambda c: c.name), ("AGE", lambda c: age(c.created_at))], "clusters")
+        clusters = cli.stub.ListClusters(api.ListClustersRequest()).descriptions
+        arns = cli.arns() if output != "table" else Arns()
+    emit(
+        output,
+        clusters,
+        [("NAME", lambda d: d.cluster.name), ("AGE", lambda d: age(d.cluster.created_at))],
+        "clusters",
+        lambda d: shapes.cluster(arns, d),
+    )
 
 
 @app.command("delete")

@@ -8,6 +8,8 @@ from berth.cli.client import CliContext, api_errors
 from berth.cli.options import command_group
 from berth.cli.output import OutputOption, emit, say
 from berth.names import node_cluster
+from berth.ecs import shapes
+from berth.ecs.arns import Arns
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 
@@ -27,10 +29,12 @@ def list_(
     ),
     output: str = OutputOption,
 ) -> None:
-    """List nodes with their cluster, status and resources used and free."""
+    """List nodes with their cluster, status and resources used and free (-o json|yaml: ECS's
+    ContainerInstance objects, under "containerInstances")."""
     cli: CliContext = ctx.obj
     with api_errors(cli):
         listed = cli.stub.ListNodes(api.ListNodesRequest()).nodes
+        arns = cli.arns() if output != "table" else Arns()
     nodes = [s for s in listed if cluster is None or node_cluster(s.node) == cluster]
     emit(
         output,
@@ -50,7 +54,8 @@ def list_(
                 lambda s: ",".join(f"{k}={v}" for k, v in sorted(s.node.attributes.items())) or "-",
             ),
         ],
-        "nodes",
+        "containerInstances",
+        lambda s: shapes.container_instance(arns, s.node, s),
     )
 
 

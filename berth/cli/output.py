@@ -85,11 +85,24 @@ def to_data(message: Message) -> dict[str, Any]:
     return MessageToDict(message, always_print_fields_with_no_presence=True)
 
 
-def emit(output: str, items: Sequence[Message], columns: Sequence[Column], key: str) -> None:
+Shape = Callable[[Any], dict[str, Any]]
+
+
+def print_data(output: str, data: Any) -> None:
+    """`data` as JSON or YAML (output is "json" or "yaml")."""
     if output == "json":
-        print(json.dumps({key: [to_data(m) for m in items]}, indent=2))
-    elif output == "yaml":
-        print(yaml.safe_dump({key: [to_data(m) for m in items]}, sort_keys=False), end="")
+        print(json.dumps(data, indent=2))
+    else:
+        print(yaml.safe_dump(data, sort_keys=False), end="")
+
+
+def emit(
+    output: str, items: Sequence[Message], columns: Sequence[Column], key: str, shape: Shape | None = None
+) -> None:
+    """A table, or `{key: [...]}` as JSON or YAML: each item through `shape` (its ECS
+    object, berth.ecs.shapes) when given, else the message's own JSON mapping."""
+    if output in ("json", "yaml"):
+        print_data(output, {key: [shape(m) if shape else to_data(m) for m in items]})
     else:
         table = Table(box=None, header_style="bold", pad_edge=False)
         for title, _ in columns:
@@ -100,11 +113,9 @@ def emit(output: str, items: Sequence[Message], columns: Sequence[Column], key: 
         data_console().print(table)
 
 
-def emit_one(output: str, message: Message, describe: Callable[[], None]) -> None:
-    if output == "json":
-        print(json.dumps(to_data(message), indent=2))
-    elif output == "yaml":
-        print(yaml.safe_dump(to_data(message), sort_keys=False), end="")
+def emit_one(output: str, message: Message, describe: Callable[[], None], shape: Shape | None = None) -> None:
+    if output in ("json", "yaml"):
+        print_data(output, shape(message) if shape else to_data(message))
     else:
         describe()
 

@@ -22,6 +22,8 @@ from berth.cli.deployments import (
 from berth.cli.options import ClusterOption, TagOption, command_group, tags
 from berth.cli.output import OutputOption, age, data_console, emit, emit_one, say
 from berth.cli.placement import PlacementConstraintsOption, PlacementStrategyOption
+from berth.ecs import shapes
+from berth.ecs.arns import Arns
 from berth.names import protocol_name, shown
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
@@ -141,10 +143,21 @@ def list_(
     cluster: str = ClusterOption,
     output: str = OutputOption,
 ) -> None:
-    """List the services of a cluster."""
+    """List the services of a cluster (-o json|yaml: ECS's Service objects, counts and
+    deployments included)."""
     cli: CliContext = ctx.obj
     with api_errors(cli):
         services = cli.stub.ListServices(api.ListServicesRequest(cluster=cluster)).services
+        arns = cli.arns() if output != "table" else Arns()
+        # ECS's Service carries the counts and events only a describe has.
+        described = (
+            {
+                s.name: cli.stub.DescribeService(api.ServiceRef(cluster=s.cluster, name=s.name))
+                for s in services
+            }
+            if output != "table"
+            else {}
+        )
     emit(
         output,
         services,
@@ -156,6 +169,7 @@ def list_(
             ("AGE", lambda s: age(s.created_at)),
         ],
         "services",
+        lambda s: shapes.service(arns, described[s.name]),
     )
 
 
@@ -170,6 +184,7 @@ def describe(
     cli: CliContext = ctx.obj
     with api_errors(cli):
         description = cli.stub.DescribeService(api.ServiceRef(cluster=cluster, name=name))
+        arns = cli.arns() if output != "table" else Arns()
 
     def show() -> None:
         s = description.service
@@ -221,7 +236,7 @@ def describe(
         for event in description.events[:20]:
             console.print(f"  {age(event.created_at):>4} ago  {event.message}")
 
-    emit_one(output, description, show)
+    emit_one(output, description, show, lambda d: shapes.service(arns, d))
 
 
 def _timestamp(stamp: Timestamp) -> str:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 import typer
-import yaml
 from rich.text import Text
 
 from berth.cli.client import CliContext, api_errors, fail, read_argument_file
 from berth.cli.options import command_group
-from berth.cli.output import OutputOption, age, data_console, emit, say
+from berth.cli.output import OutputOption, age, data_console, emit, emit_one, say
+from berth.ecs import shapes
+from berth.ecs.arns import Arns
 from berth.errors import InvalidArgument
 from berth.names import protocol_name
 from berth.taskdef import load_json, parse_container_definitions, parse_register_document, to_ecs_document
@@ -97,6 +98,7 @@ def list_(
     cli: CliContext = ctx.obj
     with api_errors(cli):
         items = cli.stub.ListTaskDefinitions(api.ListTaskDefinitionsRequest(family=family)).task_definitions
+        arns = cli.arns() if output != "table" else Arns()
     emit(
         output,
         items,
@@ -107,6 +109,7 @@ def list_(
             ("AGE", lambda t: age(t.registered_at)),
         ],
         "taskDefinitions",
+        lambda td: shapes.task_definition(arns, td),
     )
 
 
@@ -118,12 +121,14 @@ def describe(
 ) -> None:
     """Show one task definition (the newest active revision if none is given).
 
-    -o json and -o yaml print it in ECS's shape, which `register --cli-input-json` takes back."""
+    -o json and -o yaml print ECS's TaskDefinition object, which `register --cli-input-json`
+    takes back (its read-only fields ignored, with a note)."""
     cli: CliContext = ctx.obj
     with api_errors(cli):
         td = cli.stub.DescribeTaskDefinition(
             api.DescribeTaskDefinitionRequest(task_definition=task_definition)
         )
+        arns = cli.arns() if output != "table" else Arns()
 
     def show() -> None:
         console = data_console()
@@ -155,12 +160,7 @@ def describe(
                 # A reference only: the value never leaves the control plane except to the task's node.
                 console.print(f"    secret {reference.name} from {reference.value_from}")
 
-    if output == "json":
-        print(json.dumps(to_ecs_document(td), indent=2))
-    elif output == "yaml":
-        print(yaml.safe_dump(to_ecs_document(td), sort_keys=False), end="")
-    else:
-        show()
+    emit_one(output, td, show, lambda t: shapes.task_definition(arns, t))
 
 
 @app.command("deregister")

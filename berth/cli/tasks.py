@@ -22,6 +22,8 @@ from berth.cli.output import (
     status_name,
 )
 from berth.cli.placement import PlacementConstraintsOption, PlacementStrategyOption
+from berth.ecs import shapes
+from berth.ecs.arns import Arns
 from berth.names import protocol_name
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
@@ -77,6 +79,7 @@ def list_(
             api.ListTasksRequest(cluster=cluster, service=service, include_stopped=True)
         ).tasks
         names = node_names(cli) if output == "table" else {}
+        arns = cli.arns() if output != "table" else Arns()
     emit(
         output,
         tasks,
@@ -94,6 +97,7 @@ def list_(
             ("AGE", lambda t: age(t.created_at)),
         ],
         "tasks",
+        lambda t: shapes.task(arns, t),
     )
 
 
@@ -109,6 +113,7 @@ def describe(
     with api_errors(cli):
         task = cli.stub.DescribeTask(api.TaskRef(cluster=cluster, id=task_id))
         names = node_names(cli) if output == "table" and task.node_id else {}
+        arns = cli.arns() if output != "table" else Arns()
 
     def show() -> None:
         console = data_console()
@@ -148,7 +153,7 @@ def describe(
             for line in kept.lines:
                 console.print(f"  | {line}")  # the console escapes control characters
 
-    emit_one(output, task, show)
+    emit_one(output, task, show, lambda t: shapes.task(arns, t))
 
 
 @app.command("run")

@@ -31,6 +31,58 @@ class CliResult:
         assert message in lines[0]
 
 
+# The CLI's -o json prints ECS's objects (berth.ecs.shapes); these read the facts tests
+# check most often out of them.
+
+
+def arn_name(arn: str) -> str:
+    """The last part of an ARN: a task's id, a service's or cluster's name."""
+    return arn.rsplit("/", 1)[-1]
+
+
+def id_of(task: dict[str, Any]) -> str:
+    return arn_name(task["taskArn"])
+
+
+def node_of(task: dict[str, Any]) -> str:
+    """The node id a task is placed on ("" while unplaced)."""
+    return str(task["berth"].get("nodeId", ""))
+
+
+def service_of(task: dict[str, Any]) -> str:
+    """The service that started a task ("" for a one-off task)."""
+    return str(task["berth"].get("service", ""))
+
+
+def exit_code_of(task: dict[str, Any]) -> int | None:
+    """The task's exit code (its essential container's), None when it has none."""
+    code = task["berth"].get("exitCode")
+    return None if code is None else int(code)
+
+
+def definition_of(task_or_arn: dict[str, Any] | str) -> str:
+    """ "family:revision" of a task's definition, or of a task definition ARN (a service's
+    or a deployment's taskDefinition)."""
+    arn = task_or_arn if isinstance(task_or_arn, str) else str(task_or_arn["taskDefinitionArn"])
+    return arn.split(":task-definition/", 1)[1]
+
+
+def bindings(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every network binding of a task's containers."""
+    return [b for c in task["containers"] for b in c["networkBindings"]]
+
+
+def container_of(task: dict[str, Any], name: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = [c for c in task["containers"] if c["name"] == name]
+    assert found, f"task {id_of(task)} has no container {name!r}"
+    return found[0]
+
+
+def node_id_of(instance: dict[str, Any]) -> str:
+    """A container instance's (node's) Berth id."""
+    return str(instance["berth"]["nodeId"])
+
+
 class Berth:
     """The CLI in-process, as one user: `config` holds their credentials (None: found as
     the CLI finds them, `--config`, then BERTH_CONFIG, then ~/.config/berth/config)."""
@@ -73,9 +125,14 @@ class Berth:
         running = self.running(cluster, service)
         return running if len(running) == count else None
 
+    def instances(self) -> list[dict[str, Any]]:
+        """The nodes, as ECS's container instances (`node list -o json`)."""
+        nodes: list[dict[str, Any]] = self.ok("node", "list", "-o", "json").json()["containerInstances"]
+        return nodes
+
     def nodes_exactly(self, count: int) -> list[dict[str, Any]] | None:
         """The nodes when there are exactly `count` of them, else None (for wait_until)."""
-        nodes: list[dict[str, Any]] = self.ok("node", "list", "-o", "json").json()["nodes"]
+        nodes = self.instances()
         return nodes if len(nodes) == count else None
 
     def register(self, family: str, containers: list[dict[str, Any]], directory: Path) -> CliResult:

@@ -66,16 +66,22 @@ class ListClustersResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CLUSTERS_FIELD_NUMBER: _builtins.int
+    DESCRIPTIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def clusters(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Cluster]: ...
+    @_builtins.property
+    def descriptions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClusterDescription]:
+        """The same clusters (by name) with their counts, as ECS's DescribeClusters shows them."""
+
     def __init__(
         self,
         *,
         clusters: _abc.Iterable[_resources_pb2.Cluster] | None = ...,
+        descriptions: _abc.Iterable[Global___ClusterDescription] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clusters", b"clusters"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clusters", b"clusters", "descriptions", b"descriptions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -769,10 +775,13 @@ class NodeSummary(_message.Message):
     RUNNING_TASKS_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
     CONNECTED_FIELD_NUMBER: _builtins.int
+    PENDING_TASKS_FIELD_NUMBER: _builtins.int
     cpu_reserved: _builtins.int
     memory_reserved: _builtins.int
     running_tasks: _builtins.int
     connected: _builtins.bool
+    pending_tasks: _builtins.int
+    """Tasks placed on it and PENDING (not yet started by its agent)."""
     @_builtins.property
     def node(self) -> _resources_pb2.Node: ...
     @_builtins.property
@@ -786,10 +795,11 @@ class NodeSummary(_message.Message):
         running_tasks: _builtins.int = ...,
         metrics: _resources_pb2.NodeMetrics | None = ...,
         connected: _builtins.bool = ...,
+        pending_tasks: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["metrics", b"metrics", "node", b"node"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "cpu_reserved", b"cpu_reserved", "memory_reserved", b"memory_reserved", "metrics", b"metrics", "node", b"node", "running_tasks", b"running_tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "cpu_reserved", b"cpu_reserved", "memory_reserved", b"memory_reserved", "metrics", b"metrics", "node", b"node", "pending_tasks", b"pending_tasks", "running_tasks", b"running_tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1712,3 +1722,76 @@ class DeleteAccessKeyRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteAccessKeyRequest: _TypeAlias = DeleteAccessKeyRequest  # noqa: Y015
+
+@_typing.final
+class GetApiSettingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetApiSettingsRequest: _TypeAlias = GetApiSettingsRequest  # noqa: Y015
+
+@_typing.final
+class ApiSettings(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGION_FIELD_NUMBER: _builtins.int
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    region: _builtins.str
+    account: _builtins.str
+    def __init__(
+        self,
+        *,
+        region: _builtins.str = ...,
+        account: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "region", b"region"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApiSettings: _TypeAlias = ApiSettings  # noqa: Y015
+
+@_typing.final
+class ClusterDescription(_message.Message):
+    """A cluster with its counts (ECS's Cluster object: berth/ecs/shapes.py)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUSTER_FIELD_NUMBER: _builtins.int
+    REGISTERED_CONTAINER_INSTANCES_FIELD_NUMBER: _builtins.int
+    RUNNING_TASKS_FIELD_NUMBER: _builtins.int
+    PENDING_TASKS_FIELD_NUMBER: _builtins.int
+    ACTIVE_SERVICES_FIELD_NUMBER: _builtins.int
+    registered_container_instances: _builtins.int
+    """Nodes registered in it (berth-agent --cluster)."""
+    running_tasks: _builtins.int
+    pending_tasks: _builtins.int
+    active_services: _builtins.int
+    """Services not being deleted."""
+    @_builtins.property
+    def cluster(self) -> _resources_pb2.Cluster: ...
+    def __init__(
+        self,
+        *,
+        cluster: _resources_pb2.Cluster | None = ...,
+        registered_container_instances: _builtins.int = ...,
+        running_tasks: _builtins.int = ...,
+        pending_tasks: _builtins.int = ...,
+        active_services: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_services", b"active_services", "cluster", b"cluster", "pending_tasks", b"pending_tasks", "registered_container_instances", b"registered_container_instances", "running_tasks", b"running_tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClusterDescription: _TypeAlias = ClusterDescription  # noqa: Y015

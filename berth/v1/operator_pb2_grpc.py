@@ -251,6 +251,11 @@ class OperatorStub:
                 request_serializer=berth_dot_v1_dot_operator__pb2.DeleteAccessKeyRequest.SerializeToString,
                 response_deserializer=berth_dot_v1_dot_resources__pb2.AccessKey.FromString,
                 _registered_method=True)
+        self.GetApiSettings = channel.unary_unary(
+                '/berth.v1.Operator/GetApiSettings',
+                request_serializer=berth_dot_v1_dot_operator__pb2.GetApiSettingsRequest.SerializeToString,
+                response_deserializer=berth_dot_v1_dot_operator__pb2.ApiSettings.FromString,
+                _registered_method=True)
 
 
 class OperatorServicer:
@@ -532,6 +537,13 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetApiSettings(self, request, context):
+        """The region and account this control plane's ECS ARNs name (berth/ecs/arns.py).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -749,6 +761,11 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.DeleteAccessKey,
                     request_deserializer=berth_dot_v1_dot_operator__pb2.DeleteAccessKeyRequest.FromString,
                     response_serializer=berth_dot_v1_dot_resources__pb2.AccessKey.SerializeToString,
+            ),
+            'GetApiSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetApiSettings,
+                    request_deserializer=berth_dot_v1_dot_operator__pb2.GetApiSettingsRequest.FromString,
+                    response_serializer=berth_dot_v1_dot_operator__pb2.ApiSettings.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1912,6 +1929,33 @@ class Operator:
             '/berth.v1.Operator/DeleteAccessKey',
             berth_dot_v1_dot_operator__pb2.DeleteAccessKeyRequest.SerializeToString,
             berth_dot_v1_dot_resources__pb2.AccessKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetApiSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.v1.Operator/GetApiSettings',
+            berth_dot_v1_dot_operator__pb2.GetApiSettingsRequest.SerializeToString,
+            berth_dot_v1_dot_operator__pb2.ApiSettings.FromString,
             options,
             channel_credentials,
             insecure,

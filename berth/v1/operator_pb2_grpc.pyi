@@ -98,6 +98,8 @@ class OperatorStub:
     """Access keys for the ECS-compatible API (SigV4): the secret is shown once, at creation."""
     ListAccessKeys: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListAccessKeysRequest, _operator_pb2.ListAccessKeysResponse]
     DeleteAccessKey: _grpc.UnaryUnaryMultiCallable[_operator_pb2.DeleteAccessKeyRequest, _resources_pb2.AccessKey]
+    GetApiSettings: _grpc.UnaryUnaryMultiCallable[_operator_pb2.GetApiSettingsRequest, _operator_pb2.ApiSettings]
+    """The region and account this control plane's ECS ARNs name (berth/ecs/arns.py)."""
 
 @_typing.type_check_only
 class OperatorAsyncStub(OperatorStub):
@@ -167,6 +169,8 @@ class OperatorAsyncStub(OperatorStub):
     """Access keys for the ECS-compatible API (SigV4): the secret is shown once, at creation."""
     ListAccessKeys: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListAccessKeysRequest, _operator_pb2.ListAccessKeysResponse]  # type: ignore[assignment]
     DeleteAccessKey: _aio.UnaryUnaryMultiCallable[_operator_pb2.DeleteAccessKeyRequest, _resources_pb2.AccessKey]  # type: ignore[assignment]
+    GetApiSettings: _aio.UnaryUnaryMultiCallable[_operator_pb2.GetApiSettingsRequest, _operator_pb2.ApiSettings]  # type: ignore[assignment]
+    """The region and account this control plane's ECS ARNs name (berth/ecs/arns.py)."""
 
 class OperatorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -491,5 +495,13 @@ class OperatorServicer(metaclass=_abc_1.ABCMeta):
         request: _operator_pb2.DeleteAccessKeyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.AccessKey, _abc.Awaitable[_resources_pb2.AccessKey]]: ...
+
+    @_abc_1.abstractmethod
+    def GetApiSettings(
+        self,
+        request: _operator_pb2.GetApiSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ApiSettings, _abc.Awaitable[_operator_pb2.ApiSettings]]:
+        """The region and account this control plane's ECS ARNs name (berth/ecs/arns.py)."""
 
 def add_OperatorServicer_to_server(servicer: OperatorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -63,6 +63,7 @@ VIEWER = {
     "ListMetrics",
     "GetUsage",
     "RecommendResources",
+    "GetApiSettings",
 }
 DEPLOYER = {
     "RegisterTaskDefinition",

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 
 from berth import pki
+from berth.ecs.arns import Arns
 from berth.errors import FailedPrecondition
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
@@ -39,8 +40,10 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         metrics: Metrics | None = None,
         usage: UsageView | None = None,
         rightsizing: RightsizingView | None = None,
+        arns: Arns | None = None,
     ) -> None:
         self._ops = operations
+        self._arns = arns or Arns()
         self._metrics = metrics
         self._usage = usage
         self._rightsizing = rightsizing
@@ -63,7 +66,8 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
     async def ListClusters(
         self, request: api.ListClustersRequest, context: Context
     ) -> api.ListClustersResponse:
-        return api.ListClustersResponse(clusters=await self._ops.clusters.all())
+        descriptions = await self._ops.clusters.describe_all()
+        return api.ListClustersResponse(clusters=await self._ops.clusters.all(), descriptions=descriptions)
 
     @grpc_errors
     async def DeleteCluster(self, request: api.DeleteClusterRequest, context: Context) -> pb.Cluster:
@@ -364,3 +368,9 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         if self._rightsizing is None:
             raise FailedPrecondition("this control plane keeps no usage window")
         return self._rightsizing.recommend(request)
+
+    # -- the ECS vocabulary ------------------------------------------------------
+
+    @grpc_errors
+    async def GetApiSettings(self, request: api.GetApiSettingsRequest, context: Context) -> api.ApiSettings:
+        return api.ApiSettings(region=self._arns.region, account=self._arns.account)

@@ -21,6 +21,7 @@ from berth.errors import (
     NotFound,
 )
 from berth.names import DEFAULT_CLUSTER, check_dns_label, node_cluster
+from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 from controlplane.cache import ClusterCache
 from controlplane.limits import Quotas
@@ -71,6 +72,43 @@ class Clusters:
     async def all(self) -> list[pb.Cluster]:
         clusters, _ = await self._store.scan(keys.CLUSTERS, pb.Cluster)
         return [c.value for c in clusters]
+
+    async def describe_all(self) -> list[api.ClusterDescription]:
+        """Every cluster with its counts (ECS's DescribeClusters), by name, from the cache."""
+        return self._descriptions([c.value for c in self._cache.clusters()])
+
+    async def describe(self, name: str) -> api.ClusterDescription:
+        """One cluster with its counts; NotFound if it does not exist."""
+        name = cluster_name(name)
+        found = self._cache.cluster(name)
+        if found is None:
+            raise NotFound(f"cluster {name!r} does not exist; create it with `berth cluster create {name}`")
+        return self._descriptions([found.value])[0]
+
+    def _descriptions(self, clusters: list[pb.Cluster]) -> list[api.ClusterDescription]:
+        # One pass over tasks and services for all clusters asked about.
+        described = {
+            c.name: api.ClusterDescription(
+                cluster=c,
+            )
+            for c in clusters
+        }
+        for node_record in self._cache.nodes():
+            found = described.get(node_cluster(node_record.value))
+            if found is not None:
+                found.registered_container_instances += 1
+        for task_record in self._cache.tasks():
+            task = task_record.value
+            found = described.get(task.cluster)
+            if found is not None:
+                found.running_tasks += task.last_status == pb.RUNNING
+                found.pending_tasks += task.last_status == pb.PENDING
+        for service_record in self._cache.services():
+            service = service_record.value
+            found = described.get(service.cluster)
+            if found is not None and service.status != pb.SERVICE_DRAINING:
+                found.active_services += 1
+        return [described[name] for name in sorted(described)]
 
     async def delete(self, name: str) -> pb.Cluster:
         """Delete an empty cluster; like ECS, one with services, live tasks or nodes is refused."""

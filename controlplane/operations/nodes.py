@@ -63,6 +63,7 @@ class NodeSummary:
     running_tasks: int
     connected: bool
     metrics: pb.NodeMetrics | None
+    pending_tasks: int = 0
 
 
 def summary_message(summary: NodeSummary) -> api.NodeSummary:
@@ -73,6 +74,7 @@ def summary_message(summary: NodeSummary) -> api.NodeSummary:
         memory_reserved=summary.memory_reserved,
         running_tasks=summary.running_tasks,
         connected=summary.connected,
+        pending_tasks=summary.pending_tasks,
     )
     if summary.metrics is not None:
         message.metrics.CopyFrom(summary.metrics)
@@ -215,6 +217,7 @@ class Nodes:
                     cpu_reserved=sum(t.cpu for t in tasks),
                     memory_reserved=sum(t.memory for t in tasks),
                     running_tasks=sum(1 for t in tasks if t.last_status == pb.RUNNING),
+                    pending_tasks=sum(1 for t in tasks if t.last_status == pb.PENDING),
                     connected=self._agents.is_connected(node.id),
                     metrics=self._agents.metrics(node.id),
                 )

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from berth import pki
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, id_of
 from berth.testing.daemons import REPO, AgentProcess, ControlPlaneProcess, JoinFlags
 from berth.testing.waiting import wait_until
 
@@ -63,7 +63,7 @@ def test_the_certificate_is_renewed_before_expiry_and_no_task_restarts(
             "--desired-count", "2",
         )  # fmt: skip
         wait_until(lambda: berth.running_exactly("renew", 2), 30, "2 RUNNING")
-        tasks = sorted(t["id"] for t in berth.tasks("renew"))
+        tasks = sorted(id_of(t) for t in berth.tasks("renew"))
         containers = {c.id: c.started_at for c in agent.containers()}
         assert len(containers) == 2
 
@@ -75,7 +75,7 @@ def test_the_certificate_is_renewed_before_expiry_and_no_task_restarts(
 
         time.sleep(3)  # room for anything to go wrong after the reconnect
         assert agent.connections() == 2, "the renewal reconnected more than once"
-        assert sorted(t["id"] for t in berth.tasks("renew")) == tasks
+        assert sorted(id_of(t) for t in berth.tasks("renew")) == tasks
         assert all(t["lastStatus"] == "RUNNING" for t in berth.tasks("renew"))
         assert {c.id: c.started_at for c in agent.containers()} == containers, "containers restarted"
     finally:

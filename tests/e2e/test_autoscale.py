@@ -43,7 +43,7 @@ def test_a_policy_is_set_shown_and_removed(prepared: Berth) -> None:
     assert shown["scalingPolicy"]["target"] == 60
     assert shown["scalingPolicy"]["maxCount"] == 5
     full = berth.ok("service", "describe", "scaled", "-o", "json").json()
-    assert full["service"]["scalingPolicy"]["scaleInWindow"] == 300
+    assert full["berth"]["scalingPolicy"]["scaleInWindow"] == 300
     # The policy's event says what was set.
     events = berth.ok("service", "events", "scaled").stdout
     assert "scaling policy set: cpu target 60%" in events
@@ -62,7 +62,7 @@ def test_a_policy_is_set_shown_and_removed(prepared: Berth) -> None:
     removed = berth.ok("service", "autoscale", "scaled", "--remove").stdout
     assert removed.strip() == "service scaled: scaling policy removed; desired count stays 0"
     assert berth.ok("service", "autoscale", "scaled").stdout.strip() == "service scaled has no scaling policy"
-    assert "scalingPolicy" not in berth.ok("service", "describe", "scaled", "-o", "json").json()["service"]
+    assert "scalingPolicy" not in berth.ok("service", "describe", "scaled", "-o", "json").json()["berth"]
 
 
 def _policy(*extra: str, service: str = "scaled") -> list[str]:

@@ -14,7 +14,7 @@ import docker
 import pytest
 
 from agent.runtime.docker_state import unix_time
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, id_of
 from berth.testing.daemons import AgentProcess
 from berth.testing.waiting import wait_until
 
@@ -164,7 +164,7 @@ def test_a_success_dependency_that_fails_stops_the_task_before_the_app_starts(
     task_id = _run(berth, tmp_path, "order", "failing", containers)
     try:
         task, _ = wait_until(lambda: _status(berth, "order", task_id, "STOPPED"), 60, "the task STOPPED")
-        assert task["stopCode"] == "TASK_FAILED_TO_START"
+        assert task["stopCode"] == "TaskFailedToStart"
         assert task["stoppedReason"] == (
             "DependencyError: container app needs migrate to be SUCCESS, but migrate exited with code 1"
         )
@@ -242,7 +242,7 @@ def test_a_stop_while_a_container_waits_ends_the_start_and_removes_its_container
         assert _describe(berth, "order", task_id)["lastStatus"] == "PENDING"
         _stop(berth, "order", task_id)
         task, _ = wait_until(lambda: _status(berth, "order", task_id, "STOPPED"), 60, "the task STOPPED")
-        assert task["stopCode"] == "USER_INITIATED"
+        assert task["stopCode"] == "UserInitiated"
         wait_until(lambda: not _engine_containers(agent, task_id), 30, "the task's containers removed")
     finally:
         _stop(berth, "order", task_id)
@@ -284,20 +284,24 @@ def test_a_container_is_restarted_in_place_then_not_after_an_early_exit(
         # Still the same RUNNING task, its restart recorded at once (the second run lasts 10 s).
         def restart_recorded() -> dict[str, Any] | None:
             task = _status(berth, "restarts", task_id, "RUNNING")
-            return task if task is not None and task["containers"][0].get("restartCount") == 1 else None
+            return (
+                task
+                if task is not None and task["containers"][0].get("berth", {}).get("restartCount") == 1
+                else None
+            )
 
         running, _ = wait_until(restart_recorded, 8, "the restart recorded on the RUNNING task")
-        assert running["containers"][0]["dockerId"] == first["Id"]
+        assert running["containers"][0]["runtimeId"] == first["Id"]
 
         stopped, _ = wait_until(
             lambda: _status(berth, "restarts", task_id, "STOPPED"), 60, "the task STOPPED"
         )
-        assert stopped["stopCode"] == "ESSENTIAL_CONTAINER_EXITED"
+        assert stopped["stopCode"] == "EssentialContainerExited"
         (state,) = stopped["containers"]
-        assert state["dockerId"] == first["Id"]
-        assert state["restartCount"] == 1
+        assert state["runtimeId"] == first["Id"]
+        assert state["berth"]["restartCount"] == 1
         assert state["exitCode"] == 1
         # One task all along: restarted within its task, never replaced.
-        assert [t["id"] for t in berth.tasks("restarts")] == [task_id]
+        assert [id_of(t) for t in berth.tasks("restarts")] == [task_id]
     finally:
         _stop(berth, "restarts", task_id)

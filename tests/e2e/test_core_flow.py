@@ -13,7 +13,7 @@ import psutil
 import pytest
 import yaml
 
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, bindings, exit_code_of, id_of
 from berth.testing.daemons import REPO, AgentProcess, ControlPlaneProcess, JoinFlags
 from berth.testing.waiting import wait_until
 
@@ -43,7 +43,7 @@ def test_service_of_two_runs_and_serves(berth: Berth, agent: AgentProcess) -> No
 
     running, seconds = wait_until(lambda: berth.running_exactly("flow", 2, "web"), 10, "2 RUNNING tasks")
     print(f"service of 2 RUNNING after {seconds:.2f}s")
-    ports = [t["networkBindings"][0]["hostPort"] for t in running]
+    ports = [bindings(t)[0]["hostPort"] for t in running]
     assert all(port > 0 for port in ports) and len(set(ports)) == 2
     # The table shows each task's host port too.
     table = berth.ok("task", "list", "--cluster", "flow").stdout
@@ -100,7 +100,7 @@ def test_killed_container_is_replaced_and_recorded(berth: Berth, agent: AgentPro
     )
     before, _ = wait_until(lambda: berth.running_exactly("heal", 2), 10, "2 RUNNING")
     victim = before[0]
-    container_id = victim["containers"][0]["dockerId"]
+    container_id = victim["containers"][0]["runtimeId"]
     import docker
 
     client = docker.from_env()
@@ -108,19 +108,19 @@ def test_killed_container_is_replaced_and_recorded(berth: Berth, agent: AgentPro
 
     def replaced() -> list[dict[str, Any]] | None:
         running = berth.running("heal")
-        ids = {t["id"] for t in running}
-        return running if len(running) == 2 and victim["id"] not in ids else None
+        ids = {id_of(t) for t in running}
+        return running if len(running) == 2 and id_of(victim) not in ids else None
 
     _, seconds = wait_until(replaced, 3, "a replacement RUNNING within 3 s of docker kill", interval=0.05)
     print(f"replacement RUNNING {seconds:.2f}s after docker kill")
-    stopped = next(t for t in berth.tasks("heal") if t["id"] == victim["id"])
+    stopped = next(t for t in berth.tasks("heal") if id_of(t) == id_of(victim))
     assert stopped["lastStatus"] == "STOPPED"
-    assert stopped["exitCode"] == 137
+    assert exit_code_of(stopped) == 137
     assert stopped["stoppedReason"] == "Essential container in task exited"
-    assert stopped["stopCode"] == "ESSENTIAL_CONTAINER_EXITED"
+    assert stopped["stopCode"] == "EssentialContainerExited"
     # Still listed in the table, with its exit code.
     table = berth.ok("task", "list", "--cluster", "heal").stdout
-    assert victim["id"][:12] in table and "137" in table
+    assert id_of(victim)[:12] in table and "137" in table
     client.close()
 
 
@@ -151,7 +151,7 @@ def test_scale_up_down_and_delete(berth: Berth, agent: AgentProcess) -> None:
     wait_until(scaled_in, 30, "1 task left")
     stopped = [t for t in berth.tasks("scale") if t["lastStatus"] == "STOPPED"]
     assert len(stopped) == 4
-    assert all(t["stopCode"] == "SERVICE_SCHEDULER_INITIATED" for t in stopped)
+    assert all(t["stopCode"] == "ServiceSchedulerInitiated" for t in stopped)
 
     def containers_of_cluster() -> list[object]:
         return [c for c in agent.containers(all=True) if c.labels.get("berth.cluster") == "scale"]
@@ -192,7 +192,7 @@ def test_one_off_task_runs_to_completion_and_stop_stops(
         return task if task["lastStatus"] == "STOPPED" else None
 
     done, _ = wait_until(finished, 20, "the one-off task to finish")
-    assert done["exitCode"] == 3
+    assert exit_code_of(done) == 3
     assert "exit code:        3" in berth.ok("task", "describe", task_id[:8], "--cluster", "oneoff").stdout
 
     sleeper = tmp_path / "sleeper.json"
@@ -232,9 +232,9 @@ def test_one_off_task_runs_to_completion_and_stop_stops(
         20,
         "the stopped task",
     )
-    assert stopped["stopCode"] == "USER_INITIATED"
+    assert stopped["stopCode"] == "UserInitiated"
     assert stopped["stoppedReason"] == "Task stopped by user"
-    assert stopped["exitCode"] == 0  # it handled SIGTERM itself
+    assert exit_code_of(stopped) == 0  # it handled SIGTERM itself
     wait_until(
         lambda: not [c for c in agent.containers(all=True) if c.labels.get("berth.cluster") == "oneoff"],
         15,
@@ -271,7 +271,7 @@ def test_unplaceable_task_stays_pending_and_says_why(
     assert "service big was unable to place a task because no node has 4000000 MiB of free memory" in text
     (task,) = berth.tasks("huge")
     assert task["lastStatus"] == "PENDING"
-    assert expected in task["pendingReason"]
+    assert expected in task["berth"]["pendingReason"]
     berth.ok("service", "delete", "big", "--cluster", "huge")
 
 
@@ -320,13 +320,15 @@ def test_a_cluster_with_a_running_task_cannot_be_deleted(
     assert "still has 1 task(s) not STOPPED" in message and task_id[:12] in message, message
     assert "stop its tasks first" in message
     # Refusing orphaned nothing: the cluster and its container are still there.
-    assert "keep" in {c["name"] for c in berth.ok("cluster", "list", "-o", "json").json()["clusters"]}
+    assert "keep" in {c["clusterName"] for c in berth.ok("cluster", "list", "-o", "json").json()["clusters"]}
     running_ids = {c.id for c in agent.containers()}
-    assert task["containers"][0]["dockerId"] in running_ids
+    assert task["containers"][0]["runtimeId"] in running_ids
     berth.ok("task", "stop", task_id, "--cluster", "keep")
     _wait_status(berth, "keep", task_id, "STOPPED", 10)
     assert "deleted" in berth.ok("cluster", "delete", "keep").stdout
-    assert "keep" not in {c["name"] for c in berth.ok("cluster", "list", "-o", "json").json()["clusters"]}
+    assert "keep" not in {
+        c["clusterName"] for c in berth.ok("cluster", "list", "-o", "json").json()["clusters"]
+    }
 
 
 def test_task_list_for_a_service_that_does_not_exist_says_so(berth: Berth) -> None:
@@ -352,7 +354,7 @@ def test_the_demo_web_server_stops_promptly_on_sigterm(
     seconds = time.monotonic() - started
     print(f"web task STOPPED {seconds:.2f}s after task stop (stop timeout {stop_timeout}s)")
     assert seconds < stop_timeout / 2, f"took {seconds:.2f}s: SIGTERM was ignored until the stop timeout"
-    assert stopped["exitCode"] in (0, 143), stopped["exitCode"]
+    assert exit_code_of(stopped) in (0, 143), exit_code_of(stopped)
 
 
 def test_deregistered_revision_is_inactive_and_refused_for_new_services(berth: Berth, tmp_path: Path) -> None:
@@ -391,7 +393,7 @@ def test_an_image_that_does_not_exist_is_task_failed_to_start(
     berth.ok("cluster", "create", "ghost")
     task_id = berth.ok("task", "run", "--cluster", "ghost", "--task-definition", "noimage").stdout.strip()
     task = _wait_status(berth, "ghost", task_id, "STOPPED", 30)
-    assert task["stopCode"] == "TASK_FAILED_TO_START", task
+    assert task["stopCode"] == "TaskFailedToStart", task
     assert task["stoppedReason"], task
     assert "TaskFailedToStart" in berth.ok("task", "describe", task_id, "--cluster", "ghost").stdout
 
@@ -434,7 +436,7 @@ def test_stopped_tasks_are_purged_after_the_retention(
         task_id = berth.ok("task", "run", "--task-definition", "brief").stdout.strip()
         _wait_status(berth, "default", task_id, "STOPPED", 20)
         _, seconds = wait_until(
-            lambda: task_id not in {t["id"] for t in berth.tasks("default")}, 20, "the stopped task purged"
+            lambda: task_id not in {id_of(t) for t in berth.tasks("default")}, 20, "the stopped task purged"
         )
         print(f"stopped task purged {seconds:.2f}s after it was seen STOPPED (retention 1 s)")
         assert berth("task", "describe", task_id).exit_code != 0

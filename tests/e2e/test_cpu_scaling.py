@@ -30,7 +30,7 @@ BURNER = (
 
 
 def _running(berth: Berth, count: int) -> list[dict[str, object]] | None:
-    desired = berth.ok("service", "describe", "burner", "-o", "json").json()["service"]["desiredCount"]
+    desired = berth.ok("service", "describe", "burner", "-o", "json").json()["desiredCount"]
     running = berth.running("default", "burner")
     return running if desired == count and len(running) == count else None
 
@@ -53,7 +53,7 @@ def test_cpu_load_scales_out_within_a_minute_and_back_to_the_minimum(
         "--warmup", "5", "--scale-in-window", "15",
     )  # fmt: skip
     client = docker.DockerClient(base_url=agent.docker_url)
-    container = client.containers.get(str(first["containers"][0]["dockerId"]))  # type: ignore[index]
+    container = client.containers.get(str(first["containers"][0]["runtimeId"]))  # type: ignore[index]
     try:
         container.exec_run(["touch", "/tmp/burn"])
         started = time.monotonic()

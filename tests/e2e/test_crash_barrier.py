@@ -12,7 +12,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, id_of
 from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess, JoinFlags
 from berth.testing.waiting import wait_until
 from berth.v1 import resources_pb2 as pb
@@ -78,7 +78,7 @@ def test_other_services_keep_scaling_and_healing_past_a_broken_one(
         # The undecodable keys are left out of listings, which keep working.
         families = {t["family"] for t in berth.ok("taskdef", "list", "-o", "json").json()["taskDefinitions"]}
         assert families == {"good", "bad"}, families
-        services = {s["name"] for s in berth.ok("service", "list", "-o", "json").json()["services"]}
+        services = {s["serviceName"] for s in berth.ok("service", "list", "-o", "json").json()["services"]}
         assert services == {"good", "bad"}, services
         assert "event=undecodable_value" in plane.log_path.read_text()
 
@@ -87,12 +87,12 @@ def test_other_services_keep_scaling_and_healing_past_a_broken_one(
         running = wait_until(lambda: berth.running_exactly("default", 3, "good"), 15, "3 good tasks")[0]
 
         # Healing goes on.
-        victim = running[0]["taskArn"] if "taskArn" in running[0] else running[0]["id"]
+        victim = id_of(running[0])
         berth.ok("task", "stop", victim)
 
         def healed() -> list[dict[str, Any]] | None:
             now = berth.running_exactly("default", 3, "good")
-            ids = {t.get("taskArn", t.get("id")) for t in now or []}
+            ids = {id_of(t) for t in now or []}
             return now if now is not None and victim not in ids else None
 
         wait_until(healed, 20, "the stopped good task replaced")

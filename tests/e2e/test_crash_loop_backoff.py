@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, id_of
 from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess, JoinFlags
 from berth.testing.waiting import wait_until
 
@@ -87,10 +86,10 @@ def _messages(description: dict[str, Any]) -> list[str]:
 
 
 def _next_attempt_in(description: dict[str, Any]) -> float:
-    stamp = description["service"].get("backoff", {}).get("nextAttemptAt")
+    stamp = description["berth"].get("backoff", {}).get("nextAttemptAt")
     if not stamp:
         return 0.0
-    return datetime.fromisoformat(stamp).timestamp() - time.time()
+    return float(stamp) - time.time()
 
 
 @pytest.mark.timeout(420)
@@ -107,7 +106,7 @@ def test_crash_loops_back_off_say_so_and_survive_a_restart(
     deadline = time.monotonic() + OBSERVE_SECONDS
     while time.monotonic() < deadline:
         for name, ids in seen.items():
-            ids.update(t["id"] for t in berth.tasks(CLUSTER, name))
+            ids.update(id_of(t) for t in berth.tasks(CLUSTER, name))
             messages = _messages(_describe(berth, name))
             assert not any("steady state" in m for m in messages), (
                 f"{name} said steady while failing: {messages}"
@@ -128,7 +127,7 @@ def test_crash_loops_back_off_say_so_and_survive_a_restart(
         for m in _messages(nopull)
     ), _messages(nopull)
     for description in (crash, nopull):
-        assert description["service"]["deployments"][0]["rolloutState"] == "FAILED"
+        assert description["deployments"][0]["rolloutState"] == "FAILED"
 
     # Restart safety: kill -9 the control plane while an attempt is far off.
     def far_off() -> dict[str, Any] | None:
@@ -136,23 +135,23 @@ def test_crash_loops_back_off_say_so_and_survive_a_restart(
         return description if _next_attempt_in(description) >= 12 else None
 
     before, _ = wait_until(far_off, 90, "the crash service to wait 12 s or more", interval=0.5)
-    attempts = before["service"]["backoff"]["attempts"]
-    next_attempt = datetime.fromisoformat(before["service"]["backoff"]["nextAttemptAt"]).timestamp()
-    tasks_before = {t["id"] for t in berth.tasks(CLUSTER, "crash")}
+    attempts = before["berth"]["backoff"]["attempts"]
+    next_attempt = float(before["berth"]["backoff"]["nextAttemptAt"])
+    tasks_before = {id_of(t) for t in berth.tasks(CLUSTER, "crash")}
     plane.kill9()
     plane.restart()
     wait_until(lambda: berth.nodes_exactly(2), 20, "nodes after restart")
     # Until the stored next attempt, the new leader starts nothing.
     while time.time() < next_attempt - 1:
-        now = {t["id"] for t in berth.tasks(CLUSTER, "crash")}
+        now = {id_of(t) for t in berth.tasks(CLUSTER, "crash")}
         assert now <= tasks_before, (
             f"a task started {next_attempt - time.time():.1f} s before the next attempt"
         )
-        assert _describe(berth, "crash")["service"]["backoff"]["attempts"] >= attempts
+        assert _describe(berth, "crash")["berth"]["backoff"]["attempts"] >= attempts
         time.sleep(0.5)
     # Then exactly the schedule goes on: the next attempt fails and doubles the wait.
     after, _ = wait_until(
-        lambda: d if (d := _describe(berth, "crash"))["service"]["backoff"]["attempts"] > attempts else None,
+        lambda: d if (d := _describe(berth, "crash"))["berth"]["backoff"]["attempts"] > attempts else None,
         30,
         "the next attempt after the restart",
         interval=0.5,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, id_of
 from berth.testing.daemons import REPO, AgentProcess, ControlPlaneProcess
 from berth.testing.waiting import wait_until
 
@@ -68,7 +68,9 @@ def test_controlplane_kill9_and_restart_changes_nothing(
     # Give the controllers and the reconnected agent time to do anything wrong.
     time.sleep(3)
     tasks = berth.tasks("cpcrash")
-    assert sorted(t["id"] for t in tasks) == sorted(t["id"] for t in running), "tasks were added or replaced"
+    assert sorted(id_of(t) for t in tasks) == sorted(id_of(t) for t in running), (
+        "tasks were added or replaced"
+    )
     assert all(t["lastStatus"] == "RUNNING" for t in tasks)
     assert _containers(agent, "cpcrash") == before, "containers were restarted or duplicated"
 
@@ -90,7 +92,7 @@ def test_agent_kill9_and_restart_adopts_its_containers(berth: Berth, agent: Agen
     time.sleep(3)
     assert _containers(agent, "agentcrash") == before, "the restarted agent must adopt, not duplicate"
     tasks = berth.tasks("agentcrash")
-    assert sorted(t["id"] for t in tasks) == sorted(t["id"] for t in running)
+    assert sorted(id_of(t) for t in tasks) == sorted(id_of(t) for t in running)
     assert all(t["lastStatus"] == "RUNNING" for t in tasks)
 
     # The adopted containers are really managed: a kill is still healed.
@@ -103,7 +105,7 @@ def test_agent_kill9_and_restart_adopts_its_containers(berth: Berth, agent: Agen
     wait_until(
         lambda: (
             len(berth.running("agentcrash")) == 3
-            and victim_task not in {t["id"] for t in berth.running("agentcrash")}
+            and victim_task not in {id_of(t) for t in berth.running("agentcrash")}
         ),
         5,
         "a replacement",

@@ -14,7 +14,7 @@ from berth.testing.waiting import wait_until
 
 
 def _desired(berth: Berth, count: int) -> bool:
-    service = berth.ok("service", "describe", "worker", "-o", "json").json()["service"]
+    service = berth.ok("service", "describe", "worker", "-o", "json").json()
     return service["desiredCount"] == count and len(berth.running("default", "worker")) == count
 
 

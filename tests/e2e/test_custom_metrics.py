@@ -15,7 +15,7 @@ from typing import Any
 import docker
 import pytest
 
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, id_of
 from berth.testing.daemons import AgentProcess, ControlPlaneProcess, JoinFlags, free_port
 from berth.testing.waiting import wait_until
 
@@ -85,10 +85,10 @@ def test_put_then_list(berth: Berth, pushing_agent: AgentProcess) -> None:
     task = _service(berth, "metered", "while true; do sleep 1; done")
     try:
         berth.ok("metric", "put", "metered", "queue_depth", "42")
-        berth.ok("metric", "put", "metered", "rps", "7.5", "--task", task["id"])
+        berth.ok("metric", "put", "metered", "rps", "7.5", "--task", id_of(task))
         listed = {(m["name"], m.get("taskId", "")): m for m in _metrics(berth, "metered")}
         assert listed[("queue_depth", "")]["value"] == 42
-        assert listed[("rps", task["id"])]["value"] == 7.5
+        assert listed[("rps", id_of(task))]["value"] == 7.5
         assert all(m.get("ageSeconds", 0) < 60 for m in listed.values())
         table = berth.ok("metric", "list", "metered").stdout
         assert "queue_depth" in table and "service" in table and f"task {task['id']}" in table
@@ -138,7 +138,7 @@ def test_a_container_pushes_to_its_agent(berth: Berth, pushing_agent: AgentProce
     )
     try:
         found, _ = wait_until(
-            lambda: [m for m in _metrics(berth, "pusher") if m.get("taskId") == task["id"]] or None,
+            lambda: [m for m in _metrics(berth, "pusher") if m.get("taskId") == id_of(task)] or None,
             60,
             "the pushed value listed under the task",
         )

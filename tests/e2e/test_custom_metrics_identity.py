@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, id_of, node_of
 from berth.testing.daemons import ControlPlaneProcess
 from berth.testing.members import Member, join
 from berth.testing.waiting import wait_until
@@ -80,20 +80,20 @@ def test_only_the_tasks_own_node_is_believed(plane: ControlPlaneProcess, nodes: 
     berth.ok("taskdef", "register", "--family", "app", "--container-definitions", json.dumps([container]))
     berth.ok("service", "create", "--name", "app", "--task-definition", "app", "--desired-count", "1")
     placed, _ = wait_until(
-        lambda: [t for t in berth.tasks("default", "app") if t.get("nodeId")] or None, 30, "the task placed"
+        lambda: [t for t in berth.tasks("default", "app") if node_of(t)] or None, 30, "the task placed"
     )
     task = placed[0]
-    owner = next(n for n in nodes if n.member.name == task["nodeId"])
+    owner = next(n for n in nodes if n.member.name == node_of(task))
     other = next(n for n in nodes if n is not owner)
 
     def put(node: FakeNode, value: float) -> None:
         node.outbox.put(
-            agent_pb.AgentMessage(metric_put=agent_pb.MetricPut(task_id=task["id"], name="rps", value=value))
+            agent_pb.AgentMessage(metric_put=agent_pb.MetricPut(task_id=id_of(task), name="rps", value=value))
         )
 
     put(owner, 5.0)  # still PENDING: dropped
     owner.outbox.put(
-        agent_pb.AgentMessage(status=agent_pb.TaskStatusReport(task_id=task["id"], last_status=pb.RUNNING))
+        agent_pb.AgentMessage(status=agent_pb.TaskStatusReport(task_id=id_of(task), last_status=pb.RUNNING))
     )
     wait_until(lambda: berth.running_exactly("default", 1, "app"), 30, "the task RUNNING")
     put(other, 999.0)
@@ -112,5 +112,5 @@ def test_only_the_tasks_own_node_is_believed(plane: ControlPlaneProcess, nodes: 
     wait_until(lambda: rejected(other) == 1 or None, 20, "the other node's put rejected")
     wait_until(lambda: rejected(owner) == 2 or None, 20, "the owner's early and NaN puts rejected")
     values, _ = wait_until(listed, 20, "the owner's value listed")
-    assert values == [(task["id"], 7.0)]
+    assert values == [(id_of(task), 7.0)]
     berth.ok("service", "delete", "app")

@@ -142,7 +142,7 @@ def test_a_bad_file_stops_only_its_own_task_as_failed_to_start(
             ),
         ):
             task, _ = wait_until(functools.partial(stopped, task_id), 60, "the task STOPPED")
-            assert task["stopCode"] == "TASK_FAILED_TO_START", task
+            assert task["stopCode"] == "TaskFailedToStart", task
             assert task["stoppedReason"] == reason, task
             assert str(files_dir) not in json.dumps(task)
             # Nothing was created for it.

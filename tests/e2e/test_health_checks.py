@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, id_of
 from berth.testing.daemons import AgentProcess
 from berth.testing.waiting import wait_until
 
@@ -62,12 +62,12 @@ def test_a_task_serves_once_healthy_and_is_replaced_when_unhealthy(
     )  # fmt: skip
     try:
         (first,), _ = wait_until(lambda: berth.running_exactly(CLUSTER, 1, "web"), 20, "1 RUNNING task")
-        task_id = first["id"]
+        task_id = id_of(first)
 
         # Before its first check passes the task is RUNNING but no endpoint. Health only goes
         # UNKNOWN -> HEALTHY here, so a describe taken after the endpoint list proves it.
         serving = _endpoint_tasks(berth)
-        if _task(berth, task_id).get("healthStatus", "HEALTH_UNKNOWN") == "HEALTH_UNKNOWN":
+        if _task(berth, task_id)["healthStatus"] == "UNKNOWN":
             assert task_id not in serving
 
         healthy, _ = wait_until(
@@ -81,17 +81,17 @@ def test_a_task_serves_once_healthy_and_is_replaced_when_unhealthy(
 
         # /tmp/ok goes at 12 s; the next check fails: UNHEALTHY, stopped and replaced.
         stopped, _ = wait_until(
-            lambda: (t := _task(berth, task_id)).get("desiredStatus") == "DESIRED_STOPPED" and t,
+            lambda: (t := _task(berth, task_id)).get("desiredStatus") == "STOPPED" and t,
             30,
             "the unhealthy task asked to stop",
         )
         assert stopped["healthStatus"] == "UNHEALTHY"
-        assert stopped["containers"][0]["healthOutput"] == "exit 1: no /tmp/ok"
-        assert stopped["stopCode"] == "SERVICE_SCHEDULER_INITIATED"
+        assert stopped["containers"][0]["berth"]["healthOutput"] == "exit 1: no /tmp/ok"
+        assert stopped["stopCode"] == "ServiceSchedulerInitiated"
         assert stopped["stoppedReason"] == "Task failed container health checks"
         assert task_id not in _endpoint_tasks(berth)
         wait_until(
-            lambda: any(t["id"] != task_id for t in berth.running(CLUSTER, "web")), 20, "a replacement"
+            lambda: any(id_of(t) != task_id for t in berth.running(CLUSTER, "web")), 20, "a replacement"
         )
         wait_until(lambda: _task(berth, task_id)["lastStatus"] == "STOPPED", 20, "the unhealthy task STOPPED")
         events = berth.ok("service", "describe", "web", "--cluster", CLUSTER).stdout

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, exit_code_of, id_of
 from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess, JoinFlags
 from berth.testing.waiting import wait_until
 
@@ -78,7 +78,7 @@ def test_run_wait_gives_up_after_the_timeout_with_a_clear_message(berth: Berth, 
 
 
 def _stopped(berth: Berth) -> dict[str, dict[str, Any]]:
-    return {t["id"]: t for t in berth.tasks("default") if t["lastStatus"] == "STOPPED"}
+    return {id_of(t): t for t in berth.tasks("default") if t["lastStatus"] == "STOPPED"}
 
 
 def test_events_and_stopped_tasks_survive_a_restart_and_the_retention_purges_tasks(
@@ -106,12 +106,12 @@ def test_events_and_stopped_tasks_survive_a_restart_and_the_retention_purges_tas
     for task_id, task in stopped_before.items():
         kept = stopped_after.get(task_id)
         assert kept is not None, f"stopped task {task_id} was lost in the restart"
-        assert (kept["exitCode"], kept["stopCode"], kept["stoppedReason"]) == (
-            task["exitCode"],
-            task["stopCode"],
+        assert (exit_code_of(kept), kept.get("stopCode"), kept["stoppedReason"]) == (
+            exit_code_of(task),
+            task.get("stopCode"),
             task["stoppedReason"],
         )
-    assert any(t["exitCode"] == 7 for t in stopped_after.values()), "the run task's exit code is kept"
+    assert any(exit_code_of(t) == 7 for t in stopped_after.values()), "the run task's exit code is kept"
 
     _, seconds = wait_until(
         lambda: not (set(stopped_before) & set(_stopped(berth))), RETENTION + 45, "the stopped tasks purged"

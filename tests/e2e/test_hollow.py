@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, exit_code_of
 from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess, JoinFlags
 from berth.testing.waiting import wait_until
 
@@ -34,8 +34,8 @@ def test_exit_after_stops_tasks_with_the_scripted_exit_code(
 
         task, seconds = wait_until(stopped, 15, "the hollow task to exit")
         print(f"hollow task STOPPED {seconds:.2f}s after it was run (--exit-after 1)")
-        assert task["exitCode"] == 7
-        assert task["stopCode"] == "ESSENTIAL_CONTAINER_EXITED"
+        assert exit_code_of(task) == 7
+        assert task["stopCode"] == "EssentialContainerExited"
         assert seconds >= 1, "it ran for --exit-after seconds first"
     finally:
         assert hollow.stop(timeout=15) is not None
@@ -70,7 +70,7 @@ def test_unhealthy_after_gets_service_tasks_replaced(plane: ControlPlaneProcess,
         def replaced() -> list[dict[str, Any]] | None:
             tasks = berth.tasks("default", "web")
             unhealthy = [t for t in tasks if t.get("healthStatus") == "UNHEALTHY"]
-            stopped = [t for t in unhealthy if t["desiredStatus"] == "DESIRED_STOPPED"]
+            stopped = [t for t in unhealthy if t["desiredStatus"] == "STOPPED"]
             return tasks if stopped and len(tasks) >= 2 else None
 
         tasks, _ = wait_until(replaced, 15, "the unhealthy task stopped and a replacement started")

@@ -22,7 +22,7 @@ from typing import Any
 
 import docker
 
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, id_of
 from berth.testing.daemons import AgentProcess, ControlPlaneProcess, HollowAgentsProcess
 from berth.testing.waiting import wait_until
 
@@ -201,8 +201,8 @@ def test_logs_of_a_task_tail_follow_escape_and_kept_last_lines(
     assert "last output of container chatty (kept when it stopped; older output was not kept):" in described
     assert [line[4:] for line in described.splitlines() if line.startswith("  | ")] == kept
     raw = berth.ok("task", "describe", task_id, "--cluster", CLUSTER, "-o", "json").json()
-    assert raw["keptOutput"]["lines"][-1] == "dying-words"
-    assert raw["keptOutput"]["lines"][16] == "evil \x1b]0;owned\x07 \x1b[31mred"  # stored exactly
+    assert raw["berth"]["keptOutput"]["lines"][-1] == "dying-words"
+    assert raw["berth"]["keptOutput"]["lines"][16] == "evil \x1b]0;owned\x07 \x1b[31mred"  # stored exactly
 
 
 def test_service_logs_prefix_each_line_with_its_task(
@@ -216,7 +216,7 @@ def test_service_logs_prefix_each_line_with_its_task(
     )  # fmt: skip
     try:
         running, _ = wait_until(lambda: berth.running_exactly(CLUSTER, 2, "echoer"), 30, "2 RUNNING tasks")
-        ids = {t["id"][:12] for t in running}
+        ids = {id_of(t)[:12] for t in running}
 
         def both_said_hello() -> list[str] | None:
             lines = berth("logs", "--service", "echoer", "--cluster", CLUSTER).stdout.splitlines()

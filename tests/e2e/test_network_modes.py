@@ -10,7 +10,7 @@ from typing import Any
 
 import docker
 
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, bindings
 from berth.testing.daemons import AgentProcess
 from berth.testing.waiting import wait_until
 
@@ -72,7 +72,7 @@ def test_host_mode_serves_on_the_hosts_own_port(berth: Berth, agent: AgentProces
     task = _run(berth, agent, tmp_path, _document("hostnet", "host", [{"containerPort": PORT}], serve))
     try:
         assert _network_mode(agent, "hostnet") == "host"
-        assert [(b["containerPort"], b["hostPort"]) for b in task["networkBindings"]] == [(PORT, PORT)]
+        assert [(b["containerPort"], b["hostPort"]) for b in bindings(task)] == [(PORT, PORT)]
         body, _ = wait_until(_fetch, 10, f"an answer on 127.0.0.1:{PORT}")
         assert body == b"host-mode\n"
     finally:

@@ -26,7 +26,7 @@ import docker
 import pytest
 
 from berth import pki
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, exit_code_of
 from berth.testing.daemons import REPO
 from berth.testing.waiting import wait_until
 
@@ -181,7 +181,7 @@ def _probe_container(berth: Berth, tmp_path: Path) -> str:
         20,
         "the probe task RUNNING",
     )
-    container_id: str = task["containers"][0]["dockerId"]
+    container_id: str = task["containers"][0]["runtimeId"]
     return container_id
 
 
@@ -190,7 +190,7 @@ def test_the_quick_start_ran_and_replaced_the_killed_task(quickstart: QuickStart
     assert "hello from berth" in quickstart.output
     tasks = berth.tasks("default", "web")
     assert len([t for t in tasks if t["lastStatus"] == "RUNNING"]) == 2
-    assert any(t["lastStatus"] == "STOPPED" and t["exitCode"] == 137 for t in tasks)
+    assert any(t["lastStatus"] == "STOPPED" and exit_code_of(t) == 137 for t in tasks)
     agent_log = (quickstart.home / "agent.log").read_text()
     assert "address=127." not in agent_log and "event=loopback_address" not in agent_log
     assert "event=dns_started" in agent_log
@@ -199,8 +199,8 @@ def test_the_quick_start_ran_and_replaced_the_killed_task(quickstart: QuickStart
 def test_a_container_berth_started_reaches_web_by_vip_and_by_name(
     quickstart: QuickStart, berth: Berth, tmp_path: Path
 ) -> None:
-    service = berth.ok("service", "describe", "web", "-o", "json").json()["service"]
-    vip = service["vip"]
+    service = berth.ok("service", "describe", "web", "-o", "json").json()
+    vip = service["berth"]["vip"]
     assert vip.startswith("10.96.")
     container_id = _probe_container(berth, tmp_path)
     client = docker.from_env()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, definition_of
 from berth.testing.daemons import AgentProcess, ControlPlaneProcess
 from berth.testing.waiting import wait_until
 
@@ -63,9 +63,9 @@ def test_recommend_and_apply(sampled: tuple[ControlPlaneProcess, AgentProcess], 
         assert 6 <= container["memoryReservation"] < 256
         waited = berth("service", "wait", "idle", "--timeout", "90")
         assert waited.exit_code == 0, waited.stdout + waited.stderr
-        service = berth.ok("service", "describe", "idle", "-o", "json").json()["service"]
+        service = berth.ok("service", "describe", "idle", "-o", "json").json()
         primary = service["deployments"][0]
-        assert primary["status"] == "PRIMARY" and primary["taskDefinition"] == "idle:2"
-        assert primary["id"] == 2 and primary["rolloutState"] == "COMPLETED"
+        assert primary["status"] == "PRIMARY" and definition_of(primary["taskDefinition"]) == "idle:2"
+        assert primary["id"] == "ecs-svc/2" and primary["rolloutState"] == "COMPLETED"
     finally:
         berth("service", "delete", "idle")

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, definition_of
 from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess, JoinFlags
 from berth.testing.waiting import wait_until
 
@@ -68,7 +68,7 @@ def _steady_service(berth: Berth, tmp_path: Path) -> None:
 
 def _deployments(berth: Berth) -> list[dict[str, Any]]:
     described = berth.ok("service", "describe", "web", "-o", "json").json()
-    deployments: list[dict[str, Any]] = described["service"]["deployments"]
+    deployments: list[dict[str, Any]] = described["deployments"]
     return deployments
 
 
@@ -83,13 +83,13 @@ def test_update_to_a_good_revision_waits_for_it_and_exits_0(berth: Berth, tmp_pa
     assert "PRIMARY IN_PROGRESS" in result.stdout, "plain progress lines were printed (no terminal here)"
     assert result.stdout.strip().splitlines()[-1].endswith(f"completed: web:2, {DESIRED} tasks healthy")
     primary = _deployments(berth)[0]
-    assert (primary["taskDefinition"], primary["status"], primary["rolloutState"]) == (
+    assert (definition_of(primary["taskDefinition"]), primary["status"], primary["rolloutState"]) == (
         "web:2",
         "PRIMARY",
         "COMPLETED",
     )
     running = berth.running("default", "web")
-    assert len(running) == DESIRED and {t["taskDefinition"] for t in running} == {"web:2"}
+    assert len(running) == DESIRED and {definition_of(t) for t in running} == {"web:2"}
     described = berth.ok("service", "describe", "web").stdout
     assert "deployment configuration: min healthy 100%, max 200%" in described
     assert "PRIMARY  web:2  COMPLETED" in described

@@ -85,7 +85,7 @@ def test_a_secret_reaches_the_containers_environment_and_a_missing_one_fails_the
         "the task without its secret is STOPPED",
         interval=0.5,
     )
-    assert stopped["stopCode"] == "TASK_FAILED_TO_START"
+    assert stopped["stopCode"] == "TaskFailedToStart"
     assert stopped["stoppedReason"].startswith("ResourceInitializationError: unable to pull secrets")
     assert "docker-api-token does not exist" in stopped["stoppedReason"]
 

@@ -21,7 +21,7 @@ import docker.errors
 import pytest
 
 from agent.runtime.docker_volumes import SWEEP_MIN_AGE, sweep_task_volumes
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, id_of
 from berth.testing.daemons import AgentProcess, ControlPlaneProcess
 from berth.testing.waiting import wait_until
 
@@ -340,7 +340,7 @@ def test_efs_is_accepted_with_its_note_and_a_node_without_a_region_fails_the_sta
         f"{file_system} needs the node's AWS region: start the agent with --aws-region or AWS_REGION)"
     ) in result.stderr
     (task,) = berth.tasks("efs")
-    assert _gone(engine, task["id"]) and not _task_volumes(engine, task["id"])
+    assert _gone(engine, id_of(task)) and not _task_volumes(engine, id_of(task))
 
 
 def test_the_sweep_finds_a_left_behind_task_volume_on_the_engine(engine: docker.DockerClient) -> None:
@@ -456,7 +456,7 @@ def test_a_symbolic_link_on_an_allowed_host_path_fails_the_start_and_nothing_is_
         ) in result.stderr
         assert str(outside) not in result.stderr  # where the link points is not told
         (task,) = berth.tasks("links")
-        assert _gone(engine, task["id"]) and not _task_volumes(engine, task["id"])
+        assert _gone(engine, id_of(task)) and not _task_volumes(engine, id_of(task))
         assert sorted(p.name for p in outside.iterdir()) == ["secret"]  # Docker made nothing there
     finally:
         link.unlink()
@@ -482,7 +482,7 @@ def test_a_shared_volume_that_is_a_tasks_own_fails_the_start(
             "berth.task-id): a shared volume must not name one"
         ) in result.stderr
         (task,) = berth.tasks("owned")
-        assert _gone(engine, task["id"])
+        assert _gone(engine, id_of(task))
         engine.volumes.get(name)  # left as it was
     finally:
         _remove_volume(engine, name)

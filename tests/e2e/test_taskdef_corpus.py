@@ -59,6 +59,7 @@ def test_a_corpus_file_registers_unchanged_and_round_trips(
     again_family, again, _ = _register(berth, shown)
     assert (again_family, again) == (family, revision + 1)
     second = _describe(berth, family, again)
+    assert second["taskDefinitionArn"].endswith(f":task-definition/{family}:{again}")
     for described in (first, second):
-        described.pop("revision"), described.pop("registeredAt")
+        described.pop("revision"), described.pop("registeredAt"), described.pop("taskDefinitionArn")
     assert second == first

@@ -87,7 +87,8 @@ def test_a_fargate_document_as_found_registers_with_notes_and_round_trips(
     )
     second = _describe(berth, "shop:2")
     assert second.pop("revision") == 2
-    first.pop("revision")
+    assert second.pop("taskDefinitionArn").endswith(":task-definition/shop:2")
+    first.pop("revision"), first.pop("taskDefinitionArn")
     second.pop("registeredAt"), first.pop("registeredAt")
     assert second == first
 
@@ -132,5 +133,5 @@ def test_every_file_of_the_corpus_registers_and_round_trips(
         berth.ok("taskdef", "register", "--cli-input-json", f"file://{shown}")
         first, second = _describe(berth, f"{family}:1"), _describe(berth, f"{family}:2")
         for described in (first, second):
-            described.pop("revision"), described.pop("registeredAt")
+            described.pop("revision"), described.pop("registeredAt"), described.pop("taskDefinitionArn")
         assert first == second, path.name

@@ -20,7 +20,7 @@ from typing import Any
 import docker
 import pytest
 
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, id_of
 from berth.testing.daemons import AgentProcess, ControlPlaneProcess, JoinFlags, free_port
 from berth.testing.waiting import wait_until
 
@@ -97,7 +97,7 @@ def test_top_agrees_with_the_engine(
     berth.ok("service", "create", "--name", "burn", "--task-definition", "burn", "--desired-count", "1")
     try:
         [task], _ = wait_until(lambda: berth.running_exactly("default", 1, "burn"), 30, "burn RUNNING")
-        task_id = task["id"]
+        task_id = id_of(task)
         [container] = agent.containers()
 
         def agreement() -> tuple[dict[str, Any], float, int] | None:

@@ -65,7 +65,7 @@ def berth(plane: ControlPlaneProcess) -> Berth:
         # The controller completes the first deployment (0 tasks) on its own:
         # after that, the service's record changes only when asked.
         described = json.loads(berth.ok("service", "describe", "web", "-o", "json").stdout)
-        return bool(described["service"]["deployments"][0]["rolloutState"] == "COMPLETED")
+        return bool(described["deployments"][0]["rolloutState"] == "COMPLETED")
 
     wait_until(settled, 30, "the first deployment of web completed")
     return berth
@@ -106,11 +106,11 @@ def test_expose_refuses_ports_of_the_host_berth_and_etcd(plane: ControlPlaneProc
 def test_exposed_ports_can_be_taken_back(berth: Berth) -> None:
     berth.ok("service", "expose", "web", "--port", "8080:80")
     berth.ok("service", "expose", "web", "--port", "80:80")  # allowed with --lb-allowed-ports
-    exposed = berth.ok("service", "describe", "web", "-o", "json").json()["service"]["loadBalancers"]
+    exposed = berth.ok("service", "describe", "web", "-o", "json").json()["berth"]["loadBalancerPorts"]
     assert sorted(lb["port"] for lb in exposed) == [80, 8080]
 
     assert "no longer exposed" in berth.ok("service", "unexpose", "web", "--port", "8080").stdout
-    exposed = berth.ok("service", "describe", "web", "-o", "json").json()["service"]["loadBalancers"]
+    exposed = berth.ok("service", "describe", "web", "-o", "json").json()["berth"]["loadBalancerPorts"]
     assert [lb["port"] for lb in exposed] == [80]
     missing = berth("service", "unexpose", "web", "--port", "8080")
     assert missing.exit_code == 1 and "not exposed on port 8080" in missing.stderr
@@ -140,11 +140,11 @@ def test_new_registrations_are_rate_limited_and_nodes_can_be_removed(
     # A node that is already known refreshes its record freely.
     assert _register(plane, "h0", members[0]).node_id == registered[0].node_id
 
-    listed = berth.ok("node", "list", "-o", "json").json()["nodes"]
+    listed = berth.instances()
     assert len(listed) == BURST
     assert "removed" in berth.ok("node", "remove", "h1").stdout
     assert "removed" in berth.ok("node", "remove", registered[2].node_id).stdout
-    remaining = {n["node"]["name"] for n in berth.ok("node", "list", "-o", "json").json()["nodes"]}
+    remaining = {n["ec2InstanceId"] for n in berth.instances()}
     assert remaining == {"h0", "h3", "h4"}
     gone = berth("node", "remove", "h1")
     assert gone.exit_code == 1 and "does not exist" in gone.stderr
@@ -190,7 +190,7 @@ def test_a_node_down_longer_than_node_gc_after_is_collected(tmp_path: Path) -> N
         berth = Berth.of(plane)
 
         def names() -> set[str]:
-            return {n["node"]["name"] for n in berth.ok("node", "list", "-o", "json").json()["nodes"]}
+            return {n["ec2InstanceId"] for n in berth.instances()}
 
         assert names() == {"gone"}
         # DOWN after the grace (the new leader first holds grace + 2 s), then

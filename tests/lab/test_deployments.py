@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
 
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, definition_of
 from berth.testing.lab import Lab
 from berth.testing.waiting import wait_until
 from tests.lab.conftest import delete_services
@@ -57,15 +56,17 @@ def _create(berth: Berth, tmp_path: Path, name: str) -> str:
         "--desired-count", str(DESIRED), "--port", "80:http",
     )  # fmt: skip
     _wait_steady(berth, name, f"{name}:1")
-    service: dict[str, Any] = berth.ok("service", "describe", name, "-o", "json").json()["service"]
-    return str(service["vip"])
+    service: dict[str, Any] = berth.ok("service", "describe", name, "-o", "json").json()
+    return str(service["berth"]["vip"])
 
 
 def _wait_steady(berth: Berth, name: str, task_definition: str, timeout: float = 60) -> None:
     def steady() -> bool | None:
-        described = berth.ok("service", "describe", name, "-o", "json").json()["service"]
+        described = berth.ok("service", "describe", name, "-o", "json").json()
         first = described["deployments"][0]
-        done = first["rolloutState"] == "COMPLETED" and first["taskDefinition"] == task_definition
+        done = (
+            first["rolloutState"] == "COMPLETED" and definition_of(first["taskDefinition"]) == task_definition
+        )
         return True if done and len(described["deployments"]) == 1 else None
 
     wait_until(steady, timeout, f"{name} steady on {task_definition}")
@@ -114,7 +115,7 @@ def test_a_good_revision_rolls_out_with_no_failed_request_within_its_bounds(
         assert sampler.lowest_healthy >= DESIRED
         assert sampler.highest_live <= 2 * DESIRED
         running = berth.running("default", "roll")
-        assert len(running) == DESIRED and {t["taskDefinition"] for t in running} == {"roll:2"}
+        assert len(running) == DESIRED and {definition_of(t) for t in running} == {"roll:2"}
         wait_until(lambda: _engines_running(lab, "roll") == DESIRED or None, 30, "old containers gone")
         events = berth.ok("service", "events", "roll").stdout
         assert "deployment 2 started: roll:2, 6 tasks" in events
@@ -148,13 +149,13 @@ def test_a_bad_revision_is_rolled_back_while_the_old_tasks_serve(
         sampler.stop()
         requests, failed = client.finish()
 
-        described = berth.ok("service", "describe", name, "-o", "json").json()["service"]
+        described = berth.ok("service", "describe", name, "-o", "json").json()
         back = described["deployments"][0]
-        assert back["rolledBackFrom"] == 2 and back["taskDefinition"] == f"{name}:1"
+        assert back["berth"]["rolledBackFrom"] == 2 and definition_of(back["taskDefinition"]) == f"{name}:1"
         tasks = berth.ok("task", "list", "--service", name, "-o", "json").json()["tasks"]
-        failures = [t for t in tasks if t["taskDefinition"] == f"{name}:2" and t["lastStatus"] == "STOPPED"]
-        first_failure = min(_seconds(t["stoppedAt"]) for t in failures)
-        rollback = _seconds(back["completedAt"]) - first_failure
+        failures = [t for t in tasks if definition_of(t) == f"{name}:2" and t["lastStatus"] == "STOPPED"]
+        first_failure = min(float(t["stoppedAt"]) for t in failures)
+        rollback = float(back["berth"]["completedAt"]) - first_failure
         print(
             f"{bad} revision: rolled back {rollback:.1f} s after its first failed task; client requests "
             f"{requests}, failed {failed}; healthy never below {sampler.lowest_healthy}",
@@ -163,7 +164,7 @@ def test_a_bad_revision_is_rolled_back_while_the_old_tasks_serve(
         assert failed == 0, f"{failed} of {requests} requests through the VIP failed"
         assert sampler.lowest_healthy >= DESIRED
         running = berth.running("default", name)
-        assert len(running) == DESIRED and {t["taskDefinition"] for t in running} == {f"{name}:1"}
+        assert len(running) == DESIRED and {definition_of(t) for t in running} == {f"{name}:1"}
         events = berth.ok("service", "events", name).stdout
         assert "deployment 2 failed: " in events and "rolled back to deployment 1" in events
         assert "steady state" not in update.stdout
@@ -172,10 +173,6 @@ def test_a_bad_revision_is_rolled_back_while_the_old_tasks_serve(
     finally:
         client.close()
         delete_services(berth, [name])
-
-
-def _seconds(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def test_a_rollout_survives_kill_9_of_the_control_plane(berth: Berth, lab: Lab, tmp_path: Path) -> None:
@@ -187,7 +184,7 @@ def test_a_rollout_survives_kill_9_of_the_control_plane(berth: Berth, lab: Lab, 
 
         def new_running() -> bool | None:
             running = berth.running("default", "survivor")
-            return True if any(t["taskDefinition"] == "survivor:2" for t in running) else None
+            return True if any(definition_of(t) == "survivor:2" for t in running) else None
 
         wait_until(new_running, 60, "the rollout under way")
         lab.controlplane.kill9()
@@ -196,10 +193,12 @@ def test_a_rollout_survives_kill_9_of_the_control_plane(berth: Berth, lab: Lab, 
         assert waited.exit_code == 0, waited.stdout + waited.stderr
         requests, failed = client.finish()
         running = berth.running("default", "survivor")
-        assert len(running) == DESIRED and {t["taskDefinition"] for t in running} == {"survivor:2"}
+        assert len(running) == DESIRED and {definition_of(t) for t in running} == {"survivor:2"}
         wait_until(lambda: _engines_running(lab, "survivor") == DESIRED or None, 30, "no duplicate container")
-        described = berth.ok("service", "describe", "survivor", "-o", "json").json()["service"]
-        assert [d["id"] for d in described["deployments"]] == [2], "the rollout was restarted or forgotten"
+        described = berth.ok("service", "describe", "survivor", "-o", "json").json()
+        assert [d["id"] for d in described["deployments"]] == ["ecs-svc/2"], (
+            "the rollout was restarted or forgotten"
+        )
         assert failed == 0, f"{failed} of {requests} requests through the VIP failed"
     finally:
         client.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, id_of, node_of
 from berth.testing.lab import Lab
 from berth.testing.waiting import wait_until
 from tests.lab.conftest import delete_services
@@ -35,17 +35,17 @@ def test_exec_runs_in_a_container_on_every_host_and_a_viewer_is_refused(
     )  # fmt: skip
     try:
         running = wait_until(lambda: berth.running_exactly("default", 3, "where"), 60, "3 tasks RUNNING")[0]
-        assert len({t["nodeId"] for t in running}) == 3
+        assert len({node_of(t) for t in running}) == 3
         for task in running:
             # The container's hostname is its id on its host's own engine.
-            result = berth("exec", task["id"], "--", "sh", "-c", "hostname; exit 7")
+            result = berth("exec", id_of(task), "--", "sh", "-c", "hostname; exit 7")
             assert result.exit_code == 7, result.stderr
             hostname = result.stdout.strip()
             on_hosts = {
                 host.name: [
                     c.id
                     for c in lab.agents[host.name].containers()
-                    if c.labels["berth.task-id"] == task["id"]
+                    if c.labels["berth.task-id"] == id_of(task)
                 ]
                 for host in lab.hosts
             }
@@ -54,7 +54,7 @@ def test_exec_runs_in_a_container_on_every_host_and_a_viewer_is_refused(
 
         berth.ok("user", "create", "val", "--role", "viewer", "--out", str(tmp_path / "val"))
         viewer = Berth(lab.controlplane.address, tmp_path / "val")
-        viewer("exec", running[0]["id"], "--", "id").assert_refused("user val (viewer) may not Exec")
+        viewer("exec", id_of(running[0]), "--", "id").assert_refused("user val (viewer) may not Exec")
         audit = [
             json.loads(line) for line in (lab.controlplane.data_dir / "audit.log").read_text().splitlines()
         ]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import docker
 
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, id_of, node_of
 from berth.testing.lab import Lab
 from berth.testing.waiting import wait_until
 from tests.lab.conftest import delete_services
@@ -63,7 +63,7 @@ def test_an_unhealthy_task_leaves_the_rules_while_running_and_is_replaced(
     runner = None
     try:
         wait_until(lambda: _healthy(berth, 2), 30, "2 HEALTHY tasks")
-        vip: str = berth.ok("service", "describe", "checked", "-o", "json").json()["service"]["vip"]
+        vip: str = berth.ok("service", "describe", "checked", "-o", "json").json()["berth"]["vip"]
         serving = endpoint_set(berth, "checked")
         wait_until(lambda: all(dnat_targets(h, vip) == serving for h in lab.hosts), 10, "rules on every host")
 
@@ -75,12 +75,12 @@ def test_an_unhealthy_task_leaves_the_rules_while_running_and_is_replaced(
         runner = engine.containers.run(IMAGE, ["sh", "-c", loop], dns=[h1.address], detach=True)
 
         victim = berth.running("default", "checked")[0]
-        host = next(h for h in lab.hosts if lab.agents[h.name].node_id == victim["nodeId"])
+        host = next(h for h in lab.hosts if lab.agents[h.name].node_id == node_of(victim))
         victim_engine = docker.DockerClient(base_url=host.docker_url)
         try:
-            container = victim_engine.containers.get(victim["containers"][0]["dockerId"])
+            container = victim_engine.containers.get(victim["containers"][0]["runtimeId"])
             rows = berth.ok("service", "endpoints", "checked", "-o", "json").json()["endpoints"]
-            gone_endpoint = {f"{r['address']}:{r['port']}" for r in rows if r["taskId"] == victim["id"]}
+            gone_endpoint = {f"{r['address']}:{r['port']}" for r in rows if r["taskId"] == id_of(victim)}
             assert len(gone_endpoint) == 1
             container.exec_run(["rm", "-f", "/tmp/ok"])
 
@@ -97,11 +97,11 @@ def test_an_unhealthy_task_leaves_the_rules_while_running_and_is_replaced(
         finally:
             victim_engine.close()
 
-        stopped = berth.ok("task", "describe", victim["id"], "-o", "json").json()
+        stopped = berth.ok("task", "describe", id_of(victim), "-o", "json").json()
         assert stopped["healthStatus"] == "UNHEALTHY"
         assert stopped["stoppedReason"] == "Task failed container health checks"
         replacements, _ = wait_until(lambda: _healthy(berth, 2), 30, "a HEALTHY replacement")
-        assert victim["id"] not in {t["id"] for t in replacements}
+        assert id_of(victim) not in {id_of(t) for t in replacements}
         after = endpoint_set(berth, "checked")
         wait_until(
             lambda: all(dnat_targets(h, vip) == after for h in lab.hosts), 10, "rules with the replacement"

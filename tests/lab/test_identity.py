@@ -19,7 +19,7 @@ import grpc
 import pytest
 
 from berth import pki
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, id_of, node_of
 from berth.testing.lab import Lab
 from berth.testing.members import Member
 from berth.testing.waiting import wait_until
@@ -63,7 +63,7 @@ def test_one_hosts_certificate_cannot_act_as_another_host(berth: Berth, lab: Lab
     try:
         (task,), _ = wait_until(lambda: berth.running_exactly("default", 1, "pinned"), 60, "the task on h2")
         h1, h2 = _credentials(lab, "h1"), _credentials(lab, "h2")
-        assert task["nodeId"] == h2.name and h1.name != h2.name
+        assert node_of(task) == h2.name and h1.name != h2.name
 
         with h1.channel(lab.server) as channel:
             stub = agent_pb2_grpc.AgentServiceStub(channel)
@@ -94,7 +94,7 @@ def test_one_hosts_certificate_cannot_act_as_another_host(berth: Berth, lab: Lab
             # and its snapshot holds neither h2's task nor the secret's value.
             forged = agent_pb.AgentMessage(
                 status=agent_pb.TaskStatusReport(
-                    task_id=task["id"], last_status=pb.STOPPED, stop_code=pb.ESSENTIAL_CONTAINER_EXITED,
+                    task_id=id_of(task), last_status=pb.STOPPED, stop_code=pb.ESSENTIAL_CONTAINER_EXITED,
                     has_exit_code=True, exit_code=1, stopped_reason="forged by h1",
                 )
             )  # fmt: skip
@@ -103,14 +103,14 @@ def test_one_hosts_certificate_cannot_act_as_another_host(berth: Berth, lab: Lab
             try:
                 first = next(iter(stream))
                 assert first.HasField("desired_state")
-                assert task["id"] not in {t.task_id for t in first.desired_state.tasks}
+                assert id_of(task) not in {t.task_id for t in first.desired_state.tasks}
                 assert SECRET.encode() not in first.SerializeToString()
                 time.sleep(2)  # the forged report has been read by now
             finally:
                 done.set()
                 stream.cancel()  # type: ignore[no-untyped-call]
-        after = berth.ok("task", "describe", task["id"], "-o", "json").json()
-        assert after["lastStatus"] == "RUNNING" and after["nodeId"] == h2.name
+        after = berth.ok("task", "describe", id_of(task), "-o", "json").json()
+        assert after["lastStatus"] == "RUNNING" and node_of(after) == h2.name
         assert "forged" not in json.dumps(after)
     finally:
         delete_services(berth, ["pinned"])

@@ -16,7 +16,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, id_of, node_id_of, node_of
 from berth.testing.lab import Lab
 from berth.testing.waiting import wait_until
 from tests.lab.conftest import CPU_UNITS, GRACE, MEMORY_MIB, delete_services
@@ -42,14 +42,12 @@ def _taskdef(berth: Berth, tmp_path: Path, family: str, cpu: int = 64) -> None:
 
 
 def _node_names(berth: Berth) -> dict[str, str]:
-    return {
-        n["node"]["id"]: n["node"]["name"] for n in berth.ok("node", "list", "-o", "json").json()["nodes"]
-    }
+    return {node_id_of(n): n["ec2InstanceId"] for n in berth.instances()}
 
 
 def _running_by_host(berth: Berth, service: str) -> Counter[str]:
     names = _node_names(berth)
-    return Counter(names[t["nodeId"]] for t in berth.running("default", service))
+    return Counter(names[node_of(t)] for t in berth.running("default", service))
 
 
 @pytest.fixture()
@@ -131,7 +129,7 @@ def test_distinct_instance_places_three_and_says_why_not_four(
 
     wait_until(explained, 10, "the reason in the service's events")
     pending = [t for t in berth.tasks("default", "distinct") if t["lastStatus"] == "PENDING"]
-    assert len(pending) == 1 and pending[0]["pendingReason"] == expected
+    assert len(pending) == 1 and pending[0]["berth"]["pendingReason"] == expected
 
 
 def test_member_of_keeps_tasks_in_one_zone(berth: Berth, service: list[str], tmp_path: Path) -> None:
@@ -181,12 +179,12 @@ def _cut_and_heal(
         interval=0.2,
     )
     print(f"host cut -> its tasks RUNNING elsewhere after {time.monotonic() - cut_at:.2f}s (grace {GRACE}s)")
-    lost = [t for t in berth.tasks("default", "healing") if t["id"] in old_on_victim]
-    assert {t["id"] for t in lost} == old_on_victim, "every task of the cut host is recorded"
-    assert all(t["lastStatus"] == "STOPPED" and t["stopCode"] == "NODE_LOST" for t in lost)
-    assert {
-        n["node"]["name"]: n["node"]["status"] for n in berth.ok("node", "list", "-o", "json").json()["nodes"]
-    }["h1"] == "DOWN"
+    lost = [t for t in berth.tasks("default", "healing") if id_of(t) in old_on_victim]
+    assert {id_of(t) for t in lost} == old_on_victim, "every task of the cut host is recorded"
+    assert all(t["lastStatus"] == "STOPPED" and t["stopCode"] == "NodeLost" for t in lost)
+    (down,) = [n for n in berth.instances() if n["ec2InstanceId"] == "h1"]
+    # ECS shows a node whose agent stopped answering as ACTIVE and disconnected; Berth's word is DOWN.
+    assert (down["berth"]["status"], down["status"], down["agentConnected"]) == ("DOWN", "ACTIVE", False)
 
     # The host comes back: its agent stops the copies that were replaced, and the
     # service rebalances onto it, never below its desired count (minimumHealthyPercent 100).
@@ -198,9 +196,7 @@ def _cut_and_heal(
         "the superseded containers stopped on h1",
     )
     wait_until(
-        lambda: all(
-            n["node"]["status"] == "READY" for n in berth.ok("node", "list", "-o", "json").json()["nodes"]
-        ),
+        lambda: all(n["berth"]["status"] == "READY" for n in berth.instances()),
         30,
         "h1 READY again",
     )
@@ -295,17 +291,15 @@ def test_drain_moves_tasks_without_dipping_below_desired(
     assert samples[0] > 10, f"the drain watcher took only {samples[0]} samples"
     assert lowest[0] >= 6, f"running count fell to {lowest[0]} during the drain"
     wait_until(lambda: not lab.agents["h2"].containers(), 20, "h2 empty")
-    nodes = {
-        n["node"]["name"]: n["node"]["status"] for n in berth.ok("node", "list", "-o", "json").json()["nodes"]
-    }
-    assert nodes["h2"] == "DRAINING"
+    nodes = {n["ec2InstanceId"]: n for n in berth.instances()}
+    assert (nodes["h2"]["status"], nodes["h2"]["berth"]["status"]) == ("DRAINING", "DRAINING")
     berth.ok("node", "activate", "h2")
 
 
 def test_node_list_shows_resources(berth: Berth) -> None:
-    nodes = berth.ok("node", "list", "-o", "json").json()["nodes"]
-    assert {n["node"]["name"] for n in nodes} == {"h1", "h2", "h3"}
-    assert {n["node"]["attributes"]["zone"] for n in nodes} == {"a", "b", "c"}
+    nodes = berth.instances()
+    assert {n["ec2InstanceId"] for n in nodes} == {"h1", "h2", "h3"}
+    assert {a["value"] for n in nodes for a in n["attributes"] if a["name"] == "zone"} == {"a", "b", "c"}
     table = berth.ok("node", "list").stdout
     assert "MEM MiB USED/FREE" in table and "READY" in table
 
@@ -361,6 +355,7 @@ def test_several_strategies_apply_in_order(
 
 
 def test_lab_agents_report_the_capacity_they_were_given(berth: Berth) -> None:
-    nodes = berth.ok("node", "list", "-o", "json").json()["nodes"]
-    assert {n["node"]["cpuUnits"] for n in nodes} == {CPU_UNITS}
-    assert {n["node"]["memoryMib"] for n in nodes} == {MEMORY_MIB}
+    nodes = berth.instances()
+    registered = [{r["name"]: r["integerValue"] for r in n["registeredResources"]} for n in nodes]
+    assert {r["CPU"] for r in registered} == {CPU_UNITS}
+    assert {r["MEMORY"] for r in registered} == {MEMORY_MIB}

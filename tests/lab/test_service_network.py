@@ -19,7 +19,7 @@ import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, id_of, node_of
 from berth.testing.lab import Lab, LabHost
 from berth.testing.waiting import wait_until
 from tests.lab.conftest import UPSTREAM_DNS, delete_services
@@ -131,7 +131,7 @@ def create(
         port,
     )
     wait_until(lambda: len(berth.running("default", name)) == count, 30, f"{count} RUNNING")
-    vip: str = berth.ok("service", "describe", name, "-o", "json").json()["service"]["vip"]
+    vip: str = berth.ok("service", "describe", name, "-o", "json").json()["berth"]["vip"]
     return vip
 
 
@@ -173,9 +173,9 @@ def test_vip_and_name_survive_task_replacement(
         for _ in range(3):
             before = endpoint_set(berth, "steady")
             victim = berth.running("default", "steady")[0]
-            host = next(h for h in lab.hosts if lab.agents[h.name].node_id == victim["nodeId"])
+            host = next(h for h in lab.hosts if lab.agents[h.name].node_id == node_of(victim))
             docker.DockerClient(base_url=host.docker_url).containers.get(
-                victim["containers"][0]["dockerId"]
+                victim["containers"][0]["runtimeId"]
             ).kill()
 
             def replaced(before: set[str] = before) -> set[str] | None:
@@ -196,7 +196,7 @@ def test_vip_and_name_survive_task_replacement(
             )
             sync_seconds.append(time.monotonic() - changed_at)
             time.sleep(1)
-        assert berth.ok("service", "describe", "steady", "-o", "json").json()["service"]["vip"] == vip
+        assert berth.ok("service", "describe", "steady", "-o", "json").json()["berth"]["vip"] == vip
         assert f"Address: {vip}" in client(lab, "nslookup steady.default.berth")
         runner.wait(timeout=120)
         results = dict(re.findall(r"\br(\d+):(ok|fail)\b", runner.logs().decode()))
@@ -262,10 +262,10 @@ def test_udp_service_survives_its_only_endpoint_being_replaced(
     wait_until(lambda: dnat_targets(lab.host("h1"), vip) or None, 10, "h1's rules for the echo service")
     first, _ = wait_until(lambda: ((a := ask()).endswith(": ping") and a) or None, 10, "a first answer")
     victim = berth.running("default", "echo")[0]
-    host = next(h for h in lab.hosts if lab.agents[h.name].node_id == victim["nodeId"])
-    docker.DockerClient(base_url=host.docker_url).containers.get(victim["containers"][0]["dockerId"]).kill()
+    host = next(h for h in lab.hosts if lab.agents[h.name].node_id == node_of(victim))
+    docker.DockerClient(base_url=host.docker_url).containers.get(victim["containers"][0]["runtimeId"]).kill()
     wait_until(
-        lambda: ((r := berth.running("default", "echo")) and r[0]["id"] != victim["id"]) or None,
+        lambda: ((r := berth.running("default", "echo")) and id_of(r[0]) != id_of(victim)) or None,
         10,
         "the replacement RUNNING",
     )

@@ -11,7 +11,7 @@ from typing import Any
 
 import docker
 
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, node_of
 from berth.testing.lab import Lab
 from berth.testing.waiting import wait_until
 from tests.lab.test_service_network import IMAGE
@@ -80,7 +80,7 @@ def test_init_and_sidecar_start_first_and_the_app_reads_the_shared_volume(
     task_id = berth.ok("task", "run", "--task-definition", "ordered").stdout.strip()
     try:
         task, _ = wait_until(lambda: _running_task(berth, task_id), 60, "the ordered task RUNNING")
-        host = next(h for h in lab.hosts if lab.agents[h.name].node_id == task["nodeId"])
+        host = next(h for h in lab.hosts if lab.agents[h.name].node_id == node_of(task))
         engine = docker.DockerClient(base_url=host.docker_url)
         try:
             found = engine.containers.list(all=True, filters={"label": f"berth.task-id={task_id}"})

@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from rich.text import Text
 
 from berth.cli.client import fail
-from berth.cli.output import DataConsole, emit, printable, say
+from berth.cli.output import DataConsole, emit, emit_one, printable, say
+from berth.ecs import shapes
+from berth.ecs.arns import Arns
 from berth.v1 import resources_pb2 as pb
 
 REASONS = [
@@ -123,6 +125,16 @@ def test_json_and_yaml_keep_the_data_exact(capsys: pytest.CaptureFixture[str]) -
     assert json.loads(capsys.readouterr().out)["tasks"][0]["stoppedReason"] == FORGED
     emit("yaml", [task], [], "tasks")
     assert yaml.safe_load(capsys.readouterr().out)["tasks"][0]["stoppedReason"] == FORGED
+
+
+def test_json_and_yaml_print_the_ecs_shape_when_given(capsys: pytest.CaptureFixture[str]) -> None:
+    task = pb.Task(id="t1", cluster="c", task_definition="web:1", stopped_reason=FORGED)
+    emit("json", [task], [], "tasks", lambda t: shapes.task(Arns(), t))
+    shown = json.loads(capsys.readouterr().out)
+    assert shown == {"tasks": [shapes.task(Arns(), task)]}
+    assert shown["tasks"][0]["stoppedReason"] == FORGED
+    emit_one("yaml", task, lambda: None, lambda t: shapes.task(Arns(), t))
+    assert yaml.safe_load(capsys.readouterr().out) == shapes.task(Arns(), task)
 
 
 def test_fail_prints_one_escaped_error_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -135,3 +135,33 @@ async def test_services_created_at_once_still_get_distinct_virtual_ips() -> None
         )
     )
     assert len({service.vip for service in created}) == 3
+
+
+async def test_clusters_are_described_with_their_counts(
+    cache: ClusterCache, store: MemoryStore, ops: Ops
+) -> None:
+    await ops.clusters.create("staging")
+    await ops.services.create(
+        ServiceSpec(cluster="staging", name="api", task_definition="web", desired_count=0)
+    )
+    await ops.services.create(
+        ServiceSpec(cluster="staging", name="old", task_definition="web", desired_count=0)
+    )
+    await ops.services.delete("staging", "old")  # DRAINING: no longer active
+    pending = await ops.tasks.run("staging", "web")
+    running = await ops.tasks.run("staging", "web")
+    running.last_status = pb.RUNNING
+    await put(store, keys.task(running.id), running)
+    await put(store, keys.node("node-1"), pb.Node(id="node-1", name="h1", status=pb.READY))
+    await caught_up(cache, store)
+
+    described = await ops.clusters.describe("staging")
+    assert (described.cluster.name, described.running_tasks, described.pending_tasks) == ("staging", 1, 1)
+    assert (described.active_services, described.registered_container_instances) == (1, 1)
+    assert pending.last_status == pb.PENDING
+    every = await ops.clusters.describe_all()
+    assert [d.cluster.name for d in every] == ["default", "staging"]
+    assert every[1] == described
+    assert (every[0].running_tasks, every[0].active_services) == (0, 0)
+    with pytest.raises(NotFound):
+        await ops.clusters.describe("nosuch")
