@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from berth.testing.daemons import REPO, ControlPlaneProcess, HollowAgentsProcess, JoinFlags, free_port
+from berth.testing.daemons import REPO, ControlPlaneProcess, HollowAgentsProcess, JoinFlags
 from berth.testing.ecs import EcsClients
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc

@@ -184,13 +184,6 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         "'none' writes none (default: ~/.aws when the admin config goes to its default place, else none)",
     )
     args = parser.parse_args(argv)
-    if not _ECS_REGION.fullmatch(args.ecs_region):
-        parser.error("--ecs-region must be lowercase letters, digits and '-' (e.g. local, eu-west-1)")
-    if not _ECS_ACCOUNT.fullmatch(args.ecs_account):
-        parser.error("--ecs-account must be 12 digits")
-    ecs_listen = "" if args.ecs_listen == "off" else args.ecs_listen or default_ecs_listen(args.listen)
-    if ecs_listen and not ecs_listen.rpartition(":")[2].isdigit():
-        parser.error("--ecs-listen must be HOST:PORT or 'off'")
     admin_config = (
         None
         if args.admin_config == "none"
@@ -218,8 +211,9 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         )
     if not _ECS_ACCOUNT.fullmatch(args.ecs_account):
         parser.error("--ecs-account: use 12 digits")
-    if args.ecs_listen not in ("", "off"):
-        host, _, port = args.ecs_listen.rpartition(":")
+    ecs_listen = "" if args.ecs_listen == "off" else args.ecs_listen or default_ecs_listen(args.listen)
+    if ecs_listen:
+        host, _, port = ecs_listen.rpartition(":")
         if not (host and port.isascii() and port.isdigit() and len(port) <= 5 and int(port) <= 65535):
             parser.error("--ecs-listen: write HOST:PORT (port 0-65535) or 'off'")
     if args.keep_failed_tasks < 1:

@@ -7,9 +7,9 @@ import typer
 from berth.cli.client import CliContext, api_errors
 from berth.cli.options import command_group
 from berth.cli.output import OutputOption, emit, say
-from berth.names import node_cluster
 from berth.ecs import shapes
 from berth.ecs.arns import Arns
+from berth.names import node_cluster
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 

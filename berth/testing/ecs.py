@@ -145,7 +145,7 @@ class EcsClients:
             return error.code, json.loads(error.read() or b"{}")
 
 
-class _Signer(SigV4Auth):
+class _Signer(SigV4Auth):  # type: ignore[misc]  # botocore has no type information
     """botocore's SigV4, at a chosen time (to send an expired signature on purpose)."""
 
     def __init__(

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from berth.ecs.arns import Arns
-from berth.tags import check_tags
-
 from berth.errors import BerthError
+from berth.tags import check_tags
 from berth.v1 import resources_pb2 as pb
 from controlplane.cache import ClusterCache
 from controlplane.ecs.errors import translate

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from berth.ecs import shapes
-
 from berth.errors import AlreadyExists, BerthError, NotFound
+from berth.names import DEFAULT_CLUSTER
 from controlplane.ecs.backend import (
     Answer,
     Backend,
@@ -19,7 +19,6 @@ from controlplane.ecs.backend import (
 )
 from controlplane.ecs.errors import translate
 from controlplane.ecs.pages import page
-from controlplane.operations.clusters import DEFAULT_CLUSTER
 
 
 async def create_cluster(backend: Backend, params: Params) -> Answer:

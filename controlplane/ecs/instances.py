@@ -9,8 +9,8 @@ ECS shows a disconnected agent: ACTIVE with agentConnected false.
 from __future__ import annotations
 
 from berth.ecs import shapes
-
 from berth.errors import BerthError, NotFound
+from berth.names import DEFAULT_CLUSTER
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 from controlplane.ecs.backend import (
@@ -26,7 +26,6 @@ from controlplane.ecs.backend import (
 from controlplane.ecs.errors import translate
 from controlplane.ecs.pages import page
 from controlplane.ecs.protocol import invalid
-from controlplane.operations.clusters import DEFAULT_CLUSTER
 from controlplane.operations.nodes import summary_message
 
 _STATES = {"ACTIVE": pb.READY, "DRAINING": pb.DRAINING}
@@ -81,7 +80,7 @@ async def describe(backend: Backend, params: Params) -> Answer:
         if summary is None:
             failures.append(missing(arn))
         else:
-            found.append(shapes.container_instance(backend.arns, summary))
+            found.append(shapes.container_instance(backend.arns, summary.node, summary))
     return {"containerInstances": found, "failures": failures}
 
 
@@ -108,7 +107,7 @@ async def update_state(backend: Backend, params: Params) -> Answer:
         updated = api.NodeSummary()
         updated.CopyFrom(summary)
         updated.node.CopyFrom(node)
-        changed.append(shapes.container_instance(backend.arns, updated))
+        changed.append(shapes.container_instance(backend.arns, updated.node, updated))
     return {"containerInstances": changed, "failures": failures}
 
 

@@ -31,8 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from controlplane.ecs.sigv4 import SignatureError, SignedRequest, verify
-from controlplane.operations.access_keys import Credential
 
 from berth.errors import BerthError
 from berth.files import private_dir, write_private
@@ -48,6 +46,8 @@ from controlplane.ecs.protocol import (
     operation_name,
     parse_body,
 )
+from controlplane.ecs.sigv4 import SignatureError, SignedRequest, verify
+from controlplane.operations.access_keys import Credential
 from controlplane.tls import ServerCertificate
 
 log = logging.getLogger(__name__)

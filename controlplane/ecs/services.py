@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from berth.ecs import shapes
-
 from berth.errors import BerthError, NotFound
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb

@@ -3,12 +3,11 @@ task definitions and tasks, each named by its ARN."""
 
 from __future__ import annotations
 
-from controlplane.operations.tags import Resource
-
 from berth.errors import BerthError
 from controlplane.ecs.backend import Answer, Backend, Operation, Params, call, operation, tag_list, tags_of
 from controlplane.ecs.errors import translate
 from controlplane.ecs.protocol import invalid
+from controlplane.operations.tags import Resource
 
 MAX_KEYS = 50
 

@@ -12,7 +12,6 @@ import logging
 from typing import Any
 
 from berth.ecs import shapes
-
 from berth.errors import BerthError
 from berth.taskdef import parse_register_document
 from berth.v1 import resources_pb2 as pb

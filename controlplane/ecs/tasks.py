@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from berth.ecs import shapes
-
 from berth.errors import BerthError, NotFound
 from berth.names import parse_task_definition_ref
 from berth.v1 import resources_pb2 as pb

@@ -197,7 +197,7 @@ def test_the_seed_commands_run_a_service_on_the_engine(
 
     def service_missing() -> bool:
         answer = clients.aws_ok("ecs", "describe-services", "--cluster", CLUSTER, "--services", "web")
-        return answer["services"] == [] and answer["failures"][0]["reason"] == "MISSING"
+        return bool(answer["services"] == [] and answer["failures"][0]["reason"] == "MISSING")
 
     wait_until(service_missing, 60, "the deleted service reported MISSING")
     # The agent is still a member: ECS refuses to delete a cluster with container instances.

@@ -161,7 +161,7 @@ def test_malformed_requests_get_ecs_errors_and_change_nothing(
     clients: EcsClients, ecs_plane: ControlPlaneProcess
 ) -> None:
     before = ecs_plane.operator_records()
-    cases = [
+    cases: list[tuple[str, bytes | dict[str, Any], int, str]] = [
         ("CreateCluster", b"{not json", 400, "SerializationException"),
         ("CreateCluster", b"[1, 2]", 400, "SerializationException"),
         ("CreateCluster", {"clusterName": 7}, 400, "SerializationException"),

@@ -152,7 +152,9 @@ async def test_clusters_are_described_with_their_counts(
     running = await ops.tasks.run("staging", "web")
     running.last_status = pb.RUNNING
     await put(store, keys.task(running.id), running)
-    await put(store, keys.node("node-1"), pb.Node(id="node-1", name="h1", status=pb.READY))
+    await put(store, keys.node("node-1"), pb.Node(id="node-1", name="h1", status=pb.READY, cluster="staging"))
+    # A node of another cluster (here: the default, as records without one read) is not counted.
+    await put(store, keys.node("node-2"), pb.Node(id="node-2", name="h2", status=pb.READY))
     await caught_up(cache, store)
 
     described = await ops.clusters.describe("staging")
@@ -162,6 +164,10 @@ async def test_clusters_are_described_with_their_counts(
     every = await ops.clusters.describe_all()
     assert [d.cluster.name for d in every] == ["default", "staging"]
     assert every[1] == described
-    assert (every[0].running_tasks, every[0].active_services) == (0, 0)
+    assert (every[0].running_tasks, every[0].active_services, every[0].registered_container_instances) == (
+        0,
+        0,
+        1,
+    )
     with pytest.raises(NotFound):
         await ops.clusters.describe("nosuch")
