@@ -464,6 +464,8 @@ def task(
     if task.stopped_reason:
         out["stoppedReason"] = task.stopped_reason
     out["group"] = f"service:{task.service}" if task.service else f"family:{family}"
+    if task.started_by:
+        out["startedBy"] = task.started_by
     out["healthStatus"] = HEALTH_STATUS[task.health_status]
     out["containers"] = [_container(arns, task, task_arn, c, images or {}) for c in task.containers]
     if version is not None:

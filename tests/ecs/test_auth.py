@@ -17,7 +17,7 @@ from berth.testing.ecs import EcsClients
 
 def _key(berth: Berth, user: str) -> tuple[str, str]:
     created = berth.ok("access-key", "create", "--user", user, "-o", "json").json()
-    return created["accessKeyId"], created["secretAccessKey"]
+    return created["AccessKey"]["AccessKeyId"], created["AccessKey"]["SecretAccessKey"]
 
 
 def test_unsigned_wrong_and_expired_requests_are_refused_and_write_nothing(
