@@ -448,6 +448,9 @@ def task(
     }
     if task.node_id:
         out["containerInstanceArn"] = arns.container_instance(task.cluster, task.node_id)
+    elif len(task.pinned_nodes) == 1:
+        # StartTask's task, pinned to one instance: ECS names it at once, and it can run nowhere else.
+        out["containerInstanceArn"] = arns.container_instance(task.cluster, task.pinned_nodes[0])
     out["lastStatus"] = TASK_STATUS[task.last_status]
     out["desiredStatus"] = DESIRED_STATUS[task.desired_status]
     out["launchType"] = "EC2"
