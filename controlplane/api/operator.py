@@ -216,20 +216,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
 
     @grpc_errors
     async def ListNodes(self, request: api.ListNodesRequest, context: Context) -> api.ListNodesResponse:
-        nodes = []
-        for summary in self._ops.nodes.summaries():
-            message = api.NodeSummary(
-                node=summary.node,
-                cpu_reserved=summary.cpu_reserved,
-                memory_reserved=summary.memory_reserved,
-                running_tasks=summary.running_tasks,
-                connected=summary.connected,
-                pending_tasks=summary.pending_tasks,
-            )
-            if summary.metrics is not None:
-                message.metrics.CopyFrom(summary.metrics)
-            nodes.append(message)
-        return api.ListNodesResponse(nodes=nodes)
+        return api.ListNodesResponse(nodes=[summary.message() for summary in self._ops.nodes.summaries()])
 
     @grpc_errors
     async def UpdateNodeStatus(self, request: api.UpdateNodeStatusRequest, context: Context) -> pb.Node:

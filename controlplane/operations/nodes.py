@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from berth.clock import now
 from berth.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
@@ -55,6 +56,20 @@ class NodeSummary:
     connected: bool
     metrics: pb.NodeMetrics | None
     pending_tasks: int = 0
+
+    def message(self) -> api.NodeSummary:
+        """As the API returns it (ListNodes; the ECS API's container instances are built from it)."""
+        message = api.NodeSummary(
+            node=self.node,
+            cpu_reserved=self.cpu_reserved,
+            memory_reserved=self.memory_reserved,
+            running_tasks=self.running_tasks,
+            connected=self.connected,
+            pending_tasks=self.pending_tasks,
+        )
+        if self.metrics is not None:
+            message.metrics.CopyFrom(self.metrics)
+        return message
 
 
 class Nodes:
