@@ -21,7 +21,6 @@ from controlplane.api.errors import Context, grpc_errors, grpc_stream_errors
 from controlplane.operations import Operations
 from controlplane.operations.membership import Membership, Users, public
 from controlplane.operations.metrics import Metrics
-from controlplane.operations.nodes import summary_message
 from controlplane.operations.services import ServiceChange, ServiceSpec, description
 from controlplane.rightsizing_view import RightsizingView
 from controlplane.usage_view import UsageView
@@ -210,7 +209,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
 
     @grpc_errors
     async def ListNodes(self, request: api.ListNodesRequest, context: Context) -> api.ListNodesResponse:
-        return api.ListNodesResponse(nodes=[summary_message(s) for s in self._ops.nodes.summaries()])
+        return api.ListNodesResponse(nodes=[summary.message() for summary in self._ops.nodes.summaries()])
 
     @grpc_errors
     async def UpdateNodeStatus(self, request: api.UpdateNodeStatusRequest, context: Context) -> pb.Node:

@@ -26,14 +26,13 @@ from controlplane.ecs.backend import (
 from controlplane.ecs.errors import translate
 from controlplane.ecs.pages import page
 from controlplane.ecs.protocol import invalid
-from controlplane.operations.nodes import summary_message
 
 _STATES = {"ACTIVE": pb.READY, "DRAINING": pb.DRAINING}
 
 
 def _members(backend: Backend, cluster: str) -> dict[str, api.NodeSummary]:
     return {
-        s.node.id: summary_message(s)
+        s.node.id: s.message()
         for s in backend.ops.nodes.summaries()
         if (s.node.cluster or DEFAULT_CLUSTER) == cluster
     }

@@ -65,20 +65,19 @@ class NodeSummary:
     metrics: pb.NodeMetrics | None
     pending_tasks: int = 0
 
-
-def summary_message(summary: NodeSummary) -> api.NodeSummary:
-    """The summary as the operator API's NodeSummary, which both doors render."""
-    message = api.NodeSummary(
-        node=summary.node,
-        cpu_reserved=summary.cpu_reserved,
-        memory_reserved=summary.memory_reserved,
-        running_tasks=summary.running_tasks,
-        connected=summary.connected,
-        pending_tasks=summary.pending_tasks,
-    )
-    if summary.metrics is not None:
-        message.metrics.CopyFrom(summary.metrics)
-    return message
+    def message(self) -> api.NodeSummary:
+        """As the API returns it (ListNodes; the ECS API's container instances are built from it)."""
+        message = api.NodeSummary(
+            node=self.node,
+            cpu_reserved=self.cpu_reserved,
+            memory_reserved=self.memory_reserved,
+            running_tasks=self.running_tasks,
+            connected=self.connected,
+            pending_tasks=self.pending_tasks,
+        )
+        if self.metrics is not None:
+            message.metrics.CopyFrom(self.metrics)
+        return message
 
 
 class Nodes:

@@ -91,7 +91,7 @@ def test_put_then_list(berth: Berth, pushing_agent: AgentProcess) -> None:
         assert listed[("rps", id_of(task))]["value"] == 7.5
         assert all(m.get("ageSeconds", 0) < 60 for m in listed.values())
         table = berth.ok("metric", "list", "metered").stdout
-        assert "queue_depth" in table and "service" in table and f"task {task['id']}" in table
+        assert "queue_depth" in table and "service" in table and f"task {id_of(task)}" in table
     finally:
         _delete(berth, "metered")
 

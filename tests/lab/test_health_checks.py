@@ -108,7 +108,7 @@ def test_an_unhealthy_task_leaves_the_rules_while_running_and_is_replaced(
         )
         events = berth.ok("service", "describe", "checked").stdout
         assert (
-            f"task {victim['id'][:12]} failed its health check (exit 1: no /tmp/ok) and was replaced"
+            f"task {id_of(victim)[:12]} failed its health check (exit 1: no /tmp/ok) and was replaced"
             in events
         )
 
