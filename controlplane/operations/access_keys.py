@@ -95,6 +95,8 @@ class AccessKeys:
         self._store = store
         self._cache = cache
         self._master = master
+        # Keys whose secret did not open, logged once each (every request with one would).
+        self._unusable: set[str] = set()
 
     async def create(self, user: str, created_by: str) -> tuple[pb.AccessKey, str]:
         """A new key for an existing user: its record (without the sealed secret) and the
@@ -178,6 +180,14 @@ class AccessKeys:
             ).decode("ascii")
         except (SealError, UnicodeDecodeError) as error:
             # A replica without the first one's master key, or a record tampered with.
-            log.error("event=access_key_unusable id=%s user=%s error=%r", key_id, record.user, str(error))
+            if key_id not in self._unusable:
+                self._unusable.add(key_id)
+                log.error(
+                    "event=access_key_unusable id=%s user=%s error=%r hint=%s",
+                    key_id,
+                    record.user,
+                    str(error),
+                    "copy_secrets.key_from_the_first_replicas_pki_dir",
+                )
             return None
         return Credential(key_id=key_id, user=owner.value.name, role=owner.value.role, secret=secret)

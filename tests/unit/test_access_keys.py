@@ -198,7 +198,7 @@ async def test_a_hostile_key_id_never_reaches_the_cache(hostile: str, master: Ma
 
 
 async def test_a_key_of_a_deleted_user_or_a_tampered_record_is_refused(
-    store: MemoryStore, cache: ClusterCache, access_keys: AccessKeys, master: MasterKey
+    store: MemoryStore, cache: ClusterCache, access_keys: AccessKeys, caplog: pytest.LogCaptureFixture
 ) -> None:
     await user(store, "alice", role="viewer")
     await user(store, "bob", role="admin")
@@ -213,8 +213,12 @@ async def test_a_key_of_a_deleted_user_or_a_tampered_record_is_refused(
     await put(store, keys.access_key(record.id), moved)
     await caught_up(cache, store)
     assert access_keys.lookup(record.id) is None
-    # Another replica's master key (its PKI directory was not copied).
-    assert AccessKeys(store, cache, MasterKey.generate()).lookup(record.id) is None
+    # Another replica's master key (its PKI directory was not copied): refused, logged once.
+    elsewhere = AccessKeys(store, cache, MasterKey.generate())
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert elsewhere.lookup(record.id) is None and elsewhere.lookup(record.id) is None
+    assert caplog.text.count("event=access_key_unusable") == 1
     await put(store, keys.access_key(record.id), stored.value)
     await caught_up(cache, store)
     assert access_keys.lookup(record.id) is not None
