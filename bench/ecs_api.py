@@ -58,9 +58,7 @@ def main() -> None:
     containers = json.loads((REPO / "examples" / "web.json").read_text())
     with tempfile.TemporaryDirectory(prefix="berth-bench-ecs-") as scratch:
         base = Path(scratch)
-        plane = ControlPlaneProcess(
-            base / "cp", ["--aws-profile-dir", str(base / "aws")]
-        )
+        plane = ControlPlaneProcess(base / "cp", ["--aws-profile-dir", str(base / "aws")])
         plane.start()
         hollow = HollowAgentsProcess(base / "hollow.log", plane.address, 1, join=JoinFlags.of(plane))
         hollow.start()

@@ -28,7 +28,6 @@ _ECS_REGION = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
 _ECS_ACCOUNT = re.compile(r"[0-9]{12}")
 
 
-
 def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
     parser = argparse.ArgumentParser(
         prog="berth-controlplane", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter

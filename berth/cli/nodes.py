@@ -55,7 +55,7 @@ def list_(
             ),
         ],
         "containerInstances",
-        lambda s: shapes.container_instance(arns, s.node, s),
+        lambda s: shapes.container_instance(arns, s),
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from berth.ecs.arns import Arns
-from berth.names import protocol_name
+from berth.names import node_cluster, protocol_name
 from berth.taskdef import to_ecs_document
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
@@ -489,14 +489,11 @@ def _resources(cpu: int, memory: int) -> list[dict[str, Any]]:
 
 
 def container_instance(
-    arns: Arns,
-    node: pb.Node,
-    summary: api.NodeSummary,
-    *,
-    cluster: str = "default",
-    tags: Mapping[str, str] | None = None,
+    arns: Arns, summary: api.NodeSummary, tags: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
-    """ECS's ContainerInstance for a node (ec2InstanceId is the node's name) in `cluster`."""
+    """ECS's ContainerInstance for a node (ec2InstanceId is the node's name), in its cluster."""
+    node = summary.node
+    cluster = node_cluster(node)
     connected = summary.connected and node.status != pb.DOWN
     out: dict[str, Any] = {
         "containerInstanceArn": arns.container_instance(cluster, node.id),

@@ -79,7 +79,7 @@ async def describe(backend: Backend, params: Params) -> Answer:
         if summary is None:
             failures.append(missing(arn))
         else:
-            found.append(shapes.container_instance(backend.arns, summary.node, summary))
+            found.append(shapes.container_instance(backend.arns, summary))
     return {"containerInstances": found, "failures": failures}
 
 
@@ -106,7 +106,7 @@ async def update_state(backend: Backend, params: Params) -> Answer:
         updated = api.NodeSummary()
         updated.CopyFrom(summary)
         updated.node.CopyFrom(node)
-        changed.append(shapes.container_instance(backend.arns, updated.node, updated))
+        changed.append(shapes.container_instance(backend.arns, updated))
     return {"containerInstances": changed, "failures": failures}
 
 

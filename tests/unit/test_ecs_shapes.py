@@ -340,7 +340,7 @@ def test_container_instance() -> None:
     summary = api.NodeSummary(
         node=node, cpu_reserved=512, memory_reserved=1024, running_tasks=2, pending_tasks=1, connected=True
     )
-    shown = shapes.container_instance(ARNS, node, summary)
+    shown = shapes.container_instance(ARNS, summary)
     ecs_keys_only("ContainerInstance", shown)
     assert shown == {
         "containerInstanceArn": P + "container-instance/default/node-1",
@@ -370,9 +370,9 @@ def test_container_instance() -> None:
             "memoryReserved": 1024,
         },
     }
-    node.status = pb.DRAINING
-    assert shapes.container_instance(ARNS, node, summary)["status"] == "DRAINING"
-    assert shapes.container_instance(ARNS, node, summary)["agentConnected"] is True
+    summary.node.status = pb.DRAINING
+    assert shapes.container_instance(ARNS, summary)["status"] == "DRAINING"
+    assert shapes.container_instance(ARNS, summary)["agentConnected"] is True
 
 
 def test_botocore_parses_the_shapes() -> None:
