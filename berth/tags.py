@@ -95,3 +95,21 @@ def without(existing: Sequence[pb.Tag], keys: Iterable[str]) -> list[pb.Tag]:
             raise InvalidArgument(f"tag key {shown(key)} has {len(key)} characters: use 1 to {MAX_KEY}")
         removed.add(key)
     return [pb.Tag(key=t.key, value=t.value) for t in existing if t.key not in removed]
+
+
+def from_document(raw: object) -> list[pb.Tag]:
+    """The `tags` of an ECS document or request ([{"key": ..., "value": ...}]), checked."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise InvalidArgument('tags must be a list of {"key": ..., "value": ...}')
+    _limit(len(raw))
+    tags = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict) or set(item) - {"key", "value"} or not isinstance(item.get("key"), str):
+            raise InvalidArgument(f'tags[{index}] must be {{"key": TEXT, "value": TEXT}}')
+        value = item.get("value", "")
+        if not isinstance(value, str):
+            raise InvalidArgument(f"tags[{index}].value must be text")
+        tags.append(pb.Tag(key=item["key"], value=value))
+    return check_tags(tags)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
+from berth import tags as tag_rules
 from berth.ecs_schema import EcsModel, one_line
 from berth.errors import InvalidArgument
 from berth.names import check_family, shown
@@ -334,6 +335,8 @@ def parse_register_document(data: Any) -> tuple[pb.TaskDefinition, list[str]]:
     if read_only:
         notes.append(f"{', '.join(read_only)}: read-only fields of describe output, ignored")
     relevant = {k: v for k, v in _present(data).items() if k not in READ_ONLY_DOCUMENT_FIELDS}
+    # The definition's own tags, as TagResource and ListTagsForResource see them (berth.tags).
+    tags = tag_rules.from_document(relevant.pop("tags", None))
     containers = relevant.get("containerDefinitions")
     volumes = parse_volumes(relevant.pop("volumes", []), notes)
     try:
@@ -357,6 +360,7 @@ def parse_register_document(data: Any) -> tuple[pb.TaskDefinition, list[str]]:
         network_mode=NETWORK_MODES[doc.network_mode] if doc.network_mode else pb.NETWORK_MODE_UNSPECIFIED,
         aws_only_fields=aws_only,
         volumes=volumes,
+        tags=tags,
     )
     namespaces.apply(task_definition)
     validate_task_definition(task_definition)
@@ -690,6 +694,8 @@ def to_ecs_document(td: pb.TaskDefinition) -> dict[str, Any]:
         out.update(json.loads(td.aws_only_fields))
     if td.volumes:
         out["volumes"] = volumes_to_ecs(td)
+    if td.tags:
+        out["tags"] = [{"key": t.key, "value": t.value} for t in td.tags]
     if td.revision:
         out["revision"] = td.revision
     if td.status:

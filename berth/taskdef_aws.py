@@ -66,7 +66,7 @@ MAX_KEPT_BYTES = 16_384
 # Document fields that only mean something on AWS and need no note of their own (the parser
 # names them in one "AWS-only, Berth ignores ..." note); kept as registered like the rest.
 IGNORED_DOCUMENT_FIELDS = frozenset(
-    {"taskRoleArn", "executionRoleArn", "requiresCompatibilities", "tags", "runtimePlatform"}
+    {"taskRoleArn", "executionRoleArn", "requiresCompatibilities", "runtimePlatform"}
 )
 
 

@@ -164,6 +164,10 @@ if grep -qs '^\[profile berth\]' "$aws_dir/config"; then
     aws_env="AWS_CONFIG_FILE=$aws_dir/config AWS_SHARED_CREDENTIALS_FILE=$aws_dir/credentials "
   fi
   aws_hint="${aws_env}aws --profile berth ecs list-clusters   # the ECS API, as the aws CLI and boto3 see it"
+  step "The same service through the ECS-compatible API, with the real aws CLI (profile berth)"
+  env ${aws_env} .venv/bin/aws --profile berth ecs describe-services --cluster default --services web \
+    --query 'services[0].{service:serviceName,status:status,desired:desiredCount,running:runningCount}' \
+    --output table
 else
   aws_hint="berth access-key create --user admin   # keys for the ECS API (aws CLI, boto3)"
 fi

@@ -59,6 +59,7 @@ def _request(
         ipc_mode=td.ipc_mode,
         aws_only_fields=td.aws_only_fields,
         volumes=td.volumes,
+        tags=td.tags,
     )
 
 

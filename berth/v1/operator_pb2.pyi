@@ -119,6 +119,7 @@ class RegisterTaskDefinitionRequest(_message.Message):
     IPC_MODE_FIELD_NUMBER: _builtins.int
     AWS_ONLY_FIELDS_FIELD_NUMBER: _builtins.int
     VOLUMES_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     family: _builtins.str
     cpu: _builtins.int
     memory: _builtins.int
@@ -131,6 +132,10 @@ class RegisterTaskDefinitionRequest(_message.Message):
     def container_definitions(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ContainerDefinition]: ...
     @_builtins.property
     def volumes(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Volume]: ...
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Tag]:
+        """The definition's tags (ECS's register `tags`; berth/tags.py)."""
+
     def __init__(
         self,
         *,
@@ -143,10 +148,11 @@ class RegisterTaskDefinitionRequest(_message.Message):
         ipc_mode: _builtins.str = ...,
         aws_only_fields: _builtins.str = ...,
         volumes: _abc.Iterable[_resources_pb2.Volume] | None = ...,
+        tags: _abc.Iterable[_resources_pb2.Tag] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aws_only_fields", b"aws_only_fields", "container_definitions", b"container_definitions", "cpu", b"cpu", "family", b"family", "ipc_mode", b"ipc_mode", "memory", b"memory", "network_mode", b"network_mode", "pid_mode", b"pid_mode", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aws_only_fields", b"aws_only_fields", "container_definitions", b"container_definitions", "cpu", b"cpu", "family", b"family", "ipc_mode", b"ipc_mode", "memory", b"memory", "network_mode", b"network_mode", "pid_mode", b"pid_mode", "tags", b"tags", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -89,6 +89,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
                 ipc_mode=request.ipc_mode,
                 aws_only_fields=request.aws_only_fields,
                 volumes=request.volumes,
+                tags=request.tags,
             )
         )
 

@@ -9,13 +9,12 @@ kept, not acted on) have no place in ECS's answer and are logged instead.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from berth.ecs import shapes
 from berth.errors import BerthError
 from berth.taskdef import parse_register_document
 from berth.v1 import resources_pb2 as pb
-from controlplane.ecs.backend import Answer, Backend, Operation, Params, call, operation, tag_list, tags_of
+from controlplane.ecs.backend import Answer, Backend, Operation, Params, call, operation, tag_list
 from controlplane.ecs.errors import translate
 from controlplane.ecs.pages import page
 from controlplane.ecs.protocol import invalid
@@ -41,17 +40,17 @@ def _with_tags(backend: Backend, td: pb.TaskDefinition, params: Params) -> Answe
 
 
 async def register(backend: Backend, params: Params) -> Answer:
-    document: dict[str, Any] = {k: v for k, v in params.items() if k != "tags"}
-    tags = tags_of(params)
     try:
-        td, notes = parse_register_document(document)
+        td, notes = parse_register_document(params)
     except BerthError as error:
         raise translate(error) from None
-    td.tags.extend(tags)
     registered = await call(backend.ops.taskdefs.register(td))
     for note in notes:
         log.info("event=ecs_taskdef_note family=%s note=%r", registered.family, note)
-    return {"taskDefinition": shapes.task_definition(backend.arns, registered), "tags": tag_list(tags)}
+    return {
+        "taskDefinition": shapes.task_definition(backend.arns, registered),
+        "tags": tag_list(registered.tags),
+    }
 
 
 async def describe(backend: Backend, params: Params) -> Answer:

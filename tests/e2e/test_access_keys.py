@@ -111,8 +111,8 @@ def test_a_first_start_writes_an_admin_key_as_the_aws_profile_berth(
     try:
         config = (aws / "config").read_text()
         credentials = (aws / "credentials").read_text()
-        ecs_port = int(process.address.rpartition(":")[2]) + 2
-        assert "[profile berth]\n" in config and f"endpoint_url = https://127.0.0.1:{ecs_port}\n" in config
+        # The ECS API's own port (ControlPlaneProcess gives each plane a free one).
+        assert "[profile berth]\n" in config and f"endpoint_url = https://{process.ecs_address}\n" in config
         assert "region = local\n" in config and "output = json\n" in config
         ca_bundle = process.admin_config.with_name(process.admin_config.name + "-ca.pem")
         assert f"ca_bundle = {ca_bundle}\n" in config

@@ -129,6 +129,10 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory, test_image: str) -> Ite
         "BERTH_SERVER": SERVER,
         # The administrator's credentials: written by the control plane, found by the CLI.
         "BERTH_CONFIG": str(home / "config"),
+        # The AWS profile the first start writes, and where the aws CLI (README's blocks too) reads it.
+        "BERTH_AWS_PROFILE_DIR": str(home / "aws"),
+        "AWS_CONFIG_FILE": str(home / "aws" / "config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(home / "aws" / "credentials"),
         "BERTH_SKIP_INSTALL": "1",
         "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
     }
@@ -188,6 +192,9 @@ def _probe_container(berth: Berth, tmp_path: Path) -> str:
 def test_the_quick_start_ran_and_replaced_the_killed_task(quickstart: QuickStart, berth: Berth) -> None:
     assert "killed container" in quickstart.output
     assert "hello from berth" in quickstart.output
+    # The same service, as the real aws CLI sees it through the profile the first start wrote.
+    ecs_table = quickstart.output[quickstart.output.index("ECS-compatible API, with the real aws CLI") :]
+    assert re.search(r"\|\s*2\s*\|\s*2\s*\|\s*web\s*\|\s*ACTIVE\s*\|", ecs_table), ecs_table
     tasks = berth.tasks("default", "web")
     assert len([t for t in tasks if t["lastStatus"] == "RUNNING"]) == 2
     assert any(t["lastStatus"] == "STOPPED" and exit_code_of(t) == 137 for t in tasks)

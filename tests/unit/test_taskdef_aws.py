@@ -191,7 +191,9 @@ def test_ignored_task_fields_are_kept_as_registered_and_shown_by_describe() -> N
         "tags": [{"key": "team", "value": "web"}],
     }
     td, notes = parse_register_document(doc(**fields))
-    assert notes == ["requiresCompatibilities, tags, taskRoleArn: AWS-only, Berth ignores them"]
+    # Tags are the definition's own (TagResource, ListTagsForResource), not an AWS-only field.
+    assert notes == ["requiresCompatibilities, taskRoleArn: AWS-only, Berth ignores them"]
+    assert [(t.key, t.value) for t in td.tags] == [("team", "web")]
     shown = to_ecs_document(td)
     assert {k: shown[k] for k in fields} == fields
     assert parse_register_document(shown)[0] == td
@@ -226,5 +228,5 @@ def test_kept_fields_from_a_grpc_client_are_checked_on_registration(
 def test_the_tags_of_describe_output_are_kept_with_the_definition() -> None:
     tags = [{"key": "team", "value": "web"}]
     td, notes = parse_register_document({"taskDefinition": doc(), "tags": tags})
-    assert notes == ["tags: AWS-only, Berth ignores it"]
+    assert notes == []
     assert to_ecs_document(td)["tags"] == tags

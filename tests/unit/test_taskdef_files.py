@@ -277,7 +277,7 @@ EXPECTED_NOTES = {
     "batch-none.json": ["requiresCompatibilities: AWS-only, Berth ignores it"],
     "bridge-sidecar.json": [],
     "console-export.json": [
-        "executionRoleArn, requiresCompatibilities, runtimePlatform, tags: AWS-only, Berth ignores them",
+        "executionRoleArn, requiresCompatibilities, runtimePlatform: AWS-only, Berth ignores them",
         AWSVPC_NOTE,
     ],
     "describe-output.json": [
