@@ -33,3 +33,11 @@ def test_usage_benchmark_small(test_image: str) -> None:
     assert re.search(
         r"agent with 3 running tasks, usage every 5 s, over 3 s: CPU [\d.]+% of one core", output
     )
+
+
+def test_ecs_api_benchmark_small() -> None:
+    output = _run("bench/ecs_api.py", "--services", "5", "--describes", "10")
+    for operation in ("CreateService", "DescribeServices"):
+        assert re.search(rf"{operation}\s+ECS\s+[\d.]+\s+[\d.]+\s+[\d.]+", output), output
+        assert re.search(rf"{operation}\s+gRPC\s+[\d.]+\s+[\d.]+\s+[\d.]+", output), output
+        assert re.search(rf"{operation}\s+ratio ECS/gRPC p50 [\d.]+, p99 [\d.]+", output), output
