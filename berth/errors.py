@@ -77,3 +77,7 @@ class ClusterHasTasks(FailedPrecondition):
 
 class ClusterHasNodes(FailedPrecondition):
     """The cluster still has nodes (container instances) registered."""
+
+
+class ServiceNotActive(FailedPrecondition):
+    """The service is being deleted (DRAINING): it takes no more changes."""

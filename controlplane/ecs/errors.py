@@ -17,6 +17,7 @@ _TYPES: tuple[tuple[type[errors.BerthError], str, int], ...] = (
     (errors.ClusterHasServices, "ClusterContainsServicesException", 400),
     (errors.ClusterHasTasks, "ClusterContainsTasksException", 400),
     (errors.ClusterHasNodes, "ClusterContainsContainerInstancesException", 400),
+    (errors.ServiceNotActive, "ServiceNotActiveException", 400),
     (errors.InvalidArgument, "InvalidParameterException", 400),
     (errors.AlreadyExists, "InvalidParameterException", 400),
     (errors.FailedPrecondition, "ClientException", 400),

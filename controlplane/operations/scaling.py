@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from berth import metric_values
 from berth.clock import now
-from berth.errors import FailedPrecondition, InvalidArgument, NotFound
+from berth.errors import InvalidArgument, NotFound, ServiceNotActive
 from berth.scaling import policy_line
 from berth.v1 import resources_pb2 as pb
 from controlplane import autoscaling
@@ -146,7 +146,7 @@ class ScalingPolicies:
 
         def apply(cluster: str, service: pb.Service) -> pb.Service:
             if service.status != pb.SERVICE_ACTIVE:
-                raise FailedPrecondition(f"service {name!r} is being deleted")
+                raise ServiceNotActive(f"service {name!r} is being deleted")
             updated = mutate(service)
             updated.updated_at.CopyFrom(now())
             return updated

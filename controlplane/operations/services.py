@@ -20,6 +20,7 @@ from berth.errors import (
     InvalidArgument,
     NotFound,
     ResourceExhausted,
+    ServiceNotActive,
 )
 from berth.names import check_dns_label, port_text, service_dns_name
 from berth.v1 import operator_pb2 as api
@@ -291,7 +292,7 @@ class Services:
         def apply(cluster: str, service: pb.Service) -> pb.Service:
             nonlocal started
             if service.status != pb.SERVICE_ACTIVE:
-                raise FailedPrecondition(f"service {service.name!r} is being deleted")
+                raise ServiceNotActive(f"service {service.name!r} is being deleted")
             if change.desired_count is not None:
                 service.desired_count = desired_count(change.desired_count, self._quotas.tasks_per_service)
             service.deployment_configuration.CopyFrom(

@@ -129,6 +129,7 @@ def test_max_results_is_bounded(size: int) -> None:
         (errors.ClusterHasServices("x"), "ClientException", "ClusterContainsServicesException"),
         (errors.ClusterHasTasks("x"), "ClientException", "ClusterContainsTasksException"),
         (errors.ClusterHasNodes("x"), "ClientException", "ClusterContainsContainerInstancesException"),
+        (errors.ServiceNotActive("x"), "ServiceNotFoundException", "ServiceNotActiveException"),
         (errors.FailedPrecondition("x"), "ClientException", "ClientException"),
         (errors.PermissionDenied("x"), "ClientException", "AccessDeniedException"),
         (errors.ResourceExhausted("x"), "ClientException", "LimitExceededException"),
