@@ -48,9 +48,9 @@ STOP_CODE: dict[int, str | None] = {
     pb.ESSENTIAL_CONTAINER_EXITED: "EssentialContainerExited",
     pb.USER_INITIATED: "UserInitiated",
     pb.SERVICE_SCHEDULER_INITIATED: "ServiceSchedulerInitiated",
-    # ECS has no such code (an EC2 instance that stops answering is its operator's
-    # problem there); Berth replaces a lost node's tasks, and says so in ECS's style.
-    pb.NODE_LOST: "NodeLost",
+    # The node running the task stopped answering: ECS's word for a task stopped because of
+    # the health of the infrastructure under it. Berth's own word, NodeLost, is under "berth".
+    pb.NODE_LOST: "InfrastructureHealth",
 }
 HEALTH_STATUS: dict[int, str] = {
     pb.HEALTH_UNKNOWN: "UNKNOWN",
@@ -105,6 +105,12 @@ DEFAULT_DEPLOYMENT_CONFIGURATION = pb.DeploymentConfiguration(
     deregistration_delay=5,
     rebalance=True,
 )
+
+
+def _word(table: Mapping[int, Any], value: int) -> Any:
+    """ECS's word for an enum value; a value this replica does not know (written by a newer
+    one during an upgrade) reads as the table's first word instead of failing the answer."""
+    return table[value] if value in table else next(iter(table.values()))
 
 
 def timestamp(stamp: Timestamp) -> float | None:
@@ -175,7 +181,7 @@ def task_definition(
     out: dict[str, Any] = {"taskDefinitionArn": arns.task_definition(td.family, td.revision)}
     out.update(document)
     out["revision"] = td.revision
-    out["status"] = TASK_DEFINITION_STATUS[td.status]
+    out["status"] = _word(TASK_DEFINITION_STATUS, td.status)
     out["compatibilities"] = ["EC2"]
     registered = timestamp(td.registered_at)
     if registered is None:
@@ -211,7 +217,7 @@ def _deployment(arns: Arns, description: api.ServiceDescription, d: pb.Deploymen
     c = _counts(description, d.id)
     out: dict[str, Any] = {
         "id": f"ecs-svc/{d.id}",
-        "status": DEPLOYMENT_STATUS[d.status],
+        "status": _word(DEPLOYMENT_STATUS, d.status),
         "taskDefinition": task_definition_arn(arns, d.task_definition),
         "desiredCount": c.desired_count,
         "pendingCount": c.pending_count,
@@ -221,7 +227,7 @@ def _deployment(arns: Arns, description: api.ServiceDescription, d: pb.Deploymen
     _put_time(out, "createdAt", d.created_at)
     _put_time(out, "updatedAt", d.updated_at)
     out["launchType"] = "EC2"
-    state = ROLLOUT_STATE[d.rollout_state]
+    state = _word(ROLLOUT_STATE, d.rollout_state)
     if state is not None:
         out["rolloutState"] = state
     if d.rollout_state_reason:
@@ -320,7 +326,7 @@ def service(
         "clusterArn": arns.cluster(s.cluster),
         "loadBalancers": [],
         "serviceRegistries": [],
-        "status": SERVICE_STATUS[s.status],
+        "status": _word(SERVICE_STATUS, s.status),
         "desiredCount": s.desired_count,
         "runningCount": description.running_count,
         "pendingCount": description.pending_count,
@@ -375,13 +381,13 @@ def _container(
         out["image"] = images[c.name]
     if c.docker_id:
         out["runtimeId"] = c.docker_id
-    out["lastStatus"] = TASK_STATUS[c.last_status]
+    out["lastStatus"] = _word(TASK_STATUS, c.last_status)
     if c.has_exit_code:
         out["exitCode"] = c.exit_code
     if c.reason:
         out["reason"] = c.reason
     out["networkBindings"] = [_binding(b) for b in task.network_bindings if b.container_name == c.name]
-    out["healthStatus"] = HEALTH_STATUS[c.health_status]
+    out["healthStatus"] = _word(HEALTH_STATUS, c.health_status)
     own: dict[str, Any] = {}
     if c.health_output:
         own["healthOutput"] = c.health_output
@@ -404,6 +410,8 @@ def _task_berth(task: pb.Task) -> dict[str, Any]:
         own["deploymentId"] = task.deployment_id
     if task.has_exit_code:
         own["exitCode"] = task.exit_code
+    if task.stop_code == pb.NODE_LOST:
+        own["stopCode"] = "NodeLost"
     own["healthChecked"] = task.health_checked
     if task.failed_health_check:
         own["failedHealthCheck"] = True
@@ -411,15 +419,9 @@ def _task_berth(task: pb.Task) -> dict[str, Any]:
         own["rebalancing"] = True
     _put_time(own, "deregisteredAt", task.deregistered_at)
     if task.placement_strategy:
-        own["placementStrategy"] = [
-            {"type": p.type, "field": p.field} if p.field else {"type": p.type}
-            for p in task.placement_strategy
-        ]
+        own["placementStrategy"] = _strategies(task.placement_strategy)
     if task.placement_constraints:
-        own["placementConstraints"] = [
-            {"type": c.type, "expression": c.expression} if c.expression else {"type": c.type}
-            for c in task.placement_constraints
-        ]
+        own["placementConstraints"] = _constraints(task.placement_constraints)
     if task.HasField("kept_output"):
         own["keptOutput"] = {
             "container": task.kept_output.container,
@@ -451,8 +453,8 @@ def task(
     elif len(task.pinned_nodes) == 1:
         # StartTask's task, pinned to one instance: ECS names it at once, and it can run nowhere else.
         out["containerInstanceArn"] = arns.container_instance(task.cluster, task.pinned_nodes[0])
-    out["lastStatus"] = TASK_STATUS[task.last_status]
-    out["desiredStatus"] = DESIRED_STATUS[task.desired_status]
+    out["lastStatus"] = _word(TASK_STATUS, task.last_status)
+    out["desiredStatus"] = _word(DESIRED_STATUS, task.desired_status)
     out["launchType"] = "EC2"
     if task.cpu:
         out["cpu"] = str(task.cpu)
@@ -461,7 +463,7 @@ def task(
     _put_time(out, "createdAt", task.created_at)
     _put_time(out, "startedAt", task.started_at)
     _put_time(out, "stoppedAt", task.stopped_at)
-    stop_code = STOP_CODE[task.stop_code]
+    stop_code = _word(STOP_CODE, task.stop_code)
     if stop_code is not None:
         out["stopCode"] = stop_code
     if task.stopped_reason:
@@ -469,7 +471,7 @@ def task(
     out["group"] = f"service:{task.service}" if task.service else f"family:{family}"
     if task.started_by:
         out["startedBy"] = task.started_by
-    out["healthStatus"] = HEALTH_STATUS[task.health_status]
+    out["healthStatus"] = _word(HEALTH_STATUS, task.health_status)
     out["containers"] = [_container(arns, task, task_arn, c, images or {}) for c in task.containers]
     if version is not None:
         out["version"] = version
@@ -503,7 +505,7 @@ def container_instance(
             max(0, node.cpu_units - summary.cpu_reserved), max(0, node.memory_mib - summary.memory_reserved)
         ),
         "registeredResources": _resources(node.cpu_units, node.memory_mib),
-        "status": NODE_STATUS[node.status],
+        "status": _word(NODE_STATUS, node.status),
         "agentConnected": connected,
         "runningTasksCount": summary.running_tasks,
         "pendingTasksCount": summary.pending_tasks,
@@ -515,7 +517,7 @@ def container_instance(
         "nodeId": node.id,
         "name": node.name,
         "address": node.address,
-        "status": BERTH_NODE_STATUS[node.status],
+        "status": _word(BERTH_NODE_STATUS, node.status),
         "cpuReserved": summary.cpu_reserved,
         "memoryReserved": summary.memory_reserved,
     }

@@ -24,6 +24,11 @@ from controlplane.operations import Operations
 Params = dict[str, Any]
 Answer = dict[str, Any]
 
+# Launch types whose tasks Berth runs on its own hosts: Fargate's task definitions and
+# services are accepted unchanged, so leaving AWS needs no rewrite; they run as EC2's do,
+# and are shown as EC2 (so a launchType filter of anything else matches nothing).
+LAUNCH_TYPES = ("EC2", "FARGATE", "EXTERNAL")
+
 
 @dataclass(frozen=True)
 class Backend:
@@ -47,12 +52,22 @@ class Operation:
     handler: Handler
     supported: frozenset[str]
     ignored: frozenset[str] = frozenset()
+    # When the role depends on what the request acts on (tagging a cluster needs admin, as
+    # creating one does): the role for these (checked) parameters.
+    role_for: Callable[[Params], str] | None = None
+
+    def required_role(self, params: Params) -> str:
+        return self.role_for(params) if self.role_for is not None else self.role
 
 
 def operation(
-    role: str, handler: Handler, supported: Iterable[str], ignored: Iterable[str] = ()
+    role: str,
+    handler: Handler,
+    supported: Iterable[str],
+    ignored: Iterable[str] = (),
+    role_for: Callable[[Params], str] | None = None,
 ) -> Operation:
-    return Operation(role, handler, frozenset(supported), frozenset(ignored))
+    return Operation(role, handler, frozenset(supported), frozenset(ignored), role_for)
 
 
 def refuse_unsupported(name: str, served: Operation, params: Params) -> None:
@@ -104,6 +119,17 @@ def tags_of(params: Params) -> list[pb.Tag]:
 
 def tag_list(tags: Iterable[pb.Tag]) -> list[Answer]:
     return [{"key": t.key, "value": t.value} for t in tags]
+
+
+def check_launch_type(params: Params) -> str:
+    launch_type: str = params.get("launchType", "EC2")
+    if launch_type not in LAUNCH_TYPES:
+        raise invalid(f"launchType must be one of {', '.join(LAUNCH_TYPES)}")
+    return launch_type
+
+
+def wants_tags(params: Params) -> bool:
+    return "TAGS" in params.get("include", [])
 
 
 def unsupported(name: str) -> EcsError:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from berth.ecs import shapes
-from berth.errors import AlreadyExists, BerthError, NotFound
+from berth.errors import AlreadyExists, BerthError
 from berth.names import DEFAULT_CLUSTER
 from controlplane.ecs.backend import (
     Answer,
@@ -15,7 +15,9 @@ from controlplane.ecs.backend import (
     cluster_of,
     missing,
     operation,
+    tag_list,
     tags_of,
+    wants_tags,
 )
 from controlplane.ecs.errors import translate
 from controlplane.ecs.pages import page
@@ -34,18 +36,27 @@ async def create_cluster(backend: Backend, params: Params) -> Answer:
 
 
 async def describe_clusters(backend: Backend, params: Params) -> Answer:
-    """Unknown clusters are listed as failures (reason MISSING), as ECS does, not refused."""
-    found, failures = [], []
-    for ref in bounded_list(params, "clusters", 100, required=False) or [DEFAULT_CLUSTER]:
+    """Unknown clusters (and names Berth could not have) are listed as failures (reason MISSING),
+    as ECS does, not refused; every cluster asked about is counted in one pass over the cache."""
+    refs = bounded_list(params, "clusters", 100, required=False) or [DEFAULT_CLUSTER]
+    described = {d.cluster.name: d for d in await call(backend.ops.clusters.describe_all())}
+    found, failures, seen = [], [], set()
+    for ref in refs:
         try:
             name = backend.arns.cluster_name(ref)
-            description = await backend.ops.clusters.describe(name)
-        except NotFound:
-            failures.append(missing(backend.arns.cluster(name)))
-            continue
         except BerthError as error:
             raise translate(error) from None
-        found.append(shapes.cluster(backend.arns, description))
+        if name in seen:
+            continue
+        seen.add(name)
+        description = described.get(name)
+        if description is None:
+            failures.append(missing(backend.arns.cluster(name)))
+            continue
+        shape = shapes.cluster(backend.arns, description)
+        if wants_tags(params):
+            shape["tags"] = tag_list(description.cluster.tags)
+        found.append(shape)
     return {"clusters": found, "failures": failures}
 
 

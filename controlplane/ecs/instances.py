@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from berth.ecs import shapes
 from berth.errors import BerthError, NotFound
-from berth.names import DEFAULT_CLUSTER
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 from controlplane.ecs.backend import (
@@ -31,11 +30,7 @@ _STATES = {"ACTIVE": pb.READY, "DRAINING": pb.DRAINING}
 
 
 def _members(backend: Backend, cluster: str) -> dict[str, api.NodeSummary]:
-    return {
-        s.node.id: s.message()
-        for s in backend.ops.nodes.summaries()
-        if (s.node.cluster or DEFAULT_CLUSTER) == cluster
-    }
+    return {s.node.id: s.message() for s in backend.ops.nodes.summaries(cluster)}
 
 
 def _status(summary: api.NodeSummary) -> str:
@@ -115,7 +110,11 @@ OPERATIONS: dict[str, Operation] = {
         "viewer", list_instances, supported=("cluster", "filter", "status", "nextToken", "maxResults")
     ),
     "DescribeContainerInstances": operation(
-        "viewer", describe, supported=("cluster", "containerInstances", "include")
+        # Nodes have no tags, and Berth has no container health reports: nothing to include.
+        "viewer",
+        describe,
+        supported=("cluster", "containerInstances"),
+        ignored=("include",),
     ),
     "UpdateContainerInstancesState": operation(
         "admin", update_state, supported=("cluster", "containerInstances", "status")

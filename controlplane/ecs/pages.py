@@ -1,11 +1,11 @@
 """`nextToken` / `maxResults` pagination of ECS's List* operations.
 
 Every listing is a sorted list of ARNs (or family names); a page is the next
-`maxResults` of them after the token's item. The token is that item, base64url
-encoded: opaque to clients as ECS's are, stateless for the replica (any replica
-continues any listing), and still correct when items are added or removed
-between pages (nothing is repeated; items added before the token are not seen,
-as with ECS).
+`maxResults` of them after the token's position. The token is the last item's
+sort key, base64url encoded: opaque to clients as ECS's are, stateless for the
+replica (any replica continues any listing), and still correct when items are
+added or removed between pages (nothing is repeated; items added before the
+token are not seen, as with ECS).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from controlplane.ecs.protocol import invalid
@@ -35,16 +35,31 @@ def _after(token: str) -> str:
 
 
 def page(
-    params: dict[str, Any], items: Sequence[str], key: str, default_size: int = 100, max_size: int = 100
+    params: dict[str, Any],
+    items: Sequence[str],
+    key: str,
+    default_size: int = 100,
+    max_size: int = 100,
+    sort_key: Callable[[str], str] = lambda item: item,
+    reverse: bool = False,
 ) -> dict[str, Any]:
-    """`{key: [...], "nextToken": ...}` for the request's page of the sorted `items`."""
+    """`{key: [...], "nextToken": ...}` for the request's page of `items`, in the order of
+    `sort_key` (descending with `reverse`); the token is the last item's sort key."""
     size = params.get("maxResults", default_size)
     if not 1 <= size <= max_size:
         raise invalid(f"maxResults must be between 1 and {max_size}")
-    ordered = sorted(items)
-    start = bisect_right(ordered, _after(params["nextToken"])) if params.get("nextToken") else 0
+    ordered = sorted(items, key=sort_key, reverse=reverse)
+    start = 0
+    if params.get("nextToken"):
+        after = _after(params["nextToken"])
+        positions = [sort_key(item) for item in ordered]
+        start = (
+            sum(1 for position in positions if position >= after)
+            if reverse
+            else bisect_right(positions, after)
+        )
     chunk = ordered[start : start + size]
     answer: dict[str, Any] = {key: chunk}
     if start + size < len(ordered):
-        answer["nextToken"] = _token(chunk[-1])
+        answer["nextToken"] = _token(sort_key(chunk[-1]))
     return answer

@@ -27,6 +27,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,16 @@ def _target(params: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+@dataclass
+class _Call:
+    """What one request turned out to be, as far as it got (for the audit log)."""
+
+    user: str = ""
+    name: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    role: str = "viewer"
+
+
 def _answer(status: int, body: dict[str, Any], request_id: str) -> web.Response:
     return web.Response(
         status=status,
@@ -110,7 +121,7 @@ class EcsApi:
         """certificate None: plain HTTP (--ecs-insecure-http)."""
         self._backend = backend
         self._credential_of = credential_of
-        self._audit = audit
+        self._audit_log = audit
         self._certificate = certificate
         self._tls_dir = tls_dir
         self._runner: web.AppRunner | None = None
@@ -168,15 +179,19 @@ class EcsApi:
         return context
 
     async def _renew(self, context: ssl.SSLContext) -> None:
-        # The same certificate as the gRPC listener's: renewed by whichever door notices first;
-        # new handshakes use the chain loaded again into the same context.
+        # The same certificate as the gRPC listener's: renewed by whichever door notices first
+        # (issuing one signs with the CA: off the event loop); new handshakes use the chain
+        # loaded again into the same context. A failed pass is logged and tried again.
         assert self._certificate is not None
         while True:
             await asyncio.sleep(CERTIFICATE_CHECK)
-            self._certificate.renew_if_due()
-            if self._certificate.current.certificate != self._loaded:
-                self._loaded = self._load(context)
-                log.info("event=ecs_api_certificate_reloaded")
+            try:
+                await asyncio.to_thread(self._certificate.renew_if_due)
+                if self._certificate.current.certificate != self._loaded:
+                    self._loaded = self._load(context)
+                    log.info("event=ecs_api_certificate_reloaded")
+            except Exception:
+                log.exception("event=ecs_api_certificate_reload_failed")
 
     # -- requests --------------------------------------------------------------
 
@@ -186,17 +201,27 @@ class EcsApi:
             error = EcsError("ThrottlingException", "too many requests in flight; retry with backoff")
             return _answer(400, error.body(), request_id)
         self._waiting += 1
+        call = _Call()
         try:
-            async with self._slots, asyncio.timeout(REQUEST_TIMEOUT):
-                status, body = await self._serve(request)
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                status, body = await self._serve(request, call)
         except TimeoutError:
-            status, body = 408, EcsError("RequestTimeout", "the request took too long").body()
+            # Not RequestTimeout: the SDKs retry that on their own, and a handler cut short may
+            # have written part of what it was asked (RunTask's first tasks): look, then retry.
+            error = EcsError(
+                "ClientException",
+                f"{call.name or 'the request'} did not finish within {REQUEST_TIMEOUT:.0f} s and may "
+                "have taken effect in part: check before retrying",
+            )
+            self._audit(call, "timed out")
+            status, body = error.status, error.body()
         finally:
             self._waiting -= 1
         return _answer(status, body, request_id)
 
-    async def _serve(self, request: web.Request) -> tuple[int, dict[str, Any]]:
-        user, name, params = "", "", {}
+    async def _serve(self, request: web.Request, call: _Call) -> tuple[int, dict[str, Any]]:
+        """Everything up to the handler runs outside the handler slots, so clients that never
+        finish sending (or cannot sign) hold no slot; only authorised, checked requests wait."""
         try:
             if request.method != "POST" or request.path != "/":
                 raise EcsError(
@@ -209,35 +234,39 @@ class EcsApi:
                     "SerializationException", f"the body is larger than {MAX_BODY} bytes", 413
                 ) from None
             credential = self._authenticate(request, body)
-            user = credential.user
-            name = operation_name(request.headers.get("X-Amz-Target"))
-            served = OPERATIONS.get(name)
+            call.user = credential.user
+            call.name = operation_name(request.headers.get("X-Amz-Target"))
+            served = OPERATIONS.get(call.name)
             if served is None:
-                raise unsupported(name)
-            if not allowed(credential.role, served.role):
+                call.role = "admin"  # an attempt at something Berth does not serve is audited
+                raise unsupported(call.name)
+            call.params = parse_body(body)
+            check_input(call.name, call.params)
+            call.role = served.required_role(call.params)
+            if not allowed(credential.role, call.role):
                 raise EcsError(
                     "AccessDeniedException",
-                    f"user {user} ({credential.role or 'no role'}) may not call {name}: "
-                    f"it needs {served.role}",
+                    f"user {call.user} ({credential.role or 'no role'}) may not call {call.name}: "
+                    f"it needs {call.role}",
                 )
-            params = parse_body(body)
-            check_input(name, params)
-            refuse_unsupported(name, served, params)
-            answer = await served.handler(self._backend, params)
-            self._audit_call(user, name, served, params, "ok")
+            refuse_unsupported(call.name, served, call.params)
+            async with self._slots:
+                answer = await served.handler(self._backend, call.params)
+            self._audit(call, "ok")
             return 200, answer
         except EcsError as error:
-            self._audit_refusal(user, name, params, error.error_type)
+            self._audit(call, f"refused: {error.error_type}")
             return error.status, error.body()
         except BerthError as error:
             ecs_error = translate(error)
-            self._audit_refusal(user, name, params, ecs_error.error_type)
+            self._audit(call, f"refused: {ecs_error.error_type}")
             return ecs_error.status, ecs_error.body()
         except Exception:
-            log.exception("event=ecs_request_failed operation=%s", name)
-            self._audit_refusal(user, name, params, "ServerException")
+            log.exception("event=ecs_request_failed operation=%s", call.name)
+            self._audit(call, "failed: ServerException")
             return 500, EcsError(
-                "ServerException", f"internal error in {name or 'the request'}; see the control plane log"
+                "ServerException",
+                f"internal error in {call.name or 'the request'}; see the control plane log",
             ).body()
 
     def _authenticate(self, request: web.Request, body: bytes) -> Credential:
@@ -263,14 +292,7 @@ class EcsApi:
             raise EcsError(error.code, str(error), error.status) from None
         return found["credential"]
 
-    def _audit_call(
-        self, user: str, name: str, served: Operation, params: dict[str, Any], result: str
-    ) -> None:
-        if served.role != "viewer":
-            self._audit.record(user, f"ecs:{name}", _target(params), result)
-
-    def _audit_refusal(self, user: str, name: str, params: dict[str, Any], error_type: str) -> None:
-        """Refused calls of an authenticated user are audited unless they only read."""
-        served = OPERATIONS.get(name)
-        if user and name and (served is None or served.role != "viewer"):
-            self._audit.record(user, f"ecs:{name}", _target(params), f"refused: {error_type}")
+    def _audit(self, call: _Call, result: str) -> None:
+        """Calls of an authenticated user that need more than viewer, whatever their outcome."""
+        if call.user and call.name and call.role != "viewer":
+            self._audit_log.record(call.user, f"ecs:{call.name}", _target(call.params), result)

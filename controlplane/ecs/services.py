@@ -21,11 +21,13 @@ from controlplane.ecs.backend import (
     Params,
     bounded_list,
     call,
+    check_launch_type,
     cluster_of,
     missing,
     operation,
     tag_list,
     tags_of,
+    wants_tags,
 )
 from controlplane.ecs.errors import translate
 from controlplane.ecs.pages import page
@@ -34,9 +36,6 @@ from controlplane.ecs.protocol import invalid
 from controlplane.operations.services import ServiceChange, ServiceSpec, description
 
 NOT_FOUND = "ServiceNotFoundException"
-# Launch types whose tasks Berth runs on its own hosts (Fargate's task definitions and
-# services are accepted unchanged, so leaving AWS needs no rewrite; they run as EC2's do).
-LAUNCH_TYPES = ("EC2", "FARGATE", "EXTERNAL")
 
 
 def _deployment(params: Params) -> api.DeploymentOptions:
@@ -64,8 +63,7 @@ def _percent(value: int, name: str) -> int:
 
 
 def _check_common(params: Params) -> None:
-    if params.get("launchType", "EC2") not in LAUNCH_TYPES:
-        raise invalid(f"launchType must be one of {', '.join(LAUNCH_TYPES)}")
+    check_launch_type(params)
     if params.get("schedulingStrategy", "REPLICA") != "REPLICA":
         raise invalid("Berth runs REPLICA services only; schedulingStrategy DAEMON is not supported")
     if params.get("deploymentController", {}).get("type", "ECS") != "ECS":
@@ -74,7 +72,7 @@ def _check_common(params: Params) -> None:
 
 def _render(backend: Backend, described: api.ServiceDescription, params: Params) -> Answer:
     shape = shapes.service(backend.arns, described)
-    if "TAGS" in params.get("include", []):
+    if wants_tags(params):
         shape["tags"] = tag_list(described.service.tags)
     return shape
 
@@ -107,8 +105,6 @@ async def create(backend: Backend, params: Params) -> Answer:
             tags=tags_of(params),
         )
         service = await backend.ops.services.create(spec)
-    except NotFound as error:
-        raise translate(error, "ClientException") from None
     except BerthError as error:
         raise translate(error) from None
     return {"service": await _shape(backend, service)}
@@ -148,13 +144,18 @@ async def update(backend: Backend, params: Params) -> Answer:
         )
     except BerthError as error:
         raise translate(error) from None
+    if change.task_definition:
+        # A missing task definition is the client's mistake, not a missing service.
+        await call(backend.ops.taskdefs.runnable(change.task_definition), "ClientException")
     service = await call(backend.ops.services.update(service_cluster, name, change), NOT_FOUND)
     return {"service": await _shape(backend, service)}
 
 
 async def list_services(backend: Backend, params: Params) -> Answer:
     cluster = await cluster_of(backend, params)
-    _check_common(params)
+    if check_launch_type(params) != "EC2" or params.get("schedulingStrategy", "REPLICA") != "REPLICA":
+        # Filters: every Berth service is a REPLICA service shown as EC2, so these match none.
+        return page(params, [], "serviceArns", default_size=10)
     services = await call(backend.ops.services.all(cluster))
     arns = [backend.arns.service(cluster, s.name) for s in services]
     return page(params, arns, "serviceArns", default_size=10)

@@ -139,14 +139,18 @@ def parse_authorization(value: str) -> Authorization:
     )
 
 
-def _lowered(headers: Mapping[str, str]) -> dict[str, str]:
+def _lowered(headers: Mapping[str, str]) -> tuple[dict[str, str], set[str]]:
+    """The headers by lower-case name (the first of each), and the names that appear twice:
+    a signed one may not (which value was signed?); an unsigned one a proxy added may."""
     lowered: dict[str, str] = {}
+    repeated: set[str] = set()
     for name, value in headers.items():
         key = name.lower()
         if key in lowered:
-            raise _incomplete(f"the header {key[:64]!r} appears more than once")
+            repeated.add(key)
+            continue
         lowered[key] = value
-    return lowered
+    return lowered, repeated
 
 
 def _stamp(moment: float) -> str:
@@ -215,10 +219,12 @@ def verify(
         raise _incomplete(f"the query string must be printable and at most {MAX_QUERY} long")
     if any(pair.lower().startswith(_PRESIGNED) for pair in request.query.split("&")):
         raise _incomplete("pre-signed URLs are not supported: sign the request in its Authorization header")
-    headers = _lowered(request.headers)
+    headers, repeated = _lowered(request.headers)
     value = headers.get("authorization")
     if value is None:
         raise SignatureError("MissingAuthenticationTokenException", 403, MISSING_TOKEN)
+    if "authorization" in repeated:
+        raise _incomplete("the Authorization header appears more than once")
     parsed = parse_authorization(value)
     for needed in ("host", "x-amz-date"):
         if needed not in parsed.signed_headers:
@@ -227,6 +233,8 @@ def verify(
     for name in parsed.signed_headers:
         if name not in headers:
             raise _incomplete(f"the signed header {name} is not in the request")
+        if name in repeated:
+            raise _incomplete(f"the signed header {name[:64]!r} appears more than once")
         if name in SIGNED_HEADERS_BLACKLIST:
             raise _incomplete(f"the header {name} cannot be signed (a proxy may change it)")
         if not _HEADER_VALUE.fullmatch(headers[name]):

@@ -41,8 +41,14 @@ async def list_tags(backend: Backend, params: Params) -> Answer:
     return {"tags": tag_list(tags)}
 
 
+def _role(params: Params) -> str:
+    """Clusters are admin's (creating and deleting them is); the rest deployer's."""
+    resource = str(params.get("resourceArn", "")).split(":", 5)[-1]
+    return "admin" if resource.startswith("cluster/") else "deployer"
+
+
 OPERATIONS: dict[str, Operation] = {
-    "TagResource": operation("deployer", tag, supported=("resourceArn", "tags")),
-    "UntagResource": operation("deployer", untag, supported=("resourceArn", "tagKeys")),
+    "TagResource": operation("deployer", tag, supported=("resourceArn", "tags"), role_for=_role),
+    "UntagResource": operation("deployer", untag, supported=("resourceArn", "tagKeys"), role_for=_role),
     "ListTagsForResource": operation("viewer", list_tags, supported=("resourceArn",)),
 }

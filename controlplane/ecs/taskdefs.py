@@ -77,19 +77,21 @@ async def list_definitions(backend: Backend, params: Params) -> Answer:
     family = params.get("familyPrefix", "")
     # ECS's familyPrefix is an exact family name despite its name ("lists only that family").
     definitions = await call(backend.ops.taskdefs.all(family))
-    chosen = sorted(
-        (td for td in definitions if td.status == _STATUS[status]), key=lambda td: (td.family, td.revision)
+    chosen = [td for td in definitions if td.status == _STATUS[status]]
+    arns = {backend.arns.task_definition(td.family, td.revision): td for td in chosen}
+
+    def position(arn: str) -> str:
+        # Family, then revision as a number: stable when revisions come and go between pages.
+        td = arns[arn]
+        return f"{td.family}\x00{td.revision:010d}"
+
+    return page(
+        params,
+        list(arns),
+        "taskDefinitionArns",
+        sort_key=position,
+        reverse=params.get("sort", "ASC") == "DESC",
     )
-    if params.get("sort", "ASC") == "DESC":
-        chosen.reverse()
-    # Pages follow the order asked for: the position is the index in it, kept sortable.
-    arns = [
-        f"{index:08d} {backend.arns.task_definition(td.family, td.revision)}"
-        for index, td in enumerate(chosen)
-    ]
-    answer = page(params, arns, "taskDefinitionArns")
-    answer["taskDefinitionArns"] = [item.split(" ", 1)[1] for item in answer["taskDefinitionArns"]]
-    return answer
 
 
 async def list_families(backend: Backend, params: Params) -> Answer:
@@ -125,6 +127,7 @@ OPERATIONS: dict[str, Operation] = {
             "ephemeralStorage",
             "runtimePlatform",
             "enableFaultInjection",
+            "trustedExecutionConfiguration",
         ),
     ),
     "DescribeTaskDefinition": operation("viewer", describe, supported=("taskDefinition", "include")),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from berth.ecs import shapes
-from berth.errors import BerthError, NotFound
+from berth.errors import BerthError, InvalidArgument, NotFound
 from berth.names import parse_task_definition_ref
 from berth.v1 import resources_pb2 as pb
 from controlplane.ecs.backend import (
@@ -15,11 +15,13 @@ from controlplane.ecs.backend import (
     Params,
     bounded_list,
     call,
+    check_launch_type,
     cluster_of,
     missing,
     operation,
     tag_list,
     tags_of,
+    wants_tags,
 )
 from controlplane.ecs.errors import translate
 from controlplane.ecs.pages import page
@@ -30,12 +32,11 @@ from controlplane.ecs.protocol import invalid
 NOT_FOUND = "InvalidParameterException"
 MAX_COUNT = 10  # ECS: RunTask starts 1 to 10 tasks
 MAX_REASON = 255  # ECS: a stop reason is at most 255 characters
-LAUNCH_TYPES = ("EC2", "FARGATE", "EXTERNAL")
 
 
 def _render(backend: Backend, task: pb.Task, params: Params) -> Answer:
     shape = shapes.task(backend.arns, task)
-    if "TAGS" in params.get("include", []):
+    if wants_tags(params):
         shape["tags"] = tag_list(task.tags)
     return shape
 
@@ -45,10 +46,28 @@ def _check_start(params: Params) -> tuple[str, str]:
     overrides: dict[str, Any] = params.get("overrides", {})
     if any(overrides.values()):
         raise invalid("Berth does not support task overrides: register a task definition revision instead")
-    if params.get("launchType", "EC2") not in LAUNCH_TYPES:
-        raise invalid(f"launchType must be one of {', '.join(LAUNCH_TYPES)}")
+    check_launch_type(params)
     started_by = params.get("startedBy", "")
     return params["taskDefinition"], started_by
+
+
+async def _definition(backend: Backend, reference: str) -> str:
+    """The task definition a RunTask or StartTask names, found and runnable, as family:revision:
+    checked once, before any task starts, so a bad one starts none."""
+    try:
+        ref = backend.arns.task_definition_ref(reference)
+    except BerthError as error:
+        raise translate(error) from None
+    td = await call(backend.ops.taskdefs.runnable(ref), "ClientException")
+    return f"{td.family}:{td.revision}"
+
+
+def _failure(arn: str | None, error: BerthError) -> Answer:
+    """An entry of `failures` for a task that did not start: ECS's short reason, Berth's line as detail."""
+    entry: Answer = {"reason": type(error).__name__.upper(), "detail": str(error).splitlines()[0][:500]}
+    if arn:
+        entry["arn"] = arn
+    return entry
 
 
 async def run_task(backend: Backend, params: Params) -> Answer:
@@ -57,56 +76,53 @@ async def run_task(backend: Backend, params: Params) -> Answer:
     count = params.get("count", 1)
     if not 1 <= count <= MAX_COUNT:
         raise invalid(f"count must be between 1 and {MAX_COUNT}")
-    started: list[pb.Task] = []
-    try:
-        ref = backend.arns.task_definition_ref(reference)
-        strategy, placement = strategies(params), constraints(params)
-        tags = tags_of(params)
-        for _ in range(count):
-            started.append(
-                await backend.ops.tasks.run(
-                    cluster, ref, strategy, placement, started_by=started_by, tags=tags
-                )
+    strategy, placement, tags = strategies(params), constraints(params), tags_of(params)
+    ref = await _definition(backend, reference)
+    started: list[Answer] = []
+    failures: list[Answer] = []
+    for _ in range(count):
+        try:
+            task = await backend.ops.tasks.run(
+                cluster, ref, strategy, placement, started_by=started_by, tags=tags
             )
-    except BerthError as error:
-        if not started:
-            raise translate(error, "ClientException") from None
-        # Some tasks started: answer with them, and the rest as failures (ECS's shape).
-        failure = {"reason": str(error)}
-        rendered = [_render(backend, t, {}) for t in started]
-        return {"tasks": rendered, "failures": [failure] * (count - len(started))}
-    return {"tasks": [_render(backend, t, {}) for t in started], "failures": []}
+        except BerthError as error:
+            if not started:
+                raise translate(error) from None
+            # Some tasks started: answer with them, and each one that did not as a failure.
+            failures.append(_failure(None, error))
+            continue
+        started.append(_render(backend, task, {}))
+    return {"tasks": started, "failures": failures}
 
 
 async def start_task(backend: Backend, params: Params) -> Answer:
-    """One task on each named container instance (ECS's StartTask), placed there and nowhere else."""
+    """One task on each named container instance (ECS's StartTask), placed there and nowhere else.
+    An instance that cannot take it (missing, another cluster's, not ACTIVE) is a failure of its own."""
     cluster = await cluster_of(backend, params)
     reference, started_by = _check_start(params)
     instances = bounded_list(params, "containerInstances", MAX_COUNT)
-    tasks, failures = [], []
+    tags = tags_of(params)
     try:
-        ref = backend.arns.task_definition_ref(reference)
-        tags = tags_of(params)
         nodes = [backend.arns.node_id(value, cluster) for value in instances]
     except BerthError as error:
         raise translate(error) from None
+    ref = await _definition(backend, reference)
+    tasks, failures = [], []
     for instance_cluster, node_id in nodes:
+        arn = backend.arns.container_instance(instance_cluster, node_id)
         if instance_cluster != cluster:
-            failures.append(
-                {"arn": backend.arns.container_instance(instance_cluster, node_id), "reason": "MISSING"}
-            )
+            failures.append(missing(arn))
             continue
         try:
             task = await backend.ops.tasks.run(
                 cluster, ref, started_by=started_by, tags=tags, nodes=[node_id]
             )
-        except NotFound as error:
-            if "task definition" in str(error):
-                raise translate(error, "ClientException") from None
-            failures.append({"arn": backend.arns.container_instance(cluster, node_id), "reason": "MISSING"})
+        except NotFound:
+            failures.append(missing(arn))
             continue
         except BerthError as error:
-            raise translate(error) from None
+            failures.append(_failure(arn, error))
+            continue
         tasks.append(_render(backend, task, {}))
     return {"tasks": tasks, "failures": failures}
 
@@ -136,8 +152,12 @@ async def describe(backend: Backend, params: Params) -> Answer:
     for ref in bounded_list(params, "tasks", 100):
         try:
             task_cluster, task_id = backend.arns.task_id(ref, cluster)
+        except BerthError as error:
+            raise translate(error) from None
+        try:
             task, _ = await backend.ops.tasks.find(task_cluster, task_id)
-        except NotFound:
+        except (NotFound, InvalidArgument):
+            # Not a task id Berth could have made, or one it does not have: missing either way.
             failures.append(missing(backend.arns.task(task_cluster, task_id)))
             continue
         except BerthError as error:
@@ -152,43 +172,45 @@ _DESIRED = {"RUNNING", "PENDING", "STOPPED"}
 def _wanted(task: pb.Task, desired: str) -> bool:
     if desired == "STOPPED":
         return task.desired_status == pb.DESIRED_STOPPED
-    if desired == "PENDING":
-        return task.desired_status == pb.DESIRED_RUNNING and task.last_status in (
-            pb.TASK_STATUS_UNSPECIFIED,
-            pb.PENDING,
-        )
     return task.desired_status == pb.DESIRED_RUNNING
 
 
 async def list_tasks(backend: Backend, params: Params) -> Answer:
-    """ECS's filters, all of which must match; desiredStatus RUNNING unless asked otherwise."""
+    """ECS's filters, all of which must match; desiredStatus RUNNING unless asked otherwise.
+
+    As in ECS, desiredStatus PENDING matches nothing (no task is ever desired PENDING),
+    and every Berth task is an EC2 one, so another launchType matches nothing either."""
     cluster = await cluster_of(backend, params)
     desired = params.get("desiredStatus", "RUNNING")
     if desired not in _DESIRED:
         raise invalid("desiredStatus must be RUNNING, PENDING or STOPPED")
-    if params.get("launchType", "EC2") not in LAUNCH_TYPES:
-        raise invalid(f"launchType must be one of {', '.join(LAUNCH_TYPES)}")
+    if check_launch_type(params) != "EC2" or desired == "PENDING":
+        return page(params, [], "taskArns")
     try:
         node = (
-            backend.arns.node_id(params["containerInstance"], cluster)[1]
+            backend.arns.node_id(params["containerInstance"], cluster)
             if "containerInstance" in params
-            else ""
+            else None
         )
         service = (
-            backend.arns.service_name(params["serviceName"], cluster)[1] if "serviceName" in params else ""
+            backend.arns.service_name(params["serviceName"], cluster) if "serviceName" in params else None
         )
         family = parse_task_definition_ref(params["family"])[0] if "family" in params else ""
     except BerthError as error:
         raise translate(error) from None
+    if (node and node[0] != cluster) or (service and service[0] != cluster):
+        # A container instance or service of another cluster has no task in this one.
+        return page(params, [], "taskArns")
     tasks = await call(
-        backend.ops.tasks.all(cluster, service, include_stopped=True), "ServiceNotFoundException"
+        backend.ops.tasks.all(cluster, service[1] if service else "", include_stopped=True),
+        "ServiceNotFoundException",
     )
     started_by = params.get("startedBy", "")
     chosen = [
         backend.arns.task(cluster, t.id)
         for t in tasks
         if _wanted(t, desired)
-        and (not node or t.node_id == node)
+        and (not node or t.node_id == node[1])
         and (not family or t.task_definition.split(":", 1)[0] == family)
         and (not started_by or t.started_by == started_by)
     ]

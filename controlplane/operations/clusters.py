@@ -64,8 +64,11 @@ class Clusters:
             "the number of clusters", len(self._cache.clusters()), self._quotas.clusters, "--max-clusters"
         )
         cluster = pb.Cluster(name=name, created_at=now(), tags=checked_tags)
-        if await self._store.put_if_unchanged(keys.cluster(name), cluster, 0) is None:
+        revision = await self._store.put_if_unchanged(keys.cluster(name), cluster, 0)
+        if revision is None:
             raise AlreadyExists(f"cluster {name!r} already exists")
+        # Read your own writes: describe (from the cache) right after finds it.
+        await self._cache.wait_for_revision(revision)
         log.info("event=cluster_created cluster=%s", name)
         return cluster
 

@@ -181,7 +181,12 @@ def _cut_and_heal(
     print(f"host cut -> its tasks RUNNING elsewhere after {time.monotonic() - cut_at:.2f}s (grace {GRACE}s)")
     lost = [t for t in berth.tasks("default", "healing") if id_of(t) in old_on_victim]
     assert {id_of(t) for t in lost} == old_on_victim, "every task of the cut host is recorded"
-    assert all(t["lastStatus"] == "STOPPED" and t["stopCode"] == "NodeLost" for t in lost)
+    assert all(
+        t["lastStatus"] == "STOPPED"
+        and t["stopCode"] == "InfrastructureHealth"
+        and t["berth"]["stopCode"] == "NodeLost"
+        for t in lost
+    )
     (down,) = [n for n in berth.instances() if n["ec2InstanceId"] == "h1"]
     # ECS shows a node whose agent stopped answering as ACTIVE and disconnected; Berth's word is DOWN.
     assert (down["berth"]["status"], down["status"], down["agentConnected"]) == ("DOWN", "ACTIVE", False)

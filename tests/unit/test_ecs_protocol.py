@@ -139,3 +139,34 @@ def test_berth_errors_become_ecs_error_types(
     error: errors.BerthError, not_found: str, error_type: str
 ) -> None:
     assert translate(error, not_found).error_type == error_type
+
+
+def test_every_served_parameter_is_one_ecs_knows_and_register_takes_them_all() -> None:
+    from controlplane.ecs.protocol import service_model
+    from controlplane.ecs.server import OPERATIONS
+
+    for name, served in OPERATIONS.items():
+        members = set(service_model().operation_model(name).input_shape.members)
+        assert served.supported | served.ignored <= members, name
+        assert not served.supported & served.ignored, name
+    # The task definition parser judges every field of ECS's register request itself.
+    register = OPERATIONS["RegisterTaskDefinition"]
+    assert register.supported == set(
+        service_model().operation_model("RegisterTaskDefinition").input_shape.members
+    )
+
+
+def test_pages_descending_continue_after_their_token_when_items_come_and_go() -> None:
+    items = [f"web:{r}" for r in range(1, 8)]
+
+    def position(item: str) -> str:
+        return f"{int(item.split(':')[1]):010d}"
+
+    first = page({"maxResults": 3}, items, "arns", sort_key=position, reverse=True)
+    assert first["arns"] == ["web:7", "web:6", "web:5"]
+    # web:6 goes and web:9 comes between pages: the next page starts right after web:5.
+    changed = [i for i in items if i != "web:6"] + ["web:9"]
+    second = page(
+        {"maxResults": 3, "nextToken": first["nextToken"]}, changed, "arns", sort_key=position, reverse=True
+    )
+    assert second["arns"] == ["web:4", "web:3", "web:2"]

@@ -361,3 +361,24 @@ def test_verify_raises_only_signature_errors(
         verify(request, lambda key: SECRET, NOW)
     except SignatureError as error:
         assert "\n" not in str(error) and error.status in (400, 403)
+
+
+class _Repeated(dict[str, str]):
+    """Headers as an HTTP server hands them over, one (name, value) per line received."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        super().__init__(pairs)
+        self._pairs = pairs
+
+    def items(self) -> Any:
+        return iter(self._pairs)
+
+
+def test_a_repeated_unsigned_header_is_allowed_a_repeated_signed_one_is_not() -> None:
+    request = signed()
+    pairs = list(request.headers.items())
+    proxied = changed(request, headers=_Repeated([*pairs, ("Via", "1.1 a"), ("via", "1.1 b")]))
+    assert verify(proxied, secret_of, NOW).access_key_id == KEY
+    date = next(value for name, value in pairs if name.lower() == "x-amz-date")
+    doubled = changed(request, headers=_Repeated([*pairs, ("X-Amz-Date", date)]))
+    assert refused(doubled).code == "IncompleteSignatureException"
