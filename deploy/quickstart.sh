@@ -165,7 +165,11 @@ if grep -qs '^\[profile berth\]' "$aws_dir/config"; then
   fi
   aws_hint="${aws_env}aws --profile berth ecs list-clusters   # the ECS API, as the aws CLI and boto3 see it"
   step "The same service through the ECS-compatible API, with the real aws CLI (profile berth)"
-  env ${aws_env} .venv/bin/aws --profile berth ecs describe-services --cluster default --services web \
+  if [ -n "${AWS_CA_BUNDLE:-}" ]; then
+    # The environment's bundle would override the profile's (the cluster CA) for every call.
+    echo "note: AWS_CA_BUNDLE is set and overrides the profile's ca_bundle; unset it for Berth's API"
+  fi
+  env -u AWS_CA_BUNDLE ${aws_env} .venv/bin/aws --profile berth ecs describe-services --cluster default --services web \
     --query 'services[0].{service:serviceName,status:status,desired:desiredCount,running:runningCount}' \
     --output table
 else

@@ -124,7 +124,9 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory, test_image: str) -> Ite
         pytest.fail(f"{SERVER} is in use; the quick start and README's commands use it")
     home = tmp_path_factory.mktemp("berth-home")
     env = {
-        **os.environ,
+        # A newcomer's environment: none of this machine's own AWS settings (an AWS_CA_BUNDLE
+        # here would override the profile's CA bundle; README says so).
+        **{name: value for name, value in os.environ.items() if not name.startswith("AWS_")},
         "BERTH_HOME": str(home),
         "BERTH_SERVER": SERVER,
         # The administrator's credentials: written by the control plane, found by the CLI.
