@@ -8,6 +8,11 @@ etcd itself to time placements as they are committed:
   placements/s     tasks placed / seconds from the first scale-up call to the last placement commit
   all RUNNING      seconds from the first scale-up call until every task is RUNNING
   peak RSS         VmHWM of the control-plane process (and of its etcd, separately)
+  API latency      a trivial call (ListClusters) every 50 ms meanwhile: how long anything
+                   waiting on the control plane's event loop (lease keep-alives, heartbeats,
+                   the CLI) waited at worst
+  node_down        healthy hosts declared lost, and leadership lost, under the load: a run
+                   with any of either counts as failed
 
 Run: python bench/scheduler.py --agents 1000 --services 100 --tasks-per-service 100
 Small (CI) size: --agents 50 --services 10 --tasks-per-service 100
@@ -20,6 +25,7 @@ import argparse
 import asyncio
 import platform
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +37,33 @@ from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
 from berth.v1 import resources_pb2 as pb
 from controlplane.store import Store, keys
+
+
+class LatencyProbe:
+    """Calls ListClusters every 50 ms on a thread of its own and keeps each call's milliseconds."""
+
+    def __init__(self, stub: operator_pb2_grpc.OperatorStub) -> None:
+        self._stub = stub
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.samples: list[float] = []
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            started = time.perf_counter()
+            self._stub.ListClusters(api.ListClustersRequest(), timeout=60)
+            self.samples.append((time.perf_counter() - started) * 1000)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(70)
+
+    def percentile(self, share: float) -> float:
+        ordered = sorted(self.samples) or [0.0]
+        return ordered[min(len(ordered) - 1, int(len(ordered) * share / 100))]
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -185,7 +218,12 @@ def main() -> None:
                 marks.update(await watcher)
                 return marks
 
-            marks = asyncio.run(run())
+            probe = LatencyProbe(stub)
+            probe.start()
+            try:
+                marks = asyncio.run(run())
+            finally:
+                probe.stop()
             assert plane.process is not None
             process = psutil.Process(plane.process.pid)
             cp_rss = peak_rss_mib(process.pid)
@@ -193,6 +231,11 @@ def main() -> None:
         finally:
             hollow.stop()
             plane.stop()
+            # Healthy hosts declared lost, and leadership lost, under this load: a run with any
+            # is a failed run (the control plane starved its own liveness paths).
+            plane_log = plane.log_path.read_text(errors="replace") if plane.log_path.exists() else ""
+            node_downs = plane_log.count("event=node_down ")
+            leadership_losses = plane_log.count("event=lost_leadership ")
             if options.log_dir:
                 for daemon in (plane, hollow):
                     daemon.keep_log(options.log_dir)
@@ -216,6 +259,14 @@ def main() -> None:
         f"(the scale-up calls took {marks['created'] - marks['create']:.2f} s)"
     )
     print(f"peak RSS: control plane {cp_rss:.0f} MiB, its etcd {etcd_rss:.0f} MiB")
+    print(
+        f"API latency while placing (ListClusters every 50 ms, {len(probe.samples)} calls): "
+        f"median {probe.percentile(50):.1f} ms, p99 {probe.percentile(99):.1f} ms, "
+        f"max {probe.percentile(100):.1f} ms"
+    )
+    print(f"node_down events: {node_downs}; leadership losses: {leadership_losses}")
+    failed = node_downs or leadership_losses
+    print(f"run: {'FAILED (healthy nodes declared down or leadership lost)' if failed else 'ok'}")
 
 
 if __name__ == "__main__":

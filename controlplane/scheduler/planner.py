@@ -90,6 +90,61 @@ def _feasible(
     return feasible
 
 
+class Planner:
+    """Places requests one at a time on its own copy of the nodes, keeping the cluster-wide
+    tallies between them: the caller may stop after any request (to let the event loop run)
+    and go on later with the same result as planning them all at once."""
+
+    def __init__(
+        self, nodes: Sequence[NodeState], sample_size: int = 0, rng: random.Random | None = None
+    ) -> None:
+        self._rng = rng or random.Random()
+        self._sample_size = sample_size
+        self._nodes = list(nodes)
+        self._context = PlanContext.of(self._nodes)
+        self._by_cluster: dict[str, list[NodeState]] = {}
+        for state in self._nodes:
+            self._by_cluster.setdefault(node_cluster(state.node), []).append(state)
+
+    def place(self, asked: PlacementRequest) -> Placement | PlacementFailure:
+        filters = DEFAULT_FILTERS + asked.filters
+        scorers = asked.scorers or DEFAULT_SCORERS
+        rejections: Counter[tuple[str, str]] = Counter()
+        feasible: list[NodeState] = []
+        scope = scope_cluster(asked.cluster, self._by_cluster)
+        request = asked if scope == asked.cluster else dataclasses.replace(asked, cluster=scope)
+        pool = self._by_cluster.get(scope, [])
+        if 0 < self._sample_size < len(pool) and not request.pinned_nodes:
+            feasible = _feasible(self._rng.sample(pool, self._sample_size), request, filters, Counter())
+        if not feasible:
+            feasible = _feasible(self._nodes, request, filters, rejections)
+        if not feasible:
+            reason = explain(request, rejections, filters)
+            if request is not asked and any(name in SCOPE_FILTERS for name, _ in rejections):
+                reason = (
+                    f"cluster {asked.cluster} has no node of its own (its tasks use the default's): {reason}"
+                )
+            return PlacementFailure(request.task_id, reason)
+        context = self._context
+        best = max(
+            feasible,
+            key=lambda node: (
+                tuple(part for scorer in scorers for part in scorer.score(node, request, context)),
+                node.id,
+            ),
+        )
+        best.reserve(request)
+        context.placed(best, request)
+        return Placement(request.task_id, best.id)
+
+
+def record(plan: Plan, outcome: Placement | PlacementFailure) -> None:
+    if isinstance(outcome, Placement):
+        plan.placements.append(outcome)
+    else:
+        plan.failures.append(outcome)
+
+
 def place(
     nodes: Sequence[NodeState],
     requests: Sequence[PlacementRequest],
@@ -103,41 +158,8 @@ def place(
     sampled node fits, so a big cluster costs O(k) per task, not O(nodes). The
     sample is drawn from the nodes of the task's cluster (see `scope_cluster`).
     """
-    rng = rng or random.Random()
-    node_list = list(nodes)
-    context = PlanContext.of(node_list)
-    by_cluster: dict[str, list[NodeState]] = {}
-    for state in node_list:
-        by_cluster.setdefault(node_cluster(state.node), []).append(state)
+    planner = Planner(nodes, sample_size, rng)
     plan = Plan()
-    for asked in requests:
-        filters = DEFAULT_FILTERS + asked.filters
-        scorers = asked.scorers or DEFAULT_SCORERS
-        rejections: Counter[tuple[str, str]] = Counter()
-        feasible: list[NodeState] = []
-        scope = scope_cluster(asked.cluster, by_cluster)
-        request = asked if scope == asked.cluster else dataclasses.replace(asked, cluster=scope)
-        pool = by_cluster.get(scope, [])
-        if 0 < sample_size < len(pool) and not request.pinned_nodes:
-            feasible = _feasible(rng.sample(pool, sample_size), request, filters, Counter())
-        if not feasible:
-            feasible = _feasible(node_list, request, filters, rejections)
-        if not feasible:
-            reason = explain(request, rejections, filters)
-            if request is not asked and any(name in SCOPE_FILTERS for name, _ in rejections):
-                reason = (
-                    f"cluster {asked.cluster} has no node of its own (its tasks use the default's): {reason}"
-                )
-            plan.failures.append(PlacementFailure(request.task_id, reason))
-            continue
-        best = max(
-            feasible,
-            key=lambda node: (
-                tuple(part for scorer in scorers for part in scorer.score(node, request, context)),
-                node.id,
-            ),
-        )
-        best.reserve(request)
-        context.placed(best, request)
-        plan.placements.append(Placement(request.task_id, best.id))
+    for request in requests:
+        record(plan, planner.place(request))
     return plan

@@ -26,6 +26,7 @@ def test_scheduler_benchmark_small() -> None:
     assert re.search(r"placements committed: \d+ per second \(1000 in", output)
     assert re.search(r"all 1000 RUNNING: [\d.]+ s", output)
     assert re.search(r"peak RSS: control plane \d+ MiB", output)
+    assert re.search(r"node_down events: \d+; leadership losses: \d+", output)
 
 
 def test_usage_benchmark_small(test_image: str) -> None:

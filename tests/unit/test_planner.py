@@ -175,3 +175,21 @@ def test_sampling_still_finds_the_only_feasible_node() -> None:
     nodes = [node(f"n{i}", memory=10) for i in range(200)] + [node("big", memory=4096)]
     plan = place(nodes, requests(1, memory=1024), sample_size=8, rng=random.Random(1))
     assert plan.placements[0].node_id == "big"
+
+
+def test_planning_one_request_at_a_time_gives_the_plan_of_all_at_once() -> None:
+    """The scheduling controller stops between requests to let the event loop run: the
+    incremental Planner must place exactly as one call of place() does."""
+    from controlplane.scheduler.planner import Plan, Planner, record
+
+    def fleet() -> list[NodeState]:
+        return [node(f"n{i}", zone="ab"[i % 2], memory=1024) for i in range(12)]
+
+    asked = requests(40, strategy=[("spread", "attribute:zone")]) + requests(10, group="db", memory=900)
+    whole = place(fleet(), asked, sample_size=4, rng=random.Random(7))
+    planner = Planner(fleet(), sample_size=4, rng=random.Random(7))
+    stepwise = Plan()
+    for request in asked:
+        record(stepwise, planner.place(request))
+    assert stepwise == whole
+    assert whole.failures  # some db tasks do not fit: failures are carried the same way
