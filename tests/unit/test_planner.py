@@ -10,8 +10,8 @@ import pytest
 from berth.errors import InvalidArgument
 from berth.v1 import resources_pb2 as pb
 from controlplane.scheduler.expressions import parse_expression
-from controlplane.scheduler.model import NodeState, PlacementRequest
-from controlplane.scheduler.planner import place
+from controlplane.scheduler.model import NodeState, PlacementRequest, Plan
+from controlplane.scheduler.planner import Planner, place, record
 from controlplane.scheduler.policies import compile_constraints, compile_strategy
 
 
@@ -180,7 +180,6 @@ def test_sampling_still_finds_the_only_feasible_node() -> None:
 def test_planning_one_request_at_a_time_gives_the_plan_of_all_at_once() -> None:
     """The scheduling controller stops between requests to let the event loop run: the
     incremental Planner must place exactly as one call of place() does."""
-    from controlplane.scheduler.planner import Plan, Planner, record
 
     def fleet() -> list[NodeState]:
         return [node(f"n{i}", zone="ab"[i % 2], memory=1024) for i in range(12)]
