@@ -37,37 +37,18 @@ from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from berth.deployment_defaults import (
+    configuration,
+)
 from berth.errors import InvalidArgument
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 from controlplane import backoff
 
-# ECS's defaults, and Berth's for what ECS has no field for.
-DEFAULT_MINIMUM_HEALTHY_PERCENT = 100
-DEFAULT_MAXIMUM_PERCENT = 200
-DEFAULT_DEREGISTRATION_DELAY = 5
 MAX_DEREGISTRATION_DELAY = 3600
 # ECS's upper bound for maximumPercent; minimumHealthyPercent is at most 100.
 MAX_MAXIMUM_PERCENT = 200
 MAX_REASON = 300
-
-
-def defaults() -> pb.DeploymentConfiguration:
-    return pb.DeploymentConfiguration(
-        minimum_healthy_percent=DEFAULT_MINIMUM_HEALTHY_PERCENT,
-        maximum_percent=DEFAULT_MAXIMUM_PERCENT,
-        circuit_breaker=True,
-        rollback=True,
-        deregistration_delay=DEFAULT_DEREGISTRATION_DELAY,
-        rebalance=True,
-    )
-
-
-def configuration(service: pb.Service) -> pb.DeploymentConfiguration:
-    """The service's configuration; the defaults for records written before it existed."""
-    if service.HasField("deployment_configuration"):
-        return service.deployment_configuration
-    return defaults()
 
 
 def configure(base: pb.DeploymentConfiguration, options: api.DeploymentOptions) -> pb.DeploymentConfiguration:

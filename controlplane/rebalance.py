@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping
 
+from berth import deployment_defaults
 from berth.v1 import resources_pb2 as pb
 from controlplane import deployments, lifecycle
 from controlplane.endpoints import serves_health
@@ -36,7 +37,7 @@ def spreads(service: pb.Service) -> bool:
 
 def settled(service: pb.Service, tasks: list[pb.Task], draining: frozenset[str], failing: bool) -> bool:
     """Worth looking at for a move: steady, and nothing else is changing."""
-    config = deployments.configuration(service)
+    config = deployment_defaults.configuration(service)
     current = deployments.primary(service)
     if (
         not config.rebalance

@@ -11,16 +11,6 @@ from berth.cli.output import age
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 
-# What a service without a stored configuration rolls with (ECS's defaults and Berth's own).
-DEFAULTS = pb.DeploymentConfiguration(
-    minimum_healthy_percent=100,
-    maximum_percent=200,
-    circuit_breaker=True,
-    rollback=True,
-    deregistration_delay=5,
-    rebalance=True,
-)
-
 # Client-side bounds (ECS's, as the control plane enforces them), checked only to
 # say what to fix in the option's own words; the control plane validates every
 # request again, and the pair (minimum below maximum) against the stored settings.
@@ -101,13 +91,6 @@ def deployment_options(
     if rebalance is not None:
         options.rebalance = rebalance
     return options
-
-
-def configuration(service: pb.Service) -> pb.DeploymentConfiguration:
-    """The service's deployment configuration; the defaults when none is stored."""
-    if service.HasField("deployment_configuration"):
-        return service.deployment_configuration
-    return DEFAULTS
 
 
 def _on(flag: bool) -> str:

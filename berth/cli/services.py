@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import typer
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from berth import deployment_defaults
 from berth.cli import autoscale, deployments, placement, recommend, rollout, rollout_watch, top
 from berth.cli.client import CliContext, api_errors, fail, node_label, node_names
 from berth.cli.deployments import (
@@ -220,9 +221,8 @@ def describe(
         console.print(
             f"placement:        {strategy or 'spread:instanceId'}; {constraints or 'no constraints'}",
         )
-        console.print(
-            f"deployment configuration: {deployments.configuration_line(deployments.configuration(s))}"
-        )
+        config = deployment_defaults.configuration(s)
+        console.print(f"deployment configuration: {deployments.configuration_line(config)}")
         for line in autoscale.describe_lines(s):
             console.print(line)
         utilization = top.service_utilization(cli, s.cluster, s.name)

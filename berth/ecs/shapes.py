@@ -18,6 +18,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from berth.deployment_defaults import configuration as deployment_configuration
 from berth.ecs.arns import Arns
 from berth.names import node_cluster, protocol_name
 from berth.taskdef import to_ecs_document
@@ -97,14 +98,6 @@ BERTH_NODE_STATUS: dict[int, str] = {
 
 # What a service without a stored configuration rolls with (ECS's defaults and Berth's own;
 # the same as controlplane/deployments.py's).
-DEFAULT_DEPLOYMENT_CONFIGURATION = pb.DeploymentConfiguration(
-    minimum_healthy_percent=100,
-    maximum_percent=200,
-    circuit_breaker=True,
-    rollback=True,
-    deregistration_delay=5,
-    rebalance=True,
-)
 
 
 def _word(table: Mapping[int, Any], value: int) -> Any:
@@ -315,11 +308,7 @@ def service(
 ) -> dict[str, Any]:
     s = description.service
     service_arn = arns.service(s.cluster, s.name)
-    config = (
-        s.deployment_configuration
-        if s.HasField("deployment_configuration")
-        else (DEFAULT_DEPLOYMENT_CONFIGURATION)
-    )
+    config = deployment_configuration(s)
     out: dict[str, Any] = {
         "serviceArn": service_arn,
         "serviceName": s.name,

@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from berth import deployment_defaults
 from berth.names import parse_task_definition_ref
 from berth.safetext import escape_controls
 from berth.v1 import resources_pb2 as pb
@@ -99,7 +100,7 @@ def decide(
         return ServiceDecision(stop=[t.id for t in active], delete_service=not remaining)
     decision = ServiceDecision(unhealthy=[t.id for t in active if t.health_status == pb.UNHEALTHY])
     active = [t for t in active if t.health_status != pb.UNHEALTHY]
-    config = deployments.configuration(service)
+    config = deployment_defaults.configuration(service)
     for task in (t for t in active if t.HasField("deregistered_at")):
         if now >= backoff.seconds(task.deregistered_at) + config.deregistration_delay:
             decision.stop.append(task.id)
@@ -462,7 +463,7 @@ class ServiceController:
                     service.cluster,
                     service.name,
                     len(writes),
-                    deployments.configuration(service).deregistration_delay,
+                    deployment_defaults.configuration(service).deregistration_delay,
                 )
         return written
 

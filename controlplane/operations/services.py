@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from berth import deployment_defaults
 from berth import tags as tag_rules
 from berth.clock import now
 from berth.errors import (
@@ -195,7 +196,7 @@ class Services:
         compile_constraints(spec.placement_constraints)
         tags = tag_rules.check_tags(spec.tags)
         ports = resolve_ports(spec.ports, td)
-        config = deployments.configure(deployments.defaults(), spec.deployment)
+        config = deployments.configure(deployment_defaults.defaults(), spec.deployment)
         service = pb.Service(
             cluster=cluster,
             name=name,
@@ -296,7 +297,7 @@ class Services:
             if change.desired_count is not None:
                 service.desired_count = desired_count(change.desired_count, self._quotas.tasks_per_service)
             service.deployment_configuration.CopyFrom(
-                deployments.configure(deployments.configuration(service), change.deployment)
+                deployments.configure(deployment_defaults.configuration(service), change.deployment)
             )
             current = deployments.primary(service)
             target = current.task_definition if current else service.task_definition

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
-from berth import pki
+from berth import deployment_defaults, pki
 from berth.cli import deployments, rollout, rollout_watch
 from berth.cli.main import app
 from berth.cli.rollout import Outcome
@@ -423,11 +423,11 @@ def test_describe_lines_show_counts_reason_and_configuration_defaults() -> None:
     assert "desired 6, running 4, pending 2, healthy 4, failed 0" in lines[0]
     assert "3  ACTIVE   web:4  FAILED" in lines[1] and "failed 3" in lines[1]
     assert lines[2].strip() == "3 tasks failed to start"
-    assert deployments.configuration_line(deployments.configuration(pb.Service())) == (
+    assert deployments.configuration_line(deployment_defaults.configuration(pb.Service())) == (
         "min healthy 100%, max 200%, circuit breaker on (rollback on), deregistration delay 5s, rebalance on"
     )
     stored = pb.Service(deployment_configuration=pb.DeploymentConfiguration(maximum_percent=100))
-    assert deployments.configuration_line(deployments.configuration(stored)) == (
+    assert deployments.configuration_line(deployment_defaults.configuration(stored)) == (
         "min healthy 0%, max 100%, circuit breaker off, deregistration delay 0s, rebalance off"
     )
 

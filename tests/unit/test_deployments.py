@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from berth import deployment_defaults
 from berth.errors import InvalidArgument
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
@@ -25,7 +26,7 @@ START = 1_000_000.0
 
 
 def service(desired: int, minimum: int = 100, maximum: int = 200, delay: int = 0) -> pb.Service:
-    config = deployments.defaults()
+    config = deployment_defaults.defaults()
     config.minimum_healthy_percent = minimum
     config.maximum_percent = maximum
     config.deregistration_delay = delay
@@ -95,7 +96,7 @@ class World:
     def check(self) -> None:
         """What a deployment promises at every instant (after the controller acted)."""
         desired = self.service.desired_count
-        config = deployments.configuration(self.service)
+        config = deployment_defaults.configuration(self.service)
         live = [t for t in self.tasks.values() if t.last_status != pb.STOPPED]
         assert len(live) <= deployments.maximum_total(desired, config), "over maximumPercent"
         if self.steady_once:
@@ -285,12 +286,12 @@ def test_a_deployment_replaced_mid_way_is_dropped_and_the_newest_wins() -> None:
 )
 def test_configuration_is_checked(options: api.DeploymentOptions, message: str | None) -> None:
     if message is None:
-        merged = deployments.configure(deployments.defaults(), options)
+        merged = deployments.configure(deployment_defaults.defaults(), options)
         assert (merged.minimum_healthy_percent, merged.maximum_percent) == (90, 150)
         assert merged.circuit_breaker and merged.rollback  # untouched
         return
     with pytest.raises(InvalidArgument, match=message):
-        deployments.configure(deployments.defaults(), options)
+        deployments.configure(deployment_defaults.defaults(), options)
 
 
 def test_old_records_without_deployments_get_one() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from berth import deployment_defaults
 from berth.v1 import resources_pb2 as pb
 from controlplane import backoff, deployments, rebalance
 from controlplane.controllers.services import decide
@@ -14,7 +15,7 @@ def _service(desired: int = 6) -> pb.Service:
         task_definition="web:1",
         desired_count=desired,
         status=pb.SERVICE_ACTIVE,
-        deployment_configuration=deployments.defaults(),
+        deployment_configuration=deployment_defaults.defaults(),
         ports=[pb.ServicePort(port=80, container_port=80)],
     )
     service = deployments.new_deployment(created, "web:1", backoff.timestamp(1.0))
