@@ -113,3 +113,8 @@ def from_document(raw: object) -> list[pb.Tag]:
             raise InvalidArgument(f"tags[{index}].value must be text")
         tags.append(pb.Tag(key=item["key"], value=value))
     return check_tags(tags)
+
+
+def to_ecs(tags: Iterable[pb.Tag]) -> list[dict[str, str]]:
+    """Tags as ECS writes them: [{"key": ..., "value": ...}], in their order."""
+    return [{"key": t.key, "value": t.value} for t in tags]

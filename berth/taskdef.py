@@ -695,7 +695,7 @@ def to_ecs_document(td: pb.TaskDefinition) -> dict[str, Any]:
     if td.volumes:
         out["volumes"] = volumes_to_ecs(td)
     if td.tags:
-        out["tags"] = [{"key": t.key, "value": t.value} for t in td.tags]
+        out["tags"] = tag_rules.to_ecs(td.tags)
     if td.revision:
         out["revision"] = td.revision
     if td.status:

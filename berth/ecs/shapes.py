@@ -18,6 +18,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from berth import tags as tag_rules
 from berth.deployment_defaults import configuration as deployment_configuration
 from berth.ecs.arns import Arns
 from berth.names import node_cluster, protocol_name
@@ -119,9 +120,10 @@ def _put_time(out: dict[str, Any], key: str, stamp: Timestamp) -> None:
         out[key] = value
 
 
-def _tags(out: dict[str, Any], tags: Mapping[str, str] | None) -> None:
+def _tags(out: dict[str, Any], tags: Iterable[pb.Tag] | None) -> None:
+    """ECS shows tags only when asked (include TAGS): None leaves them out."""
     if tags is not None:
-        out["tags"] = [{"key": k, "value": v} for k, v in sorted(tags.items())]
+        out["tags"] = tag_rules.to_ecs(tags)
 
 
 def task_definition_arn(arns: Arns, reference: str) -> str:
@@ -145,7 +147,7 @@ def _constraints(constraints: Iterable[pb.PlacementConstraint]) -> list[dict[str
 
 
 def cluster(
-    arns: Arns, description: api.ClusterDescription, tags: Mapping[str, str] | None = None
+    arns: Arns, description: api.ClusterDescription, tags: Iterable[pb.Tag] | None = None
 ) -> dict[str, Any]:
     name = description.cluster.name
     out: dict[str, Any] = {
@@ -166,7 +168,7 @@ def cluster(
 
 
 def task_definition(
-    arns: Arns, td: pb.TaskDefinition, tags: Mapping[str, str] | None = None
+    arns: Arns, td: pb.TaskDefinition, tags: Iterable[pb.Tag] | None = None
 ) -> dict[str, Any]:
     """ECS's TaskDefinition: Berth's ECS document (berth.taskdef.to_ecs_document, which
     `register --cli-input-json` takes back) with ECS's read-only fields added."""
@@ -304,7 +306,7 @@ def _service_berth(description: api.ServiceDescription, config: pb.DeploymentCon
 
 
 def service(
-    arns: Arns, description: api.ServiceDescription, tags: Mapping[str, str] | None = None
+    arns: Arns, description: api.ServiceDescription, tags: Iterable[pb.Tag] | None = None
 ) -> dict[str, Any]:
     s = description.service
     service_arn = arns.service(s.cluster, s.name)
@@ -426,7 +428,7 @@ def task(
     *,
     images: Mapping[str, str] | None = None,
     version: int | None = None,
-    tags: Mapping[str, str] | None = None,
+    tags: Iterable[pb.Tag] | None = None,
 ) -> dict[str, Any]:
     """ECS's Task. `images`: container name -> image, when the caller has the task
     definition at hand; `version`: ECS's task version (the record's revision), when known."""
@@ -480,7 +482,7 @@ def _resources(cpu: int, memory: int) -> list[dict[str, Any]]:
 
 
 def container_instance(
-    arns: Arns, summary: api.NodeSummary, tags: Mapping[str, str] | None = None
+    arns: Arns, summary: api.NodeSummary, tags: Iterable[pb.Tag] | None = None
 ) -> dict[str, Any]:
     """ECS's ContainerInstance for a node (ec2InstanceId is the node's name), in its cluster."""
     node = summary.node

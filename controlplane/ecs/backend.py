@@ -8,13 +8,13 @@ result with `berth.ecs.shapes`, the functions the CLI's `-o json` prints with.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from berth import tags as tag_rules
 from berth.ecs.arns import Arns
 from berth.errors import BerthError
-from berth.tags import check_tags
 from berth.v1 import resources_pb2 as pb
 from controlplane.cache import ClusterCache
 from controlplane.ecs.errors import translate
@@ -109,16 +109,11 @@ def bounded_list(params: Params, key: str, most: int, required: bool = True) -> 
 
 
 def tags_of(params: Params) -> list[pb.Tag]:
-    """ECS's `tags` ([{key, value}]) checked by Berth's one tag policy."""
-    raw: Sequence[dict[str, str]] = params.get("tags", [])
+    """ECS's `tags` ([{key, value}]) read and checked by Berth's one tag policy."""
     try:
-        return check_tags([pb.Tag(key=t.get("key", ""), value=t.get("value", "")) for t in raw])
+        return tag_rules.from_document(params.get("tags"))
     except BerthError as error:
         raise translate(error) from None
-
-
-def tag_list(tags: Iterable[pb.Tag]) -> list[Answer]:
-    return [{"key": t.key, "value": t.value} for t in tags]
 
 
 def check_launch_type(params: Params) -> str:

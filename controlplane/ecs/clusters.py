@@ -15,7 +15,6 @@ from controlplane.ecs.backend import (
     cluster_of,
     missing,
     operation,
-    tag_list,
     tags_of,
     wants_tags,
 )
@@ -53,10 +52,8 @@ async def describe_clusters(backend: Backend, params: Params) -> Answer:
         if description is None:
             failures.append(missing(backend.arns.cluster(name)))
             continue
-        shape = shapes.cluster(backend.arns, description)
-        if wants_tags(params):
-            shape["tags"] = tag_list(description.cluster.tags)
-        found.append(shape)
+        tags = description.cluster.tags if wants_tags(params) else None
+        found.append(shapes.cluster(backend.arns, description, tags))
     return {"clusters": found, "failures": failures}
 
 

@@ -25,7 +25,6 @@ from controlplane.ecs.backend import (
     cluster_of,
     missing,
     operation,
-    tag_list,
     tags_of,
     wants_tags,
 )
@@ -71,10 +70,7 @@ def _check_common(params: Params) -> None:
 
 
 def _render(backend: Backend, described: api.ServiceDescription, params: Params) -> Answer:
-    shape = shapes.service(backend.arns, described)
-    if wants_tags(params):
-        shape["tags"] = tag_list(described.service.tags)
-    return shape
+    return shapes.service(backend.arns, described, described.service.tags if wants_tags(params) else None)
 
 
 async def _shape(backend: Backend, service: pb.Service) -> Answer:

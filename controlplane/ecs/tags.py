@@ -3,8 +3,9 @@ task definitions and tasks, each named by its ARN."""
 
 from __future__ import annotations
 
+from berth import tags as tag_rules
 from berth.errors import BerthError
-from controlplane.ecs.backend import Answer, Backend, Operation, Params, call, operation, tag_list, tags_of
+from controlplane.ecs.backend import Answer, Backend, Operation, Params, call, operation, tags_of
 from controlplane.ecs.errors import translate
 from controlplane.ecs.protocol import invalid
 from controlplane.operations.tags import Resource
@@ -38,7 +39,7 @@ async def untag(backend: Backend, params: Params) -> Answer:
 
 async def list_tags(backend: Backend, params: Params) -> Answer:
     tags = await call(backend.ops.tags.list(_resource(backend, params)), "ResourceNotFoundException")
-    return {"tags": tag_list(tags)}
+    return {"tags": tag_rules.to_ecs(tags)}
 
 
 def _role(params: Params) -> str:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 
+from berth import tags as tag_rules
 from berth.ecs import shapes
 from berth.errors import BerthError
 from berth.taskdef import parse_register_document
 from berth.v1 import resources_pb2 as pb
-from controlplane.ecs.backend import Answer, Backend, Operation, Params, call, operation, tag_list
+from controlplane.ecs.backend import Answer, Backend, Operation, Params, call, operation
 from controlplane.ecs.errors import translate
 from controlplane.ecs.pages import page
 from controlplane.ecs.protocol import invalid
@@ -35,7 +36,7 @@ def _reference(backend: Backend, value: str) -> str:
 def _with_tags(backend: Backend, td: pb.TaskDefinition, params: Params) -> Answer:
     answer: Answer = {"taskDefinition": shapes.task_definition(backend.arns, td)}
     if "TAGS" in params.get("include", []):
-        answer["tags"] = tag_list(td.tags)
+        answer["tags"] = tag_rules.to_ecs(td.tags)
     return answer
 
 
@@ -49,7 +50,7 @@ async def register(backend: Backend, params: Params) -> Answer:
         log.info("event=ecs_taskdef_note family=%s note=%r", registered.family, note)
     return {
         "taskDefinition": shapes.task_definition(backend.arns, registered),
-        "tags": tag_list(registered.tags),
+        "tags": tag_rules.to_ecs(registered.tags),
     }
 
 

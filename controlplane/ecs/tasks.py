@@ -19,7 +19,6 @@ from controlplane.ecs.backend import (
     cluster_of,
     missing,
     operation,
-    tag_list,
     tags_of,
     wants_tags,
 )
@@ -35,10 +34,7 @@ MAX_REASON = 255  # ECS: a stop reason is at most 255 characters
 
 
 def _render(backend: Backend, task: pb.Task, params: Params) -> Answer:
-    shape = shapes.task(backend.arns, task)
-    if wants_tags(params):
-        shape["tags"] = tag_list(task.tags)
-    return shape
+    return shapes.task(backend.arns, task, tags=task.tags if wants_tags(params) else None)
 
 
 def _check_start(params: Params) -> tuple[str, str]:

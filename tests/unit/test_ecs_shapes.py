@@ -89,7 +89,7 @@ def test_cluster() -> None:
         "activeServicesCount": 2,
         "statistics": [],
     }
-    tagged = shapes.cluster(ARNS, description, tags={"team": "a"})
+    tagged = shapes.cluster(ARNS, description, tags=[pb.Tag(key="team", value="a")])
     assert tagged["tags"] == [{"key": "team", "value": "a"}]
     ecs_keys_only("Cluster", tagged)
 
