@@ -4,6 +4,11 @@ A handler is `async (backend, params) -> answer`: it reads the request's
 parameters (already checked against ECS's model by `protocol.check_input`),
 calls the same `controlplane.operations` the gRPC API calls, and shapes the
 result with `berth.ecs.shapes`, the functions the CLI's `-o json` prints with.
+
+Berth's own errors may simply leave a handler: the server answers every one in ECS's
+words (`errors.translate`). A handler catches one only where it means something
+particular there: a NotFound that is a missing service (`call(..., not_found=...)`), or a
+reference that becomes a `failures` entry instead of an error.
 """
 
 from __future__ import annotations
@@ -86,10 +91,7 @@ async def call(awaitable: Awaitable[Any], not_found: str = "ClientException") ->
 
 async def cluster_of(backend: Backend, params: Params) -> str:
     """The request's cluster (a name or an ARN; none: `default`), which must exist."""
-    try:
-        name = backend.arns.cluster_name(params.get("cluster", ""))
-    except BerthError as error:
-        raise translate(error) from None
+    name = backend.arns.cluster_name(params.get("cluster", ""))
     await call(backend.ops.clusters.existing(name), "ClusterNotFoundException")
     return name
 
@@ -110,10 +112,7 @@ def bounded_list(params: Params, key: str, most: int, required: bool = True) -> 
 
 def tags_of(params: Params) -> list[pb.Tag]:
     """ECS's `tags` ([{key, value}]) read and checked by Berth's one tag policy."""
-    try:
-        return tag_rules.from_document(params.get("tags"))
-    except BerthError as error:
-        raise translate(error) from None
+    return tag_rules.from_document(params.get("tags"))
 
 
 def check_launch_type(params: Params) -> str:

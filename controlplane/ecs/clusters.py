@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from berth.ecs import shapes
-from berth.errors import AlreadyExists, BerthError
+from berth.errors import AlreadyExists
 from berth.names import DEFAULT_CLUSTER
 from controlplane.ecs.backend import (
     Answer,
@@ -18,7 +18,6 @@ from controlplane.ecs.backend import (
     tags_of,
     wants_tags,
 )
-from controlplane.ecs.errors import translate
 from controlplane.ecs.pages import page
 
 
@@ -29,8 +28,6 @@ async def create_cluster(backend: Backend, params: Params) -> Answer:
         await backend.ops.clusters.create(name, tags=tags_of(params))
     except AlreadyExists:
         pass
-    except BerthError as error:
-        raise translate(error) from None
     return {"cluster": shapes.cluster(backend.arns, await call(backend.ops.clusters.describe(name)))}
 
 
@@ -41,10 +38,7 @@ async def describe_clusters(backend: Backend, params: Params) -> Answer:
     described = {d.cluster.name: d for d in await call(backend.ops.clusters.describe_all())}
     found, failures, seen = [], [], set()
     for ref in refs:
-        try:
-            name = backend.arns.cluster_name(ref)
-        except BerthError as error:
-            raise translate(error) from None
+        name = backend.arns.cluster_name(ref)
         if name in seen:
             continue
         seen.add(name)

@@ -22,7 +22,6 @@ from controlplane.ecs.backend import (
     missing,
     operation,
 )
-from controlplane.ecs.errors import translate
 from controlplane.ecs.pages import page
 from controlplane.ecs.protocol import invalid
 
@@ -58,10 +57,7 @@ def _resolve(backend: Backend, cluster: str, refs: list[str]) -> list[tuple[str,
     members = _members(backend, cluster)
     resolved: list[tuple[str, api.NodeSummary | None]] = []
     for ref in refs:
-        try:
-            instance_cluster, node_id = backend.arns.node_id(ref, cluster)
-        except BerthError as error:
-            raise translate(error) from None
+        instance_cluster, node_id = backend.arns.node_id(ref, cluster)
         found = members.get(node_id) if instance_cluster == cluster else None
         resolved.append((backend.arns.container_instance(instance_cluster, node_id), found))
     return resolved

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from berth.ecs import shapes
-from berth.errors import BerthError, NotFound
+from berth.errors import NotFound
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
 from controlplane.ecs.backend import (
@@ -28,7 +28,6 @@ from controlplane.ecs.backend import (
     tags_of,
     wants_tags,
 )
-from controlplane.ecs.errors import translate
 from controlplane.ecs.pages import page
 from controlplane.ecs.placement import constraints, strategies
 from controlplane.ecs.protocol import invalid
@@ -89,20 +88,17 @@ async def create(backend: Backend, params: Params) -> Answer:
     if "taskDefinition" not in params:
         raise invalid("taskDefinition is required: Berth services run a task definition")
     count = params.get("desiredCount", 0)
-    try:
-        spec = ServiceSpec(
-            cluster=cluster,
-            name=params["serviceName"],
-            task_definition=backend.arns.task_definition_ref(params["taskDefinition"]),
-            desired_count=count,
-            placement_strategy=strategies(params),
-            placement_constraints=constraints(params),
-            deployment=_deployment(params),
-            tags=tags_of(params),
-        )
-        service = await backend.ops.services.create(spec)
-    except BerthError as error:
-        raise translate(error) from None
+    spec = ServiceSpec(
+        cluster=cluster,
+        name=params["serviceName"],
+        task_definition=backend.arns.task_definition_ref(params["taskDefinition"]),
+        desired_count=count,
+        placement_strategy=strategies(params),
+        placement_constraints=constraints(params),
+        deployment=_deployment(params),
+        tags=tags_of(params),
+    )
+    service = await backend.ops.services.create(spec)
     return {"service": await _shape(backend, service)}
 
 
@@ -117,8 +113,6 @@ async def describe(backend: Backend, params: Params) -> Answer:
         except NotFound:
             failures.append(missing(backend.arns.service(service_cluster, name)))
             continue
-        except BerthError as error:
-            raise translate(error) from None
         found.append(_render(backend, description(state), params))
     return {"services": found, "failures": failures}
 
@@ -126,20 +120,15 @@ async def describe(backend: Backend, params: Params) -> Answer:
 async def update(backend: Backend, params: Params) -> Answer:
     cluster = await cluster_of(backend, params)
     _check_common(params)
-    try:
-        service_cluster, name = backend.arns.service_name(params["service"], cluster)
-        change = ServiceChange(
-            desired_count=params.get("desiredCount"),
-            task_definition=(
-                backend.arns.task_definition_ref(params["taskDefinition"])
-                if params.get("taskDefinition")
-                else ""
-            ),
-            force_new_deployment=params.get("forceNewDeployment", False),
-            deployment=_deployment(params),
-        )
-    except BerthError as error:
-        raise translate(error) from None
+    service_cluster, name = backend.arns.service_name(params["service"], cluster)
+    change = ServiceChange(
+        desired_count=params.get("desiredCount"),
+        task_definition=(
+            backend.arns.task_definition_ref(params["taskDefinition"]) if params.get("taskDefinition") else ""
+        ),
+        force_new_deployment=params.get("forceNewDeployment", False),
+        deployment=_deployment(params),
+    )
     if change.task_definition:
         # A missing task definition is the client's mistake, not a missing service.
         await call(backend.ops.taskdefs.runnable(change.task_definition), "ClientException")
@@ -159,10 +148,7 @@ async def list_services(backend: Backend, params: Params) -> Answer:
 
 async def delete(backend: Backend, params: Params) -> Answer:
     cluster = await cluster_of(backend, params)
-    try:
-        service_cluster, name = backend.arns.service_name(params["service"], cluster)
-    except BerthError as error:
-        raise translate(error) from None
+    service_cluster, name = backend.arns.service_name(params["service"], cluster)
     service = await call(
         backend.ops.services.delete(service_cluster, name, force=params.get("force", False)), NOT_FOUND
     )

@@ -4,9 +4,7 @@ task definitions and tasks, each named by its ARN."""
 from __future__ import annotations
 
 from berth import tags as tag_rules
-from berth.errors import BerthError
 from controlplane.ecs.backend import Answer, Backend, Operation, Params, call, operation, tags_of
-from controlplane.ecs.errors import translate
 from controlplane.ecs.protocol import invalid
 from controlplane.operations.tags import Resource
 
@@ -14,10 +12,7 @@ MAX_KEYS = 50
 
 
 def _resource(backend: Backend, params: Params) -> Resource:
-    try:
-        kind, cluster, name = backend.arns.resource(params["resourceArn"])
-    except BerthError as error:
-        raise translate(error) from None
+    kind, cluster, name = backend.arns.resource(params["resourceArn"])
     return Resource(kind=kind, cluster=cluster, name=name)  # type: ignore[arg-type]
 
 

@@ -12,11 +12,9 @@ import logging
 
 from berth import tags as tag_rules
 from berth.ecs import shapes
-from berth.errors import BerthError
 from berth.taskdef import parse_register_document
 from berth.v1 import resources_pb2 as pb
 from controlplane.ecs.backend import Answer, Backend, Operation, Params, call, operation
-from controlplane.ecs.errors import translate
 from controlplane.ecs.pages import page
 from controlplane.ecs.protocol import invalid
 
@@ -27,10 +25,7 @@ NOT_FOUND = "ClientException"
 
 
 def _reference(backend: Backend, value: str) -> str:
-    try:
-        return backend.arns.task_definition_ref(value)
-    except BerthError as error:
-        raise translate(error) from None
+    return backend.arns.task_definition_ref(value)
 
 
 def _with_tags(backend: Backend, td: pb.TaskDefinition, params: Params) -> Answer:
@@ -41,10 +36,7 @@ def _with_tags(backend: Backend, td: pb.TaskDefinition, params: Params) -> Answe
 
 
 async def register(backend: Backend, params: Params) -> Answer:
-    try:
-        td, notes = parse_register_document(params)
-    except BerthError as error:
-        raise translate(error) from None
+    td, notes = parse_register_document(params)
     registered = await call(backend.ops.taskdefs.register(td))
     for note in notes:
         log.info("event=ecs_taskdef_note family=%s note=%r", registered.family, note)

@@ -50,10 +50,7 @@ def _check_start(params: Params) -> tuple[str, str]:
 async def _definition(backend: Backend, reference: str) -> str:
     """The task definition a RunTask or StartTask names, found and runnable, as family:revision:
     checked once, before any task starts, so a bad one starts none."""
-    try:
-        ref = backend.arns.task_definition_ref(reference)
-    except BerthError as error:
-        raise translate(error) from None
+    ref = backend.arns.task_definition_ref(reference)
     td = await call(backend.ops.taskdefs.runnable(ref), "ClientException")
     return f"{td.family}:{td.revision}"
 
@@ -98,10 +95,7 @@ async def start_task(backend: Backend, params: Params) -> Answer:
     reference, started_by = _check_start(params)
     instances = bounded_list(params, "containerInstances", MAX_COUNT)
     tags = tags_of(params)
-    try:
-        nodes = [backend.arns.node_id(value, cluster) for value in instances]
-    except BerthError as error:
-        raise translate(error) from None
+    nodes = [backend.arns.node_id(value, cluster) for value in instances]
     ref = await _definition(backend, reference)
     tasks, failures = [], []
     for instance_cluster, node_id in nodes:
@@ -128,16 +122,11 @@ async def stop_task(backend: Backend, params: Params) -> Answer:
     reason = params.get("reason", "")
     if len(reason) > MAX_REASON:
         raise invalid(f"reason is {len(reason)} characters: the limit is {MAX_REASON}")
-    try:
-        task_cluster, task_id = backend.arns.task_id(params["task"], cluster)
-    except BerthError as error:
-        raise translate(error) from None
+    task_cluster, task_id = backend.arns.task_id(params["task"], cluster)
     try:
         task = await backend.ops.tasks.stop(task_cluster, task_id, reason)
     except NotFound:
         raise invalid("The referenced task was not found.") from None
-    except BerthError as error:
-        raise translate(error) from None
     return {"task": _render(backend, task, {})}
 
 
@@ -146,18 +135,13 @@ async def describe(backend: Backend, params: Params) -> Answer:
     cluster = await cluster_of(backend, params)
     found, failures = [], []
     for ref in bounded_list(params, "tasks", 100):
-        try:
-            task_cluster, task_id = backend.arns.task_id(ref, cluster)
-        except BerthError as error:
-            raise translate(error) from None
+        task_cluster, task_id = backend.arns.task_id(ref, cluster)
         try:
             task, _ = await backend.ops.tasks.find(task_cluster, task_id)
         except (NotFound, InvalidArgument):
             # Not a task id Berth could have made, or one it does not have: missing either way.
             failures.append(missing(backend.arns.task(task_cluster, task_id)))
             continue
-        except BerthError as error:
-            raise translate(error) from None
         found.append(_render(backend, task, params))
     return {"tasks": found, "failures": failures}
 
@@ -182,18 +166,11 @@ async def list_tasks(backend: Backend, params: Params) -> Answer:
         raise invalid("desiredStatus must be RUNNING, PENDING or STOPPED")
     if check_launch_type(params) != "EC2" or desired == "PENDING":
         return page(params, [], "taskArns")
-    try:
-        node = (
-            backend.arns.node_id(params["containerInstance"], cluster)
-            if "containerInstance" in params
-            else None
-        )
-        service = (
-            backend.arns.service_name(params["serviceName"], cluster) if "serviceName" in params else None
-        )
-        family = parse_task_definition_ref(params["family"])[0] if "family" in params else ""
-    except BerthError as error:
-        raise translate(error) from None
+    node = (
+        backend.arns.node_id(params["containerInstance"], cluster) if "containerInstance" in params else None
+    )
+    service = backend.arns.service_name(params["serviceName"], cluster) if "serviceName" in params else None
+    family = parse_task_definition_ref(params["family"])[0] if "family" in params else ""
     if (node and node[0] != cluster) or (service and service[0] != cluster):
         # A container instance or service of another cluster has no task in this one.
         return page(params, [], "taskArns")
