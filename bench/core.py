@@ -25,6 +25,7 @@ import docker
 import psutil
 
 from berth.taskdef import parse_container_definitions
+from berth.tasklist import all_tasks
 from berth.testing.daemons import REPO, AgentProcess, ControlPlaneProcess, JoinFlags
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
@@ -34,7 +35,7 @@ POLL = 0.01
 
 
 def running(stub: operator_pb2_grpc.OperatorStub, cluster: str) -> list[pb.Task]:
-    tasks = stub.ListTasks(api.ListTasksRequest(cluster=cluster, service="web")).tasks
+    tasks = all_tasks(stub, api.ListTasksRequest(cluster=cluster, service="web"))
     return [t for t in tasks if t.last_status == pb.RUNNING]
 
 

@@ -26,6 +26,7 @@ import docker
 import psutil
 
 from berth.taskdef import parse_container_definitions
+from berth.tasklist import all_tasks
 from berth.testing.daemons import AgentProcess, ControlPlaneProcess, JoinFlags
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
@@ -120,7 +121,7 @@ def main() -> None:
                     )
 
                 def all_running() -> bool:
-                    tasks = stub.ListTasks(api.ListTasksRequest(cluster="default", service="usage")).tasks
+                    tasks = all_tasks(stub, api.ListTasksRequest(cluster="default", service="usage"))
                     return sum(1 for t in tasks if t.last_status == pb.RUNNING) == int(options.tasks)
 
                 wait_for(all_running, 300, f"{options.tasks} tasks RUNNING")

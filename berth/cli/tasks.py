@@ -25,8 +25,12 @@ from berth.cli.placement import PlacementConstraintsOption, PlacementStrategyOpt
 from berth.ecs import shapes
 from berth.ecs.arns import Arns
 from berth.names import protocol_name
+from berth.tasklist import all_tasks
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
+
+# The control plane's largest page (controlplane.task_pages.MAX_PAGE_SIZE): the CLI does not import it.
+MAX_PAGE_SIZE = 1000
 
 app = command_group("Tasks: running (or stopped) copies of a task definition.")
 
@@ -65,20 +69,92 @@ def _reason(task: pb.Task) -> str:
     return task.stopped_reason or "-"
 
 
+_LAST_STATUSES = {"PENDING": pb.PENDING, "RUNNING": pb.RUNNING, "STOPPED": pb.STOPPED}
+_DESIRED_STATUSES = {"RUNNING": pb.DESIRED_RUNNING, "STOPPED": pb.DESIRED_STOPPED}
+
+
+def _last_status(value: str) -> str:
+    if value and value.upper() not in _LAST_STATUSES:
+        raise typer.BadParameter("use PENDING, RUNNING or STOPPED")
+    return value.upper()
+
+
+def _desired_status(value: str) -> str:
+    if value and value.upper() not in _DESIRED_STATUSES:
+        raise typer.BadParameter("use RUNNING or STOPPED")
+    return value.upper()
+
+
+def _node_id(names: dict[str, str], node: str) -> str:
+    """The id of the node given by id or name; an unknown one is passed on as an id
+    (a node removed since still has its stopped tasks), for the server to judge."""
+    if node in names:
+        return node
+    ids = [node_id for node_id, name in names.items() if name == node]
+    if len(ids) > 1:
+        raise fail(f"node name {node!r} is ambiguous: give the node id ({', '.join(sorted(ids))})")
+    return ids[0] if ids else node
+
+
 @app.command("list")
 def list_(
     ctx: typer.Context,
     service: str = typer.Option("", "--service", metavar="SERVICE", help="only this service's tasks"),
+    node: str = typer.Option("", "--node", metavar="NODE", help="only tasks on this node (id or name)"),
+    family: str = typer.Option(
+        "", "--family", metavar="FAMILY[:REVISION]", help="only tasks of this task definition"
+    ),
+    status: str = typer.Option(
+        "", "--status", metavar="STATUS", callback=_last_status, help="only PENDING, RUNNING or STOPPED tasks"
+    ),
+    desired: str = typer.Option(
+        "",
+        "--desired",
+        metavar="STATUS",
+        callback=_desired_status,
+        help="only tasks desired RUNNING or STOPPED",
+    ),
+    page_size: int = typer.Option(
+        0,
+        "--page-size",
+        metavar="N",
+        min=0,
+        max=MAX_PAGE_SIZE,
+        help="tasks per page (default 100; with --all 1000)",
+    ),
+    page_token: str = typer.Option(
+        "", "--page-token", metavar="TOKEN", help="the next page of a listing (same filters), as printed"
+    ),
+    all_pages: bool = typer.Option(False, "--all", help="every page, from --page-token (or the first) on"),
     cluster: str = ClusterOption,
     output: str = OutputOption,
 ) -> None:
-    """List tasks, stopped ones included (with exit code and stop reason)."""
+    """List tasks, oldest first, stopped ones included (with exit code and stop reason).
+
+    The control plane answers a page at a time (100 tasks unless --page-size
+    says otherwise); when more tasks match, a line on stderr gives the token of
+    the next page. --all follows every page.
+    """
     cli: CliContext = ctx.obj
     with api_errors(cli):
-        tasks = cli.stub.ListTasks(
-            api.ListTasksRequest(cluster=cluster, service=service, include_stopped=True)
-        ).tasks
-        names = node_names(cli) if output == "table" else {}
+        names = node_names(cli) if output == "table" or node else {}
+        request = api.ListTasksRequest(
+            cluster=cluster,
+            service=service,
+            include_stopped=True,
+            page_size=page_size or (MAX_PAGE_SIZE if all_pages else 0),
+            page_token=page_token,
+            node=_node_id(names, node) if node else "",
+            family=family,
+            desired_status=_DESIRED_STATUSES.get(desired, pb.DESIRED_STATUS_UNSPECIFIED),
+            last_status=_LAST_STATUSES.get(status, pb.TASK_STATUS_UNSPECIFIED),
+        )
+        if all_pages:
+            tasks = all_tasks(cli.stub, request)
+            next_token, total = "", len(tasks)
+        else:
+            page = cli.stub.ListTasks(request)
+            tasks, next_token, total = list(page.tasks), page.next_page_token, page.total
         arns = cli.arns() if output != "table" else Arns()
     emit(
         output,
@@ -99,6 +175,13 @@ def list_(
         "tasks",
         lambda t: shapes.task(arns, t),
     )
+    if next_token:
+        # On stderr, so that -o json|yaml stays one document.
+        say(
+            f"{len(tasks)} of {total} tasks shown; next page: --page-token {next_token} "
+            "(with the same filters), or --all for every page",
+            err=True,
+        )
 
 
 @app.command("describe")

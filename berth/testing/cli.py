@@ -111,7 +111,7 @@ class Berth:
         return result
 
     def tasks(self, cluster: str, service: str = "") -> list[dict[str, Any]]:
-        args = ["task", "list", "--cluster", cluster, "-o", "json"]
+        args = ["task", "list", "--all", "--cluster", cluster, "-o", "json"]
         if service:
             args += ["--service", service]
         tasks: list[dict[str, Any]] = self.ok(*args).json()["tasks"]

@@ -628,25 +628,59 @@ Global___UpdateServiceRequest: _TypeAlias = UpdateServiceRequest  # noqa: Y015
 
 @_typing.final
 class ListTasksRequest(_message.Message):
+    """One page of a cluster's tasks, oldest first (created time, then id), from
+    the replica's cache. Every answer is bounded: a request without page_size
+    gets the default page, and a caller that wants every task follows
+    next_page_token (`berth task list --all` does).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CLUSTER_FIELD_NUMBER: _builtins.int
     SERVICE_FIELD_NUMBER: _builtins.int
     INCLUDE_STOPPED_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    NODE_FIELD_NUMBER: _builtins.int
+    FAMILY_FIELD_NUMBER: _builtins.int
+    DESIRED_STATUS_FIELD_NUMBER: _builtins.int
+    LAST_STATUS_FIELD_NUMBER: _builtins.int
     cluster: _builtins.str
     service: _builtins.str
     include_stopped: _builtins.bool
-    """Include STOPPED tasks."""
+    """Include STOPPED tasks (when last_status is not given)."""
+    page_size: _builtins.int
+    """Tasks per page: 0 means 100; more than 1000 is served as 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page of the same listing (same cluster
+    and filters; page_size may change); empty: the first page.
+    """
+    node: _builtins.str
+    """Only tasks placed on this node (its id)."""
+    family: _builtins.str
+    """Only tasks of this task definition: "family" or "family:revision"."""
+    desired_status: _resources_pb2.DesiredStatus.ValueType
+    """Only tasks with this desired status; unspecified: any."""
+    last_status: _resources_pb2.TaskStatus.ValueType
+    """Only tasks with this last status (include_stopped is then not looked at);
+    unspecified: any (STOPPED ones only with include_stopped).
+    """
     def __init__(
         self,
         *,
         cluster: _builtins.str = ...,
         service: _builtins.str = ...,
         include_stopped: _builtins.bool = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        node: _builtins.str = ...,
+        family: _builtins.str = ...,
+        desired_status: _resources_pb2.DesiredStatus.ValueType = ...,
+        last_status: _resources_pb2.TaskStatus.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "include_stopped", b"include_stopped", "service", b"service"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "desired_status", b"desired_status", "family", b"family", "include_stopped", b"include_stopped", "last_status", b"last_status", "node", b"node", "page_size", b"page_size", "page_token", b"page_token", "service", b"service"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -657,16 +691,24 @@ class ListTasksResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TASKS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty when this is the last page; else the page_token of the next one."""
+    total: _builtins.int
+    """Tasks matching the filters on every page, counted when this page was built."""
     @_builtins.property
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Task]: ...
     def __init__(
         self,
         *,
         tasks: _abc.Iterable[_resources_pb2.Task] | None = ...,
+        next_page_token: _builtins.str = ...,
+        total: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tasks", b"tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "tasks", b"tasks", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

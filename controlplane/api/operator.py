@@ -184,8 +184,18 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
 
     @grpc_errors
     async def ListTasks(self, request: api.ListTasksRequest, context: Context) -> api.ListTasksResponse:
-        tasks = await self._ops.tasks.all(request.cluster, request.service, request.include_stopped)
-        return api.ListTasksResponse(tasks=tasks)
+        page = await self._ops.tasks.page(
+            request.cluster,
+            service=request.service,
+            node=request.node,
+            family=request.family,
+            desired_status=request.desired_status,
+            last_status=request.last_status,
+            include_stopped=request.include_stopped,
+            size=request.page_size,
+            token=request.page_token,
+        )
+        return api.ListTasksResponse(tasks=page.tasks, next_page_token=page.next_token, total=page.total)
 
     @grpc_errors
     async def DescribeTask(self, request: api.TaskRef, context: Context) -> pb.Task:

@@ -1,20 +1,29 @@
-"""Tasks: list, find by id or prefix, run one-off (optionally pinned to given nodes), stop."""
+"""Tasks: list (whole, or a page at a time), find by id or prefix, run one-off (optionally
+pinned to given nodes), stop."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
 from berth import tags as tag_rules
 from berth.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
-from berth.names import check_dns_label, check_started_by, node_cluster, shown
+from berth.names import (
+    check_dns_label,
+    check_started_by,
+    node_cluster,
+    parse_task_definition_ref,
+    shown,
+)
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
-from controlplane.operations.clusters import Clusters
+from controlplane.operations.clusters import Clusters, cluster_name
 from controlplane.operations.taskdefs import TaskDefinitions
 from controlplane.scheduler.policies import compile_constraints, compile_strategy
-from controlplane.store import Condition, Put, StoreAPI, keys
+from controlplane.store import Condition, Put, StoreAPI, Versioned, keys
+from controlplane.task_pages import PageBuilder, TaskPage, TaskQuery, decode_token, page_size
 from controlplane.validation.agent_reports import check_node_id
 
 log = logging.getLogger(__name__)
@@ -24,6 +33,9 @@ MIN_PREFIX = 6
 ID_LENGTH = 32
 MAX_REASON = 255  # ECS: a stop reason is at most 255 characters
 MAX_PINNED_NODES = 10  # ECS StartTask: at most 10 container instances
+# Cached tasks looked at between two yields to the event loop while a page is built:
+# about a millisecond of filtering, so heartbeats and keep-alives never wait behind a listing.
+PAGE_SLICE = 1000
 
 
 class Tasks:
@@ -49,6 +61,86 @@ class Tasks:
         tasks = [t for t in candidates if include_stopped or t.last_status != pb.STOPPED]
         tasks.sort(key=lambda t: (t.created_at.seconds, t.created_at.nanos, t.id))
         return tasks
+
+    async def page(
+        self,
+        cluster: str,
+        *,
+        service: str = "",
+        node: str = "",
+        family: str = "",
+        desired_status: int = pb.DESIRED_STATUS_UNSPECIFIED,
+        last_status: int = pb.TASK_STATUS_UNSPECIFIED,
+        include_stopped: bool = False,
+        size: int = 0,
+        token: str = "",
+    ) -> TaskPage:
+        """One page of the cluster's tasks that match the filters (`controlplane.task_pages`).
+
+        Read from this replica's cache alone, the cluster's existence included: the
+        listing an operator runs during an incident costs etcd nothing and still
+        answers while etcd is unreachable. The cache is looked at a slice at a time.
+        """
+        query = self._query(cluster, service, node, family, desired_status, last_status, include_stopped)
+        after = decode_token(query, token)
+        builder = PageBuilder(query, after, page_size(size))
+        candidates = self._candidates(query)
+        for start in range(0, len(candidates), PAGE_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            builder.add(t.value for t in candidates[start : start + PAGE_SLICE])
+        return builder.page()
+
+    def _query(
+        self,
+        cluster: str,
+        service: str,
+        node: str,
+        family: str,
+        desired_status: int,
+        last_status: int,
+        include_stopped: bool,
+    ) -> TaskQuery:
+        """The listing's filters, each checked (a bad one is InvalidArgument, a missing
+        cluster, service or node NotFound)."""
+        name = cluster_name(cluster)
+        if self._cache.cluster(name) is None:
+            raise NotFound(f"cluster {name!r} does not exist; create it with `berth cluster create {name}`")
+        if service:
+            check_dns_label("service", service)
+            if self._cache.service(name, service) is None and not self._cache.tasks_of_service(name, service):
+                # A deleted service's stopped tasks are still listed until purged.
+                raise NotFound(f"service {service!r} does not exist in cluster {name!r}")
+        if node:
+            check_node_id(node)
+            if self._cache.node(node) is None and not self._cache.tasks_on_node(node):
+                raise NotFound(f"node {node} does not exist; see `berth node list`")
+        revision = None
+        if family:
+            family, revision = parse_task_definition_ref(family)
+        if desired_status not in pb.DesiredStatus.values():
+            raise InvalidArgument(f"desired_status {desired_status} is unknown: use RUNNING or STOPPED")
+        if last_status not in pb.TaskStatus.values():
+            raise InvalidArgument(f"last_status {last_status} is unknown: use PENDING, RUNNING or STOPPED")
+        return TaskQuery(
+            cluster=name,
+            service=service,
+            node_id=node,
+            family=family,
+            revision=revision,
+            desired_status=pb.DesiredStatus.ValueType(desired_status),
+            last_status=pb.TaskStatus.ValueType(last_status),
+            include_stopped=include_stopped,
+        )
+
+    def _candidates(self, query: TaskQuery) -> list[Versioned[pb.Task]]:
+        """A snapshot (a new list) of the cached tasks the query can match, narrowed by an index
+        when it names a service or a node; the query itself still decides."""
+        if query.service:
+            return self._cache.tasks_of_service(query.cluster, query.service)
+        if query.node_id:
+            return self._cache.tasks_on_node(query.node_id)
+        return list(self._cache.tasks())
 
     async def find(self, cluster_name: str, ref: str) -> tuple[pb.Task, int]:
         """The task with id or unique id prefix `ref`, and its record's revision."""

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from berth.tasklist import all_tasks
 from berth.testing.cli import Berth
 from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess, JoinFlags
 from berth.testing.waiting import wait_until
@@ -41,7 +42,7 @@ def nodes_by_cluster(plane: ControlPlaneProcess) -> dict[str, set[str]]:
 def tasks_of(plane: ControlPlaneProcess, cluster: str) -> list[pb.Task]:
     with plane.admin_channel() as channel:
         stub = operator_pb2_grpc.OperatorStub(channel)
-        return list(stub.ListTasks(api.ListTasksRequest(cluster=cluster), timeout=10).tasks)
+        return all_tasks(stub, api.ListTasksRequest(cluster=cluster), timeout=10)
 
 
 def test_a_clusters_tasks_run_only_on_its_nodes_and_its_nodes_keep_it_from_deletion(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import docker
 import grpc
 
+from berth.tasklist import all_tasks
 from berth.testing.daemons import ControlPlaneProcess
 from berth.testing.lab import Lab
 from berth.v1 import operator_pb2 as api
@@ -102,9 +103,9 @@ class TaskSampler:
         try:
             while not self._done.is_set() and time.monotonic() < deadline:
                 try:
-                    tasks = stub.ListTasks(
-                        api.ListTasksRequest(cluster="default", service=self.service), timeout=5
-                    ).tasks
+                    tasks = all_tasks(
+                        stub, api.ListTasksRequest(cluster="default", service=self.service), timeout=5
+                    )
                 except grpc.RpcError as error:
                     if error.code() != grpc.StatusCode.UNAVAILABLE:
                         raise
