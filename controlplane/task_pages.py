@@ -141,13 +141,18 @@ class TaskPage:
 @dataclass
 class PageBuilder:
     """Collects a page from tasks given a slice at a time (so the caller can yield between
-    slices): the `size` first matching tasks after `after`, and how many match in all."""
+    slices): the `size` first matching tasks after `after`, and how many match in all.
+
+    Only the tasks themselves are kept, never a tuple per task: positions are made and
+    dropped on the spot, so a listing of 10,000 tasks leaves nothing behind for the
+    garbage collector to walk (its full collections pause the whole event loop).
+    """
 
     query: TaskQuery
     after: Position | None
     size: int
     total: int = 0
-    _later: list[tuple[Position, pb.Task]] = field(default_factory=list)
+    _later: list[pb.Task] = field(default_factory=list)
 
     def add(self, tasks: Iterable[pb.Task]) -> None:
         query, after, later = self.query, self.after, self._later
@@ -155,19 +160,14 @@ class PageBuilder:
             if not query.matches(task):
                 continue
             self.total += 1
-            at = position(task)
-            if after is None or at > after:
-                later.append((at, task))
-        if len(later) > 4 * self.size:  # keep memory bounded by the page, not by the cluster
-            self._later = heapq.nsmallest(self.size + 1, later, key=_first)
+            if after is None or position(task) > after:
+                later.append(task)
+        if len(later) > 4 * self.size:  # memory bounded by the page, not by the cluster
+            self._later = heapq.nsmallest(self.size + 1, later, key=position)
 
     def page(self) -> TaskPage:
-        first = heapq.nsmallest(self.size + 1, self._later, key=_first)
+        first = heapq.nsmallest(self.size + 1, self._later, key=position)
         shown = first[: self.size]
         more = len(first) > self.size
-        next_token = encode_token(self.query, shown[-1][0]) if more else ""
-        return TaskPage([task for _, task in shown], next_token, self.total)
-
-
-def _first(item: tuple[Position, pb.Task]) -> Position:
-    return item[0]
+        next_token = encode_token(self.query, position(shown[-1])) if more else ""
+        return TaskPage(shown, next_token, self.total)
