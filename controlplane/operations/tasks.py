@@ -89,6 +89,8 @@ class Tasks:
             if start:
                 await asyncio.sleep(0)
             builder.add(t.value for t in candidates[start : start + PAGE_SLICE])
+        if len(candidates) > PAGE_SLICE:
+            await asyncio.sleep(0)  # choosing the page among what was kept is a slice of its own
         return builder.page()
 
     def _query(

@@ -6,6 +6,9 @@ its default shows one page with the next token on stderr. The nodes stay READY t
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import pytest
 
 from berth.tasklist import all_tasks, pages
 from berth.testing.cli import Berth
-from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess, JoinFlags
+from berth.testing.daemons import REPO, ControlPlaneProcess, HollowAgentsProcess, JoinFlags
 from berth.testing.waiting import wait_until
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
@@ -122,3 +125,19 @@ def test_pages_of_hundreds_of_tasks_on_hollow_agents(plane: ControlPlaneProcess,
     finally:
         channel.close()
         assert hollow.stop(timeout=30) is not None
+
+
+def test_task_list_benchmark_small() -> None:
+    """bench/tasklist.py runs in CI at a small size so it cannot rot (figures are not asserted)."""
+    result = subprocess.run(
+        [sys.executable, "bench/tasklist.py", "--tasks", "2000", "--repeat", "2"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"page of 1000 of 2000 tasks: build median [\d.]+ ms", result.stdout)
+    assert re.search(r"--all: 2 pages of up to 1000 in [\d.]+ ms", result.stdout)
+    hold = r"loop hold: longest [\d.]+ ms CPU \([\d.]+ ms wall\); gc: \d+ collections"
+    assert re.search(hold, result.stdout)
