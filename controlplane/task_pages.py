@@ -14,6 +14,13 @@ It carries a digest of the query, so a token is refused by a listing with
 other filters (as AIP-158 asks) instead of silently skipping tasks. Nothing in
 it is secret: a forged token that passes the checks only names a position.
 
+Every answer is a page, also for a request that names no page size (an older
+CLI, a script): it gets the default page and a next_page_token it may follow.
+An unbounded answer would grow with the cluster (10,000 tasks are about 2 MB
+encoded, more with kept output), and it is built and encoded on the event loop
+that also carries heartbeats and the leader's keep-alives: the one listing an
+operator runs during an incident must not be what tips the cluster over.
+
 Everything here is pure (no store, no event loop), pinned by tables of cases;
 `controlplane.operations.tasks` feeds it from the cache a slice at a time.
 """
