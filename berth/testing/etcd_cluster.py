@@ -38,7 +38,7 @@ T = TypeVar("T")
 LIFETIME = datetime.timedelta(days=30)
 
 
-def _in_a_thread(work: Callable[[], Awaitable[T]]) -> T:
+def in_a_thread(work: Callable[[], Awaitable[T]]) -> T:
     """Run a coroutine to completion on a fresh loop, so that callers inside a loop can wait too."""
 
     def run() -> T:
@@ -231,7 +231,7 @@ class EtcdCluster:
                 await store.close()
             return None
 
-        return _in_a_thread(probe)
+        return in_a_thread(probe)
 
     def leader(self) -> EtcdMember:
         """The member etcd elected its raft leader (each running member says whether it is)."""
@@ -248,7 +248,7 @@ class EtcdCluster:
                     await store.close()
 
             with contextlib.suppress(Unavailable):
-                member_id, leader_id = _in_a_thread(status)
+                member_id, leader_id = in_a_thread(status)
                 if member_id == leader_id:
                     return member
         raise RuntimeError("no running etcd member is the leader")
