@@ -23,15 +23,15 @@ import concurrent.futures
 import contextlib
 import datetime
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 from berth import pki
 from berth.errors import Unavailable
 from berth.files import private_dir, write_private
-from berth.testing.daemons import Daemon, free_port
-from controlplane.store import EtcdTLS, Store
+from berth.testing.daemons import ControlPlaneProcess, Daemon, free_port
+from controlplane.store import EtcdTLS, Store, keys
 from controlplane.store.embedded import find_etcd_binary
 
 T = TypeVar("T")
@@ -252,6 +252,35 @@ class EtcdCluster:
                 if member_id == leader_id:
                     return member
         raise RuntimeError("no running etcd member is the leader")
+
+    def leader_identity(self, prefix: str = "/berth/") -> str:
+        """Who the control plane's leader key names ("" when no replica leads)."""
+
+        async def read() -> str:
+            store = self.store(prefix=prefix, timeout=5.0)
+            await store.connect()
+            try:
+                entry = await store.get_raw(keys.LEADER)
+            finally:
+                await store.close()
+            return entry.value.decode() if entry is not None and entry.value else ""
+
+        return in_a_thread(read)
+
+    def leading_replica(
+        self, replicas: Sequence[ControlPlaneProcess], timeout: float = 30
+    ) -> ControlPlaneProcess:
+        """The live replica among `replicas` that holds the leader key (waits up to `timeout`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            holder = self.leader_identity()
+            for replica in replicas:
+                alive = replica.process is not None and replica.process.poll() is None
+                if alive and holder.startswith(f"{replica.address}@"):
+                    return replica
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no live replica holds the leader key (it names {holder!r})")
+            time.sleep(0.1)
 
     def stop(self) -> None:
         for member in self.members:

@@ -33,8 +33,7 @@ from pathlib import Path
 import docker
 
 from berth.testing.daemons import AgentProcess, ControlPlaneProcess, Daemon, JoinFlags
-from berth.testing.etcd_cluster import EtcdCluster, in_a_thread
-from controlplane.store import keys
+from berth.testing.etcd_cluster import EtcdCluster
 
 BRIDGE = "berthlab0"
 # Host ends of the hosts' veth pairs: blab1, blab2, ...
@@ -271,31 +270,10 @@ class Lab:
             self._save_state()
 
     def leader(self, timeout: float = 30) -> ControlPlaneProcess:
-        """The replica that holds the leader key now (waits up to `timeout` for one)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            holder = self._leader_identity()
-            for replica in self.replicas:
-                if holder.startswith(f"{replica.address}@") and replica.process is not None:
-                    if replica.process.poll() is None:
-                        return replica
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no live replica holds the leader key (it names {holder!r})")
-            time.sleep(0.2)
-
-    def _leader_identity(self) -> str:
-        """Who the leader key names ("" when none), read from etcd."""
-
-        async def read() -> str:
-            store = self.etcd.store(timeout=5.0) if self.etcd is not None else self.controlplane.etcd_store()
-            await store.connect()
-            try:
-                entry = await store.get_raw(keys.LEADER)
-            finally:
-                await store.close()
-            return entry.value.decode() if entry is not None and entry.value else ""
-
-        return in_a_thread(read)
+        """The live replica that holds the leader key now (waits up to `timeout` for one)."""
+        if self.etcd is None:
+            return self.controlplane  # one replica, on its embedded etcd
+        return self.etcd.leading_replica(self.replicas, timeout)
 
     def start_agent(self, name: str) -> AgentProcess:
         # Each host joins with a single-use token of its own, as a new VM would.

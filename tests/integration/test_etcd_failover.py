@@ -58,10 +58,14 @@ async def test_calls_watch_and_keepalive_survive_the_death_of_their_member(
     lease = await store.grant_lease(5)
 
     seen: list[Entry] = []
+    expected = {keys.cluster(n) for n in "acde"}
+    watched_everything = asyncio.Event()
 
     async def watch() -> None:
         async for batch in store.watch(keys.CLUSTERS, 1):
             seen.extend(batch)
+            if {e.key for e in seen} == expected and len(seen) >= 5:
+                watched_everything.set()
 
     watcher = asyncio.create_task(watch())
     replies: list[tuple[int, int]] = []
@@ -88,11 +92,7 @@ async def test_calls_watch_and_keepalive_survive_the_death_of_their_member(
             await asyncio.sleep(0.3)
         assert await store.refresh_lease(lease) > 0
 
-        async def watched_everything() -> None:
-            while {e.key for e in seen} != {keys.cluster(n) for n in "acde"} or len(seen) < 5:
-                await asyncio.sleep(0.05)
-
-        await asyncio.wait_for(watched_everything(), 10)
+        await asyncio.wait_for(watched_everything.wait(), 10)
         assert not watcher.done(), "the watch ended instead of resuming on another member"
         assert not keeper.done(), "the keep-alive stream ended instead of moving"
         # No event lost or repeated across the move: a, a (update), c, d, e in revision order.
