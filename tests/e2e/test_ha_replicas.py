@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from berth.testing.cli import Berth
+from berth.testing.cli import Berth, node_of
 from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess, JoinFlags
 from berth.testing.etcd_cluster import EtcdCluster
 from berth.testing.waiting import wait_until
@@ -48,11 +48,22 @@ def test_the_survivor_leads_and_serves_the_agents_after_kill_9_of_the_leader(
     replicas: tuple[EtcdCluster, list[ControlPlaneProcess]], tmp_path: Path
 ) -> None:
     etcd, planes = replicas
+    assert etcd.leading_replica(planes) is planes[0]  # it started first
     servers = ",".join(p.address for p in planes)
     token, ca_hash = planes[0].create_join_token()
     join = JoinFlags(token, ca_hash, ",".join(p.join_address for p in planes))
-    hollow = HollowAgentsProcess(tmp_path / "hollow.log", servers, 4, join=join)
-    hollow.start()
+    # Two nodes on the leader first, two on the follower first (the follower gives them
+    # their desired state from its own cache and writes their reports through etcd).
+    on_leader = HollowAgentsProcess(tmp_path / "a.log", servers, 2, ["--name-prefix", "a"], join=join)
+    on_follower = HollowAgentsProcess(
+        tmp_path / "b.log",
+        ",".join(p.address for p in reversed(planes)),
+        2,
+        ["--name-prefix", "b"],
+        join=join,
+    )
+    on_leader.start()
+    on_follower.start()
     try:
         admin = Berth(servers, planes[0].admin_config)
         # Each replica answers on its own (writes go through etcd, reads from its cache).
@@ -61,7 +72,9 @@ def test_the_survivor_leads_and_serves_the_agents_after_kill_9_of_the_leader(
         wait_until(lambda: admin.nodes_exactly(4), 30, "4 hollow nodes")
         admin.register("web", [{"name": "web", "image": "anything:1", "memory": 16}], tmp_path)
         admin.ok("service", "create", "--name", "web", "--task-definition", "web", "--desired-count", "4")
-        wait_until(lambda: admin.running_exactly("default", 4, "web"), 30, "4 tasks RUNNING")
+        running, _ = wait_until(lambda: admin.running_exactly("default", 4, "web"), 30, "4 tasks RUNNING")
+        # Spread over the 4 nodes: the follower's two run tasks too.
+        assert len({node_of(t) for t in running}) == 4
 
         leader = etcd.leading_replica(planes)
         survivor = next(p for p in planes if p is not leader)
@@ -80,4 +93,5 @@ def test_the_survivor_leads_and_serves_the_agents_after_kill_9_of_the_leader(
         leader.restart()
         Berth(leader.address, planes[0].admin_config).ok("service", "describe", "web")
     finally:
-        hollow.stop()
+        on_leader.stop()
+        on_follower.stop()
