@@ -3,12 +3,15 @@
 Killing (-9) the member the store talks to costs no call an error: reads,
 conditional writes, an open watch and a lease keep-alive stream all carry on
 on another member, and the watch misses no event. With every member down a
-call fails promptly with Unavailable.
+call fails promptly with Unavailable. A member that hangs (SIGSTOP) costs
+the first call one deadline, then calls go elsewhere.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -140,6 +143,30 @@ async def test_with_every_member_down_a_call_fails_promptly(cluster: EtcdCluster
     # The same store works again once the members are back.
     entry = await store.get_raw("k")
     assert entry is not None and entry.value == b"v"
+
+
+async def test_a_hung_member_costs_one_timeout_then_calls_move_on(cluster: EtcdCluster) -> None:
+    # SIGSTOP: the member accepts nothing and answers nothing, as a frozen VM would.
+    store = cluster.store(prefix="/hung/", timeout=2.0)
+    await store.connect()
+    victim = member_at(cluster, store.current_endpoint)
+    assert victim.process is not None
+    os.kill(victim.process.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        assert await store.commit([Put("k", b"v")])
+        first = time.monotonic() - started
+        started = time.monotonic()
+        entry = await store.get_raw("k")
+        second = time.monotonic() - started
+        print(f"hung member: first call {first:.1f} s (its deadline), the next {second:.2f} s")
+        assert entry is not None and entry.value == b"v"
+        assert first < 2.0 + 3.0  # one deadline, then another member
+        assert second < 1.5  # the hung member is no longer asked first
+    finally:
+        os.kill(victim.process.pid, signal.SIGCONT)
+        await store.close()
+        cluster.wait_healthy()
 
 
 def test_the_cluster_names_its_leader(cluster: EtcdCluster) -> None:
