@@ -38,6 +38,7 @@ from berth import pki
 from berth.errors import BerthError, FailedPrecondition, InvalidArgument, Unavailable
 from berth.files import private_dir, tighten, write_private
 from berth.grpc_options import CLIENT_OPTIONS
+from berth.servers import parse_servers, split_host_port
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import agent_pb2_grpc
 
@@ -185,11 +186,7 @@ class DirectoryStore:
 
 def split_address(address: str) -> tuple[str, int]:
     """HOST:PORT (IPv6 in brackets) as a pair; InvalidArgument otherwise."""
-    host, sep, port = address.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-        raise InvalidArgument(f"{address!r} is not HOST:PORT")
-    return host, int(port)
+    return split_host_port(address)
 
 
 def default_join_address(server: str) -> str:
@@ -198,6 +195,11 @@ def default_join_address(server: str) -> str:
     if port == 65535:
         raise InvalidArgument(f"--server {server}: give --join-server, the next port does not exist")
     return f"[{host}]:{port + 1}" if ":" in host else f"{host}:{port + 1}"
+
+
+def default_join_addresses(servers: str) -> list[str]:
+    """Each control-plane address's join listener (its host, the next port), for `--server A,B,C`."""
+    return [default_join_address(server) for server in parse_servers(servers)]
 
 
 async def fetch_ca(join_address: str, pinned_hash: str) -> bytes:

@@ -24,6 +24,7 @@ from agent.supervisor import TaskSupervisor
 from berth import logs, pki
 from berth.errors import BerthError
 from berth.names import DEFAULT_CLUSTER, check_dns_label
+from berth.servers import parse_servers
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
@@ -186,7 +187,10 @@ def main(argv: list[str] | None = None) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         join = JoinSettings(
-            args.join_server or credentials.default_join_address(args.server),
+            # Hollow nodes fetch the CA and join through one listener: the first.
+            parse_servers(args.join_server)[0]
+            if args.join_server
+            else credentials.default_join_addresses(args.server)[0],
             args.join_token,
             pki.check_hash(args.ca_hash),
         )

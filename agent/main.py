@@ -23,10 +23,9 @@ from agent.config import AgentSettings
 from agent.credentials import (
     DirectoryStore,
     NodeCredentials,
-    default_join_address,
+    default_join_addresses,
     fetch_ca,
     join,
-    split_address,
 )
 from agent.dns import DNSLimits, ServiceDNS, allowed_networks, parse_networks
 from agent.metric_endpoint import MetricEndpoint, parse_listen, start_endpoint
@@ -40,6 +39,7 @@ from agent.usage import DockerEngineStats, UsageSampler, run_usage
 from berth import logs, pki, usagelimits
 from berth.errors import BerthError, FailedPrecondition, InvalidArgument, Unavailable
 from berth.names import DEFAULT_CLUSTER, check_dns_label
+from berth.servers import parse_servers
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
@@ -84,7 +84,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
     parser = argparse.ArgumentParser(
         prog="berth-agent", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--server", required=True, help="control plane gRPC address, HOST:PORT")
+    parser.add_argument(
+        "--server",
+        required=True,
+        help="control plane gRPC address, HOST:PORT; several replicas: HOST:PORT,HOST:PORT,...",
+    )
     parser.add_argument(
         "--data-dir", required=True, type=Path, help="where the agent keeps its key and certificate"
     )
@@ -101,7 +105,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
     parser.add_argument(
         "--join-server",
         default=None,
-        help="the control plane's join listener, HOST:PORT; default: --server's host and the next port",
+        help="the control plane's join listener, HOST:PORT[,HOST:PORT...]; "
+        "default: each --server's host and the next port",
     )
     parser.add_argument("--name", default=None, help="node name (a DNS label); default: hostname")
     parser.add_argument(
@@ -210,9 +215,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
             pki.check_hash(args.ca_hash)
         except InvalidArgument as error:
             parser.error(f"--ca-hash: {error}")
+    try:
+        parse_servers(args.server)
+    except InvalidArgument as error:
+        parser.error(f"--server: {error}")
     if args.join_server is not None:
         try:
-            split_address(args.join_server)
+            parse_servers(args.join_server)
         except InvalidArgument as error:
             parser.error(f"--join-server: {error}")
     if args.metrics_push_listen is not None:
@@ -311,20 +320,30 @@ async def node_credentials(settings: AgentSettings, store: DirectoryStore) -> No
             f"{settings.data_dir} holds no node certificate: give --join-token and --ca-hash "
             "(`berth join-token create` prints both) to join the cluster"
         )
-    join_server = settings.join_server or default_join_address(settings.server)
+    join_servers = (
+        parse_servers(settings.join_server)
+        if settings.join_server
+        else default_join_addresses(settings.server)
+    )
     backoff = 1.0
+    attempt = 0
     while True:
+        join_server = join_servers[attempt % len(join_servers)]
+        attempt += 1
         try:
             ca = await fetch_ca(join_server, settings.ca_hash)
             credentials = await join(join_server, settings.join_token, ca, settings.name)
             break
         except Unavailable as error:
-            # The control plane may still be starting (both units come up at boot).
+            # The control plane may still be starting (both units come up at boot);
+            # with several replicas the next one is asked at once, then all again after a pause.
+            wait = backoff if attempt % len(join_servers) == 0 else 0.0
             log.warning(
-                "event=join_retry join_server=%s error=%r retry_in=%.0fs", join_server, str(error), backoff
+                "event=join_retry join_server=%s error=%r retry_in=%.0fs", join_server, str(error), wait
             )
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
+            await asyncio.sleep(wait)
+            if wait:
+                backoff = min(backoff * 2, 30.0)
     await asyncio.to_thread(store.save, credentials)
     return credentials
 

@@ -34,6 +34,7 @@ from agent.supervisor import TaskSupervisor
 from berth import pki
 from berth.errors import BerthError
 from berth.grpc_options import CLIENT_OPTIONS
+from berth.servers import next_server, parse_servers
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import agent_pb2_grpc
 from berth.v1 import resources_pb2 as pb
@@ -134,6 +135,8 @@ REJECTIONS = (
     grpc.StatusCode.FAILED_PRECONDITION,
 )
 BACKOFF_REJECTED = 5.0
+# A replica that cannot serve the stream now: the next address is tried.
+FAIL_OVER_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 
 
 def next_backoff(current: float, refused: bool) -> float:
@@ -191,7 +194,10 @@ class ControlPlaneSession:
         keepalive_ms: int = 10_000,
         now: Callable[[], datetime.datetime] = _utcnow,
     ) -> None:
-        self._server = server
+        # Every replica serves agent streams: one that cannot be reached is
+        # left for the next (round robin); containers keep running meanwhile.
+        self._servers = parse_servers(server)
+        self._current = 0
         self._registration = registration
         self._supervisor = supervisor
         self.credentials = credentials
@@ -206,6 +212,16 @@ class ControlPlaneSession:
         self._renewing = False
         # The connected stream's outbox (None between connections).
         self._outbox: Outbox | None = None
+
+    @property
+    def _server(self) -> str:
+        return self._servers[self._current]
+
+    def _move_on(self) -> None:
+        """Try the next control-plane address at the next attempt (when there are several)."""
+        if len(self._servers) > 1:
+            self._current = next_server(self._servers, self._current)
+            log.info("event=control_plane_next server=%s", self._server)
 
     def send_usage(self, report: agent_pb.UsageReport) -> None:
         """Queue a usage report (agent.usage) on the current stream; dropped while disconnected."""
@@ -231,8 +247,11 @@ class ControlPlaneSession:
                 continue
             except StreamClosed:
                 log.info("event=stream_closed server=%s retry_in=%.1fs", self._server, backoff)
+                self._move_on()
             except grpc.aio.AioRpcError as error:
                 refused = error.code() in REFUSALS
+                if error.code() in FAIL_OVER_CODES:
+                    self._move_on()
                 if refused:
                     backoff = max(backoff, BACKOFF_REFUSED_FIRST)
                 elif error.code() in REJECTIONS:

@@ -34,7 +34,12 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
     )
     parser.add_argument("--listen", default="127.0.0.1:7400", help="gRPC address, HOST:PORT")
     parser.add_argument("--data-dir", required=True, type=Path, help="state of this replica (embedded etcd)")
-    parser.add_argument("--etcd", default="", help="external etcd endpoints, URL[,URL]; default: embedded")
+    parser.add_argument(
+        "--etcd",
+        default="",
+        help="external etcd endpoints, URL[,URL...]: every member's, a dead one is left for the next; "
+        "default: embedded",
+    )
     parser.add_argument("--etcd-cacert", type=Path, default=None, help="CA of the external etcd (TLS)")
     parser.add_argument(
         "--etcd-cert", type=Path, default=None, help="client certificate for the external etcd (TLS)"

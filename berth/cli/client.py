@@ -6,14 +6,17 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import grpc
 import typer
 
+from berth.cli.failover import FailoverStub
 from berth.cli.output import say
 from berth.clientconfig import ClientConfig, secure_channel
 from berth.ecs.arns import Arns
 from berth.errors import BerthError
+from berth.servers import parse_servers
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
 
@@ -44,7 +47,17 @@ class CliContext:
     def stub(self) -> operator_pb2_grpc.OperatorStub:
         if self._stub is None:
             config = self.config
-            self._stub = operator_pb2_grpc.OperatorStub(secure_channel(self.server or DEFAULT_SERVER, config))
+            try:
+                servers = parse_servers(self.server or DEFAULT_SERVER)
+            except BerthError as error:
+                raise fail(f"--server / BERTH_SERVER / the config's server: {error}") from None
+            # Several replicas: a call one cannot answer is sent once more to the next.
+            self._stub = cast(
+                operator_pb2_grpc.OperatorStub,
+                FailoverStub(
+                    servers, lambda server: operator_pb2_grpc.OperatorStub(secure_channel(server, config))
+                ),
+            )
         return self._stub
 
     def arns(self) -> Arns:

@@ -61,7 +61,7 @@ def root(
         "--server",
         envvar="BERTH_SERVER",
         metavar="HOST:PORT",
-        help="control plane address (default: the one in the config)",
+        help="control plane address; several replicas: HOST:PORT,HOST:PORT (default: the config's)",
         show_default=False,
     ),
     config: Path | None = typer.Option(

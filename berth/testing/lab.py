@@ -12,6 +12,7 @@ Everything the lab makes is named `berthlab*` and recorded in its state
 directory, so `down` removes it all, even from another process.
 
     bash deploy/lab.sh up 3     # or: python -m berth.testing.lab up 3
+    bash deploy/lab.sh up 3 --ha  # 3 etcd members, 3 control-plane replicas
     bash deploy/lab.sh down
 """
 
@@ -32,6 +33,7 @@ from pathlib import Path
 import docker
 
 from berth.testing.daemons import AgentProcess, ControlPlaneProcess, Daemon, JoinFlags
+from berth.testing.etcd_cluster import EtcdCluster
 
 BRIDGE = "berthlab0"
 # Host ends of the hosts' veth pairs: blab1, blab2, ...
@@ -173,20 +175,57 @@ class LabHost:
 
 
 class Lab:
-    """N hosts and a control plane; `up()` and `down()` (idempotent)."""
+    """N hosts and a control plane; `up()` and `down()` (idempotent).
 
-    def __init__(self, hosts: int, controlplane_args: tuple[str, ...] = (), agent_args: tuple[str, ...] = ()):
+    HA mode (`replicas=3, etcd_members=3`): a real etcd cluster of its own
+    (`etcd`, members on loopback with TLS) and several control-plane
+    replicas on the bridge's address, each on its own ports, sharing one
+    PKI (the first replica's, copied to the others before they start). Every
+    agent is given every replica's address and join listener.
+    `controlplane` is the first replica, for callers that know only one.
+    """
+
+    def __init__(
+        self,
+        hosts: int,
+        controlplane_args: tuple[str, ...] = (),
+        agent_args: tuple[str, ...] = (),
+        replicas: int = 1,
+        etcd_members: int = 0,
+    ):
+        if replicas < 1:
+            raise ValueError("a lab needs at least one control-plane replica")
+        if replicas > 1 and etcd_members < 1:
+            raise ValueError("several replicas share an etcd cluster: give etcd_members too")
         self.count = hosts
-        self.controlplane = ControlPlaneProcess(
-            STATE_ROOT / "controlplane", list(controlplane_args), listen=f"{BRIDGE_ADDRESS}:0"
+        self.etcd: EtcdCluster | None = (
+            EtcdCluster(STATE_ROOT / "etcd", etcd_members) if etcd_members > 0 else None
         )
-        self.hosts = [LabHost(i, self.controlplane.address, agent_args) for i in range(1, hosts + 1)]
+        etcd_args = self.etcd.controlplane_args() if self.etcd is not None else []
+        self.replicas = [
+            ControlPlaneProcess(
+                STATE_ROOT / ("controlplane" if index == 0 else f"controlplane{index}"),
+                [*controlplane_args, *etcd_args],
+                listen=f"{BRIDGE_ADDRESS}:0",
+            )
+            for index in range(replicas)
+        ]
+        for index, replica in enumerate(self.replicas):
+            replica.name = "controlplane" if index == 0 else f"controlplane{index}"
+        self.controlplane = self.replicas[0]
+        self.hosts = [LabHost(i, self.server, agent_args) for i in range(1, hosts + 1)]
         self.dockerds: dict[str, Daemon] = {}
         self.agents: dict[str, AgentProcess] = {}
 
     @property
     def server(self) -> str:
-        return self.controlplane.address
+        """Every replica's API address, as agents and the CLI take them (A,B,C)."""
+        return ",".join(replica.address for replica in self.replicas)
+
+    @property
+    def join_server(self) -> str:
+        """Every replica's join listener (A,B,C)."""
+        return ",".join(replica.join_address for replica in self.replicas)
 
     def host(self, name: str) -> LabHost:
         return next(h for h in self.hosts if h.name == name)
@@ -201,7 +240,10 @@ class Lab:
         _run("iptables", "-I", *FORWARD_RULE)
         for host in self.hosts:
             host.create_network()
-        self.controlplane.start()
+        if self.etcd is not None:
+            self.etcd.start()
+            self._save_state()
+        self.start_replicas()
         for host in self.hosts:
             self.dockerds[host.name] = host.dockerd()
             self.dockerds[host.name].start()
@@ -214,26 +256,48 @@ class Lab:
             self.agents[host.name].wait_registered()
         self._save_state()
 
+    def start_replicas(self) -> None:
+        """The first replica makes the cluster's PKI; the others start with a copy of it."""
+        first = self.replicas[0]
+        first.start()
+        self._save_state()
+        for replica in self.replicas[1:]:
+            pki_dir = replica.data_dir / "pki"
+            if not pki_dir.exists():
+                replica.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                shutil.copytree(first.data_dir / "pki", pki_dir)
+            replica.start()
+            self._save_state()
+
+    def leader(self, timeout: float = 30) -> ControlPlaneProcess:
+        """The live replica that holds the leader key now (waits up to `timeout` for one)."""
+        if self.etcd is None:
+            return self.controlplane  # one replica, on its embedded etcd
+        return self.etcd.leading_replica(self.replicas, timeout)
+
     def start_agent(self, name: str) -> AgentProcess:
         # Each host joins with a single-use token of its own, as a new VM would.
-        agent = self.agents.get(name) or self.host(name).agent(JoinFlags.of(self.controlplane, uses=1))
+        agent = self.agents.get(name)
+        if agent is None:
+            token, ca_hash = self.controlplane.create_join_token(uses=1)
+            agent = self.host(name).agent(JoinFlags(token, ca_hash, self.join_server))
         agent.start()
         self.agents[name] = agent
         self._save_state()
         return agent
 
+    def _daemons(self) -> list[Daemon]:
+        members: list[Daemon] = list(self.etcd.members) if self.etcd is not None else []
+        return [*self.dockerds.values(), *self.agents.values(), *self.replicas, *members]
+
     def _save_state(self) -> None:
-        pids = [
-            d.process.pid
-            for d in (*self.dockerds.values(), *self.agents.values(), self.controlplane)
-            if d.process is not None
-        ]
+        pids = [d.process.pid for d in self._daemons() if d.process is not None]
         (STATE_ROOT / "state.json").write_text(json.dumps({"pids": pids, "hosts": self.count}))
 
     def down(self) -> None:
         down()
         # Reap our own children (down() signalled them).
-        for daemon in (*self.agents.values(), *self.dockerds.values(), self.controlplane):
+        for daemon in self._daemons():
             daemon.stop(timeout=10)
 
 
@@ -317,6 +381,9 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     up_parser = commands.add_parser("up", help="create N hosts and a control plane")
     up_parser.add_argument("hosts", type=int, nargs="?", default=3)
+    up_parser.add_argument(
+        "--ha", action="store_true", help="3 etcd members and 3 control-plane replicas instead of one"
+    )
     commands.add_parser("down", help="remove everything the lab made")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -325,12 +392,14 @@ def main() -> None:
         down()
         print("lab removed")
         return
-    lab = Lab(args.hosts)
+    lab = Lab(args.hosts, replicas=3, etcd_members=3) if args.ha else Lab(args.hosts)
     lab.up()
     # The daemons live on after this process: `down` finds them by their pids.
     print(
         f"lab up: {args.hosts} hosts ({', '.join(f'{h.name}={h.address} zone {h.zone}' for h in lab.hosts)})"
     )
+    if lab.etcd is not None:
+        print(f"HA: {len(lab.replicas)} control-plane replicas, etcd members {','.join(lab.etcd.endpoints)}")
     for line in instructions(lab.server, lab.controlplane.admin_config):
         print(line)
 

@@ -15,6 +15,11 @@ on which every request is built from etcd's own generated messages
 (`aetcd.rpc`, etcd's public API). No other module imports aetcd, and
 nothing here uses aetcd's private helpers. gRPC errors become
 `berth.errors.Unavailable`.
+
+With several endpoints (the members of one etcd cluster) the store fails
+over: a call a member cannot serve moves to the next member, and watches and
+keep-alive streams resume there (`failover` says when, and why retrying a
+write is safe).
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from aetcd import rpc as etcd_rpc
@@ -42,10 +47,13 @@ from controlplane.store.api import (
     decoded,
     read_modify_write,
 )
+from controlplane.store.failover import REQUIRE_LEADER, Rotation, fails_over
 from controlplane.store.retry import ATTEMPTS
 from controlplane.store.tls import EtcdTLS
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def parse_endpoint(url: str) -> tuple[str, int]:
@@ -70,10 +78,22 @@ def _range_end(prefix: bytes) -> bytes:
     return b"\0"  # every key
 
 
-class _Connection:
-    """A gRPC channel to one etcd endpoint (TLS when `tls` is given) and etcd's stubs on it."""
+# gRPC's reconnect backoff grows to two minutes by default: a member that
+# comes back would stay skipped that long. etcd allows a client ping every 5 s.
+_CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+]
 
-    def __init__(self, channel: grpc.aio.Channel, timeout: float) -> None:
+
+class _Connection:
+    """A gRPC channel to one etcd member (TLS when `tls` is given) and etcd's stubs on it."""
+
+    def __init__(self, target: str, channel: grpc.aio.Channel, timeout: float) -> None:
+        self.target = target
         self.channel = channel
         # etcd's own user/password authentication is not used: with TLS, the
         # client certificate is the credential. No per-call metadata.
@@ -81,23 +101,19 @@ class _Connection:
         self.kv = etcd_rpc.KVStub(channel)
         self.lease = etcd_rpc.LeaseStub(channel)
         self.watch = etcd_rpc.WatchStub(channel)
+        self.maintenance = etcd_rpc.MaintenanceStub(channel)
         self.timeout = timeout
 
     @classmethod
-    async def open(cls, host: str, port: int, timeout: float, tls: EtcdTLS | None) -> _Connection:
+    def open(cls, host: str, port: int, timeout: float, tls: EtcdTLS | None) -> _Connection:
+        """The channel connects lazily; the first call proves the member answers."""
         target = f"{host}:{port}"
         channel = (
-            grpc.aio.secure_channel(target, tls.credentials())
+            grpc.aio.secure_channel(target, tls.credentials(), options=_CHANNEL_OPTIONS)
             if tls is not None
-            else grpc.aio.insecure_channel(target)
+            else grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
         )
-        try:
-            # One call proves the endpoint answers (and, with TLS, that the handshake passed).
-            await etcd_rpc.MaintenanceStub(channel).Status(etcd_rpc.StatusRequest(), timeout=timeout)
-        except grpc.aio.AioRpcError:
-            await channel.close(None)
-            raise
-        return cls(channel, timeout)
+        return cls(target, channel, timeout)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -121,33 +137,95 @@ class Store:
             tls = EtcdTLS(ca=None)
         self._tls = tls
         self._timeout = timeout
-        self._connection: _Connection | None = None
+        self._connections: list[_Connection] | None = None
+        self._rotation = Rotation(max(1, len(self._endpoints)))
 
     @property
-    def _etcd(self) -> _Connection:
-        if self._connection is None:
-            raise RuntimeError("Store.connect() was not called")
-        return self._connection
+    def current_endpoint(self) -> str:
+        """host:port of the member calls go to first now (for logs and tests)."""
+        host, port = self._endpoints[self._rotation.current]
+        return f"{host}:{port}"
 
     async def connect(self) -> None:
         # The client library logs at info level about what we log ourselves.
         logging.getLogger("aetcd").setLevel(logging.WARNING)
-        # One endpoint at a time: with several we take the first that answers.
-        # (A gRPC load-balancing target would be the next step.)
-        last_error: Exception | None = None
-        for host, port in self._endpoints:
+        if not self._endpoints:
+            raise Unavailable("no etcd endpoint given")
+        self._connections = [
+            _Connection.open(host, port, self._timeout, self._tls) for host, port in self._endpoints
+        ]
+        # One call proves a member answers (and, with TLS, that the handshake
+        # passed). A member that has just started accepts connections a
+        # moment before it speaks TLS: ask again until the timeout.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        while True:
             try:
-                self._connection = await _Connection.open(host, port, self._timeout, self._tls)
+                await self._call(
+                    "status",
+                    lambda etcd: etcd.maintenance.Status(etcd_rpc.StatusRequest(), timeout=etcd.timeout),
+                )
                 return
-            except grpc.aio.AioRpcError as error:
-                last_error = error
-        detail = last_error.details() if isinstance(last_error, grpc.aio.AioRpcError) else last_error
-        raise Unavailable(f"no etcd endpoint answered: {detail}")
+            except (Unavailable, grpc.aio.AioRpcError) as error:
+                if isinstance(error, Unavailable) and loop.time() < deadline:
+                    await asyncio.sleep(0.2)
+                    continue
+                await self.close()
+                detail = error.details() if isinstance(error, grpc.aio.AioRpcError) else str(error)
+                raise Unavailable(f"no etcd endpoint answered: {detail}") from error
 
     async def close(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
+        connections, self._connections = self._connections, None
+        for connection in connections or ():
+            await connection.close()
+
+    def _connection(self, index: int) -> _Connection:
+        if self._connections is None:
+            raise RuntimeError("Store.connect() was not called")
+        return self._connections[index]
+
+    async def _call(self, what: str, call: Callable[[_Connection], Awaitable[T]]) -> T:
+        """Run `call` on the current member, failing over to each other member once.
+
+        A gRPC error that is not the member's fault (see `failover.fails_over`)
+        is raised as it is, for the caller to translate.
+        """
+        failures: list[str] = []
+        for index in self._rotation.order():
+            etcd = self._connection(index)
+            try:
+                result = await call(etcd)
+            except grpc.aio.AioRpcError as error:
+                if not fails_over(error.code()):
+                    raise
+                self._rotation.failed(index)
+                failures.append(f"{etcd.target}: {error.details()}")
+                if len(self._endpoints) > 1:
+                    log.warning(
+                        "event=etcd_member_failed member=%s call=%s error=%r next=%s",
+                        etcd.target,
+                        what,
+                        error.details(),
+                        self.current_endpoint,
+                    )
+                continue
+            self._rotation.succeeded(index)
+            return result
+        raise Unavailable(f"etcd: {'; '.join(failures)}")
+
+    async def _ask(self, what: str, call: Callable[[_Connection], Awaitable[T]]) -> T:
+        """`_call` with every gRPC error translated to Unavailable."""
+        try:
+            return await self._call(what, call)
+        except grpc.aio.AioRpcError as error:
+            raise Unavailable(f"etcd: {error.details()}") from error
+
+    async def member_status(self) -> tuple[int, int]:
+        """(member id, raft leader's member id) of the member answering now (for tests and tools)."""
+        reply = await self._ask(
+            "status", lambda etcd: etcd.maintenance.Status(etcd_rpc.StatusRequest(), timeout=etcd.timeout)
+        )
+        return int(reply.header.member_id), int(reply.leader)
 
     def _full(self, key: str) -> bytes:
         return (self.prefix + key).encode()
@@ -158,16 +236,14 @@ class Store:
     # -- reads -------------------------------------------------------------
 
     async def _range(self, key: str, prefix: bool) -> etcd_rpc.RangeResponse:
-        etcd = self._etcd
         full = self._full(key)
         request = etcd_rpc.RangeRequest(key=full, range_end=_range_end(full) if prefix else b"")
         if prefix:
             request.sort_order = etcd_rpc.RangeRequest.ASCEND
             request.sort_target = etcd_rpc.RangeRequest.KEY
-        try:
-            return await etcd.kv.Range(request, timeout=etcd.timeout, metadata=etcd.metadata)
-        except grpc.aio.AioRpcError as error:
-            raise Unavailable(f"etcd: {error.details()}") from error
+        return await self._ask(
+            "range", lambda etcd: etcd.kv.Range(request, timeout=etcd.timeout, metadata=etcd.metadata)
+        )
 
     async def get_raw(self, key: str) -> Entry | None:
         """One key's bytes, revision and lease (for keys that hold no message)."""
@@ -219,15 +295,14 @@ class Store:
 
         Returns the new store revision, or None when a condition failed.
         """
-        etcd = self._etcd
         request = etcd_rpc.TxnRequest(
             compare=[self._compare(c) for c in conditions],
             success=[self._operation(w) for w in writes],
         )
-        try:
-            response = await etcd.kv.Txn(request, timeout=etcd.timeout, metadata=etcd.metadata)
-        except grpc.aio.AioRpcError as error:
-            raise Unavailable(f"etcd: {error.details()}") from error
+        # Retried on another member when one fails: safe, see `failover`.
+        response = await self._ask(
+            "txn", lambda etcd: etcd.kv.Txn(request, timeout=etcd.timeout, metadata=etcd.metadata)
+        )
         return int(response.header.revision) if response.succeeded else None
 
     async def put_if_unchanged(self, key: str, value: Message | bytes, mod_revision: int) -> int | None:
@@ -253,18 +328,18 @@ class Store:
     # -- leases ------------------------------------------------------------
 
     async def grant_lease(self, ttl: int) -> int:
-        etcd = self._etcd
-        try:
-            reply = await etcd.lease.LeaseGrant(
-                etcd_rpc.LeaseGrantRequest(TTL=ttl), timeout=etcd.timeout, metadata=etcd.metadata
-            )
-        except grpc.aio.AioRpcError as error:
-            raise Unavailable(f"etcd: {error.details()}") from error
+        request = etcd_rpc.LeaseGrantRequest(TTL=ttl)
+        reply = await self._ask(
+            "lease-grant",
+            lambda etcd: etcd.lease.LeaseGrant(request, timeout=etcd.timeout, metadata=etcd.metadata),
+        )
         return int(reply.ID)
 
     async def refresh_lease(self, lease_id: int) -> int:
         """Keep one lease alive; returns its remaining TTL (0 or less: it expired)."""
-        stream = self.keep_alive_stream()
+        # A member that hangs (rather than refusing) must not eat the whole
+        # budget: each member gets its share before the next one is asked.
+        stream = self.keep_alive_stream(attempt_timeout=max(1.0, self._timeout / len(self._endpoints)))
         stream.refresh(lease_id)
         replies: list[int] = []
 
@@ -281,31 +356,70 @@ class Store:
         return replies[0] if replies else 0
 
     async def revoke_lease(self, lease_id: int) -> None:
-        etcd = self._etcd
+        request = etcd_rpc.LeaseRevokeRequest(ID=lease_id)
         try:
-            await etcd.lease.LeaseRevoke(
-                etcd_rpc.LeaseRevokeRequest(ID=lease_id), timeout=etcd.timeout, metadata=etcd.metadata
+            await self._call(
+                "lease-revoke",
+                lambda etcd: etcd.lease.LeaseRevoke(request, timeout=etcd.timeout, metadata=etcd.metadata),
             )
         except grpc.aio.AioRpcError as error:
             if error.code() != grpc.StatusCode.NOT_FOUND:  # already expired: nothing to revoke
                 raise Unavailable(f"etcd: {error.details()}") from error
 
-    def keep_alive_stream(self) -> KeepAliveStream:
-        """One LeaseKeepAlive stream on which many leases can be refreshed."""
-        return KeepAliveStream(self._etcd)
+    def keep_alive_stream(self, attempt_timeout: float | None = None) -> KeepAliveStream:
+        """One LeaseKeepAlive stream on which many leases can be refreshed.
+
+        With `attempt_timeout`, a member's stream that has not ended by then
+        counts as failed (for one-shot refreshes; long-lived streams have none).
+        """
+        return KeepAliveStream(self, attempt_timeout)
 
     # -- watch -------------------------------------------------------------
 
     async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[list[Entry]]:
         """Batches of changes under prefix from start_revision on, one per etcd response.
 
-        Raises Unavailable when the watch breaks or its revision was compacted
-        away; the caller relists. This speaks etcd's Watch stream directly:
-        taking a whole response at a time costs far less than one callback
-        and queue hop per event, which matters at tens of thousands of events.
+        When the member serving the watch fails (or loses its leader), the
+        watch resumes on the next member from the last delivered revision
+        plus one, so the caller sees one unbroken sequence. Raises
+        Unavailable when every member failed in a row without delivering, or
+        the revision was compacted away; the caller relists. This speaks
+        etcd's Watch stream directly: taking a whole response at a time costs
+        far less than one callback and queue hop per event, which matters at
+        tens of thousands of events.
         """
-        etcd = self._etcd
         full = self._full(prefix)
+        next_revision = start_revision
+        failures: list[str] = []
+        while True:
+            index = self._rotation.order()[0]
+            etcd = self._connection(index)
+            try:
+                async with contextlib.aclosing(self._watch_member(etcd, full, next_revision)) as batches:
+                    async for batch in batches:
+                        failures.clear()
+                        next_revision = max(entry.mod_revision for entry in batch) + 1
+                        yield batch
+                raise Unavailable("etcd watch ended")
+            except grpc.aio.AioRpcError as error:
+                if not fails_over(error.code()):
+                    raise Unavailable(f"etcd watch broke: {error.details()}") from error
+                self._rotation.failed(index)
+                failures.append(f"{etcd.target}: {error.details()}")
+                if len(failures) >= len(self._endpoints):
+                    raise Unavailable(f"etcd watch broke: {'; '.join(failures)}") from error
+                log.warning(
+                    "event=etcd_watch_resumed from_member=%s member=%s revision=%d error=%r",
+                    etcd.target,
+                    self.current_endpoint,
+                    next_revision,
+                    error.details(),
+                )
+
+    async def _watch_member(
+        self, etcd: _Connection, full: bytes, start_revision: int
+    ) -> AsyncGenerator[list[Entry], None]:
+        """One member's watch stream; its gRPC errors are raised as they are."""
         create = etcd_rpc.WatchRequest(
             create_request=etcd_rpc.WatchCreateRequest(
                 key=full, range_end=_range_end(full), start_revision=start_revision
@@ -317,7 +431,7 @@ class Store:
             yield create
             await hold_open  # etcd ends the watch when the request stream closes
 
-        call = etcd.watch.Watch(requests(), metadata=etcd.metadata)
+        call = etcd.watch.Watch(requests(), metadata=REQUIRE_LEADER)
         try:
             async for response in call:
                 if response.compact_revision:
@@ -334,8 +448,6 @@ class Store:
                         )
                         for event in response.events
                     ]
-        except grpc.aio.AioRpcError as error:
-            raise Unavailable(f"etcd watch broke: {error.details()}") from error
         finally:
             hold_open.cancel()
             call.cancel()
@@ -350,27 +462,62 @@ class KeepAliveStream:
 
     `refresh` queues a keep-alive for a lease; `run` carries the queue to
     etcd and hands each reply (lease id, remaining TTL; 0 or less: expired)
-    to a callback until the stream breaks (Unavailable) or is cancelled.
+    to a callback until the stream breaks on every member in a row
+    (Unavailable) or is cancelled. When the member carrying the stream fails,
+    the stream moves to the next member and sends again the refreshes that
+    had no answer yet: leases belong to the cluster, not to a member.
     """
 
-    def __init__(self, etcd: _Connection) -> None:
-        self._etcd = etcd
+    def __init__(self, store: Store, attempt_timeout: float | None = None) -> None:
+        self._store = store
+        self._attempt_timeout = attempt_timeout
         self._requests: asyncio.Queue[int] = asyncio.Queue()
+        self._unanswered: set[int] = set()
 
     def refresh(self, lease_id: int) -> None:
         self._requests.put_nowait(lease_id)
 
     async def run(self, on_reply: Callable[[int, int], None]) -> None:
+        store = self._store
+        failures: list[str] = []
+        while True:
+            index = store._rotation.order()[0]
+            etcd = store._connection(index)
+            try:
+                await self._run_on(etcd, on_reply, failures)
+                raise Unavailable("etcd lease keep-alive stream ended")
+            except grpc.aio.AioRpcError as error:
+                if not fails_over(error.code()):
+                    raise Unavailable(f"etcd lease keep-alive broke: {error.details()}") from error
+                store._rotation.failed(index)
+                failures.append(f"{etcd.target}: {error.details()}")
+                if len(failures) >= len(store._endpoints):
+                    raise Unavailable(f"etcd lease keep-alive broke: {'; '.join(failures)}") from error
+                log.warning(
+                    "event=etcd_keepalive_resumed from_member=%s member=%s error=%r",
+                    etcd.target,
+                    store.current_endpoint,
+                    error.details(),
+                )
+                for lease in self._unanswered:
+                    self._requests.put_nowait(lease)
+                self._unanswered.clear()
+
+    async def _run_on(
+        self, etcd: _Connection, on_reply: Callable[[int, int], None], failures: list[str]
+    ) -> None:
         async def outgoing() -> AsyncIterator[etcd_rpc.LeaseKeepAliveRequest]:
             while True:
-                yield etcd_rpc.LeaseKeepAliveRequest(ID=await self._requests.get())
+                lease = await self._requests.get()
+                self._unanswered.add(lease)
+                yield etcd_rpc.LeaseKeepAliveRequest(ID=lease)
 
-        call = self._etcd.lease.LeaseKeepAlive(outgoing(), metadata=self._etcd.metadata)
+        call = etcd.lease.LeaseKeepAlive(outgoing(), metadata=REQUIRE_LEADER, timeout=self._attempt_timeout)
         try:
             async for response in call:
+                failures.clear()
+                self._unanswered.discard(int(response.ID))
                 on_reply(int(response.ID), int(response.TTL))
-        except grpc.aio.AioRpcError as error:
-            raise Unavailable(f"etcd lease keep-alive broke: {error.details()}") from error
         finally:
             call.cancel()
 

@@ -21,3 +21,30 @@ def test_a_negative_pids_limit_other_than_minus_one_is_refused(capsys: pytest.Ca
     with pytest.raises(SystemExit):
         parse_args([*REQUIRED, "--pids-limit", "-5"])
     assert "--pids-limit -5: give a number of processes" in capsys.readouterr().err
+
+
+def test_several_control_plane_addresses_are_accepted() -> None:
+    args = [
+        "--server",
+        "10.0.0.1:7400,10.0.0.2:7400",
+        *REQUIRED[2:],
+        "--cpu-units",
+        "1024",
+        "--memory-mib",
+        "512",
+    ]
+    settings, _ = parse_args([*args, "--join-server", "10.0.0.1:7401,10.0.0.2:7401"])
+    assert settings.server == "10.0.0.1:7400,10.0.0.2:7400"
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--server", "10.0.0.1:7400,"), ("--server", "10.0.0.1:7400,nohost"), ("--join-server", "a:1,b:99999")],
+)
+def test_a_bad_control_plane_address_is_refused(
+    flag: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [*REQUIRED, "--cpu-units", "1024", "--memory-mib", "512"]
+    with pytest.raises(SystemExit):
+        parse_args([*args, flag, value])
+    assert f"{flag}: " in capsys.readouterr().err

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -255,6 +256,26 @@ async def test_a_stream_cut_as_soon_as_the_new_certificate_is_issued_still_recon
         await wait_for(lambda: len(fake.connected) >= 2)
         assert fake.connected[:2] == [pki.identity(first.certificate).serial, fake.issued[0]]
         assert "event=certificate_refused" not in caplog.text
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_an_unreachable_control_plane_address_is_left_for_the_next(
+    service: tuple[FakeAgentService, str], ca: pki.KeyPair
+) -> None:
+    fake, address = service
+    credentials = node(ca)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{probe.getsockname()[1]}"
+    running = session(
+        f"{dead},{address}", credentials, MemoryStore(credentials), datetime.datetime.now(datetime.UTC)
+    )
+    task = asyncio.create_task(running.run())
+    try:
+        await wait_for(lambda: len(fake.connected) == 1)
+        assert running.connected.is_set()
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
