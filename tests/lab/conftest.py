@@ -34,6 +34,10 @@ def lab(test_image: str) -> Iterator[Lab]:
             # The tests ask each host's DNS from the lab's bridge, outside the host's own networks.
             "--dns-allow",
             f"{BRIDGE_ADDRESS}/32",
+            # The lab's service-network tests read iptables-save; the nftables backend is
+            # tested in tests/integration/test_nftables.py.
+            "--netfilter",
+            "iptables",
         ),
     )
     try:

@@ -1,0 +1,71 @@
+"""Applies Berth's rules with `nft -f -`, one transaction each time, touching only `table ip berth`.
+
+The preferred backend (backend.py chooses). A full sync routes the service
+CIDR locally and then replaces our table whole in one transaction; after it,
+a route-table change is a small transaction over only the map elements and
+service chains that changed (nft_rules.delta_script), computed against the
+model of what was applied. Any failure, or our prerouting rule gone missing
+(someone flushed or deleted the table), makes the next round a full sync.
+The loop and the conntrack clean-up are sync.py's.
+"""
+
+from __future__ import annotations
+
+from agent.netfilter import nft_rules
+from agent.netfilter.runner import ProgramRunner, SubprocessRunner
+from agent.netfilter.sync import CHECK_INTERVAL, RETRY_DELAY, RouteTable, RuleSync, run_program
+
+
+class NftablesNetwork(RuleSync):
+    """Keeps this host's `table ip berth` in step with the latest route table."""
+
+    backend = "nftables"
+
+    def __init__(
+        self,
+        node_address: str,
+        command_prefix: tuple[str, ...] = (),
+        runner: ProgramRunner | None = None,
+        check_interval: float = CHECK_INTERVAL,
+        retry_delay: float = RETRY_DELAY,
+    ) -> None:
+        """command_prefix: e.g. ("nsenter", "--net=/run/netns/X") for the default runner."""
+        super().__init__(node_address, command_prefix, runner, check_interval, retry_delay)
+        self._applied: nft_rules.NftRuleSet | None = None
+
+    def _forget_applied(self) -> None:
+        self._applied = None
+
+    def _healthy(self) -> bool:
+        """Our table is there with its lookup rule (nobody flushed or deleted it)."""
+        result = self._run(
+            "nft", "list", "chain", nft_rules.FAMILY, nft_rules.TABLE, nft_rules.CANARY_CHAIN, check=False
+        )
+        return result.returncode == 0 and nft_rules.CANARY_RULE in result.stdout
+
+    def _program(self, current: RouteTable) -> str:
+        rule_set = nft_rules.build_serialized(current.values(), self._node_address, self.service_cidr)
+        if self._applied is None:
+            self._route_cidr_locally()
+            self._run("nft", "-f", "-", input_text=nft_rules.full_script(rule_set))
+            kind = "full"
+        else:
+            change = nft_rules.delta_script(self._applied, rule_set)
+            if change is not None:
+                self._run("nft", "-f", "-", input_text=change)
+            kind = "delta"
+        self._applied = rule_set
+        return kind
+
+
+def owned_rules(runner: ProgramRunner | None = None) -> str:
+    """Berth's table as `nft list table` prints it ("" when it is not there)."""
+    result = run_program(
+        runner or SubprocessRunner(), "nft", "list", "table", nft_rules.FAMILY, nft_rules.TABLE, check=False
+    )
+    return result.stdout if result.returncode == 0 else ""
+
+
+def remove_owned_rules(runner: ProgramRunner | None = None) -> None:
+    """Delete Berth's table, and nothing else (no error when it is not there)."""
+    run_program(runner or SubprocessRunner(), "nft", "-f", "-", input_text=nft_rules.remove_script())

@@ -1,0 +1,313 @@
+"""The nftables backend: its script builder (golden file, deltas, hostile route tables), its
+sync against a fake program runner, and the choice between nftables and iptables."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from agent.netfilter import backend, nft_rules, rules
+from agent.netfilter.nftables import NftablesNetwork
+from agent.netfilter.runner import FakeRunner
+from berth.errors import FailedPrecondition
+from berth.v1 import agent_pb2 as agent_pb
+from tests.unit.test_rules_hostile import _quiet, _valid, node_addresses, tables
+from tests.unit.test_service_network import dns_route, web_route
+
+GOLDEN = Path(__file__).parent / "golden" / "nft_web_and_dns.txt"
+NODE = "10.213.0.11"
+CIDR = "10.96.0.0/16"
+NFT = ("nft", "-f", "-")
+
+
+def test_script_matches_the_golden_file() -> None:
+    text = nft_rules.full_script(nft_rules.build([web_route(), dns_route()], NODE))
+    if os.environ.get("BERTH_UPDATE_GOLDEN"):
+        changed = not GOLDEN.exists() or GOLDEN.read_text() != text
+        GOLDEN.write_text(text)
+        pytest.fail(f"BERTH_UPDATE_GOLDEN is set: {GOLDEN.name} {'rewritten' if changed else 'unchanged'}")
+    assert text == GOLDEN.read_text()
+
+
+def test_the_full_script_replaces_only_our_table_in_one_file() -> None:
+    text = nft_rules.full_script(nft_rules.build([web_route()], NODE))
+    tables = {m.group(0) for m in re.finditer(r"table \w+ [\w-]+", text)}
+    assert tables == {"table ip berth"}
+    assert text.startswith("table ip berth\ndelete table ip berth\n")
+    assert "flush ruleset" not in text
+
+
+def test_one_endpoint_change_rewrites_one_service_chain_and_nothing_else() -> None:
+    old = nft_rules.build([web_route(), dns_route()], NODE)
+    moved = web_route()
+    moved.endpoints[2].port = 32999
+    change = nft_rules.delta_script(old, nft_rules.build([moved, dns_route()], NODE))
+    chain = nft_rules.service_chain("default", "web", 80, moved.ports[0].protocol)
+    assert change is not None
+    assert change.splitlines() == [
+        f"flush chain ip berth {chain}",
+        f"add rule ip berth {chain} meta mark set meta mark | 0x4000",
+        f"add rule ip berth {chain} meta l4proto tcp dnat ip to numgen random mod 3 map "
+        "{ 0 : 10.213.0.11 . 32768, 1 : 10.213.0.12 . 32769, 2 : 10.213.0.13 . 32999 } "
+        'comment "default/web:80/tcp"',
+    ]
+    assert nft_rules.delta_script(old, old) is None
+
+
+def test_a_service_going_away_loses_its_elements_before_its_chain() -> None:
+    old = nft_rules.build([web_route(), dns_route()], NODE)
+    change = nft_rules.delta_script(old, nft_rules.build([web_route()], NODE))
+    assert change is not None
+    chain = nft_rules.service_chain("prod", "dns", 53, dns_route().ports[0].protocol)
+    assert change.splitlines() == [
+        "delete element ip berth services { 10.96.0.3 . udp . 53 }",
+        f"delete chain ip berth {chain}",
+    ]
+
+
+def test_a_new_service_adds_its_chain_before_the_elements_that_go_to_it() -> None:
+    old = nft_rules.build([dns_route()], NODE)
+    change = nft_rules.delta_script(old, nft_rules.build([web_route(), dns_route()], NODE))
+    assert change is not None
+    lines = change.splitlines()
+    chain = nft_rules.service_chain("default", "web", 80, web_route().ports[0].protocol)
+    assert lines[0] == f"add chain ip berth {chain}"
+    assert lines[-1] == (
+        f"add element ip berth services {{ 10.96.0.2 . tcp . 80 : goto {chain}, "
+        f"10.213.0.11 . tcp . 8080 : goto {chain} }}"
+    )
+
+
+def test_a_service_without_endpoints_gets_no_element_and_no_chain() -> None:
+    route = web_route()
+    del route.endpoints[:]
+    rule_set = nft_rules.build([route], NODE)
+    assert rule_set.elements == {} and rule_set.chains == {}
+
+
+def test_a_vip_port_claimed_twice_keeps_its_first_service() -> None:
+    other = dns_route()
+    other.vip = web_route().vip
+    other.ports[0].port, other.ports[0].protocol = 80, web_route().ports[0].protocol
+    other.endpoints[0].service_port, other.endpoints[0].protocol = 80, web_route().ports[0].protocol
+    rule_set = nft_rules.build([web_route(), other], NODE)
+    assert rule_set.elements["10.96.0.2 . tcp . 80"] == nft_rules.service_chain(
+        "default", "web", 80, web_route().ports[0].protocol
+    )
+
+
+# What a line of our scripts may be: nothing else ever reaches nft.
+_ADDRESS = r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"
+_KEY = rf"({_ADDRESS}) \. (tcp|udp) \. (\d{{1,5}})"
+_CHAIN = r"svc-[0-9A-F]{16}"
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_DNAT = (
+    r"meta l4proto (tcp|udp) dnat ip to numgen random mod (\d+) map \{ (.*) \} "
+    rf'comment "{_LABEL}/{_LABEL}:\d{{1,5}}/(tcp|udp)"'
+)
+_FIXED = {line for body in nft_rules.BASE_CHAINS.values() for line in body} | {
+    "table ip berth",
+    "delete table ip berth",
+    "table ip berth {",
+    "map services {",
+    "type ipv4_addr . inet_proto . inet_service : verdict",
+    "}",
+    "meta mark set meta mark | 0x4000",
+    *(f"chain {name} {{" for name in nft_rules.BASE_CHAINS),
+}
+
+
+def _check_key(address: str, port: str) -> None:
+    assert str(ipaddress.IPv4Address(address)) == address
+    assert 1 <= int(port) <= 65535
+
+
+def _check_line(line: str) -> None:
+    """One script line is a fixed line, a service chain, an element list or a DNAT rule, all parsed."""
+    line = line.strip()
+    line = re.sub(rf"^(add|flush|delete) (rule|chain) ip berth {_CHAIN} ?", "", line)
+    if not line or line in _FIXED or re.fullmatch(rf"chain {_CHAIN} \{{", line):
+        return
+    if elements := re.fullmatch(r"(add|delete) element ip berth services \{ (.*) \}", line):
+        for item in elements.group(2).split(", "):
+            key = re.fullmatch(rf"{_KEY}( : goto {_CHAIN})?", item)
+            assert key, item
+            _check_key(key.group(1), key.group(3))
+        return
+    dnat = re.fullmatch(_DNAT, line)
+    assert dnat, line
+    picks = dnat.group(3).split(", ")
+    assert len(picks) == int(dnat.group(2)) >= 1
+    for index, pick in enumerate(picks):
+        target = re.fullmatch(rf"{index} : ({_ADDRESS}) \. (\d{{1,5}})", pick)
+        assert target, pick
+        _check_key(target.group(1), target.group(2))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(table=tables, node=node_addresses, before=tables)
+def test_any_route_table_gives_only_well_formed_lines_and_every_valid_route(
+    table: list[agent_pb.ServiceRoute], node: str, before: list[agent_pb.ServiceRoute]
+) -> None:
+    with _quiet():
+        rule_set = nft_rules.build(table, node, CIDR)
+        old = nft_rules.build(before, node, CIDR)
+    for line in nft_rules.full_script(rule_set).splitlines():
+        _check_line(line)
+    change = nft_rules.delta_script(old, rule_set)
+    for line in (change or "").splitlines():
+        _check_line(line)
+    for route in table:
+        if not _valid(route):
+            continue
+        for port in route.ports:
+            served = [
+                e for e in route.endpoints if (e.service_port, e.protocol) == (port.port, port.protocol)
+            ]
+            key = f"{route.vip} . {rules.PROTOCOLS[port.protocol]} . {port.port}"
+            chain = nft_rules.service_chain(route.cluster, route.name, port.port, port.protocol)
+            if not served:
+                assert chain not in rule_set.chains
+                continue
+            assert key in rule_set.elements  # (another valid route may have claimed it first)
+            if rule_set.elements[key] == chain:
+                for e in served:
+                    assert f"{e.address} . {e.port}" in rule_set.chains[chain][1]
+
+
+# -- NftablesNetwork against a fake runner ---------------------------------------------
+
+
+def network(runner: FakeRunner) -> NftablesNetwork:
+    net = NftablesNetwork(NODE, runner=runner, check_interval=60.0, retry_delay=0.0)
+    net.service_cidr = CIDR
+    return net
+
+
+async def test_first_sync_routes_the_cidr_locally_then_replaces_the_table_in_one_transaction() -> None:
+    runner = FakeRunner()
+    net = network(runner)
+    net.update([web_route(), dns_route()], 1)
+    assert await net.step()
+    route = ("ip", "route", "replace", "local", CIDR, "dev", "lo", "table", "local")
+    assert runner.commands == [route, NFT]
+    assert runner.inputs(*NFT) == [nft_rules.full_script(nft_rules.build([web_route(), dns_route()], NODE))]
+
+
+async def test_an_endpoint_change_is_one_small_transaction_and_its_flows_are_forgotten() -> None:
+    runner = FakeRunner()
+    net = network(runner)
+    net.update([web_route(), dns_route()], 1)
+    assert await net.step()
+    runner.clear()
+    moved = web_route()
+    moved.endpoints[2].port = 32999
+    net.update([moved, dns_route()], 2)
+    assert await net.step()
+    old, new = (nft_rules.build(t, NODE) for t in ([web_route(), dns_route()], [moved, dns_route()]))
+    assert runner.inputs(*NFT) == [nft_rules.delta_script(old, new)]
+    assert [c for c in runner.commands if c[0] != "nft"] == [
+        ("conntrack", "-D", "-p", "tcp", "--reply-src", "10.213.0.13", "--reply-port-src", "32770")
+    ]
+    runner.clear()
+    net.update([moved, dns_route()], 3)
+    assert await net.step()
+    assert runner.calls == [], "nothing changed, nothing applied"
+
+
+async def test_a_missing_table_or_a_failure_brings_a_full_sync() -> None:
+    runner = FakeRunner()
+    net = network(runner)
+    net.update([web_route()], 1)
+    assert await net.step()
+    full = nft_rules.full_script(nft_rules.build([web_route()], NODE))
+
+    runner.clear()
+    runner.answer("nft", "list", "chain", stdout=f"table ip berth {{\n\t{nft_rules.CANARY_RULE}\n}}\n")
+    assert await net.step()  # a quiet round: only the check
+    assert runner.commands == [("nft", "list", "chain", "ip", "berth", "prerouting")]
+
+    runner.clear()
+    runner.answer("nft", "list", "chain", returncode=1, stderr="No such file or directory")
+    assert await net.step()
+    assert runner.inputs(*NFT) == [full]
+
+    runner.clear()
+    moved = web_route()
+    moved.endpoints[0].port = 40000
+    runner.answer(*NFT, returncode=1, stderr="Error: Could not process rule", once=True)
+    net.update([moved], 2)
+    assert not await net.step()
+    assert await net.step()
+    assert runner.inputs(*NFT)[-1] == nft_rules.full_script(nft_rules.build([moved], NODE))
+
+
+# -- choosing the backend --------------------------------------------------------------
+
+
+def test_auto_takes_nftables_when_a_probe_table_can_be_made() -> None:
+    runner = FakeRunner()
+    assert backend.choose("auto", runner) == "nftables"
+    assert runner.commands == [
+        ("nft", "add", "table", "ip", backend.PROBE_TABLE),
+        ("nft", "delete", "table", "ip", backend.PROBE_TABLE),
+    ]
+
+
+def test_auto_falls_back_to_iptables_without_nft_or_when_nft_fails() -> None:
+    missing = FakeRunner()
+    missing.raise_on("nft", error=FileNotFoundError("nft"))
+    assert backend.choose("auto", missing) == "iptables"
+    refused = FakeRunner()
+    refused.answer("nft", "add", returncode=1, stderr="Operation not supported")
+    assert backend.choose("auto", refused) == "iptables"
+
+
+def test_asked_backends() -> None:
+    runner = FakeRunner()
+    assert backend.choose("iptables", runner) == "iptables" and runner.calls == []
+    assert backend.choose("nftables", runner) == "nftables"
+    runner.raise_on("nft", error=FileNotFoundError("nft"))
+    with pytest.raises(FailedPrecondition, match="--netfilter nftables"):
+        backend.choose("nftables", runner)
+
+
+async def test_the_other_backends_rules_are_removed_after_the_first_full_sync_only() -> None:
+    runner = FakeRunner()
+    runner.answer("iptables", "-t", "nat", "-D", returncode=1)
+    runner.answer("iptables", "-t", "filter", "-D", returncode=1)
+    net = backend.make_network("nftables", NODE, runner=runner)
+    net.service_cidr = CIDR
+    net.update([web_route()], 1)
+    assert await net.step()
+    commands = runner.commands
+    assert commands.index(NFT) < commands.index(
+        ("iptables", "-t", "nat", "-D", "PREROUTING", "-j", rules.SERVICES)
+    )
+    runner.clear()
+    moved = web_route()
+    moved.endpoints[0].port = 40000
+    net.update([moved], 2)
+    assert await net.step()
+    assert not any(c[0].startswith("iptables") for c in runner.commands)
+
+    runner = FakeRunner()
+    net = backend.make_network("iptables", NODE, runner=runner)
+    net.service_cidr = CIDR
+    net.update([web_route()], 1)
+    assert await net.step()
+    assert runner.inputs(*NFT) == [nft_rules.remove_script()]
+
+
+def test_remove_owned_rules_takes_off_both_backends_and_the_route_even_without_iptables() -> None:
+    runner = FakeRunner()
+    runner.raise_on("iptables", error=FileNotFoundError("iptables"))
+    runner.raise_on("iptables-save", error=FileNotFoundError("iptables-save"))
+    backend.remove_owned_rules(CIDR, runner)
+    assert runner.inputs(*NFT) == ["table ip berth\ndelete table ip berth\n"]
+    assert runner.commands[-1] == ("ip", "route", "del", "local", CIDR, "dev", "lo", "table", "local")
