@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
+from typing import TypeVar
 
 from agent.netfilter.iptables import ServiceNetwork
 from agent.netfilter.nftables import NftablesNetwork
@@ -28,6 +30,7 @@ from agent.netfilter.sync import RuleSync
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
+T = TypeVar("T")
 SERVICE_CIDR = "10.96.0.0/16"
 NODE = "10.213.0.11"
 # The one endpoint that answers: a listener on a dummy interface inside the namespace.
@@ -113,16 +116,32 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def measure(backend: str, options: argparse.Namespace) -> dict[str, str]:
+def new_network(backend: str, enter: tuple[str, ...]) -> RuleSync:
+    network: RuleSync
+    if backend == "nftables":
+        network = NftablesNetwork(NODE, command_prefix=enter)
+    else:
+        network = ServiceNetwork(NODE, command_prefix=enter)
+    network.service_cidr = SERVICE_CIDR
+    return network
+
+
+def in_namespace(work: Callable[[tuple[str, ...]], T]) -> T:
+    """work(nsenter prefix) in a fresh namespace, deleted afterwards whatever happens."""
     name = f"berthbench-{uuid.uuid4().hex[:8]}"
     try:
-        enter = make_namespace(name)
-        network: RuleSync
-        if backend == "nftables":
-            network = NftablesNetwork(NODE, command_prefix=enter)
-        else:
-            network = ServiceNetwork(NODE, command_prefix=enter)
-        network.service_cidr = SERVICE_CIDR
+        return work(make_namespace(name))
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
+
+
+def measure(backend: str, options: argparse.Namespace) -> dict[str, str]:
+    def alone(enter: tuple[str, ...]) -> list[float]:
+        new_network(backend, enter).sync([probe_route()], 1)
+        return connect_times(enter, options.probes)
+
+    def at_scale(enter: tuple[str, ...]) -> tuple[float, list[float], list[float]]:
+        network = new_network(backend, enter)
         table = [*routes(options.services, options.endpoints), probe_route()]
         start = time.perf_counter()
         network.sync(table, 1)
@@ -134,11 +153,10 @@ def measure(backend: str, options: argparse.Namespace) -> dict[str, str]:
             start = time.perf_counter()
             network.sync(table, 2 + change)
             changes.append(time.perf_counter() - start)
-        many = connect_times(enter, options.probes)
-        network.sync([probe_route()], 1000)
-        one = connect_times(enter, options.probes)
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
+        return full, changes, connect_times(enter, options.probes)
+
+    one = in_namespace(alone)
+    full, changes, many = in_namespace(at_scale)
 
     def ms(values: list[float], fraction: float) -> str:
         return f"{percentile(values, fraction) * 1000:.2f}"

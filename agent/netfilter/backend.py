@@ -5,6 +5,9 @@ nftables when `nft` is there and a probe table can be created and deleted,
 iptables-restore otherwise. Once the chosen backend has applied its first
 full rule set, Berth's rules of the other backend are removed, so the two
 never both apply for long and there is no moment without rules on a switch.
+One exception: with nftables, iptables' BERTH-FORWARD accept stays (a drop
+in iptables' FORWARD chain, as Docker sets its policy, cannot be overridden
+from our own table; iptables.ensure_forward_accept).
 """
 
 from __future__ import annotations
@@ -71,7 +74,8 @@ def _quietly(what: str, action: Callable[[], None]) -> None:
 def retire(backend: str, runner: ProgramRunner) -> None:
     """Remove Berth's rules of the backend that is not `backend` (the service route stays)."""
     if backend == NFTABLES:
-        _quietly(IPTABLES, lambda: iptables.remove_owned_rules(None, runner))
+        # The filter table's forward accept stays: the nftables backend keeps it (see iptables.py).
+        _quietly(IPTABLES, lambda: iptables.remove_owned_rules(None, runner, tables=("nat",)))
     else:
         _quietly(NFTABLES, lambda: nftables.remove_owned_rules(runner))
     log.info("event=other_backend_rules_removed kept=%s", backend)
@@ -87,7 +91,7 @@ def make_network(
     runner = runner or SubprocessRunner(command_prefix)
     network: RuleSync
     if backend == NFTABLES:
-        network = nftables.NftablesNetwork(node_address, runner=runner)
+        network = nftables.NftablesNetwork(node_address, runner=runner, iptables_forward=True)
     else:
         network = iptables.ServiceNetwork(node_address, runner=runner)
     network.on_first_full_sync = lambda: retire(backend, runner)

@@ -92,15 +92,41 @@ def owned_rules(runner: ProgramRunner | None = None) -> str:
 MAX_JUMP_COPIES = 100
 
 
-def remove_owned_rules(service_cidr: str | None, runner: ProgramRunner | None = None) -> None:
-    """Take Berth's jumps, chains and local service route off this host (for teardown)."""
+FORWARD_JUMP = ("filter", "FORWARD", rules.FORWARD)
+
+
+def ensure_forward_accept(runner: ProgramRunner) -> None:
+    """Only the filter table's BERTH-FORWARD chain and its jump (what the nftables backend keeps here).
+
+    An accept in our nftables table cannot override a drop in another table:
+    Docker's FORWARD policy (DROP) in iptables' filter table would still drop
+    load-balancer traffic forwarded to another host. Only a rule in that very
+    chain accepts it, so this one piece of the iptables backend stays.
+    """
+    _run(runner, "iptables-restore", "--noflush", input_text=f"*filter\n{rules.FORWARD_RULES}\nCOMMIT\n")
+    if not forward_accept_in_place(runner):
+        table, builtin, ours = FORWARD_JUMP
+        _run(runner, "iptables", "-t", table, "-I", builtin, "1", "-j", ours)
+
+
+def forward_accept_in_place(runner: ProgramRunner) -> bool:
+    table, builtin, ours = FORWARD_JUMP
+    return _run(runner, "iptables", "-t", table, "-C", builtin, "-j", ours, check=False).returncode == 0
+
+
+def remove_owned_rules(
+    service_cidr: str | None, runner: ProgramRunner | None = None, tables: tuple[str, ...] = ("nat", "filter")
+) -> None:
+    """Take Berth's jumps, chains (in `tables`) and local service route off this host (for teardown)."""
     runner = runner or SubprocessRunner()
     for table, builtin, ours in rules.JUMPS:
+        if table not in tables:
+            continue
         # Delete every copy of the jump (an outside script may have added more), but never loop forever.
         for _ in range(MAX_JUMP_COPIES):
             if _run(runner, "iptables", "-t", table, "-D", builtin, "-j", ours, check=False).returncode != 0:
                 break
-    for table in ("nat", "filter"):
+    for table in tables:
         chains = [
             line[1:].split()[0]
             for line in _run(runner, "iptables-save", "-t", table).stdout.splitlines()

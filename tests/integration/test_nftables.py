@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from agent.netfilter import backend, nft_rules
+from agent.netfilter import backend, nft_rules, rules
 from agent.netfilter.runner import Completed, SubprocessRunner
 from agent.netfilter.sync import RuleSync
 from berth.v1 import agent_pb2 as agent_pb
@@ -176,6 +176,7 @@ def test_a_vip_reaches_its_endpoints_and_follows_an_endpoint_change(netns: Names
 def test_only_our_table_is_touched_and_it_goes_on_clean_up(netns: Namespace) -> None:
     netns.run("nft", "-f", "-", input_text=OTHER_TABLES)
     netns.run("iptables", "-t", "nat", "-A", "OUTPUT", "-d", "192.0.2.9", "-j", "RETURN")
+    netns.run("iptables", "-t", "filter", "-A", "FORWARD", "-d", "192.0.2.9", "-j", "RETURN")
     before = netns.run("nft", "list", "ruleset").stdout
     runner = netns.runner()
     net = network("nftables", netns, runner)
@@ -209,7 +210,16 @@ def test_switching_backends_leaves_only_the_chosen_ones_rules(netns: Namespace) 
     network("iptables", netns, runner).sync([route(LISTENERS[0])], 1)
     assert "BERTH-SERVICES" in netns.run("iptables-save", "-t", "nat").stdout
     network("nftables", netns, runner).sync([route(LISTENERS[0])], 1)
-    assert "BERTH-" not in netns.run("iptables-save").stdout
+    assert "BERTH-" not in netns.run("iptables-save", "-t", "nat").stdout
+    # Only the forward accept stays in iptables (a drop there cannot be overridden from our table).
+    berth_filter = [
+        line for line in netns.run("iptables-save", "-t", "filter").stdout.splitlines() if "BERTH" in line
+    ]
+    assert berth_filter == [
+        ":BERTH-FORWARD - [0:0]",
+        "-A FORWARD -j BERTH-FORWARD",
+        *rules.FORWARD_RULES.splitlines()[1:],
+    ]
     assert netns.answers(VIP, 80, 3) == [f"{LISTENERS[0][0]}:{LISTENERS[0][1]}"] * 3
     network("iptables", netns, runner).sync([route(LISTENERS[1])], 1)
     assert netns.run("nft", "list", "table", "ip", "berth", check=False).returncode != 0
@@ -231,3 +241,67 @@ def test_nft_accepts_every_script_the_builder_emits(
     if change is not None:
         result = netns.run("nft", "-f", "-", input_text=change, check=False)
         assert result.returncode == 0, (result.stderr, change)
+
+
+@pytest.fixture()
+def hosts() -> Iterator[tuple[Namespace, Namespace, Namespace]]:
+    """client ─ router ─ backend: the router (the agent's host) forwards, with FORWARD's policy DROP
+    as Docker sets it; the backend listens; all three are namespaces this fixture makes and deletes."""
+    tag = uuid.uuid4().hex[:6]
+    names = [f"berth-fw{role}-{tag}" for role in ("c", "r", "b")]
+    created: list[str] = []
+    server: subprocess.Popen[str] | None = None
+    try:
+        for name in names:
+            subprocess.run(["ip", "netns", "add", name], check=True)
+            created.append(name)
+        client, router, backend_host = (Namespace(n, ("nsenter", f"--net=/run/netns/{n}")) for n in names)
+        for namespace in (client, router, backend_host):
+            namespace.run("ip", "link", "set", "lo", "up")
+        # veth pairs made in the router, one end moved into each neighbour.
+        for peer, (router_end, peer_end, router_address, peer_address) in (
+            (client, ("fwc0", "fwc1", "10.213.254.1/24", "10.213.254.2/24")),
+            (backend_host, ("fwb0", "fwb1", "10.213.253.1/24", "10.213.253.2/24")),
+        ):
+            router.run("ip", "link", "add", router_end, "type", "veth", "peer", "name", peer_end)
+            router.run("ip", "link", "set", peer_end, "netns", peer.name)
+            router.run("ip", "addr", "add", router_address, "dev", router_end)
+            router.run("ip", "link", "set", router_end, "up")
+            peer.run("ip", "addr", "add", peer_address, "dev", peer_end)
+            peer.run("ip", "link", "set", peer_end, "up")
+        router.run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+        router.run("iptables", "-P", "FORWARD", "DROP")
+        server = subprocess.Popen(
+            [*backend_host.enter, sys.executable, "-c", SERVER, "10.213.253.2:18001"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        yield client, router, backend_host
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait(timeout=10)
+        for name in created:
+            subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.mark.parametrize("kind", ["nftables", "iptables"])
+def test_a_load_balancer_port_forwards_to_another_host_where_forward_drops(
+    hosts: tuple[Namespace, Namespace, Namespace], kind: str
+) -> None:
+    client, router, _ = hosts
+    net = backend.make_network(kind, "10.213.254.1", runner=router.runner())
+    net.service_cidr = CIDR
+    lb = agent_pb.ServiceRoute(
+        cluster="default",
+        name="front",
+        vip=VIP,
+        ports=[pb.ServicePort(port=80, container_port=8080)],
+        endpoints=[pb.Endpoint(address="10.213.253.2", port=18001, service_port=80)],
+        load_balancers=[pb.LoadBalancerPort(port=8081, service_port=80)],
+    )
+    net.sync([lb], 1)
+    # The client knows no route to the backend: the router DNATs, forwards and masquerades.
+    assert client.answers("10.213.254.1", 8081, 5) == ["10.213.253.2:18001"] * 5
+    assert router.answers(VIP, 80, 2) == ["10.213.253.2:18001"] * 2, "the VIP from the router itself"

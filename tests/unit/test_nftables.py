@@ -311,3 +311,43 @@ def test_remove_owned_rules_takes_off_both_backends_and_the_route_even_without_i
     backend.remove_owned_rules(CIDR, runner)
     assert runner.inputs(*NFT) == ["table ip berth\ndelete table ip berth\n"]
     assert runner.commands[-1] == ("ip", "route", "del", "local", CIDR, "dev", "lo", "table", "local")
+
+
+async def test_the_iptables_forward_accept_is_kept_beside_the_table_where_iptables_is_there() -> None:
+    # A drop in iptables' FORWARD (Docker's policy) cannot be overridden from our table.
+    runner = FakeRunner()
+    runner.answer("iptables", "-t", "filter", "-C", "FORWARD", returncode=1, once=True)
+    net = NftablesNetwork(NODE, runner=runner, check_interval=60.0, retry_delay=0.0, iptables_forward=True)
+    net.service_cidr = CIDR
+    net.update([web_route()], 1)
+    assert await net.step()
+    assert runner.inputs("iptables-restore", "--noflush") == [f"*filter\n{rules.FORWARD_RULES}\nCOMMIT\n"]
+    assert ("iptables", "-t", "filter", "-I", "FORWARD", "1", "-j", rules.FORWARD) in runner.commands
+
+    runner.clear()
+    runner.answer("nft", "list", "chain", stdout=nft_rules.CANARY_RULE)
+    runner.answer("iptables", "-t", "filter", "-C", "FORWARD", returncode=1, once=True)  # someone removed it
+    assert await net.step()
+    assert runner.inputs(*NFT) == [nft_rules.full_script(nft_rules.build([web_route()], NODE))]
+
+
+async def test_no_iptables_is_no_obstacle_to_the_nftables_backend() -> None:
+    runner = FakeRunner()
+    runner.raise_on("iptables-restore", error=FileNotFoundError("iptables-restore"))
+    runner.raise_on("iptables", error=FileNotFoundError("iptables"))
+    net = NftablesNetwork(NODE, runner=runner, check_interval=60.0, retry_delay=0.0, iptables_forward=True)
+    net.service_cidr = CIDR
+    net.update([web_route()], 1)
+    assert await net.step()
+    runner.clear()
+    runner.answer("nft", "list", "chain", stdout=nft_rules.CANARY_RULE)
+    assert await net.step()
+    assert runner.commands == [("nft", "list", "chain", "ip", "berth", "prerouting")], "healthy, no resync"
+
+
+def test_retiring_iptables_for_nftables_keeps_its_forward_accept() -> None:
+    runner = FakeRunner()
+    runner.answer("iptables", "-t", "nat", "-D", returncode=1)
+    backend.retire("nftables", runner)
+    assert not any("filter" in command for command in runner.commands)
+    assert ("iptables-save", "-t", "nat") in runner.commands
