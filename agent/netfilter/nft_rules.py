@@ -1,27 +1,38 @@
 """Builds Berth's nftables table for a route table, and the scripts that apply it (pure).
 
-    table ip berth                                  the only table Berth touches
-      map services: VIP . proto . port          ──▶ goto svc-<hash>
-                    NODE . proto . LB port       ──▶ goto svc-<hash>   load-balancer ports
+    table ip berth                                   the only table Berth touches
+      map services:     VIP . proto . port       ──▶ goto pick-<proto>-<N>
+                        NODE . proto . LB port   ──▶ goto pick-<proto>-<N>   load-balancer ports
+      map backends-tcp, backends-udp:
+                        VIP . port . i           ──▶ endpoint address . host port, i in 0..N-1
+                        NODE . LB port . i       ──▶ the same endpoints
       chain prerouting, output (nat hooks, just before iptables' nat):
           ip daddr . meta l4proto . th dport vmap @services
-      chain svc-<hash>: one per service port; mark for masquerade, then DNAT to
-          an endpoint (node address . host port) picked by numgen random mod N
-          from an anonymous map: no chain per endpoint
+      chain pick-<proto>-<N>: one per protocol and endpoint count in use; marks
+          for masquerade, then DNATs to the backend the packet's own destination
+          and `numgen random mod N` pick: no chain per endpoint, none per service
       chain postrouting: masquerade marked packets, so replies from another
           host come back through this one
       chain forward: accept marked packets and their replies
 
-One lookup in a verdict map finds a service however many there are, so the
-first packet of a connection costs the same at 10,000 services as at one.
+Two hash lookups find a service and its endpoint however many services there
+are, so the first packet of a connection costs the same at 10,000 services as
+at one; an endpoint change replaces map elements and never touches a chain.
+
+Why not a chain per service port: every rule that looks a named map up binds
+it, and the kernel walks all the map's elements at each binding, so 10,000
+service chains over one map of 50,000 endpoints took 8 s to load; 10,000
+service chains with a small anonymous map each took 10 s to load, 0.2 s per
+change and seconds to list. A handful of shared pick chains load in half a
+second (bench/netfilter.py).
+
 The same features as the iptables backend (rules.py), from the same checked
 routes (rules.check_route, the second line of defence): a value that is not
-what the builder expects never reaches the script. The chain names use the
-same hash as the iptables chains.
+what the builder expects never reaches the script.
 
 Scripts are for `nft -f -`, which applies a file as one transaction: the full
 script deletes and re-adds our table in one go; a delta touches only the map
-elements and service chains that changed.
+elements (and pick chains) that changed.
 """
 
 from __future__ import annotations
@@ -36,13 +47,12 @@ from berth.v1 import agent_pb2 as agent_pb
 FAMILY = "ip"
 TABLE = "berth"
 SERVICES = "services"
-SERVICE_CHAIN_PREFIX = "svc-"
 MARK = "0x4000"
 # Just before iptables' nat chains (dstnat, -100): the first NAT binding of a
 # flow wins, so a VIP is ours even where Docker DNATs the same port.
 NAT_PRIORITY = -110
 FILTER_PRIORITY = -10
-COMMENT_LIMIT = 120  # nftables allows 128 bytes
+PROTOCOL_NAMES = ("tcp", "udp")
 
 # The chains that hook into netfilter, as they are declared in the table.
 BASE_CHAINS: dict[str, tuple[str, ...]] = {
@@ -69,30 +79,58 @@ CANARY_CHAIN = "prerouting"
 CANARY_RULE = BASE_CHAINS["prerouting"][1]
 
 
+def has_base_chains(listed: str) -> bool:
+    """Whether `nft list chains ip` output shows our table with all its base chains.
+
+    The cheap check: listing chains reads no rules and no map elements, while
+    listing one chain of ours reads the whole table (half a second at 10,000
+    services).
+    """
+    ours, found = False, set()
+    for line in listed.splitlines():
+        if line.startswith("table "):
+            ours = line.strip() == f"table {FAMILY} {TABLE} {{"
+        elif ours and line.strip().startswith("chain ") and line.strip().endswith("{"):
+            found.add(line.strip()[len("chain ") : -1].strip())
+    return set(BASE_CHAINS) <= found
+
+
+def backends_map(protocol: str) -> str:
+    return f"backends-{protocol}"
+
+
+def backends_type(protocol: str) -> str:
+    return f"typeof ip daddr . {protocol} dport . numgen random mod 1 : ip daddr . {protocol} dport"
+
+
+def pick_chain(protocol: str, count: int) -> str:
+    return f"pick-{protocol}-{count}"
+
+
+def pick_rules(protocol: str, count: int) -> tuple[str, ...]:
+    return (
+        f"meta mark set meta mark | {MARK}",
+        f"dnat ip to ip daddr . {protocol} dport . numgen random mod {count} map @{backends_map(protocol)}",
+    )
+
+
 @dataclass(frozen=True)
 class NftRuleSet:
-    """What Berth's table holds besides its fixed base chains."""
+    """What Berth's table holds besides its fixed base chains and map declarations."""
 
-    # "VIP . proto . port" -> the service chain it goes to, in order.
-    elements: dict[str, str]
-    # Service chain -> its rules, in order.
+    # "address . proto . port" -> the pick chain it goes to, in order.
+    services: dict[str, str]
+    # protocol -> "address . port . i" -> "endpoint address . port".
+    backends: dict[str, dict[str, str]]
+    # Pick chains in use -> their rules.
     chains: dict[str, tuple[str, ...]]
 
 
-def service_chain(cluster: str, service: str, port: int, protocol: int) -> str:
-    return SERVICE_CHAIN_PREFIX + rules.service_chain(cluster, service, port, protocol)[len("BERTH-SVC-") :]
-
-
-def _comment(text: str) -> str:
-    # Only DNS labels, digits, '/', ':' and '.' reach here (checked routes), never a quote.
-    return f'comment "{text[:COMMENT_LIMIT]}"'
-
-
 @functools.lru_cache(maxsize=100_000)
-def _route_rules(
+def _route_entries(
     route_bytes: bytes, node_address: str, service_cidr: str
-) -> tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]:
-    """Per service port of one route: (its chain, its map keys, its chain's rules).
+) -> tuple[tuple[str, tuple[tuple[str, int], ...], tuple[str, ...]], ...]:
+    """Per service port of one route with endpoints: (protocol, its (address, port) keys, its targets).
 
     Memoized on the route's bytes, as rules._route_rules is.
     node_address: "" when it is not an address (no load-balancer keys then).
@@ -103,27 +141,20 @@ def _route_rules(
     result = []
     for port_number, port_protocol in route.ports:
         protocol = rules.PROTOCOLS[port_protocol]
-        targets = [
+        targets = tuple(
             f"{address} . {port}"
             for address, port, service_port, endpoint_protocol in route.endpoints
             if service_port == port_number and endpoint_protocol == port_protocol
-        ]
+        )
         if not targets:
             # No element: the VIP is routed locally, so the client gets a
             # refusal at once instead of a packet leaving the host.
             continue
-        chain = service_chain(route.cluster, route.name, port_number, port_protocol)
-        keys = [f"{route.vip} . {protocol} . {port_number}"]
+        keys = [(route.vip, port_number)]
         for lb_port, lb_service_port, lb_protocol in route.load_balancers:
             if node_address and lb_service_port == port_number and lb_protocol == port_protocol:
-                keys.append(f"{node_address} . {protocol} . {lb_port}")
-        picks = ", ".join(f"{index} : {target}" for index, target in enumerate(targets))
-        body = (
-            f"meta mark set meta mark | {MARK}",
-            f"meta l4proto {protocol} dnat ip to numgen random mod {len(targets)} map {{ {picks} }} "
-            + _comment(f"{route.cluster}/{route.name}:{port_number}/{protocol}"),
-        )
-        result.append((chain, tuple(keys), body))
+                keys.append((node_address, lb_port))
+        result.append((protocol, tuple(keys), targets))
     return tuple(result)
 
 
@@ -140,20 +171,27 @@ def build_serialized(routes: Iterable[bytes], node_address: str, service_cidr: s
 
     A key that comes twice (two services claiming one VIP port or one
     load-balancer port) keeps its first service, as the first iptables rule
-    would win; a service port that comes twice keeps its first rules.
+    would win.
     """
     if rules.ipv4(node_address) is None:
         node_address = ""  # rules.build_serialized logs this; no load-balancer keys
-    elements: dict[str, str] = {}
+    services: dict[str, str] = {}
+    backends: dict[str, dict[str, str]] = {protocol: {} for protocol in PROTOCOL_NAMES}
     chains: dict[str, tuple[str, ...]] = {}
     for raw in routes:
-        for chain, keys, body in _route_rules(raw, node_address, service_cidr):
-            if chain in chains:
-                continue
-            chains[chain] = body
-            for key in keys:
-                elements.setdefault(key, chain)
-    return NftRuleSet(elements=elements, chains=chains)
+        for protocol, keys, targets in _route_entries(raw, node_address, service_cidr):
+            chain = pick_chain(protocol, len(targets))
+            for address, port in keys:
+                key = f"{address} . {protocol} . {port}"
+                if key in services:
+                    continue
+                services[key] = chain
+                chosen = backends[protocol]
+                for index, target in enumerate(targets):
+                    chosen[f"{address} . {port} . {index}"] = target
+                if chain not in chains:
+                    chains[chain] = pick_rules(protocol, len(targets))
+    return NftRuleSet(services=services, backends=backends, chains=dict(sorted(chains.items())))
 
 
 # -- scripts for nft -f ------------------------------------------------------------
@@ -164,12 +202,19 @@ _OURS = f"{FAMILY} {TABLE}"
 ELEMENTS_PER_LINE = 500
 
 
-def _element_lines(elements: Iterable[tuple[str, str]]) -> list[str]:
+def _add_elements(name: str, elements: Iterable[tuple[str, str]], verdict: str = "") -> list[str]:
     """`add element` commands, many elements each (nft parses one long list faster than many commands)."""
-    items = [f"{key} : goto {chain}" for key, chain in elements]
+    items = [f"{key} : {verdict}{value}" for key, value in elements]
     return [
-        f"add element {_OURS} {SERVICES} {{ {', '.join(items[start : start + ELEMENTS_PER_LINE])} }}"
+        f"add element {_OURS} {name} {{ {', '.join(items[start : start + ELEMENTS_PER_LINE])} }}"
         for start in range(0, len(items), ELEMENTS_PER_LINE)
+    ]
+
+
+def _delete_elements(name: str, keys: list[str]) -> list[str]:
+    return [
+        f"delete element {_OURS} {name} {{ {', '.join(keys[start : start + ELEMENTS_PER_LINE])} }}"
+        for start in range(0, len(keys), ELEMENTS_PER_LINE)
     ]
 
 
@@ -177,41 +222,46 @@ def full_script(rule_set: NftRuleSet) -> str:
     """Replaces our table whole in one transaction (declare, delete, re-add: whether it exists or not)."""
     lines = [f"table {_OURS}", f"delete table {_OURS}", f"table {_OURS} {{"]
     lines += [f"\tmap {SERVICES} {{", "\t\ttype ipv4_addr . inet_proto . inet_service : verdict", "\t}"]
-    for name, body in BASE_CHAINS.items():
-        lines += [f"\tchain {name} {{", *(f"\t\t{line}" for line in body), "\t}"]
-    for name, body in rule_set.chains.items():
+    for protocol in PROTOCOL_NAMES:
+        lines += [f"\tmap {backends_map(protocol)} {{", f"\t\t{backends_type(protocol)}", "\t}"]
+    for name, body in [*BASE_CHAINS.items(), *rule_set.chains.items()]:
         lines += [f"\tchain {name} {{", *(f"\t\t{line}" for line in body), "\t}"]
     lines.append("}")
-    lines += _element_lines(rule_set.elements.items())
+    lines += _add_elements(SERVICES, rule_set.services.items(), "goto ")
+    for protocol in PROTOCOL_NAMES:
+        lines += _add_elements(backends_map(protocol), rule_set.backends[protocol].items())
     return "\n".join(lines) + "\n"
+
+
+def _changed(old: dict[str, str], new: dict[str, str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """(keys to delete, (key, value) to add): a changed element is deleted and added again."""
+    removed = [key for key, value in old.items() if new.get(key) != value]
+    added = [(key, value) for key, value in new.items() if old.get(key) != value]
+    return removed, added
 
 
 def delta_script(old: NftRuleSet, new: NftRuleSet) -> str | None:
     """One transaction changing only what differs (None: nothing to do).
 
-    An endpoint change rewrites one service chain (flush, two rules); a
-    service coming or going adds or deletes its chain and map elements.
+    An endpoint change replaces its backend elements; a change in a service's
+    number of endpoints also points its services element at another pick
+    chain, made when it is the first of that count and deleted with the last.
     """
-    added_chains = [c for c in new.chains if c not in old.chains]
-    changed_chains = [c for c in new.chains if c in old.chains and old.chains[c] != new.chains[c]]
-    removed_chains = [c for c in old.chains if c not in new.chains]
-    removed_keys = [k for k, c in old.elements.items() if new.elements.get(k) != c]
-    added_keys = [(k, c) for k, c in new.elements.items() if old.elements.get(k) != c]
-    if not (added_chains or changed_chains or removed_chains or removed_keys or added_keys):
-        return None
     lines: list[str] = []
-    for chain in added_chains:
-        lines.append(f"add chain {_OURS} {chain}")
-        lines += [f"add rule {_OURS} {chain} {rule}" for rule in new.chains[chain]]
-    for chain in changed_chains:
-        lines.append(f"flush chain {_OURS} {chain}")
-        lines += [f"add rule {_OURS} {chain} {rule}" for rule in new.chains[chain]]
-    # Elements before chains: a chain is deleted only once nothing goes to it.
-    if removed_keys:
-        lines.append(f"delete element {_OURS} {SERVICES} {{ {', '.join(removed_keys)} }}")
-    lines += _element_lines(added_keys)
-    lines += [f"delete chain {_OURS} {chain}" for chain in removed_chains]
-    return "\n".join(lines) + "\n"
+    for chain, body in new.chains.items():
+        if chain not in old.chains:
+            lines.append(f"add chain {_OURS} {chain}")
+            lines += [f"add rule {_OURS} {chain} {rule}" for rule in body]
+    maps = [(SERVICES, old.services, new.services, "goto ")] + [
+        (backends_map(p), old.backends[p], new.backends[p], "") for p in PROTOCOL_NAMES
+    ]
+    for name, before, after, verdict in maps:
+        removed, added = _changed(before, after)
+        lines += _delete_elements(name, removed)
+        lines += _add_elements(name, added, verdict)
+    # Chains last: a chain is deleted only once nothing goes to it.
+    lines += [f"delete chain {_OURS} {chain}" for chain in old.chains if chain not in new.chains]
+    return "\n".join(lines) + "\n" if lines else None
 
 
 def remove_script() -> str:

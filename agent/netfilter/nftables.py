@@ -23,6 +23,9 @@ from agent.netfilter.sync import CHECK_INTERVAL, RETRY_DELAY, RouteTable, RuleSy
 
 log = logging.getLogger(__name__)
 
+# Every this many checks (one per quiet round, CHECK_INTERVAL apart), the rule itself is read.
+RULE_CHECK_EVERY = 12
+
 
 class NftablesNetwork(RuleSync):
     """Keeps this host's `table ip berth` in step with the latest route table."""
@@ -48,17 +51,25 @@ class NftablesNetwork(RuleSync):
         self._iptables_forward = iptables_forward
         self._forward_in_place = False
         self._reported_forward = False
+        self._checks = 0
 
     def _forget_applied(self) -> None:
         self._applied = None
 
     def _healthy(self) -> bool:
-        """Our table is there with its lookup rule (nobody flushed or deleted it)."""
-        result = self._run(
-            "nft", "list", "chain", nft_rules.FAMILY, nft_rules.TABLE, nft_rules.CANARY_CHAIN, check=False
-        )
-        if result.returncode != 0 or nft_rules.CANARY_RULE not in result.stdout:
-            return False
+        """Our table is there with its chains (every round) and its lookup rule (every few rounds)."""
+        self._checks += 1
+        if self._checks % RULE_CHECK_EVERY:
+            result = self._run("nft", "list", "chains", nft_rules.FAMILY, check=False)
+            if result.returncode != 0 or not nft_rules.has_base_chains(result.stdout):
+                return False
+        else:
+            # Reads the whole table: worth it only now and then (a flushed table keeps its chains).
+            result = self._run(
+                "nft", "list", "chain", nft_rules.FAMILY, nft_rules.TABLE, nft_rules.CANARY_CHAIN, check=False
+            )
+            if result.returncode != 0 or nft_rules.CANARY_RULE not in result.stdout:
+                return False
         return not self._forward_in_place or iptables.forward_accept_in_place(self._runner)
 
     def _program(self, current: RouteTable) -> str:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from agent.netfilter import backend, nft_rules, rules
-from agent.netfilter.nftables import NftablesNetwork
+from agent.netfilter.nftables import RULE_CHECK_EVERY, NftablesNetwork
 from agent.netfilter.runner import FakeRunner
 from berth.errors import FailedPrecondition
 from berth.v1 import agent_pb2 as agent_pb
@@ -34,6 +34,22 @@ def test_script_matches_the_golden_file() -> None:
     assert text == GOLDEN.read_text()
 
 
+async def test_every_few_quiet_rounds_the_lookup_rule_itself_is_read() -> None:
+    runner = FakeRunner()
+    net = network(runner)
+    net.update([web_route()], 1)
+    assert await net.step()
+    runner.clear()
+    runner.answer("nft", "list", "chains", stdout=LISTED)
+    runner.answer(
+        "nft", "list", "chain", stdout="table ip berth {\n\tchain prerouting {\n\t}\n}\n"
+    )  # flushed
+    for _ in range(RULE_CHECK_EVERY):
+        assert await net.step()
+    assert runner.commands[RULE_CHECK_EVERY - 1] == ("nft", "list", "chain", "ip", "berth", "prerouting")
+    assert runner.inputs(*NFT) == [nft_rules.full_script(nft_rules.build([web_route()], NODE))]
+
+
 def test_the_full_script_replaces_only_our_table_in_one_file() -> None:
     text = nft_rules.full_script(nft_rules.build([web_route()], NODE))
     tables = {m.group(0) for m in re.finditer(r"table \w+ [\w-]+", text)}
@@ -42,74 +58,101 @@ def test_the_full_script_replaces_only_our_table_in_one_file() -> None:
     assert "flush ruleset" not in text
 
 
-def test_one_endpoint_change_rewrites_one_service_chain_and_nothing_else() -> None:
+def test_one_endpoint_change_replaces_its_backend_elements_and_touches_no_chain() -> None:
     old = nft_rules.build([web_route(), dns_route()], NODE)
     moved = web_route()
     moved.endpoints[2].port = 32999
     change = nft_rules.delta_script(old, nft_rules.build([moved, dns_route()], NODE))
-    chain = nft_rules.service_chain("default", "web", 80, moved.ports[0].protocol)
     assert change is not None
+    # The VIP's and the load-balancer port's third pick, nothing else.
     assert change.splitlines() == [
-        f"flush chain ip berth {chain}",
-        f"add rule ip berth {chain} meta mark set meta mark | 0x4000",
-        f"add rule ip berth {chain} meta l4proto tcp dnat ip to numgen random mod 3 map "
-        "{ 0 : 10.213.0.11 . 32768, 1 : 10.213.0.12 . 32769, 2 : 10.213.0.13 . 32999 } "
-        'comment "default/web:80/tcp"',
+        "delete element ip berth backends-tcp { 10.96.0.2 . 80 . 2, 10.213.0.11 . 8080 . 2 }",
+        "add element ip berth backends-tcp { 10.96.0.2 . 80 . 2 : 10.213.0.13 . 32999, "
+        "10.213.0.11 . 8080 . 2 : 10.213.0.13 . 32999 }",
     ]
     assert nft_rules.delta_script(old, old) is None
 
 
-def test_a_service_going_away_loses_its_elements_before_its_chain() -> None:
+def test_a_new_endpoint_count_moves_the_service_to_another_pick_chain() -> None:
+    old = nft_rules.build([web_route(), dns_route()], NODE)
+    fewer = web_route()
+    del fewer.endpoints[0]
+    change = nft_rules.delta_script(old, nft_rules.build([fewer, dns_route()], NODE))
+    assert change is not None
+    lines = change.splitlines()
+    assert lines[:3] == [
+        "add chain ip berth pick-tcp-2",
+        "add rule ip berth pick-tcp-2 meta mark set meta mark | 0x4000",
+        "add rule ip berth pick-tcp-2 " + nft_rules.pick_rules("tcp", 2)[1],
+    ]
+    assert "add element ip berth services { 10.96.0.2 . tcp . 80 : goto pick-tcp-2, " in change
+    assert lines[-1] == "delete chain ip berth pick-tcp-3", "deleted last, once nothing goes to it"
+
+
+def test_a_service_going_away_loses_its_elements_before_its_pick_chain() -> None:
     old = nft_rules.build([web_route(), dns_route()], NODE)
     change = nft_rules.delta_script(old, nft_rules.build([web_route()], NODE))
     assert change is not None
-    chain = nft_rules.service_chain("prod", "dns", 53, dns_route().ports[0].protocol)
     assert change.splitlines() == [
         "delete element ip berth services { 10.96.0.3 . udp . 53 }",
-        f"delete chain ip berth {chain}",
+        "delete element ip berth backends-udp { 10.96.0.3 . 53 . 0 }",
+        "delete chain ip berth pick-udp-1",
     ]
 
 
-def test_a_new_service_adds_its_chain_before_the_elements_that_go_to_it() -> None:
-    old = nft_rules.build([dns_route()], NODE)
-    change = nft_rules.delta_script(old, nft_rules.build([web_route(), dns_route()], NODE))
-    assert change is not None
-    lines = change.splitlines()
-    chain = nft_rules.service_chain("default", "web", 80, web_route().ports[0].protocol)
-    assert lines[0] == f"add chain ip berth {chain}"
-    assert lines[-1] == (
-        f"add element ip berth services {{ 10.96.0.2 . tcp . 80 : goto {chain}, "
-        f"10.213.0.11 . tcp . 8080 : goto {chain} }}"
-    )
+def test_services_share_pick_chains_by_protocol_and_endpoint_count() -> None:
+    other = web_route()
+    other.name, other.vip = "api", "10.96.0.7"
+    del other.load_balancers[:]
+    rule_set = nft_rules.build([web_route(), other, dns_route()], NODE)
+    assert rule_set.chains == {
+        "pick-tcp-3": nft_rules.pick_rules("tcp", 3),
+        "pick-udp-1": nft_rules.pick_rules("udp", 1),
+    }
+    assert rule_set.services["10.96.0.7 . tcp . 80"] == "pick-tcp-3"
 
 
 def test_a_service_without_endpoints_gets_no_element_and_no_chain() -> None:
     route = web_route()
     del route.endpoints[:]
     rule_set = nft_rules.build([route], NODE)
-    assert rule_set.elements == {} and rule_set.chains == {}
+    assert rule_set.services == {} and rule_set.chains == {}
+    assert rule_set.backends == {"tcp": {}, "udp": {}}
 
 
-def test_a_vip_port_claimed_twice_keeps_its_first_service() -> None:
+def test_a_vip_port_claimed_twice_keeps_its_first_services_endpoints() -> None:
     other = dns_route()
     other.vip = web_route().vip
     other.ports[0].port, other.ports[0].protocol = 80, web_route().ports[0].protocol
     other.endpoints[0].service_port, other.endpoints[0].protocol = 80, web_route().ports[0].protocol
     rule_set = nft_rules.build([web_route(), other], NODE)
-    assert rule_set.elements["10.96.0.2 . tcp . 80"] == nft_rules.service_chain(
-        "default", "web", 80, web_route().ports[0].protocol
+    assert rule_set.services["10.96.0.2 . tcp . 80"] == "pick-tcp-3"
+    assert [v for k, v in rule_set.backends["tcp"].items() if k.startswith("10.96.0.2 ")] == [
+        "10.213.0.11 . 32768",
+        "10.213.0.12 . 32769",
+        "10.213.0.13 . 32770",
+    ]
+
+
+def test_the_cheap_check_finds_our_table_and_its_base_chains() -> None:
+    listed = (
+        "table ip nat {\n\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n"
+        "\t}\n}\ntable ip berth {\n"
+        + "".join(f"\tchain {name} {{\n\t\ttype x;\n\t}}\n" for name in nft_rules.BASE_CHAINS)
+        + "\tchain pick-tcp-3 {\n\t}\n}\n"
     )
+    assert nft_rules.has_base_chains(listed)
+    assert not nft_rules.has_base_chains(listed.replace("chain forward", "chain other"))
+    assert not nft_rules.has_base_chains(listed.replace("table ip berth", "table ip other"))
+    assert not nft_rules.has_base_chains("")
 
 
 # What a line of our scripts may be: nothing else ever reaches nft.
 _ADDRESS = r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"
-_KEY = rf"({_ADDRESS}) \. (tcp|udp) \. (\d{{1,5}})"
-_CHAIN = r"svc-[0-9A-F]{16}"
-_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
-_DNAT = (
-    r"meta l4proto (tcp|udp) dnat ip to numgen random mod (\d+) map \{ (.*) \} "
-    rf'comment "{_LABEL}/{_LABEL}:\d{{1,5}}/(tcp|udp)"'
-)
+_PORT = r"\d{1,5}"
+_PICK = r"pick-(tcp|udp)-(\d+)"
+_DNAT = r"dnat ip to ip daddr \. (tcp|udp) dport \. numgen random mod (\d+) map @backends-(\w+)"
+_ELEMENTS = r"(add|delete) element ip berth (services|backends-tcp|backends-udp) \{ (.*) \}"
 _FIXED = {line for body in nft_rules.BASE_CHAINS.values() for line in body} | {
     "table ip berth",
     "delete table ip berth",
@@ -117,36 +160,44 @@ _FIXED = {line for body in nft_rules.BASE_CHAINS.values() for line in body} | {
     "map services {",
     "type ipv4_addr . inet_proto . inet_service : verdict",
     "}",
+    *(f"map backends-{p} {{" for p in nft_rules.PROTOCOL_NAMES),
+    *(nft_rules.backends_type(p) for p in nft_rules.PROTOCOL_NAMES),
     "meta mark set meta mark | 0x4000",
     *(f"chain {name} {{" for name in nft_rules.BASE_CHAINS),
 }
 
 
-def _check_key(address: str, port: str) -> None:
+def _check_address(address: str, port: str) -> None:
     assert str(ipaddress.IPv4Address(address)) == address
     assert 1 <= int(port) <= 65535
 
 
 def _check_line(line: str) -> None:
-    """One script line is a fixed line, a service chain, an element list or a DNAT rule, all parsed."""
+    """One script line is a fixed line, a pick chain, or a list of parsed elements."""
     line = line.strip()
-    line = re.sub(rf"^(add|flush|delete) (rule|chain) ip berth {_CHAIN} ?", "", line)
-    if not line or line in _FIXED or re.fullmatch(rf"chain {_CHAIN} \{{", line):
+    line = re.sub(rf"^(add|delete) (rule|chain) ip berth {_PICK} ?", "", line)
+    if not line or line in _FIXED or re.fullmatch(rf"chain {_PICK} \{{", line):
         return
-    if elements := re.fullmatch(r"(add|delete) element ip berth services \{ (.*) \}", line):
-        for item in elements.group(2).split(", "):
-            key = re.fullmatch(rf"{_KEY}( : goto {_CHAIN})?", item)
+    if pick := re.fullmatch(
+        r"dnat ip to ip daddr \. (tcp|udp) dport \. numgen random mod (\d+) map @backends-(\w+)", line
+    ):
+        assert pick.group(1) == pick.group(3) and int(pick.group(2)) >= 1
+        return
+    elements = re.fullmatch(
+        r"(add|delete) element ip berth (services|backends-tcp|backends-udp) \{ (.*) \}", line
+    )
+    assert elements, line
+    for item in elements.group(3).split(", "):
+        if elements.group(2) == "services":
+            key = re.fullmatch(rf"({_ADDRESS}) \. (tcp|udp) \. ({_PORT})( : goto {_PICK})?", item)
             assert key, item
-            _check_key(key.group(1), key.group(3))
-        return
-    dnat = re.fullmatch(_DNAT, line)
-    assert dnat, line
-    picks = dnat.group(3).split(", ")
-    assert len(picks) == int(dnat.group(2)) >= 1
-    for index, pick in enumerate(picks):
-        target = re.fullmatch(rf"{index} : ({_ADDRESS}) \. (\d{{1,5}})", pick)
-        assert target, pick
-        _check_key(target.group(1), target.group(2))
+            _check_address(key.group(1), key.group(3))
+        else:
+            key = re.fullmatch(rf"({_ADDRESS}) \. ({_PORT}) \. (\d+)( : ({_ADDRESS}) \. ({_PORT}))?", item)
+            assert key, item
+            _check_address(key.group(1), key.group(2))
+            if key.group(4):
+                _check_address(key.group(5), key.group(6))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -162,25 +213,39 @@ def test_any_route_table_gives_only_well_formed_lines_and_every_valid_route(
     change = nft_rules.delta_script(old, rule_set)
     for line in (change or "").splitlines():
         _check_line(line)
-    for route in table:
+    claimed: set[str] = set()
+    for route in sorted(table, key=lambda r: (r.cluster, r.name)):
         if not _valid(route):
             continue
         for port in route.ports:
+            protocol = rules.PROTOCOLS[port.protocol]
             served = [
-                e for e in route.endpoints if (e.service_port, e.protocol) == (port.port, port.protocol)
+                f"{e.address} . {e.port}"
+                for e in route.endpoints
+                if (e.service_port, e.protocol) == (port.port, port.protocol)
             ]
-            key = f"{route.vip} . {rules.PROTOCOLS[port.protocol]} . {port.port}"
-            chain = nft_rules.service_chain(route.cluster, route.name, port.port, port.protocol)
+            key = f"{route.vip} . {protocol} . {port.port}"
             if not served:
-                assert chain not in rule_set.chains
                 continue
-            assert key in rule_set.elements  # (another valid route may have claimed it first)
-            if rule_set.elements[key] == chain:
-                for e in served:
-                    assert f"{e.address} . {e.port}" in rule_set.chains[chain][1]
+            assert key in rule_set.services  # (another valid route may have claimed it first)
+            if key in claimed:
+                continue
+            claimed.add(key)
+            picks = [
+                rule_set.backends[protocol].get(f"{route.vip} . {port.port} . {i}")
+                for i in range(len(served))
+            ]
+            if rule_set.services[key] == nft_rules.pick_chain(protocol, len(served)) and picks == served:
+                continue
+            # Only an invalid route sorted earlier can have claimed this key.
+            assert any(not _valid(r) for r in table)
 
 
 # -- NftablesNetwork against a fake runner ---------------------------------------------
+
+
+# `nft list chains ip` with our table whole.
+LISTED = "table ip berth {\n" + "".join(f"\tchain {n} {{\n\t}}\n" for n in nft_rules.BASE_CHAINS) + "}\n"
 
 
 def network(runner: FakeRunner) -> NftablesNetwork:
@@ -228,12 +293,12 @@ async def test_a_missing_table_or_a_failure_brings_a_full_sync() -> None:
     full = nft_rules.full_script(nft_rules.build([web_route()], NODE))
 
     runner.clear()
-    runner.answer("nft", "list", "chain", stdout=f"table ip berth {{\n\t{nft_rules.CANARY_RULE}\n}}\n")
-    assert await net.step()  # a quiet round: only the check
-    assert runner.commands == [("nft", "list", "chain", "ip", "berth", "prerouting")]
+    runner.answer("nft", "list", "chains", stdout=LISTED)
+    assert await net.step()  # a quiet round: only the cheap check
+    assert runner.commands == [("nft", "list", "chains", "ip")]
 
     runner.clear()
-    runner.answer("nft", "list", "chain", returncode=1, stderr="No such file or directory")
+    runner.answer("nft", "list", "chains", stdout="table ip nat {\n}\n")  # our table is gone
     assert await net.step()
     assert runner.inputs(*NFT) == [full]
 
@@ -325,7 +390,7 @@ async def test_the_iptables_forward_accept_is_kept_beside_the_table_where_iptabl
     assert ("iptables", "-t", "filter", "-I", "FORWARD", "1", "-j", rules.FORWARD) in runner.commands
 
     runner.clear()
-    runner.answer("nft", "list", "chain", stdout=nft_rules.CANARY_RULE)
+    runner.answer("nft", "list", "chains", stdout=LISTED)
     runner.answer("iptables", "-t", "filter", "-C", "FORWARD", returncode=1, once=True)  # someone removed it
     assert await net.step()
     assert runner.inputs(*NFT) == [nft_rules.full_script(nft_rules.build([web_route()], NODE))]
@@ -340,9 +405,9 @@ async def test_no_iptables_is_no_obstacle_to_the_nftables_backend() -> None:
     net.update([web_route()], 1)
     assert await net.step()
     runner.clear()
-    runner.answer("nft", "list", "chain", stdout=nft_rules.CANARY_RULE)
+    runner.answer("nft", "list", "chains", stdout=LISTED)
     assert await net.step()
-    assert runner.commands == [("nft", "list", "chain", "ip", "berth", "prerouting")], "healthy, no resync"
+    assert runner.commands == [("nft", "list", "chains", "ip")], "healthy, no resync"
 
 
 def test_retiring_iptables_for_nftables_keeps_its_forward_accept() -> None:
