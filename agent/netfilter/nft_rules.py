@@ -114,23 +114,48 @@ def pick_rules(protocol: str, count: int) -> tuple[str, ...]:
     )
 
 
+# One key a service port claims: (protocol, destination address, destination port, its
+# endpoints as "address . port"); the destination is the VIP, or this node for a load balancer.
+Claim = tuple[str, str, int, tuple[str, ...]]
+
+
+def _elements(claims: Iterable[tuple[Claim, ...]]) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """The services and backends elements of these claims."""
+    services: dict[str, str] = {}
+    backends: dict[str, dict[str, str]] = {protocol: {} for protocol in PROTOCOL_NAMES}
+    for route_claims in claims:
+        for protocol, address, port, targets in route_claims:
+            services[f"{address} . {protocol} . {port}"] = pick_chain(protocol, len(targets))
+            chosen = backends[protocol]
+            for index, target in enumerate(targets):
+                chosen[f"{address} . {port} . {index}"] = target
+    return services, backends
+
+
 @dataclass(frozen=True)
 class NftRuleSet:
     """What Berth's table holds besides its fixed base chains and map declarations."""
 
-    # "address . proto . port" -> the pick chain it goes to, in order.
-    services: dict[str, str]
-    # protocol -> "address . port . i" -> "endpoint address . port".
-    backends: dict[str, dict[str, str]]
+    # Per route (its serialized bytes, in order): the claims it won. Unchanged routes keep
+    # the very same tuples from one build to the next, so a delta looks at changed routes only.
+    claims: dict[bytes, tuple[Claim, ...]]
     # Pick chains in use -> their rules.
     chains: dict[str, tuple[str, ...]]
 
+    @property
+    def services(self) -> dict[str, str]:
+        """ "address . proto . port" -> the pick chain it goes to."""
+        return _elements(self.claims.values())[0]
+
+    @property
+    def backends(self) -> dict[str, dict[str, str]]:
+        """protocol -> "address . port . i" -> "endpoint address . port"."""
+        return _elements(self.claims.values())[1]
+
 
 @functools.lru_cache(maxsize=100_000)
-def _route_entries(
-    route_bytes: bytes, node_address: str, service_cidr: str
-) -> tuple[tuple[str, tuple[tuple[str, int], ...], tuple[str, ...]], ...]:
-    """Per service port of one route with endpoints: (protocol, its (address, port) keys, its targets).
+def _route_claims(route_bytes: bytes, node_address: str, service_cidr: str) -> tuple[Claim, ...]:
+    """The keys one route's service ports with endpoints claim, in order.
 
     Memoized on the route's bytes, as rules._route_rules is.
     node_address: "" when it is not an address (no load-balancer keys then).
@@ -138,7 +163,7 @@ def _route_entries(
     route = rules.check_route(agent_pb.ServiceRoute.FromString(route_bytes), service_cidr)
     if route is None:
         return ()
-    result = []
+    result: list[Claim] = []
     for port_number, port_protocol in route.ports:
         protocol = rules.PROTOCOLS[port_protocol]
         targets = tuple(
@@ -150,11 +175,10 @@ def _route_entries(
             # No element: the VIP is routed locally, so the client gets a
             # refusal at once instead of a packet leaving the host.
             continue
-        keys = [(route.vip, port_number)]
+        result.append((protocol, route.vip, port_number, targets))
         for lb_port, lb_service_port, lb_protocol in route.load_balancers:
             if node_address and lb_service_port == port_number and lb_protocol == port_protocol:
-                keys.append((node_address, lb_port))
-        result.append((protocol, tuple(keys), targets))
+                result.append((protocol, node_address, lb_port, targets))
     return tuple(result)
 
 
@@ -175,23 +199,23 @@ def build_serialized(routes: Iterable[bytes], node_address: str, service_cidr: s
     """
     if rules.ipv4(node_address) is None:
         node_address = ""  # rules.build_serialized logs this; no load-balancer keys
-    services: dict[str, str] = {}
-    backends: dict[str, dict[str, str]] = {protocol: {} for protocol in PROTOCOL_NAMES}
-    chains: dict[str, tuple[str, ...]] = {}
+    taken: set[tuple[str, str, int]] = set()
+    claims: dict[bytes, tuple[Claim, ...]] = {}
+    counts: set[tuple[str, int]] = set()
     for raw in routes:
-        for protocol, keys, targets in _route_entries(raw, node_address, service_cidr):
-            chain = pick_chain(protocol, len(targets))
-            for address, port in keys:
-                key = f"{address} . {protocol} . {port}"
-                if key in services:
-                    continue
-                services[key] = chain
-                chosen = backends[protocol]
-                for index, target in enumerate(targets):
-                    chosen[f"{address} . {port} . {index}"] = target
-                if chain not in chains:
-                    chains[chain] = pick_rules(protocol, len(targets))
-    return NftRuleSet(services=services, backends=backends, chains=dict(sorted(chains.items())))
+        offered = _route_claims(raw, node_address, service_cidr)
+        won = []
+        for claim in offered:
+            key = claim[:3]
+            if key not in taken:
+                taken.add(key)
+                won.append(claim)
+                counts.add((claim[0], len(claim[3])))
+        if won and raw not in claims:
+            # The memoized tuple itself when it won everything (the usual case).
+            claims[raw] = offered if len(won) == len(offered) else tuple(won)
+    chains = {pick_chain(p, n): pick_rules(p, n) for p, n in sorted(counts)}
+    return NftRuleSet(claims=claims, chains=chains)
 
 
 # -- scripts for nft -f ------------------------------------------------------------
@@ -227,9 +251,10 @@ def full_script(rule_set: NftRuleSet) -> str:
     for name, body in [*BASE_CHAINS.items(), *rule_set.chains.items()]:
         lines += [f"\tchain {name} {{", *(f"\t\t{line}" for line in body), "\t}"]
     lines.append("}")
-    lines += _add_elements(SERVICES, rule_set.services.items(), "goto ")
+    services, backends = _elements(rule_set.claims.values())
+    lines += _add_elements(SERVICES, services.items(), "goto ")
     for protocol in PROTOCOL_NAMES:
-        lines += _add_elements(backends_map(protocol), rule_set.backends[protocol].items())
+        lines += _add_elements(backends_map(protocol), backends[protocol].items())
     return "\n".join(lines) + "\n"
 
 
@@ -252,8 +277,13 @@ def delta_script(old: NftRuleSet, new: NftRuleSet) -> str | None:
         if chain not in old.chains:
             lines.append(f"add chain {_OURS} {chain}")
             lines += [f"add rule {_OURS} {chain} {rule}" for rule in body]
-    maps = [(SERVICES, old.services, new.services, "goto ")] + [
-        (backends_map(p), old.backends[p], new.backends[p], "") for p in PROTOCOL_NAMES
+    # Only the routes whose claims changed (keys of the others are the same on both sides).
+    before_services, before_backends = _elements(
+        c for raw, c in old.claims.items() if new.claims.get(raw) != c
+    )
+    after_services, after_backends = _elements(c for raw, c in new.claims.items() if old.claims.get(raw) != c)
+    maps = [(SERVICES, before_services, after_services, "goto ")] + [
+        (backends_map(p), before_backends[p], after_backends[p], "") for p in PROTOCOL_NAMES
     ]
     for name, before, after, verdict in maps:
         removed, added = _changed(before, after)

@@ -416,3 +416,41 @@ def test_retiring_iptables_for_nftables_keeps_its_forward_accept() -> None:
     backend.retire("nftables", runner)
     assert not any("filter" in command for command in runner.commands)
     assert ("iptables-save", "-t", "nat") in runner.commands
+
+
+def _apply(rule_set: nft_rules.NftRuleSet, change: str | None) -> tuple[dict[str, str], set[str]]:
+    """Every map's elements ("map key" -> value) and the pick chains after `change` on `rule_set`."""
+    services, backends = rule_set.services, rule_set.backends
+    elements = {f"services {k}": f"goto {v}" for k, v in services.items()}
+    elements |= {f"backends-{p} {k}": v for p in backends for k, v in backends[p].items()}
+    chains = set(rule_set.chains)
+    for line in (change or "").splitlines():
+        if found := re.fullmatch(_ELEMENTS, line):
+            for item in found.group(3).split(", "):
+                key, _, value = item.partition(" : ")
+                name = f"{found.group(2)} {key}"
+                if found.group(1) == "delete":
+                    assert name in elements, f"deleting a missing element: {line}"
+                    del elements[name]
+                else:
+                    assert name not in elements, f"adding an element twice: {line}"
+                    elements[name] = value
+        elif line.startswith("add chain ip berth "):
+            chains.add(line.split()[-1])
+        elif line.startswith("delete chain ip berth "):
+            chains.remove(line.split()[-1])
+    return elements, chains
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(before=tables, after=tables)
+def test_a_delta_takes_any_table_to_exactly_the_next_one(
+    before: list[agent_pb.ServiceRoute], after: list[agent_pb.ServiceRoute]
+) -> None:
+    # Some routes of `after` kept from `before` unchanged, as in real updates.
+    after = [*after, *before[: len(before) // 2]]
+    after = list({(r.cluster, r.name): r for r in after}.values())
+    with _quiet():
+        old = nft_rules.build(before, NODE, CIDR)
+        new = nft_rules.build(after, NODE, CIDR)
+    assert _apply(old, nft_rules.delta_script(old, new)) == _apply(new, None)
