@@ -19,7 +19,15 @@ from agent.netfilter.sync import run_program as _run
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CHECK_INTERVAL", "RETRY_DELAY", "ServiceNetwork", "owned_rules", "remove_owned_rules"]
+__all__ = [
+    "CHECK_INTERVAL",
+    "RETRY_DELAY",
+    "ServiceNetwork",
+    "ensure_forward_accept",
+    "forward_accept_in_place",
+    "owned_rules",
+    "remove_owned_rules",
+]
 
 
 class ServiceNetwork(RuleSync):

@@ -454,3 +454,15 @@ def test_a_delta_takes_any_table_to_exactly_the_next_one(
         old = nft_rules.build(before, NODE, CIDR)
         new = nft_rules.build(after, NODE, CIDR)
     assert _apply(old, nft_rules.delta_script(old, new)) == _apply(new, None)
+
+
+def test_owned_rules_shows_both_backends_and_copes_without_either() -> None:
+    runner = FakeRunner()
+    runner.answer("iptables-save", "-t", "filter", stdout=":BERTH-FORWARD - [0:0]\n:DOCKER - [0:0]\n")
+    runner.answer("nft", "list", "table", stdout="table ip berth {\n}\n")
+    shown = backend.owned_rules(runner)
+    assert shown == "*nat\n*filter\n:BERTH-FORWARD - [0:0]\ntable ip berth {\n}"
+    missing = FakeRunner()
+    missing.raise_on("iptables-save", error=FileNotFoundError("iptables-save"))
+    missing.answer("nft", "list", "table", returncode=1, stderr="No such file or directory")
+    assert backend.owned_rules(missing) == ""
