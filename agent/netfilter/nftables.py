@@ -2,10 +2,11 @@
 
 The preferred backend (backend.py chooses). A full sync routes the service
 CIDR locally and then replaces our table whole in one transaction; after it,
-a route-table change is a small transaction over only the map elements and
-service chains that changed (nft_rules.delta_script), computed against the
-model of what was applied. Any failure, or our prerouting rule gone missing
-(someone flushed or deleted the table), makes the next round a full sync.
+a route-table change is a small transaction over only the map elements (and
+pick chains) that changed (nft_rules.delta_script), computed against the
+model of what was applied. Any failure, or our table, a base chain or the
+prerouting lookup gone missing (someone deleted or flushed the table), makes
+the next round a full sync.
 The loop and the conntrack clean-up are sync.py's.
 
 One piece stays in iptables where it is installed: the filter chain that
