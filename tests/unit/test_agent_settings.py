@@ -21,3 +21,18 @@ def test_a_negative_pids_limit_other_than_minus_one_is_refused(capsys: pytest.Ca
     with pytest.raises(SystemExit):
         parse_args([*REQUIRED, "--pids-limit", "-5"])
     assert "--pids-limit -5: give a number of processes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [([], "auto"), (["--netfilter", "nftables"], "nftables"), (["--netfilter", "iptables"], "iptables")],
+)
+def test_netfilter_backend(extra: list[str], expected: str) -> None:
+    settings, _ = parse_args([*REQUIRED, "--cpu-units", "1024", "--memory-mib", "512", *extra])
+    assert settings.netfilter == expected
+
+
+def test_an_unknown_netfilter_backend_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args([*REQUIRED, "--netfilter", "ebtables"])
+    assert "--netfilter: invalid choice: 'ebtables'" in capsys.readouterr().err
