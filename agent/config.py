@@ -21,8 +21,10 @@ class AgentSettings:
     # A safety net under Docker's event stream, not the way exits are found.
     resync_interval: float = 30.0
     docker_concurrency: int = 8
-    # Program service VIPs (iptables) and serve DNS on this host.
+    # Program service VIPs (nftables or iptables) and serve DNS on this host.
     service_network: bool = True
+    # Backend for service VIPs: auto (nftables where nft works, else iptables), nftables, iptables.
+    netfilter: str = "auto"
     dns_port: int = 53
     # HOST[:PORT] for names that are not Berth's; None: the host's resolver.
     dns_upstream: str | None = None

@@ -29,7 +29,9 @@ from agent.credentials import (
 )
 from agent.dns import DNSLimits, ServiceDNS, allowed_networks, parse_networks
 from agent.metric_endpoint import MetricEndpoint, parse_listen, start_endpoint
-from agent.netfilter.iptables import ServiceNetwork, owned_rules, remove_owned_rules
+from agent.netfilter import backend as netfilter
+from agent.netfilter.runner import SubprocessRunner
+from agent.netfilter.sync import RuleSync
 from agent.runtime.docker_driver import DockerDriver
 from agent.runtime.docker_spec import DEFAULT_PIDS_LIMIT
 from agent.runtime.docker_volumes import AWS_REGION
@@ -129,7 +131,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
     parser.add_argument(
         "--no-service-network",
         action="store_true",
-        help="do not program service VIPs (iptables) or serve DNS on this host",
+        help="do not program service VIPs (nftables/iptables) or serve DNS on this host",
+    )
+    parser.add_argument(
+        "--netfilter",
+        choices=netfilter.MODES,
+        default=netfilter.AUTO,
+        help="how service VIPs are programmed: nftables (one table, ip berth), iptables "
+        "(iptables-restore), or auto: nftables where nft works, else iptables",
     )
     parser.add_argument("--dns-port", type=int, default=53, help="DNS for service names, on --address")
     parser.add_argument(
@@ -250,6 +259,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[AgentSettings, str | None
         resync_interval=args.resync_interval,
         docker_concurrency=args.docker_concurrency,
         service_network=not args.no_service_network,
+        netfilter=args.netfilter,
         dns_port=args.dns_port,
         dns_upstream=args.dns_upstream,
         pids_limit=args.pids_limit,
@@ -353,7 +363,7 @@ async def run(settings: AgentSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    network: ServiceNetwork | None = None
+    network: RuleSync | None = None
     dns: ServiceDNS | None = None
     container_dns: list[str] = []
     if settings.service_network:
@@ -367,7 +377,9 @@ async def run(settings: AgentSettings) -> None:
                 "containers cannot reach service VIPs or Berth's DNS; "
                 "pass --address with an address containers reach (or drop it for the default)",
             )
-        network = ServiceNetwork(settings.address)
+        # A forced backend that cannot work here is fatal (FailedPrecondition), said in one line.
+        backend = await asyncio.to_thread(netfilter.choose, settings.netfilter, SubprocessRunner())
+        network = netfilter.make_network(backend, settings.address)
         # Containers reach the host's address, not its loopback.
         if not settings.address.startswith("127."):
             container_dns = [settings.address]
@@ -501,13 +513,13 @@ async def run(settings: AgentSettings) -> None:
 def main(argv: list[str] | None = None) -> None:
     arguments = sys.argv[1:] if argv is None else argv
     if arguments[:1] == ["rules"]:
-        # `berth-agent rules`: print the iptables rules this host's agent owns.
-        print(owned_rules())
+        # `berth-agent rules`: print the rules this host's agent owns (either backend).
+        print(netfilter.owned_rules())
         return
     if arguments[:1] == ["remove-rules"]:
         # `berth-agent remove-rules [SERVICE_CIDR]`: take them off the host (a
         # stopped agent leaves them in place on purpose: static stability).
-        remove_owned_rules(arguments[1] if len(arguments) > 1 else None)
+        netfilter.remove_owned_rules(arguments[1] if len(arguments) > 1 else None)
         print("removed Berth's rules from this host")
         return
     settings, metrics_listen = parse_args(argv)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Berth and its tests need on a Debian or Ubuntu machine, as
 # root, and starts the Docker engine if it is not running. Idempotent.
-#   - Debian packages: docker.io, etcd-server, etcd-client, iptables,
+#   - Debian packages: docker.io, etcd-server, etcd-client, nftables, iptables,
 #     busybox-static, conntrack, iproute2, python3-venv, gcc and libc6-dev
 #     (to build the test image's static UDP echo server), systemd (its
 #     systemd-analyze checks the units in deploy/systemd)
@@ -18,7 +18,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-PACKAGES=(docker.io etcd-server etcd-client iptables busybox-static conntrack iproute2 python3-venv gcc libc6-dev systemd)
+PACKAGES=(docker.io etcd-server etcd-client nftables iptables busybox-static conntrack iproute2 python3-venv gcc libc6-dev systemd)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -52,6 +52,15 @@ JUMPS = (
     ("filter", "FORWARD", FORWARD),
 )
 CANARY_RULE = ("nat", CANARY, ["-j", "RETURN"])
+# The filter table's part: forwarded service traffic (marked) and its replies are accepted
+# even where the FORWARD policy drops (Docker sets it so).
+FORWARD_RULES = "\n".join(
+    [
+        f":{FORWARD} - [0:0]",
+        f"-A {FORWARD} -m mark --mark {MASQUERADE_MARK} -j ACCEPT",
+        f"-A {FORWARD} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+    ]
+)
 
 PROTOCOLS: dict[int, str] = {pb.TCP: "tcp", pb.UDP: "udp"}
 # Our own chain names (iptables allows 28 characters); anything else is never touched.
@@ -285,14 +294,7 @@ def build_serialized(routes: Iterable[bytes], node_address: str, service_cidr: s
         CANARY: (f"-A {CANARY} -j RETURN",),
         **service_chains,
     }
-    filter_rules = "\n".join(
-        [
-            f":{FORWARD} - [0:0]",
-            f"-A {FORWARD} -m mark --mark {MASQUERADE_MARK} -j ACCEPT",
-            f"-A {FORWARD} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-        ]
-    )
-    return RuleSet(nat=nat, filter=filter_rules)
+    return RuleSet(nat=nat, filter=FORWARD_RULES)
 
 
 def batch(rule_set: RuleSet, existing_nat_chains: Iterable[str]) -> str:

@@ -42,3 +42,20 @@ def test_ecs_api_benchmark_small() -> None:
         assert re.search(rf"{operation}\s+ECS\s+[\d.]+\s+[\d.]+\s+[\d.]+", output), output
         assert re.search(rf"{operation}\s+gRPC\s+[\d.]+\s+[\d.]+\s+[\d.]+", output), output
         assert re.search(rf"{operation}\s+ratio ECS/gRPC p50 [\d.]+, p99 [\d.]+", output), output
+
+
+def _bench_namespaces() -> set[str]:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[0] for line in listed.splitlines() if line.startswith("berthbench-")}
+
+
+def test_netfilter_benchmark_small() -> None:
+    # Both backends, each in a namespace the bench creates and deletes.
+    before = _bench_namespaces()
+    output = _run(
+        "bench/netfilter.py", "--services", "50", "--endpoints", "3", "--changes", "3", "--probes", "20"
+    )
+    assert re.search(r"\s+nftables\s+iptables\n", output), output
+    for row in ("full sync \\(s\\)", "one change median \\(ms\\)", "connect, 51 services, p50 \\(us\\)"):
+        assert re.search(rf"{row}\s+[\d.]+\s+[\d.]+\n", output), output
+    assert _bench_namespaces() <= before, "the bench deletes its namespaces"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -64,8 +65,14 @@ def readme_blocks(text: str) -> list[Block]:
 
 
 def berth_rules() -> list[str]:
+    """Berth's iptables lines and its nftables table (the agent picks a backend: --netfilter)."""
     saved = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
-    return [line for line in saved.splitlines() if "BERTH-" in line]
+    found = [line for line in saved.splitlines() if "BERTH-" in line]
+    if shutil.which("nft"):
+        table = subprocess.run(["nft", "list", "table", "ip", "berth"], capture_output=True, text=True)
+        if table.returncode == 0:
+            found.append("table ip berth")
+    return found
 
 
 def service_cidr_routes() -> str:

@@ -19,28 +19,37 @@ MEMORY_MIB = 4096
 UPSTREAM_DNS = (BRIDGE_ADDRESS, 5354)
 
 
-@pytest.fixture(scope="module")
-def lab(test_image: str) -> Iterator[Lab]:
-    lab = Lab(
-        3,
-        controlplane_args=("--node-grace", str(GRACE)),
-        agent_args=(
-            "--cpu-units",
-            str(CPU_UNITS),
-            "--memory-mib",
-            str(MEMORY_MIB),
-            "--dns-upstream",
-            f"{UPSTREAM_DNS[0]}:{UPSTREAM_DNS[1]}",
-            # The tests ask each host's DNS from the lab's bridge, outside the host's own networks.
-            "--dns-allow",
-            f"{BRIDGE_ADDRESS}/32",
-        ),
+def agent_args(netfilter: str) -> tuple[str, ...]:
+    """The lab agents' arguments, with the netfilter backend (--netfilter) they use."""
+    return (
+        "--cpu-units",
+        str(CPU_UNITS),
+        "--memory-mib",
+        str(MEMORY_MIB),
+        "--dns-upstream",
+        f"{UPSTREAM_DNS[0]}:{UPSTREAM_DNS[1]}",
+        # The tests ask each host's DNS from the lab's bridge, outside the host's own networks.
+        "--dns-allow",
+        f"{BRIDGE_ADDRESS}/32",
+        "--netfilter",
+        netfilter,
     )
+
+
+def running_lab(netfilter: str) -> Iterator[Lab]:
+    lab = Lab(3, controlplane_args=("--node-grace", str(GRACE)), agent_args=agent_args(netfilter))
     try:
         lab.up()
         yield lab
     finally:
         lab.down()
+
+
+@pytest.fixture(scope="module")
+def lab(test_image: str) -> Iterator[Lab]:
+    # The lab's service-network tests read iptables-save; test_service_network_nft.py runs
+    # the lab on the nftables backend.
+    yield from running_lab("iptables")
 
 
 @pytest.fixture(scope="module")

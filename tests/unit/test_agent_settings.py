@@ -48,3 +48,18 @@ def test_a_bad_control_plane_address_is_refused(
     with pytest.raises(SystemExit):
         parse_args([*args, flag, value])
     assert f"{flag}: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [([], "auto"), (["--netfilter", "nftables"], "nftables"), (["--netfilter", "iptables"], "iptables")],
+)
+def test_netfilter_backend(extra: list[str], expected: str) -> None:
+    settings, _ = parse_args([*REQUIRED, "--cpu-units", "1024", "--memory-mib", "512", *extra])
+    assert settings.netfilter == expected
+
+
+def test_an_unknown_netfilter_backend_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args([*REQUIRED, "--netfilter", "ebtables"])
+    assert "--netfilter: invalid choice: 'ebtables'" in capsys.readouterr().err
