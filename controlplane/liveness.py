@@ -97,13 +97,15 @@ class NodeLeases:
     async def goodbye(self, node_id: str, restarting: bool, expected_seconds: int) -> None:
         """The node's agent is stopping: when restarting, tolerate its silence for a while.
 
-        The window is the agent's expected absence, at least the node grace and at most
-        the restart grace (an agent cannot buy itself more).
+        The window is the restart grace, or the agent's expected absence when it gives
+        one, at least the node grace and at most the restart grace (an agent cannot buy
+        itself more).
         """
         if not restarting:
             log.info("event=agent_goodbye node=%s restarting=false", node_id)
             return
-        window = min(max(float(expected_seconds), self._grace), self._restart_grace)
+        expected = float(expected_seconds) if expected_seconds else self._restart_grace
+        window = min(max(expected, self._grace), self._restart_grace)
         for _ in range(3):
             # Read from etcd, not the cache: a goodbye is rare, and must not lose to a stale read.
             node = await self._store.get(keys.node(node_id), pb.Node)
