@@ -1,9 +1,13 @@
 """The node monitor: a READY or DRAINING node whose liveness key expired is DOWN.
 
-Its tasks are recorded as lost (STOPPED, stop code NODE_LOST) so the service
-controller replaces them elsewhere at once. When the node's agent comes
-back it gets a snapshot without those tasks and stops its old copies, so
-exactly one copy of each survives.
+A service's tasks on a DOWN node are the service controller's to move: it
+starts replacements at once and declares each original lost (STOPPED, stop
+code NODE_LOST) once its replacement serves; if the node comes back first,
+the original is kept and a surplus replacement goes (see `services.decide`).
+The monitor records as lost the rest at once: tasks of no service, and tasks
+on a DOWN node that something asked to stop (no agent is there to do it).
+When the node's agent comes back it gets a snapshot without the lost tasks
+and stops its old copies, so exactly one copy of each survives.
 
 `judge` is the decision, pure (the nodes as the cache shows them in, the
 nodes to mark DOWN out); `NodeMonitor` applies it. Three things keep a node
@@ -187,6 +191,8 @@ class NodeMonitor:
         self._silent_since: dict[str, float] = {}
         self._mass_failure = False
         self._episode = ""
+        # DOWN nodes whose tasks were last swept at this (record, tasks) version.
+        self._swept: dict[str, tuple[int, tuple[int, int]]] = {}
         self._next_run = 0.0
         self._barrier = Barrier(type(self).__name__)
 
@@ -216,6 +222,23 @@ class NodeMonitor:
                 written = max(written, await self._mark_down(records[node_id]))
             except Exception as error:
                 self._barrier.note("node", node_id, error)
+        for versioned in records.values():
+            node = versioned.value
+            # Looked at again only when its tasks changed (a task asked to stop, a service
+            # draining its tasks) or it went DOWN again.
+            version = (versioned.mod_revision, self._cache.node_tasks_version(node.id))
+            if node.status != pb.DOWN or self._swept.get(node.id) == version:
+                continue
+            try:
+                result = await self._lose_tasks(node)
+            except Exception as error:
+                self._barrier.note("node", node.id, error)
+                continue
+            written = max(written, result)
+            if not result:
+                self._swept[node.id] = version
+        for gone in set(self._swept) - set(records):
+            del self._swept[gone]
         return written
 
     async def _record_mass_failure(self, verdict: Judgement, now: float) -> int:
@@ -271,9 +294,20 @@ class NodeMonitor:
         log.warning("event=node_down node=%s name=%s grace=%.0fs", node.id, node.name, self._grace)
         return max(result, await self._lose_tasks(node))
 
+    def _lost_at_once(self, task: pb.Task) -> bool:
+        """On a DOWN node and nobody's to move: of no (existing) service, or asked to stop."""
+        if task.last_status == pb.STOPPED:
+            return False
+        return (
+            not task.service
+            or task.desired_status == pb.DESIRED_STOPPED
+            or self._cache.service(task.cluster, task.service) is None
+        )
+
     async def _lose_tasks(self, node: pb.Node) -> int:
+        """Record the tasks of a DOWN node that no controller moves as lost."""
         reason = f"Node {node.name} ({node.id}) stopped sending heartbeats for {self._grace:.0f}s"
-        lost = [t for t in self._cache.tasks_on_node(node.id) if t.value.last_status != pb.STOPPED]
+        lost = [t for t in self._cache.tasks_on_node(node.id) if self._lost_at_once(t.value)]
         written = 0
         for offset in range(0, len(lost), BATCH):
             writes, conditions = [], []
