@@ -48,6 +48,10 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
+def _live(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [t for t in tasks if t["lastStatus"] != "STOPPED"]
+
+
 def _node_lost(tasks: list[dict[str, Any]]) -> list[str]:
     return [id_of(t) for t in tasks if t["berth"].get("stopCode") == "NodeLost"]
 
@@ -247,3 +251,59 @@ def test_most_hosts_silent_at_once_lose_no_task_while_one_dead_host_is_still_rep
     down = [n for n in berth.instances() if n["berth"]["status"] == "DOWN"]
     assert [n["ec2InstanceId"] for n in down] == ["victim-0"]
     assert seconds <= GRACE + DETECTION_SLACK
+
+
+# -- a blip longer than the grace, with nowhere to run replacements (hollow agent) ----
+
+
+def test_tasks_of_a_node_back_before_their_replacements_run_are_kept(tmp_path: Path) -> None:
+    """The one-host quick start: its agent silent past the grace (paused, no goodbye) makes the
+    node DOWN and its replacements wait for a node; when it comes back its tasks go on."""
+    plane = ControlPlaneProcess(tmp_path / "cp", ["--node-grace", str(GRACE)])
+    plane.start()
+    host = HollowAgentsProcess(tmp_path / "host.log", plane.address, 1, join=JoinFlags.of(plane))
+    host.start()
+    try:
+        berth = Berth.of(plane)
+        wait_until(lambda: berth.nodes_exactly(1), 30, "1 hollow node")
+        berth.register("web", [{"name": "web", "image": "anything:1", "memory": 16}], tmp_path)
+        berth.ok("service", "create", "--name", "web", "--task-definition", "web", "--desired-count", "3")
+        running, _ = wait_until(lambda: berth.running_exactly("default", 3), 30, "3 RUNNING")
+        log_offset = _size(plane.log_path)
+        assert host.process is not None
+        os.kill(host.process.pid, signal.SIGSTOP)
+        try:
+            wait_until(
+                lambda: "event=node_down" in _log_since(plane.log_path, log_offset),
+                GRACE + DETECTION_SLACK + 5,
+                "the silent node to be DOWN",
+            )
+
+            def replacements_waiting() -> list[dict[str, Any]] | None:
+                tasks = _live(berth.tasks("default"))
+                return tasks if len(tasks) == 6 else None
+
+            wait_until(replacements_waiting, 10, "three replacements waiting for a node")
+        finally:
+            os.kill(host.process.pid, signal.SIGCONT)
+
+        def only_the_originals() -> list[dict[str, Any]] | None:
+            tasks = _live(berth.tasks("default"))
+            return tasks if len(tasks) == 3 else None
+
+        wait_until(only_the_originals, 15, "the surplus replacements to go")
+        time.sleep(2)  # time for anything wrong to happen
+        tasks = berth.tasks("default")
+        live = _live(tasks)
+        assert sorted(id_of(t) for t in live) == sorted(id_of(t) for t in running), "originals kept"
+        assert all(t["lastStatus"] == "RUNNING" for t in live), live
+        gone = [t for t in tasks if t not in live]
+        assert all(t["berth"].get("stopCode") != "NodeLost" for t in gone), "replacements went, not lost"
+        assert [n["berth"]["status"] for n in berth.instances()] == ["READY"]
+        assert "event=node_back" in _log_since(plane.log_path, log_offset)
+    finally:
+        if host.process is not None and host.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(host.process.pid, signal.SIGCONT)
+        host.stop(timeout=15)
+        plane.stop()
