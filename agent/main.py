@@ -497,6 +497,10 @@ async def run(settings: AgentSettings) -> None:
         workers.append(asyncio.create_task(_refresh_dns_networks(dns, driver, settings), name="dns-networks"))
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait([*workers, stopper], return_when=asyncio.FIRST_COMPLETED)
+    if stop.is_set():
+        # SIGTERM is how a service manager restarts (upgrades) the agent: say so first, so
+        # the control plane waits for it instead of replacing this host's tasks.
+        await session.goodbye(restarting=True)
     for task in [*workers, stopper]:
         task.cancel()
     for task in workers:

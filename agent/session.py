@@ -7,7 +7,9 @@ snapshot, no task restarted). A certificate the control plane refuses
 (revoked by `berth node remove`) is logged and retried slowly, never fatal.
 
 While the control plane is unreachable the agent keeps running what it has
-(static stability) and retries with capped backoff.
+(static stability) and retries with capped backoff. A stopping agent says
+goodbye (`goodbye`) as the stream's last message, so that its restart does
+not cost the host its tasks (`controlplane.liveness`).
 
 Up the stream go, in this order of priority: a heartbeat when due (liveness
 never waits behind other traffic), status reports, then log chunks
@@ -53,6 +55,8 @@ class Outbox:
     """Messages waiting to go up one stream: status reports (unbounded, few) and log chunks (bounded)."""
 
     def __init__(self) -> None:
+        # The last message of the stream, once the agent is stopping (see `goodbye`).
+        self._goodbye: agent_pb.Goodbye | None = None
         self._reports: asyncio.Queue[agent_pb.AgentMessage] = asyncio.Queue()
         self._chunks: asyncio.Queue[agent_pb.AgentMessage] = asyncio.Queue(LOG_OUTBOX)
         self._metrics: asyncio.Queue[agent_pb.AgentMessage] = asyncio.Queue(METRIC_OUTBOX)
@@ -76,6 +80,11 @@ class Outbox:
         await self._chunks.put(agent_pb.AgentMessage(exec_output=output))
         self._ready.set()
 
+    def goodbye(self, goodbye: agent_pb.Goodbye) -> None:
+        """End the stream: the status reports queued go first, then this, then nothing more."""
+        self._goodbye = goodbye
+        self._ready.set()
+
     def metric(self, put: agent_pb.MetricPut) -> bool:
         """Queue a custom metric; False when the queue is full (nothing queued)."""
         try:
@@ -87,7 +96,13 @@ class Outbox:
 
     async def next(self, timeout: float) -> agent_pb.AgentMessage | None:
         """The next message by priority, or None when `timeout` passes with none."""
-        if self._reports.empty() and self._chunks.empty() and self._metrics.empty() and self._usage is None:
+        if (
+            self._reports.empty()
+            and self._chunks.empty()
+            and self._metrics.empty()
+            and self._usage is None
+            and self._goodbye is None
+        ):
             self._ready.clear()
             try:
                 await asyncio.wait_for(self._ready.wait(), timeout)
@@ -95,6 +110,8 @@ class Outbox:
                 return None
         if not self._reports.empty():
             return self._reports.get_nowait()
+        if self._goodbye is not None:
+            return agent_pb.AgentMessage(goodbye=self._goodbye)
         if self._usage is not None:
             usage, self._usage = self._usage, None
             return agent_pb.AgentMessage(usage=usage)
@@ -212,6 +229,9 @@ class ControlPlaneSession:
         self._renewing = False
         # The connected stream's outbox (None between connections).
         self._outbox: Outbox | None = None
+        # Set by `goodbye`: the stream that ends next is the last one.
+        self._leaving = False
+        self._stream_ended = asyncio.Event()
 
     @property
     def _server(self) -> str:
@@ -227,6 +247,28 @@ class ControlPlaneSession:
         """Queue a usage report (agent.usage) on the current stream; dropped while disconnected."""
         if self._outbox is not None:
             self._outbox.usage(report)
+
+    async def goodbye(self, restarting: bool = True, expected_seconds: int = 0, timeout: float = 3.0) -> bool:
+        """Tell the control plane this agent is stopping, and end the stream (no reconnect).
+
+        With `restarting`, the control plane tolerates the node's silence for its restart
+        window instead of replacing its tasks after the grace. True once the control plane
+        ended the stream after reading the goodbye; False when not connected, or no answer
+        came within `timeout` (then the node is judged as if the agent had died).
+        """
+        outbox = self._outbox
+        if outbox is None or not self.connected.is_set():
+            return False
+        self._leaving = True
+        self._stream_ended.clear()
+        outbox.goodbye(agent_pb.Goodbye(restarting=restarting, expected_seconds=expected_seconds))
+        try:
+            await asyncio.wait_for(self._stream_ended.wait(), timeout)
+        except TimeoutError:
+            log.warning("event=goodbye_unanswered server=%s timeout=%.0fs", self._server, timeout)
+            return False
+        log.info("event=goodbye_sent server=%s restarting=%s", self._server, str(restarting).lower())
+        return True
 
     async def run(self) -> None:
         backoff = BACKOFF_FIRST
@@ -260,6 +302,9 @@ class ControlPlaneSession:
             finally:
                 self.connected.clear()
                 self._supervisor.detach()
+                self._stream_ended.set()
+            if self._leaving:
+                return  # said goodbye: the agent is stopping
             await asyncio.sleep(backoff)
             backoff = next_backoff(backoff, refused)
 
@@ -427,6 +472,8 @@ class ControlPlaneSession:
                 message = await outbox.next(timeout)
                 if message is not None:
                     yield message
+                    if message.HasField("goodbye"):
+                        return  # half-closes the stream: the control plane ends it in turn
                     continue
             next_heartbeat = loop.time() + interval
             heartbeat = agent_pb.Heartbeat()

@@ -40,8 +40,19 @@ class ControlPlaneSettings:
     stopped_task_retention: float = 259200.0
     # Nodes each task samples before a full scan; 0 = always scan all.
     scheduler_sample_size: int = 0
-    # Seconds without heartbeats before a node is DOWN and its tasks replaced.
-    node_grace: float = 3.0
+    # Seconds without heartbeats before a node is DOWN and its tasks replaced. 10 s, as
+    # Nomad's heartbeat grace: it rides out what real networks and hosts do for a few
+    # seconds (a lost packet burst, an etcd leader election, a VM paused for migration, a
+    # busy control plane) and still replaces a dead host's tasks within about 12 s.
+    # Restarts do not need it (agents say goodbye: agent_restart_grace), nor do mass
+    # outages (mass_failure_share); Kubernetes' 40 s is tuned for slower kubelet updates.
+    node_grace: float = 10.0
+    # Seconds an agent that said it is restarting (SIGTERM) may stay silent before its
+    # node is judged (see controlplane.liveness.DEFAULT_RESTART_GRACE for why 60).
+    agent_restart_grace: float = 60.0
+    # Share of nodes silent within one grace above which the node monitor suspects
+    # itself or the network and marks none DOWN (controllers/nodes.py).
+    mass_failure_share: float = 0.33
     # Virtual IPs of services come from here; every agent routes it locally.
     service_cidr: str = "10.96.0.0/16"
     metrics_listen: str | None = None

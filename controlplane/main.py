@@ -60,7 +60,24 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         "--service-cidr", default="10.96.0.0/16", help="virtual IPs of services come from here"
     )
     parser.add_argument(
-        "--node-grace", type=float, default=3.0, help="seconds without heartbeats before a node is DOWN"
+        "--node-grace",
+        type=float,
+        default=10.0,
+        help="seconds without heartbeats before a node is DOWN and its tasks replaced",
+    )
+    parser.add_argument(
+        "--agent-restart-grace",
+        type=float,
+        default=60.0,
+        help="seconds an agent that said it is restarting (SIGTERM) may stay silent before its node "
+        "is judged; never less than --node-grace",
+    )
+    parser.add_argument(
+        "--mass-failure-share",
+        type=float,
+        default=0.33,
+        help="share of nodes (0-1) silent within one grace above which the control plane suspects "
+        "itself or the network and marks none DOWN; 1: never (clusters of 3 nodes or more)",
     )
     parser.add_argument("--metrics-listen", default=None, help="Prometheus metrics address, HOST:PORT")
     parser.add_argument("--log-level", default="info")
@@ -220,6 +237,12 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         host, _, port = ecs_listen.rpartition(":")
         if not (host and port.isascii() and port.isdigit() and len(port) <= 5 and int(port) <= 65535):
             parser.error("--ecs-listen: write HOST:PORT (port 0-65535) or 'off'")
+    if not 0 < args.node_grace <= 86400:
+        parser.error("--node-grace: give seconds above 0 and at most 86400")
+    if not 0 < args.mass_failure_share <= 1:
+        parser.error("--mass-failure-share: give a share above 0 and at most 1 (e.g. 0.33)")
+    if not 0 <= args.agent_restart_grace <= 86400:
+        parser.error("--agent-restart-grace: give 0 to 86400 seconds")
     if args.keep_failed_tasks < 1:
         parser.error("--keep-failed-tasks must be at least 1")
     try:
@@ -242,6 +265,8 @@ def parse_args(argv: list[str] | None = None) -> ControlPlaneSettings:
         stopped_task_retention=args.stopped_task_retention,
         scheduler_sample_size=args.scheduler_sample_size,
         node_grace=args.node_grace,
+        agent_restart_grace=args.agent_restart_grace,
+        mass_failure_share=args.mass_failure_share,
         service_cidr=args.service_cidr,
         metrics_listen=args.metrics_listen,
         allowed_registries=normalize_registries(args.allowed_registries.split(",")),

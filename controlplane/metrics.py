@@ -21,6 +21,13 @@ STATUS_REPORTS = Counter("berth_task_status_reports_total", "Task status reports
 AGENTS_CONNECTED = Gauge("berth_agents_connected", "Agents holding a stream to this replica")
 IS_LEADER = Gauge("berth_leader", "1 while this replica runs the controllers")
 NODES_DOWN = Counter("berth_nodes_down_total", "Nodes marked DOWN after missing heartbeats")
+MASS_FAILURE = Gauge(
+    "berth_mass_failure",
+    "1 while the leader suspects a mass failure (too many nodes silent at once) and marks none DOWN",
+)
+NODES_SILENT = Gauge(
+    "berth_nodes_silent", "Nodes silent within one grace period, as the leader's node monitor last counted"
+)
 AGENT_MESSAGES_REJECTED = Counter(
     "berth_agent_messages_rejected_total",
     "Messages from agents dropped at the boundary because a field was invalid",

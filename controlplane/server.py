@@ -41,7 +41,7 @@ from controlplane.ecs.server import EcsApi
 from controlplane.events import EventLog
 from controlplane.leader import LeaderElection
 from controlplane.limits import Limits, TokenBucket, port_policy
-from controlplane.liveness import NodeLeases
+from controlplane.liveness import NodeLeases, heartbeat_interval
 from controlplane.metric_sources import ServiceMetrics, UsageMetrics
 from controlplane.operations import Operations
 from controlplane.operations.access_keys import AccessKeys
@@ -106,7 +106,9 @@ class ControlPlane:
         events = EventLog(store)
         writer = self._writer = StatusWriter(store, cache)
         writer.start()
-        leases = self._leases = NodeLeases(store, cache, settings.node_grace)
+        leases = self._leases = NodeLeases(
+            store, cache, settings.node_grace, restart_grace=settings.agent_restart_grace
+        )
         operations = Operations.build(
             store,
             cache,
@@ -162,7 +164,7 @@ class ControlPlane:
                 agents,
                 writer,
                 leases,
-                settings.node_grace / 3,
+                heartbeat_interval(settings.node_grace),
                 settings.service_cidr,
                 membership,
                 logs=operations.logs.router,
@@ -199,7 +201,13 @@ class ControlPlane:
             controllers = ControllerLoop(
                 cache,
                 [
-                    NodeMonitor(store, cache, settings.node_grace, startup_hold=settings.node_grace + 2),
+                    NodeMonitor(
+                        store,
+                        cache,
+                        settings.node_grace,
+                        startup_hold=settings.node_grace + 2,
+                        mass_failure_share=settings.mass_failure_share,
+                    ),
                     ServiceController(store, cache, events, scheduler, settings.crash_backoff),
                     scheduler,
                     Autoscaler(store, cache, self.metric_source),

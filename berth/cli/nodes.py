@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from berth.api_warnings import warnings_in
 from berth.cli.client import CliContext, api_errors
 from berth.cli.options import command_group
 from berth.cli.output import OutputOption, emit, say
@@ -33,8 +34,11 @@ def list_(
     ContainerInstance objects, under "containerInstances")."""
     cli: CliContext = ctx.obj
     with api_errors(cli):
-        listed = cli.stub.ListNodes(api.ListNodesRequest()).nodes
+        response, call = cli.stub.ListNodes.with_call(api.ListNodesRequest())
+        listed = response.nodes
         arns = cli.arns() if output != "table" else Arns()
+    for warning in warnings_in(call.trailing_metadata()):
+        say(f"warning: {warning}", err=True)
     nodes = [s for s in listed if cluster is None or node_cluster(s.node) == cluster]
     emit(
         output,

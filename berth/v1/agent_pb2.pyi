@@ -313,6 +313,7 @@ class AgentMessage(_message.Message):
     EXEC_OUTPUT_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     METRIC_PUT_FIELD_NUMBER: _builtins.int
+    GOODBYE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
@@ -333,6 +334,10 @@ class AgentMessage(_message.Message):
     def metric_put(self) -> Global___MetricPut:
         """A custom metric a container of one of this node's tasks pushed to the agent."""
 
+    @_builtins.property
+    def goodbye(self) -> Global___Goodbye:
+        """Sent last, before the agent closes its stream on SIGTERM."""
+
     def __init__(
         self,
         *,
@@ -343,12 +348,13 @@ class AgentMessage(_message.Message):
         exec_output: _resources_pb2.ExecOutput | None = ...,
         usage: Global___UsageReport | None = ...,
         metric_put: Global___MetricPut | None = ...,
+        goodbye: Global___Goodbye | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "exec_output", b"exec_output", "heartbeat", b"heartbeat", "hello", b"hello", "log_chunk", b"log_chunk", "metric_put", b"metric_put", "status", b"status", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "exec_output", b"exec_output", "goodbye", b"goodbye", "heartbeat", b"heartbeat", "hello", b"hello", "log_chunk", b"log_chunk", "metric_put", b"metric_put", "status", b"status", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "exec_output", b"exec_output", "heartbeat", b"heartbeat", "hello", b"hello", "log_chunk", b"log_chunk", "metric_put", b"metric_put", "status", b"status", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "exec_output", b"exec_output", "goodbye", b"goodbye", "heartbeat", b"heartbeat", "hello", b"hello", "log_chunk", b"log_chunk", "metric_put", b"metric_put", "status", b"status", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "status", "heartbeat", "log_chunk", "exec_output", "usage", "metric_put"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "status", "heartbeat", "log_chunk", "exec_output", "usage", "metric_put", "goodbye"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -703,3 +709,34 @@ class ContainerSecrets(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ContainerSecrets: _TypeAlias = ContainerSecrets  # noqa: Y015
+
+@_typing.final
+class Goodbye(_message.Message):
+    """The agent is stopping. With `restarting`, the control plane tolerates the
+    node's silence for a bounded window (--agent-restart-grace) instead of
+    judging it after the node grace, so an agent upgrade never costs the host
+    its tasks. An agent killed without a goodbye is judged after the grace.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESTARTING_FIELD_NUMBER: _builtins.int
+    EXPECTED_SECONDS_FIELD_NUMBER: _builtins.int
+    restarting: _builtins.bool
+    expected_seconds: _builtins.int
+    """How long the agent expects to be away (0: unknown); the control plane
+    never tolerates more than its --agent-restart-grace.
+    """
+    def __init__(
+        self,
+        *,
+        restarting: _builtins.bool = ...,
+        expected_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_seconds", b"expected_seconds", "restarting", b"restarting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Goodbye: _TypeAlias = Goodbye  # noqa: Y015

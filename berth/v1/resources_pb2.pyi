@@ -2086,6 +2086,7 @@ class Node(_message.Message):
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
     DOWN_SINCE_FIELD_NUMBER: _builtins.int
     CLUSTER_FIELD_NUMBER: _builtins.int
+    RESTARTING_UNTIL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     address: _builtins.str
@@ -2108,6 +2109,13 @@ class Node(_message.Message):
         longer than the control plane's --node-gc-after are removed.
         """
 
+    @_builtins.property
+    def restarting_until(self) -> _timestamp_pb2.Timestamp:
+        """Set when the node's agent said goodbye because it is restarting: the node
+        monitor tolerates its silence until then (--agent-restart-grace). Cleared
+        when the node beats again.
+        """
+
     def __init__(
         self,
         *,
@@ -2122,10 +2130,11 @@ class Node(_message.Message):
         agent_version: _builtins.str = ...,
         down_since: _timestamp_pb2.Timestamp | None = ...,
         cluster: _builtins.str = ...,
+        restarting_until: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["down_since", b"down_since", "registered_at", b"registered_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["down_since", b"down_since", "registered_at", b"registered_at", "restarting_until", b"restarting_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent_version", b"agent_version", "attributes", b"attributes", "cluster", b"cluster", "cpu_units", b"cpu_units", "down_since", b"down_since", "id", b"id", "memory_mib", b"memory_mib", "name", b"name", "registered_at", b"registered_at", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent_version", b"agent_version", "attributes", b"attributes", "cluster", b"cluster", "cpu_units", b"cpu_units", "down_since", b"down_since", "id", b"id", "memory_mib", b"memory_mib", "name", b"name", "registered_at", b"registered_at", "restarting_until", b"restarting_until", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

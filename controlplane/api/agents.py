@@ -3,7 +3,8 @@
 Down the stream goes the node's full desired state (`controlplane.desired`)
 whenever it changes: every message is a complete snapshot, so a reconnect
 needs no replay. Up come status reports, handed to `controlplane.status`,
-and heartbeats, which refresh the node's lease (`controlplane.liveness`).
+and heartbeats, which refresh the node's lease (`controlplane.liveness`);
+a stopping agent's goodbye opens its restart window there too.
 Custom metrics its tasks pushed go to `controlplane.operations.metrics`.
 Log requests go down the same stream ahead of the next snapshot, and the
 agent's log chunks come up it, routed to their readers (`controlplane.logs`);
@@ -200,6 +201,16 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                     self._metric_put(session.node_id, message.metric_put)
                 elif body == "usage":
                     self._record_usage(session.node_id, message.usage)
+                elif body == "goodbye":
+                    goodbye = message.goodbye
+                    try:
+                        await self._leases.goodbye(
+                            session.node_id, goodbye.restarting, goodbye.expected_seconds
+                        )
+                    except Unavailable as error:
+                        log.warning(
+                            "event=goodbye_not_recorded node=%s error=%r", session.node_id, str(error)
+                        )
                 elif body == "heartbeat":
                     metrics = message.heartbeat.metrics if message.heartbeat.HasField("metrics") else None
                     if metrics is not None and not self._valid(session.node_id, "heartbeat", metrics):

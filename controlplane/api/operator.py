@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 
 from berth import pki
+from berth.api_warnings import WARNING_METADATA
 from berth.ecs.arns import Arns
 from berth.errors import FailedPrecondition
 from berth.v1 import operator_pb2 as api
@@ -220,6 +221,10 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
 
     @grpc_errors
     async def ListNodes(self, request: api.ListNodesRequest, context: Context) -> api.ListNodesResponse:
+        warning = self._ops.nodes.mass_failure()
+        if warning:
+            # Beside the list, not in it: `berth node list` prints it as a warning line.
+            context.set_trailing_metadata(((WARNING_METADATA, f"mass failure suspected {warning}"),))
         return api.ListNodesResponse(nodes=[summary.message() for summary in self._ops.nodes.summaries()])
 
     @grpc_errors

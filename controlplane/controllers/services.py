@@ -50,6 +50,9 @@ class ServiceDecision:
     unhealthy: list[str] = field(default_factory=list)
     # Deregistered tasks wait out their delay: look again as time passes.
     waiting: bool = False
+    # Tasks on DOWN nodes whose replacements serve: recorded STOPPED (NODE_LOST) at once,
+    # since no agent is there to stop them.
+    lost: list[str] = field(default_factory=list)
 
 
 def _stop_preference(task: pb.Task) -> tuple[int, int, int]:
@@ -75,6 +78,7 @@ def decide(
     draining: frozenset[str] = frozenset(),
     gate: backoff.Gate = backoff.OPEN,
     now: float = 0.0,
+    down: frozenset[str] = frozenset(),
 ) -> ServiceDecision:
     """What to start, take out of the endpoints and stop, so the service runs
     `desired_count` healthy tasks of its PRIMARY deployment.
@@ -93,6 +97,14 @@ def decide(
 
     The crash-loop backoff's `gate` holds new tasks back while it waits, and
     a failing service is never in a steady state.
+
+    Tasks on `down` nodes (their agent stopped heartbeating; a subset of
+    `draining`) are moved like those of a draining node: replacements start
+    elsewhere, and each such task that served is declared lost only once the
+    others serving cover the desired count. So when the node comes back
+    first, its tasks count again and the surplus is trimmed from the
+    replacements (unplaced and PENDING ones go first, then the newest): a
+    short outage restarts nothing, and exactly one copy of each survives.
     """
     active = [t for t in tasks if lifecycle.is_active(t)]
     if service.status == pb.SERVICE_DRAINING:
@@ -123,7 +135,9 @@ def decide(
     def retire(task: pb.Task, reason: str = "") -> None:
         # A serving task of a service with endpoints leaves them first.
         leaving.add(task.id)
-        if service.ports and _serving(task) and config.deregistration_delay:
+        if task.node_id in down:
+            decision.lost.append(task.id)  # it serves nobody, and no agent will stop it
+        elif service.ports and _serving(task) and config.deregistration_delay:
             decision.deregister.append(task.id)
         else:
             decision.stop.append(task.id)
@@ -171,6 +185,7 @@ def decide(
             retire(task, reason)
             spare_serving -= 1
     if missing == 0 and not moving and not old and not decision.unhealthy and not decision.waiting:
+        # (A task on a DOWN node is `moving` or `old`: a service with one is never steady.)
         serving_settled = sum(1 for t in settled if _serving(t))
         settled_history = all(t.last_status == pb.STOPPED for t in tasks if not lifecycle.is_active(t))
         decision.steady = serving_settled == desired and settled_history and not gate.failing
@@ -199,7 +214,9 @@ class ServiceController:
         """One pass over every service; returns the highest revision written (0: none)."""
         written = 0
         self._new_tasks: list[Versioned[pb.Task]] = []
-        draining = frozenset(n.value.id for n in self._cache.nodes() if n.value.status == pb.DRAINING)
+        down = frozenset(n.value.id for n in self._cache.nodes() if n.value.status == pb.DOWN)
+        # Tasks on DOWN nodes are moved like those on DRAINING ones (see `decide`).
+        draining = down | frozenset(n.value.id for n in self._cache.nodes() if n.value.status == pb.DRAINING)
         seen = set()
         for versioned in self._cache.services():
             service = versioned.value
@@ -246,7 +263,7 @@ class ServiceController:
                             written = max(written, moved)
                             self._quiet.pop(key, None)
                             continue
-                decision = decide(service, tasks, draining, gate, now)
+                decision = decide(service, tasks, draining, gate, now, down)
                 result = await self._apply(versioned.mod_revision, service, decision)
             except Exception as error:
                 # This service only: the others are still reconciled.
@@ -263,6 +280,7 @@ class ServiceController:
                 and not decision.stop
                 and not decision.unhealthy
                 and not decision.deregister
+                and not decision.lost
                 and not decision.waiting
                 and not gate.failing
             ):
@@ -382,6 +400,19 @@ class ServiceController:
             written = max(written, (await self._stop(decision.stop, reason, decision.reasons))[0])
         if decision.deregister:
             written = max(written, await self._deregister(service, decision.deregister, decision.reasons))
+        if decision.lost:
+            stopped = await self._stop(
+                decision.lost,
+                f"Its node stopped sending heartbeats; replaced by service {service.name}",
+                code=pb.NODE_LOST,
+            )
+            written = max(written, stopped[0])
+            log.warning(
+                "event=tasks_lost cluster=%s service=%s count=%d replaced=true",
+                service.cluster,
+                service.name,
+                len(stopped[1]),
+            )
         if decision.delete_service:
             key = keys.service(service.cluster, service.name)
             deletes = [Delete(key), Delete(keys.events(service.cluster, service.name))]
@@ -473,8 +504,11 @@ class ServiceController:
         reason: str,
         reasons: dict[str, str] | None = None,
         failed_health_check: bool = False,
+        code: pb.StopCode.ValueType = pb.SERVICE_SCHEDULER_INITIATED,
     ) -> tuple[int, list[str]]:
-        """Request the stops; the revision written (0: none) and the ids whose stop was written."""
+        """Request the stops; the revision written (0: none) and the ids whose stop was written.
+
+        code NODE_LOST: the tasks' node is DOWN, so they are recorded STOPPED at once."""
         written = 0
         requested: list[str] = []
         for offset in range(0, len(task_ids), BATCH):
@@ -488,9 +522,9 @@ class ServiceController:
                 # STOPPED right away instead of waiting on an agent.
                 why = (reasons or {}).get(task_id, reason)
                 updated = (
-                    lifecycle.mark_stopped(task, pb.SERVICE_SCHEDULER_INITIATED, why)
-                    if not task.node_id
-                    else lifecycle.request_stop(task, pb.SERVICE_SCHEDULER_INITIATED, why)
+                    lifecycle.mark_stopped(task, code, why)
+                    if not task.node_id or code == pb.NODE_LOST
+                    else lifecycle.request_stop(task, code, why)
                 )
                 if updated is not None:
                     updated.failed_health_check = failed_health_check

@@ -37,6 +37,9 @@ from controlplane.validation.agent_reports import check_registration
 
 log = logging.getLogger(__name__)
 
+# Characters of the mass-failure warning passed to clients.
+MAX_WARNING = 500
+
 # Tasks recorded as lost per transaction when a node is removed with --force.
 LOSE_BATCH = 100
 
@@ -198,6 +201,15 @@ class Nodes:
             self._cache.node(node_id) is not None
             or await self._store.get(keys.node(node_id), pb.Node) is not None
         )
+
+    def mass_failure(self) -> str:
+        """The suspected mass failure under way, as the leader's node monitor recorded it
+        (controllers/nodes.py); "" when there is none. Printable ASCII, for a warning line."""
+        entry = self._cache.raw(keys.mass_failure())
+        if entry is None or not entry.value:
+            return ""
+        text = entry.value.decode("ascii", errors="replace")
+        return "".join(c if " " <= c <= "~" else "?" for c in text)[:MAX_WARNING]
 
     def summaries(self, cluster: str = "") -> list[NodeSummary]:
         """Every node (of `cluster`; "": of all) with its reservations, running tasks and

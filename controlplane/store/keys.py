@@ -15,9 +15,10 @@ identities/NODE_ID              NodeIdentity (the certificate the node holds now
 users/NAME                      User (role, certificate serials)
 secrets/NAME                    Secret (the value only encrypted; NAME may hold '/')
 accesskeys/ID                   AccessKey (the secret only sealed)
+liveness/mass-failure           text: the suspected mass failure under way (absent: none)
 
 Values are the protobuf messages named (berth/v1/resources.proto); alive/,
-placements/, vips/ and leader hold raw bytes.
+placements/, vips/, liveness/ and leader hold raw bytes.
 """
 
 from __future__ import annotations
@@ -106,3 +107,8 @@ def secret(name: str) -> str:
 
 def access_key(key_id: str) -> str:
     return f"{ACCESS_KEYS}{key_id}"
+
+
+def mass_failure() -> str:
+    """Present while the leader's node monitor suspects a mass failure (controllers/nodes.py)."""
+    return "liveness/mass-failure"

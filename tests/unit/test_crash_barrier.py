@@ -198,6 +198,7 @@ async def test_the_node_monitor_skips_a_node_it_fails_on_and_judges_the_rest(
 
     monkeypatch.setattr(monitor, "_lose_tasks", lose_tasks)
     monkeypatch.setattr(nodes, "CONFIRM", 0.0)
+    monkeypatch.setattr(nodes, "settle_seconds", lambda grace: 0.0)
     await monitor.reconcile()  # the liveness keys are missing: both nodes are judged
     await caught_up(cache, store)
 
