@@ -52,15 +52,19 @@ class FailoverStub:
             return method
         return _Retrying(self, name)
 
-    def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], with_call: bool = False) -> Any:
+        def send(index: int) -> Any:
+            method = getattr(self._stub(index), name)
+            return (method.with_call if with_call else method)(*args, **kwargs)
+
         first = self.current
         try:
-            return getattr(self._stub(first), name)(*args, **kwargs)
+            return send(first)
         except grpc.RpcError as error:
             if error.code() not in RETRIED_CODES:  # type: ignore[attr-defined]
                 raise
         self.current = next_server(self._servers, first)
-        return getattr(self._stub(self.current), name)(*args, **kwargs)
+        return send(self.current)
 
 
 class _Retrying:
@@ -72,3 +76,7 @@ class _Retrying:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._stub._call(self._name, args, kwargs)
+
+    def with_call(self, *args: Any, **kwargs: Any) -> Any:
+        """The (response, call) form, for callers that read trailing metadata (warnings)."""
+        return self._stub._call(self._name, args, kwargs, with_call=True)

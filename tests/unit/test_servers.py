@@ -70,8 +70,8 @@ class _Method(grpc.UnaryUnaryMultiCallable):  # type: ignore[misc,type-arg]
             raise _Error(self.replica.fails)
         return f"{self.replica.name}:{request}"
 
-    def with_call(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError
+    def with_call(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        return self(request), f"call on {self.replica.name}"
 
     def future(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
@@ -117,3 +117,11 @@ def test_an_answer_from_the_replica_is_not_retried(code: grpc.StatusCode) -> Non
     with pytest.raises(grpc.RpcError):
         stub.Get("x")
     assert b.calls == 0
+
+
+def test_the_with_call_form_fails_over_too() -> None:
+    # `berth node list` reads trailing metadata (the mass-failure warning) through with_call.
+    a, b = _Replica("a", grpc.StatusCode.UNAVAILABLE), _Replica("b")
+    stub = _stub(a, b)
+    assert stub.Get.with_call("x") == ("b:x", "call on b")
+    assert (a.calls, b.calls) == (1, 1)
