@@ -1,0 +1,72 @@
+"""The long chaos run as a command: brings a lab up, runs the chaos, prints the report, takes the
+lab down (even on failure). Needs root, Docker and the test image (deploy/build-image.sh), like
+every lab; only one lab runs on a machine at a time.
+
+    python -m berth.testing.chaos --rounds 30 [--seed N] [--hosts 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from berth.testing.chaos.run import Settings, run
+from berth.testing.cli import Berth
+from berth.testing.daemons import REPO
+from berth.testing.lab import Lab
+
+GRACE = 3.0
+# Explicit capacity, so placement does not depend on this machine's cores and memory.
+CPU_UNITS = 2048
+MEMORY_MIB = 4096
+
+
+def lab_of(hosts: int, grace: float) -> Lab:
+    """The chaos lab: `hosts` hosts with explicit capacity and a control plane with `grace`."""
+    return Lab(
+        hosts,
+        controlplane_args=("--node-grace", str(grace)),
+        agent_args=("--cpu-units", str(CPU_UNITS), "--memory-mib", str(MEMORY_MIB)),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m berth.testing.chaos",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=None, help="default: random (printed)")
+    parser.add_argument("--hosts", type=int, default=3)
+    parser.add_argument("--grace", type=float, default=GRACE, help="the control plane's --node-grace")
+    parser.add_argument("--settle-timeout", type=float, default=180.0)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("error: the lab needs root (network namespaces, dockerd)")
+    if args.hosts < 2:
+        sys.exit("error: --hosts must be at least 2 (one runs the VIP client and is never crashed)")
+    seed = args.seed if args.seed is not None else random.randrange(1 << 31)
+    subprocess.run(["bash", str(REPO / "deploy" / "build-image.sh")], check=True)
+    lab = lab_of(args.hosts, args.grace)
+    try:
+        lab.up()
+        with tempfile.TemporaryDirectory(prefix="berth-chaos-") as directory:
+            report = run(
+                lab,
+                Berth.of(lab.controlplane),
+                Settings(args.rounds, seed, args.grace, settle_timeout=args.settle_timeout),
+                Path(directory),
+                sys.stdout,
+            )
+    finally:
+        lab.down()
+    sys.exit(1 if report.violations else 0)
+
+
+if __name__ == "__main__":
+    main()
