@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 
 from berth.testing.chaos import Settings, run
-from berth.testing.chaos.__main__ import GRACE, lab_of
-from berth.testing.cli import Berth
+from berth.testing.chaos.run import GRACE, cli_of, lab_of
 from berth.testing.lab import Lab
 
 ROUNDS = int(os.environ.get("BERTH_CHAOS_ROUNDS", "4"))
@@ -45,7 +44,7 @@ def chaos_lab(test_image: str) -> Iterator[Lab]:
 def test_invariants_hold_through_chaos(chaos_lab: Lab, tmp_path: Path) -> None:
     report = run(
         chaos_lab,
-        Berth.of(chaos_lab.controlplane),
+        cli_of(chaos_lab),
         Settings(ROUNDS, SEED, GRACE, settle_timeout=SETTLE_TIMEOUT),
         tmp_path,
         sys.stderr,

@@ -3,11 +3,16 @@ invariants over an observation (berth/testing/chaos)."""
 
 from __future__ import annotations
 
+import signal
+from pathlib import Path
+
 import pytest
 
 from berth.testing.chaos.invariants import ContainerState, Observation, ServiceState, TaskState, violations
 from berth.testing.chaos.ledger import Ledger
 from berth.testing.chaos.schedule import kind_of, schedule
+from berth.testing.chaos.victims import kill_containers
+from berth.testing.lab import LabHost
 
 VICTIMS = ["controlplane", "agent-h1", "agent-h2", "agent-h3", "crash-h2", "crash-h3", "cut-h2", "cut-h3"]
 
@@ -157,3 +162,18 @@ def test_a_deleted_service_must_be_gone_and_an_unacknowledged_delete_may_be_eith
     unsure.record("tmp-1/exists", False, True)
     unsure.record("tmp-1/exists", True, False)
     assert violations(_converged(), unsure) == []
+
+
+def test_a_crashed_host_loses_the_processes_of_its_own_containers_only(tmp_path: Path) -> None:
+    # cgroup v1: the same container's processes are listed under each controller.
+    for controller in ("pids", "memory"):
+        container = tmp_path / controller / "berthlab-h2" / "abc123"
+        container.mkdir(parents=True)
+        (container / "cgroup.procs").write_text("101\n102\n")
+        (tmp_path / controller / "berthlab-h2" / "cgroup.procs").write_text("")
+        other = tmp_path / controller / "berthlab-h3" / "def456"
+        other.mkdir(parents=True)
+        (other / "cgroup.procs").write_text("201\n")
+    killed: list[tuple[int, int]] = []
+    count = kill_containers(LabHost(2, "cp"), lambda pid, sig: killed.append((pid, sig)), tmp_path)
+    assert count == 2 and killed == [(101, signal.SIGKILL), (102, signal.SIGKILL)]

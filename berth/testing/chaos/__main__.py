@@ -15,24 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from berth.testing.chaos.run import Settings, run
-from berth.testing.cli import Berth
+from berth.testing.chaos.run import GRACE, Settings, cli_of, lab_of, run
 from berth.testing.daemons import REPO
-from berth.testing.lab import Lab
-
-GRACE = 3.0
-# Explicit capacity, so placement does not depend on this machine's cores and memory.
-CPU_UNITS = 2048
-MEMORY_MIB = 4096
-
-
-def lab_of(hosts: int, grace: float) -> Lab:
-    """The chaos lab: `hosts` hosts with explicit capacity and a control plane with `grace`."""
-    return Lab(
-        hosts,
-        controlplane_args=("--node-grace", str(grace)),
-        agent_args=("--cpu-units", str(CPU_UNITS), "--memory-mib", str(MEMORY_MIB)),
-    )
 
 
 def main() -> None:
@@ -58,7 +42,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="berth-chaos-") as directory:
             report = run(
                 lab,
-                Berth.of(lab.controlplane),
+                cli_of(lab),
                 Settings(args.rounds, seed, args.grace, settle_timeout=args.settle_timeout),
                 Path(directory),
                 sys.stdout,

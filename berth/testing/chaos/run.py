@@ -33,6 +33,27 @@ from berth.v1 import operator_pb2_grpc
 
 # A victim that does not come back after this many tries breaks the lab, and the run.
 RESTART_TRIES = 3
+# The chaos lab's node grace (as the other lab tests'): downtimes are drawn on both sides of it.
+GRACE = 3.0
+# Explicit capacity, so placement does not depend on this machine's cores and memory.
+CPU_UNITS = 2048
+MEMORY_MIB = 4096
+
+
+def lab_of(hosts: int, grace: float = GRACE) -> Lab:
+    """The lab a chaos run expects: `hosts` hosts with explicit capacity, a control plane with
+    `grace`. (An HA lab, once there is one, is this with replicas=3, etcd_members=3: the victims
+    follow from what the lab has.)"""
+    return Lab(
+        hosts,
+        controlplane_args=("--node-grace", str(grace)),
+        agent_args=("--cpu-units", str(CPU_UNITS), "--memory-mib", str(MEMORY_MIB)),
+    )
+
+
+def cli_of(lab: Lab) -> Berth:
+    """The administrator's CLI on every control-plane address the lab has (lab.server)."""
+    return Berth(lab.server, lab.controlplane.admin_config)
 
 
 @dataclass(frozen=True)

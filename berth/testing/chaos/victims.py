@@ -157,12 +157,14 @@ class EtcdMemberVictim:
         self.member.start()
 
 
-def kill_containers(host: LabHost, kill: Callable[[int, int], None] = os.kill) -> int:
+def kill_containers(
+    host: LabHost, kill: Callable[[int, int], None] = os.kill, cgroups: Path = CGROUP_ROOT
+) -> int:
     """SIGKILL every process in the host's containers (found in the cgroups under the lab's
     --cgroup-parent, so nothing else on the machine is touched); how many were killed."""
     pids: set[int] = set()
     # cgroup v1 lists the same processes under each controller.
-    for procs in CGROUP_ROOT.glob(f"*/berthlab-{host.name}/**/cgroup.procs"):
+    for procs in cgroups.glob(f"*/berthlab-{host.name}/**/cgroup.procs"):
         with contextlib.suppress(OSError):
             pids.update(int(line) for line in procs.read_text().split())
     for pid in sorted(pids):
