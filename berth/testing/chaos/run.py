@@ -25,6 +25,7 @@ from berth.testing.chaos.ledger import Ledger
 from berth.testing.chaos.probe import VipProbe
 from berth.testing.chaos.schedule import Round, kind_of, schedule
 from berth.testing.chaos.victims import Victim, victims_of
+from berth.testing.chaos.watch import DuplicateWatcher
 from berth.testing.chaos.workload import WEB_PORT, Workload
 from berth.testing.cli import Berth
 from berth.testing.lab import Lab
@@ -33,6 +34,8 @@ from berth.v1 import operator_pb2_grpc
 
 # A victim that does not come back after this many tries breaks the lab, and the run.
 RESTART_TRIES = 3
+# Settled means every invariant held in two observations this far apart (not one lucky moment).
+STABLE_FOR = 3.0
 # The chaos lab's node grace (as the other lab tests'): downtimes are drawn on both sides of it.
 GRACE = 3.0
 # Explicit capacity, so placement does not depend on this machine's cores and memory.
@@ -88,6 +91,8 @@ class Report:
     failed: int = 0
     failure_reasons: tuple[str, ...] = ()
     settle_seconds: float = 0.0
+    # Sweeps of every engine for duplicates while the chaos ran.
+    sweeps: int = 0
     violations: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -103,7 +108,8 @@ class Report:
             "  writes: " + ", ".join(f"{kind} {n}" for kind, n in sorted(self.writes.items())),
             f"  VIP client: {self.requests} requests, {self.failed} failed"
             + (f" ({'; '.join(self.failure_reasons)})" if self.failure_reasons else ""),
-            f"  settled in {self.settle_seconds:.1f}s after the last round",
+            f"  settled in {self.settle_seconds:.1f}s after the last round; "
+            f"{self.sweeps} sweeps of the engines for duplicates meanwhile",
         ]
         if self.violations:
             lines += ["  INVARIANTS BROKEN:", *(f"    {v}" for v in self.violations)]
@@ -190,6 +196,7 @@ def run(lab: Lab, berth: Berth, settings: Settings, directory: Path, out: TextIO
     channel = lab.controlplane.admin_channel()
     stub = operator_pb2_grpc.OperatorStub(channel)
     probe: VipProbe | None = None
+    watcher: DuplicateWatcher | None = None
     try:
         took, left = settle(stub, lab, workload.ledger, settings.settle_timeout)
         if left:
@@ -206,6 +213,8 @@ def run(lab: Lab, berth: Berth, settings: Settings, directory: Path, out: TextIO
             max_seconds=3600,
         )
         chaos = _Chaos(victims, plan, say)
+        watcher = DuplicateWatcher(lab, longest=3600 * 6)
+        watcher.start()
         chaos.start()
         steps = random.Random(settings.seed + 3)
         try:
@@ -222,6 +231,11 @@ def run(lab: Lab, berth: Berth, settings: Settings, directory: Path, out: TextIO
             return report
         say("chaos over; waiting for the cluster to settle")
         report.settle_seconds, report.violations = settle(stub, lab, workload.ledger, settings.settle_timeout)
+        # The watcher swept through the settling too: a host back from the dead is when a
+        # superseded copy could start again.
+        watcher.stop()
+        report.sweeps = watcher.sweeps
+        report.violations += watcher.duplicates
         counted = probe.finish()
         report.requests, report.failed, report.failure_reasons = (
             counted.requests,
@@ -239,6 +253,8 @@ def run(lab: Lab, berth: Berth, settings: Settings, directory: Path, out: TextIO
     finally:
         if probe is not None:
             probe.close()
+        if watcher is not None:
+            watcher.stop()
         channel.close()
         for line in report.lines():
             say(line)
@@ -247,19 +263,25 @@ def run(lab: Lab, berth: Berth, settings: Settings, directory: Path, out: TextIO
 def settle(
     stub: operator_pb2_grpc.OperatorStub, lab: Lab, ledger: Ledger, timeout: float
 ) -> tuple[float, list[str]]:
-    """Wait until every invariant holds or `timeout` passes: the seconds it took and what is still
-    broken (empty when everything held)."""
+    """Wait until every invariant holds, twice STABLE_FOR apart, or `timeout` passes: the seconds
+    until they first held for good and what is still broken (empty when everything held)."""
     started = time.monotonic()
-    broken: list[str] = ["nothing observed yet"]
+    held_at: float | None = None
     while True:
         try:
             observed: Observation = observe(stub, lab)
             broken = violations(observed, ledger)
         except grpc.RpcError as error:
             broken = [f"the control plane did not answer: {error.code().name} {error.details()}"]
-        elapsed = time.monotonic() - started
-        if not broken or elapsed > timeout:
-            return elapsed, broken
+        now = time.monotonic()
+        if broken:
+            held_at = None
+        elif held_at is None:
+            held_at = now
+        elif now - held_at >= STABLE_FOR:
+            return held_at - started, []
+        if now - started > timeout + STABLE_FOR:
+            return now - started, broken or ["did not stay settled"]
         time.sleep(1)
 
 
