@@ -3,15 +3,18 @@ invariants over an observation (berth/testing/chaos)."""
 
 from __future__ import annotations
 
+import random
 import signal
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from berth.testing.chaos.invariants import ContainerState, Observation, ServiceState, TaskState, violations
 from berth.testing.chaos.ledger import Ledger
 from berth.testing.chaos.schedule import kind_of, schedule
-from berth.testing.chaos.victims import kill_containers
+from berth.testing.chaos.victims import kill_containers, victims_of
 from berth.testing.lab import LabHost
 
 VICTIMS = ["controlplane", "agent-h1", "agent-h2", "agent-h3", "crash-h2", "crash-h3", "cut-h2", "cut-h3"]
@@ -177,3 +180,29 @@ def test_a_crashed_host_loses_the_processes_of_its_own_containers_only(tmp_path:
     killed: list[tuple[int, int]] = []
     count = kill_containers(LabHost(2, "cp"), lambda pid, sig: killed.append((pid, sig)), tmp_path)
     assert count == 2 and killed == [(101, signal.SIGKILL), (102, signal.SIGKILL)]
+
+
+@dataclass
+class _Member:
+    name: str
+
+
+@dataclass
+class _FakeLab:
+    hosts: list[LabHost]
+    controlplane: object = None
+    replicas: list[object] = field(default_factory=list)
+    etcd: object = None
+
+
+def test_the_victims_follow_from_what_the_lab_has() -> None:
+    hosts = [LabHost(i, "cp") for i in (1, 2, 3)]
+    single = victims_of(_FakeLab(hosts), "h1", random.Random(0))  # type: ignore[arg-type]
+    assert [v.name for v in single] == [
+        "controlplane", "agent-h1", "agent-h2", "crash-h2", "cut-h2", "agent-h3", "crash-h3", "cut-h3",
+    ]  # fmt: skip
+    etcd = SimpleNamespace(members=[_Member("e0"), _Member("e1"), _Member("e2")])
+    ha = _FakeLab(hosts, replicas=[object(), object(), object()], etcd=etcd)
+    names = [v.name for v in victims_of(ha, "h1", random.Random(0))]  # type: ignore[arg-type]
+    assert names[:5] == ["leader", "follower", "etcd-e0", "etcd-e1", "etcd-e2"]
+    assert "controlplane" not in names and "crash-h1" not in names and "cut-h1" not in names

@@ -22,6 +22,9 @@ from types import FrameType
 
 from berth.testing.lab import Lab
 
+# Seconds between two requests.
+INTERVAL = 0.05
+
 
 def ask(vip: str, port: int, timeout: float) -> str:
     """'ok', or 'fail <why>': one HTTP/1.0 GET on a fresh connection."""
@@ -41,7 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("vip")
     parser.add_argument("port", type=int)
-    parser.add_argument("--interval", type=float, default=0.05)
+    parser.add_argument("--interval", type=float, default=INTERVAL)
     parser.add_argument("--timeout", type=float, default=2.0)
     parser.add_argument("--max-requests", type=int, default=20_000)
     parser.add_argument("--max-seconds", type=float, default=1800.0)
@@ -84,6 +87,9 @@ class VipProbe:
             str(port),
             "--max-seconds",
             str(max_seconds),
+            # At most one request per interval: the time bound is the one that counts.
+            "--max-requests",
+            str(int(max_seconds / INTERVAL) + 1),
         ]
         with log.open("w") as out:
             self._process = subprocess.Popen(

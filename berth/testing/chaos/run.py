@@ -210,10 +210,11 @@ def run(lab: Lab, berth: Berth, settings: Settings, directory: Path, out: TextIO
             workload.vip(),
             WEB_PORT,
             directory / "vip-client.log",
-            max_seconds=3600,
+            # Bounded, but never before the chaos and the settling are over.
+            max_seconds=600 + 60 * settings.rounds + 2 * settings.settle_timeout,
         )
         chaos = _Chaos(victims, plan, say)
-        watcher = DuplicateWatcher(lab, longest=3600 * 6)
+        watcher = DuplicateWatcher(lab, longest=600 + 60 * settings.rounds + 2 * settings.settle_timeout)
         watcher.start()
         chaos.start()
         steps = random.Random(settings.seed + 3)

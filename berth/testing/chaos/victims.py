@@ -143,7 +143,10 @@ class ReplicaVictim:
 
 @dataclass
 class EtcdMemberVictim:
-    member: Any  # an etcd member of an HA lab: .name, .kill9(), .start()
+    """One member of an HA lab's etcd cluster (berth.testing.etcd_cluster)."""
+
+    cluster: Any  # EtcdCluster: .members, .wait_healthy(timeout, members)
+    member: Any  # EtcdMember: .name, .kill9(), .start()
 
     @property
     def name(self) -> str:
@@ -155,6 +158,7 @@ class EtcdMemberVictim:
 
     def restart(self) -> None:
         self.member.start()
+        self.cluster.wait_healthy(60, [self.member])
 
 
 def kill_containers(
@@ -183,7 +187,7 @@ def victims_of(lab: Lab, client_host: str, rng: random.Random) -> list[Victim]:
         victims.append(ControlPlaneVictim(lab.controlplane))
     etcd = getattr(lab, "etcd", None)
     if etcd is not None:
-        victims += [EtcdMemberVictim(member) for member in etcd.members]
+        victims += [EtcdMemberVictim(etcd, member) for member in etcd.members]
     for host in lab.hosts:
         victims.append(AgentVictim(lab, host.name))
         if host.name != client_host:
