@@ -13,6 +13,7 @@ import pytest
 
 from berth.testing.chaos.invariants import ContainerState, Observation, ServiceState, TaskState, violations
 from berth.testing.chaos.ledger import Ledger
+from berth.testing.chaos.probe import ProbeCount, parse
 from berth.testing.chaos.schedule import kind_of, schedule
 from berth.testing.chaos.victims import kill_containers, victims_of
 from berth.testing.lab import LabHost
@@ -206,3 +207,14 @@ def test_the_victims_follow_from_what_the_lab_has() -> None:
     names = [v.name for v in victims_of(ha, "h1", random.Random(0))]  # type: ignore[arg-type]
     assert names[:5] == ["leader", "follower", "etcd-e0", "etcd-e1", "etcd-e2"]
     assert "controlplane" not in names and "crash-h1" not in names and "cut-h1" not in names
+
+
+def test_the_vip_clients_output_is_read_back_as_requests() -> None:
+    output = "1.500 ok\n2.000 fail ConnectionRefusedError\n2.5 fail status b'HTTP/1.0 503'\ndone\n3.0 o"
+    requests = parse(output)
+    assert [(r.at, r.ok, r.why) for r in requests] == [
+        (1.5, True, ""),
+        (2.0, False, "ConnectionRefusedError"),
+        (2.5, False, "status b'HTTP/1.0 503'"),
+    ]
+    assert ProbeCount.of(requests) == ProbeCount(3, 2, ("ConnectionRefusedError", "status b'HTTP/1.0 503'"))

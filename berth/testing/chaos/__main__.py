@@ -39,14 +39,16 @@ def main() -> None:
     lab = lab_of(args.hosts, args.grace)
     try:
         lab.up()
-        with tempfile.TemporaryDirectory(prefix="berth-chaos-") as directory:
-            report = run(
-                lab,
-                cli_of(lab),
-                Settings(args.rounds, seed, args.grace, settle_timeout=args.settle_timeout),
-                Path(directory),
-                sys.stdout,
-            )
+        # Kept: the VIP client's log (one line per request) is there.
+        directory = Path(tempfile.mkdtemp(prefix=f"berth-chaos-{seed}-"))
+        print(f"task definitions and the VIP client's log: {directory}", flush=True)
+        report = run(
+            lab,
+            cli_of(lab),
+            Settings(args.rounds, seed, args.grace, settle_timeout=args.settle_timeout),
+            directory,
+            sys.stdout,
+        )
     finally:
         lab.down()
     sys.exit(1 if report.violations else 0)

@@ -1,5 +1,5 @@
 """The VIP client: asks http://VIP:PORT/ over and over, a new TCP connection each time, and
-writes one line per request ("ok" or "fail <why>") to its standard output.
+writes one line per request ("<unix time> ok" or "<unix time> fail <why>") to its standard output.
 
 Runs inside a lab host's network namespace (`VipProbe` starts it there with nsenter), so it
 goes through that host's service rules as any client on the host would. Bounded twice: by
@@ -60,17 +60,46 @@ def main() -> None:
     for _ in range(args.max_requests):
         if stopping or time.monotonic() > deadline:
             break
-        print(ask(args.vip, args.port, args.timeout), flush=True)
+        started = time.time()
+        print(f"{started:.3f} {ask(args.vip, args.port, args.timeout)}", flush=True)
         time.sleep(args.interval)
     print("done", flush=True)
+
+
+@dataclass(frozen=True)
+class Request:
+    at: float  # unix time it started
+    ok: bool
+    why: str  # "" when ok
 
 
 @dataclass(frozen=True)
 class ProbeCount:
     requests: int
     failed: int
-    # The first few distinct reasons, for the report.
+    # The distinct reasons, for the report.
     reasons: tuple[str, ...]
+
+    @classmethod
+    def of(cls, requests: list[Request]) -> ProbeCount:
+        failed = [r.why for r in requests if not r.ok]
+        return cls(len(requests), len(failed), tuple(sorted(set(failed))))
+
+
+def parse(text: str) -> list[Request]:
+    """The probe's output as requests (a torn last line is skipped)."""
+    requests = []
+    for line in text.splitlines():
+        at, _, outcome = line.partition(" ")
+        try:
+            started = float(at)
+        except ValueError:
+            continue
+        if outcome == "ok":
+            requests.append(Request(started, True, ""))
+        elif outcome.startswith("fail"):
+            requests.append(Request(started, False, outcome.removeprefix("fail").strip()))
+    return requests
 
 
 class VipProbe:
@@ -96,16 +125,13 @@ class VipProbe:
                 command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
 
-    def count(self) -> ProbeCount:
-        lines = self.log.read_text(errors="replace").splitlines()
-        results = [line for line in lines if line == "ok" or line.startswith("fail")]
-        failures = [line for line in results if line != "ok"]
-        return ProbeCount(len(results), len(failures), tuple(sorted(set(failures)))[:5])
+    def requests(self) -> list[Request]:
+        return parse(self.log.read_text(errors="replace"))
 
-    def finish(self) -> ProbeCount:
-        """Stop asking and count."""
+    def finish(self) -> list[Request]:
+        """Stop asking; every request made."""
         self.close()
-        return self.count()
+        return self.requests()
 
     def close(self) -> None:
         if self._process.poll() is None:

@@ -22,7 +22,7 @@ import grpc
 
 from berth.testing.chaos.invariants import Observation, observe, violations
 from berth.testing.chaos.ledger import Ledger
-from berth.testing.chaos.probe import VipProbe
+from berth.testing.chaos.probe import ProbeCount, Request, VipProbe
 from berth.testing.chaos.schedule import Round, kind_of, schedule
 from berth.testing.chaos.victims import Victim, victims_of
 from berth.testing.chaos.watch import DuplicateWatcher
@@ -77,9 +77,13 @@ class Settings:
 class RoundResult:
     round: Round
     killed: str = ""
+    # Unix time of the kill.
+    killed_at: float = 0.0
     # Seconds from the kill until the victim served again.
     back_after: float = 0.0
     error: str = ""
+    # The VIP client's requests from this kill to the next (to the end of the settling for the last).
+    vip: ProbeCount = field(default_factory=lambda: ProbeCount(0, 0, ()))
 
 
 @dataclass
@@ -87,6 +91,8 @@ class Report:
     seed: int
     rounds: list[RoundResult] = field(default_factory=list)
     writes: Counter[str] = field(default_factory=Counter)
+    # The VIP client's requests before the first kill (with no victim, none should fail).
+    calm_vip: ProbeCount = field(default_factory=lambda: ProbeCount(0, 0, ()))
     requests: int = 0
     failed: int = 0
     failure_reasons: tuple[str, ...] = ()
@@ -102,12 +108,14 @@ class Report:
             f"({', '.join(f'{kind} {n}' for kind, n in sorted(victims.items()))})",
             *(
                 f"  round {r.round.index:>3}: {r.round.victim:<14} down {r.round.down:>4.1f}s, "
-                f"back after {r.back_after:>5.1f}s" + (f"  ERROR {r.error}" if r.error else "")
+                f"back after {r.back_after:>5.1f}s, VIP {r.vip.failed:>3} of {r.vip.requests:>4} failed"
+                + (f"  ERROR {r.error.splitlines()[0][:200]}" if r.error else "")
                 for r in self.rounds
             ),
             "  writes: " + ", ".join(f"{kind} {n}" for kind, n in sorted(self.writes.items())),
             f"  VIP client: {self.requests} requests, {self.failed} failed"
-            + (f" ({'; '.join(self.failure_reasons)})" if self.failure_reasons else ""),
+            + (f" ({'; '.join(self.failure_reasons[:5])})" if self.failure_reasons else "")
+            + f"; before the first kill {self.calm_vip.failed} of {self.calm_vip.requests}",
             f"  settled in {self.settle_seconds:.1f}s after the last round; "
             f"{self.sweeps} sweeps of the engines for duplicates meanwhile",
         ]
@@ -154,6 +162,7 @@ class _Chaos(threading.Thread):
             self.results.append(result)
             victim = self.victims[planned.victim]
             started = time.monotonic()
+            result.killed_at = time.time()
             try:
                 result.killed = victim.kill()
                 self.say(f"round {planned.index}: killed {result.killed}; back in {planned.down}s")
@@ -237,7 +246,11 @@ def run(lab: Lab, berth: Berth, settings: Settings, directory: Path, out: TextIO
         watcher.stop()
         report.sweeps = watcher.sweeps
         report.violations += watcher.duplicates
-        counted = probe.finish()
+        requests = probe.finish()
+        _attribute(report.rounds, requests)
+        first_kill = report.rounds[0].killed_at if report.rounds else float("inf")
+        report.calm_vip = ProbeCount.of([r for r in requests if r.at < first_kill])
+        counted = ProbeCount.of(requests)
         report.requests, report.failed, report.failure_reasons = (
             counted.requests,
             counted.failed,
@@ -259,6 +272,13 @@ def run(lab: Lab, berth: Berth, settings: Settings, directory: Path, out: TextIO
         channel.close()
         for line in report.lines():
             say(line)
+
+
+def _attribute(rounds: list[RoundResult], requests: list[Request]) -> None:
+    """Each round's share of the VIP client's requests: from its kill to the next one."""
+    for index, result in enumerate(rounds):
+        until = rounds[index + 1].killed_at if index + 1 < len(rounds) else float("inf")
+        result.vip = ProbeCount.of([r for r in requests if result.killed_at <= r.at < until])
 
 
 def settle(

@@ -73,7 +73,8 @@ class AgentVictim:
 
 @dataclass
 class HostCrashVictim:
-    """A host losing power: its agent, its engine and every container process die at once."""
+    """A host losing power: its agent, its engine and every container process die at once.
+    (Containers' shims outlive it, as they do dockerd's own crash; the processes they ran do not.)"""
 
     lab: Lab
     host: str
@@ -84,15 +85,28 @@ class HostCrashVictim:
 
     def kill(self) -> str:
         self.lab.agents[self.host].kill9()
-        self.lab.dockerds[self.host].kill9()
+        self._kill_engine()
         killed = kill_containers(self.lab.host(self.host))
         return f"{self.host}'s agent, engine and {killed} container processes"
 
     def restart(self) -> None:
         host = self.lab.host(self.host)
         self.lab.dockerds[self.host].start()
-        host.wait_docker()
+        try:
+            host.wait_docker()
+        except RuntimeError:
+            # Leave nothing half-started for the next try.
+            self._kill_engine()
+            raise
         self.lab.start_agent(self.host).wait_registered(timeout=60)
+
+    def _kill_engine(self) -> None:
+        """dockerd and the containerd it started (by the pid file in its exec root): a containerd
+        outliving its dockerd would keep the next dockerd from starting its own."""
+        self.lab.dockerds[self.host].kill9()
+        pid_file = self.lab.host(self.host).run_dir / "exec" / "containerd" / "containerd.pid"
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
 
 
 @dataclass
