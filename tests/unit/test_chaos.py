@@ -218,3 +218,8 @@ def test_the_vip_clients_output_is_read_back_as_requests() -> None:
         (2.5, False, "status b'HTTP/1.0 503'"),
     ]
     assert ProbeCount.of(requests) == ProbeCount(3, 2, ("ConnectionRefusedError", "status b'HTTP/1.0 503'"))
+
+
+def test_the_longest_outage_is_the_longest_stretch_of_failed_requests() -> None:
+    requests = parse("1.0 fail A\n1.5 fail A\n2.0 ok\n3.0 fail B\n4.0 fail B\n5.2 fail B\n6.0 ok\n7.0 fail C")
+    assert ProbeCount.of(requests).longest_outage == pytest.approx(2.2)

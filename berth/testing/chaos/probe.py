@@ -79,11 +79,24 @@ class ProbeCount:
     failed: int
     # The distinct reasons, for the report.
     reasons: tuple[str, ...]
+    # The longest stretch of consecutive failed requests, in seconds from the first to the last.
+    longest_outage: float = 0.0
 
     @classmethod
     def of(cls, requests: list[Request]) -> ProbeCount:
         failed = [r.why for r in requests if not r.ok]
-        return cls(len(requests), len(failed), tuple(sorted(set(failed))))
+        return cls(len(requests), len(failed), tuple(sorted(set(failed))), longest_outage(requests))
+
+
+def longest_outage(requests: list[Request]) -> float:
+    longest, first = 0.0, None
+    for request in requests:
+        if request.ok:
+            first = None
+            continue
+        first = request.at if first is None else first
+        longest = max(longest, request.at - first)
+    return longest
 
 
 def parse(text: str) -> list[Request]:

@@ -9,7 +9,9 @@ stays on the calling thread (the CLI runner swaps sys.stdout, so only one thread
 
 from __future__ import annotations
 
+import contextlib
 import random
+import shutil
 import threading
 import time
 from collections import Counter
@@ -96,6 +98,8 @@ class Report:
     requests: int = 0
     failed: int = 0
     failure_reasons: tuple[str, ...] = ()
+    # Seconds of the longest stretch of consecutive failed VIP requests.
+    longest_outage: float = 0.0
     settle_seconds: float = 0.0
     # Sweeps of every engine for duplicates while the chaos ran.
     sweeps: int = 0
@@ -109,12 +113,14 @@ class Report:
             *(
                 f"  round {r.round.index:>3}: {r.round.victim:<14} down {r.round.down:>4.1f}s, "
                 f"back after {r.back_after:>5.1f}s, VIP {r.vip.failed:>3} of {r.vip.requests:>4} failed"
+                + (f" (outage {r.vip.longest_outage:.1f}s)" if r.vip.longest_outage >= 1 else "")
                 + (f"  ERROR {r.error.splitlines()[0][:200]}" if r.error else "")
                 for r in self.rounds
             ),
             "  writes: " + ", ".join(f"{kind} {n}" for kind, n in sorted(self.writes.items())),
             f"  VIP client: {self.requests} requests, {self.failed} failed"
             + (f" ({'; '.join(self.failure_reasons[:5])})" if self.failure_reasons else "")
+            + f"; longest outage {self.longest_outage:.1f}s"
             + f"; before the first kill {self.calm_vip.failed} of {self.calm_vip.requests}",
             f"  settled in {self.settle_seconds:.1f}s after the last round; "
             f"{self.sweeps} sweeps of the engines for duplicates meanwhile",
@@ -222,6 +228,7 @@ def run(lab: Lab, berth: Berth, settings: Settings, directory: Path, out: TextIO
             # Bounded, but never before the chaos and the settling are over.
             max_seconds=600 + 60 * settings.rounds + 2 * settings.settle_timeout,
         )
+        _wait_answering(probe, 20, settings.settle_timeout)
         chaos = _Chaos(victims, plan, say)
         watcher = DuplicateWatcher(lab, longest=600 + 60 * settings.rounds + 2 * settings.settle_timeout)
         watcher.start()
@@ -251,10 +258,11 @@ def run(lab: Lab, berth: Berth, settings: Settings, directory: Path, out: TextIO
         first_kill = report.rounds[0].killed_at if report.rounds else float("inf")
         report.calm_vip = ProbeCount.of([r for r in requests if r.at < first_kill])
         counted = ProbeCount.of(requests)
-        report.requests, report.failed, report.failure_reasons = (
+        report.requests, report.failed, report.failure_reasons, report.longest_outage = (
             counted.requests,
             counted.failed,
             counted.reasons,
+            counted.longest_outage,
         )
         if counted.requests < 100:
             report.violations.append(f"the VIP client made only {counted.requests} requests")
@@ -270,6 +278,7 @@ def run(lab: Lab, berth: Berth, settings: Settings, directory: Path, out: TextIO
         if watcher is not None:
             watcher.stop()
         channel.close()
+        _keep_logs(lab, directory / "logs")
         for line in report.lines():
             say(line)
 
@@ -304,6 +313,26 @@ def settle(
         if now - started > timeout + STABLE_FOR:
             return now - started, broken or ["did not stay settled"]
         time.sleep(1)
+
+
+def _wait_answering(probe: VipProbe, least: int, timeout: float) -> None:
+    """Until the VIP client has had `least` answers in a row (it runs, the VIP works)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        requests = probe.requests()
+        if len(requests) >= least and all(r.ok for r in requests[-least:]):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the VIP client had no {least} answers in a row in {timeout}s")
+
+
+def _keep_logs(lab: Lab, directory: Path) -> None:
+    """The daemons' logs, before the lab goes (its down() removes them)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    daemons = {"controlplane": lab.controlplane, **{f"agent-{h}": a for h, a in lab.agents.items()}}
+    for name, daemon in daemons.items():
+        with contextlib.suppress(OSError):
+            shutil.copy(daemon.log_path, directory / f"{name}.log")
 
 
 def _wait_endpoints(stub: operator_pb2_grpc.OperatorStub, service: str, least: int, timeout: float) -> None:

@@ -74,12 +74,21 @@ class Shape:
     initial: int
     lowest: int
     highest: int
-    ports: tuple[str, ...] = ()
+    # Further `service create` options.
+    options: tuple[str, ...] = ()
 
 
 SHAPES = (
-    # Never below 2: the VIP client should always have an endpoint on a host that survives.
-    Shape("web", web_revision, initial=3, lowest=2, highest=5, ports=(f"{WEB_PORT}:http",)),
+    # Spread over the zones (one host each) and never below 2, as a service meant to survive a
+    # host would be run: one host down leaves the VIP client an endpoint.
+    Shape(
+        "web",
+        web_revision,
+        initial=3,
+        lowest=2,
+        highest=5,
+        options=("--port", f"{WEB_PORT}:http", "--placement-strategy", "type=spread,field=attribute:zone"),
+    ),
     Shape("worker", lambda v: sleeper_revision("worker", v), initial=2, lowest=0, highest=5),
 )
 
@@ -104,10 +113,9 @@ class Workload:
         """Register the first revisions and create the long-lived services (these must succeed)."""
         for shape in SHAPES:
             self.berth.ok(*self._register_args(shape.name, shape.revision(1)))
-            ports = [arg for port in shape.ports for arg in ("--port", port)]
             self.berth.ok(
                 "service", "create", "--name", shape.name, "--task-definition", f"{shape.name}:1",
-                "--desired-count", str(shape.initial), *ports,
+                "--desired-count", str(shape.initial), *shape.options,
             )  # fmt: skip
             self.ledger.record(f"{shape.name}/exists", True, True)
             self.ledger.record(f"{shape.name}/count", shape.initial, True)
