@@ -217,7 +217,9 @@ def test_the_vip_clients_output_is_read_back_as_requests() -> None:
         (2.0, False, "ConnectionRefusedError"),
         (2.5, False, "status b'HTTP/1.0 503'"),
     ]
-    assert ProbeCount.of(requests) == ProbeCount(3, 2, ("ConnectionRefusedError", "status b'HTTP/1.0 503'"))
+    assert ProbeCount.of(requests) == ProbeCount(
+        3, 2, ("ConnectionRefusedError", "status b'HTTP/1.0 503'"), longest_outage=0.5
+    )
 
 
 def test_the_longest_outage_is_the_longest_stretch_of_failed_requests() -> None:
