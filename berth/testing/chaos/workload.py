@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,6 +77,8 @@ class Shape:
     highest: int
     # Further `service create` options.
     options: tuple[str, ...] = ()
+    # Seconds between two deployments, at least.
+    deploy_every: float = 0.0
 
 
 SHAPES = (
@@ -88,6 +91,9 @@ SHAPES = (
         lowest=2,
         highest=5,
         options=("--port", f"{WEB_PORT}:http", "--placement-strategy", "type=spread,field=attribute:zone"),
+        # Its health check runs every 5 s: a deployment every second or two would keep replacing
+        # tasks before any became healthy, an outage of the workload's own making.
+        deploy_every=10.0,
     ),
     Shape("worker", lambda v: sleeper_revision("worker", v), initial=2, lowest=0, highest=5),
 )
@@ -106,6 +112,8 @@ class Workload:
         self._versions = {shape.name: 1 for shape in SHAPES}
         self._tmp_serial = 0
         self._tmp: str | None = None
+        # When each service's last deployment was asked for (time.monotonic()).
+        self._deployed: dict[str, float] = {}
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -132,11 +140,16 @@ class Workload:
         """One write, chosen at random; a line saying what and whether it was acknowledged."""
         roll = self.rng.random()
         shape = self.rng.choice(SHAPES)
-        if roll < 0.4:
-            return self.scale(shape, self.rng.randint(shape.lowest, shape.highest))
-        if roll < 0.75:
+        if 0.4 <= roll < 0.75 and self._may_deploy(shape):
             return self.deploy(shape)
+        if roll < 0.75:
+            return self.scale(shape, self.rng.randint(shape.lowest, shape.highest))
         return self.churn()
+
+    def _may_deploy(self, shape: Shape) -> bool:
+        """A service deploys at most once per its `deploy_every` seconds (web: longer than a new
+        task takes to pass its health check, so rollouts overlap sometimes but not always)."""
+        return time.monotonic() - self._deployed.get(shape.name, -1e9) >= shape.deploy_every
 
     def scale(self, shape: Shape, count: int) -> str:
         result = self.berth("service", "update", shape.name, "--desired-count", str(count))
@@ -152,6 +165,7 @@ class Workload:
             # Perhaps registered, perhaps not: the next deploy registers a newer one either way.
             return self._line("register", f"{shape.name} v{version}", registered.exit_code, registered.stderr)
         self._versions[shape.name] = version
+        self._deployed[shape.name] = time.monotonic()
         definition = f"{shape.name}:{found.group(1)}"
         result = self.berth("service", "update", shape.name, "--task-definition", definition)
         self.ledger.record(f"{shape.name}/taskdef", definition, result.exit_code == 0)
