@@ -50,4 +50,6 @@ def test_invariants_hold_through_chaos(chaos_lab: Lab, tmp_path: Path) -> None:
         sys.stderr,
     )
     assert len(report.rounds) == ROUNDS
-    assert not report.violations, "\n".join(report.lines())
+    assert not report.violations, "\n".join(
+        [*report.lines(), f"(the daemons' logs and the VIP client's are in {tmp_path})"]
+    )
