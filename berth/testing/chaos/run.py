@@ -133,7 +133,7 @@ class Report:
         else:
             lines.append(
                 "  invariants held: desired counts (Berth and engines), no task twice, "
-                "no acknowledged write lost, nothing stuck, VIP failures bounded"
+                "no acknowledged write lost, nothing stuck, VIP failures bounded and none once settled"
             )
         return lines
 
@@ -256,6 +256,12 @@ def run(lab: Lab, berth: Berth, settings: Settings, directory: Path, out: TextIO
         watcher.stop()
         report.sweeps = watcher.sweeps
         report.violations += watcher.duplicates
+        if not report.violations:
+            # Settled, every host back: the VIP must answer every request again.
+            try:
+                _wait_answering(probe, 20, 30)
+            except RuntimeError as error:
+                report.violations.append(f"after the settling, {error}")
         requests = probe.finish()
         _attribute(report.rounds, requests)
         first_kill = report.rounds[0].killed_at if report.rounds else float("inf")
@@ -320,13 +326,14 @@ def settle(
         time.sleep(1)
 
 
-def _wait_answering(probe: VipProbe, least: int, timeout: float) -> None:
-    """Until the VIP client has had `least` answers in a row (it runs, the VIP works)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        requests = probe.requests()
+def _wait_answering(probe: VipProbe, least: int, timeout: float) -> float:
+    """Until the VIP client has had `least` answers in a row from now on (it runs, the VIP works);
+    the seconds it took."""
+    started, since = time.monotonic(), time.time()
+    while time.monotonic() < started + timeout:
+        requests = [r for r in probe.requests() if r.at >= since]
         if len(requests) >= least and all(r.ok for r in requests[-least:]):
-            return
+            return time.monotonic() - started
         time.sleep(0.2)
     raise RuntimeError(f"the VIP client had no {least} answers in a row in {timeout}s")
 
