@@ -256,6 +256,10 @@ def run(lab: Lab, berth: Berth, settings: Settings, directory: Path, out: TextIO
         watcher.stop()
         report.sweeps = watcher.sweeps
         report.violations += watcher.duplicates
+        if watcher.error or watcher.sweeps < len(report.rounds):
+            report.violations.append(
+                watcher.error or f"the duplicate watcher swept only {watcher.sweeps} times"
+            )
         if not report.violations:
             # Settled, every host back: the VIP must answer every request again.
             try:

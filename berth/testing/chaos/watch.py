@@ -28,31 +28,36 @@ class DuplicateWatcher(threading.Thread):
         self.sweeps = 0
         # "task T on h1, h2" lines, each once.
         self.duplicates: list[str] = []
+        self.error = ""
         self._stopping = threading.Event()
 
     def run(self) -> None:
-        engines = {h.name: docker.DockerClient(base_url=h.docker_url, timeout=3) for h in self.lab.hosts}
         deadline = time.monotonic() + self.longest
         try:
             while not self._stopping.is_set() and time.monotonic() < deadline:
-                self._sweep(engines)
+                self._sweep()
                 self._stopping.wait(SWEEP_INTERVAL)
-        finally:
-            for engine in engines.values():
-                engine.close()
+        except BaseException as error:  # handed to the run: a dead watcher must fail it
+            self.error = f"the duplicate watcher died: {type(error).__name__}: {error}"
 
-    def _sweep(self, engines: dict[str, docker.DockerClient]) -> None:
+    def _sweep(self) -> None:
         seen: Counter[tuple[str, str]] = Counter()
-        for name, engine in engines.items():
+        for host in self.lab.hosts:
             try:
-                listed = engine.api.containers(filters={"label": LABEL_TASK_ID, "status": "running"})
-            except Exception:  # an engine the chaos took down, or a host cut off: skip it this sweep
+                # A client per sweep: making one asks the engine its API version, and the
+                # engine may be the one the chaos took down.
+                engine = docker.DockerClient(base_url=host.docker_url, timeout=3)
+                try:
+                    listed = engine.api.containers(filters={"label": LABEL_TASK_ID, "status": "running"})
+                finally:
+                    engine.close()
+            except Exception:  # an engine down or cut off (docker's and requests' errors alike): skipped
                 continue
             for summary in listed:
-                seen[((summary.get("Labels") or {})[LABEL_TASK_ID], name)] += 1
+                seen[((summary.get("Labels") or {})[LABEL_TASK_ID], host.name)] += 1
         hosts: dict[str, list[str]] = {}
-        for (task_id, host), count in seen.items():
-            hosts.setdefault(task_id, []).extend([host] * count)
+        for (task_id, host_name), count in seen.items():
+            hosts.setdefault(task_id, []).extend([host_name] * count)
         for task_id, where in sorted(hosts.items()):
             line = f"task {task_id} ran {len(where)} times at once (on {', '.join(sorted(where))})"
             if len(where) > 1 and line not in self.duplicates:
