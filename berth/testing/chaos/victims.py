@@ -17,6 +17,7 @@ import contextlib
 import os
 import random
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,7 +94,8 @@ class HostCrashVictim:
         host = self.lab.host(self.host)
         self.lab.dockerds[self.host].start()
         try:
-            host.wait_docker()
+            # Sooner than the lab's 60 s: a dockerd that did not start in 20 is tried again.
+            host.wait_docker(timeout=20)
         except RuntimeError:
             # Leave nothing half-started for the next try.
             self._kill_engine()
@@ -106,7 +108,12 @@ class HostCrashVictim:
         self.lab.dockerds[self.host].kill9()
         pid_file = self.lab.host(self.host).run_dir / "exec" / "containerd" / "containerd.pid"
         with contextlib.suppress(OSError, ValueError):
-            os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+            pid = int(pid_file.read_text().strip())
+            os.kill(pid, signal.SIGKILL)
+            # Dead (a zombie at most) before a new dockerd starts its own on the same socket.
+            deadline = time.monotonic() + 10
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
 
 
 @dataclass
@@ -173,6 +180,13 @@ class EtcdMemberVictim:
     def restart(self) -> None:
         self.member.start()
         self.cluster.wait_healthy(60, [self.member])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def kill_containers(
