@@ -27,6 +27,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--seed", type=int, default=None, help="default: random (printed)")
     parser.add_argument("--hosts", type=int, default=3)
+    parser.add_argument(
+        "--single", action="store_true", help="one control plane with its embedded etcd, not the HA lab"
+    )
     parser.add_argument("--grace", type=float, default=GRACE, help="the control plane's --node-grace")
     parser.add_argument("--settle-timeout", type=float, default=180.0)
     args = parser.parse_args()
@@ -36,7 +39,7 @@ def main() -> None:
         sys.exit("error: --hosts must be at least 2 (one runs the VIP client and is never crashed)")
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     subprocess.run(["bash", str(REPO / "deploy" / "build-image.sh")], check=True)
-    lab = lab_of(args.hosts, args.grace)
+    lab = lab_of(args.hosts, args.grace, ha=not args.single)
     try:
         lab.up()
         # Kept: the VIP client's log (one line per request) is there.

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import docker
 
+from berth.tasklist import all_tasks
 from berth.testing.chaos.ledger import Ledger
 from berth.testing.lab import Lab
 from berth.v1 import operator_pb2 as api
@@ -201,7 +202,7 @@ def observe(stub: operator_pb2_grpc.OperatorStub, lab: Lab, cluster: str = "defa
             pb.DesiredStatus.Name(t.desired_status).removeprefix("DESIRED_"),
             names.get(t.node_id, t.node_id),
         )
-        for t in stub.ListTasks(api.ListTasksRequest(cluster=cluster), timeout=10).tasks
+        for t in all_tasks(stub, api.ListTasksRequest(cluster=cluster, page_size=1000), timeout=10)
         if t.last_status != pb.STOPPED
     )
     return Observation(services, tasks, tuple(engine_containers(lab)), nodes)

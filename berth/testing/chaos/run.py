@@ -45,14 +45,16 @@ CPU_UNITS = 2048
 MEMORY_MIB = 4096
 
 
-def lab_of(hosts: int, grace: float = GRACE) -> Lab:
-    """The lab a chaos run expects: `hosts` hosts with explicit capacity, a control plane with
-    `grace`. (An HA lab, once there is one, is this with replicas=3, etcd_members=3: the victims
-    follow from what the lab has.)"""
+def lab_of(hosts: int, grace: float = GRACE, ha: bool = True) -> Lab:
+    """The lab a chaos run expects: `hosts` hosts with explicit capacity and a control plane with
+    `grace`; highly available by default (3 etcd members, 3 replicas), so the leader, a follower
+    and each etcd member are victims too (`victims_of` follows from what the lab has)."""
     return Lab(
         hosts,
         controlplane_args=("--node-grace", str(grace)),
         agent_args=("--cpu-units", str(CPU_UNITS), "--memory-mib", str(MEMORY_MIB)),
+        replicas=3 if ha else 1,
+        etcd_members=3 if ha else 0,
     )
 
 

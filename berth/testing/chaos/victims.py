@@ -21,9 +21,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from berth.testing.daemons import ControlPlaneProcess
+from berth.testing.etcd_cluster import EtcdCluster, EtcdMember
 from berth.testing.lab import Lab, LabHost
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -139,7 +140,7 @@ class HostCutVictim:
 class ReplicaVictim:
     """A control-plane replica of an HA lab, chosen when killed: the leader, or a follower."""
 
-    lab: Any  # an HA lab: .replicas and .leader()
+    lab: Lab  # an HA lab: more than one replica
     leader: bool
     rng: random.Random
     _killed: ControlPlaneProcess | None = field(default=None, repr=False)
@@ -166,8 +167,8 @@ class ReplicaVictim:
 class EtcdMemberVictim:
     """One member of an HA lab's etcd cluster (berth.testing.etcd_cluster)."""
 
-    cluster: Any  # EtcdCluster: .members, .wait_healthy(timeout, members)
-    member: Any  # EtcdMember: .name, .kill9(), .start()
+    cluster: EtcdCluster
+    member: EtcdMember
 
     @property
     def name(self) -> str:
@@ -208,14 +209,12 @@ def kill_containers(
 def victims_of(lab: Lab, client_host: str, rng: random.Random) -> list[Victim]:
     """Every victim the lab offers (see the module's docstring)."""
     victims: list[Victim] = []
-    replicas = getattr(lab, "replicas", None)
-    if replicas and len(replicas) > 1:
+    if len(lab.replicas) > 1:
         victims += [ReplicaVictim(lab, leader=True, rng=rng), ReplicaVictim(lab, leader=False, rng=rng)]
     else:
         victims.append(ControlPlaneVictim(lab.controlplane))
-    etcd = getattr(lab, "etcd", None)
-    if etcd is not None:
-        victims += [EtcdMemberVictim(etcd, member) for member in etcd.members]
+    if lab.etcd is not None:
+        victims += [EtcdMemberVictim(lab.etcd, member) for member in lab.etcd.members]
     for host in lab.hosts:
         victims.append(AgentVictim(lab, host.name))
         if host.name != client_host:
