@@ -23,6 +23,7 @@ from agent.session import AGENT_VERSION, ControlPlaneSession
 from agent.supervisor import TaskSupervisor
 from berth import logs, pki
 from berth.errors import BerthError
+from berth.looplag import LoopLagMonitor
 from berth.names import DEFAULT_CLUSTER, check_dns_label
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
@@ -185,6 +186,10 @@ def main(argv: list[str] | None = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        # A thousand agents share this one loop: a stall here delays their heartbeats,
+        # which the control plane cannot tell from its own (logged, to tell the two apart).
+        lag = LoopLagMonitor(name="hollow")
+        lag_task = asyncio.create_task(lag.run(), name="loop-lag")
         join = JoinSettings(
             args.join_server or credentials.default_join_address(args.server),
             args.join_token,
@@ -202,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
             stop,
             args.cluster,
         )
+        lag_task.cancel()
+        log.warning("event=hollow_stopped loop_lag_max_ms=%.0f", lag.worst * 1000)
 
     try:
         asyncio.run(run())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from berth.errors import Unavailable
 from berth.v1 import resources_pb2 as pb
@@ -24,8 +25,17 @@ log = logging.getLogger(__name__)
 
 
 class NodeLeases:
-    def __init__(self, store: StoreAPI, cache: ClusterCache, grace: float) -> None:
+    def __init__(
+        self,
+        store: StoreAPI,
+        cache: ClusterCache,
+        grace: float,
+        keep_alive_stream: Callable[[], KeepAlive] | None = None,
+    ) -> None:
         self._store = store
+        # Where keep-alives go: by default a stream on the store's connection; the control
+        # plane gives one driven from a thread of its own (controlplane.keepalive).
+        self._new_keep_alive_stream = keep_alive_stream or store.keep_alive_stream
         self._cache = cache
         # etcd leases have whole-second TTLs, and etcd enforces a minimum of ~2 s.
         self._ttl = max(2, round(grace))
@@ -91,7 +101,7 @@ class NodeLeases:
 
     def _keep_alive(self, lease: int) -> None:
         if self._stream_task is None or self._stream_task.done():
-            self._keep_alive_stream = self._store.keep_alive_stream()
+            self._keep_alive_stream = self._new_keep_alive_stream()
             self._stream_task = asyncio.create_task(
                 self._stream(self._keep_alive_stream), name="lease-keepalive"
             )
