@@ -57,8 +57,10 @@ class ThreadedKeepAlive:
     the stream breaks; cancelling `run` stops the thread.
     """
 
-    def __init__(self, connect: Callable[[], KeepAliveSource]) -> None:
+    def __init__(self, connect: Callable[[], KeepAliveSource], every_reply: bool = False) -> None:
         self._connect = connect
+        # False: only expiries are handed back (node leases); True: every reply (the leader's lease).
+        self._every_reply = every_reply
         self._lock = threading.Lock()
         self._pending: dict[int, None] = {}  # lease ids to send, in order, each once
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -85,13 +87,15 @@ class ThreadedKeepAlive:
     async def run(self, on_reply: Callable[[int, int], None]) -> None:
         """Carry refreshes to etcd until the stream breaks (Unavailable) or this is cancelled.
 
-        `on_reply` hears of leases etcd answered with TTL 0 or less (expired), on the caller's loop.
+        `on_reply` hears, on the caller's loop, of leases etcd answered with TTL 0 or less
+        (expired), or of every reply when made with `every_reply`.
         """
         caller = asyncio.get_running_loop()
         ended: asyncio.Future[None] = caller.create_future()
 
         def expired(lease_id: int, ttl: int) -> None:
-            caller.call_soon_threadsafe(on_reply, lease_id, ttl)
+            with contextlib.suppress(RuntimeError):  # the caller's loop has closed
+                caller.call_soon_threadsafe(on_reply, lease_id, ttl)
 
         def finish(error: BaseException | None) -> None:
             if ended.done():
@@ -140,7 +144,7 @@ class ThreadedKeepAlive:
         stream = store.keep_alive_stream()
 
         def on_reply(lease_id: int, ttl: int) -> None:
-            if ttl <= 0:
+            if ttl <= 0 or self._every_reply:
                 expired(lease_id, ttl)
 
         sender = asyncio.create_task(stream.run(on_reply))

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import re
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from prometheus_client import start_http_server
@@ -23,6 +25,10 @@ from controlplane.validation.images import normalize_registries
 from controlplane.validation.volume_drivers import normalize_drivers
 
 log = logging.getLogger("controlplane")
+
+# Seconds SIGTERM leaves the clean shutdown; then the process exits anyway. Nothing
+# acknowledged is lost: etcd holds it (the embedded etcd dies with this process).
+STOP_DEADLINE = 8.0
 
 _ECS_REGION = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
 _ECS_ACCOUNT = re.compile(r"[0-9]{12}")
@@ -285,7 +291,7 @@ def _aws_profile_dir(flag: str | None, admin_config: Path | None) -> Path | None
     return home.parents[2] / ".aws"  # ~/.config/berth/config -> ~/.aws
 
 
-async def serve(settings: ControlPlaneSettings) -> None:
+async def serve(settings: ControlPlaneSettings, stop_deadline: float = STOP_DEADLINE) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -295,7 +301,30 @@ async def serve(settings: ControlPlaneSettings) -> None:
         await plane.start()
         await stop.wait()
     finally:
-        await plane.stop()
+        # A thread of its own: it fires even if the event loop never gets a turn again.
+        deadline = threading.Timer(stop_deadline, _exit_abandoning, (loop, stop_deadline))
+        deadline.daemon = True
+        deadline.start()
+        try:
+            await plane.stop()
+        finally:
+            deadline.cancel()
+
+
+def _exit_abandoning(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+    """The clean shutdown overran its deadline: say what it left running, and exit."""
+    try:
+        # Read from another thread: good enough for a last log line.
+        abandoned = sorted({task.get_name() for task in asyncio.all_tasks(loop)})
+    except RuntimeError:
+        abandoned = []
+    log.error(
+        "event=stop_deadline_passed seconds=%.0f action=exit abandoned=%s",
+        seconds,
+        ",".join(abandoned[:20]) or "-",
+    )
+    logging.shutdown()
+    os._exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -114,15 +114,16 @@ class ControlPlane:
         events = EventLog(store)
         writer = self._writer = StatusWriter(store, cache)
         writer.start()
-        prefix = settings.key_prefix
+
+        def keep_alive_connection() -> Store:
+            return Store(endpoints, prefix=settings.key_prefix, tls=etcd_tls)
+
         leases = self._leases = NodeLeases(
             store,
             cache,
             settings.node_grace,
             # Off the event loop: placement load must not starve the nodes' keep-alives.
-            keep_alive_stream=lambda: ThreadedKeepAlive(
-                lambda: Store(endpoints, prefix=prefix, tls=etcd_tls)
-            ),
+            keep_alive_stream=lambda: ThreadedKeepAlive(keep_alive_connection),
         )
         operations = Operations.build(
             store,
@@ -231,7 +232,12 @@ class ControlPlane:
             )
             await controllers.run()
 
-        self._election = LeaderElection(store, settings.identity, settings.leader_ttl)
+        self._election = LeaderElection(
+            store,
+            settings.identity,
+            settings.leader_ttl,
+            keep_alive_stream=lambda: ThreadedKeepAlive(keep_alive_connection, every_reply=True),
+        )
         self._election_task = asyncio.create_task(self._election.run(lead), name="election")
         log.info(
             "event=controlplane_started listen=%s etcd=%s embedded=%s",

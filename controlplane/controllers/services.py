@@ -19,6 +19,7 @@ from controlplane import backoff, deployments, lifecycle, rebalance
 from controlplane.cache import ClusterCache
 from controlplane.controllers.barrier import Barrier
 from controlplane.controllers.scheduling import SchedulingController
+from controlplane.controllers.slices import Slicer
 from controlplane.endpoints import serves_health
 from controlplane.events import EventLog
 from controlplane.recovery import RecoveryClock
@@ -201,7 +202,11 @@ class ServiceController:
         self._new_tasks: list[Versioned[pb.Task]] = []
         draining = frozenset(n.value.id for n in self._cache.nodes() if n.value.status == pb.DRAINING)
         seen = set()
+        # Deciding a service of 1,000 tasks (and probing where a copy would go) takes tens of
+        # milliseconds: the event loop gets a turn between services once a slice is used up.
+        slicer = Slicer()
         for versioned in self._cache.services():
+            await slicer.turn()
             service = versioned.value
             key = (service.cluster, service.name)
             seen.add(key)
