@@ -23,6 +23,7 @@ from agent.session import AGENT_VERSION, ControlPlaneSession
 from agent.supervisor import TaskSupervisor
 from berth import logs, pki
 from berth.errors import BerthError
+from berth.gcpauses import quiet_gc
 from berth.looplag import LoopLagMonitor
 from berth.names import DEFAULT_CLUSTER, check_dns_label
 from berth.v1 import agent_pb2 as agent_pb
@@ -190,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
         # which the control plane cannot tell from its own (logged, to tell the two apart).
         lag = LoopLagMonitor(name="hollow")
         lag_task = asyncio.create_task(lag.run(), name="loop-lag")
+        quiet_gc()
         join = JoinSettings(
             args.join_server or credentials.default_join_address(args.server),
             args.join_token,

@@ -16,6 +16,7 @@ from prometheus_client import start_http_server
 
 from berth import logs
 from berth.errors import BerthError
+from berth.gcpauses import quiet_gc
 from controlplane import tls
 from controlplane.config import ControlPlaneSettings, default_ecs_listen
 from controlplane.limits import parse_ports
@@ -299,6 +300,7 @@ async def serve(settings: ControlPlaneSettings, stop_deadline: float = STOP_DEAD
     plane = ControlPlane(settings)
     try:
         await plane.start()
+        quiet_gc()
         await stop.wait()
     finally:
         # A thread of its own: it fires even if the event loop never gets a turn again.
