@@ -134,7 +134,27 @@ class SchedulingController:
             await slicer.turn()
         return states
 
+    async def warm(self) -> None:
+        """Rebuild the cached state of every node whose tasks changed, giving the event loop
+        turns, so that a `probe` (synchronous) right after only copies it."""
+        slicer = Slicer(PLAN_SLICE)
+        for versioned in self._cache.nodes():
+            self._pristine(versioned)
+            await slicer.turn()
+
     def _node_state(self, versioned: Versioned[pb.Node]) -> NodeState:
+        pristine = self._pristine(versioned)
+        # The planner reserves on its copy; the cached state stays as etcd has it.
+        return NodeState(
+            pristine.node,
+            pristine.cpu_free,
+            pristine.memory_free,
+            set(pristine.ports_used),
+            Counter(pristine.tasks_by_group),
+            pristine.task_count,
+        )
+
+    def _pristine(self, versioned: Versioned[pb.Node]) -> NodeState:
         node = versioned.value
         version = (versioned.mod_revision, *self._cache.node_tasks_version(node.id))
         cached = self._node_states.get(node.id)
@@ -148,16 +168,7 @@ class SchedulingController:
                         # Its reservation is unknown; the node's other tasks still count.
                         self._barrier.note("task", task.value.id, error)
             cached = self._node_states[node.id] = (version, state)
-        pristine = cached[1]
-        # The planner reserves on its copy; the cached state stays as etcd has it.
-        return NodeState(
-            pristine.node,
-            pristine.cpu_free,
-            pristine.memory_free,
-            set(pristine.ports_used),
-            Counter(pristine.tasks_by_group),
-            pristine.task_count,
-        )
+        return cached[1]
 
     async def reconcile(self) -> int:
         pending = self._cache.unplaced_tasks()

@@ -283,6 +283,8 @@ class ServiceController:
 
     async def _rebalance(self, service: pb.Service, tasks: list[pb.Task]) -> int:
         """Mark one task to move when the scheduler would put a copy on an emptier node."""
+        # The probe below is synchronous: what it would rebuild is rebuilt here, in slices.
+        await self._scheduler.warm()
         nodes = {n.value.id: n.value for n in self._cache.nodes()}
         live = [t for t in tasks if t.last_status != pb.STOPPED]
         choice = rebalance.pick(live, nodes, self._scheduler.probe)
