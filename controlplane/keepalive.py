@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from berth.errors import Unavailable
+from berth.looplag import LoopLagMonitor
 from controlplane.store import KeepAlive
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,9 @@ class ThreadedKeepAlive:
                 expired(lease_id, ttl)
 
         sender = asyncio.create_task(stream.run(on_reply))
+        # This loop's own lateness: what a keep-alive waits here after the hand-over (stalls logged).
+        lag = LoopLagMonitor(name="lease-keepalive")
+        watching = asyncio.create_task(lag.run())
         try:
             while not sender.done():
                 waker = asyncio.create_task(wake.wait())
@@ -163,6 +167,8 @@ class ThreadedKeepAlive:
             sender.result()  # its Unavailable, if it broke
             raise Unavailable("etcd ended the keep-alive stream")
         finally:
+            watching.cancel()
+            lag.summary()
             with self._lock:
                 self._loop = self._wake = None
             sender.cancel()
