@@ -108,8 +108,11 @@ def test_placement_load_starves_no_liveness_path_and_sigterm_stops_it(tmp_path: 
         listings: list[int] = []
 
         def list_tasks() -> None:
-            while not listing.wait(1.0):
+            # The first at once, while the scale-up is placed; then every second.
+            while True:
                 listings.append(berth("task", "list").exit_code)
+                if listing.wait(1.0):
+                    return
 
         lister = threading.Thread(target=list_tasks, daemon=True)
         lister.start()
