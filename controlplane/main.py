@@ -298,16 +298,25 @@ async def serve(settings: ControlPlaneSettings, stop_deadline: float = STOP_DEAD
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     plane = ControlPlane(settings)
+    # SIGTERM during start-up (etcd slow to come up, say) stops it too.
+    starting = asyncio.create_task(plane.start(), name="start")
+    stopping = asyncio.create_task(stop.wait(), name="wait-for-signal")
     try:
-        await plane.start()
-        quiet_gc()
-        await stop.wait()
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()  # a failed start raises here
+            quiet_gc()
+            await stopping
     finally:
         # A thread of its own: it fires even if the event loop never gets a turn again.
         deadline = threading.Timer(stop_deadline, _exit_abandoning, (loop, stop_deadline))
         deadline.daemon = True
         deadline.start()
         try:
+            stopping.cancel()
+            if not starting.done():
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
             await plane.stop()
         finally:
             deadline.cancel()
