@@ -140,7 +140,7 @@ class ThreadedKeepAlive:
         wake = asyncio.Event()
         with self._lock:
             self._loop, self._wake = asyncio.get_running_loop(), wake
-            if self._pending:
+            if self._pending or self._stopping:  # asked for (or stopped) while connecting
                 wake.set()
         stream = store.keep_alive_stream()
 

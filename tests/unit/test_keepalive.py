@@ -125,3 +125,17 @@ async def test_a_broken_stream_ends_run_with_unavailable() -> None:
     keeper = ThreadedKeepAlive(lambda: FakeSource(broken=True))
     with pytest.raises(Unavailable, match="keep-alive broke"):
         await asyncio.wait_for(keeper.run(lambda lease, ttl: None), 10)
+
+
+async def test_cancelled_while_connecting_the_thread_still_ends() -> None:
+    class SlowSource(FakeSource):
+        async def connect(self) -> None:
+            await asyncio.sleep(0.3)
+
+    keeper = ThreadedKeepAlive(SlowSource)
+    task = await _running(keeper, lambda lease, ttl: None)
+    await asyncio.sleep(0.05)  # the thread is connecting
+    started = asyncio.get_running_loop().time()
+    await _stop(task)
+    assert asyncio.get_running_loop().time() - started < 5, "not left to the join's timeout"
+    assert not [t for t in threading.enumerate() if t.name == "lease-keepalive"]
