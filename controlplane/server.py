@@ -236,7 +236,7 @@ class ControlPlane:
             store,
             settings.identity,
             settings.leader_ttl,
-            keep_alive_stream=lambda: ThreadedKeepAlive(keep_alive_connection, every_reply=True),
+            keep_alive_stream=lambda: ThreadedKeepAlive(keep_alive_connection, every_reply=True, streams=1),
         )
         self._election_task = asyncio.create_task(self._election.run(lead), name="election")
         log.info(
