@@ -23,6 +23,8 @@ from agent.session import AGENT_VERSION, ControlPlaneSession
 from agent.supervisor import TaskSupervisor
 from berth import logs, pki
 from berth.errors import BerthError
+from berth.gcpauses import quiet_gc
+from berth.looplag import LoopLagMonitor
 from berth.names import DEFAULT_CLUSTER, check_dns_label
 from berth.servers import parse_servers
 from berth.v1 import agent_pb2 as agent_pb
@@ -186,6 +188,11 @@ def main(argv: list[str] | None = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        # A thousand agents share this one loop: a stall here delays their heartbeats,
+        # which the control plane cannot tell from its own (logged, to tell the two apart).
+        lag = LoopLagMonitor(name="hollow")
+        lag_task = asyncio.create_task(lag.run(), name="loop-lag")
+        quiet_gc()
         join = JoinSettings(
             # Hollow nodes fetch the CA and join through one listener: the first.
             parse_servers(args.join_server)[0]
@@ -206,6 +213,8 @@ def main(argv: list[str] | None = None) -> None:
             stop,
             args.cluster,
         )
+        lag_task.cancel()
+        log.warning("event=hollow_stopped loop_lag_max_ms=%.0f", lag.worst * 1000)
 
     try:
         asyncio.run(run())

@@ -11,8 +11,15 @@ etcd itself to time placements as they are committed:
   API latency      a trivial call (ListClusters) every 50 ms meanwhile: how long anything
                    waiting on the control plane's event loop (lease keep-alives, heartbeats,
                    the CLI) waited at worst
+  loop lag         the worst lateness of the control plane's event loop (its own monitor,
+                   berth_event_loop_lag_max_seconds): what a lease keep-alive or a heartbeat
+                   waited at worst; and the same for the hollow agents' process, whose
+                   stalls delay their heartbeats just as well
   node_down        healthy hosts declared lost, and leadership lost, under the load: a run
                    with any of either counts as failed
+
+Meanwhile a thread lists one service's tasks (ListTasks, as `berth task list --service`)
+every second, as an operator would during an incident.
 
 Run: python bench/scheduler.py --agents 1000 --services 100 --tasks-per-service 100
 Small (CI) size: --agents 50 --services 10 --tasks-per-service 100
@@ -24,15 +31,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import platform
+import re
 import tempfile
 import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
 
-from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess, JoinFlags
+from berth.testing.daemons import ControlPlaneProcess, HollowAgentsProcess, JoinFlags, free_port
 from berth.v1 import operator_pb2 as api
 from berth.v1 import operator_pb2_grpc
 from berth.v1 import resources_pb2 as pb
@@ -40,13 +49,16 @@ from controlplane.store import Store, keys
 
 
 class LatencyProbe:
-    """Calls ListClusters every 50 ms on a thread of its own and keeps each call's milliseconds."""
+    """Calls ListClusters every 50 ms on a thread of its own and keeps each call's milliseconds;
+    another thread lists one service's tasks every second meanwhile."""
 
     def __init__(self, stub: operator_pb2_grpc.OperatorStub) -> None:
         self._stub = stub
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._lister = threading.Thread(target=self._list_tasks, daemon=True)
         self.samples: list[float] = []
+        self.listings = 0
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
@@ -54,12 +66,19 @@ class LatencyProbe:
             self._stub.ListClusters(api.ListClustersRequest(), timeout=60)
             self.samples.append((time.perf_counter() - started) * 1000)
 
+    def _list_tasks(self) -> None:
+        while not self._stop.wait(1.0):
+            self._stub.ListTasks(api.ListTasksRequest(cluster="default", service="svc-0"), timeout=60)
+            self.listings += 1
+
     def start(self) -> None:
         self._thread.start()
+        self._lister.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(70)
+        self._lister.join(70)
 
     def percentile(self, share: float) -> float:
         ordered = sorted(self.samples) or [0.0]
@@ -71,6 +90,20 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def loop_lag_max_ms(metrics_address: str) -> float:
+    """The control plane's worst event-loop lateness so far, from its Prometheus endpoint."""
+    with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    found = re.search(r"^berth_event_loop_lag_max_seconds (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) * 1000 if found else float("nan")
+
+
+def hollow_lag_max_ms(log_text: str) -> float:
+    """The hollow agents' process's worst event-loop lateness, from the line it logs as it stops."""
+    found = re.findall(r"event=hollow_stopped loop_lag_max_ms=(\d+)", log_text)
+    return float(found[-1]) if found else float("nan")
 
 
 def wait_nodes(stub: operator_pb2_grpc.OperatorStub, count: int, timeout: float) -> float:
@@ -141,10 +174,13 @@ def main() -> None:
     options = parser.parse_args()
     total = options.services * options.tasks_per_service
 
+    metrics_address = f"127.0.0.1:{free_port()}"
     with tempfile.TemporaryDirectory(prefix="berth-bench-") as scratch:
         plane = ControlPlaneProcess(
             Path(scratch) / "cp",
             [
+                "--metrics-listen",
+                metrics_address,
                 "--scheduler-sample-size",
                 str(options.sample_size),
                 "--node-grace",
@@ -228,8 +264,11 @@ def main() -> None:
             process = psutil.Process(plane.process.pid)
             cp_rss = peak_rss_mib(process.pid)
             etcd_rss = max((peak_rss_mib(c.pid) for c in process.children()), default=0.0)
+            cp_lag = loop_lag_max_ms(metrics_address)
         finally:
             hollow.stop()
+            hollow_log = hollow.log_path.read_text(errors="replace") if hollow.log_path.exists() else ""
+            hollow_lag = hollow_lag_max_ms(hollow_log)
             plane.stop()
             # Healthy hosts declared lost, and leadership lost, under this load: a run with any
             # is a failed run (the control plane starved its own liveness paths).
@@ -263,6 +302,10 @@ def main() -> None:
         f"API latency while placing (ListClusters every 50 ms, {len(probe.samples)} calls): "
         f"median {probe.percentile(50):.1f} ms, p99 {probe.percentile(99):.1f} ms, "
         f"max {probe.percentile(100):.1f} ms"
+    )
+    print(
+        f"event loop lag, worst: control plane {cp_lag:.0f} ms (whole run, start-up and joins included), "
+        f"hollow agents' process {hollow_lag:.0f} ms; {probe.listings} task listings meanwhile"
     )
     print(f"node_down events: {node_downs}; leadership losses: {leadership_losses}")
     failed = node_downs or leadership_losses

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from berth.clock import now
 from berth.errors import Unavailable
@@ -54,8 +55,12 @@ class NodeLeases:
         cache: ClusterCache,
         grace: float,
         restart_grace: float = DEFAULT_RESTART_GRACE,
+        keep_alive_stream: Callable[[], KeepAlive] | None = None,
     ) -> None:
         self._store = store
+        # Where keep-alives go: by default a stream on the store's connection; the control
+        # plane gives one driven from a thread of its own (controlplane.keepalive).
+        self._new_keep_alive_stream = keep_alive_stream or store.keep_alive_stream
         self._cache = cache
         self._grace = grace
         self._restart_grace = restart_grace
@@ -155,7 +160,7 @@ class NodeLeases:
 
     def _keep_alive(self, lease: int) -> None:
         if self._stream_task is None or self._stream_task.done():
-            self._keep_alive_stream = self._store.keep_alive_stream()
+            self._keep_alive_stream = self._new_keep_alive_stream()
             self._stream_task = asyncio.create_task(
                 self._stream(self._keep_alive_stream), name="lease-keepalive"
             )

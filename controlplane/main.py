@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import re
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from prometheus_client import start_http_server
 
 from berth import logs
 from berth.errors import BerthError
+from berth.gcpauses import quiet_gc
 from controlplane import tls
 from controlplane.config import ControlPlaneSettings, default_ecs_listen
 from controlplane.limits import parse_ports
@@ -23,6 +26,10 @@ from controlplane.validation.images import normalize_registries
 from controlplane.validation.volume_drivers import normalize_drivers
 
 log = logging.getLogger("controlplane")
+
+# Seconds SIGTERM leaves the clean shutdown; then the process exits anyway. Nothing
+# acknowledged is lost: etcd holds it (the embedded etcd dies with this process).
+STOP_DEADLINE = 8.0
 
 _ECS_REGION = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
 _ECS_ACCOUNT = re.compile(r"[0-9]{12}")
@@ -315,17 +322,50 @@ def _aws_profile_dir(flag: str | None, admin_config: Path | None) -> Path | None
     return home.parents[2] / ".aws"  # ~/.config/berth/config -> ~/.aws
 
 
-async def serve(settings: ControlPlaneSettings) -> None:
+async def serve(settings: ControlPlaneSettings, stop_deadline: float = STOP_DEADLINE) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     plane = ControlPlane(settings)
+    # SIGTERM during start-up (etcd slow to come up, say) stops it too.
+    starting = asyncio.create_task(plane.start(), name="start")
+    stopping = asyncio.create_task(stop.wait(), name="wait-for-signal")
     try:
-        await plane.start()
-        await stop.wait()
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()  # a failed start raises here
+            quiet_gc()
+            await stopping
     finally:
-        await plane.stop()
+        # A thread of its own: it fires even if the event loop never gets a turn again.
+        deadline = threading.Timer(stop_deadline, _exit_abandoning, (loop, stop_deadline))
+        deadline.daemon = True
+        deadline.start()
+        try:
+            stopping.cancel()
+            if not starting.done():
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
+            await plane.stop()
+        finally:
+            deadline.cancel()
+
+
+def _exit_abandoning(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+    """The clean shutdown overran its deadline: say what it left running, and exit."""
+    try:
+        # Read from another thread: good enough for a last log line.
+        abandoned = sorted({task.get_name() for task in asyncio.all_tasks(loop)})
+    except RuntimeError:
+        abandoned = []
+    log.error(
+        "event=stop_deadline_passed seconds=%.0f action=exit abandoned=%s",
+        seconds,
+        ",".join(abandoned[:20]) or "-",
+    )
+    logging.shutdown()
+    os._exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

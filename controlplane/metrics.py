@@ -68,3 +68,11 @@ AGENT_STREAMS = Gauge(
     "Agent streams open on this replica (a reconnecting node may briefly hold two; "
     "berth_agents_connected counts nodes)",
 )
+LOOP_LAG = Histogram(
+    "berth_event_loop_lag_seconds",
+    "How late the event loop ran a timer that was due (what a lease keep-alive or a heartbeat waited)",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+LOOP_LAG_MAX = Gauge(
+    "berth_event_loop_lag_max_seconds", "The worst lateness of the event loop since this replica started"
+)

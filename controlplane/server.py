@@ -18,6 +18,7 @@ from berth.ecs.arns import Arns
 from berth.errors import BerthError
 from berth.files import private_dir, write_private
 from berth.grpc_options import SERVER_OPTIONS
+from berth.looplag import LoopLagMonitor
 from berth.v1 import agent_pb2_grpc, operator_pb2_grpc
 from berth.v1 import resources_pb2 as pb
 from controlplane import tls
@@ -39,10 +40,12 @@ from controlplane.custom_metrics import CustomMetrics
 from controlplane.ecs.backend import Backend
 from controlplane.ecs.server import EcsApi
 from controlplane.events import EventLog
+from controlplane.keepalive import ThreadedKeepAlive
 from controlplane.leader import LeaderElection
 from controlplane.limits import Limits, TokenBucket, port_policy
 from controlplane.liveness import NodeLeases, heartbeat_interval
 from controlplane.metric_sources import ServiceMetrics, UsageMetrics
+from controlplane.metrics import LOOP_LAG, LOOP_LAG_MAX
 from controlplane.operations import Operations
 from controlplane.operations.access_keys import AccessKeys
 from controlplane.operations.clusters import ensure_default_cluster
@@ -83,9 +86,14 @@ class ControlPlane:
         # What the autoscaler observes (controlplane/autoscaling.py).
         self.metric_source: MetricSource = NoMetrics()
         self._usage_collector: UsageCollector | None = None
+        self.loop_lag = LoopLagMonitor(
+            observe=LOOP_LAG.observe, on_worst=LOOP_LAG_MAX.set, name="controlplane"
+        )
+        self._loop_lag_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         settings = self.settings
+        self._loop_lag_task = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
         private_dir(settings.data_dir)
         endpoints = settings.etcd_endpoints
         etcd_tls = settings.etcd_tls
@@ -106,8 +114,17 @@ class ControlPlane:
         events = EventLog(store)
         writer = self._writer = StatusWriter(store, cache)
         writer.start()
+
+        def keep_alive_connection() -> Store:
+            return Store(endpoints, prefix=settings.key_prefix, tls=etcd_tls)
+
         leases = self._leases = NodeLeases(
-            store, cache, settings.node_grace, restart_grace=settings.agent_restart_grace
+            store,
+            cache,
+            settings.node_grace,
+            restart_grace=settings.agent_restart_grace,
+            # Off the event loop: placement load must not starve the nodes' keep-alives.
+            keep_alive_stream=lambda: ThreadedKeepAlive(keep_alive_connection),
         )
         operations = Operations.build(
             store,
@@ -222,7 +239,12 @@ class ControlPlane:
             )
             await controllers.run()
 
-        self._election = LeaderElection(store, settings.identity, settings.leader_ttl)
+        self._election = LeaderElection(
+            store,
+            settings.identity,
+            settings.leader_ttl,
+            keep_alive_stream=lambda: ThreadedKeepAlive(keep_alive_connection, every_reply=True, streams=1),
+        )
         self._election_task = asyncio.create_task(self._election.run(lead), name="election")
         log.info(
             "event=controlplane_started listen=%s etcd=%s embedded=%s",
@@ -330,4 +352,9 @@ class ControlPlane:
         if self._usage_collector is not None:
             REGISTRY.unregister(self._usage_collector)
             self._usage_collector = None
+        if self._loop_lag_task is not None:
+            self._loop_lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_lag_task
+            self.loop_lag.summary()
         log.info("event=controlplane_stopped")

@@ -20,6 +20,7 @@ from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
 from controlplane.controllers.barrier import Barrier
+from controlplane.controllers.slices import Slicer
 from controlplane.events import EventLog
 from controlplane.metrics import PLACEMENT_CONFLICTS, PLACEMENT_FAILURES, PLACEMENTS
 from controlplane.scheduler.model import (
@@ -118,34 +119,56 @@ class SchedulingController:
 
     def snapshot(self) -> list[NodeState]:
         """Every node's free resources; rebuilt only for nodes whose tasks changed."""
+        return [self._node_state(versioned) for versioned in self._cache.nodes()]
+
+    async def sliced_snapshot(self) -> list[NodeState]:
+        """`snapshot`, giving the event loop a turn every PLAN_SLICE: after a burst of placements
+        every node's state is rebuilt, and at 1,000 nodes with 10,000 tasks that took 0.5 s.
+
+        The nodes are read once, up front: a node the cache learns of meanwhile is left for the
+        next pass; one whose tasks change meanwhile is caught by the placement commit's check."""
+        slicer = Slicer(PLAN_SLICE)
         states = []
         for versioned in self._cache.nodes():
-            node = versioned.value
-            version = (versioned.mod_revision, *self._cache.node_tasks_version(node.id))
-            cached = self._node_states.get(node.id)
-            if cached is None or cached[0] != version:
-                state = NodeState(node, cpu_free=node.cpu_units, memory_free=node.memory_mib)
-                for task in self._cache.tasks_on_node(node.id):
-                    if lifecycle.holds_resources(task.value):
-                        try:
-                            state.reserve(self._request(task.value))
-                        except Exception as error:
-                            # Its reservation is unknown; the node's other tasks still count.
-                            self._barrier.note("task", task.value.id, error)
-                cached = self._node_states[node.id] = (version, state)
-            pristine = cached[1]
-            # The planner reserves on its copy; the cached state stays as etcd has it.
-            states.append(
-                NodeState(
-                    pristine.node,
-                    pristine.cpu_free,
-                    pristine.memory_free,
-                    set(pristine.ports_used),
-                    Counter(pristine.tasks_by_group),
-                    pristine.task_count,
-                )
-            )
+            states.append(self._node_state(versioned))
+            await slicer.turn()
         return states
+
+    async def warm(self) -> None:
+        """Rebuild the cached state of every node whose tasks changed, giving the event loop
+        turns, so that a `probe` (synchronous) right after only copies it."""
+        slicer = Slicer(PLAN_SLICE)
+        for versioned in self._cache.nodes():
+            self._pristine(versioned)
+            await slicer.turn()
+
+    def _node_state(self, versioned: Versioned[pb.Node]) -> NodeState:
+        pristine = self._pristine(versioned)
+        # The planner reserves on its copy; the cached state stays as etcd has it.
+        return NodeState(
+            pristine.node,
+            pristine.cpu_free,
+            pristine.memory_free,
+            set(pristine.ports_used),
+            Counter(pristine.tasks_by_group),
+            pristine.task_count,
+        )
+
+    def _pristine(self, versioned: Versioned[pb.Node]) -> NodeState:
+        node = versioned.value
+        version = (versioned.mod_revision, *self._cache.node_tasks_version(node.id))
+        cached = self._node_states.get(node.id)
+        if cached is None or cached[0] != version:
+            state = NodeState(node, cpu_free=node.cpu_units, memory_free=node.memory_mib)
+            for task in self._cache.tasks_on_node(node.id):
+                if lifecycle.holds_resources(task.value):
+                    try:
+                        state.reserve(self._request(task.value))
+                    except Exception as error:
+                        # Its reservation is unknown; the node's other tasks still count.
+                        self._barrier.note("task", task.value.id, error)
+            cached = self._node_states[node.id] = (version, state)
+        return cached[1]
 
     async def reconcile(self) -> int:
         pending = self._cache.unplaced_tasks()
@@ -188,19 +211,16 @@ class SchedulingController:
         planned for PLAN_SLICE seconds, so none of those waits behind a big pass (before, a pass
         of 1,000 tasks on 1,000 nodes held the loop long enough for healthy nodes to be declared
         DOWN and leadership to be lost)."""
-        planner = Planner(self.snapshot(), self._sample_size, self._rng)
+        planner = Planner(await self.sliced_snapshot(), self._sample_size, self._rng)
         plan = Plan()
-        loop = asyncio.get_running_loop()
-        slice_started = loop.time()
+        slicer = Slicer(PLAN_SLICE)
         for request in requests:
             try:
                 record(plan, planner.place(request))
             except Exception as error:
                 task = tasks[request.task_id]
                 await self._barrier.contain("task", task.id, error, _service_of(task))
-            if loop.time() - slice_started >= PLAN_SLICE:
-                await asyncio.sleep(0)
-                slice_started = loop.time()
+            await slicer.turn()
         return plan
 
     async def _stop_unplaced(self, tasks: list[Versioned[pb.Task]]) -> int:

@@ -19,6 +19,7 @@ from controlplane import backoff, deployments, lifecycle, rebalance
 from controlplane.cache import ClusterCache
 from controlplane.controllers.barrier import Barrier
 from controlplane.controllers.scheduling import SchedulingController
+from controlplane.controllers.slices import Slicer
 from controlplane.endpoints import serves_health
 from controlplane.events import EventLog
 from controlplane.recovery import RecoveryClock
@@ -218,7 +219,11 @@ class ServiceController:
         # Tasks on DOWN nodes are moved like those on DRAINING ones (see `decide`).
         draining = down | frozenset(n.value.id for n in self._cache.nodes() if n.value.status == pb.DRAINING)
         seen = set()
+        # Deciding a service of 1,000 tasks (and probing where a copy would go) takes tens of
+        # milliseconds: the event loop gets a turn between services once a slice is used up.
+        slicer = Slicer()
         for versioned in self._cache.services():
+            await slicer.turn()
             service = versioned.value
             key = (service.cluster, service.name)
             seen.add(key)
@@ -296,6 +301,8 @@ class ServiceController:
 
     async def _rebalance(self, service: pb.Service, tasks: list[pb.Task]) -> int:
         """Mark one task to move when the scheduler would put a copy on an emptier node."""
+        # The probe below is synchronous: what it would rebuild is rebuilt here, in slices.
+        await self._scheduler.warm()
         nodes = {n.value.id: n.value for n in self._cache.nodes()}
         live = [t for t in tasks if t.last_status != pb.STOPPED]
         choice = rebalance.pick(live, nodes, self._scheduler.probe)
