@@ -59,8 +59,13 @@ UNSAFE_CATEGORIES = ("Cc", "Cs", "Zl", "Zp")
 FORGED = "x\n level=error event=forged \x1b]0;title\x07 [bold]red\x1b[31m"
 
 
+# Unicode's Bidi_Control property (PropList.txt), written out here independently of berth.safetext:
+# each can reorder what a terminal shows.
+BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
 def controls(text: str) -> list[str]:
-    return [c for c in text if unicodedata.category(c) in UNSAFE_CATEGORIES or c in "\u202e\u2066"]
+    return [c for c in text if unicodedata.category(c) in UNSAFE_CATEGORIES or c in BIDI_CONTROLS]
 
 
 @settings(max_examples=800, deadline=None)
