@@ -97,7 +97,9 @@ def test_a_40_kb_expression_is_refused_at_once() -> None:
     started = time.perf_counter()
     with pytest.raises(InvalidArgument, match="the limit is 2000"):
         parse_expression("attribute:a" + " " * 20_000 + "in" + " " * 20_000 + "x\ny")
-    assert time.perf_counter() - started < 0.01
+    # Refused by its length before any parsing: a regex backtracking over 40 KB would take
+    # minutes; a generous bound keeps this test about that, not about a busy machine.
+    assert time.perf_counter() - started < 1.0
 
 
 def test_strategy_fields_name_an_attribute_or_nothing() -> None:
