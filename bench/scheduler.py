@@ -21,6 +21,9 @@ etcd itself to time placements as they are committed:
 Meanwhile a thread lists one service's tasks (ListTasks, as `berth task list --service`)
 every second, as an operator would during an incident.
 
+With --sigterm-after S the control plane gets SIGTERM S seconds into placing instead, and the
+bench prints how long it took to exit (issue 14: within 10 s, or the run failed).
+
 Run: python bench/scheduler.py --agents 1000 --services 100 --tasks-per-service 100
 Small (CI) size: --agents 50 --services 10 --tasks-per-service 100
 Loopback only; every wait is bounded.
@@ -171,6 +174,12 @@ def main() -> None:
         default=10,
         help="control plane's --node-grace: this measures placement, not failure detection",
     )
+    parser.add_argument(
+        "--sigterm-after",
+        type=float,
+        default=0,
+        help="SIGTERM the control plane this many seconds into placing and time its exit (0: off)",
+    )
     options = parser.parse_args()
     total = options.services * options.tasks_per_service
 
@@ -251,6 +260,15 @@ def main() -> None:
                         None, lambda: list(pool.map(scale_up, range(options.services)))
                     )
                 marks["created"] = time.monotonic()
+                if options.sigterm_after:
+                    elapsed = marks["created"] - marks["create"]
+                    await asyncio.sleep(max(0.0, options.sigterm_after - elapsed))
+                    marks["sigterm"] = time.monotonic()
+                    exit_code = await asyncio.to_thread(plane.stop, 30)
+                    marks["exited"] = time.monotonic()
+                    marks["exit_code"] = float(exit_code if exit_code is not None else -1)
+                    watcher.cancel()
+                    return marks
                 marks.update(await watcher)
                 return marks
 
@@ -260,11 +278,14 @@ def main() -> None:
                 marks = asyncio.run(run())
             finally:
                 probe.stop()
-            assert plane.process is not None
-            process = psutil.Process(plane.process.pid)
-            cp_rss = peak_rss_mib(process.pid)
-            etcd_rss = max((peak_rss_mib(c.pid) for c in process.children()), default=0.0)
-            cp_lag = loop_lag_max_ms(metrics_address)
+            if options.sigterm_after:
+                cp_rss = etcd_rss = cp_lag = float("nan")
+            else:
+                assert plane.process is not None
+                process = psutil.Process(plane.process.pid)
+                cp_rss = peak_rss_mib(process.pid)
+                etcd_rss = max((peak_rss_mib(c.pid) for c in process.children()), default=0.0)
+                cp_lag = loop_lag_max_ms(metrics_address)
         finally:
             hollow.stop()
             hollow_log = hollow.log_path.read_text(errors="replace") if hollow.log_path.exists() else ""
@@ -279,7 +300,6 @@ def main() -> None:
                 for daemon in (plane, hollow):
                     daemon.keep_log(options.log_dir)
 
-    placing = marks["last_placed"] - marks["create"]
     print(
         f"machine: {platform.machine()}, {psutil.cpu_count()} cores, "
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}"
@@ -289,6 +309,17 @@ def main() -> None:
         f"(sample size {options.sample_size})"
     )
     print(f"hollow agents connected in {connect_seconds:.1f} s")
+    if options.sigterm_after:
+        stopping = marks["exited"] - marks["sigterm"]
+        print(
+            f"SIGTERM {marks['sigterm'] - marks['create']:.1f} s into placing: the control plane exited "
+            f"in {stopping:.2f} s (exit code {marks['exit_code']:.0f})"
+        )
+        print(f"node_down events: {node_downs}; leadership losses: {leadership_losses}")
+        slow = stopping > 10 or node_downs or leadership_losses
+        print(f"run: {'FAILED (slower than 10 s to stop, or liveness lost)' if slow else 'ok'}")
+        return
+    placing = marks["last_placed"] - marks["create"]
     print(
         f"placements committed: {total / placing:.0f} per second ({total} in {placing:.2f} s; "
         f"first {marks['first_placed'] - marks['create']:.2f} s after the first scale-up call)"
