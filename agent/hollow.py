@@ -72,6 +72,7 @@ async def _hollow_node(
     registration: agent_pb.RegisterRequest,
     driver: FakeDriver,
     limit: asyncio.Semaphore,
+    lose_deltas: frozenset[int],
 ) -> None:
     node = await _join_one(join, ca, registration.name, limit)
     # One shared driver, one node each: the driver keeps tasks and change feeds per node.
@@ -85,6 +86,7 @@ async def _hollow_node(
         on_registered=lambda _response: None,
         sample_metrics=_no_metrics,
         keepalive_ms=30_000,
+        lose_deltas=lose_deltas,
     )
     workers = [asyncio.create_task(supervisor.run()), asyncio.create_task(session.run())]
     try:
@@ -106,6 +108,7 @@ async def run_hollow(
     driver: FakeDriver,
     stop: asyncio.Event,
     cluster: str = DEFAULT_CLUSTER,
+    lose_deltas: frozenset[int] = frozenset(),
 ) -> None:
     """COUNT nodes, each with its own key, certificate and mutual-TLS channel, until `stop`."""
     # Fetched and checked once: every node trusts the same pinned CA.
@@ -124,7 +127,8 @@ async def run_hollow(
         )
         workers.append(
             asyncio.create_task(
-                _hollow_node(server, join, ca, registration, driver, limit), name=f"hollow-{index}"
+                _hollow_node(server, join, ca, registration, driver, limit, lose_deltas),
+                name=f"hollow-{index}",
             )
         )
     log.info("event=hollow_agents_started count=%d server=%s", count, server)
@@ -166,6 +170,14 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         default=None,
         help="containers with a health check turn unhealthy N seconds after their start",
+    )
+    parser.add_argument(
+        "--lose-delta",
+        type=int,
+        action="append",
+        default=[],
+        metavar="N",
+        help="each node drops the Nth desired-state delta of each stream as if lost (tests resync)",
     )
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
@@ -212,6 +224,7 @@ def main(argv: list[str] | None = None) -> None:
             driver,
             stop,
             args.cluster,
+            frozenset(args.lose_delta),
         )
         lag_task.cancel()
         log.warning("event=hollow_stopped loop_lag_max_ms=%.0f", lag.worst * 1000)

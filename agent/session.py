@@ -7,7 +7,9 @@ snapshot, no task restarted). A certificate the control plane refuses
 (revoked by `berth node remove`) is logged and retried slowly, never fatal.
 
 While the control plane is unreachable the agent keeps running what it has
-(static stability) and retries with capped backoff. A stopping agent says
+(static stability) and retries with capped backoff. Desired state comes as a
+snapshot, then deltas (`DesiredReceiver` applies them with `berth.deltas`);
+the supervisor and the service network always get the complete state. A stopping agent says
 goodbye (`goodbye`) as the stream's last message, so that its restart does
 not cost the host its tasks (`controlplane.liveness`).
 
@@ -34,6 +36,7 @@ from agent.execs import ExecSessions
 from agent.logs import LogStreams
 from agent.supervisor import TaskSupervisor
 from berth import pki
+from berth.deltas import apply_delta
 from berth.errors import BerthError
 from berth.grpc_options import CLIENT_OPTIONS
 from berth.servers import next_server, parse_servers
@@ -66,6 +69,11 @@ class Outbox:
 
     def report(self, report: agent_pb.TaskStatusReport) -> None:
         self._reports.put_nowait(agent_pb.AgentMessage(status=report))
+        self._ready.set()
+
+    def resync(self, have_revision: int) -> None:
+        """Ask for a full snapshot (a delta did not fit): ahead of logs, like a status report."""
+        self._reports.put_nowait(agent_pb.AgentMessage(resync=agent_pb.Resync(have_revision=have_revision)))
         self._ready.set()
 
     def usage(self, report: agent_pb.UsageReport) -> None:
@@ -120,6 +128,52 @@ class Outbox:
         if not self._metrics.empty():
             return self._metrics.get_nowait()
         return None
+
+
+class DesiredReceiver:
+    """One stream's desired state: the last snapshot, brought up to date by each delta.
+
+    A delta built against another revision than the one held (a gap) is not
+    applied: the agent asks for a full snapshot, once per gap, and keeps
+    running what it has meanwhile (static stability).
+    """
+
+    def __init__(self, outbox: Outbox, lose_deltas: frozenset[int] = frozenset()) -> None:
+        self._outbox = outbox
+        self.state: agent_pb.DesiredState | None = None
+        self._resync_asked = False
+        self.resyncs = 0
+        # Fault injection (hollow agents' --lose-delta): these deltas of the stream (1: its
+        # first) are dropped as if lost in transit, so the next one meets a gap.
+        self._lose = lose_deltas
+        self._deltas = 0
+
+    def receive(self, message: agent_pb.ControlMessage) -> agent_pb.DesiredState | None:
+        """The complete desired state after `message`; None when it could not be applied."""
+        if message.HasField("desired_state"):
+            self.state = message.desired_state
+            self._resync_asked = False
+            return self.state
+        delta = message.desired_delta
+        self._deltas += 1
+        if self._deltas in self._lose:
+            log.warning("event=desired_delta_lost ordinal=%d reason=lose_delta", self._deltas)
+            return None
+        updated = apply_delta(self.state, delta) if self.state is not None else None
+        if updated is None:
+            have = self.state.revision if self.state is not None else 0
+            if not self._resync_asked:
+                log.warning(
+                    "event=desired_gap have_revision=%d base_revision=%d action=resync",
+                    have,
+                    delta.base_revision,
+                )
+                self._outbox.resync(have)
+                self._resync_asked = True
+                self.resyncs += 1
+            return None
+        self.state = updated
+        return updated
 
 
 class StreamClosed(Exception):
@@ -210,6 +264,7 @@ class ControlPlaneSession:
         on_desired: Callable[[agent_pb.DesiredState], None] | None = None,
         keepalive_ms: int = 10_000,
         now: Callable[[], datetime.datetime] = _utcnow,
+        lose_deltas: frozenset[int] = frozenset(),
     ) -> None:
         # Every replica serves agent streams: one that cannot be reached is
         # left for the next (round robin); containers keep running meanwhile.
@@ -223,6 +278,7 @@ class ControlPlaneSession:
         self._sample_metrics = sample_metrics
         self._on_desired = on_desired
         self._keepalive_ms = keepalive_ms
+        self._lose_deltas = lose_deltas  # fault injection for tests (see DesiredReceiver)
         self._now = now
         self.connected = asyncio.Event()
         # True while a renewal is in flight or being stored: it must not be cut short.
@@ -373,7 +429,8 @@ class ControlPlaneSession:
         )
         call = stub.Connect(self._outgoing(response.node_id, response.heartbeat_interval or 2.0, outbox))
         log.info("event=connected server=%s node=%s", self._server, response.node_id)
-        reader = asyncio.create_task(self._read(call, logs, execs))
+        desired = DesiredReceiver(outbox, self._lose_deltas)
+        reader = asyncio.create_task(self._read(call, logs, execs, desired))
         renewal = asyncio.create_task(self._renew_when_due(channel, credentials))
         try:
             await asyncio.wait({reader, renewal}, return_when=asyncio.FIRST_COMPLETED)
@@ -404,13 +461,18 @@ class ControlPlaneSession:
         call: grpc.aio.StreamStreamCall[agent_pb.AgentMessage, agent_pb.ControlMessage],
         logs: LogStreams,
         execs: ExecSessions,
+        desired: DesiredReceiver,
     ) -> None:
         async for message in call:
-            if message.HasField("desired_state"):
+            body = message.WhichOneof("body")
+            if body in ("desired_state", "desired_delta"):
+                state = desired.receive(message)
+                if state is None:
+                    continue  # a gap: keep running what we have until the snapshot comes
                 self.connected.set()
-                self._supervisor.set_desired(message.desired_state)
+                self._supervisor.set_desired(state)
                 if self._on_desired is not None:
-                    self._on_desired(message.desired_state)
+                    self._on_desired(state)
             elif message.HasField("exec_input"):
                 execs.handle(message)
             else:

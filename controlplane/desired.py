@@ -2,11 +2,12 @@
 
 A node's desired state is every task placed on it that is not STOPPED, with
 its task definition, plus the route table (every service with ports and a
-VIP, and its endpoints), which is the same on every node. Every change on a
-node sends the node a complete snapshot again; in a big cluster that is
-many snapshots a second, so each task's assignment is built once per
-version of the task (and of its task definition), and each service's route
-once per version of the service, its tasks and the nodes.
+VIP, and its endpoints), which is the same on every node. It is projected
+as versioned parts (`Projection`): a stream sends a node its first snapshot
+whole and then only the parts whose version moved (`controlplane.
+desired_stream`). Each task's assignment is built once per version of the
+task (and of its task definition), and each service's route once per
+version of the service, its tasks and the nodes.
 
 Secrets reach only the node that runs the task: the values a task's
 containers name are resolved here, while building that node's snapshot, and
@@ -18,6 +19,9 @@ then stops the task as TASK_FAILED_TO_START with that reason.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from berth.deltas import RouteId, changes
 from berth.names import parse_task_definition_ref
 from berth.taskdef_lifecycle import restart_total
 from berth.v1 import agent_pb2 as agent_pb
@@ -26,29 +30,89 @@ from controlplane.cache import ClusterCache
 from controlplane.endpoints import route
 from controlplane.operations.secrets import PULL_FAILED, SecretUnavailable, SecretValues, names_any
 
+RouteEntry = tuple[RouteId, object, agent_pb.ServiceRoute, int]  # key, version, route, size
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    """The route table as of one cache revision (the same object for every node asking then)."""
+
+    revision: int
+    entries: list[RouteEntry]
+    size: int  # encoded size of all routes, summed once
+
+
+@dataclass(frozen=True)
+class RouteChanges:
+    """What changed from one route table to another: routes new or changed, keys gone."""
+
+    routes: list[RouteEntry]
+    removed: list[RouteId]
+
+
+@dataclass(frozen=True)
+class Projection:
+    """One node's desired state as versioned parts: (key, version, message, size) per task, and the table.
+
+    A version changes whenever its message's content does, so what a stream
+    sent is remembered as versions (`controlplane.desired_stream`); sizes are
+    the messages' encoded sizes, to tell whether a delta beats a snapshot.
+    """
+
+    revision: int
+    tasks: list[tuple[str, object, agent_pb.TaskAssignment, int]]
+    table: RouteTable
+
+    def snapshot(self) -> agent_pb.DesiredState:
+        return agent_pb.DesiredState(
+            revision=self.revision,
+            tasks=[entry[2] for entry in self.tasks],
+            routes=[entry[2] for entry in self.table.entries],
+        )
+
+    def fingerprint(self) -> object:
+        """Changes whenever the snapshot's content does (the revision aside)."""
+        return (
+            tuple((key, version) for key, version, _, _ in self.tasks),
+            tuple((key, version) for key, version, _, _ in self.table.entries),
+        )
+
+    def size(self) -> int:
+        """The snapshot's encoded size, near enough (each entry's framing is a few bytes more)."""
+        return sum(entry[3] for entry in self.tasks) + self.table.size
+
 
 class DesiredStates:
     """Builds each node's desired state from the cache, reusing unchanged assignments.
 
-    Every change on a node sends the node a complete snapshot again; in a
-    big cluster that is many snapshots a second, so each task's assignment
-    is built once per version of the task (and of its task definition).
+    Every change on a node sends the node its changes (or a complete snapshot);
+    in a big cluster that is many messages a second, so each task's assignment
+    is built once per version of the task (and of its task definition), each
+    route once per version of its service, and the route table's listing
+    once per cache revision however many nodes ask.
     """
 
     def __init__(self, cache: ClusterCache, secrets: SecretValues | None = None) -> None:
         self._cache = cache
         self._secrets = secrets  # None: no secret can be resolved (tasks naming one fail to start)
-        self._assignments: dict[str, tuple[object, agent_pb.TaskAssignment]] = {}
-        self._routes: dict[tuple[str, str], tuple[object, agent_pb.ServiceRoute]] = {}
+        self._assignments: dict[str, tuple[object, agent_pb.TaskAssignment, int]] = {}
+        self._routes: dict[RouteId, tuple[object, agent_pb.ServiceRoute, int]] = {}
+        # The route table as of the last cache revision asked for: every node asking then shares it.
+        self._table: RouteTable | None = None
+        # From older tables (by revision) to the current one: one comparison per older table
+        # however many streams sent it.
+        self._changes: dict[int, RouteChanges] = {}
 
-    def routes(self) -> tuple[tuple[object, ...], list[agent_pb.ServiceRoute]]:
-        """The route table (services with ports), rebuilt per service only when it changed."""
+    def routes(self) -> RouteTable:
+        """The route table (services with ports and a VIP), each route rebuilt only when it changed."""
+        revision = self._cache.revision
+        if self._table is not None and self._table.revision == revision:
+            return self._table
         nodes_version = self._cache.nodes_version()
         nodes: dict[str, pb.Node] | None = None
-        versions: list[object] = []
-        table: list[agent_pb.ServiceRoute] = []
+        entries: list[RouteEntry] = []
         live = set()
-        for versioned in sorted(self._cache.services(), key=lambda v: v.key):
+        for versioned in self._cache.services():
             service = versioned.value
             if not service.ports or not service.vip:
                 continue
@@ -60,15 +124,30 @@ class DesiredStates:
                 if nodes is None:
                     nodes = {n.value.id: n.value for n in self._cache.nodes()}
                 tasks = [t.value for t in self._cache.tasks_of_service(*key)]
-                cached = self._routes[key] = (version, route(service, tasks, nodes))
-            versions.append((key, version))
-            table.append(cached[1])
+                built = route(service, tasks, nodes)
+                cached = self._routes[key] = (version, built, built.ByteSize())
+            entries.append((key, *cached))
         for gone in set(self._routes) - live:
             del self._routes[gone]
-        return tuple(versions), table
+        entries.sort(key=lambda entry: entry[0])  # canonical order (berth.deltas)
+        self._table = RouteTable(revision, entries, sum(entry[3] for entry in entries))
+        self._changes = {}
+        return self._table
 
-    def build(self, node_id: str) -> tuple[object, agent_pb.DesiredState]:
-        """The node's snapshot, and a fingerprint that changes whenever its content does."""
+    def route_changes(self, old: RouteTable, new: RouteTable) -> RouteChanges:
+        """The routes to send a stream that last sent `old` and now owes `new` (the current table)."""
+        if old is new:
+            return RouteChanges([], [])
+        memo = self._changes if new is self._table else {}
+        found = memo.get(old.revision)
+        if found is None:
+            sent = {key: version for key, version, _, _ in old.entries}
+            routes, removed = changes(sent, ((entry[0], entry[1], entry) for entry in new.entries))
+            found = memo[old.revision] = RouteChanges(routes, removed)
+        return found
+
+    def project(self, node_id: str) -> Projection:
+        """The node's desired state, as versioned parts."""
         entries = []
         for versioned in self._cache.tasks_on_node(node_id):
             task = versioned.value
@@ -100,15 +179,15 @@ class DesiredStates:
                 )
                 if secrets:
                     self._add_secrets(assignment, td.value)
-                cached = self._assignments[task.id] = (version, assignment)
-            entries.append((task.id, *version, cached[1]))
+                cached = self._assignments[task.id] = (version, assignment, assignment.ByteSize())
+            entries.append((task.id, *cached))
         entries.sort(key=lambda entry: entry[0])
-        route_versions, table = self.routes()
-        fingerprint = (tuple(entry[:4] for entry in entries), route_versions)
-        state = agent_pb.DesiredState(
-            revision=self._cache.revision, tasks=[entry[4] for entry in entries], routes=table
-        )
-        return fingerprint, state
+        return Projection(self._cache.revision, entries, self.routes())
+
+    def build(self, node_id: str) -> tuple[object, agent_pb.DesiredState]:
+        """The node's full snapshot, and a fingerprint that changes whenever its content does."""
+        projection = self.project(node_id)
+        return projection.fingerprint(), projection.snapshot()
 
     def _add_secrets(self, assignment: agent_pb.TaskAssignment, td: pb.TaskDefinition) -> None:
         if self._secrets is None:

@@ -76,3 +76,16 @@ LOOP_LAG = Histogram(
 LOOP_LAG_MAX = Gauge(
     "berth_event_loop_lag_max_seconds", "The worst lateness of the event loop since this replica started"
 )
+DESIRED_MESSAGES = Counter(
+    "berth_desired_messages_total",
+    "Desired-state messages sent to agents: full snapshots and deltas",
+    ["kind"],
+)
+DESIRED_BYTES = Counter(
+    "berth_desired_bytes_total",
+    "Encoded bytes (near enough) of the desired-state messages sent to agents",
+    ["kind"],
+)
+DESIRED_RESYNCS = Counter(
+    "berth_desired_resyncs_total", "Full snapshots agents asked for after a delta they could not apply"
+)

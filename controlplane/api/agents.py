@@ -1,10 +1,12 @@
 """The agent API (`berth.v1.AgentService`): registration and the per-host stream.
 
-Down the stream goes the node's full desired state (`controlplane.desired`)
-whenever it changes: every message is a complete snapshot, so a reconnect
-needs no replay. Up come status reports, handed to `controlplane.status`,
-and heartbeats, which refresh the node's lease (`controlplane.liveness`);
-a stopping agent's goodbye opens its restart window there too.
+Down the stream goes the node's desired state (`controlplane.desired`)
+whenever it changes: a full snapshot first, then deltas against the previous
+message (`controlplane.desired_stream`); an agent that cannot apply one asks
+for a resync and gets a full snapshot, and a reconnect starts over with one.
+Up come status reports, handed to `controlplane.status`, and heartbeats,
+which refresh the node's lease (`controlplane.liveness`); a stopping agent's
+goodbye opens its restart window there too.
 Custom metrics its tasks pushed go to `controlplane.operations.metrics`.
 Log requests go down the same stream ahead of the next snapshot, and the
 agent's log chunks come up it, routed to their readers (`controlplane.logs`);
@@ -20,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -32,6 +34,7 @@ from controlplane.api import peers
 from controlplane.api.errors import Context, grpc_errors
 from controlplane.cache import ClusterCache
 from controlplane.desired import DesiredStates
+from controlplane.desired_stream import DesiredStream
 from controlplane.execs import ExecRouter
 from controlplane.liveness import NodeLeases
 from controlplane.logs import LogRouter
@@ -140,17 +143,25 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         session = self._agents.connected(node_id)
         AGENTS_CONNECTED.set(len(self._agents.connected_ids()))
         log.info("event=agent_connected node=%s peer=%s", node_id, context.peer())
-        receiver = asyncio.create_task(self._receive(session, request_iterator), name=f"agent-recv-{node_id}")
         # One event per stream, set by the cache when the node's tasks change
         # and when the agent goes away: no task per wake-up (a thousand
         # streams wake often).
         wake = asyncio.Event()
+        desired = DesiredStream(self._desired, node_id)
+
+        def resync(have_revision: int) -> None:
+            log.info("event=agent_resync node=%s have_revision=%d", node_id, have_revision)
+            desired.resync()
+            wake.set()
+
+        receiver = asyncio.create_task(
+            self._receive(session, request_iterator, resync), name=f"agent-recv-{node_id}"
+        )
         unsubscribe = self._cache.subscribe_node(node_id, wake.set)
         receiver.add_done_callback(lambda _: wake.set())
         session.wake = wake.set
         AGENT_STREAMS.inc()
         try:
-            last_sent: object = None
             while not receiver.done():
                 wake.clear()
                 # A node removed (its certificate revoked) or renewed since is cut off
@@ -163,10 +174,9 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 while session.requests:
                     yield session.requests.popleft()
                 session.drained.set()
-                fingerprint, state = self._desired.build(node_id)
-                if fingerprint != last_sent:
-                    yield agent_pb.ControlMessage(desired_state=state)
-                    last_sent = fingerprint
+                message = desired.next_message()
+                if message is not None:
+                    yield message
                 await wake.wait()
                 # Coalesce a burst of changes into one snapshot.
                 await asyncio.sleep(COALESCE)
@@ -184,7 +194,12 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 self._leases.forget(node_id)
             log.info("event=agent_disconnected node=%s", node_id)
 
-    async def _receive(self, session: AgentSession, messages: AsyncIterator[agent_pb.AgentMessage]) -> None:
+    async def _receive(
+        self,
+        session: AgentSession,
+        messages: AsyncIterator[agent_pb.AgentMessage],
+        resync: Callable[[int], None],
+    ) -> None:
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
             async for message in messages:
                 body = message.WhichOneof("body")
@@ -201,6 +216,9 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                     self._metric_put(session.node_id, message.metric_put)
                 elif body == "usage":
                     self._record_usage(session.node_id, message.usage)
+                elif body == "resync":
+                    # Any revision asks for the same thing (a full snapshot): nothing to check.
+                    resync(message.resync.have_revision)
                 elif body == "goodbye":
                     goodbye = message.goodbye
                     try:
