@@ -5,6 +5,10 @@ keeps its key and certificate in memory, and holds its own mutual-TLS
 connection and stream to the control plane, running the real supervisor and
 session code (renewal included) over a `FakeDriver`, so the control plane
 sees exactly what a cluster of that size would send it.
+
+SIGUSR1 makes every hollow node drop the next desired-state delta it
+receives, as if lost in transit (`DeltaLoss`): tests use it to show that the
+next delta meets a gap and the node asks for, and gets, a full snapshot.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent import credentials
@@ -39,6 +44,30 @@ JOIN_RETRY_CAP = 30.0
 
 async def _no_metrics() -> pb.NodeMetrics | None:
     return None
+
+
+class DeltaLoss:
+    """Fault injection: after each `arm` (SIGUSR1), every node drops its next delta."""
+
+    def __init__(self) -> None:
+        self._armed = 0
+
+    def arm(self) -> None:
+        self._armed += 1
+        log.warning("event=hollow_delta_loss_armed times=%d", self._armed)
+
+    def for_node(self) -> Callable[[], bool]:
+        """A node's test: True for the first delta it receives after each `arm`."""
+        seen = self._armed
+
+        def lose() -> bool:
+            nonlocal seen
+            if seen == self._armed:
+                return False
+            seen = self._armed
+            return True
+
+        return lose
 
 
 @dataclass(frozen=True)
@@ -72,7 +101,7 @@ async def _hollow_node(
     registration: agent_pb.RegisterRequest,
     driver: FakeDriver,
     limit: asyncio.Semaphore,
-    lose_deltas: frozenset[int],
+    loss: DeltaLoss,
 ) -> None:
     node = await _join_one(join, ca, registration.name, limit)
     # One shared driver, one node each: the driver keeps tasks and change feeds per node.
@@ -86,7 +115,7 @@ async def _hollow_node(
         on_registered=lambda _response: None,
         sample_metrics=_no_metrics,
         keepalive_ms=30_000,
-        lose_deltas=lose_deltas,
+        lose_delta=loss.for_node(),
     )
     workers = [asyncio.create_task(supervisor.run()), asyncio.create_task(session.run())]
     try:
@@ -108,7 +137,7 @@ async def run_hollow(
     driver: FakeDriver,
     stop: asyncio.Event,
     cluster: str = DEFAULT_CLUSTER,
-    lose_deltas: frozenset[int] = frozenset(),
+    loss: DeltaLoss | None = None,
 ) -> None:
     """COUNT nodes, each with its own key, certificate and mutual-TLS channel, until `stop`."""
     # Fetched and checked once: every node trusts the same pinned CA.
@@ -127,7 +156,7 @@ async def run_hollow(
         )
         workers.append(
             asyncio.create_task(
-                _hollow_node(server, join, ca, registration, driver, limit, lose_deltas),
+                _hollow_node(server, join, ca, registration, driver, limit, loss or DeltaLoss()),
                 name=f"hollow-{index}",
             )
         )
@@ -171,14 +200,6 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="containers with a health check turn unhealthy N seconds after their start",
     )
-    parser.add_argument(
-        "--lose-delta",
-        type=int,
-        action="append",
-        default=[],
-        metavar="N",
-        help="each node drops the Nth desired-state delta of each stream as if lost (tests resync)",
-    )
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     logs.configure(args.log_level)
@@ -200,6 +221,8 @@ def main(argv: list[str] | None = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loss = DeltaLoss()
+        loop.add_signal_handler(signal.SIGUSR1, loss.arm)
         # A thousand agents share this one loop: a stall here delays their heartbeats,
         # which the control plane cannot tell from its own (logged, to tell the two apart).
         lag = LoopLagMonitor(name="hollow")
@@ -224,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
             driver,
             stop,
             args.cluster,
-            frozenset(args.lose_delta),
+            loss,
         )
         lag_task.cancel()
         log.warning("event=hollow_stopped loop_lag_max_ms=%.0f", lag.worst * 1000)

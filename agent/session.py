@@ -138,15 +138,14 @@ class DesiredReceiver:
     running what it has meanwhile (static stability).
     """
 
-    def __init__(self, outbox: Outbox, lose_deltas: frozenset[int] = frozenset()) -> None:
+    def __init__(self, outbox: Outbox, lose_delta: Callable[[], bool] | None = None) -> None:
         self._outbox = outbox
         self.state: agent_pb.DesiredState | None = None
         self._resync_asked = False
         self.resyncs = 0
-        # Fault injection (hollow agents' --lose-delta): these deltas of the stream (1: its
-        # first) are dropped as if lost in transit, so the next one meets a gap.
-        self._lose = lose_deltas
-        self._deltas = 0
+        # Fault injection (hollow agents' SIGUSR1): a delta it says True for is dropped as if
+        # lost in transit, so the next one meets a gap.
+        self._lose = lose_delta
 
     def receive(self, message: agent_pb.ControlMessage) -> agent_pb.DesiredState | None:
         """The complete desired state after `message`; None when it could not be applied."""
@@ -155,9 +154,8 @@ class DesiredReceiver:
             self._resync_asked = False
             return self.state
         delta = message.desired_delta
-        self._deltas += 1
-        if self._deltas in self._lose:
-            log.warning("event=desired_delta_lost ordinal=%d reason=lose_delta", self._deltas)
+        if self._lose is not None and self._lose():
+            log.warning("event=desired_delta_lost revision=%d reason=fault_injection", delta.revision)
             return None
         updated = apply_delta(self.state, delta) if self.state is not None else None
         if updated is None:
@@ -264,7 +262,7 @@ class ControlPlaneSession:
         on_desired: Callable[[agent_pb.DesiredState], None] | None = None,
         keepalive_ms: int = 10_000,
         now: Callable[[], datetime.datetime] = _utcnow,
-        lose_deltas: frozenset[int] = frozenset(),
+        lose_delta: Callable[[], bool] | None = None,
     ) -> None:
         # Every replica serves agent streams: one that cannot be reached is
         # left for the next (round robin); containers keep running meanwhile.
@@ -278,7 +276,7 @@ class ControlPlaneSession:
         self._sample_metrics = sample_metrics
         self._on_desired = on_desired
         self._keepalive_ms = keepalive_ms
-        self._lose_deltas = lose_deltas  # fault injection for tests (see DesiredReceiver)
+        self._lose_delta = lose_delta  # fault injection for tests (see DesiredReceiver)
         self._now = now
         self.connected = asyncio.Event()
         # True while a renewal is in flight or being stored: it must not be cut short.
@@ -429,7 +427,7 @@ class ControlPlaneSession:
         )
         call = stub.Connect(self._outgoing(response.node_id, response.heartbeat_interval or 2.0, outbox))
         log.info("event=connected server=%s node=%s", self._server, response.node_id)
-        desired = DesiredReceiver(outbox, self._lose_deltas)
+        desired = DesiredReceiver(outbox, self._lose_delta)
         reader = asyncio.create_task(self._read(call, logs, execs, desired))
         renewal = asyncio.create_task(self._renew_when_due(channel, credentials))
         try:

@@ -96,7 +96,11 @@ class DesiredStates:
         self._cache = cache
         self._secrets = secrets  # None: no secret can be resolved (tasks naming one fail to start)
         self._assignments: dict[str, tuple[object, agent_pb.TaskAssignment, int]] = {}
-        self._routes: dict[RouteId, tuple[object, agent_pb.ServiceRoute, int]] = {}
+        # Per route: what it was built from, then (content generation, route, size). A rebuild
+        # that yields the same route keeps its generation: a node joining or a task changing in
+        # a way no endpoint shows (every route's inputs move then) costs no agent anything.
+        self._routes: dict[RouteId, tuple[object, int, agent_pb.ServiceRoute, int]] = {}
+        self._generation = 0
         # The route table as of the last cache revision asked for: every node asking then shares it.
         self._table: RouteTable | None = None
         # From older tables (by revision) to the current one: one comparison per older table
@@ -125,8 +129,13 @@ class DesiredStates:
                     nodes = {n.value.id: n.value for n in self._cache.nodes()}
                 tasks = [t.value for t in self._cache.tasks_of_service(*key)]
                 built = route(service, tasks, nodes)
-                cached = self._routes[key] = (version, built, built.ByteSize())
-            entries.append((key, *cached))
+                if cached is not None and cached[2] == built:
+                    cached = (version, *cached[1:])
+                else:
+                    self._generation += 1
+                    cached = (version, self._generation, built, built.ByteSize())
+                self._routes[key] = cached
+            entries.append((key, *cached[1:]))
         for gone in set(self._routes) - live:
             del self._routes[gone]
         entries.sort(key=lambda entry: entry[0])  # canonical order (berth.deltas)

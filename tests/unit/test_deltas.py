@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.hollow import DeltaLoss
 from agent.session import DesiredReceiver, Outbox
 from berth.deltas import apply_delta, changes, diff
 from berth.v1 import agent_pb2 as agent_pb
@@ -145,9 +146,21 @@ async def test_a_delta_before_any_snapshot_asks_for_one() -> None:
 
 async def test_a_lost_delta_makes_the_next_one_a_gap() -> None:
     outbox = Outbox()
-    receiver = DesiredReceiver(outbox, lose_deltas=frozenset({1}))
+    lose = iter([True, False])
+    receiver = DesiredReceiver(outbox, lose_delta=lambda: next(lose))
     states = [_state(1), _state(2, "a"), _state(3, "a", "b")]
     receiver.receive(agent_pb.ControlMessage(desired_state=states[0]))
     assert receiver.receive(agent_pb.ControlMessage(desired_delta=diff(states[0], states[1]))) is None
     assert receiver.receive(agent_pb.ControlMessage(desired_delta=diff(states[1], states[2]))) is None
     assert [m.resync.have_revision for m in await _queued(outbox)] == [1]
+
+
+def test_a_hollow_node_loses_one_delta_per_arming() -> None:
+    loss = DeltaLoss()
+    node = loss.for_node()
+    assert [node(), node()] == [False, False]
+    loss.arm()
+    assert [node(), node()] == [True, False]
+    loss.arm()
+    loss.arm()
+    assert [node(), node()] == [True, False]

@@ -125,3 +125,14 @@ async def test_the_route_changes_are_computed_once_for_every_stream_that_sent_th
     assert desired.routes() is new  # one table per cache revision
     assert desired.route_changes(old, new) is desired.route_changes(old, new)
     assert [entry[0] for entry in desired.route_changes(old, new).routes] == [("default", "svc01")]
+
+
+async def test_a_change_that_no_route_shows_sends_the_agent_nothing(
+    store: MemoryStore, cache: ClusterCache, desired: DesiredStates
+) -> None:
+    stream = DesiredStream(desired, "n1")
+    assert Agent().take(stream.next_message()) == "snapshot"
+    # A node joins: every route's inputs moved (the nodes), none of their contents did.
+    await put(store, keys.node("n3"), pb.Node(id="n3", address="10.0.0.3", status=pb.READY))
+    await caught_up(cache, store)
+    assert stream.next_message() is None
