@@ -9,9 +9,9 @@ snapshot, no task restarted). A certificate the control plane refuses
 While the control plane is unreachable the agent keeps running what it has
 (static stability) and retries with capped backoff. Desired state comes as a
 snapshot, then deltas (`DesiredReceiver` applies them with `berth.deltas`);
-the supervisor and the service network always get the complete state. A stopping agent says
-goodbye (`goodbye`) as the stream's last message, so that its restart does
-not cost the host its tasks (`controlplane.liveness`).
+the supervisor and the service network always get the complete state. A
+stopping agent says goodbye (`goodbye`) as the stream's last message, so
+that its restart does not cost the host its tasks (`controlplane.liveness`).
 
 Up the stream go, in this order of priority: a heartbeat when due (liveness
 never waits behind other traffic), status reports, then log chunks

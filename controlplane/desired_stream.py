@@ -12,6 +12,9 @@ delta, or holds something else), so a gap is always closed by a snapshot.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from berth.deltas import changes
 from berth.v1 import agent_pb2 as agent_pb
 from controlplane.desired import DesiredStates, Projection, RouteTable
@@ -19,16 +22,24 @@ from controlplane.metrics import DESIRED_BYTES, DESIRED_MESSAGES, DESIRED_RESYNC
 
 # Encoded bytes of one removed key beyond its text (field tags and lengths).
 _REMOVED_OVERHEAD = 6
+# Seconds between two snapshots a stream's agent asked for: a snapshot can be megabytes,
+# so an agent asking again and again is answered at this pace, not at every ask.
+RESYNC_INTERVAL = 1.0
 
 
 class DesiredStream:
     """One stream's sender of desired state: a snapshot first, then deltas."""
 
-    def __init__(self, desired: DesiredStates, node_id: str) -> None:
+    def __init__(
+        self, desired: DesiredStates, node_id: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._desired = desired
         self._node_id = node_id
-        # None: nothing sent yet (or a resync was asked): the next message is a snapshot.
+        self._clock = clock
+        # None: nothing sent yet: the next message is a snapshot.
         self._sent_tasks: dict[str, object] | None = None
+        self._resync_wanted = False
+        self._resynced_at = -RESYNC_INTERVAL
         # The route table last sent (shared with every stream that sent it: not a copy).
         self._sent_table: RouteTable | None = None
         self._sent_revision = 0
@@ -36,14 +47,25 @@ class DesiredStream:
         self.deltas = 0
 
     def resync(self) -> None:
-        """The agent asked for a full snapshot: send one next, whatever changed."""
-        self._sent_tasks = None
-        DESIRED_RESYNCS.inc()
+        """The agent asked for a full snapshot: the next message is one, whatever changed
+        (within RESYNC_INTERVAL of the last one it asked for: once that has passed)."""
+        self._resync_wanted = True
+
+    def resync_due_in(self) -> float | None:
+        """Seconds until a resync asked for can be answered; None when none waits."""
+        if not self._resync_wanted:
+            return None
+        return max(0.0, self._resynced_at + RESYNC_INTERVAL - self._clock())
 
     def next_message(self) -> agent_pb.ControlMessage | None:
         """The message that brings the agent up to date; None when it already is."""
         projection = self._desired.project(self._node_id)
         if self._sent_tasks is None or self._sent_table is None:
+            return self._snapshot(projection)
+        if self._resync_wanted and self.resync_due_in() == 0:
+            self._resync_wanted = False
+            self._resynced_at = self._clock()
+            DESIRED_RESYNCS.inc()
             return self._snapshot(projection)
         current = ((entry[0], entry[1], entry) for entry in projection.tasks)
         tasks, removed_tasks = changes(self._sent_tasks, current)
@@ -73,6 +95,7 @@ class DesiredStream:
         return agent_pb.ControlMessage(desired_delta=delta)
 
     def _snapshot(self, projection: Projection) -> agent_pb.ControlMessage:
+        self._resync_wanted = False  # whatever it was sent for, it answers a resync too
         self._remember(projection)
         self.snapshots += 1
         DESIRED_MESSAGES.labels("snapshot").inc()

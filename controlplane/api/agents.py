@@ -177,6 +177,9 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 message = desired.next_message()
                 if message is not None:
                     yield message
+                due = desired.resync_due_in()
+                if due is not None:  # asked for again too soon: answered when the interval ends
+                    asyncio.get_running_loop().call_later(due, wake.set)
                 await wake.wait()
                 # Coalesce a burst of changes into one snapshot.
                 await asyncio.sleep(COALESCE)

@@ -9,7 +9,7 @@ from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 from controlplane.cache import ClusterCache
 from controlplane.desired import DesiredStates
-from controlplane.desired_stream import DesiredStream
+from controlplane.desired_stream import RESYNC_INTERVAL, DesiredStream
 from controlplane.store import Delete, keys
 from controlplane.store.memory import MemoryStore
 from tests.unit.conftest import caught_up, put
@@ -93,12 +93,27 @@ async def test_a_snapshot_first_then_deltas_that_keep_the_agent_equal_to_a_fresh
     assert (stream.snapshots, stream.deltas) == (1, 4)
 
 
-async def test_a_resync_sends_a_full_snapshot_even_with_nothing_changed(desired: DesiredStates) -> None:
-    stream = DesiredStream(desired, "n1")
+async def test_a_resync_sends_a_full_snapshot_even_with_nothing_changed_at_most_once_a_second(
+    desired: DesiredStates,
+) -> None:
+    now = [100.0]
+    stream = DesiredStream(desired, "n1", clock=lambda: now[0])
     assert Agent().take(stream.next_message()) == "snapshot"
+    assert stream.resync_due_in() is None
     stream.resync()
+    assert stream.resync_due_in() == 0
     assert Agent().take(stream.next_message()) == "snapshot"
     assert stream.next_message() is None
+
+    # Asked again at once (a confused or hostile agent): answered when the interval has passed.
+    now[0] += 0.25
+    stream.resync()
+    assert stream.resync_due_in() == pytest.approx(RESYNC_INTERVAL - 0.25)
+    assert stream.next_message() is None
+    now[0] += RESYNC_INTERVAL
+    assert Agent().take(stream.next_message()) == "snapshot"
+    assert stream.resync_due_in() is None
+    assert stream.snapshots == 3
 
 
 async def test_a_delta_no_smaller_than_the_snapshot_is_sent_as_a_snapshot(
