@@ -4,10 +4,11 @@ A node's desired state is every task placed on it that is not STOPPED, with
 its task definition, plus the route table (every service with ports and a
 VIP, and its endpoints), which is the same on every node. It is projected
 as versioned parts (`Projection`): a stream sends a node its first snapshot
-whole and then only the parts whose version moved (`controlplane.
+whole and then only the parts whose content moved (`controlplane.
 desired_stream`). Each task's assignment is built once per version of the
 task (and of its task definition), and each service's route once per
-version of the service, its tasks and the nodes.
+version of the service, its tasks and the nodes; a rebuild that yields the
+same message keeps its content generation, which is what streams compare.
 
 Secrets reach only the node that runs the task: the values a task's
 containers name are resolved here, while building that node's snapshot, and
@@ -30,7 +31,9 @@ from controlplane.cache import ClusterCache
 from controlplane.endpoints import route
 from controlplane.operations.secrets import PULL_FAILED, SecretUnavailable, SecretValues, names_any
 
-RouteEntry = tuple[RouteId, object, agent_pb.ServiceRoute, int]  # key, version, route, size
+# (key, content generation, message, encoded size): a generation changes whenever the content does.
+TaskEntry = tuple[str, int, agent_pb.TaskAssignment, int]
+RouteEntry = tuple[RouteId, int, agent_pb.ServiceRoute, int]
 
 
 @dataclass(frozen=True)
@@ -52,15 +55,15 @@ class RouteChanges:
 
 @dataclass(frozen=True)
 class Projection:
-    """One node's desired state as versioned parts: (key, version, message, size) per task, and the table.
+    """One node's desired state as parts: (key, generation, message, size) per task, and the table.
 
-    A version changes whenever its message's content does, so what a stream
-    sent is remembered as versions (`controlplane.desired_stream`); sizes are
-    the messages' encoded sizes, to tell whether a delta beats a snapshot.
+    A generation changes whenever its message's content does, so what a stream
+    sent is remembered as generations (`controlplane.desired_stream`); sizes
+    are the messages' encoded sizes, to tell whether a delta beats a snapshot.
     """
 
     revision: int
-    tasks: list[tuple[str, object, agent_pb.TaskAssignment, int]]
+    tasks: list[TaskEntry]
     table: RouteTable
 
     def snapshot(self) -> agent_pb.DesiredState:
@@ -95,10 +98,12 @@ class DesiredStates:
     def __init__(self, cache: ClusterCache, secrets: SecretValues | None = None) -> None:
         self._cache = cache
         self._secrets = secrets  # None: no secret can be resolved (tasks naming one fail to start)
-        self._assignments: dict[str, tuple[object, agent_pb.TaskAssignment, int]] = {}
-        # Per route: what it was built from, then (content generation, route, size). A rebuild
-        # that yields the same route keeps its generation: a node joining or a task changing in
-        # a way no endpoint shows (every route's inputs move then) costs no agent anything.
+        # Per task and per route: what it was built from, then (content generation, message,
+        # size). A rebuild that yields the same message keeps its generation, and generations
+        # are what streams compare: a task rewritten with nothing its agent is sent changed, a
+        # node joining, a task changing in a way no endpoint shows (every route's inputs move
+        # then) cost no agent anything.
+        self._assignments: dict[str, tuple[object, int, agent_pb.TaskAssignment, int]] = {}
         self._routes: dict[RouteId, tuple[object, int, agent_pb.ServiceRoute, int]] = {}
         self._generation = 0
         # The route table as of the last cache revision asked for: every node asking then shares it.
@@ -188,8 +193,13 @@ class DesiredStates:
                 )
                 if secrets:
                     self._add_secrets(assignment, td.value)
-                cached = self._assignments[task.id] = (version, assignment, assignment.ByteSize())
-            entries.append((task.id, *cached))
+                if cached is not None and cached[2] == assignment:
+                    cached = (version, *cached[1:])
+                else:
+                    self._generation += 1
+                    cached = (version, self._generation, assignment, assignment.ByteSize())
+                self._assignments[task.id] = cached
+            entries.append((task.id, *cached[1:]))
         entries.sort(key=lambda entry: entry[0])
         return Projection(self._cache.revision, entries, self.routes())
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import signal
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,6 +75,12 @@ def test_an_endpoint_change_goes_down_as_a_delta_and_a_lost_delta_is_healed_by_a
     )
     print(f"{per_delta:.0f} bytes per delta with {BALLAST + 1} routes in the table")
 
+    def settled() -> bool:
+        before = metric(port, "berth_desired_messages_total", "delta")
+        time.sleep(1)
+        return metric(port, "berth_desired_messages_total", "delta") == before
+
+    wait_until(settled, 20, "no delta for a second")
     # Each node drops the next delta it gets: the third task's assignment is lost on its node,
     # which keeps running what it has; the next delta (a new route) meets the gap there.
     assert hollow.process is not None

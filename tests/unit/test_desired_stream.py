@@ -151,3 +151,20 @@ async def test_a_change_that_no_route_shows_sends_the_agent_nothing(
     await put(store, keys.node("n3"), pb.Node(id="n3", address="10.0.0.3", status=pb.READY))
     await caught_up(cache, store)
     assert stream.next_message() is None
+
+
+async def test_a_task_rewritten_with_nothing_its_agent_is_sent_changed_sends_nothing(
+    store: MemoryStore, cache: ClusterCache, desired: DesiredStates
+) -> None:
+    await put(store, keys.task("z"), task("z", "n1"))
+    await caught_up(cache, store)
+    stream = DesiredStream(desired, "n1")
+    assert Agent().take(stream.next_message()) == "snapshot"
+    # Its host port is recorded (not part of an assignment; the task serves no service).
+    await put(store, keys.task("z"), task("z", "n1", host_port=32100))
+    await caught_up(cache, store)
+    assert stream.next_message() is None
+    await put(store, keys.task("z"), task("z", "n1", desired=pb.DESIRED_STOPPED, host_port=32100))
+    await caught_up(cache, store)
+    message = stream.next_message()
+    assert message is not None and [t.task_id for t in message.desired_delta.tasks] == ["z"]
