@@ -31,8 +31,12 @@ from controlplane.endpoints import serves_health
 
 
 def spreads(service: pb.Service) -> bool:
-    """The default placement spreads over hosts, as does any spread strategy."""
-    return not service.placement_strategy or any(s.type == "spread" for s in service.placement_strategy)
+    """The default placement spreads over hosts, as does a first strategy of spread.
+
+    Only the first strategy decides: later ones break its ties. A service that binpacks first
+    and spreads only among equals is meant to be lopsided, and moving its tasks to even the
+    hosts out would fight its own scheduler (the lab's strategy-order test caught that)."""
+    return not service.placement_strategy or service.placement_strategy[0].type == "spread"
 
 
 def settled(service: pb.Service, tasks: list[pb.Task], draining: frozenset[str], failing: bool) -> bool:

@@ -52,13 +52,15 @@ def _scale_all(stub: operator_pb2_grpc.OperatorStub, count: int) -> None:
 
 
 def _running(stub: operator_pb2_grpc.OperatorStub) -> int:
+    """RUNNING tasks of the bench's services, counted by the server (ListTasks pages its answer)."""
     return sum(
-        1
+        stub.ListTasks(
+            api.ListTasksRequest(
+                cluster="default", service=f"svc-{index}", last_status=pb.RUNNING, page_size=1
+            ),
+            timeout=30,
+        ).total
         for index in range(SERVICES)
-        for task in stub.ListTasks(
-            api.ListTasksRequest(cluster="default", service=f"svc-{index}"), timeout=30
-        ).tasks
-        if task.last_status == pb.RUNNING
     )
 
 

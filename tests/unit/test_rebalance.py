@@ -72,6 +72,17 @@ def test_only_a_settled_spread_service_with_room_is_rebalanced() -> None:
     binpack = _service()
     binpack.placement_strategy.append(pb.PlacementStrategy(type="binpack", field="memory"))
     assert not rebalance.settled(binpack, tasks, frozenset(), failing=False)
+    # Spread that only breaks binpack's ties does not make the service a spread service.
+    binpack.placement_strategy.append(pb.PlacementStrategy(type="spread", field="attribute:zone"))
+    assert not rebalance.settled(binpack, tasks, frozenset(), failing=False)
+    spread_first = _service()
+    spread_first.placement_strategy.extend(
+        [
+            pb.PlacementStrategy(type="spread", field="instanceId"),
+            pb.PlacementStrategy(type="binpack", field="cpu"),
+        ]
+    )
+    assert rebalance.settled(spread_first, tasks, frozenset(), failing=False)
     no_room = _service()
     no_room.deployment_configuration.minimum_healthy_percent = 50
     no_room.deployment_configuration.maximum_percent = 100
