@@ -402,12 +402,7 @@ class Store:
                         yield batch
                 raise Unavailable("etcd watch ended")
             except grpc.aio.AioRpcError as error:
-                if not fails_over(error.code()):
-                    raise Unavailable(f"etcd watch broke: {error.details()}") from error
-                self._rotation.failed(index)
-                failures.append(f"{etcd.target}: {error.details()}")
-                if len(failures) >= len(self._endpoints):
-                    raise Unavailable(f"etcd watch broke: {'; '.join(failures)}") from error
+                self.leave_member(index, etcd.target, error, failures, "etcd watch")
                 log.warning(
                     "event=etcd_watch_resumed from_member=%s member=%s revision=%d error=%r",
                     etcd.target,
@@ -415,6 +410,19 @@ class Store:
                     next_revision,
                     error.details(),
                 )
+
+    def leave_member(
+        self, index: int, target: str, error: grpc.aio.AioRpcError, failures: list[str], what: str
+    ) -> None:
+        """A stream (`what`) on member `index` broke: mark the member failed so the next attempt
+        goes elsewhere. Raises Unavailable instead when the error is the member's own answer
+        (nothing another member would say otherwise) or every member failed in a row."""
+        if not fails_over(error.code()):
+            raise Unavailable(f"{what} broke: {error.details()}") from error
+        self._rotation.failed(index)
+        failures.append(f"{target}: {error.details()}")
+        if len(failures) >= len(self._endpoints):
+            raise Unavailable(f"{what} broke: {'; '.join(failures)}") from error
 
     async def _watch_member(
         self, etcd: _Connection, full: bytes, start_revision: int
@@ -487,12 +495,7 @@ class KeepAliveStream:
                 await self._run_on(etcd, on_reply, failures)
                 raise Unavailable("etcd lease keep-alive stream ended")
             except grpc.aio.AioRpcError as error:
-                if not fails_over(error.code()):
-                    raise Unavailable(f"etcd lease keep-alive broke: {error.details()}") from error
-                store._rotation.failed(index)
-                failures.append(f"{etcd.target}: {error.details()}")
-                if len(failures) >= len(store._endpoints):
-                    raise Unavailable(f"etcd lease keep-alive broke: {'; '.join(failures)}") from error
+                store.leave_member(index, etcd.target, error, failures, "etcd lease keep-alive")
                 log.warning(
                     "event=etcd_keepalive_resumed from_member=%s member=%s error=%r",
                     etcd.target,
