@@ -32,6 +32,7 @@ from berth.gcpauses import quiet_gc
 from berth.looplag import LoopLagMonitor
 from berth.names import DEFAULT_CLUSTER, check_dns_label
 from berth.servers import parse_servers
+from berth.signals import on_signals
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
@@ -219,10 +220,9 @@ def main(argv: list[str] | None = None) -> None:
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        on_signals(loop, (signal.SIGTERM, signal.SIGINT), stop.set)
         loss = DeltaLoss()
-        loop.add_signal_handler(signal.SIGUSR1, loss.arm)
+        on_signals(loop, (signal.SIGUSR1,), loss.arm)
         # A thousand agents share this one loop: a stall here delays their heartbeats,
         # which the control plane cannot tell from its own (logged, to tell the two apart).
         lag = LoopLagMonitor(name="hollow")

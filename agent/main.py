@@ -42,6 +42,7 @@ from berth import logs, pki, usagelimits
 from berth.errors import BerthError, FailedPrecondition, InvalidArgument, Unavailable
 from berth.names import DEFAULT_CLUSTER, check_dns_label
 from berth.servers import parse_servers
+from berth.signals import on_signals
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 
@@ -361,8 +362,7 @@ async def node_credentials(settings: AgentSettings, store: DirectoryStore) -> No
 async def run(settings: AgentSettings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    on_signals(loop, (signal.SIGTERM, signal.SIGINT), stop.set)
     network: RuleSync | None = None
     dns: ServiceDNS | None = None
     container_dns: list[str] = []

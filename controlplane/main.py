@@ -17,6 +17,7 @@ from prometheus_client import start_http_server
 from berth import logs
 from berth.errors import BerthError
 from berth.gcpauses import quiet_gc
+from berth.signals import on_signals
 from controlplane import tls
 from controlplane.config import ControlPlaneSettings, default_ecs_listen
 from controlplane.limits import parse_ports
@@ -325,8 +326,10 @@ def _aws_profile_dir(flag: str | None, admin_config: Path | None) -> Path | None
 async def serve(settings: ControlPlaneSettings, stop_deadline: float = STOP_DEADLINE) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    deadline = StopDeadline(loop, stop_deadline)
+    # The deadline is armed in the signal handler itself: the process exits in time even if
+    # the loop never gets to the shutdown (berth/signals.py says how a busy loop can miss it).
+    on_signals(loop, (signal.SIGTERM, signal.SIGINT), stop.set, at_once=deadline.arm)
     plane = ControlPlane(settings)
     # SIGTERM during start-up (etcd slow to come up, say) stops it too.
     starting = asyncio.create_task(plane.start(), name="start")
@@ -338,10 +341,7 @@ async def serve(settings: ControlPlaneSettings, stop_deadline: float = STOP_DEAD
             quiet_gc()
             await stopping
     finally:
-        # A thread of its own: it fires even if the event loop never gets a turn again.
-        deadline = threading.Timer(stop_deadline, _exit_abandoning, (loop, stop_deadline))
-        deadline.daemon = True
-        deadline.start()
+        deadline.arm()  # a failed start stops under the deadline too
         try:
             stopping.cancel()
             if not starting.done():
@@ -350,6 +350,40 @@ async def serve(settings: ControlPlaneSettings, stop_deadline: float = STOP_DEAD
             await plane.stop()
         finally:
             deadline.cancel()
+
+
+class StopDeadline:
+    """Exits the process `seconds` after it is armed, unless cancelled: a clean shutdown's limit.
+
+    A thread of its own, so it fires even if the event loop never gets a turn again.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+        self._loop = loop
+        self._seconds = seconds
+        # Re-entrant: the signal handler runs in the main thread, possibly inside arm() or cancel().
+        self._lock = threading.RLock()
+        self._armed = False
+        self._cancelled = False
+        self._timer: threading.Timer | None = None
+
+    def arm(self) -> None:
+        """Start counting (once; arming again changes nothing). Safe in a signal handler."""
+        with self._lock:
+            if self._armed or self._cancelled:
+                return
+            self._armed = True
+            timer = threading.Timer(self._seconds, _exit_abandoning, (self._loop, self._seconds))
+            timer.daemon = True
+            timer.start()
+            self._timer = timer
+
+    def cancel(self) -> None:
+        """The shutdown finished: never fire."""
+        with self._lock:
+            self._cancelled = True
+            if self._timer is not None:
+                self._timer.cancel()
 
 
 def _exit_abandoning(loop: asyncio.AbstractEventLoop, seconds: float) -> None:

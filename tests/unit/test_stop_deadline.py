@@ -54,6 +54,88 @@ STARTING = textwrap.dedent(
 )
 
 
+# SIGTERM while the loop is busy and other threads have filled its self-pipe with wake-ups
+# (call_soon_threadsafe, as executor results and keep-alive threads do under load): asyncio's
+# wake-up byte for the signal is dropped, and the signal must still stop the plane.
+FLOODED = textwrap.dedent(
+    """
+    import asyncio, os, signal, threading, time
+    import controlplane.main as main
+
+    class Flooded:
+        def __init__(self, settings):
+            pass
+
+        async def start(self):
+            loop = asyncio.get_running_loop()
+
+            def flood():
+                for _ in range(2000):
+                    loop.call_soon_threadsafe(lambda: None)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+            thread = threading.Thread(target=flood)
+            thread.start()
+            thread.join()  # the loop is held meanwhile, as by a long step
+            time.sleep(0.2)
+
+        async def stop(self):
+            print("stopped")
+
+    main.ControlPlane = Flooded
+    asyncio.run(main.serve(None, stop_deadline=30.0))
+    """
+)
+
+
+# SIGTERM while a step holds the loop for good: the deadline counts from the signal itself.
+WEDGED = textwrap.dedent(
+    """
+    import asyncio, os, signal, time
+    import controlplane.main as main
+
+    class Wedged:
+        def __init__(self, settings):
+            pass
+
+        async def start(self):
+            asyncio.get_running_loop().call_later(0.2, self.wedge)
+
+        def wedge(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(60)
+
+        async def stop(self):
+            print("stopped")
+
+    main.ControlPlane = Wedged
+    asyncio.run(main.serve(None, stop_deadline=1.0))
+    """
+)
+
+
+def test_sigterm_stops_a_busy_plane_whose_wake_up_pipe_is_full() -> None:
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", FLOODED], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "stopped"
+    assert time.monotonic() - started < 20, "the signal was noticed late"
+    assert "Exception ignored" not in result.stderr, result.stderr
+
+
+def test_the_deadline_runs_from_the_signal_even_if_the_loop_never_turns_again() -> None:
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", WEDGED], cwd=REPO, capture_output=True, text=True, timeout=50
+    )
+    assert result.returncode == 1, result.stderr
+    assert time.monotonic() - started < 30, "exited at the deadline, not after the wedged step"
+    assert "event=stop_deadline_passed seconds=1 action=exit" in result.stderr, result.stderr
+    assert "stopped" not in result.stdout
+
+
 def test_sigterm_during_start_up_stops_cleanly() -> None:
     started = time.monotonic()
     result = subprocess.run(
