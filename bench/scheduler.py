@@ -255,6 +255,8 @@ def main() -> None:
                 )
                 await started.wait()
                 marks = {"create": time.monotonic()}
+                # Progress, flushed: a profiler (or a person) can start watching the placing now.
+                print(f"hosts connected; scaling up {options.services} services", flush=True)
                 with ThreadPoolExecutor(16) as pool:
                     await asyncio.get_running_loop().run_in_executor(
                         None, lambda: list(pool.map(scale_up, range(options.services)))
@@ -264,6 +266,8 @@ def main() -> None:
                     elapsed = marks["created"] - marks["create"]
                     await asyncio.sleep(max(0.0, options.sigterm_after - elapsed))
                     marks["sigterm"] = time.monotonic()
+                    # Said at once (flushed): someone watching a slow stop knows when it began.
+                    print("sending SIGTERM to the control plane", flush=True)
                     exit_code = await asyncio.to_thread(plane.stop, 30)
                     marks["exited"] = time.monotonic()
                     marks["exit_code"] = float(exit_code if exit_code is not None else -1)
