@@ -17,10 +17,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from berth.v1 import resources_pb2 as pb
 
-# Changes kept per task, the newest. A check that flaps (HEALTHY, UNHEALTHY, HEALTHY ...)
-# in a task whose service keeps it (a one-off task, a non-essential container) would
-# otherwise grow its record without bound; ten show the pattern and the latest turns,
-# and cap the record's growth at about 10 x (MAX_OUTPUT + 50) bytes.
+# Changes kept per task, the newest. Nothing replaces a one-off task whose check flaps
+# (HEALTHY, UNHEALTHY, HEALTHY ...), nor a task whose container its restartPolicy restarts
+# in place (HEALTHY, UNKNOWN, HEALTHY ...), so without a bound its record would grow for
+# as long as it runs. Ten show the pattern and the latest turns, and cap the growth at
+# about 10 x (MAX_OUTPUT + 50) bytes per task: a status batch of 100 reports stays far
+# below etcd's request limit (1.5 MiB).
 HISTORY_LENGTH = 10
 
 # Characters of a failed check's output kept per change: the agent's own bound on
