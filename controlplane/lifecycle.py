@@ -10,7 +10,8 @@
      STOPPED                              └───────────▶ agent stops it ──────────┘
 
 While RUNNING, the agent also reports the task's health (UNKNOWN, HEALTHY,
-UNHEALTHY) each time it changes; a STOPPED task keeps the last one reported.
+UNHEALTHY) each time it changes; a STOPPED task keeps the last one reported, and
+the newest changes of its containers' health (`health_history`).
 
 STOPPED is terminal: nothing moves a task out of it, so a late or repeated
 report from an agent can never resurrect one. Every function here returns a
@@ -27,6 +28,7 @@ from berth.taskdef import health_checked, task_reservation
 from berth.taskdef_lifecycle import restart_total
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
+from controlplane import health_history
 
 
 def task_definition_ref(td: pb.TaskDefinition) -> str:
@@ -104,6 +106,9 @@ def apply_report(task: pb.Task, node_id: str, report: agent_pb.TaskStatusReport)
         return None
     updated = pb.Task()
     updated.CopyFrom(task)
+    if report.last_status == pb.RUNNING:
+        # Only a running container's health is news: a stopped one's is UNKNOWN by definition.
+        health_history.record(updated, containers, now())
     del updated.containers[:]
     updated.containers.extend(containers)
     del updated.network_bindings[:]

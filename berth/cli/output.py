@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import typer
@@ -128,6 +129,13 @@ def age(stamp: Timestamp) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def utc_time(stamp: Timestamp) -> str:
+    """A moment as a UTC time to the second ("2026-11-27T14:20:03Z"): for records read days later."""
+    if not stamp.seconds:
+        return "-"
+    return datetime.fromtimestamp(stamp.seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def status_name(value: pb.TaskStatus.ValueType) -> str:

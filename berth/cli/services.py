@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import UTC, datetime
 
 import typer
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from berth import deployment_defaults
 from berth.cli import autoscale, deployments, placement, recommend, rollout, rollout_watch, top
@@ -21,7 +19,7 @@ from berth.cli.deployments import (
     RollbackOption,
 )
 from berth.cli.options import ClusterOption, TagOption, command_group, tags
-from berth.cli.output import OutputOption, age, data_console, emit, emit_one, say
+from berth.cli.output import OutputOption, age, data_console, emit, emit_one, say, utc_time
 from berth.cli.placement import PlacementConstraintsOption, PlacementStrategyOption
 from berth.ecs import shapes
 from berth.ecs.arns import Arns
@@ -239,12 +237,6 @@ def describe(
     emit_one(output, description, show, lambda d: shapes.service(arns, d))
 
 
-def _timestamp(stamp: Timestamp) -> str:
-    if not stamp.seconds:
-        return "-"
-    return datetime.fromtimestamp(stamp.seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 @app.command("events")
 def events(
     ctx: typer.Context,
@@ -265,7 +257,7 @@ def events(
         output,
         found,
         [
-            ("TIME", lambda e: _timestamp(e.created_at)),
+            ("TIME", lambda e: utc_time(e.created_at)),
             ("AGE", lambda e: age(e.created_at)),
             ("MESSAGE", lambda e: e.message),
         ],

@@ -20,6 +20,7 @@ from berth.cli.output import (
     ports,
     say,
     status_name,
+    utc_time,
 )
 from berth.cli.placement import PlacementConstraintsOption, PlacementStrategyOption
 from berth.ecs import shapes
@@ -229,6 +230,13 @@ def describe(
                 f"  binding {b.container_name}: {b.bind_ip or '0.0.0.0'}:{b.host_port} -> "
                 f"{b.container_port}/{protocol_name(b.protocol)}",
             )
+        if task.health_history:
+            console.print("health history (oldest first):")
+            for change in task.health_history:
+                output = f"  {change.output}" if change.output else ""
+                console.print(
+                    f"  {utc_time(change.at)}  {change.container}  {health_name(change.status)}{output}"
+                )  # the console escapes control characters
         if task.HasField("kept_output"):
             kept = task.kept_output
             older = "; older output was not kept" if kept.truncated else ""

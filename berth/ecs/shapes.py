@@ -419,7 +419,17 @@ def _task_berth(task: pb.Task) -> dict[str, Any]:
             "lines": list(task.kept_output.lines),
             "truncated": task.kept_output.truncated,
         }
+    if task.health_history:
+        own["healthHistory"] = [_health_change(c) for c in task.health_history]
     return own
+
+
+def _health_change(change: pb.HealthChange) -> dict[str, Any]:
+    out: dict[str, Any] = {"container": change.container, "healthStatus": _word(HEALTH_STATUS, change.status)}
+    _put_time(out, "at", change.at)
+    if change.output:
+        out["output"] = change.output
+    return out
 
 
 def task(

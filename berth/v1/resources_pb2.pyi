@@ -1934,6 +1934,7 @@ class Task(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     STARTED_BY_FIELD_NUMBER: _builtins.int
     PINNED_NODES_FIELD_NUMBER: _builtins.int
+    HEALTH_HISTORY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     cluster: _builtins.str
     service: _builtins.str
@@ -2008,6 +2009,13 @@ class Task(_message.Message):
         nodes (ids; empty: any node of its cluster).
         """
 
+    @_builtins.property
+    def health_history(self) -> _containers.RepeatedCompositeFieldContainer[Global___HealthChange]:
+        """The newest changes of its containers' health, oldest first, at most
+        controlplane/health_history.HISTORY_LENGTH; kept once STOPPED, gone with
+        the record when purged.
+        """
+
     def __init__(
         self,
         *,
@@ -2042,10 +2050,11 @@ class Task(_message.Message):
         tags: _abc.Iterable[Global___Tag] | None = ...,
         started_by: _builtins.str = ...,
         pinned_nodes: _abc.Iterable[_builtins.str] | None = ...,
+        health_history: _abc.Iterable[Global___HealthChange] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deregistered_at", b"deregistered_at", "kept_output", b"kept_output", "started_at", b"started_at", "stopped_at", b"stopped_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "containers", b"containers", "cpu", b"cpu", "created_at", b"created_at", "deployment_id", b"deployment_id", "deregistered_at", b"deregistered_at", "desired_status", b"desired_status", "exit_code", b"exit_code", "failed_health_check", b"failed_health_check", "has_exit_code", b"has_exit_code", "health_checked", b"health_checked", "health_status", b"health_status", "id", b"id", "kept_output", b"kept_output", "last_status", b"last_status", "memory", b"memory", "network_bindings", b"network_bindings", "node_id", b"node_id", "pending_reason", b"pending_reason", "pinned_nodes", b"pinned_nodes", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "rebalancing", b"rebalancing", "service", b"service", "started_at", b"started_at", "started_by", b"started_by", "stop_code", b"stop_code", "stopped_at", b"stopped_at", "stopped_reason", b"stopped_reason", "tags", b"tags", "task_definition", b"task_definition"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "containers", b"containers", "cpu", b"cpu", "created_at", b"created_at", "deployment_id", b"deployment_id", "deregistered_at", b"deregistered_at", "desired_status", b"desired_status", "exit_code", b"exit_code", "failed_health_check", b"failed_health_check", "has_exit_code", b"has_exit_code", "health_checked", b"health_checked", "health_history", b"health_history", "health_status", b"health_status", "id", b"id", "kept_output", b"kept_output", "last_status", b"last_status", "memory", b"memory", "network_bindings", b"network_bindings", "node_id", b"node_id", "pending_reason", b"pending_reason", "pinned_nodes", b"pinned_nodes", "placement_constraints", b"placement_constraints", "placement_strategy", b"placement_strategy", "rebalancing", b"rebalancing", "service", b"service", "started_at", b"started_at", "started_by", b"started_by", "stop_code", b"stop_code", "stopped_at", b"stopped_at", "stopped_reason", b"stopped_reason", "tags", b"tags", "task_definition", b"task_definition"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2986,3 +2995,37 @@ class AccessKey(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AccessKey: _TypeAlias = AccessKey  # noqa: Y015
+
+@_typing.final
+class HealthChange(_message.Message):
+    """One change of a container's health, as its agent reported it while the task ran."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AT_FIELD_NUMBER: _builtins.int
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    container: _builtins.str
+    status: Global___HealthStatus.ValueType
+    output: _builtins.str
+    """When UNHEALTHY: the failed check's exit code and first line of output, short
+    (controlplane/health_history.MAX_OUTPUT characters at most).
+    """
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        container: _builtins.str = ...,
+        status: Global___HealthStatus.ValueType = ...,
+        output: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "container", b"container", "output", b"output", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealthChange: _TypeAlias = HealthChange  # noqa: Y015

@@ -1,13 +1,15 @@
-"""Health checks on real Docker: a task serves once HEALTHY, and is replaced when it turns UNHEALTHY."""
+"""Health checks on real Docker: a task serves once HEALTHY, and is replaced when it turns UNHEALTHY;
+the stopped task keeps its health history, also through a kill -9 of the control plane."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from berth.testing.cli import Berth, id_of
-from berth.testing.daemons import AgentProcess
+from berth.testing.daemons import AgentProcess, ControlPlaneProcess
 from berth.testing.waiting import wait_until
 
 CLUSTER = "health"
@@ -47,8 +49,12 @@ def _endpoint_tasks(berth: Berth) -> set[str]:
     return {row["taskId"] for row in rows}
 
 
+def _history(task: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [(c["container"], c["healthStatus"], c.get("output", "")) for c in task["berth"]["healthHistory"]]
+
+
 def test_a_task_serves_once_healthy_and_is_replaced_when_unhealthy(
-    berth: Berth, agent: AgentProcess, tmp_path: Path
+    berth: Berth, agent: AgentProcess, controlplane: ControlPlaneProcess, tmp_path: Path
 ) -> None:
     definitions = tmp_path / "web.json"
     definitions.write_text(json.dumps(CONTAINERS))
@@ -96,6 +102,20 @@ def test_a_task_serves_once_healthy_and_is_replaced_when_unhealthy(
         wait_until(lambda: _task(berth, task_id)["lastStatus"] == "STOPPED", 20, "the unhealthy task STOPPED")
         events = berth.ok("service", "describe", "web", "--cluster", CLUSTER).stdout
         assert f"task {task_id[:12]} failed its health check (exit 1: no /tmp/ok) and was replaced" in events
+
+        # The stopped task keeps its health history, in its own record: through a kill -9 too.
+        history = [("web", "HEALTHY", ""), ("web", "UNHEALTHY", "exit 1: no /tmp/ok")]
+        stopped = _task(berth, task_id)
+        assert _history(stopped) == history
+        changed_at = [c["at"] for c in stopped["berth"]["healthHistory"]]
+        assert stopped["createdAt"] <= changed_at[0] < changed_at[1] <= stopped["stoppedAt"]
+        shown = berth.ok("task", "describe", task_id, "--cluster", CLUSTER).stdout
+        lines = shown[shown.index("health history (oldest first):") :].splitlines()
+        assert re.fullmatch(r"  \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ  web  HEALTHY", lines[1]), shown
+        assert re.fullmatch(r"  \S+Z  web  UNHEALTHY  exit 1: no /tmp/ok", lines[2]), shown
+        controlplane.kill9()
+        controlplane.restart()
+        assert _history(_task(berth, task_id)) == history
     finally:
         berth.ok("service", "update", "web", "--cluster", CLUSTER, "--desired-count", "0")
 

@@ -189,6 +189,22 @@ def test_task() -> None:
     no_proto_words(shown)
 
 
+def test_a_tasks_health_history_is_a_berth_extra_not_an_ecs_key() -> None:
+    task = _task()
+    task.health_history.add(container="app", status=pb.HEALTHY, at=at(120))
+    task.health_history.add(
+        container="app", status=pb.UNHEALTHY, at=at(150, 250_000_000), output="exit 1: no"
+    )
+    shown = shapes.task(ARNS, task)
+    assert shown["berth"]["healthHistory"] == [
+        {"container": "app", "healthStatus": "HEALTHY", "at": 120},
+        {"container": "app", "healthStatus": "UNHEALTHY", "at": 150.25, "output": "exit 1: no"},
+    ]
+    ecs_keys_only("Task", shown)
+    no_proto_words(shown)
+    assert "healthHistory" not in shapes.task(ARNS, _task())["berth"], "left out when there is none"
+
+
 def test_a_pending_unplaced_one_off_task_leaves_out_what_it_has_not() -> None:
     task = pb.Task(
         id="abc",

@@ -116,3 +116,28 @@ async def test_a_report_from_a_node_the_task_is_not_on_is_ignored(
     writer.submit("n1", running("marker"))
     await until(lambda: is_running(store, "marker"), "the marker report written")
     assert (await stored(store, "a")).value.last_status == pb.PENDING
+
+
+async def test_a_health_change_goes_into_the_history_in_the_write_that_records_it(
+    store: MemoryStore, cache: ClusterCache, writer: StatusWriter
+) -> None:
+    await put(store, keys.task("a"), placed("a", pb.RUNNING))
+    await caught_up(cache, store)
+    before = (await stored(store, "a")).mod_revision
+    report = running("a")
+    report.health_status = pb.UNHEALTHY
+    report.containers.add(name="web", health_status=pb.UNHEALTHY, health_output="exit 1: no /tmp/ok")
+    writer.start(workers=1)
+    writer.submit("n1", report)
+
+    async def unhealthy() -> bool:
+        return (await stored(store, "a")).value.health_status == pb.UNHEALTHY
+
+    await until(unhealthy, "the health change written")
+    after = await stored(store, "a")
+    assert [(c.container, c.status, c.output) for c in after.value.health_history] == [
+        ("web", pb.UNHEALTHY, "exit 1: no /tmp/ok")
+    ]
+    assert after.value.health_history[0].at.seconds > 0
+    # One write, the one that recorded the change (MemoryStore bumps the revision per commit).
+    assert after.mod_revision == before + 1
