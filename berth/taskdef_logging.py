@@ -28,7 +28,7 @@ without ever echoing it; the agent merges them into Docker's LogConfig. The
 address keys (syslog-address, fluentd-address, gelf-address) are refused as
 secretOptions: a destination is checked when it is registered (no loopback,
 link-local or unix socket: the engine sends from the host's own network), and
-a secret's value is never shown to be checked. `secretOptions` of awslogs and
+a secret's value is not there to check then. `secretOptions` of awslogs and
 awsfirelens carry AWS credentials, which have nowhere to go on Berth: they are
 kept as written and not applied (nor resolved).
 """
