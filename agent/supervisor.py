@@ -25,6 +25,7 @@ from collections.abc import Callable
 from agent import logs, reconciler
 from agent.metrics import TASK_START_FAILURES, TASKS_OBSERVED, TASKS_STARTED
 from agent.reconciler import Remove, Report, Restart, Start, Stop
+from agent.redaction import without_secrets
 from agent.runtime.driver import ObservedTask, StartFailed, TaskDriver
 from berth.errors import Unavailable
 from berth.taskdef_lifecycle import restart_total
@@ -224,10 +225,10 @@ class TaskSupervisor:
                     TASKS_STARTED.inc()
                 except StartFailed as error:
                     TASK_START_FAILURES.inc()
-                    log.warning("event=task_start_failed task=%s reason=%r", task_id, str(error))
-                    failure = reconciler.report(
-                        task_id, pb.STOPPED, None, pb.TASK_FAILED_TO_START, str(error)
-                    )
+                    # The engine may quote a value it refused, and a secretOption's is a secret.
+                    reason = without_secrets(str(error), assignment)
+                    log.warning("event=task_start_failed task=%s reason=%r", task_id, reason)
+                    failure = reconciler.report(task_id, pb.STOPPED, None, pb.TASK_FAILED_TO_START, reason)
                     self._failed_starts[task_id] = failure
             elif isinstance(action, Restart):
                 for runtime_id in action.runtime_ids:

@@ -18,15 +18,26 @@ loopback, link-local and unspecified addresses and `localhost` are refused, as
 are IPv4 addresses in spellings other than dotted a.b.c.d; fluentd and gelf
 need an explicit address (fluentd's default is the host's localhost:24224).
 
-`secretOptions` are accepted for awslogs and awsfirelens (they carry AWS
-credentials, which have nowhere to go on Berth) and not applied; the engine
-drivers document no option that is a credential, so there they are refused.
+`secretOptions` of an engine driver are log options whose values are Berth
+secrets (`valueFrom` as in `secrets`: berth.secretnames): each `name` is one
+of the driver's option keys, checked like an `options` key (host-file keys
+refused), and may not also be in `options`. The control plane resolves them
+for the task's node only (controlplane.operations.secrets) and checks each
+value there as an option value would be (bounded, printable, its shape),
+without ever echoing it; the agent merges them into Docker's LogConfig. The
+address keys (syslog-address, fluentd-address, gelf-address) are refused as
+secretOptions: a destination is checked when it is registered (no loopback,
+link-local or unix socket: the engine sends from the host's own network), and
+a secret's value is not there to check then. `secretOptions` of awslogs and
+awsfirelens carry AWS credentials, which have nowhere to go on Berth: they are
+kept as written and not applied (nor resolved).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import Field
@@ -34,7 +45,7 @@ from pydantic import Field
 from berth.ecs_schema import EcsModel
 from berth.errors import InvalidArgument
 from berth.names import shown
-from berth.secretnames import MAX_REFERENCE_LENGTH
+from berth.secretnames import MAX_REFERENCE_LENGTH, parse_reference
 from berth.v1 import resources_pb2 as pb
 
 FIELD = "logConfiguration"
@@ -253,15 +264,16 @@ def _host_refusal(matched: re.Match[str]) -> str | None:
     return None
 
 
-def _check_option(where: str, driver: str, key: str, value: str) -> None:
+def _check_key(field: str, driver: str, key: str) -> None:
+    """An option's key (`field`: where it was written, options or secretOptions)."""
     if not key or len(key) > MAX_OPTION_NAME_LENGTH or not _clean(key) or any(ch.isspace() for ch in key):
         raise InvalidArgument(
-            f"{where}.options: name {shown(key[:100])} is invalid: use 1-{MAX_OPTION_NAME_LENGTH} "
+            f"{field}: name {shown(key[:100])} is invalid: use 1-{MAX_OPTION_NAME_LENGTH} "
             "printable characters"
         )
     if key in _HOST_FILE_OPTIONS:
         raise InvalidArgument(
-            f"{where}.options: {key} names a file on the host, which a task definition may not reach; "
+            f"{field}: {key} names a file on the host, which a task definition may not reach; "
             "use syslog over udp or tcp, or tcp+tls with the host's own trust store"
         )
     if driver == "awsfirelens":
@@ -277,18 +289,19 @@ def _check_option(where: str, driver: str, key: str, value: str) -> None:
             if driver == "awsfirelens"
             else f"{driver} takes {', '.join(sorted(allowed))}"
         )
-        raise InvalidArgument(f"{where}.options: {shown(key)} is not an option of {driver}: {hint}")
+        raise InvalidArgument(f"{field}: {shown(key)} is not an option of {driver}: {hint}")
+
+
+def _check_option(where: str, driver: str, key: str, value: str) -> None:
+    _check_key(f"{where}.options", driver, key)
     if len(value) > MAX_OPTION_VALUE_LENGTH or not _clean(value):
         raise InvalidArgument(
             f"{where}.options[{key}]: the value must be at most {MAX_OPTION_VALUE_LENGTH} printable "
             "characters"
         )
-    shape = _VALUE_SHAPES.get(key)
-    if shape is not None and driver in ENGINE_DRIVERS:
-        accepted, said = shape
-        fits = value in accepted if isinstance(accepted, frozenset) else accepted.fullmatch(value) is not None
-        if not fits:
-            raise InvalidArgument(f"{where}.options[{key}] {shown(value)} is invalid: use {said}")
+    said = _misshapen(driver, key, value)
+    if said is not None:
+        raise InvalidArgument(f"{where}.options[{key}] {shown(value)} is invalid: use {said}")
     address = _ADDRESSES.get(key)
     if address is not None and driver in ENGINE_DRIVERS:
         matched = address.fullmatch(value)
@@ -319,19 +332,23 @@ def check_log_configuration(where: str, c: pb.ContainerDefinition) -> None:
         raise InvalidArgument(f"{where}.options: {driver} needs {required}, the address to send to{default}")
     if not config.secret_options:
         return
-    if driver not in AWS_DRIVERS:
-        raise InvalidArgument(
-            f"{where}.secretOptions: {driver} takes no credentials; secretOptions are accepted with "
-            "awslogs and awsfirelens only (and not applied)"
-        )
     if len(config.secret_options) > MAX_SECRET_OPTIONS:
         raise InvalidArgument(f"{where}.secretOptions: at most {MAX_SECRET_OPTIONS} entries")
+    seen: set[str] = set()
     for option in config.secret_options:
         if not option.name or len(option.name) > MAX_OPTION_NAME_LENGTH or not _clean(option.name):
             raise InvalidArgument(
                 f"{where}.secretOptions: name {shown(option.name[:100])} is invalid: use "
                 f"1-{MAX_OPTION_NAME_LENGTH} printable characters"
             )
+        if driver in ENGINE_DRIVERS:
+            if option.name in seen or option.name in config.options:
+                raise InvalidArgument(
+                    f"{where}.secretOptions: {option.name} is set twice (in options or secretOptions)"
+                )
+            seen.add(option.name)
+            _check_engine_secret_option(where, driver, option)
+            continue
         # Never resolved (they carry AWS credentials for AWS's log services), so any bounded,
         # printable reference is kept as written: real files carry placeholders here.
         if (
@@ -343,6 +360,48 @@ def check_log_configuration(where: str, c: pb.ContainerDefinition) -> None:
                 f"{where}.secretOptions[{option.name}].valueFrom: use 1-{MAX_REFERENCE_LENGTH} "
                 "printable characters"
             )
+
+
+def _check_engine_secret_option(where: str, driver: str, option: pb.SecretReference) -> None:
+    """One secretOption of an engine driver: a key of the driver's, its value a Berth secret."""
+    key = option.name
+    _check_key(f"{where}.secretOptions", driver, key)
+    if key in _ADDRESSES:
+        raise InvalidArgument(
+            f"{where}.secretOptions: {key} is an address, which is checked when registered (the "
+            "engine sends from the host's own network) and a secret's value never is: put it in options"
+        )
+    try:
+        parse_reference(option.value_from)
+    except InvalidArgument as error:
+        raise InvalidArgument(f"{where}.secretOptions[{key}].valueFrom: {error}") from None
+
+
+def applied_secret_options(c: pb.ContainerDefinition) -> Sequence[pb.SecretReference]:
+    """The secretOptions the engine is given (resolved for the task's node): an engine driver's;
+    none for awslogs and awsfirelens, whose are kept as written only."""
+    if not c.HasField("log_configuration") or c.log_configuration.log_driver not in ENGINE_DRIVERS:
+        return ()
+    return c.log_configuration.secret_options
+
+
+def secret_value_refusal(driver: str, key: str, value: str) -> str | None:
+    """Why a secret's value cannot be the log option `key` of `driver`, or None. The reason
+    never quotes the value: it becomes the task's stopped reason."""
+    if len(value) > MAX_OPTION_VALUE_LENGTH or not _clean(value):
+        return f"a log option's value is at most {MAX_OPTION_VALUE_LENGTH} printable characters"
+    said = _misshapen(driver, key, value)
+    return f"{key} takes {said}" if said is not None else None
+
+
+def _misshapen(driver: str, key: str, value: str) -> str | None:
+    """What an engine driver's option `key` takes, when `value` is not of that shape; else None."""
+    shape = _VALUE_SHAPES.get(key)
+    if shape is None or driver not in ENGINE_DRIVERS:
+        return None
+    accepted, said = shape
+    fits = value in accepted if isinstance(accepted, frozenset) else accepted.fullmatch(value) is not None
+    return None if fits else said
 
 
 def to_ecs(c: pb.ContainerDefinition) -> dict[str, Any]:

@@ -215,5 +215,13 @@ class DesiredStates:
         try:
             assignment.secret_environment.extend(self._secrets.environment(td))
             assignment.environment_file_secrets.extend(self._secrets.environment_files(td))
+            assignment.log_secret_options.extend(self._secrets.log_options(td))
         except SecretUnavailable as error:
+            # A task that will not start is sent no value at all, not those resolved before.
+            for resolved in (
+                assignment.secret_environment,
+                assignment.environment_file_secrets,
+                assignment.log_secret_options,
+            ):
+                del resolved[:]
             assignment.secrets_error = str(error)

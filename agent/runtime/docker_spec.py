@@ -27,6 +27,7 @@ from agent.runtime.driver import (
     LABEL_STOP_TIMEOUT,
     LABEL_TASK_DEFINITION,
     LABEL_TASK_ID,
+    StartFailed,
 )
 from berth.names import protocol_name
 from berth.taskdef_docker import link_target
@@ -214,10 +215,16 @@ class ContainerSpec:
         return options
 
 
-def docker_log_config(c: pb.ContainerDefinition) -> dict[str, Any] | None:
-    """The SDK's `log_config` for a container: its engine driver with its options; json-file with
-    bounded rotation for awslogs and awsfirelens (Berth's own log path); None, the engine's
-    default driver, without a logConfiguration."""
+def docker_log_config(
+    c: pb.ContainerDefinition, secret_options: Mapping[str, str] | None = None
+) -> dict[str, Any] | None:
+    """The SDK's `log_config` for a container: its engine driver with its options and its
+    secretOptions (`secret_options`: their values, resolved for this node by the control plane,
+    by option key); json-file with bounded rotation for awslogs and awsfirelens (Berth's own log
+    path); None, the engine's default driver, without a logConfiguration.
+
+    StartFailed when a secretOption has no value: the control plane sends every one or says
+    why not (secrets_error), so this is a mismatched control plane, and nothing starts."""
     if not c.HasField("log_configuration"):
         return None
     config = c.log_configuration
@@ -225,7 +232,16 @@ def docker_log_config(c: pb.ContainerDefinition) -> dict[str, Any] | None:
         return {"type": "json-file", "config": dict(AWS_LOG_ROTATION)}
     if config.log_driver not in ENGINE_DRIVERS:  # refused at registration; a record written otherwise
         return None
-    return {"type": config.log_driver, "config": dict(sorted(config.options.items()))}
+    options = dict(config.options)
+    resolved = secret_options or {}
+    for option in config.secret_options:
+        if option.name not in resolved:
+            raise StartFailed(
+                f"ResourceInitializationError: container {c.name}: the control plane sent no value "
+                f"for the log option {option.name} (secretOptions)"
+            )
+        options[option.name] = resolved[option.name]
+    return {"type": config.log_driver, "config": dict(sorted(options.items()))}
 
 
 def _tmpfs_options(mount: pb.TmpfsMount) -> str:
@@ -319,6 +335,10 @@ def container_specs(
         group.container: {v.name: v.value for v in group.environment}
         for group in assignment.secret_environment
     }
+    log_secrets = {
+        group.container: {v.name: v.value for v in group.environment}
+        for group in assignment.log_secret_options
+    }
     network_mode = docker_network_mode(td.network_mode)
     # On the host's network a container's ports are the host's own (nothing to publish), and it
     # resolves with the node's resolv.conf unless it names its own dnsServers.
@@ -390,7 +410,7 @@ def container_specs(
                     healthcheck(definition.health_check) if definition.HasField("health_check") else None
                 ),
                 network_mode=own_network,
-                log_config=docker_log_config(definition),
+                log_config=docker_log_config(definition, log_secrets.get(definition.name)),
                 **_process_settings(definition, dns_servers, own_bridged),
                 **_docker_options(assignment, index, definition),
                 **container_mounts(definition, td, assignment.task_id, container_name),

@@ -463,6 +463,7 @@ class TaskAssignment(_message.Message):
     SECRETS_ERROR_FIELD_NUMBER: _builtins.int
     ENVIRONMENT_FILE_SECRETS_FIELD_NUMBER: _builtins.int
     RESTARTS_FIELD_NUMBER: _builtins.int
+    LOG_SECRET_OPTIONS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     desired_status: _resources_pb2.DesiredStatus.ValueType
     last_status: _resources_pb2.TaskStatus.ValueType
@@ -496,6 +497,13 @@ class TaskAssignment(_message.Message):
         registered, its value the .env text (the agent parses it).
         """
 
+    @_builtins.property
+    def log_secret_options(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContainerSecrets]:
+        """The containers' logConfiguration.secretOptions (engine drivers only), resolved for this
+        node only like secret_environment: each pair's name is the log option's key, its value
+        the secret's; the agent merges them into the container's Docker LogConfig.
+        """
+
     def __init__(
         self,
         *,
@@ -512,10 +520,11 @@ class TaskAssignment(_message.Message):
         secrets_error: _builtins.str = ...,
         environment_file_secrets: _abc.Iterable[Global___ContainerSecrets] | None = ...,
         restarts: _builtins.int = ...,
+        log_secret_options: _abc.Iterable[Global___ContainerSecrets] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["task_definition", b"task_definition"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "desired_status", b"desired_status", "environment_file_secrets", b"environment_file_secrets", "health_status", b"health_status", "last_status", b"last_status", "restarts", b"restarts", "secret_environment", b"secret_environment", "secrets_error", b"secrets_error", "service", b"service", "stop_code", b"stop_code", "stopped_reason", b"stopped_reason", "task_definition", b"task_definition", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "desired_status", b"desired_status", "environment_file_secrets", b"environment_file_secrets", "health_status", b"health_status", "last_status", b"last_status", "log_secret_options", b"log_secret_options", "restarts", b"restarts", "secret_environment", b"secret_environment", "secrets_error", b"secrets_error", "service", b"service", "stop_code", b"stop_code", "stopped_reason", b"stopped_reason", "task_definition", b"task_definition", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

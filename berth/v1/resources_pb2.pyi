@@ -2701,7 +2701,9 @@ class LogConfiguration(_message.Message):
 
     @_builtins.property
     def secret_options(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecretReference]:
-        """Accepted for awslogs and awsfirelens only, and not applied (they name AWS credentials)."""
+        """Engine drivers: log options whose values are Berth secrets (name: the option's key), resolved
+        for the task's node only. awslogs and awsfirelens: kept as written, not applied.
+        """
 
     def __init__(
         self,

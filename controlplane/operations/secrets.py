@@ -6,7 +6,9 @@ show names, sizes, versions and dates. Nothing here ever returns or logs a
 value.
 
 `SecretValues` is what the desired-state builder calls for the tasks of the
-one node it builds a snapshot for: it opens the sealed records from the
+one node it builds a snapshot for (containers' `secrets`, environment files
+that are secrets, and an engine log driver's `secretOptions`, whose values it
+checks as log option values): it opens the sealed records from the
 cache, keeping opened values in memory per record revision (a snapshot is
 built often; opening each time would be slow), and says in one line, as ECS
 does ("ResourceInitializationError: unable to pull secrets ..."), why a task's
@@ -30,6 +32,7 @@ from berth.names import shown
 from berth.secretnames import SecretSource, parse_reference, storage_name
 from berth.taskdef_envfiles import names_secrets
 from berth.taskdef_envfiles import secret_source as environment_file_source
+from berth.taskdef_logging import applied_secret_options, secret_value_refusal
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
@@ -159,6 +162,7 @@ class SecretValues:
         for container in definition.container_definitions:
             sources = [_source(reference) for reference in container.secrets]
             sources += [s for f in container.environment_files if (s := _known_file_source(f)) is not None]
+            sources += [_source(reference) for reference in applied_secret_options(container)]
             for source in sources:
                 record = self._cache.secret(source.name)
                 found.append(record.mod_revision if record is not None else 0)
@@ -189,6 +193,29 @@ class SecretValues:
             ]
             if files:
                 result.append(agent_pb.ContainerSecrets(container=container.name, environment=files))
+        return result
+
+    def log_options(self, definition: pb.TaskDefinition) -> list[agent_pb.ContainerSecrets]:
+        """Each container's log options from its engine driver's secretOptions, by option key;
+        SecretUnavailable names the first that is missing or whose value the option cannot take
+        (the reason never quotes a value)."""
+        result = []
+        for container in definition.container_definitions:
+            references = applied_secret_options(container)
+            if not references:
+                continue
+            options = []
+            for reference in references:
+                source = _source(reference)
+                value = self._value(source)
+                refusal = secret_value_refusal(container.log_configuration.log_driver, reference.name, value)
+                if refusal is not None:
+                    raise SecretUnavailable(
+                        f"{PULL_FAILED}: container {container.name}: logConfiguration.secretOptions"
+                        f"[{reference.name}]: the value of secret {source.name} is refused: {refusal}"
+                    )
+                options.append(pb.KeyValuePair(name=reference.name, value=value))
+            result.append(agent_pb.ContainerSecrets(container=container.name, environment=options))
         return result
 
     def _value(self, source: SecretSource) -> str:
@@ -227,9 +254,11 @@ class SecretValues:
 
 
 def names_any(definition: pb.TaskDefinition) -> bool:
-    """A task of this definition needs secrets resolved: its `secrets`, or environment files
-    that are Berth secrets."""
-    return any(c.secrets or names_secrets(c) for c in definition.container_definitions)
+    """A task of this definition needs secrets resolved: its `secrets`, environment files that
+    are Berth secrets, or an engine log driver's secretOptions."""
+    return any(
+        c.secrets or names_secrets(c) or applied_secret_options(c) for c in definition.container_definitions
+    )
 
 
 def _file_source(file: pb.EnvironmentFile) -> SecretSource | None:

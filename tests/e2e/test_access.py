@@ -198,52 +198,105 @@ def people(plane: ControlPlaneProcess, tmp_path_factory: pytest.TempPathFactory)
     }
 
 
-VIEWER_REFUSED = [
-    ["cluster", "create", "nope"],
-    [
-        "taskdef",
-        "register",
-        "--family",
-        "x",
-        "--container-definitions",
-        '[{"name": "x", "image": "a:1", "memory": 8}]',
-    ],
-    ["service", "create", "--name", "v", "--task-definition", "web", "--desired-count", "0"],
-    ["task", "run", "--task-definition", "web"],
-    ["join-token", "create"],
-    ["user", "create", "eve", "--role", "admin", "--out", "/nonexistent/eve"],
+@pytest.fixture(scope="module")
+def targets(plane: ControlPlaneProcess, people: dict[str, Berth]) -> dict[str, str]:
+    """Real objects for refused calls to aim at, so "nothing changed" means something: a
+    service, a task, a joined node (identity only: no stream, so nothing changes on its own)
+    and a join token."""
+    admin = people["admin"]
+    admin.ok("service", "create", "--name", "kept", "--task-definition", "web", "--desired-count", "0")
+    task = admin.ok("task", "run", "--task-definition", "web").stdout.strip()
+    # No node takes it: it stays PENDING, and once the scheduler said why, nothing writes it again.
+    wait_until(
+        lambda: admin.ok("task", "describe", task, "-o", "json").json()["berth"].get("pendingReason"),
+        15,
+        "the task is pending with a reason",
+        interval=0.2,
+    )
+    node = join(plane, "node-r").name
+    token = plane.create_join_token(uses=1)[0].split(".", 1)[0]
+    return {"TASK": task, "NODE": node, "TOKEN": token}
+
+
+# Each refused command and the one RPC it is refused at (TASK, NODE, TOKEN: the targets).
+VIEWER_REFUSED: list[tuple[list[str], str]] = [
+    (["cluster", "create", "nope"], "CreateCluster"),
+    (["cluster", "delete", "default"], "DeleteCluster"),
+    (
+        [
+            "taskdef",
+            "register",
+            "--family",
+            "x",
+            "--container-definitions",
+            '[{"name": "x", "image": "a:1", "memory": 8}]',
+        ],
+        "RegisterTaskDefinition",
+    ),
+    (["taskdef", "deregister", "web:1"], "DeregisterTaskDefinition"),
+    (
+        ["service", "create", "--name", "v", "--task-definition", "web", "--desired-count", "0"],
+        "CreateService",
+    ),
+    (["service", "update", "kept", "--desired-count", "1"], "UpdateService"),
+    (["service", "delete", "kept"], "DeleteService"),
+    (["task", "run", "--task-definition", "web"], "RunTask"),
+    (["task", "stop", "TASK"], "StopTask"),
+    (["node", "drain", "NODE"], "UpdateNodeStatus"),
+    (["join-token", "create"], "CreateJoinToken"),
+    (["user", "create", "eve", "--role", "admin", "--out", "/nonexistent/eve"], "CreateUser"),
 ]
-DEPLOYER_REFUSED = [
-    ["node", "drain", "any-node"],
-    ["join-token", "create"],
-    ["join-token", "list"],
-    ["user", "list"],
-    ["cluster", "create", "nope"],
+DEPLOYER_REFUSED: list[tuple[list[str], str]] = [
+    (["node", "drain", "NODE"], "UpdateNodeStatus"),
+    (["node", "remove", "NODE", "--force"], "RemoveNode"),
+    (["join-token", "create"], "CreateJoinToken"),
+    (["join-token", "list"], "ListJoinTokens"),
+    (["join-token", "revoke", "TOKEN"], "RevokeJoinToken"),
+    (["user", "list"], "ListUsers"),
+    (["cluster", "create", "nope"], "CreateCluster"),
 ]
+
+
+def _audit(plane: ControlPlaneProcess) -> list[dict[str, str]]:
+    return [json.loads(line) for line in (plane.data_dir / "audit.log").read_text().splitlines()]
 
 
 def test_roles_decide_what_each_user_may_do_and_every_attempt_is_audited(
-    plane: ControlPlaneProcess, people: dict[str, Berth]
+    plane: ControlPlaneProcess, people: dict[str, Berth], targets: dict[str, str]
 ) -> None:
     viewer, deployer = people["viewer"], people["deployer"]
     viewer.ok("service", "list")
     viewer.ok("taskdef", "list")
     before = plane.etcd_snapshot()[1]
-    for args in VIEWER_REFUSED:
-        viewer(*args).assert_refused("user vera (viewer) may not")
-    for args in DEPLOYER_REFUSED:
-        deployer(*args).assert_refused("user dan (deployer) may not")
+    audited = len(_audit(plane))
+    expected = []
+    for user, role, berth, refusals in (
+        ("vera", "viewer", viewer, VIEWER_REFUSED),
+        ("dan", "deployer", deployer, DEPLOYER_REFUSED),
+    ):
+        for args, call in refusals:
+            berth(*[targets.get(arg, arg) for arg in args]).assert_refused(
+                f"user {user} ({role}) may not {call}"
+            )
+            expected.append((user, call))
     assert {k: v for k, v in plane.etcd_snapshot()[1].items() if b"/events/" not in k} == {
         k: v for k, v in before.items() if b"/events/" not in k
     }, "a refused call wrote"
+    # One audit line per refused attempt, in order: who, which call, and that it was denied.
+    attempts = _audit(plane)[audited:]
+    assert [(e["user"], e["call"]) for e in attempts] == expected
+    for entry in attempts:
+        assert entry["result"].startswith(f"denied: user {entry['user']} (")
+        assert f"may not {entry['call']}: it needs " in entry["result"]
+    targeted = {e["call"]: e["target"] for e in attempts if e["user"] == "vera"}
+    assert targeted["StopTask"] == f"cluster=default id={targets['TASK']}"
+    assert targeted["DeleteService"] == "cluster=default name=kept"
+
     deployer.ok("service", "create", "--name", "shipped", "--task-definition", "web", "--desired-count", "0")
     deployer.ok("service", "update", "shipped", "--desired-count", "0", "--deregistration-delay", "1")
     deployer.ok("service", "delete", "shipped")
 
-    audit = [json.loads(line) for line in (plane.data_dir / "audit.log").read_text().splitlines()]
-    denied = {(e["user"], e["call"]) for e in audit if e["result"].startswith("denied")}
-    assert ("vera", "CreateCluster") in denied and ("vera", "CreateService") in denied
-    assert ("dan", "UpdateNodeStatus") in denied and ("dan", "CreateJoinToken") in denied
+    audit = _audit(plane)
     allowed = {(e["user"], e["call"], e["target"]) for e in audit if e["result"] == "ok"}
     assert ("dan", "CreateService", "cluster=default name=shipped task_definition=web") in allowed
     assert ("dan", "DeleteService", "cluster=default name=shipped") in allowed

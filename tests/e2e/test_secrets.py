@@ -27,7 +27,8 @@ from berth.v1 import resources_pb2 as pb
 
 VALUE = "s3cr3t-DB-value-4711"
 JSON_VALUE = json.dumps({"username": "svc-web-user-0815", "password": "pw-0815-very-secret"})
-MARKERS = (VALUE, "svc-web-user-0815", "pw-0815-very-secret")
+LOG_VALUE = "log-tag-0815-secret"
+MARKERS = (VALUE, "svc-web-user-0815", "pw-0815-very-secret", LOG_VALUE)
 CONTAINERS = [
     {
         "name": "web",
@@ -44,6 +45,10 @@ CONTAINERS = [
                 "valueFrom": "arn:aws:secretsmanager:eu-west-1:1:secret:app/auth-AbCdEf:username::",
             },
         ],
+        "logConfiguration": {
+            "logDriver": "json-file",
+            "secretOptions": [{"name": "tag", "valueFrom": "app/log-tag"}],
+        },
     }
 ]
 
@@ -207,6 +212,7 @@ def test_only_the_running_node_receives_values_and_they_are_nowhere_else(plane: 
     admin = Berth.of(plane)
     admin.ok("secret", "put", "/app/DB_PASSWORD", input=VALUE)
     admin.ok("secret", "put", "app/auth", input=JSON_VALUE)
+    admin.ok("secret", "put", "app/log-tag", input=LOG_VALUE)
     admin.ok("taskdef", "register", "--family", "vault", "--container-definitions", json.dumps(CONTAINERS))
     plain_containers = [{"name": "web", "image": "berth-busybox:2", "memory": 32}]
     admin.ok(
@@ -234,6 +240,11 @@ def test_only_the_running_node_receives_values_and_they_are_nowhere_else(plane: 
             "DB_PASSWORD": VALUE,
             "DB_USER": "svc-web-user-0815",
         }
+        [log_group] = assignment.log_secret_options
+        assert (log_group.container, {v.name: v.value for v in log_group.environment}) == (
+            "web",
+            {"tag": LOG_VALUE},
+        )
         # The other node is sent snapshots all along (one with a task of its own after the
         # holder's task exists), and never the holder's task or a value.
         plain = _run(plane, "plain", "other")
@@ -251,7 +262,7 @@ def test_only_the_running_node_receives_values_and_they_are_nowhere_else(plane: 
         failed, _ = wait_until(lambda: holder.assignment(second.id), 20, "the holder gets the second task")
         assert failed.secrets_error.startswith("ResourceInitializationError: unable to pull secrets")
         assert "app/auth does not exist" in failed.secrets_error
-        assert not failed.secret_environment
+        assert not failed.secret_environment and not failed.log_secret_options
     finally:
         holder.close()
         other.close()

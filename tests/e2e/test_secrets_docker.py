@@ -1,6 +1,7 @@
 """Secrets on real Docker: a task's secret is in its container's environment (read from
-inside the container), and a task whose secret is missing stops as TASK_FAILED_TO_START
-with ECS's reason. Neither the agent's nor the control plane's log ever holds the value.
+inside the container), a log driver's secretOption in its LogConfig (read with inspect), and
+a task whose secret is missing stops as TASK_FAILED_TO_START with ECS's reason. Neither the
+agent's nor the control plane's log ever holds a value.
 
 Uses Docker: run under `flock /tmp/berth-docker.lock`.
 """
@@ -92,3 +93,74 @@ def test_a_secret_reaches_the_containers_environment_and_a_missing_one_fails_the
     berth.ok("task", "stop", task_id)
     for log in (agent.log_path, controlplane.log_path):
         assert VALUE.encode() not in Path(log).read_bytes(), f"the secret's value is in {log}"
+
+
+TAG_VALUE = "log-tag-s3cr3t-6262"
+LOGGED = [
+    {
+        "name": "app",
+        "image": "berth-busybox:2",
+        "memory": 32,
+        "essential": True,
+        "entryPoint": ["sh", "-c"],
+        "command": ["trap 'exit 0' TERM; while true; do sleep 0.5; done"],
+        "stopTimeout": 2,
+        "logConfiguration": {
+            "logDriver": "json-file",
+            "options": {"max-size": "1m"},
+            "secretOptions": [
+                {"name": "tag", "valueFrom": "arn:aws:ssm:eu-west-1:1:parameter/docker/log-tag"}
+            ],
+        },
+    }
+]
+
+
+def test_a_log_secret_option_reaches_dockers_log_config_only_and_a_missing_one_fails_the_start(
+    berth: Berth, agent: AgentProcess, controlplane: ControlPlaneProcess, tmp_path: Path
+) -> None:
+    berth.ok("secret", "put", "/docker/log-tag", input=TAG_VALUE)
+    path = tmp_path / "logged.json"
+    path.write_text(json.dumps(LOGGED))
+    berth.ok("taskdef", "register", "--family", "logged", "--container-definitions", f"file://{path}")
+
+    task_id = berth.ok("task", "run", "--task-definition", "logged").stdout.strip()
+    wait_until(
+        lambda: _state(berth, task_id).get("lastStatus") == "RUNNING" or None,
+        60,
+        "the task is RUNNING",
+        interval=0.5,
+    )
+    client = docker.DockerClient(base_url=agent.docker_url)
+    try:
+        inspected = client.api.inspect_container(f"berth-{task_id}-app")
+    finally:
+        client.close()
+    assert inspected["HostConfig"]["LogConfig"] == {
+        "Type": "json-file",
+        "Config": {"max-size": "1m", "tag": TAG_VALUE},
+    }
+    assert TAG_VALUE not in json.dumps(inspected["Config"]["Env"])
+
+    # The value is nowhere else: describe (which keeps the reference), etcd's raw values.
+    described = berth.ok("taskdef", "describe", "logged", "-o", "json").stdout
+    assert "parameter/docker/log-tag" in described and TAG_VALUE not in described
+    assert TAG_VALUE not in berth.ok("task", "describe", task_id, "-o", "json").stdout
+    _, raw = controlplane.etcd_snapshot()
+    assert TAG_VALUE.encode() not in b"".join(raw.values())
+
+    # Missing: the next task stops before any container starts, naming the secret.
+    berth.ok("secret", "delete", "/docker/log-tag")
+    failed_id = berth.ok("task", "run", "--task-definition", "logged").stdout.strip()
+    stopped, _ = wait_until(
+        lambda: _stopped(berth, failed_id), 60, "the task without its secret is STOPPED", interval=0.5
+    )
+    assert stopped["stopCode"] == "TaskFailedToStart"
+    assert stopped["stoppedReason"] == (
+        "ResourceInitializationError: unable to pull secrets: secret /docker/log-tag does not exist "
+        "(berth secret put /docker/log-tag)"
+    )
+
+    berth.ok("task", "stop", task_id)
+    for log in (agent.log_path, controlplane.log_path):
+        assert TAG_VALUE.encode() not in Path(log).read_bytes(), f"the log option's value is in {log}"

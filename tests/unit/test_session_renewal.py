@@ -275,7 +275,11 @@ async def test_an_unreachable_control_plane_address_is_left_for_the_next(
     task = asyncio.create_task(running.run())
     try:
         await wait_for(lambda: len(fake.connected) == 1)
+        # The fake records the stream before its first snapshot reaches the agent, which is
+        # what sets `connected`: wait (bounded) for that snapshot too.
+        await wait_for(running.connected.is_set)
         assert running.connected.is_set()
+        assert len(fake.connected) == 1  # the dead address was left, and the live one used once
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -163,7 +163,7 @@ def test_describe_shows_the_configuration_as_registered_and_registers_again_unch
                 "options": {"gelf-address": "udp://10.0.0.1:12201"},
                 "secretOptions": [{"name": "k", "valueFrom": "s"}],
             },
-            "secretOptions: gelf takes no credentials",
+            "secretOptions: 'k' is not an option of gelf",
         ),
         (
             {"logDriver": "awslogs", "secretOptions": [{"name": "k", "valueFrom": "a\x07b"}]},
