@@ -103,6 +103,20 @@ def loop_lag_max_ms(metrics_address: str) -> float:
     return float(found.group(1)) * 1000 if found else float("nan")
 
 
+def stream_messages(metrics_address: str) -> str:
+    """How many messages the agents' streams carried (whole run), from the Prometheus endpoint."""
+    with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=30) as response:
+        text = response.read().decode()
+
+    def total(pattern: str) -> int:
+        return round(sum(float(v) for v in re.findall(pattern, text, re.MULTILINE)))
+
+    reports = total(r"^berth_task_status_reports_total (\S+)$")
+    sent = r'^berth_desired_messages_total{{kind="{}"}} (\S+)$'
+    down = {kind: total(sent.format(kind)) for kind in ("snapshot", "delta")}
+    return f"{reports} status reports up; {down['snapshot']} snapshots and {down['delta']} deltas down"
+
+
 def hollow_lag_max_ms(log_text: str) -> float:
     """The hollow agents' process's worst event-loop lateness, from the line it logs as it stops."""
     found = re.findall(r"event=hollow_stopped loop_lag_max_ms=(\d+)", log_text)
@@ -284,12 +298,14 @@ def main() -> None:
                 probe.stop()
             if options.sigterm_after:
                 cp_rss = etcd_rss = cp_lag = float("nan")
+                messages = ""
             else:
                 assert plane.process is not None
                 process = psutil.Process(plane.process.pid)
                 cp_rss = peak_rss_mib(process.pid)
                 etcd_rss = max((peak_rss_mib(c.pid) for c in process.children()), default=0.0)
                 cp_lag = loop_lag_max_ms(metrics_address)
+                messages = stream_messages(metrics_address)
         finally:
             hollow.stop()
             hollow_log = hollow.log_path.read_text(errors="replace") if hollow.log_path.exists() else ""
@@ -342,6 +358,7 @@ def main() -> None:
         f"event loop lag, worst: control plane {cp_lag:.0f} ms (whole run, start-up and joins included), "
         f"hollow agents' process {hollow_lag:.0f} ms; {probe.listings} task listings meanwhile"
     )
+    print(f"agent streams (whole run, joins included): {messages}")
     print(f"node_down events: {node_downs}; leadership losses: {leadership_losses}")
     failed = node_downs or leadership_losses
     print(f"run: {'FAILED (healthy nodes declared down or leadership lost)' if failed else 'ok'}")
