@@ -1962,8 +1962,10 @@ class Task(_message.Message):
     deployments existed).
     """
     failed_health_check: _builtins.bool
-    """Stopped by the service because it failed its container health check (a
-    failure for the crash-loop backoff and the deployment circuit breaker).
+    """Replaced and stopped by the service because it failed its container
+    health check, set when it leaves the endpoints (ahead of its stop when it
+    waits out a deregistration delay). Once STOPPED, a failure for the
+    crash-loop backoff and the deployment circuit breaker.
     """
     rebalancing: _builtins.bool
     """Chosen to move to a node with fewer of its service's tasks: a

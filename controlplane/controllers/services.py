@@ -47,7 +47,8 @@ class ServiceDecision:
     steady: bool = False
     # Replacements the crash-loop backoff holds back for now.
     held: int = 0
-    # Tasks that turned UNHEALTHY: stopped (leaving the endpoints first) and replaced.
+    # Tasks that turned UNHEALTHY, replaced now: each is also in `deregister` (its service has
+    # endpoints and a deregistration delay) or in `stop`, and is stopped as a failed health check.
     unhealthy: list[str] = field(default_factory=list)
     # Deregistered tasks wait out their delay: look again as time passes.
     waiting: bool = False
@@ -88,7 +89,11 @@ def decide(
     toward the desired count, so their replacements start elsewhere first; such
     a task that serves leaves only while the service has more tasks serving
     than desired, so a drain or a rebalance never takes it below that count. A task that turned
-    UNHEALTHY does not count either: it is stopped and replaced, as in ECS.
+    UNHEALTHY does not count either: it is replaced at once and stopped, as in ECS. Like any
+    leaver of a service with endpoints it is deregistered first and stopped only once the delay
+    has passed, so connections in flight finish before its SIGTERM (it serves nobody new: an
+    unhealthy task is no endpoint). Its record keeps why (`failed_health_check` and the stop
+    reason), so the stop after the delay, even by another leader, is still a failed health check.
 
     Tasks of older deployments are replaced as `controlplane/deployments.py`
     describes: new ones start while all tasks not yet STOPPED stay within
@@ -111,9 +116,10 @@ def decide(
     if service.status == pb.SERVICE_DRAINING:
         remaining = [t for t in tasks if t.last_status != pb.STOPPED]
         return ServiceDecision(stop=[t.id for t in active], delete_service=not remaining)
-    decision = ServiceDecision(unhealthy=[t.id for t in active if t.health_status == pb.UNHEALTHY])
-    active = [t for t in active if t.health_status != pb.UNHEALTHY]
+    decision = ServiceDecision()
     config = deployment_defaults.configuration(service)
+    # Deregistered already (a leaver, or a task that turned UNHEALTHY): whatever its health
+    # says now, it was replaced when it left, and it is stopped once its delay has passed.
     for task in (t for t in active if t.HasField("deregistered_at")):
         if now >= backoff.seconds(task.deregistered_at) + config.deregistration_delay:
             decision.stop.append(task.id)
@@ -122,6 +128,14 @@ def decide(
         else:
             decision.waiting = True
     active = [t for t in active if not t.HasField("deregistered_at")]
+    for task in (t for t in active if t.health_status == pb.UNHEALTHY):
+        decision.unhealthy.append(task.id)
+        decision.reasons[task.id] = HEALTH_CHECK_FAILED
+        if service.ports and config.deregistration_delay and task.node_id not in down:
+            decision.deregister.append(task.id)
+        else:
+            decision.stop.append(task.id)
+    active = [t for t in active if t.health_status != pb.UNHEALTHY]
     current = deployments.primary(service)
     owner_of = deployments.owners(service)
     mine = [t for t in active if current is None or owner_of(t) == current.id]
@@ -187,9 +201,12 @@ def decide(
             spare_serving -= 1
     if missing == 0 and not moving and not old and not decision.unhealthy and not decision.waiting:
         # (A task on a DOWN node is `moving` or `old`: a service with one is never steady.)
+        # Nor is one that stops a task in this pass: a leaver whose delay is over, say.
         serving_settled = sum(1 for t in settled if _serving(t))
         settled_history = all(t.last_status == pb.STOPPED for t in tasks if not lifecycle.is_active(t))
-        decision.steady = serving_settled == desired and settled_history and not gate.failing
+        decision.steady = (
+            serving_settled == desired and settled_history and not gate.failing and not decision.stop
+        )
     return decision
 
 
@@ -378,23 +395,8 @@ class ServiceController:
 
     async def _apply(self, revision: int, service: pb.Service, decision: ServiceDecision) -> int:
         written = 0
-        if decision.unhealthy:
-            # The stop comes first: a task asked to stop is no endpoint from that write on.
-            stopped = await self._stop(decision.unhealthy, HEALTH_CHECK_FAILED, failed_health_check=True)
-            written = max(written, stopped[0])
-            for task_id in stopped[1]:
-                log.info(
-                    "event=task_unhealthy_replaced task=%s cluster=%s service=%s",
-                    task_id,
-                    service.cluster,
-                    service.name,
-                )
-                await self._events.record(
-                    service.cluster,
-                    service.name,
-                    f"task {task_id[:12]} failed its health check{self._health_output(task_id)} "
-                    "and was replaced",
-                )
+        sick = frozenset(decision.unhealthy)
+        taken_out: list[str] = []
         if decision.start:
             written = max(written, await self._start(service, decision.start))
         if decision.stop:
@@ -404,9 +406,27 @@ class ServiceController:
                 else f"Scaling activity initiated by service {service.name} "
                 f"(desired count {service.desired_count}, or its node is draining)"
             )
-            written = max(written, (await self._stop(decision.stop, reason, decision.reasons))[0])
+            stopped = await self._stop(decision.stop, reason, decision.reasons, failed_checks=sick)
+            written = max(written, stopped[0])
+            taken_out.extend(stopped[1])
         if decision.deregister:
-            written = max(written, await self._deregister(service, decision.deregister, decision.reasons))
+            deregistered = await self._deregister(service, decision.deregister, decision.reasons, sick)
+            written = max(written, deregistered[0])
+            taken_out.extend(deregistered[1])
+        # Said once, when the task is taken out and its replacement starts (not when the
+        # stop follows its deregistration delay).
+        for task_id in (t for t in taken_out if t in sick):
+            log.info(
+                "event=task_unhealthy_replaced task=%s cluster=%s service=%s",
+                task_id,
+                service.cluster,
+                service.name,
+            )
+            await self._events.record(
+                service.cluster,
+                service.name,
+                f"task {task_id[:12]} failed its health check{self._health_output(task_id)} and was replaced",
+            )
         if decision.lost:
             stopped = await self._stop(
                 decision.lost,
@@ -474,12 +494,22 @@ class ServiceController:
         # start it at once, and the loop serves heartbeats in between.
         return 0
 
-    async def _deregister(self, service: pb.Service, task_ids: list[str], reasons: dict[str, str]) -> int:
-        """Take serving tasks out of the endpoints; `decide` stops them after the delay."""
+    async def _deregister(
+        self,
+        service: pb.Service,
+        task_ids: list[str],
+        reasons: dict[str, str],
+        failed_checks: frozenset[str] = frozenset(),
+    ) -> tuple[int, list[str]]:
+        """Take tasks out of the endpoints; `decide` stops them after the delay.
+
+        The revision written (0: none) and the ids written. Those in `failed_checks` are marked
+        `failed_health_check` now, so the stop after the delay is a failure (and only then counted)."""
         written = 0
+        requested: list[str] = []
         stamp = backoff.timestamp(time.time())
         for offset in range(0, len(task_ids), BATCH):
-            writes, conditions = [], []
+            writes, conditions, ids = [], [], []
             for task_id in task_ids[offset : offset + BATCH]:
                 current = self._cache.task(task_id)
                 if current is None or not lifecycle.is_active(current.value):
@@ -492,10 +522,13 @@ class ServiceController:
                     f"Scaling activity initiated by service {service.name} "
                     f"(desired count {service.desired_count}, or its node is draining)"
                 )
+                task.failed_health_check = task.failed_health_check or task_id in failed_checks
                 writes.append(Put(current.key, task))
                 conditions.append(Condition(current.key, current.mod_revision))
+                ids.append(task_id)
             if writes and (result := await self._store.commit(writes, conditions)):
                 written = result
+                requested.extend(ids)
                 log.info(
                     "event=tasks_deregistered cluster=%s service=%s count=%d delay=%ds",
                     service.cluster,
@@ -503,18 +536,19 @@ class ServiceController:
                     len(writes),
                     deployment_defaults.configuration(service).deregistration_delay,
                 )
-        return written
+        return written, requested
 
     async def _stop(
         self,
         task_ids: list[str],
         reason: str,
         reasons: dict[str, str] | None = None,
-        failed_health_check: bool = False,
+        failed_checks: frozenset[str] = frozenset(),
         code: pb.StopCode.ValueType = pb.SERVICE_SCHEDULER_INITIATED,
     ) -> tuple[int, list[str]]:
         """Request the stops; the revision written (0: none) and the ids whose stop was written.
 
+        Tasks in `failed_checks`, and those deregistered for it, stop as failed health checks.
         code NODE_LOST: the tasks' node is DOWN, so they are recorded STOPPED at once."""
         written = 0
         requested: list[str] = []
@@ -534,7 +568,7 @@ class ServiceController:
                     else lifecycle.request_stop(task, code, why)
                 )
                 if updated is not None:
-                    updated.failed_health_check = failed_health_check
+                    updated.failed_health_check = task.failed_health_check or task_id in failed_checks
                     writes.append(Put(current.key, updated))
                     conditions.append(Condition(current.key, current.mod_revision))
                     ids.append(task_id)

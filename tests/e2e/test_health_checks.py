@@ -85,7 +85,7 @@ def test_a_task_serves_once_healthy_and_is_replaced_when_unhealthy(
         assert "health:           HEALTHY" in shown
         assert "HEALTHY" in berth.ok("task", "list", "--cluster", CLUSTER).stdout
 
-        # /tmp/ok goes at 12 s; the next check fails: UNHEALTHY, stopped and replaced.
+        # /tmp/ok goes at 12 s; the next check fails: UNHEALTHY, replaced, stopped after the delay.
         stopped, _ = wait_until(
             lambda: (t := _task(berth, task_id)).get("desiredStatus") == "STOPPED" and t,
             30,
@@ -99,7 +99,14 @@ def test_a_task_serves_once_healthy_and_is_replaced_when_unhealthy(
         wait_until(
             lambda: any(id_of(t) != task_id for t in berth.running(CLUSTER, "web")), 20, "a replacement"
         )
-        wait_until(lambda: _task(berth, task_id)["lastStatus"] == "STOPPED", 20, "the unhealthy task STOPPED")
+        final, _ = wait_until(
+            lambda: (t := _task(berth, task_id))["lastStatus"] == "STOPPED" and t,
+            20,
+            "the unhealthy task STOPPED",
+        )
+        # Out of the endpoints first, stopped only once the deregistration delay (5 s) had passed.
+        assert final["berth"]["failedHealthCheck"]
+        assert float(final["stoppedAt"]) - float(final["berth"]["deregisteredAt"]) >= 5
         events = berth.ok("service", "describe", "web", "--cluster", CLUSTER).stdout
         assert f"task {task_id[:12]} failed its health check (exit 1: no /tmp/ok) and was replaced" in events
 

@@ -22,7 +22,7 @@ from berth.testing.lab import Lab
 from berth.testing.waiting import wait_until
 from tests.lab.conftest import delete_services
 from tests.lab.test_service_network import IMAGE
-from tests.lab.traffic import TaskSampler, VipClient
+from tests.lab.traffic import TaskSampler, VipClient, running_by_host
 
 DESIRED = 6
 
@@ -72,6 +72,13 @@ def _wait_steady(berth: Berth, name: str, task_definition: str, timeout: float =
     wait_until(steady, timeout, f"{name} steady on {task_definition}")
 
 
+def _on_every_host(berth: Berth, name: str) -> dict[str, int]:
+    """Where the service's tasks run, asserted to be on all 3 hosts (2/2/2 by the default spread)."""
+    by_host = dict(sorted(running_by_host(berth, name).items()))
+    assert sum(by_host.values()) == DESIRED and len(by_host) == 3, f"not on every host: {by_host}"
+    return by_host
+
+
 def _engines_running(lab: Lab, service: str) -> int:
     """Containers of the service running on the hosts' engines (ground truth)."""
     count = 0
@@ -90,6 +97,7 @@ def test_a_good_revision_rolls_out_with_no_failed_request_within_its_bounds(
     berth: Berth, lab: Lab, tmp_path: Path
 ) -> None:
     vip = _create(berth, tmp_path, "roll")
+    before = _on_every_host(berth, "roll")
     client = VipClient(lab, vip, 80)
     sampler = TaskSampler(lab.controlplane, "roll").start()
     try:
@@ -103,10 +111,11 @@ def test_a_good_revision_rolls_out_with_no_failed_request_within_its_bounds(
         assert update.exit_code == 0, update.stdout + update.stderr
         sampler.stop()
         requests, failed = client.finish()
+        after = _on_every_host(berth, "roll")
         print(
             f"rolling update of {DESIRED} tasks over 3 hosts (default settings): {rollout:.1f} s; "
             f"client requests {requests}, failed {failed}; healthy never below {sampler.lowest_healthy}, "
-            f"live never above {sampler.highest_live}",
+            f"live never above {sampler.highest_live}; tasks per host {before} before, {after} after",
             file=sys.stderr,
         )
         assert failed == 0, f"{failed} of {requests} requests through the VIP failed"
@@ -179,6 +188,7 @@ def test_a_rollout_survives_kill_9_of_the_control_plane(berth: Berth, lab: Lab, 
     vip = _create(berth, tmp_path, "survivor")
     client = VipClient(lab, vip, 80)
     try:
+        wait_until(lambda: client.requests()[0] >= 20 or None, 30, "the client under way")
         berth.register("survivor", _revision("v2"), tmp_path)
         berth.ok("service", "update", "survivor", "--task-definition", "survivor:2")
 
@@ -187,6 +197,12 @@ def test_a_rollout_survives_kill_9_of_the_control_plane(berth: Berth, lab: Lab, 
             return True if any(definition_of(t) == "survivor:2" for t in running) else None
 
         wait_until(new_running, 60, "the rollout under way")
+        # In the middle of it: new tasks RUNNING, the rollout not done (health checks every 5 s and a
+        # deregistration delay of 5 s are still ahead of it).
+        middle = berth.ok("service", "describe", "survivor", "-o", "json").json()["deployments"]
+        primary = middle[0]  # the PRIMARY comes first
+        assert (primary["id"], primary["rolloutState"]) == ("ecs-svc/2", "IN_PROGRESS"), middle
+        asked_before_kill = client.requests()[0]
         lab.controlplane.kill9()
         lab.controlplane.restart()
         waited = berth("service", "wait", "survivor", "--timeout", "180")
@@ -199,6 +215,12 @@ def test_a_rollout_survives_kill_9_of_the_control_plane(berth: Berth, lab: Lab, 
         assert [d["id"] for d in described["deployments"]] == ["ecs-svc/2"], (
             "the rollout was restarted or forgotten"
         )
+        print(
+            f"kill -9 mid-rollout: client requests {requests} ({asked_before_kill} before the kill), "
+            f"failed {failed}",
+            file=sys.stderr,
+        )
+        assert asked_before_kill > 0 and requests > asked_before_kill, "the client was not asking throughout"
         assert failed == 0, f"{failed} of {requests} requests through the VIP failed"
     finally:
         client.close()

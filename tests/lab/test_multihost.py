@@ -9,21 +9,26 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
 
-from berth.testing.cli import Berth, id_of, node_id_of, node_of
+from berth.testing.cli import Berth, id_of
 from berth.testing.lab import Lab
 from berth.testing.waiting import wait_until
 from tests.lab.conftest import CPU_UNITS, GRACE, MEMORY_MIB, delete_services
-from tests.lab.traffic import TaskSampler
+from tests.lab.traffic import TaskSampler, VipClient, running_by_host
+
+SERVE_ROOT = "trap 'exit 0' TERM; httpd -f -p 8080 -h / & wait"
+# Answers its hostname at GET /, for a client on the VIP.
+SERVE_NAME = (
+    "mkdir -p /www && hostname > /www/index.html && trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait"
+)
 
 
-def _taskdef(berth: Berth, tmp_path: Path, family: str, cpu: int = 64) -> None:
+def _taskdef(berth: Berth, tmp_path: Path, family: str, cpu: int = 64, command: str = SERVE_ROOT) -> None:
     definitions = [
         {
             "name": "app",
@@ -33,21 +38,12 @@ def _taskdef(berth: Berth, tmp_path: Path, family: str, cpu: int = 64) -> None:
             "stopTimeout": 2,
             "portMappings": [{"containerPort": 8080}],
             "entryPoint": ["sh", "-c"],
-            "command": ["trap 'exit 0' TERM; httpd -f -p 8080 -h / & wait"],
+            "command": [command],
         }
     ]
     path = tmp_path / f"{family}.json"
     path.write_text(json.dumps(definitions))
     berth.ok("taskdef", "register", "--family", family, "--container-definitions", f"file://{path}")
-
-
-def _node_names(berth: Berth) -> dict[str, str]:
-    return {node_id_of(n): n["ec2InstanceId"] for n in berth.instances()}
-
-
-def _running_by_host(berth: Berth, service: str) -> Counter[str]:
-    names = _node_names(berth)
-    return Counter(names[node_of(t)] for t in berth.running("default", service))
 
 
 @pytest.fixture()
@@ -79,7 +75,7 @@ def test_spread_puts_two_on_each_host(berth: Berth, service: list[str], tmp_path
         "type=spread,field=attribute:zone",
     )
     wait_until(lambda: len(berth.running("default", "spread")) == 6, 20, "6 RUNNING")
-    assert _running_by_host(berth, "spread") == {"h1": 2, "h2": 2, "h3": 2}
+    assert running_by_host(berth, "spread") == {"h1": 2, "h2": 2, "h3": 2}
 
 
 def test_binpack_fills_one_host_before_the_next(berth: Berth, service: list[str], tmp_path: Path) -> None:
@@ -99,7 +95,7 @@ def test_binpack_fills_one_host_before_the_next(berth: Berth, service: list[str]
         "type=binpack,field=cpu",
     )
     wait_until(lambda: len(berth.running("default", "packed")) == 5, 20, "5 RUNNING")
-    assert sorted(_running_by_host(berth, "packed").values()) == [1, 4]
+    assert sorted(running_by_host(berth, "packed").values()) == [1, 4]
 
 
 def test_distinct_instance_places_three_and_says_why_not_four(
@@ -120,7 +116,7 @@ def test_distinct_instance_places_three_and_says_why_not_four(
         "type=distinctInstance",
     )
     wait_until(lambda: len(berth.running("default", "distinct")) == 3, 20, "3 RUNNING")
-    assert _running_by_host(berth, "distinct") == {"h1": 1, "h2": 1, "h3": 1}
+    assert running_by_host(berth, "distinct") == {"h1": 1, "h2": 1, "h3": 1}
     expected = "no node has room under distinctInstance (3 nodes: already runs a task of this service)"
 
     def explained() -> str | None:
@@ -148,16 +144,20 @@ def test_member_of_keeps_tasks_in_one_zone(berth: Berth, service: list[str], tmp
         "type=memberOf,expression=attribute:zone in [b, c]",
     )
     wait_until(lambda: len(berth.running("default", "zoned")) == 3, 20, "3 RUNNING")
-    assert set(_running_by_host(berth, "zoned")) <= {"h2", "h3"}
+    assert set(running_by_host(berth, "zoned")) <= {"h2", "h3"}
 
 
 def _cut_and_heal(
     berth: Berth, lab: Lab, service: list[str], tmp_path: Path, restart_controlplane: bool
 ) -> None:
-    _taskdef(berth, tmp_path, "healing")
+    _taskdef(berth, tmp_path, "healing", command=SERVE_NAME)
     service.append("healing")
-    berth.ok("service", "create", "--name", "healing", "--task-definition", "healing", "--desired-count", "6")
+    berth.ok(
+        "service", "create", "--name", "healing", "--task-definition", "healing", "--desired-count", "6",
+        "--port", "80:8080",
+    )  # fmt: skip
     wait_until(lambda: len(berth.running("default", "healing")) == 6, 20, "6 RUNNING")
+    vip = str(berth.ok("service", "describe", "healing", "-o", "json").json()["berth"]["vip"])
     victim = lab.host("h1")
     old_on_victim = {c.labels["berth.task-id"] for c in lab.agents["h1"].containers()}
     assert len(old_on_victim) == 2
@@ -169,7 +169,7 @@ def _cut_and_heal(
         lab.controlplane.restart()
 
     def replaced() -> bool:
-        by_host = _running_by_host(berth, "healing")
+        by_host = running_by_host(berth, "healing")
         return by_host.get("h1", 0) == 0 and sum(by_host.values()) == 6
 
     wait_until(
@@ -193,25 +193,37 @@ def _cut_and_heal(
 
     # The host comes back: its agent stops the copies that were replaced, and the
     # service rebalances onto it, never below its desired count (minimumHealthyPercent 100).
+    # A client on the VIP (from h2, which stayed) from the moment h1 is back until 2/2/2: the
+    # rebalance fails no request. Requests while h1 was cut are not its business.
     sampler = TaskSampler(lab.controlplane, "healing").start()
     victim.reconnect()
-    wait_until(
-        lambda: not {c.labels["berth.task-id"] for c in lab.agents["h1"].containers()} & old_on_victim,
-        30,
-        "the superseded containers stopped on h1",
+    client = VipClient(lab, vip, 80, host="h2")
+    try:
+        wait_until(
+            lambda: not {c.labels["berth.task-id"] for c in lab.agents["h1"].containers()} & old_on_victim,
+            30,
+            "the superseded containers stopped on h1",
+        )
+        wait_until(
+            lambda: all(n["berth"]["status"] == "READY" for n in berth.instances()),
+            30,
+            "h1 READY again",
+        )
+        _, took = wait_until(
+            lambda: running_by_host(berth, "healing") == {"h1": 2, "h2": 2, "h3": 2} or None,
+            90,
+            "the service rebalanced to 2/2/2",
+            interval=0.5,
+        )
+        requests, failed = client.finish()
+    finally:
+        client.close()
+    print(
+        f"host back -> service rebalanced to 2/2/2 after {took:.1f}s; "
+        f"client requests {requests}, failed {failed}"
     )
-    wait_until(
-        lambda: all(n["berth"]["status"] == "READY" for n in berth.instances()),
-        30,
-        "h1 READY again",
-    )
-    _, took = wait_until(
-        lambda: _running_by_host(berth, "healing") == {"h1": 2, "h2": 2, "h3": 2} or None,
-        90,
-        "the service rebalanced to 2/2/2",
-        interval=0.5,
-    )
-    print(f"host back -> service rebalanced to 2/2/2 after {took:.1f}s")
+    assert requests > 0, "the client made no request"
+    assert failed == 0, f"{failed} of {requests} requests through the VIP failed while rebalancing"
     wait_until(
         lambda: sum(len(lab.agents[h.name].containers()) for h in lab.hosts) == 6 or None,
         30,
@@ -279,7 +291,7 @@ def test_drain_moves_tasks_without_dipping_below_desired(
         lab.controlplane.restart()
         wait_until(
             lambda: (
-                _running_by_host(berth, "drained").get("h2", 0) == 0
+                running_by_host(berth, "drained").get("h2", 0) == 0
                 and len(berth.running("default", "drained")) == 6
             ),
             60,
@@ -326,7 +338,7 @@ def test_random_strategy_places_every_task(berth: Berth, service: list[str], tmp
     )
     wait_until(lambda: len(berth.running("default", "shuffled")) == 9, 20, "9 RUNNING")
     # All nine on one host would happen once in 6,561 runs of a fair random choice.
-    assert len(_running_by_host(berth, "shuffled")) >= 2
+    assert len(running_by_host(berth, "shuffled")) >= 2
 
 
 @pytest.mark.parametrize(
@@ -356,7 +368,7 @@ def test_several_strategies_apply_in_order(
         *options,
     )
     wait_until(lambda: len(berth.running("default", "ordered")) == 5, 20, "5 RUNNING")
-    assert sorted(_running_by_host(berth, "ordered").values()) == expected
+    assert sorted(running_by_host(berth, "ordered").values()) == expected
 
 
 def test_lab_agents_report_the_capacity_they_were_given(berth: Berth) -> None:

@@ -5,6 +5,7 @@ over and over (a new TCP connection each time, bounded in count and time) and
 tallies what it got. `TaskSampler` reads the service's tasks from the control
 plane every 0.1 s (bounded) and keeps the lowest healthy and highest live
 counts it saw, so a test can assert a deployment's bounds held throughout.
+`running_by_host` says where the service's RUNNING tasks are.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import docker
 import grpc
 
 from berth.tasklist import all_tasks
+from berth.testing.cli import Berth, node_id_of, node_of
 from berth.testing.daemons import ControlPlaneProcess
 from berth.testing.lab import Lab
 from berth.v1 import operator_pb2 as api
@@ -130,3 +133,9 @@ class TaskSampler:
         if self.errors:
             raise AssertionError("the task sampler failed") from self.errors[0]
         assert self.samples > 10, f"the sampler took only {self.samples} samples"
+
+
+def running_by_host(berth: Berth, service: str) -> Counter[str]:
+    """The service's RUNNING tasks per host name (h1, h2, h3)."""
+    names = {node_id_of(n): n["ec2InstanceId"] for n in berth.instances()}
+    return Counter(names[node_of(t)] for t in berth.running("default", service))

@@ -49,6 +49,10 @@ class World:
     service: pb.Service
     crash: set[str] = field(default_factory=set)
     never_healthy: set[str] = field(default_factory=set)
+    # Tasks whose health check fails from now on (in steady state).
+    sick: set[str] = field(default_factory=set)
+    # Tasks the controller said were replaced for failing their health check, in order.
+    replaced: list[str] = field(default_factory=list)
     clock: float = START
     tasks: dict[str, pb.Task] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
@@ -64,12 +68,14 @@ class World:
             self.service = change.service
             self.events.extend(change.events)
         decision = decide(self.service, list(self.tasks.values()), now=self.clock)
-        # As the controller applies a decision (reasons kept from deregistration to stop).
-        for task_id in decision.stop + decision.unhealthy:
-            self.tasks[task_id].desired_status = pb.DESIRED_STOPPED
-            self.tasks[task_id].stopped_reason = decision.reasons.get(task_id, "scaling")
+        # As the controller applies a decision (reasons, and a failed health check, kept from
+        # deregistration to stop).
+        self.replaced.extend(decision.unhealthy)
         for task_id in decision.unhealthy:
             self.tasks[task_id].failed_health_check = True
+        for task_id in decision.stop:
+            self.tasks[task_id].desired_status = pb.DESIRED_STOPPED
+            self.tasks[task_id].stopped_reason = decision.reasons.get(task_id, "scaling")
         for task_id in decision.deregister:
             self.tasks[task_id].deregistered_at.CopyFrom(backoff.timestamp(self.clock))
             self.tasks[task_id].stopped_reason = decision.reasons.get(task_id, "scaling")
@@ -131,7 +137,7 @@ class World:
             elif task.last_status == pb.PENDING:
                 task.last_status = pb.RUNNING
                 task.started_at.CopyFrom(stamp)
-            elif task.task_definition in self.never_healthy:
+            elif task.task_definition in self.never_healthy or task.id in self.sick:
                 task.health_status = pb.UNHEALTHY
             else:
                 task.health_status = pb.HEALTHY
@@ -227,6 +233,36 @@ def test_a_bad_revision_trips_the_breaker_and_rolls_back(bad: str) -> None:
     assert world.events[-2].startswith(f"deployment {failed} failed: ")
     assert "rolled back to deployment 1 (web:1)" in world.events[-2]
     assert world.events[-1].startswith("rollback to deployment 1 (web:1) finished")
+
+
+def test_a_task_unhealthy_in_steady_state_leaves_the_endpoints_is_replaced_then_stopped() -> None:
+    world = World(service(2, delay=3))
+    world.settle()
+    world.steady_once = False  # a failing task is under the minimum until its replacement serves
+    victim = next(iter(world.tasks))
+    world.sick.add(victim)
+    world.step()  # it turns UNHEALTHY
+    world.step()  # out of the endpoints and replaced at once; still running
+    task = world.tasks[victim]
+    assert task.HasField("deregistered_at") and task.desired_status == pb.DESIRED_RUNNING
+    assert task.failed_health_check and task.stopped_reason == "Task failed container health checks"
+    assert len(world.tasks) == 3
+    world.sick.discard(victim)  # healthy again during its delay: it leaves all the same
+    world.step()
+    world.step()
+    assert task.desired_status == pb.DESIRED_RUNNING, "stopped before the delay"
+    world.step()  # the delay is over
+    assert task.desired_status == pb.DESIRED_STOPPED
+    world.step()
+    assert task.last_status == pb.STOPPED and backoff.is_failure(task)
+    assert task.stopped_reason == "Task failed container health checks"
+    for _ in range(5):
+        world.step()
+    # Replaced once, said once, counted once; the service is back at two healthy tasks.
+    assert world.replaced == [victim] and len(world.tasks) == 3
+    assert world.healthy() == 2
+    state = backoff.advance(pb.ServiceBackoff(), list(world.tasks.values()), world.clock, backoff.Policy())
+    assert (state.failed_tasks, state.last_failure) == (1, "failed its health check")
 
 
 def test_unhealthy_stops_count_as_failures() -> None:

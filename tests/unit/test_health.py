@@ -21,13 +21,14 @@ from agent.runtime.docker_state import (
 from agent.runtime.driver import ContainerHealth, ContainerPhase, ObservedContainer, ObservedTask
 from agent.runtime.fake import FakeDriver
 from agent.supervisor import TaskSupervisor
+from berth import deployment_defaults
 from berth.errors import InvalidArgument
 from berth.v1 import agent_pb2 as agent_pb
 from berth.v1 import resources_pb2 as pb
 from controlplane import lifecycle
 from controlplane.cache import ClusterCache
 from controlplane.controllers.scheduling import SchedulingController
-from controlplane.controllers.services import ServiceController, decide
+from controlplane.controllers.services import HEALTH_CHECK_FAILED, ServiceController, decide
 from controlplane.endpoints import endpoints, not_ready
 from controlplane.events import EventLog
 from controlplane.store import keys
@@ -381,33 +382,132 @@ def test_only_healthy_tasks_and_tasks_without_a_check_are_endpoints() -> None:
     }
 
 
+WEB_PORT = [pb.ServicePort(port=80, container_port=8080)]
+
+
+def _leaving(task: pb.Task, at: float, health_check: bool = True) -> pb.Task:
+    """`task` as the service left it: deregistered at `at` (seconds) for failing its check."""
+    task.deregistered_at.FromSeconds(int(at))
+    task.failed_health_check = health_check
+    task.stopped_reason = HEALTH_CHECK_FAILED if health_check else "Replaced by deployment 2"
+    return task
+
+
 @pytest.mark.parametrize(
-    ("tasks", "start", "unhealthy", "steady"),
+    ("ports", "delay", "tasks", "start", "unhealthy", "stop", "deregister", "steady"),
     [
-        ([_task("a", pb.HEALTHY), _task("b", pb.HEALTHY)], 0, [], True),
+        (WEB_PORT, 5, [_task("a", pb.HEALTHY), _task("b", pb.HEALTHY)], 0, [], [], [], True),
         # A checked task still in its start period serves nobody yet: not steady.
-        ([_task("a", pb.HEALTHY), _task("b", pb.HEALTH_UNKNOWN)], 0, [], False),
-        ([_task("a", pb.HEALTHY), _task("b", pb.UNHEALTHY)], 1, ["b"], False),
-        ([_task("a", pb.UNHEALTHY), _task("b", pb.UNHEALTHY)], 2, ["a", "b"], False),
+        (WEB_PORT, 5, [_task("a", pb.HEALTHY), _task("b", pb.HEALTH_UNKNOWN)], 0, [], [], [], False),
+        # No endpoints, or no delay: stopped at once, as the same pass replaces it.
+        ([], 5, [_task("a", pb.HEALTHY), _task("b", pb.UNHEALTHY)], 1, ["b"], ["b"], [], False),
+        (WEB_PORT, 0, [_task("a", pb.HEALTHY), _task("b", pb.UNHEALTHY)], 1, ["b"], ["b"], [], False),
+        ([], 5, [_task("a", pb.UNHEALTHY), _task("b", pb.UNHEALTHY)], 2, ["a", "b"], ["a", "b"], [], False),
+        # Endpoints and a delay: out of the endpoints and replaced now, stopped after the delay.
+        (WEB_PORT, 5, [_task("a", pb.HEALTHY), _task("b", pb.UNHEALTHY)], 1, ["b"], [], ["b"], False),
+        (
+            WEB_PORT,
+            5,
+            [_task("a", pb.UNHEALTHY), _task("b", pb.UNHEALTHY)],
+            2,
+            ["a", "b"],
+            [],
+            ["a", "b"],
+            False,
+        ),
         # Once asked to stop, it no longer counts, and its replacement is there: nothing more.
         (
+            [],
+            5,
             [_task("a", pb.HEALTHY), _task("b", pb.UNHEALTHY, desired=pb.DESIRED_STOPPED), _task("c", 0)],
             0,
+            [],
+            [],
+            [],
+            False,
+        ),
+        # Deregistered 2 s ago (now is 100): it waits; its replacement is there, so no second
+        # replacement and no second "replaced" (as a restarted or new leader sees the record).
+        (
+            WEB_PORT,
+            5,
+            [_task("a", pb.HEALTHY), _leaving(_task("b", pb.UNHEALTHY), 98), _task("c", 0)],
+            0,
+            [],
+            [],
+            [],
+            False,
+        ),
+        # Healthy again during its delay: it still leaves; it was replaced already.
+        (
+            WEB_PORT,
+            5,
+            [_task("a", pb.HEALTHY), _leaving(_task("b", pb.HEALTHY), 98), _task("c", pb.HEALTHY)],
+            0,
+            [],
+            [],
+            [],
+            False,
+        ),
+        # The delay is over: stopped now (as a failed health check, by its record).
+        (
+            WEB_PORT,
+            5,
+            [_task("a", pb.HEALTHY), _leaving(_task("b", pb.UNHEALTHY), 95), _task("c", pb.HEALTHY)],
+            0,
+            [],
+            ["b"],
+            [],
+            False,
+        ),
+        # A deployment's leaver that turns UNHEALTHY during its delay is not replaced again.
+        (
+            WEB_PORT,
+            5,
+            [
+                _task("a", pb.HEALTHY),
+                _leaving(_task("b", pb.UNHEALTHY), 98, health_check=False),
+                _task("c", pb.HEALTHY),
+            ],
+            0,
+            [],
+            [],
             [],
             False,
         ),
     ],
 )
-def test_an_unhealthy_service_task_is_stopped_and_replaced(
-    tasks: list[pb.Task], start: int, unhealthy: list[str], steady: bool
+def test_an_unhealthy_service_task_leaves_the_endpoints_is_replaced_and_stopped_after_the_delay(
+    ports: list[pb.ServicePort],
+    delay: int,
+    tasks: list[pb.Task],
+    start: int,
+    unhealthy: list[str],
+    stop: list[str],
+    deregister: list[str],
+    steady: bool,
 ) -> None:
-    decision = decide(pb.Service(name="web", desired_count=2, status=pb.SERVICE_ACTIVE), tasks)
-    assert (decision.start, decision.unhealthy, decision.stop, decision.steady) == (
+    service = pb.Service(name="web", desired_count=2, status=pb.SERVICE_ACTIVE, ports=ports)
+    service.deployment_configuration.CopyFrom(deployment_defaults.defaults())
+    service.deployment_configuration.deregistration_delay = delay
+    decision = decide(service, tasks, now=100.0)
+    assert (decision.start, decision.unhealthy, decision.stop, decision.deregister, decision.steady) == (
         start,
         unhealthy,
-        [],
+        stop,
+        deregister,
         steady,
     )
+    for task_id in decision.unhealthy + [t.id for t in tasks if t.failed_health_check and t.id in stop]:
+        assert decision.reasons[task_id] == HEALTH_CHECK_FAILED
+    assert decision.waiting == any(t.HasField("deregistered_at") and t.id not in stop for t in tasks)
+
+
+def test_an_unhealthy_task_on_a_down_node_is_stopped_at_once() -> None:
+    # Nobody reaches it through the endpoints (its node is DOWN), and no agent would honour a delay.
+    service = pb.Service(name="web", desired_count=1, status=pb.SERVICE_ACTIVE, ports=WEB_PORT)
+    decision = decide(service, [_task("a", pb.UNHEALTHY)], frozenset({"n1"}), down=frozenset({"n1"}))
+    assert (decision.start, decision.unhealthy, decision.stop, decision.deregister) == (1, ["a"], ["a"], [])
 
 
 async def test_the_service_controller_stops_an_unhealthy_task_replaces_it_and_says_why(
@@ -461,3 +561,80 @@ async def test_the_service_controller_stops_an_unhealthy_task_replaces_it_and_sa
     assert f"task {first.id[:12]} failed its health check (exit 1: no\\x1b[2J) and was replaced" in [
         e.message for e in found.value.events
     ]
+
+
+async def test_an_unhealthy_task_with_endpoints_waits_out_its_delay_even_across_a_restart(
+    store: MemoryStore, cache: ClusterCache
+) -> None:
+    node = pb.Node(id="n1", name="n1", status=pb.READY, cpu_units=4096, memory_mib=4096)
+    await put(store, keys.node(node.id), node)
+    await put(store, keys.alive(node.id), b"1")
+    td = pb.TaskDefinition(family="web", revision=1, status=pb.ACTIVE, container_definitions=[CHECKED])
+    td.container_definitions[0].memory = 64
+    await put(store, keys.taskdef("web", 1), td)
+    service = pb.Service(
+        cluster="default",
+        name="web",
+        task_definition="web:1",
+        desired_count=1,
+        status=pb.SERVICE_ACTIVE,
+        ports=WEB_PORT,
+    )
+    await put(store, keys.service("default", "web"), service)
+    await caught_up(cache, store)
+    events = EventLog(store)
+
+    def controller() -> ServiceController:
+        return ServiceController(store, cache, events, SchedulingController(store, cache, events))
+
+    async def reconcile(services: ServiceController) -> dict[str, pb.Task]:
+        await services.reconcile()
+        await caught_up(cache, store)
+        return {t.value.id: t.value for t in cache.tasks_of_service("default", "web")}
+
+    async def said() -> list[str]:
+        found = await store.get(keys.events("default", "web"), pb.ServiceEvents)
+        return [e.message for e in found.value.events if "health check" in e.message] if found else []
+
+    services = controller()
+    (first,) = (await reconcile(services)).values()
+    sick = pb.Task()
+    sick.CopyFrom(first)
+    sick.last_status = pb.RUNNING
+    sick.health_status = pb.UNHEALTHY
+    sick.containers.append(pb.ContainerState(name="web", health_status=pb.UNHEALTHY, health_output="exit 1"))
+    await put(store, keys.task(first.id), sick)
+    await caught_up(cache, store)
+
+    tasks = await reconcile(services)
+    assert len(tasks) == 2, "replaced at once"
+    leaving = tasks[first.id]
+    # Out of the endpoints (deregistered) but not asked to stop: connections in flight finish.
+    assert leaving.HasField("deregistered_at") and leaving.desired_status == pb.DESIRED_RUNNING
+    assert (leaving.failed_health_check, leaving.stopped_reason) == (True, HEALTH_CHECK_FAILED)
+    assert await said() == [f"task {first.id[:12]} failed its health check (exit 1) and was replaced"]
+
+    # A restart (a new controller) in the middle of the delay: nothing more happens.
+    after_restart = await reconcile(controller())
+    assert after_restart.keys() == tasks.keys(), "no second replacement"
+    assert after_restart[first.id].desired_status == pb.DESIRED_RUNNING
+    assert first.node_id and after_restart[first.id].node_id == first.node_id
+
+    # The delay (5 s by default) has passed: the stop, as a failed health check.
+    record = cache.task(first.id)
+    assert record is not None
+    earlier = pb.Task()
+    earlier.CopyFrom(record.value)
+    earlier.deregistered_at.FromSeconds(earlier.deregistered_at.seconds - 6)
+    await put(store, record.key, earlier)
+    await caught_up(cache, store)
+    tasks = await reconcile(controller())
+    assert len(tasks) == 2, "replaced once"
+    stopped = tasks[first.id]
+    assert (stopped.desired_status, stopped.stop_code, stopped.stopped_reason) == (
+        pb.DESIRED_STOPPED,
+        pb.SERVICE_SCHEDULER_INITIATED,
+        HEALTH_CHECK_FAILED,
+    )
+    assert stopped.failed_health_check
+    assert len(await said()) == 1, "said once"
