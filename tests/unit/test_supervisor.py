@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from agent import supervisor as supervisor_module
 from agent.runtime.driver import ObservedTask
 from agent.runtime.fake import FakeDriver
 from agent.supervisor import TaskSupervisor
@@ -364,3 +365,37 @@ async def test_a_stop_cancels_a_start_that_waits(
     driver.release.set()
     await eventually(lambda: driver.started == ["t2"])
     assert "t1" not in await driver.list_tasks("n1")
+
+
+async def test_a_report_not_yet_recorded_is_resent_once_per_newer_revision_and_not_faster(
+    running: Callable[[TaskSupervisor], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(supervisor_module, "RESEND_AFTER", 0.3)
+    supervisor = TaskSupervisor(FakeDriver(), "node-a", resync_interval=60.0)
+    reports: list[agent_pb.TaskStatusReport] = []
+    supervisor.attach(reports.append)
+    supervisor.set_desired(snapshot(1, assignment("t1")))
+    running(supervisor)
+    await eventually(lambda: statuses(reports, "t1") == [pb.RUNNING])
+
+    # A burst of deltas (other tasks placed) while etcd still records t1 PENDING: no resend each time.
+    for revision in range(2, 12):
+        supervisor.set_desired(snapshot(revision, assignment("t1"), assignment(f"other-{revision}")))
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    assert statuses(reports, "t1") == [pb.RUNNING], "resent at every revision of a burst"
+
+    # Still not recorded after RESEND_AFTER: the next revision carries it again, once.
+    await asyncio.sleep(0.3)
+    supervisor.set_desired(snapshot(20, assignment("t1")))
+    await eventually(lambda: statuses(reports, "t1") == [pb.RUNNING, pb.RUNNING])
+    supervisor.wake()
+    await asyncio.sleep(0.05)
+    assert statuses(reports, "t1") == [pb.RUNNING, pb.RUNNING], "resent without a newer revision"
+
+    # Recorded at last: nothing more.
+    supervisor.set_desired(snapshot(21, assignment("t1", last=pb.RUNNING)))
+    await asyncio.sleep(0.4)
+    supervisor.set_desired(snapshot(22, assignment("t1", last=pb.RUNNING)))
+    await asyncio.sleep(0.05)
+    assert statuses(reports, "t1") == [pb.RUNNING, pb.RUNNING]
