@@ -236,6 +236,14 @@ class ServiceController:
         # Tasks on DOWN nodes are moved like those on DRAINING ones (see `decide`).
         draining = down | frozenset(n.value.id for n in self._cache.nodes() if n.value.status == pb.DRAINING)
         seen = set()
+        # While new tasks of a cluster wait for their first placement (a big scale-up), where its
+        # tasks belong is still changing: a rebalance would chase it, and its probe costs the busy
+        # loop. Tasks the scheduler cannot place (a pending reason) do not hold it back.
+        placing = frozenset(
+            t.value.cluster
+            for t in self._cache.unplaced_tasks()
+            if lifecycle.is_active(t.value) and not t.value.pending_reason
+        )
         # Deciding a service of 1,000 tasks (and probing where a copy would go) takes tens of
         # milliseconds: the event loop gets a turn between services once a slice is used up.
         slicer = Slicer()
@@ -257,6 +265,7 @@ class ServiceController:
             if self._quiet.get(key) == version:
                 continue
             mark = len(self._new_tasks)
+            deferred = False
             try:
                 tasks = [t.value for t in self._cache.tasks_of_service(*key)]
                 self._recovery.look(key, tasks)
@@ -280,7 +289,9 @@ class ServiceController:
                         continue
                     gate = backoff.gate(state, now)
                     if rebalance.settled(service, tasks, draining, gate.failing):
-                        moved = await self._rebalance(service, tasks)
+                        # Looked at again once the cluster's placing is over (never quiet meanwhile).
+                        deferred = service.cluster in placing
+                        moved = 0 if deferred else await self._rebalance(service, tasks)
                         if moved:
                             written = max(written, moved)
                             self._quiet.pop(key, None)
@@ -305,6 +316,7 @@ class ServiceController:
                 and not decision.lost
                 and not decision.waiting
                 and not gate.failing
+                and not deferred
             ):
                 self._quiet[key] = version
             else:

@@ -5,7 +5,13 @@ from __future__ import annotations
 from berth import deployment_defaults
 from berth.v1 import resources_pb2 as pb
 from controlplane import backoff, deployments, rebalance
-from controlplane.controllers.services import decide
+from controlplane.cache import ClusterCache
+from controlplane.controllers.scheduling import SchedulingController
+from controlplane.controllers.services import ServiceController, decide
+from controlplane.events import EventLog
+from controlplane.store import keys
+from controlplane.store.memory import MemoryStore
+from tests.unit.conftest import caught_up, put
 
 
 def _service(desired: int = 6) -> pb.Service:
@@ -102,3 +108,44 @@ def test_a_marked_task_is_replaced_first_and_leaves_only_once_the_replacement_se
     moved = decide(service, [*tasks, replacement], now=12.0)
     assert (moved.start, moved.deregister) == (0, ["a2"])
     assert "Rebalancing service web" in moved.reasons["a2"]
+
+
+async def test_no_rebalance_while_tasks_of_the_cluster_wait_for_their_first_placement(
+    store: MemoryStore, cache: ClusterCache
+) -> None:
+    for name in ("a", "b"):
+        node = pb.Node(id=name, name=name, status=pb.READY, cpu_units=4096, memory_mib=4096)
+        await put(store, keys.node(name), node)
+        await put(store, keys.alive(name), b"1")
+    definition = pb.ContainerDefinition(name="web", image="web:1", essential=True, memory=64)
+    await put(
+        store,
+        keys.taskdef("web", 1),
+        pb.TaskDefinition(family="web", revision=1, status=pb.ACTIVE, container_definitions=[definition]),
+    )
+    service = _service(desired=2)
+    service.ports.clear()
+    await put(store, keys.service("default", "web"), service)
+    for task in (_task("a0", "a", created=1), _task("a1", "a", created=2)):
+        task.cluster, task.service = "default", "web"
+        await put(store, keys.task(task.id), task)
+    # Another service's new task, not yet placed: a scale-up is under way in this cluster.
+    waiting = pb.Task(id="new", cluster="default", service="other", task_definition="web:1")
+    waiting.desired_status, waiting.last_status = pb.DESIRED_RUNNING, pb.PENDING
+    await put(store, keys.task(waiting.id), waiting)
+    await caught_up(cache, store)
+    events = EventLog(store)
+    scheduler = SchedulingController(store, cache, events)
+    services = ServiceController(store, cache, events, scheduler)
+
+    await services.reconcile()
+    await caught_up(cache, store)
+    assert not any(t.value.rebalancing for t in cache.tasks_of_service("default", "web"))
+
+    waiting.node_id = "b"  # placed: the scale-up is over
+    await put(store, keys.task(waiting.id), waiting)
+    await caught_up(cache, store)
+    await services.reconcile()
+    await caught_up(cache, store)
+    marked = [t.value.id for t in cache.tasks_of_service("default", "web") if t.value.rebalancing]
+    assert marked == ["a1"], "the service was left quiet while placing went on, and never looked at again"
