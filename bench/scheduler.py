@@ -152,10 +152,14 @@ async def watch_tasks(store: Store, total: int, timeout: float, started: asyncio
                 if task.node_id and task.id not in placed:
                     placed.add(task.id)
                     marks.setdefault("first_placed", now)
+                    if len(placed) * 2 == total:
+                        marks["half_placed"] = now
                     if len(placed) == total:
                         marks["last_placed"] = now
                 if task.last_status == pb.RUNNING and task.id not in running:
                     running.add(task.id)
+                    if len(running) * 2 == total:
+                        marks["half_running"] = now
                     if len(running) == total:
                         marks["all_running"] = now
                         return
@@ -348,6 +352,11 @@ def main() -> None:
         f"all {total} RUNNING: {marks['all_running'] - marks['create']:.2f} s after the first scale-up call "
         f"(the scale-up calls took {marks['created'] - marks['create']:.2f} s)"
     )
+    if "half_placed" in marks and "half_running" in marks:
+        print(
+            f"half placed after {marks['half_placed'] - marks['create']:.2f} s, "
+            f"half RUNNING after {marks['half_running'] - marks['create']:.2f} s"
+        )
     print(f"peak RSS: control plane {cp_rss:.0f} MiB, its etcd {etcd_rss:.0f} MiB")
     print(
         f"API latency while placing (ListClusters every 50 ms, {len(probe.samples)} calls): "
