@@ -114,7 +114,20 @@ def stream_messages(metrics_address: str) -> str:
     reports = total(r"^berth_task_status_reports_total (\S+)$")
     sent = r'^berth_desired_messages_total{{kind="{}"}} (\S+)$'
     down = {kind: total(sent.format(kind)) for kind in ("snapshot", "delta")}
-    return f"{reports} status reports up; {down['snapshot']} snapshots and {down['delta']} deltas down"
+    resyncs = total(r"^berth_desired_resyncs_total (\S+)$")
+    return (
+        f"{reports} status reports up; {down['snapshot']} snapshots ({resyncs} asked for after a gap) "
+        f"and {down['delta']} deltas down"
+    )
+
+
+def cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float]:
+    """CPU time (user + system) each process has used so far."""
+    used = {}
+    for name, process in processes.items():
+        times = process.cpu_times()
+        used[name] = times.user + times.system
+    return used
 
 
 def hollow_lag_max_ms(log_text: str) -> float:
@@ -272,6 +285,15 @@ def main() -> None:
                     watch_tasks(plane.etcd_store(timeout=60), total, options.timeout, started)
                 )
                 await started.wait()
+                assert plane.process is not None and hollow.process is not None
+                control_plane = psutil.Process(plane.process.pid)
+                processes = {
+                    "control plane": control_plane,
+                    "its etcd": control_plane.children()[0],
+                    "hollow agents": psutil.Process(hollow.process.pid),
+                    "this bench": psutil.Process(),
+                }
+                cpu_before = cpu_seconds(processes)
                 marks = {"create": time.monotonic()}
                 # Progress, flushed: a profiler (or a person) can start watching the placing now.
                 print(f"hosts connected; scaling up {options.services} services", flush=True)
@@ -292,6 +314,9 @@ def main() -> None:
                     watcher.cancel()
                     return marks
                 marks.update(await watcher)
+                cpu_after = cpu_seconds(processes)
+                for name in processes:
+                    marks[f"cpu {name}"] = cpu_after[name] - cpu_before[name]
                 return marks
 
             probe = LatencyProbe(stub)
@@ -351,6 +376,14 @@ def main() -> None:
     print(
         f"all {total} RUNNING: {marks['all_running'] - marks['create']:.2f} s after the first scale-up call "
         f"(the scale-up calls took {marks['created'] - marks['create']:.2f} s)"
+    )
+    cpu = {key[4:]: value for key, value in marks.items() if key.startswith("cpu ")}
+    wall = marks["all_running"] - marks["create"]
+    print(
+        f"CPU used until all RUNNING ({psutil.cpu_count()} cores x {wall:.2f} s = "
+        f"{psutil.cpu_count() * wall:.1f} s): "
+        + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in cpu.items())
+        + f"; {sum(cpu.values()) * 1000 / total:.2f} ms per task in all"
     )
     if "half_placed" in marks and "half_running" in marks:
         print(
