@@ -18,13 +18,17 @@ its evidence.
 
 SETTLE_SECONDS must be longer than the time from a crashing container's
 RUNNING record to its STOPPED record: the engine's exit event, the agent's
-observation of its containers and the read of the last lines of output, the
-report's trip up the stream and the status writer's batch into etcd. On this
-project's test machine (real Docker, `sh -c "exit 1"`, two busy cores) that
-took 0.05-0.6 s (tests/e2e/test_crash_loop_backoff.py prints it); 3 s leaves
-five times the worst seen, and costs a rollout 3 s per wave of new tasks. A
-container that dies later than that is caught by the crash-loop backoff and,
-while its deployment is in progress, by the circuit breaker, as before.
+look at its containers and read of the last lines of output, the report's trip
+up the stream and the status writer's batch into etcd. Measured on real Docker
+(`sh -c "exit 1"` in the test image, two busy cores, ten starting at once in
+one run): 0.07-0.17 s over seven such tasks (most crashing tasks are seen
+exited before RUNNING is ever reported, and are never RUNNING at all;
+tests/e2e/test_crash_loop_backoff.py prints what it sees). 3 s is over
+fifteen times the worst seen, room for a loaded host or etcd, and costs each
+wave of a rollout without health checks 3 s (a forced deployment of 6 such
+tasks on hollow agents: 7.1 s before, 10.1 s after). A container that dies
+later than that was up for a while: the crash-loop backoff paces it, and the
+circuit breaker counts it while its deployment is in progress, as before.
 
 `Task.started_at` is the control plane's clock when it recorded RUNNING
 (`lifecycle.apply_report`), and so is `now` here: no agent's clock skews it.
