@@ -12,6 +12,7 @@ healthy tasks stay at or above `minimumHealthyPercent`.
 Rollout states (`account`, pure, run before every decision):
 
     IN_PROGRESS ──PRIMARY steady (desired count healthy, no old task left)──▶ COMPLETED
+        │          (healthy: HEALTHY, or up `settling.SETTLE_SECONDS` without a check)
         │
         └──failed tasks of the deployment reach the threshold──▶ FAILED
               (circuit breaker)    rollback on: the last deployment that
@@ -43,7 +44,7 @@ from berth.deployment_defaults import (
 from berth.errors import InvalidArgument
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
-from controlplane import backoff
+from controlplane import backoff, settling
 
 MAX_DEREGISTRATION_DELAY = 3600
 # ECS's upper bound for maximumPercent; minimumHealthyPercent is at most 100.
@@ -182,13 +183,16 @@ def _seconds(stamp: Timestamp) -> float:
     return stamp.seconds + stamp.nanos / 1e9
 
 
-def _serving(task: pb.Task) -> bool:
-    """RUNNING, wanted, in the endpoints and healthy enough to serve."""
+def _serving(task: pb.Task, now: float) -> bool:
+    """RUNNING, wanted, in the endpoints and healthy enough to serve: HEALTHY, or
+    without a health check and up for `settling.SETTLE_SECONDS` (a container that
+    exits at once must not complete a deployment in the moment it was RUNNING)."""
     return (
         task.last_status == pb.RUNNING
         and task.desired_status == pb.DESIRED_RUNNING
         and not task.HasField("deregistered_at")
         and (not task.health_checked or task.health_status == pb.HEALTHY)
+        and settling.has_settled(task, now)
     )
 
 
@@ -246,7 +250,7 @@ def account(service: pb.Service, tasks: Iterable[pb.Task], at: Timestamp) -> Cha
             mine = [t for t in tasks if owner_of(t) == current.id]
     others_live = any(t.last_status != pb.STOPPED for t in tasks if owner_of(t) != current.id)
     deregistering = any(t.HasField("deregistered_at") and t.last_status != pb.STOPPED for t in mine)
-    serving = sum(1 for t in mine if _serving(t))
+    serving = sum(1 for t in mine if _serving(t, _seconds(at)))
     live_mine = sum(1 for t in mine if t.last_status != pb.STOPPED and t.desired_status == pb.DESIRED_RUNNING)
     if (
         current.rollout_state == pb.IN_PROGRESS

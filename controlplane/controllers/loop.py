@@ -3,7 +3,9 @@
 One pass runs every controller in order against the cache. After a pass
 that wrote, the loop waits until the cache has seen its own writes, so the
 next pass can never act twice on the same stale state (no duplicate tasks).
-Otherwise it sleeps until the cache changes, or a resync interval passes.
+Otherwise it sleeps until the cache changes, a resync interval passes, or a
+controller that says when time alone changes its mind (`Paced`: a task that
+settles) wants its next pass, whichever comes first.
 
 The loop survives its controllers: a controller whose pass raises is logged
 and counted (berth_controller_failures_total), the other controllers still
@@ -17,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from berth.errors import Unavailable
 from controlplane.cache import ClusterCache
@@ -32,6 +34,12 @@ MAX_BACKOFF = 5.0
 class Controller(Protocol):
     async def reconcile(self) -> int:
         """One pass; returns the highest etcd revision written, 0 if none."""
+
+
+@runtime_checkable
+class Paced(Protocol):
+    def look_again_at(self) -> float:
+        """Wall-clock time (time.time()) at which a pass is due with no change (0: none)."""
 
 
 class ControllerLoop:
@@ -89,6 +97,17 @@ class ControllerLoop:
             if written:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), self._resync_interval)
+                await asyncio.wait_for(changed.wait(), self._pause())
             # Let a burst of watch events land before the next pass.
             await asyncio.sleep(self._debounce)
+
+    def _pause(self) -> float:
+        """Seconds until the next pass that no change asks for."""
+        due = [
+            at
+            for controller in self._controllers
+            if isinstance(controller, Paced) and (at := controller.look_again_at())
+        ]
+        if not due:
+            return self._resync_interval
+        return min(self._resync_interval, max(0.0, min(due) - time.time()))

@@ -15,7 +15,7 @@ from berth import deployment_defaults
 from berth.names import parse_task_definition_ref
 from berth.safetext import escape_controls
 from berth.v1 import resources_pb2 as pb
-from controlplane import backoff, deployments, lifecycle, rebalance
+from controlplane import backoff, deployments, lifecycle, rebalance, settling
 from controlplane.cache import ClusterCache
 from controlplane.controllers.barrier import Barrier
 from controlplane.controllers.scheduling import SchedulingController
@@ -55,6 +55,9 @@ class ServiceDecision:
     # Tasks on DOWN nodes whose replacements serve: recorded STOPPED (NODE_LOST) at once,
     # since no agent is there to stop them.
     lost: list[str] = field(default_factory=list)
+    # When a RUNNING task without a health check will have settled (0: none is settling):
+    # it counts toward a rollout and a steady state only then, so look again at that time.
+    settles_at: float = 0.0
 
 
 def _stop_preference(task: pb.Task) -> tuple[int, int, int]:
@@ -72,6 +75,11 @@ def _stop_preference(task: pb.Task) -> tuple[int, int, int]:
 def _serving(task: pb.Task) -> bool:
     """Counts as healthy: RUNNING and HEALTHY, or RUNNING without a health check."""
     return task.last_status == pb.RUNNING and serves_health(task)
+
+
+def _proven(task: pb.Task, now: float) -> bool:
+    """Counts toward a rollout and a steady state: serving, and settled if it has no health check."""
+    return _serving(task) and settling.has_settled(task, now)
 
 
 def decide(
@@ -100,6 +108,9 @@ def decide(
     maximumPercent; old ones leave while the healthy tasks stay at or above
     minimumHealthyPercent. A serving task leaves the endpoints first and is
     stopped after the deregistration delay (`now` tells when it has passed).
+    Healthy, for this and for a steady state, means HEALTHY, or without a
+    health check RUNNING for `settling.SETTLE_SECONDS` (endpoints take the
+    latter at once); `settles_at` says when to look again.
 
     The crash-loop backoff's `gate` holds new tasks back while it waits, and
     a failing service is never in a steady state.
@@ -136,6 +147,7 @@ def decide(
         else:
             decision.stop.append(task.id)
     active = [t for t in active if t.health_status != pb.UNHEALTHY]
+    decision.settles_at = settling.next_settle(active, now)
     current = deployments.primary(service)
     owner_of = deployments.owners(service)
     mine = [t for t in active if current is None or owner_of(t) == current.id]
@@ -176,7 +188,7 @@ def decide(
         for task in sorted(settled, key=_stop_preference)[:-missing]:
             retire(task)
     if old and current is not None:
-        healthy = sum(1 for t in active if _serving(t) and t.id not in leaving)
+        healthy = sum(1 for t in active if _proven(t, now) and t.id not in leaving)
         spare = healthy - deployments.minimum_healthy(desired, config)
         reason = f"Replaced by deployment {current.id} ({current.task_definition}) of service {service.name}"
         # Tasks that serve nobody go first; then the oldest deployments' oldest tasks.
@@ -202,7 +214,7 @@ def decide(
     if missing == 0 and not moving and not old and not decision.unhealthy and not decision.waiting:
         # (A task on a DOWN node is `moving` or `old`: a service with one is never steady.)
         # Nor is one that stops a task in this pass: a leaver whose delay is over, say.
-        serving_settled = sum(1 for t in settled if _serving(t))
+        serving_settled = sum(1 for t in settled if _proven(t, now))
         settled_history = all(t.last_status == pb.STOPPED for t in tasks if not lifecycle.is_active(t))
         decision.steady = (
             serving_settled == desired and settled_history and not gate.failing and not decision.stop
@@ -227,11 +239,17 @@ class ServiceController:
         self._quiet: dict[tuple[str, str], object] = {}
         self._barrier = Barrier(type(self).__name__, events)
         self._recovery = RecoveryClock()
+        self._look_again_at = 0.0
+
+    def look_again_at(self) -> float:
+        """When the last pass's earliest settling task settles (0: none): a pass is due then."""
+        return self._look_again_at
 
     async def reconcile(self) -> int:
         """One pass over every service; returns the highest revision written (0: none)."""
         written = 0
         self._new_tasks: list[Versioned[pb.Task]] = []
+        self._look_again_at = 0.0
         down = frozenset(n.value.id for n in self._cache.nodes() if n.value.status == pb.DOWN)
         # Tasks on DOWN nodes are moved like those on DRAINING ones (see `decide`).
         draining = down | frozenset(n.value.id for n in self._cache.nodes() if n.value.status == pb.DRAINING)
@@ -305,8 +323,10 @@ class ServiceController:
                 await self._barrier.contain("service", f"{key[0]}/{key[1]}", error, key)
                 continue
             written = max(written, result)
+            if decision.settles_at:
+                self._look_again_at = min(self._look_again_at or decision.settles_at, decision.settles_at)
             # A failing service is looked at on every pass: its gate opens,
-            # or its streak ends, with time alone.
+            # or its streak ends, with time alone (a settling task too).
             if (
                 not result
                 and not decision.start
@@ -315,6 +335,7 @@ class ServiceController:
                 and not decision.deregister
                 and not decision.lost
                 and not decision.waiting
+                and not decision.settles_at
                 and not gate.failing
                 and not deferred
             ):

@@ -6,7 +6,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from berth.v1 import resources_pb2 as pb
-from controlplane import backoff
+from controlplane import backoff, settling
 from controlplane.controllers.housekeeping import surplus_failures
 from controlplane.controllers.services import decide
 
@@ -203,6 +203,10 @@ def service(desired: int) -> pb.Service:
         # Running as desired, but still in a streak: not a steady state.
         (backoff.Gate(hold=False, failing=True), [task("a", 0, started=1)], 0, 0, False),
         (backoff.OPEN, [task("a", 0, started=1)], 0, 0, True),
+        # Up half a second without a health check: it may be exiting at once, so not yet
+        # steady (`settling`); up SETTLE_SECONDS, it is.
+        (backoff.OPEN, [task("a", 59, started=59.5)], 0, 0, False),
+        (backoff.OPEN, [task("a", 50, started=60 - settling.SETTLE_SECONDS)], 0, 0, True),
         # A hold never stops what runs.
         (backoff.Gate(hold=True, failing=True), [task("a", 0, started=1)], 0, 0, False),
     ],
@@ -210,7 +214,8 @@ def service(desired: int) -> pb.Service:
 def test_decide_follows_the_gate(
     gate: backoff.Gate, tasks: list[pb.Task], start: int, held: int, steady: bool
 ) -> None:
-    decision = decide(service(1), tasks, gate=gate)
+    # A minute on: the running task has long settled (`settling`), so only the gate decides.
+    decision = decide(service(1), tasks, gate=gate, now=T0 + 60)
     assert (decision.start, decision.held, decision.steady, decision.stop) == (start, held, steady, [])
 
 

@@ -3,7 +3,9 @@
 `deployments.account` and the service controller's `decide` are pure, so a
 deployment can be played step by step: each step the controller decides, the
 decision is applied, the invariants are checked, then tasks move on (start,
-turn healthy or fail, stop).
+turn healthy or fail, stop). Tasks have a health check unless the world says
+otherwise; those without one count for a rollout only once they have settled
+(`controlplane/settling.py`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from berth import deployment_defaults
 from berth.errors import InvalidArgument
 from berth.v1 import operator_pb2 as api
 from berth.v1 import resources_pb2 as pb
-from controlplane import backoff, deployments
+from controlplane import backoff, deployments, settling
 from controlplane.controllers.services import decide
+from controlplane.endpoints import endpoints
 
 START = 1_000_000.0
 
@@ -44,7 +47,8 @@ def service(desired: int, minimum: int = 100, maximum: int = 200, delay: int = 0
 
 @dataclass
 class World:
-    """A service and its tasks; `bad` task definitions fail to start, or never turn healthy."""
+    """A service and its tasks; `bad` task definitions fail to start, never turn healthy,
+    or (`flash`) run for a second and exit; `checked`: the tasks have a health check."""
 
     service: pb.Service
     crash: set[str] = field(default_factory=set)
@@ -53,6 +57,10 @@ class World:
     sick: set[str] = field(default_factory=set)
     # Tasks the controller said were replaced for failing their health check, in order.
     replaced: list[str] = field(default_factory=list)
+    flash: set[str] = field(default_factory=set)
+    checked: bool = True
+    # Every pass's decision said "steady" at least once.
+    steady_seen: bool = False
     clock: float = START
     tasks: dict[str, pb.Task] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
@@ -68,6 +76,7 @@ class World:
             self.service = change.service
             self.events.extend(change.events)
         decision = decide(self.service, list(self.tasks.values()), now=self.clock)
+        self.steady_seen = self.steady_seen or decision.steady
         # As the controller applies a decision (reasons, and a failed health check, kept from
         # deregistration to stop).
         self.replaced.extend(decision.unhealthy)
@@ -92,7 +101,7 @@ class World:
                 desired_status=pb.DESIRED_RUNNING,
                 last_status=pb.PENDING,
                 node_id="n1",
-                health_checked=True,
+                health_checked=self.checked,
                 created_at=backoff.timestamp(self.clock),
             )
         self.check()
@@ -111,13 +120,14 @@ class World:
     steady_once: bool = False
 
     def healthy(self) -> int:
+        """HEALTHY, or without a health check RUNNING long enough to have settled."""
         return sum(
             1
             for t in self.tasks.values()
             if t.last_status == pb.RUNNING
             and t.desired_status == pb.DESIRED_RUNNING
             and not t.HasField("deregistered_at")
-            and t.health_status == pb.HEALTHY
+            and (t.health_status == pb.HEALTHY if t.health_checked else settling.has_settled(t, self.clock))
         )
 
     def move_on(self) -> None:
@@ -137,6 +147,16 @@ class World:
             elif task.last_status == pb.PENDING:
                 task.last_status = pb.RUNNING
                 task.started_at.CopyFrom(stamp)
+            elif task.task_definition in self.flash:
+                # RUNNING for one second, as a container that exits at once looks to a
+                # controller pass that lands between the agent's two reports.
+                task.last_status = pb.STOPPED
+                task.desired_status = pb.DESIRED_STOPPED
+                task.stop_code = pb.ESSENTIAL_CONTAINER_EXITED
+                task.has_exit_code, task.exit_code = True, 1
+                task.stopped_at.CopyFrom(stamp)
+            elif not task.health_checked:
+                continue  # the agent reports no health
             elif task.task_definition in self.never_healthy or task.id in self.sick:
                 task.health_status = pb.UNHEALTHY
             else:
@@ -180,13 +200,14 @@ def test_a_new_service_completes_its_first_deployment() -> None:
     minimum=st.integers(0, 100),
     maximum=st.integers(100, 200),
     delay=st.sampled_from([0, 2]),
+    checked=st.booleans(),
 )
 def test_a_rolling_update_keeps_its_bounds_and_replaces_every_task(
-    desired: int, minimum: int, maximum: int, delay: int
+    desired: int, minimum: int, maximum: int, delay: int, checked: bool
 ) -> None:
     if minimum >= maximum:
         return
-    world = World(service(desired, minimum, maximum, delay))
+    world = World(service(desired, minimum, maximum, delay), checked=checked)
     world.settle()
     deployment = world.deploy("web:2")
     world.settle()  # check() asserts both bounds at every step
@@ -338,3 +359,84 @@ def test_old_records_without_deployments_get_one() -> None:
     (first,) = change.service.deployments
     assert (first.id, first.task_definition, first.rollout_state) == (1, "web:3", pb.COMPLETED)
     assert deployments.owner(task, change.service) == 1
+
+
+def _running(task_id: str, started: float, checked: bool = False) -> pb.Task:
+    task = pb.Task(
+        id=task_id,
+        service="web",
+        cluster="default",
+        task_definition="web:1",
+        deployment_id=1,
+        desired_status=pb.DESIRED_RUNNING,
+        last_status=pb.RUNNING,
+        node_id="n1",
+        health_checked=checked,
+        network_bindings=[pb.NetworkBinding(container_port=80, host_port=32768)],
+    )
+    task.started_at.CopyFrom(backoff.timestamp(started))
+    return task
+
+
+def test_a_task_without_a_health_check_counts_once_it_has_settled() -> None:
+    """RUNNING for half a second proves nothing: no COMPLETED, no steady state; at SETTLE_SECONDS both."""
+    fresh = service(1)
+    started = START + 10
+    task = _running("a", started)
+    early = started + 0.5
+    assert deployments.account(fresh, [task], backoff.timestamp(early)) is None
+    decision = decide(fresh, [task], now=early)
+    assert not decision.steady
+    assert decision.settles_at == started + settling.SETTLE_SECONDS  # when to look again
+    # Endpoints do not wait: a RUNNING task without a check gets traffic at once.
+    node = pb.Node(id="n1", address="10.0.0.1", status=pb.READY)
+    assert [e.task_id for e in endpoints(fresh, [task], {"n1": node})] == ["a"]
+
+    settled = started + settling.SETTLE_SECONDS
+    change = deployments.account(fresh, [task], backoff.timestamp(settled))
+    assert change is not None
+    assert change.service.deployments[0].rollout_state == pb.COMPLETED
+    assert change.events == ("deployment 1 completed: web:1, 1 task running",)
+    decision = decide(change.service, [task], now=settled)
+    assert decision.steady and not decision.settles_at
+
+
+def test_a_task_with_a_health_check_counts_when_healthy_at_once() -> None:
+    fresh = service(1)
+    task = _running("a", START + 10, checked=True)
+    task.health_status = pb.HEALTHY
+    at = START + 10.5
+    change = deployments.account(fresh, [task], backoff.timestamp(at))
+    assert change is not None and change.service.deployments[0].rollout_state == pb.COMPLETED
+    decision = decide(change.service, [task], now=at)
+    assert decision.steady and not decision.settles_at
+
+
+def test_a_first_deployment_whose_tasks_exit_at_once_fails_and_is_never_steady() -> None:
+    world = World(service(1), checked=False)
+    world.flash.add("web:1")
+    world.settle()
+    first = world.service.deployments[0]
+    assert first.rollout_state == pb.FAILED, world.events
+    assert not any(" completed: " in e for e in world.events), world.events
+    assert not world.steady_seen
+
+
+def test_new_tasks_that_exit_at_once_never_take_old_ones_out() -> None:
+    world = World(service(3, minimum=100, maximum=200, delay=1), checked=False)
+    world.settle()
+    serving = {t.id for t in world.tasks.values() if t.last_status == pb.RUNNING}
+    assert len(serving) == 3
+    world.flash.add("web:2")
+    failed = world.deploy("web:2")
+    world.settle()
+    # Every old task served throughout: none was deregistered or stopped for a new one.
+    for task_id in serving:
+        old = world.tasks[task_id]
+        assert old.last_status == pb.RUNNING and not old.HasField("deregistered_at"), old
+    first = world.service.deployments[0]
+    assert (first.task_definition, first.rolled_back_from, first.rollout_state) == (
+        "web:1",
+        failed,
+        pb.COMPLETED,
+    )
