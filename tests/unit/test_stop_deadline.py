@@ -114,44 +114,40 @@ WEDGED = textwrap.dedent(
 )
 
 
-def test_sigterm_stops_a_busy_plane_whose_wake_up_pipe_is_full() -> None:
+def run_plane(script: str, timeout: float) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run a scripted control plane to its end; its result and the seconds it took."""
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-c", FLOODED], cwd=REPO, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=timeout
     )
+    return result, time.monotonic() - started
+
+
+def test_sigterm_stops_a_busy_plane_whose_wake_up_pipe_is_full() -> None:
+    result, seconds = run_plane(FLOODED, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "stopped"
-    assert time.monotonic() - started < 20, "the signal was noticed late"
+    assert seconds < 20, "the signal was noticed late"
     assert "Exception ignored" not in result.stderr, result.stderr
 
 
 def test_the_deadline_runs_from_the_signal_even_if_the_loop_never_turns_again() -> None:
-    started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-c", WEDGED], cwd=REPO, capture_output=True, text=True, timeout=50
-    )
+    result, seconds = run_plane(WEDGED, timeout=50)
     assert result.returncode == 1, result.stderr
-    assert time.monotonic() - started < 30, "exited at the deadline, not after the wedged step"
+    assert seconds < 30, "exited at the deadline, not after the wedged step"
     assert "event=stop_deadline_passed seconds=1 action=exit" in result.stderr, result.stderr
     assert "stopped" not in result.stdout
 
 
 def test_sigterm_during_start_up_stops_cleanly() -> None:
-    started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-c", STARTING], cwd=REPO, capture_output=True, text=True, timeout=60
-    )
+    result, seconds = run_plane(STARTING, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "stopped"
-    assert time.monotonic() - started < 20, "start-up was cancelled, not waited for"
+    assert seconds < 20, "start-up was cancelled, not waited for"
 
 
 def test_a_hung_shutdown_is_abandoned_at_the_deadline_and_says_so() -> None:
-    started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-c", STUCK], cwd=REPO, capture_output=True, text=True, timeout=30
-    )
-    seconds = time.monotonic() - started
+    result, seconds = run_plane(STUCK, timeout=30)
     assert result.returncode == 1, result.stderr
     assert seconds < 20, "exited at the deadline, not after the hung step"
     assert "event=stop_deadline_passed seconds=1 action=exit" in result.stderr, result.stderr
