@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -31,7 +32,15 @@ def test_waiters_paginators_and_run_tasks_on_the_engine(
     ecs.create_service(cluster=CLUSTER, serviceName="api", taskDefinition="api:3", desiredCount=2)
     ecs.get_waiter("services_stable").wait(cluster=CLUSTER, services=["api"], WaiterConfig=FAST)
     assert len(running_containers(CLUSTER, "api")) == 2
-    described = ecs.describe_services(cluster=CLUSTER, services=["api"])["services"][0]
+    # ECS's waiter looks at runningCount only; the deployment completes once its tasks have
+    # settled (3 s up: they have no health check, controlplane/settling.py), as in ECS a
+    # little after the count.
+    deadline = time.monotonic() + 30
+    while True:
+        described = ecs.describe_services(cluster=CLUSTER, services=["api"])["services"][0]
+        if described["deployments"][0]["rolloutState"] == "COMPLETED" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert described["runningCount"] == 2 and described["deployments"][0]["rolloutState"] == "COMPLETED"
     # boto3 parsed ECS's timestamps (epoch seconds) into datetimes.
     assert described["createdAt"].year >= 2026
