@@ -20,37 +20,15 @@ import pytest
 from berth.testing.cli import Berth, definition_of
 from berth.testing.lab import Lab
 from berth.testing.waiting import wait_until
+from berth.testing.workloads import http_revision
 from tests.lab.conftest import delete_services
-from tests.lab.test_service_network import IMAGE
 from tests.lab.traffic import TaskSampler, VipClient, running_by_host
 
 DESIRED = 6
 
 
-def _revision(version: str, command: str = "", healthy: bool = True) -> list[dict[str, Any]]:
-    """An HTTP server answering its version; `command` replaces it (a crashing revision)."""
-    serve = (
-        f"mkdir -p /www && echo {version} > /www/index.html && "
-        "trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait"
-    )
-    check = "wget -q -O /dev/null http://127.0.0.1:8080/ || exit 1" if healthy else "echo never ready; exit 1"
-    return [
-        {
-            "name": "web",
-            "image": IMAGE,
-            "cpu": 32,
-            "memory": 32,
-            "stopTimeout": 2,
-            "portMappings": [{"containerPort": 8080, "name": "http"}],
-            "entryPoint": ["sh", "-c"],
-            "command": [command or serve],
-            "healthCheck": {"command": ["CMD-SHELL", check], "interval": 5, "timeout": 2, "retries": 1},
-        }
-    ]
-
-
 def _create(berth: Berth, tmp_path: Path, name: str) -> str:
-    berth.register(name, _revision("v1"), tmp_path)
+    berth.register(name, http_revision("v1"), tmp_path)
     berth.ok(
         "service", "create", "--name", name, "--task-definition", f"{name}:1",
         "--desired-count", str(DESIRED), "--port", "80:http",
@@ -102,7 +80,7 @@ def test_a_good_revision_rolls_out_with_no_failed_request_within_its_bounds(
     sampler = TaskSampler(lab.controlplane, "roll").start()
     try:
         wait_until(lambda: client.requests()[0] >= 20 or None, 30, "the client under way")
-        berth.register("roll", _revision("v2"), tmp_path)
+        berth.register("roll", http_revision("v2"), tmp_path)
         started = time.monotonic()
         update = berth(
             "service", "update", "roll", "--task-definition", "roll:2", "--wait", "--timeout", "180"
@@ -145,9 +123,9 @@ def test_a_bad_revision_is_rolled_back_while_the_old_tasks_serve(
     try:
         wait_until(lambda: client.requests()[0] >= 20 or None, 30, "the client under way")
         broken = (
-            _revision("v2", command="echo crashing; exit 3")
+            http_revision("v2", command="echo crashing; exit 3")
             if bad == "crash"
-            else _revision("v2", healthy=False)
+            else http_revision("v2", healthy=False)
         )
         berth.register(name, broken, tmp_path)
         update = berth(
@@ -189,7 +167,7 @@ def test_a_rollout_survives_kill_9_of_the_control_plane(berth: Berth, lab: Lab, 
     client = VipClient(lab, vip, 80)
     try:
         wait_until(lambda: client.requests()[0] >= 20 or None, 30, "the client under way")
-        berth.register("survivor", _revision("v2"), tmp_path)
+        berth.register("survivor", http_revision("v2"), tmp_path)
         berth.ok("service", "update", "survivor", "--task-definition", "survivor:2")
 
         def new_running() -> bool | None:

@@ -21,35 +21,14 @@ from typing import Any
 
 from berth.testing.chaos.ledger import Ledger
 from berth.testing.cli import Berth
+from berth.testing.workloads import IMAGE, http_revision
 
-IMAGE = "berth-busybox:2"
 WEB_PORT = 80
 
 
 def web_revision(version: int) -> list[dict[str, Any]]:
     """An HTTP server answering its version; healthy once it answers itself."""
-    serve = (
-        f"mkdir -p /www && echo v{version} > /www/index.html && "
-        "trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait"
-    )
-    return [
-        {
-            "name": "web",
-            "image": IMAGE,
-            "cpu": 32,
-            "memory": 32,
-            "stopTimeout": 2,
-            "portMappings": [{"containerPort": 8080, "name": "http"}],
-            "entryPoint": ["sh", "-c"],
-            "command": [serve],
-            "healthCheck": {
-                "command": ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8080/ || exit 1"],
-                "interval": 5,
-                "timeout": 2,
-                "retries": 1,
-            },
-        }
-    ]
+    return http_revision(f"v{version}")
 
 
 def sleeper_revision(family: str, version: int) -> list[dict[str, Any]]:
