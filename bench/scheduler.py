@@ -95,18 +95,21 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def loop_lag_max_ms(metrics_address: str) -> float:
-    """The control plane's worst event-loop lateness so far, from its Prometheus endpoint."""
+def metrics_text(metrics_address: str) -> str:
+    """The control plane's Prometheus exposition, once."""
     with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=30) as response:
-        text = response.read().decode()
+        text: str = response.read().decode()
+    return text
+
+
+def loop_lag_max_ms(text: str) -> float:
+    """The control plane's worst event-loop lateness so far, from its metrics."""
     found = re.search(r"^berth_event_loop_lag_max_seconds (\S+)$", text, re.MULTILINE)
     return float(found.group(1)) * 1000 if found else float("nan")
 
 
-def stream_messages(metrics_address: str) -> str:
-    """How many messages the agents' streams carried (whole run), from the Prometheus endpoint."""
-    with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=30) as response:
-        text = response.read().decode()
+def stream_messages(text: str) -> str:
+    """How many messages the agents' streams carried (whole run), from the control plane's metrics."""
 
     def total(pattern: str) -> int:
         return round(sum(float(v) for v in re.findall(pattern, text, re.MULTILINE)))
@@ -333,8 +336,9 @@ def main() -> None:
                 process = psutil.Process(plane.process.pid)
                 cp_rss = peak_rss_mib(process.pid)
                 etcd_rss = max((peak_rss_mib(c.pid) for c in process.children()), default=0.0)
-                cp_lag = loop_lag_max_ms(metrics_address)
-                messages = stream_messages(metrics_address)
+                metrics = metrics_text(metrics_address)
+                cp_lag = loop_lag_max_ms(metrics)
+                messages = stream_messages(metrics)
         finally:
             hollow.stop()
             hollow_log = hollow.log_path.read_text(errors="replace") if hollow.log_path.exists() else ""
